@@ -1,0 +1,746 @@
+# Native half: mappings, Record, the partition control block and its writer.
+
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED
+from libc.errno cimport errno, EBUSY
+
+cdef extern from "<errno.h>":
+    int EOWNERDEAD
+    int ENOTRECOVERABLE
+from cpython.buffer cimport PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES
+from libc.string cimport strerror
+import os as _os
+
+cdef extern from "<sys/mman.h>":
+    void *MAP_FAILED
+
+cdef extern from "native.h":
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef union sl_lock:
+        pthread_mutex_t mutex
+    ctypedef struct sl_control:
+        char magic[8]
+        uint32_t version
+        uint32_t flags
+        char boot_id[16]
+        sl_lock lock
+        uint64_t seq
+        uint64_t generation
+        uint64_t active_base
+        uint64_t end_offset
+        uint64_t end_pos
+        uint64_t pending_end
+        uint64_t capacity
+        int64_t max_timestamp_ms
+        uint64_t start_offset
+        uint64_t recovery_point
+        uint64_t index_count
+        uint64_t last_index_pos
+        uint64_t synced_offset
+        uint32_t notify_seq
+        uint32_t waiters
+    ctypedef struct sl_view:
+        uint64_t generation, active_base, end_offset, end_pos, capacity, start_offset
+        int64_t max_timestamp_ms
+    int SL_CONTROL_BYTES
+    uint32_t SL_FLAG_DELETED
+    void sl_read_view(sl_control *c, sl_view *v) nogil
+    void sl_publish_begin(sl_control *c) nogil
+    void sl_publish_end(sl_control *c) nogil
+    void sl_notify(uint32_t *word, uint32_t *waiters) nogil
+    int sl_wait(uint32_t *word, uint32_t *waiters, uint32_t expected, double timeout_s) nogil
+    int sl_mutex_init(sl_control *c) nogil
+    uint64_t sl_load64(const uint64_t *p) nogil
+    uint32_t sl_load32(const uint32_t *p) nogil
+    int pthread_mutex_trylock(pthread_mutex_t *m) nogil
+    int pthread_mutex_lock(pthread_mutex_t *m) nogil
+    int pthread_mutex_unlock(pthread_mutex_t *m) nogil
+    int pthread_mutex_consistent(pthread_mutex_t *m) nogil
+
+cdef extern from *:
+    """
+    static inline void sl_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    static inline void sl_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void sl_atomic_or_u32(uint32_t *p, uint32_t v) { __atomic_or_fetch(p, v, __ATOMIC_ACQ_REL); }
+    static inline void sl_atomic_max_u64(uint64_t *p, uint64_t v) {
+        uint64_t cur = __atomic_load_n(p, __ATOMIC_ACQUIRE);
+        while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    }
+    """
+    void sl_fence() nogil
+    void sl_atomic_store_u64(uint64_t *p, uint64_t v) nogil
+    void sl_atomic_or_u32(uint32_t *p, uint32_t v) nogil
+    void sl_atomic_max_u64(uint64_t *p, uint64_t v) nogil
+
+
+
+CONTROL_BYTES = SL_CONTROL_BYTES
+CONTROL_MAGIC = b"SLCTRL01"
+CONTROL_VERSION = 1
+INDEX_ENTRY_BYTES = 8
+TIMEINDEX_ENTRY_BYTES = 12
+# Kafka's index.interval.bytes (mirrors _limits.INDEX_INTERVAL_BYTES; a test checks).
+DEF INDEX_INTERVAL = 4096
+INDEX_INTERVAL_BYTES = INDEX_INTERVAL
+
+cdef char _empty_byte = 0
+cdef char *_format_B = "B"
+
+
+cdef class Mapping:
+    """A shared memory map of a file region; exports the buffer protocol.
+
+    The mapping lives as long as any view of it does, so a numpy array or a
+    memoryview handed to a caller stays valid after the file is deleted.
+    Thread-safe to read; writers synchronise through the partition lock.
+    """
+    cdef char *addr
+    cdef readonly Py_ssize_t length
+    cdef readonly bint writable
+    cdef Py_ssize_t _shape[1]
+    cdef Py_ssize_t _strides[1]
+
+    def __cinit__(self, int fd, Py_ssize_t length, bint writable=False):
+        cdef void *a
+        cdef int prot = PROT_READ | (PROT_WRITE if writable else 0)
+        self.writable = writable
+        self.length = length if length > 0 else 0
+        self.addr = NULL
+        if length > 0:
+            a = mmap(NULL, length, prot, MAP_SHARED, fd, 0)
+            if a == MAP_FAILED:
+                raise OSError(errno, strerror(errno).decode())
+            self.addr = <char *>a
+        self._shape[0] = self.length
+        self._strides[0] = 1
+
+    def __dealloc__(self):
+        if self.addr != NULL:
+            munmap(self.addr, self.length)
+            self.addr = NULL
+
+    def __len__(self):
+        return self.length
+
+    def __getbuffer__(self, Py_buffer *b, int flags):
+        if (flags & PyBUF_WRITABLE) and not self.writable:
+            raise BufferError("mapping is read-only")
+        if self.addr != NULL:
+            b.buf = self.addr
+        else:
+            b.buf = &_empty_byte
+        b.len = self.length
+        b.readonly = not self.writable
+        b.itemsize = 1
+        if flags & PyBUF_FORMAT:
+            b.format = _format_B
+        else:
+            b.format = NULL
+        b.ndim = 1
+        b.shape = self._shape if (flags & PyBUF_ND) else NULL
+        b.strides = self._strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        b.suboffsets = NULL
+        b.internal = NULL
+        b.obj = self
+
+    def __releasebuffer__(self, Py_buffer *b):
+        pass
+
+
+cdef object _tuple_new = tuple.__new__
+
+
+cdef class Record:
+    """One record of a partition: NamedTuple-like (fields, unpacking, indexing, _asdict).
+
+    Immutable. ``headers`` is decoded from the stored bytes on first access.
+    """
+    cdef readonly str topic
+    cdef readonly int partition
+    cdef readonly int64_t offset
+    cdef readonly int64_t timestamp_ms
+    cdef readonly object key
+    cdef readonly object value
+    cdef object _headers
+    cdef object _hraw
+
+    _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers")
+
+    def __init__(self, str topic, int partition, int64_t offset, int64_t timestamp_ms,
+                 key, value, headers=None):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp_ms = timestamp_ms
+        self.key = key
+        self.value = value
+        self._headers = {} if headers is None else dict(headers)
+        self._hraw = None
+
+    @property
+    def headers(self):
+        """Headers as a dict of str to bytes (a fresh dict per record)."""
+        if self._headers is None:
+            raw = self._hraw
+            self._headers = _decode_headers(<const unsigned char *>PyBytes_AS_STRING(raw),
+                                            len(<bytes>raw), 0)
+            self._hraw = None
+        return self._headers
+
+    def _tuple(self):
+        return (self.topic, self.partition, self.offset, self.timestamp_ms, self.key,
+                self.value, self.headers)
+
+    def _asdict(self):
+        return dict(zip(self._fields, self._tuple()))
+
+    def __iter__(self):
+        return iter(self._tuple())
+
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, i):
+        return self._tuple()[i]
+
+    def __eq__(self, other):
+        if isinstance(other, Record):
+            return self._tuple() == (<Record>other)._tuple()
+        if isinstance(other, tuple):
+            return self._tuple() == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash((self.topic, self.partition, self.offset))
+
+    def __repr__(self):
+        return (f"Record(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+                f"timestamp_ms={self.timestamp_ms}, key={self.key!r}, value={self.value!r}, "
+                f"headers={self.headers!r})")
+
+    def __reduce__(self):
+        return (Record, self._tuple())
+
+
+cdef inline Record _make_record(str topic, int partition, int64_t offset, int64_t ts,
+                                const unsigned char *buf, RecInfo *r):
+    cdef Record rec = Record.__new__(Record)
+    rec.topic = topic
+    rec.partition = partition
+    rec.offset = offset
+    rec.timestamp_ms = ts
+    rec.key = _bytes_or_none(buf, r.kpos, r.klen)
+    rec.value = _bytes_or_none(buf, r.vpos, r.vlen)
+    if r.hlen == 0:
+        rec._headers = {}
+    else:
+        rec._headers = None
+        rec._hraw = PyBytes_FromStringAndSize(<const char *>buf + r.hpos, r.hlen)
+        # decode now when cheap to keep corruption out of lazy access paths
+        rec._headers = _decode_headers(buf + r.hpos, r.hlen, 0)
+        rec._hraw = None
+    return rec
+
+
+def read_span(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int64_t min_offset,
+              Py_ssize_t max_count, str topic, int partition, list out, Py_ssize_t crc_from):
+    """Decode whole batches from ``pos`` until ``limit``, the end marker, or at least
+    ``max_count`` records.
+
+    Appends Records with offset >= ``min_offset`` to ``out``. Batches starting
+    at or after ``crc_from`` have their CRC checked (earlier ones were checked
+    by this process already). Returns ``(pos, next_offset, ended)``: the
+    position and base offset after the last batch consumed, and whether the
+    end of the data was reached. Raises CorruptionError/TornTail (path None).
+    """
+    cdef _View v = _View(buf)
+    cdef BatchInfo info
+    cdef RecInfo r
+    cdef Py_ssize_t p, end, i, n = 0
+    cdef int64_t off
+    if limit > v.n:
+        limit = v.n
+    while n < max_count:
+        if _batch_info(v.p, pos, limit, expected_base, pos >= crc_from, &info):
+            return pos, expected_base, True
+        end = pos + info.length
+        off = <int64_t>info.base_offset
+        if off + <int64_t>info.count > min_offset:
+            p = pos + HDR
+            for i in range(info.count):
+                _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
+                if off + i >= min_offset:
+                    out.append(_make_record(topic, partition, off + i, r.ts, v.p, &r))
+                    n += 1
+            if p != end:
+                raise CorruptionError(None, pos, "records do not fill the batch exactly")
+        pos = end
+        expected_base = off + info.count
+    return pos, expected_base, pos >= limit
+
+
+def hop(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int64_t target):
+    """Skip whole batches (headers checked, no CRC) that end at or before ``target``.
+
+    Returns ``(pos, base_offset)`` of the batch holding ``target``, or of the
+    end of the data.
+    """
+    cdef _View v = _View(buf)
+    cdef BatchInfo info
+    if limit > v.n:
+        limit = v.n
+    while True:
+        if _batch_info(v.p, pos, limit, expected_base, False, &info):
+            return pos, expected_base
+        if <int64_t>(info.base_offset + info.count) > target:
+            return pos, expected_base
+        pos += info.length
+        expected_base = info.base_offset + info.count
+
+
+def time_search(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
+                int64_t running_max, int64_t target_ts):
+    """First offset at or after ``pos`` whose running maximum timestamp reaches ``target_ts``.
+
+    Returns ``(offset, pos, next_base, running_max)``; offset is -1 when the data
+    ends first. Batches whose maximum stays below the target are skipped whole.
+    """
+    cdef _View v = _View(buf)
+    cdef BatchInfo info
+    cdef RecInfo r
+    cdef Py_ssize_t p, end, i
+    if limit > v.n:
+        limit = v.n
+    while True:
+        if _batch_info(v.p, pos, limit, expected_base, True, &info):
+            return -1, pos, expected_base, running_max
+        end = pos + info.length
+        if info.max_ts >= target_ts and info.max_ts > running_max:
+            p = pos + HDR
+            for i in range(info.count):
+                _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
+                if r.ts > running_max:
+                    running_max = r.ts
+                if running_max >= target_ts:
+                    return <int64_t>info.base_offset + i, pos, expected_base, running_max
+        if info.max_ts > running_max:
+            running_max = info.max_ts
+        if running_max >= target_ts:
+            return <int64_t>info.base_offset, pos, expected_base, running_max
+        pos = end
+        expected_base = info.base_offset + info.count
+
+
+def scan(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int64_t running_max,
+         Py_ssize_t last_index_pos, list index_out):
+    """Check every batch (CRC included) from ``pos``: recovery and verification.
+
+    Returns ``(pos, next_offset, running_max, problem)`` where problem is None
+    (reached ``limit`` or the end marker), ``("torn", file_pos, reason)`` or
+    ``("corrupt", file_pos, reason)``. Index entries ``(relative_offset, pos,
+    running_max_before)`` are appended to ``index_out`` by the append path's
+    rule (one per INDEX_INTERVAL_BYTES), relative to the segment at position 0.
+    """
+    cdef _View v = _View(buf)
+    cdef BatchInfo info
+    cdef RecInfo r
+    cdef Py_ssize_t p, end, i
+    cdef int64_t seg_base = -1
+    if limit > v.n:
+        limit = v.n
+    while True:
+        try:
+            if _batch_info(v.p, pos, limit, expected_base, True, &info):
+                return pos, expected_base, running_max, None
+            end = pos + info.length
+            p = pos + HDR
+            for i in range(info.count):
+                _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
+                _decode_headers(v.p + r.hpos, r.hlen, pos)
+            if p != end:
+                raise CorruptionError(None, pos, "records do not fill the batch exactly")
+        except TornTail as e:
+            return pos, expected_base, running_max, ("torn", e.file_pos, e.reason)
+        except CorruptionError as e:
+            return pos, expected_base, running_max, ("corrupt", e.file_pos, e.reason)
+        if index_out is not None and pos > 0 and pos - last_index_pos >= INDEX_INTERVAL:
+            index_out.append((info.base_offset, pos, running_max))
+            last_index_pos = pos
+        if info.max_ts > running_max:
+            running_max = info.max_ts
+        pos = end
+        expected_base = info.base_offset + info.count
+
+
+def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
+                 int64_t min_offset, Py_ssize_t max_count, Py_ssize_t crc_from):
+    """Columnar decode of up to ``max_count`` records from ``pos`` (see RecordBatch).
+
+    Two passes over the batches: check and size first, then one copy of every
+    key and value into contiguous numpy arrays. Returns ``(columns, pos, base)``:
+    where to continue (a batch start and its base offset; a batch only partly
+    taken is continued from its start, the caller skips what it already has).
+    """
+    cdef _View v = _View(buf)
+    cdef BatchInfo info
+    cdef RecInfo r
+    cdef Py_ssize_t p, end, i, n = 0, kbytes = 0, vbytes = 0, q = pos, j, cont_pos
+    cdef int64_t base = expected_base, off, cont_base, cnt
+    if limit > v.n:
+        limit = v.n
+    cont_pos = pos
+    cont_base = expected_base
+    # pass 1: check, count and size
+    while n < max_count:
+        if _batch_info(v.p, q, limit, base, q >= crc_from, &info):
+            break
+        end = q + info.length
+        off = <int64_t>info.base_offset
+        p = q + HDR
+        for i in range(info.count):
+            _next_record(v.p, &p, end, info.first_ts, q, i, &r)
+            if off + i >= min_offset and n < max_count:
+                n += 1
+                kbytes += r.klen if r.klen > 0 else 0
+                vbytes += r.vlen if r.vlen > 0 else 0
+                if i + 1 < <Py_ssize_t>info.count and n == max_count:
+                    cont_pos = q  # stopped inside this batch: continue from its start
+                    cont_base = off
+        if p != end:
+            raise CorruptionError(None, q, "records do not fill the batch exactly")
+        q = end
+        base = off + info.count
+        if not (n == max_count and cont_pos == q - info.length and cont_base == off):
+            cont_pos = q
+            cont_base = base
+    cdef cnp.ndarray offsets = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray timestamps = np.empty(n, dtype=np.int64)
+    cdef cnp.ndarray voffs = np.empty(n + 1, dtype=np.int64)
+    cdef cnp.ndarray koffs = np.empty(n + 1, dtype=np.int64)
+    cdef cnp.ndarray vdata = np.empty(vbytes, dtype=np.uint8)
+    cdef cnp.ndarray kdata = np.empty(kbytes, dtype=np.uint8)
+    cdef cnp.ndarray vnull = np.empty(n, dtype=np.bool_)
+    cdef cnp.ndarray knull = np.empty(n, dtype=np.bool_)
+    cdef int64_t *o_p = <int64_t *>cnp.PyArray_DATA(offsets)
+    cdef int64_t *t_p = <int64_t *>cnp.PyArray_DATA(timestamps)
+    cdef int64_t *vo_p = <int64_t *>cnp.PyArray_DATA(voffs)
+    cdef int64_t *ko_p = <int64_t *>cnp.PyArray_DATA(koffs)
+    cdef char *vd_p = <char *>cnp.PyArray_DATA(vdata)
+    cdef char *kd_p = <char *>cnp.PyArray_DATA(kdata)
+    cdef char *vn_p = <char *>cnp.PyArray_DATA(vnull)
+    cdef char *kn_p = <char *>cnp.PyArray_DATA(knull)
+    cdef Py_ssize_t vcur = 0, kcur = 0
+    cdef int32_t klen, vlen
+    cdef uint32_t hlen
+    cdef int64_t first_ts
+    # pass 2: fill; every batch here passed pass 1's checks
+    j = 0
+    with nogil:
+        while j < n:
+            end = pos + sl_get_u32le(v.p + pos + OFF_LEN)
+            off = <int64_t>sl_get_u64le(v.p + pos + OFF_BASE)
+            cnt = sl_get_u32le(v.p + pos + OFF_COUNT)
+            first_ts = sl_get_i64le(v.p + pos + OFF_FIRST_TS)
+            p = pos + HDR
+            for i in range(cnt):
+                klen = sl_get_i32le(v.p + p + R_OFF_KLEN)
+                vlen = sl_get_i32le(v.p + p + R_OFF_VLEN)
+                hlen = sl_get_u32le(v.p + p + R_OFF_HLEN)
+                if off + i >= min_offset and j < n:
+                    o_p[j] = off + i
+                    t_p[j] = first_ts + sl_get_i32le(v.p + p + R_OFF_DELTA)
+                    ko_p[j] = kcur
+                    vo_p[j] = vcur
+                    kn_p[j] = klen < 0
+                    vn_p[j] = vlen < 0
+                    if klen > 0:
+                        memcpy(kd_p + kcur, v.p + p + RHDR, klen)
+                        kcur += klen
+                    if vlen > 0:
+                        memcpy(vd_p + vcur, v.p + p + RHDR + (klen if klen > 0 else 0), vlen)
+                        vcur += vlen
+                    j += 1
+                p += RHDR + (klen if klen > 0 else 0) + (vlen if vlen > 0 else 0) + hlen
+            pos = end
+    ko_p[n] = kcur
+    vo_p[n] = vcur
+    cols = {"offsets": offsets, "timestamps_ms": timestamps, "value_offsets": voffs,
+            "value_data": vdata, "value_null": vnull, "key_offsets": koffs,
+            "key_data": kdata, "key_null": knull}
+    return cols, cont_pos, cont_base
+
+
+cdef class Control:
+    """The partition's control block in its shared ``control`` file.
+
+    Holds the robust, process-shared append lock and the published end of the
+    log. Thread- and process-safe: fields change only under the lock and are
+    published through a seqlock; ``view()`` needs no lock.
+    """
+    cdef Mapping m
+    cdef sl_control *c
+
+    def __cinit__(self, Mapping m):
+        if m.length < SL_CONTROL_BYTES or not m.writable:
+            raise ValueError("a control mapping must be writable and hold a control block")
+        self.m = m
+        self.c = <sl_control *>m.addr
+
+    def state(self, bytes boot_id):
+        """'ok', 'stale' (another boot: nobody can hold the lock) or 'invalid'."""
+        if (<bytes>PyBytes_FromStringAndSize(self.c.magic, 8)) != CONTROL_MAGIC \
+                or self.c.version != CONTROL_VERSION:
+            return "invalid"
+        if (<bytes>PyBytes_FromStringAndSize(self.c.boot_id, 16)) != boot_id:
+            return "stale"
+        return "ok"
+
+    def initialize(self, bytes boot_id, uint64_t generation, uint64_t active_base,
+                   uint64_t end_offset, uint64_t end_pos, uint64_t capacity,
+                   int64_t max_timestamp_ms, uint64_t start_offset, uint64_t index_count,
+                   uint64_t last_index_pos):
+        """(Re)build the block. Only while no live process can hold the lock:
+        the caller holds the control file's flock and the block is invalid or
+        from an earlier boot."""
+        cdef uint32_t notify = self.c.notify_seq
+        memset(self.c.magic, 0, 8)
+        sl_fence()
+        rc = sl_mutex_init(self.c)
+        if rc:
+            raise OSError(rc, strerror(rc).decode())
+        self.c.flags = 0
+        self.c.seq = 0
+        self.c.generation = generation
+        self.c.active_base = active_base
+        self.c.end_offset = end_offset
+        self.c.end_pos = end_pos
+        self.c.pending_end = end_pos
+        self.c.capacity = capacity
+        self.c.max_timestamp_ms = max_timestamp_ms
+        self.c.start_offset = start_offset
+        self.c.recovery_point = end_pos
+        self.c.index_count = index_count
+        self.c.last_index_pos = last_index_pos
+        self.c.synced_offset = end_offset
+        self.c.notify_seq = notify
+        self.c.waiters = 0
+        memcpy(self.c.boot_id, PyBytes_AS_STRING(boot_id), 16)
+        self.c.version = CONTROL_VERSION
+        sl_fence()
+        memcpy(self.c.magic, PyBytes_AS_STRING(CONTROL_MAGIC), 8)
+        sl_fence()
+
+    def lock(self):
+        """Take the append lock; waits with the GIL released.
+
+        A holder that died is survived (robust mutex): the lock is made
+        consistent and the caller finds the dead writer's traces through
+        ``pending_end != end_pos`` (state-based recovery).
+        """
+        cdef int rc = pthread_mutex_trylock(&self.c.lock.mutex)
+        if rc == EBUSY:
+            with nogil:
+                rc = pthread_mutex_lock(&self.c.lock.mutex)
+        if rc == EOWNERDEAD:
+            pthread_mutex_consistent(&self.c.lock.mutex)
+            return True
+        if rc:
+            raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
+        return False
+
+    def unlock(self):
+        cdef int rc = pthread_mutex_unlock(&self.c.lock.mutex)
+        if rc:
+            raise OSError(rc, f"partition unlock: {strerror(rc).decode()}")
+
+    def view(self):
+        """(generation, active_base, end_offset, end_pos, capacity, start_offset, max_ts, index_count)."""
+        cdef sl_view v
+        sl_read_view(self.c, &v)
+        return (v.generation, v.active_base, v.end_offset, v.end_pos, v.capacity,
+                v.start_offset, v.max_timestamp_ms, sl_load64(&self.c.index_count))
+
+    def end_offset(self):
+        cdef sl_view v
+        sl_read_view(self.c, &v)
+        return v.end_offset
+
+    def publish(self, generation=None, active_base=None, end_offset=None, end_pos=None,
+                capacity=None, max_timestamp_ms=None, start_offset=None, index_count=None,
+                last_index_pos=None, recovery_point=None):
+        """Change published fields atomically for readers. Caller holds the lock."""
+        sl_publish_begin(self.c)
+        if generation is not None:
+            self.c.generation = generation
+        if active_base is not None:
+            self.c.active_base = active_base
+        if end_offset is not None:
+            self.c.end_offset = end_offset
+        if end_pos is not None:
+            self.c.end_pos = end_pos
+            self.c.pending_end = end_pos
+        if capacity is not None:
+            self.c.capacity = capacity
+        if max_timestamp_ms is not None:
+            self.c.max_timestamp_ms = max_timestamp_ms
+        if start_offset is not None:
+            self.c.start_offset = start_offset
+        if index_count is not None:
+            self.c.index_count = index_count
+        if last_index_pos is not None:
+            self.c.last_index_pos = last_index_pos
+        if recovery_point is not None:
+            self.c.recovery_point = recovery_point
+        sl_publish_end(self.c)
+
+    property generation:
+        def __get__(self): return sl_load64(&self.c.generation)
+    property pending_end:
+        def __get__(self): return sl_load64(&self.c.pending_end)
+    property end_pos:
+        def __get__(self): return sl_load64(&self.c.end_pos)
+    property capacity:
+        def __get__(self): return sl_load64(&self.c.capacity)
+    property index_count:
+        def __get__(self): return sl_load64(&self.c.index_count)
+    property last_index_pos:
+        def __get__(self): return sl_load64(&self.c.last_index_pos)
+    property recovery_point:
+        def __get__(self): return sl_load64(&self.c.recovery_point)
+        def __set__(self, uint64_t v): sl_atomic_store_u64(&self.c.recovery_point, v)
+    property synced_offset:
+        def __get__(self): return sl_load64(&self.c.synced_offset)
+        def __set__(self, uint64_t v): sl_atomic_max_u64(&self.c.synced_offset, v)
+    property deleted:
+        def __get__(self): return bool(sl_load32(&self.c.flags) & SL_FLAG_DELETED)
+    property notify_seq:
+        def __get__(self): return sl_load32(&self.c.notify_seq)
+
+    def mark_deleted(self):
+        """Flag the partition deleted so every handle in every process refuses it."""
+        sl_atomic_or_u32(&self.c.flags, SL_FLAG_DELETED)
+        sl_notify(&self.c.notify_seq, &self.c.waiters)
+
+    def wait(self, uint32_t seen, double timeout):
+        """Block (GIL released) until an append bumps notify_seq past ``seen`` or timeout.
+
+        Returns True when woken by a change, False on timeout.
+        """
+        cdef int rc
+        with nogil:
+            rc = sl_wait(&self.c.notify_seq, &self.c.waiters, seen, timeout)
+        return rc == 0
+
+    def notify(self):
+        sl_notify(&self.c.notify_seq, &self.c.waiters)
+
+
+# Return codes of Writer.append: the slow path (Python, under the lock) handles them.
+DEF _DELETED = -2
+DEF _STALE = -3
+DEF _FULL = -4
+DEF _RECOVER = -5
+APPEND_DELETED = _DELETED
+APPEND_STALE = _STALE
+APPEND_FULL = _FULL
+APPEND_RECOVER = _RECOVER
+
+
+cdef class Writer:
+    """Appends encoded batches into the active segment of one partition.
+
+    The hot path: take the robust lock, copy the batch into the shared
+    mapping, stamp its base offset (I3), add a sparse index entry every
+    INDEX_INTERVAL_BYTES, publish the new end through the seqlock, release,
+    and wake waiters with a futex only when someone waits. A store into a
+    MAP_SHARED page is in the page cache at once, so a returned append
+    survives the death of the process. Thread-safe (the lock serialises).
+    """
+    cdef Control ctl
+    cdef sl_control *c
+    cdef Mapping seg
+    cdef Mapping idx
+    cdef Mapping tidx
+    cdef uint64_t gen
+    cdef bint attached
+
+    def __cinit__(self, Control ctl):
+        self.ctl = ctl
+        self.c = ctl.c
+        self.attached = False
+
+    def attach(self, uint64_t generation, Mapping seg, Mapping idx, Mapping tidx):
+        """Point at the active segment and its index maps of ``generation``."""
+        self.seg = seg
+        self.idx = idx
+        self.tidx = tidx
+        self.gen = generation
+        self.attached = True
+
+    property generation:
+        def __get__(self): return self.gen if self.attached else None
+
+    cdef int64_t _append_locked(self, const unsigned char *data, Py_ssize_t n, uint32_t count,
+                                int64_t max_ts) noexcept nogil:
+        cdef sl_control *c = self.c
+        cdef uint64_t pos, rel, icount, last
+        if c.flags & SL_FLAG_DELETED:
+            return _DELETED
+        if c.pending_end != c.end_pos:
+            return _RECOVER
+        if not self.attached or c.generation != self.gen:
+            return _STALE
+        pos = c.end_pos
+        if pos + <uint64_t>n > c.capacity or pos + <uint64_t>n > <uint64_t>self.seg.length:
+            return _FULL
+        c.pending_end = pos + n
+        memcpy(self.seg.addr + pos, data, n)
+        sl_store_u64le(self.seg.addr + pos, c.end_offset)
+        rel = c.end_offset - c.active_base
+        icount = c.index_count
+        last = c.last_index_pos
+        if pos > 0 and pos - last >= INDEX_INTERVAL:
+            if <Py_ssize_t>((icount + 1) * 8) <= self.idx.length and \
+                    <Py_ssize_t>((icount + 1) * 12) <= self.tidx.length:
+                sl_store_u32le(self.idx.addr + icount * 8, <uint32_t>rel)
+                sl_store_u32le(self.idx.addr + icount * 8 + 4, <uint32_t>pos)
+                sl_store_i64le(self.tidx.addr + icount * 12, c.max_timestamp_ms)
+                sl_store_u32le(self.tidx.addr + icount * 12 + 8, <uint32_t>rel)
+                icount += 1
+                last = pos
+        sl_publish_begin(c)
+        c.end_offset = c.end_offset + count
+        c.end_pos = pos + n
+        c.pending_end = pos + n
+        c.index_count = icount
+        c.last_index_pos = last
+        if max_ts > c.max_timestamp_ms:
+            c.max_timestamp_ms = max_ts
+        sl_publish_end(c)
+        sl_notify(&c.notify_seq, &c.waiters)
+        return <int64_t>(c.end_offset - count)
+
+    def append(self, bytes data, uint32_t count, int64_t max_ts):
+        """Append one encoded batch; returns its base offset, or an APPEND_* code (< 0)
+        telling the caller to take the slow path (the lock is not held then)."""
+        cdef int rc = pthread_mutex_trylock(&self.c.lock.mutex)
+        cdef int64_t result
+        cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = len(data)
+        if rc == EBUSY:
+            with nogil:
+                rc = pthread_mutex_lock(&self.c.lock.mutex)
+        if rc == EOWNERDEAD:
+            pthread_mutex_consistent(&self.c.lock.mutex)
+            pthread_mutex_unlock(&self.c.lock.mutex)
+            return _RECOVER
+        if rc:
+            raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
+        result = self._append_locked(p, n, count, max_ts)
+        pthread_mutex_unlock(&self.c.lock.mutex)
+        return result
+
+    def append_locked(self, bytes data, uint32_t count, int64_t max_ts):
+        """As ``append``, for a caller that holds the lock (the slow path)."""
+        return self._append_locked(<const unsigned char *>PyBytes_AS_STRING(data), len(data),
+                                   count, max_ts)

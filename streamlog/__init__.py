@@ -1,0 +1,1 @@
+"""streamlog: an embedded, durable, log-structured streaming store."""

@@ -1,0 +1,301 @@
+"""Reference implementation of the record-batch format of docs/format.md.
+
+Small and readable on purpose: ``ext/codec.pxi`` is the fast implementation and
+must produce the same bytes, with the same names, signatures and errors
+(tests/property/test_codec_parity.py checks it). Selected in place of the
+extension only by ``STREAMLOG_NO_EXTENSIONS=1`` (see ``_codec.py``).
+
+Everything is little-endian. A batch is a 44-byte header followed by records::
+
+    batch  = base_offset u64 | batch_length u32 | length_check u32 | crc u32
+             | magic u16 | version u8 | attributes u8 | record_count u32
+             | first_timestamp_ms i64 | max_timestamp_ms i64 | record*
+    record = timestamp_delta i32 | key_length i32 | value_length i32
+             | headers_length u32 | key | value | headers
+    headers = (name_length u16 | name | value_length u32 | value)*
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import crc32c as _crc32c
+
+from .errors import CorruptionError, TornTail
+
+# (name, struct code) in on-disk order; offsets are derived from the sizes so
+# the table in docs/format.md, this module and the extension cannot drift.
+BATCH_FIELDS = (
+    ("base_offset", "Q"),
+    ("batch_length", "I"),
+    ("length_check", "I"),
+    ("crc", "I"),
+    ("magic", "H"),
+    ("version", "B"),
+    ("attributes", "B"),
+    ("record_count", "I"),
+    ("first_timestamp_ms", "q"),
+    ("max_timestamp_ms", "q"),
+)
+RECORD_FIELDS = (
+    ("timestamp_delta", "i"),
+    ("key_length", "i"),
+    ("value_length", "i"),
+    ("headers_length", "I"),
+)
+
+
+def _offsets(fields):
+    out, pos = {}, 0
+    for name, code in fields:
+        out[name] = pos
+        pos += struct.calcsize("<" + code)
+    return out, pos
+
+
+BATCH_OFFSETS, HEADER_SIZE = _offsets(BATCH_FIELDS)
+RECORD_OFFSETS, RECORD_HEADER_SIZE = _offsets(RECORD_FIELDS)
+# The CRC covers from the magic to the end of the batch: the base offset is
+# outside it (I3) so a batch is checksummed before the append lock assigns it.
+CRC_START = BATCH_OFFSETS["magic"]
+MAGIC = 0x4C53  # b"SL" little-endian
+VERSION = 1
+LENGTH_CHECK_XOR = 0xFFFFFFFF
+
+_HEADER = struct.Struct("<" + "".join(code for _, code in BATCH_FIELDS))
+_RECORD = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS))
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+HeaderList = Sequence[tuple[bytes, bytes]]
+
+
+def crc32c(data) -> int:
+    """CRC32C (Castagnoli) of a bytes-like object."""
+    return _crc32c.crc32c(data)
+
+
+def _encode_headers(headers: HeaderList | None) -> bytes:
+    if not headers:
+        return b""
+    parts = []
+    for name, value in headers:
+        parts.append(_U16.pack(len(name)))
+        parts.append(bytes(name))
+        parts.append(_U32.pack(len(value)))
+        parts.append(bytes(value))
+    return b"".join(parts)
+
+
+def encode_batch(
+    keys: Sequence[bytes | None] | None,
+    values: Sequence,
+    headers: Sequence[HeaderList | None] | None,
+    timestamps_ms: Sequence[int],
+) -> bytes:
+    """Encode records as one batch with base_offset 0 (the append sets it).
+
+    ``keys``/``headers`` may be None for "none on any record". Header names are
+    UTF-8 bytes already. Raises ValueError for an empty batch or timestamps more
+    than 2**31-1 ms apart.
+    """
+    count = len(values)
+    if count == 0:
+        raise ValueError("a batch needs at least one record")
+    if len(timestamps_ms) != count:
+        raise ValueError("timestamps_ms must have one entry per record")
+    first_ts = timestamps_ms[0]
+    max_ts = first_ts
+    body = []
+    for i in range(count):
+        key = None if keys is None else keys[i]
+        value = values[i]
+        hdr = _encode_headers(None if headers is None else headers[i])
+        ts = timestamps_ms[i]
+        delta = ts - first_ts
+        if not -(1 << 31) <= delta < (1 << 31):
+            raise ValueError("timestamps of one batch must lie within 2**31 ms of each other")
+        if ts > max_ts:
+            max_ts = ts
+        body.append(
+            _RECORD.pack(
+                delta,
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+                len(hdr),
+            )
+        )
+        if key is not None:
+            body.append(bytes(key))
+        if value is not None:
+            body.append(bytes(value))
+        body.append(hdr)
+    records = b"".join(body)
+    length = HEADER_SIZE + len(records)
+    tail = (
+        _HEADER.pack(
+            0, length, length ^ LENGTH_CHECK_XOR, 0, MAGIC, VERSION, 0, count, first_ts, max_ts
+        )[CRC_START:]
+        + records
+    )
+    crc = crc32c(tail)
+    return _HEADER.pack(
+        0, length, length ^ LENGTH_CHECK_XOR, crc, MAGIC, VERSION, 0, count, first_ts, max_ts
+    )[:CRC_START] + tail
+
+
+def encode_record(key, value, headers: HeaderList | None, timestamp_ms: int) -> bytes:
+    """Encode one record as a batch of one (the per-record append path)."""
+    return encode_batch(None if key is None else [key], [value],
+                        None if headers is None else [headers], [timestamp_ms])
+
+
+def set_base_offset(buf, pos: int, base_offset: int) -> None:
+    """Write the base offset of the batch at ``pos`` (outside the CRC range)."""
+    _U64.pack_into(buf, pos, base_offset)
+
+
+def batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: bool):
+    """Check the batch at ``pos`` and return its header fields.
+
+    Returns ``(batch_length, record_count, first_timestamp_ms, max_timestamp_ms)``;
+    ``(0, 0, 0, 0)`` when ``pos == limit`` or the header is all zero (the
+    preallocated, never-written end of an active segment). Raises ``TornTail``
+    when the batch would end past ``limit`` and ``CorruptionError`` (path None)
+    when a check fails. ``expected_base_offset`` < 0 skips the I2 check.
+    """
+    avail = limit - pos
+    if avail <= 0:
+        return (0, 0, 0, 0)
+    mv = memoryview(buf)
+    if avail < HEADER_SIZE:
+        if not any(mv[pos:limit]):
+            return (0, 0, 0, 0)
+        raise TornTail(pos, f"{avail} bytes left, a batch header needs {HEADER_SIZE}")
+    (base, length, check, crc, magic, version, attrs, count, first_ts, max_ts) = (
+        _HEADER.unpack_from(buf, pos)
+    )
+    if length == 0 and check == 0 and not any(mv[pos:pos + HEADER_SIZE]):
+        return (0, 0, 0, 0)
+    if length ^ check != LENGTH_CHECK_XOR:
+        raise CorruptionError(None, pos, "batch length fails its check word")
+    if length < HEADER_SIZE + RECORD_HEADER_SIZE:
+        raise CorruptionError(None, pos, f"batch length {length} is below the minimum")
+    if length > avail:
+        raise TornTail(pos, f"batch of {length} bytes but only {avail} remain")
+    if magic != MAGIC or version != VERSION:
+        raise CorruptionError(None, pos, f"bad magic {magic:#06x} or version {version}")
+    if check_crc:
+        actual = crc32c(mv[pos + CRC_START:pos + length])
+        if actual != crc:
+            raise CorruptionError(None, pos, f"CRC32C mismatch (stored {crc:#010x}, "
+                                             f"computed {actual:#010x})")
+    if attrs != 0:
+        raise CorruptionError(None, pos, f"reserved attribute bits set ({attrs:#04x})")
+    if count == 0 or max_ts < first_ts:
+        raise CorruptionError(None, pos, "record count or timestamps out of range")
+    if expected_base_offset >= 0 and base != expected_base_offset:
+        raise CorruptionError(None, pos, f"base offset {base} where {expected_base_offset} "
+                                         "was expected (I2)")
+    return (length, count, first_ts, max_ts)
+
+
+def decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
+    """Check and decode the batch at ``pos``.
+
+    Returns ``(base_offset, batch_length, records)`` with records as tuples
+    ``(offset, timestamp_ms, key, value, headers)`` (headers a dict of str to
+    bytes). Raises as ``batch_info`` does; an end marker raises TornTail.
+    """
+    length, count, first_ts, _ = batch_info(buf, pos, limit, expected_base_offset, True)
+    if length == 0:
+        raise TornTail(pos, "no batch here")
+    base = _U64.unpack_from(buf, pos)[0]
+    mv = memoryview(buf)
+    end = pos + length
+    p = pos + HEADER_SIZE
+    out = []
+    for i in range(count):
+        if p + RECORD_HEADER_SIZE > end:
+            raise CorruptionError(None, pos, f"record {i} header runs past the batch end")
+        delta, klen, vlen, hlen = _RECORD.unpack_from(buf, p)
+        p += RECORD_HEADER_SIZE
+        if klen < -1 or vlen < -1:
+            raise CorruptionError(None, pos, f"record {i} has a negative length")
+        need = max(klen, 0) + max(vlen, 0) + hlen
+        if p + need > end:
+            raise CorruptionError(None, pos, f"record {i} runs past the batch end")
+        key = None if klen < 0 else bytes(mv[p:p + klen])
+        p += max(klen, 0)
+        value = None if vlen < 0 else bytes(mv[p:p + vlen])
+        p += max(vlen, 0)
+        headers = decode_headers(mv[p:p + hlen], pos)
+        p += hlen
+        out.append((base + i, first_ts + delta, key, value, headers))
+    if p != end:
+        raise CorruptionError(None, pos, "records do not fill the batch exactly")
+    return base, length, out
+
+
+def decode_headers(raw, batch_pos: int = 0) -> dict[str, bytes]:
+    """Decode a record's header block into a dict of str to bytes."""
+    out: dict[str, bytes] = {}
+    p, end = 0, len(raw)
+    while p < end:
+        if p + 2 > end:
+            raise CorruptionError(None, batch_pos, "header name length runs past the record")
+        (nlen,) = _U16.unpack_from(raw, p)
+        p += 2
+        if p + nlen + 4 > end:
+            raise CorruptionError(None, batch_pos, "header runs past the record")
+        try:
+            name = bytes(raw[p:p + nlen]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptionError(None, batch_pos, "header name is not UTF-8") from None
+        p += nlen
+        (vlen,) = _U32.unpack_from(raw, p)
+        p += 4
+        if p + vlen > end:
+            raise CorruptionError(None, batch_pos, "header value runs past the record")
+        out[name] = bytes(raw[p:p + vlen])
+        p += vlen
+    return out
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (seed 0x9747b28c) as a signed 32-bit int, as the Java client returns."""
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = (data[i4] & 0xFF) + ((data[i4 + 1] & 0xFF) << 8) + \
+            ((data[i4 + 2] & 0xFF) << 16) + ((data[i4 + 3] & 0xFF) << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rem = length % 4
+    idx = length & ~3
+    if rem == 3:
+        h ^= (data[idx + 2] & 0xFF) << 16
+    if rem >= 2:
+        h ^= (data[idx + 1] & 0xFF) << 8
+    if rem >= 1:
+        h ^= data[idx] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h >= (1 << 31) else h
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java client picks: (murmur2(key) & 0x7fffffff) % partitions."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

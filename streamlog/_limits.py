@@ -1,0 +1,49 @@
+"""Every size, count and time limit of streamlog, named with its unit."""
+
+# Topic defaults (SPEC.md). 64 MiB segments bound how much one retention step
+# removes and how much a cold recovery rescans.
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+# 8 MiB per record keeps one record well inside a segment and a reader's memory.
+DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
+# JetStream's duplicate window default is 2 minutes.
+DEFAULT_DEDUPE_WINDOW_S = 120
+DEFAULT_PARTITIONS = 1
+
+# Smallest segment a topic may ask for: one batch header plus a small record,
+# so a roll always makes progress.
+MIN_SEGMENT_BYTES = 1024
+# A segment file's capacity must fit the u32 file positions in .index entries.
+MAX_SEGMENT_BYTES = 1 << 31
+# Record batch lengths are u32 and record fields i32: stay well below both.
+MAX_MAX_RECORD_BYTES = 1 << 30
+# Kafka's limit on partitions per topic is far higher; a local store with one
+# control file and mapping per partition is past its useful size well before.
+MAX_PARTITIONS = 4096
+
+# Kafka's index.interval.bytes: one sparse index entry per ~4 KiB of log
+# bounds a lookup's forward scan to about one page.
+INDEX_INTERVAL_BYTES = 4096
+
+# "interval" durability: background fsync at least this often (SPEC.md).
+SYNC_INTERVAL_S = 0.2
+
+# Names: [A-Za-z0-9][A-Za-z0-9._-]{0,199}; 249 is Kafka's topic name limit,
+# used for names that views derive (dead-letter topics).
+NAME_MAX_CHARS = 200
+DERIVED_NAME_MAX_CHARS = 249
+
+# LMDB keys are at most 511 bytes; longer ids are hashed (BLAKE2b) to this size.
+LMDB_MAX_KEY_BYTES = 511
+HASHED_ID_BYTES = 32
+
+# LMDB map size: start small (sparse file) and double when full.
+LMDB_INITIAL_MAP_BYTES = 64 * 1024 * 1024
+LMDB_MAX_READERS = 1024
+
+# Header names are u16-length prefixed in the batch format.
+MAX_HEADER_NAME_BYTES = 0xFFFF
+MAX_HEADERS_PER_RECORD = 0xFFFF
+
+# Records of one batch share a first timestamp; deltas are i32 milliseconds.
+MAX_TIMESTAMP_DELTA_MS = (1 << 31) - 1
+MAX_TIMESTAMP_MS = (1 << 63) - 1
