@@ -1,1 +1,46 @@
-"""streamlog: an embedded, durable, log-structured streaming store."""
+"""streamlog: an embedded, durable, log-structured streaming store.
+
+One directory holds topics; a topic is a set of partitions; a partition is an
+append-only log of CRC32C-checked record batches. Queues, pub-sub,
+request-reply and event streams are views over the log. See docs/ and
+SPEC.md for the contract.
+"""
+
+from ._log import Log, Topic
+from ._log import open_log as open  # noqa: A004 - the public name
+from ._types import Position, Problem, Record, RecordBatch, Retention
+from .errors import (
+    ConfigMismatch,
+    CorruptionError,
+    OffsetOutOfRange,
+    RecordTooLarge,
+    RemoteError,
+    RequestTimeout,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+    WrongExpectedVersion,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "open",
+    "Log",
+    "Topic",
+    "Position",
+    "Problem",
+    "Record",
+    "RecordBatch",
+    "Retention",
+    "StreamlogError",
+    "TopicNotFound",
+    "ConfigMismatch",
+    "RecordTooLarge",
+    "OffsetOutOfRange",
+    "CorruptionError",
+    "WrongExpectedVersion",
+    "RequestTimeout",
+    "RemoteError",
+    "StoreClosed",
+]

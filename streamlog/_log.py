@@ -1,0 +1,608 @@
+"""The public Log and Topic: open a directory, create topics, append and read records."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from . import _codec, _validate
+from ._limits import (
+    DEFAULT_DEDUPE_WINDOW_S,
+    DEFAULT_MAX_RECORD_BYTES,
+    DEFAULT_PARTITIONS,
+    DEFAULT_SEGMENT_BYTES,
+    MAX_MAX_RECORD_BYTES,
+    MAX_PARTITIONS,
+    MAX_SEGMENT_BYTES,
+    MIN_SEGMENT_BYTES,
+    SYNC_INTERVAL_S,
+)
+from ._types import Position, Problem, Record, RecordBatch, Retention, empty_columns
+from .errors import (
+    ConfigMismatch,
+    OffsetOutOfRange,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+)
+from .storage import files
+from .storage.meta import Meta
+from .storage.partition import Partition, boot_id
+
+DURABILITY_MODES = ("always", "interval", "never")
+_TOPICS_DB = "topics"
+_tuple_new = tuple.__new__
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Topic:
+    """A handle on one topic: append, read, and the topic's consumer groups.
+
+    Thread-safe and cheap; every handle of one Log shares the partitions.
+    """
+
+    def __init__(self, log: Log, name: str, config: dict) -> None:
+        self._log = log
+        self.name = name
+        self.partitions: int = config["partitions"]
+        self.config = config
+        self._max_record = config["max_record_bytes"]
+        self._allow_none = bool(config["compact"])
+        self._parts: list[Partition] = log._partitions_of(name, config)
+        self._rr = itertools.count()
+        self._encode_record = _codec.encode_record
+        self._pfk = _codec.partition_for_key
+
+    def __repr__(self) -> str:
+        return f"Topic({self.name!r}, partitions={self.partitions})"
+
+    # ---------------------------------------------------------------- append
+    def _partition_of(self, key: bytes | None) -> int:
+        n = self.partitions
+        if n == 1:
+            return 0
+        if key is None:
+            return next(self._rr) % n
+        return self._pfk(key, n)
+
+    def append(self, value, key=None, headers=None, timestamp_ms: int | None = None,
+               msg_id=None) -> Position:
+        """Append one record; returns its Position once the bytes are in the OS.
+
+        Raises TypeError/ValueError/RecordTooLarge before writing anything.
+        With ``msg_id``, a repeat inside the topic's dedupe window returns the
+        first append's position and writes nothing.
+        """
+        if self._log._closed:
+            raise StoreClosed("the store is closed")
+        if type(value) is not bytes:
+            value = _validate.value(value, self._allow_none)
+        if key is not None and type(key) is not bytes:
+            key = _validate.key(key)
+        hdrs = _validate.headers(headers) if headers is not None else None
+        ts = _now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
+        if msg_id is not None:
+            return self._log._dedupe_append(self, value, key, hdrs, ts,
+                                            _validate.msg_id(msg_id))
+        if (len(value) if value is not None else 0) + (len(key) if key is not None else 0) \
+                > self._max_record or hdrs:
+            _validate.record_size(key, value, hdrs, self._max_record)
+        p = self._partition_of(key)
+        off = self._parts[p].append(self._encode_record(key, value, hdrs, ts), 1, ts)
+        return _tuple_new(Position, (p, off))
+
+    def _append_encoded(self, p: int, data: bytes, count: int, max_ts: int) -> int:
+        """Append a batch the caller encoded (views and dedupe use it); returns its base."""
+        return self._parts[p].append(data, count, max_ts)
+
+    def append_many(self, values: Sequence, keys: Sequence | None = None,
+                    headers: Sequence | None = None) -> list[Position]:
+        """Append many records: validated as a whole first, then one batch per partition.
+
+        Atomic per partition: each partition's share is a single batch, so it
+        is all there or (after a crash mid-write) none of it is.
+        """
+        if self._log._closed:
+            raise StoreClosed("the store is closed")
+        if isinstance(values, str | bytes | bytearray | memoryview) or \
+                not isinstance(values, Sequence | Iterator) and not hasattr(values, "__iter__"):
+            raise TypeError("values must be a sequence of bytes-like values")
+        values = list(values)
+        n = len(values)
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != n:
+                raise ValueError(f"keys has {len(keys)} entries for {n} values")
+        if headers is not None:
+            headers = list(headers)
+            if len(headers) != n:
+                raise ValueError(f"headers has {len(headers)} entries for {n} values")
+        if n == 0:
+            return []
+        vals = [v if type(v) is bytes else _validate.value(v, self._allow_none) for v in values]
+        ks = None
+        if keys is not None:
+            ks = [k if k is None or type(k) is bytes else _validate.key(k) for k in keys]
+        hs = None
+        if headers is not None:
+            hs = [_validate.headers(h) for h in headers]
+        limit = self._max_record
+        for i in range(n):
+            v = vals[i]
+            size = (len(v) if v is not None else 0) + (len(ks[i]) if ks and ks[i] else 0)
+            if size > limit or (hs and hs[i]):
+                _validate.record_size(ks[i] if ks else None, v, hs[i] if hs else None, limit)
+        ts = _now_ms()
+        if self.partitions == 1:
+            groups = {0: list(range(n))}
+        else:
+            groups = {}
+            for i in range(n):
+                groups.setdefault(self._partition_of(ks[i] if ks else None), []).append(i)
+        out: list[Position | None] = [None] * n
+        # Encode every partition's batch before writing any (validation is complete).
+        batches = []
+        for p, idxs in groups.items():
+            data = _codec.encode_batch(
+                None if ks is None else [ks[i] for i in idxs],
+                [vals[i] for i in idxs],
+                None if hs is None else [hs[i] for i in idxs],
+                [ts] * len(idxs),
+            )
+            if len(data) > self._parts[p].segment_bytes and len(data) > MAX_SEGMENT_BYTES:
+                raise ValueError("append_many batch is too large for one segment")
+            batches.append((p, idxs, data))
+        for p, idxs, data in batches:
+            base = self._parts[p].append(data, len(idxs), ts)
+            for j, i in enumerate(idxs):
+                out[i] = _tuple_new(Position, (p, base + j))
+        return out  # type: ignore[return-value]
+
+    def flush(self) -> None:
+        """Make everything appended so far durable (fsync), whatever the durability mode."""
+        self._log._check()
+        for p in self._parts:
+            p.flush()
+        self._log._meta.sync()
+
+    # ------------------------------------------------------------------ read
+    def _part(self, partition) -> Partition:
+        self._log._check()
+        return self._parts[_validate.partition(partition, self.partitions)]
+
+    def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
+        """Records of ``partition`` from ``offset`` until the end (or ``limit`` records).
+
+        An offset below start_offset starts at start_offset; one at or past
+        the end yields nothing.
+        """
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        if limit is not None:
+            limit = _validate.positive_int(limit, "limit", minimum=0)
+        return part.read(offset, limit)
+
+    def get(self, partition: int, offset: int) -> Record:
+        """The record at ``offset``; OffsetOutOfRange outside [start_offset, end_offset)."""
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        view = part.view()
+        if not view[5] <= offset < view[2]:
+            raise OffsetOutOfRange(f"offset {offset} outside [{view[5]}, {view[2]}) of "
+                                   f"{self.name}/{partition}")
+        rec = part.get(offset)
+        if rec is None:  # removed by retention between the check and the read
+            raise OffsetOutOfRange(f"offset {offset} of {self.name}/{partition} is gone")
+        return rec
+
+    def start_offset(self, partition: int) -> int:
+        """First retained offset of ``partition``."""
+        return self._part(partition).start_offset()
+
+    def end_offset(self, partition: int) -> int:
+        """Next offset to be written in ``partition``."""
+        return self._part(partition).end_offset()
+
+    def offset_for_time(self, partition: int, timestamp_ms: int) -> int:
+        """Earliest offset whose timestamp is >= ``timestamp_ms``, by the running maximum
+        timestamp as Kafka does; end_offset if there is none."""
+        part = self._part(partition)
+        ts = _validate.timestamp(timestamp_ms)
+        return part.offset_for_time(ts)
+
+    def read_batch(self, partition: int, offset: int, max_records: int) -> RecordBatch:
+        """Up to ``max_records`` records from ``offset`` as numpy columns."""
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        max_records = _validate.positive_int(max_records, "max_records", minimum=0)
+        cols = part.read_columns(offset, max_records) if max_records else empty_columns()
+        return RecordBatch(self.name, partition, cols)
+
+    # ---------------------------------------------------------------- groups
+    def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
+              max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
+              start: str = "earliest", dead_letter: str | None = None,
+              consumer: str | None = None):
+        """A consumer in group ``name`` of this topic (see streamlog.groups)."""
+        from .groups import open_group
+
+        return open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
+                          max_deliver=max_deliver, backoff_s=backoff_s, start=start,
+                          dead_letter=dead_letter, consumer=consumer)
+
+    def groups(self) -> list[str]:
+        """Names of this topic's consumer groups."""
+        from .groups import list_groups
+
+        return list_groups(self)
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group's offsets and leases (its dead-letter topic stays)."""
+        from .groups import delete_group
+
+        delete_group(self, name)
+
+
+class Log:
+    """An open store directory. Thread-safe; share one per process.
+
+    After ``fork()``, open the store again in the child.
+    """
+
+    def __init__(self, path, durability: str = "interval") -> None:
+        if isinstance(path, str) and "://" in path:
+            scheme = path.split("://", 1)[0]
+            raise ValueError(f"unsupported store scheme {scheme!r}:// "
+                             "(only local directories are supported for now)")
+        path = _validate.path(path)
+        if not isinstance(durability, str):
+            raise TypeError(f"durability must be a str, not {type(durability).__name__}")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, "
+                             f"not {durability!r}")
+        self.path = os.path.abspath(path)
+        self.durability = durability
+        self._closed = False
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise StreamlogError(f"{self.path} is not a directory")
+        os.makedirs(os.path.join(self.path, files.TOPICS_DIR), exist_ok=True)
+        self._check_format()
+        self._boot = boot_id()
+        self._meta = Meta(os.path.join(self.path, files.META_DIR), durability)
+        self._parts: dict[tuple[str, int], Partition] = {}
+        self._parts_lock = threading.RLock()
+        self._topics_cache: dict[str, dict] = {}
+        self._closers: list[Callable[[], None]] = []
+        self._stop = threading.Event()
+        self._syncer = None
+        if durability == "interval":
+            self._syncer = threading.Thread(target=_sync_loop, args=(weakref.ref(self),
+                                                                      self._stop),
+                                            name="streamlog-sync", daemon=True)
+            self._syncer.start()
+
+    def _check_format(self) -> None:
+        fpath = os.path.join(self.path, files.FORMAT_FILE)
+        try:
+            with open(fpath) as f:
+                info = json.load(f)
+            version = int(info.get("format", 0))
+        except FileNotFoundError:
+            tmp = fpath + f".{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"format": files.FORMAT_VERSION, "created_ms": _now_ms()}, f)
+            os.replace(tmp, fpath)
+            files.fsync_dir(self.path)
+            return
+        except (ValueError, AttributeError, TypeError) as e:
+            raise StreamlogError(f"{fpath}: unreadable format file ({e})") from None
+        if version > files.FORMAT_VERSION:
+            raise StreamlogError(f"{self.path} was written by a newer streamlog (on-disk format "
+                                 f"{version}; this version reads up to {files.FORMAT_VERSION})")
+
+    # -------------------------------------------------------------- lifecycle
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store (idempotent): syncs per the durability mode, then every handle
+        into it raises StoreClosed."""
+        if self._closed:
+            return
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must reach every handle
+                pass
+        self._closed = True
+        self._stop.set()
+        with self._parts_lock:
+            for p in self._parts.values():
+                p.close()
+        if self.durability != "never":
+            try:
+                self._meta.sync()
+            except OSError:
+                pass
+        self._meta.close()
+
+    def _on_close(self, fn: Callable[[], None]) -> None:
+        self._closers.append(fn)
+
+    # ----------------------------------------------------------------- topics
+    def _partitions_of(self, name: str, config: dict) -> list[Partition]:
+        out = []
+        with self._parts_lock:
+            for p in range(config["partitions"]):
+                part = self._parts.get((name, p))
+                if part is not None and part.ctl.deleted:
+                    part.close()
+                    part = None
+                if part is None:
+                    r = config.get("retention")
+                    part = Partition(self.path, name, p, config["segment_bytes"],
+                                     self.durability, self._boot,
+                                     None if r is None else tuple(r))
+                    self._parts[(name, p)] = part
+                out.append(part)
+        return out
+
+    def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
+              segment_bytes: int | None = None, max_record_bytes: int | None = None,
+              dedupe_window_s: float | None = None, compact: bool | None = None) -> Topic:
+        """Create or open topic ``name``.
+
+        None means the stored value of an existing topic, or the default for
+        a new one; a value that differs from the stored one raises
+        ConfigMismatch and changes nothing.
+        """
+        self._check()
+        _validate.name(name, "topic name")
+        requested: dict[str, Any] = {}
+        if partitions is not None:
+            requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
+                                                             MAX_PARTITIONS)
+        if retention is not None:
+            if not isinstance(retention, Retention):
+                raise TypeError("retention must be a streamlog.Retention")
+            mb, ma = retention
+            if mb is not None:
+                _validate.positive_int(mb, "retention.max_bytes", 0)
+            if ma is not None:
+                _validate.seconds(ma, "retention.max_age_s")
+            requested["retention"] = [mb, ma]
+        if segment_bytes is not None:
+            requested["segment_bytes"] = _validate.positive_int(
+                segment_bytes, "segment_bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+        if max_record_bytes is not None:
+            requested["max_record_bytes"] = _validate.positive_int(
+                max_record_bytes, "max_record_bytes", 1, MAX_MAX_RECORD_BYTES)
+        if dedupe_window_s is not None:
+            requested["dedupe_window_s"] = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+        if compact is not None:
+            if not isinstance(compact, bool):
+                raise TypeError("compact must be a bool")
+            requested["compact"] = compact
+        config = self._create_or_check(name, requested)
+        return Topic(self, name, config)
+
+    def _create_or_check(self, name: str, requested: dict) -> dict:
+        db = self._meta.db(_TOPICS_DB)
+        key = name.encode()
+        with self._meta.read() as txn:
+            raw = txn.get(key, db=db)
+        if raw is None:
+            def create(txn):
+                raw = txn.get(key, db=db)
+                if raw is not None:
+                    return json.loads(raw)
+                cfg = {"partitions": DEFAULT_PARTITIONS, "retention": None,
+                       "segment_bytes": DEFAULT_SEGMENT_BYTES,
+                       "max_record_bytes": DEFAULT_MAX_RECORD_BYTES,
+                       "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
+                       "created_ms": _now_ms(), "uid": uuid.uuid4().hex}
+                cfg.update(requested)
+                txn.put(key, json.dumps(cfg).encode(), db=db)
+                return cfg
+            config = self._meta.write(create)
+        else:
+            config = json.loads(raw)
+        diffs = [f"{k}={v!r} (stored: {config.get(k)!r})" for k, v in requested.items()
+                 if config.get(k) != v]
+        if diffs:
+            raise ConfigMismatch(f"topic {name!r} exists with other options: {', '.join(diffs)}")
+        os.makedirs(files.topic_dir(self.path, name), exist_ok=True)
+        return config
+
+    def _topic_config(self, name: str) -> dict | None:
+        with self._meta.read() as txn:
+            raw = txn.get(name.encode(), db=self._meta.db(_TOPICS_DB))
+        return None if raw is None else json.loads(raw)
+
+    def existing_topic(self, name: str) -> Topic:
+        """Open a topic that must already exist (TopicNotFound otherwise)."""
+        self._check()
+        _validate.name(name, "topic name")
+        config = self._topic_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
+        return Topic(self, name, config)
+
+    def topics(self) -> list[str]:
+        """Names of every topic, those that views created included, sorted."""
+        self._check()
+        with self._meta.read() as txn:
+            return sorted(k.decode() for k, _ in txn.cursor(db=self._meta.db(_TOPICS_DB)))
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic, its records and its groups; TopicNotFound if missing.
+
+        Handles to it, in any process, raise TopicNotFound afterwards.
+        """
+        self._check()
+        _validate.name(name, "topic name")
+        config = self._topic_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
+        for part in self._partitions_of(name, config):
+            part.mark_deleted()
+
+        def drop(txn):
+            if not txn.delete(name.encode(), db=self._meta.db(_TOPICS_DB)):
+                return False
+            for hook in _TOPIC_DELETE_HOOKS:
+                hook(self._meta, txn, name)
+            return True
+
+        if not self._meta.write(drop):
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
+        with self._parts_lock:
+            for p in range(config["partitions"]):
+                part = self._parts.pop((name, p), None)
+                if part is not None:
+                    part.close()
+        tdir = files.topic_dir(self.path, name)
+        trash = os.path.join(self.path, files.TOPICS_DIR,
+                             f"{files.TRASH_PREFIX}{name}-{uuid.uuid4().hex}")
+        try:
+            os.rename(tdir, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # ------------------------------------------------------------- operations
+    def stats(self) -> dict:
+        """Figures per topic and partition (records, bytes, segments, offsets), and per group."""
+        self._check()
+        out: dict[str, Any] = {"path": self.path, "topics": {}, "groups": {}}
+        for name in self.topics():
+            try:
+                t = self.existing_topic(name)
+            except TopicNotFound:
+                continue
+            parts = []
+            for p, part in enumerate(t._parts):
+                view = part.view()
+                segs = part.segments_info()
+                parts.append({"partition": p, "start_offset": view[5], "end_offset": view[2],
+                              "records": view[2] - view[5],
+                              "bytes": sum(s["bytes"] for s in segs),
+                              "segments": len(segs),
+                              "max_timestamp_ms": view[6] if view[6] >= 0 else None})
+            out["topics"][name] = {"partitions": parts, "config": t.config}
+            for hook in _STATS_HOOKS:
+                hook(self, t, out)
+        return out
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+        """Check every CRC of every batch of every segment. [] when healthy.
+
+        ``progress(done_partitions, total_partitions)`` is called as it goes.
+        """
+        self._check()
+        todo = []
+        for name in self.topics():
+            try:
+                t = self.existing_topic(name)
+            except TopicNotFound:
+                continue
+            todo.extend(t._parts)
+        problems: list[Problem] = []
+        for i, part in enumerate(todo):
+            for pr in part.verify():
+                problems.append(Problem(pr["path"], pr["file_pos"], pr["reason"], pr["topic"],
+                                        pr["partition"], pr["kind"]))
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return problems
+
+    def apply_retention(self, dry_run: bool = False) -> list[dict]:
+        """Apply every topic's retention now; returns what was (or would be) deleted."""
+        self._check()
+        out = []
+        for name in self.topics():
+            try:
+                t = self.existing_topic(name)
+            except TopicNotFound:
+                continue
+            for part in t._parts:
+                out.extend(part.apply_retention(dry_run=dry_run))
+        return out
+
+    # -------------------------------------------------------------- dedupe
+    def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:
+        from .dedupe import dedupe_append
+
+        return dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
+
+    # ----------------------------------------------------------------- views
+    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
+        """A point-to-point queue view (see streamlog.views.queue)."""
+        from .views.queue import Queue
+
+        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+
+    def pubsub(self, name: str):
+        """A fan-out view (see streamlog.views.pubsub)."""
+        from .views.pubsub import PubSub
+
+        return PubSub(self, name)
+
+    def rpc(self, name: str):
+        """A request-reply view (see streamlog.views.rpc)."""
+        from .views.rpc import Rpc
+
+        return Rpc(self, name)
+
+    def event_store(self, name: str):
+        """An event-sourcing view (see streamlog.views.event_store)."""
+        from .views.event_store import EventStore
+
+        return EventStore(self, name)
+
+
+# Functions (meta, txn, topic_name) run inside the transaction that deletes a
+# topic, so the features that keep per-topic state in LMDB drop it with the topic.
+_TOPIC_DELETE_HOOKS: list[Callable] = []
+# Functions (log, topic, stats_dict) that add their figures to Log.stats().
+_STATS_HOOKS: list[Callable] = []
+
+
+def _sync_loop(log_ref, stop: threading.Event) -> None:
+    """The "interval" durability syncer: fsync what this process appended, every 200 ms."""
+    while not stop.wait(SYNC_INTERVAL_S):
+        log = log_ref()
+        if log is None or log._closed:
+            return
+        try:
+            with log._parts_lock:
+                parts = list(log._parts.values())
+            for p in parts:
+                p.sync_if_dirty()
+            log._meta.sync()
+        except Exception:  # noqa: BLE001 - a failed background sync is retried next tick
+            pass
+        del log
+
+
+def open_log(path, durability: str = "interval") -> Log:
+    """Open (creating if needed) the store in directory ``path`` (``streamlog.open``)."""
+    return Log(path, durability=durability)

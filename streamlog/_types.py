@@ -1,0 +1,87 @@
+"""Small public value types: Position, Retention, RecordBatch, Problem."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
+
+
+class Position(NamedTuple):
+    """Where an append landed: partition and offset."""
+
+    partition: int
+    offset: int
+
+
+class Retention(NamedTuple):
+    """Per-partition retention: None means no limit (SPEC.md)."""
+
+    max_bytes: int | None = None
+    max_age_s: float | None = None
+
+
+class Problem(NamedTuple):
+    """One damaged place found by ``Log.verify()``."""
+
+    path: str
+    file_pos: int
+    reason: str
+    topic: str
+    partition: int
+    kind: str  # "corrupt"
+
+
+class RecordBatch:
+    """Columnar records: numpy arrays, no Python object per record.
+
+    ``offsets``, ``timestamps_ms`` (int64); ``value_offsets`` / ``key_offsets``
+    (N+1 int64 boundaries into ``value_data`` / ``key_data``, uint8);
+    ``value_null`` / ``key_null`` (bool). Values are copied once out of the
+    mapped segment into one contiguous array (in a segment they are
+    interleaved with record headers, so they cannot be a single view).
+    Immutable after construction; safe to share between threads.
+    """
+
+    __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
+                 "key_offsets", "key_data", "key_null", "topic", "partition")
+
+    def __init__(self, topic: str, partition: int, columns: dict) -> None:
+        self.topic = topic
+        self.partition = partition
+        for name in ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
+                     "key_offsets", "key_data", "key_null"):
+            arr = columns[name]
+            arr.flags.writeable = False
+            setattr(self, name, arr)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def value(self, i: int) -> memoryview | None:
+        """Value of record ``i`` as a memoryview into ``value_data`` (None for a tombstone)."""
+        if self.value_null[i]:
+            return None
+        return memoryview(self.value_data)[self.value_offsets[i]:self.value_offsets[i + 1]]
+
+    def key(self, i: int) -> memoryview | None:
+        """Key of record ``i`` as a memoryview into ``key_data`` (None for no key)."""
+        if self.key_null[i]:
+            return None
+        return memoryview(self.key_data)[self.key_offsets[i]:self.key_offsets[i + 1]]
+
+    def __repr__(self) -> str:
+        first = int(self.offsets[0]) if len(self) else None
+        return f"RecordBatch(topic={self.topic!r}, partition={self.partition}, " \
+               f"records={len(self)}, first_offset={first})"
+
+
+def empty_columns() -> dict:
+    return {
+        "offsets": np.empty(0, np.int64), "timestamps_ms": np.empty(0, np.int64),
+        "value_offsets": np.zeros(1, np.int64), "value_data": np.empty(0, np.uint8),
+        "value_null": np.empty(0, np.bool_), "key_offsets": np.zeros(1, np.int64),
+        "key_data": np.empty(0, np.uint8), "key_null": np.empty(0, np.bool_),
+    }

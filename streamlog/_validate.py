@@ -1,0 +1,156 @@
+"""Checks of caller input: TypeError/ValueError before any byte is written."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from ._limits import MAX_HEADER_NAME_BYTES, NAME_MAX_CHARS
+from .errors import RecordTooLarge
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}\Z" % (NAME_MAX_CHARS - 1))
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def name(value, what: str = "name") -> str:
+    """A topic, group, view or subscription name: [A-Za-z0-9][A-Za-z0-9._-]{0,199}."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if not NAME_RE.match(value):
+        raise ValueError(f"invalid {what} {value!r}: use 1-200 characters of "
+                         "[A-Za-z0-9._-], starting with a letter or digit")
+    return value
+
+
+def path(value) -> str:
+    if isinstance(value, str | os.PathLike):
+        p = os.fspath(value)
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
+        return p
+    raise TypeError(f"path must be a str or os.PathLike, not {type(value).__name__}")
+
+
+def value(v, allow_none: bool) -> bytes | None:
+    """A record value: bytes-like; None (a tombstone) only on compacted topics."""
+    if type(v) is bytes:
+        return v
+    if v is None:
+        if not allow_none:
+            raise ValueError("value=None (a tombstone) is allowed only on compacted topics")
+        return None
+    if isinstance(v, _BYTES_LIKE):
+        return bytes(v)
+    if isinstance(v, str):
+        raise TypeError("value must be bytes-like, not str: encode it first")
+    raise TypeError(f"value must be bytes-like, not {type(v).__name__}")
+
+
+def key(k) -> bytes | None:
+    """A key: bytes or str (UTF-8); None means no key; b"" is a key."""
+    if k is None or type(k) is bytes:
+        return k
+    if isinstance(k, str):
+        return k.encode("utf-8")
+    if isinstance(k, _BYTES_LIKE):
+        return bytes(k)
+    raise TypeError(f"key must be bytes or str, not {type(k).__name__}")
+
+
+def headers(h) -> list[tuple[bytes, bytes]] | None:
+    """Headers: a mapping of str to bytes or str; returned as encoded (name, value) pairs."""
+    if h is None:
+        return None
+    if not isinstance(h, Mapping):
+        raise TypeError(f"headers must be a mapping of str to bytes, not {type(h).__name__}")
+    out = []
+    for n, v in h.items():
+        if not isinstance(n, str):
+            raise TypeError(f"header names must be str, not {type(n).__name__}")
+        nb = n.encode("utf-8")
+        if len(nb) > MAX_HEADER_NAME_BYTES:
+            raise ValueError(f"header name {n[:40]!r}... is longer than "
+                             f"{MAX_HEADER_NAME_BYTES} bytes")
+        if isinstance(v, str):
+            vb = v.encode("utf-8")
+        elif isinstance(v, _BYTES_LIKE):
+            vb = bytes(v)
+        else:
+            raise TypeError(f"header {n!r} must be bytes or str, not {type(v).__name__}")
+        out.append((nb, vb))
+    return out or None
+
+
+def timestamp(ts) -> int:
+    if type(ts) is not int:
+        if isinstance(ts, bool) or not isinstance(ts, int):
+            raise TypeError(f"timestamp_ms must be an int, not {type(ts).__name__}")
+        ts = int(ts)
+    if ts < 0 or ts >= 1 << 62:
+        raise ValueError(f"timestamp_ms must be >= 0 (and below 2**62), not {ts}")
+    return ts
+
+
+def msg_id(m) -> bytes | None:
+    if m is None:
+        return None
+    if isinstance(m, str):
+        m = m.encode("utf-8")
+    elif isinstance(m, _BYTES_LIKE):
+        m = bytes(m)
+    else:
+        raise TypeError(f"msg_id must be str or bytes, not {type(m).__name__}")
+    if not m:
+        raise ValueError("msg_id must not be empty")
+    return m
+
+
+def record_size(k: bytes | None, v: bytes | None, hdrs, limit: int) -> None:
+    """RecordTooLarge when the encoded key + value + headers exceed ``limit`` bytes."""
+    size = (len(k) if k is not None else 0) + (len(v) if v is not None else 0)
+    if hdrs:
+        size += sum(6 + len(n) + len(x) for n, x in hdrs)
+    if size > limit:
+        raise RecordTooLarge(f"record of {size} bytes (key + value + headers) exceeds "
+                             f"max_record_bytes={limit}")
+
+
+def partition(p, partitions: int) -> int:
+    if type(p) is not int:
+        if isinstance(p, bool) or not isinstance(p, int):
+            raise TypeError(f"partition must be an int, not {type(p).__name__}")
+        p = int(p)
+    if not 0 <= p < partitions:
+        raise ValueError(f"partition {p} out of range: the topic has {partitions} "
+                         f"partition{'s' if partitions != 1 else ''} (0..{partitions - 1})")
+    return p
+
+
+def offset(o, what: str = "offset") -> int:
+    if type(o) is not int:
+        if isinstance(o, bool) or not isinstance(o, int):
+            raise TypeError(f"{what} must be an int, not {type(o).__name__}")
+        o = int(o)
+    if o < 0:
+        raise ValueError(f"{what} must be >= 0, not {o}")
+    return o
+
+
+def positive_int(v, what: str, minimum: int = 1, maximum: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    if v < minimum or (maximum is not None and v > maximum):
+        hi = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{what} must be >= {minimum}{hi}, not {v}")
+    return int(v)
+
+
+def seconds(v, what: str, allow_none: bool = False) -> float | None:
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(v).__name__}")
+    if v != v or v < 0:
+        raise ValueError(f"{what} must be >= 0, not {v}")
+    return float(v)

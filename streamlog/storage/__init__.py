@@ -1,0 +1,1 @@
+"""Storage engine: segment files, partitions and the LMDB metadata environment."""

@@ -1,0 +1,826 @@
+"""One partition: its segment files, sparse indexes, control block, appends and reads.
+
+Segments are the source of truth (docs/format.md, I1-I8). The control block in
+the partition's ``control`` file holds the robust process-shared append lock
+and the published end of the log; it is derived state, rebuilt from the
+segments when it is missing or was written before the last boot.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _codec, _ext
+from .._limits import INDEX_INTERVAL_BYTES
+from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
+from . import files
+
+log = logging.getLogger("streamlog")
+
+_INDEX_ENTRY = _ext.INDEX_ENTRY_BYTES
+_TIMEINDEX_ENTRY = _ext.TIMEINDEX_ENTRY_BYTES
+_NO_TIMESTAMP = -1  # running maximum before any record (timestamps are >= 0)
+_READ_CHUNK = 1024  # records decoded per refill of a read iterator
+
+assert INDEX_INTERVAL_BYTES == _ext.INDEX_INTERVAL_BYTES
+
+
+def boot_id() -> bytes:
+    """16 bytes naming this boot of the kernel: a control block from another boot is stale."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return bytes.fromhex(f.read().strip().replace("-", ""))[:16].ljust(16, b"\0")
+    except OSError:  # pragma: no cover - Linux always has it
+        return b"\0" * 16
+
+
+def index_capacity(segment_capacity: int) -> int:
+    """Entries an index file needs: one at the start, then at most one per interval."""
+    return segment_capacity // INDEX_INTERVAL_BYTES + 2
+
+
+@dataclass
+class Segment:
+    """A segment as this process sees it. ``size`` is the file size of a closed segment."""
+
+    base: int
+    path: str
+    size: int = -1
+    mapping: _ext.Mapping | None = None
+    index: np.ndarray | None = None  # (n, 2) uint32: relative offset, file_pos
+    timeindex: np.ndarray | None = None  # (n,) int64 running max before, aligned with index
+    index_maps: tuple | None = None
+    verified_to: int = 0  # bytes from 0 whose CRCs this process has checked
+    active_mapped: bool = False  # mapped at capacity while active: remap once closed
+
+
+class Partition:
+    """A partition of a topic, shared by every handle of one Log in this process.
+
+    Thread-safe: appends serialise on the robust process-shared lock in the
+    control block; reads need no lock (they see the published end through a
+    seqlock); the in-process segment cache is guarded by ``_cache_lock``.
+    """
+
+    def __init__(self, root: str, topic: str, partition: int, segment_bytes: int,
+                 durability: str, boot: bytes, retention=None) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.path = files.partition_dir(root, topic, partition)
+        self.segment_bytes = segment_bytes
+        self.durability = durability
+        self.retention = retention
+        self._boot = boot
+        self._cache_lock = threading.RLock()
+        self._segments: dict[int, Segment] = {}
+        self._bases: list[int] = []
+        self._gen_seen = -1
+        self._fds: dict[int, int] = {}
+        self._closed = False
+        self._dirty = False
+        self._sync_cond = threading.Condition()
+        self._syncing = False
+        self._synced = 0
+        os.makedirs(self.path, exist_ok=True)
+        self._open_control()
+        self.writer = _ext.Writer(self.ctl)
+        self._synced = self.ctl.end_offset()
+
+    # ----------------------------------------------------------------- open
+    def _open_control(self) -> None:
+        path = os.path.join(self.path, files.CONTROL_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # flock serialises the (rare) rebuild of the control block between
+            # processes opening the partition at the same time.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
+                    os.ftruncate(fd, _ext.CONTROL_BYTES)
+                self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, True)
+                self.ctl = _ext.Control(self._ctl_map)
+                state = self.ctl.state(self._boot)
+                if state != "ok":
+                    self._cold_start(state)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _cold_start(self, state: str) -> None:
+        """Rebuild the control block from the segments (I1): the source of truth.
+
+        Runs when the block is missing or invalid, or was written during an
+        earlier boot; in both cases no live process can hold the append lock.
+        The active (last) segment is checked batch by batch; a torn tail is
+        truncated and logged.
+        """
+        for name in files.leftovers(self.path):
+            os.unlink(os.path.join(self.path, name))
+        bases = files.list_segments(self.path)
+        prev_view = self.ctl.view() if state == "stale" else None
+        start = prev_view[5] if prev_view else 0
+        if not bases:
+            base = prev_view[2] if prev_view else 0
+            self._create_segment_files(base, self.segment_bytes, _NO_TIMESTAMP)
+            bases = [base]
+            start = base
+        # Segments that retention had already given up (I7) go now.
+        live = [b for b in bases if b >= start] or bases[-1:]
+        for b in bases:
+            if b < live[0] and (b == bases[-1] or bases[bases.index(b) + 1] <= start):
+                self._unlink_segment(b)
+        bases = [b for b in bases if b >= live[0]]
+        start = max(start, bases[0])
+        active = bases[-1]
+        log_path = os.path.join(self.path, files.segment_name(active))
+        fd = os.open(log_path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            running = self._running_max_before(active, bases)
+            m = _ext.Mapping(fd, size, False) if size else None
+            entries: list = []
+            pos, next_off, running_end, problem = _codec.scan(
+                m if m is not None else b"", 0, size, active, running, 0, entries)
+            del m
+            if problem is not None:
+                kind, file_pos, reason = problem
+                log.warning("streamlog: %s tail of %s truncated at byte %d of %d (%s): a writer "
+                            "died mid-append or the machine lost power", kind, log_path,
+                            file_pos, size, reason)
+            capacity = max(self.segment_bytes, size if problem is None and pos == size else 0,
+                           pos)
+            # Zero everything after the last good batch (I5): the torn bytes
+            # and any stale pages, then preallocate to capacity.
+            os.ftruncate(fd, pos)
+            os.ftruncate(fd, capacity)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Rebuild the active segment's sparse indexes from the scan.
+        icap = index_capacity(capacity)
+        idx = np.zeros((icap, 2), dtype="<u4")
+        tidx = np.zeros(icap, dtype=[("ts", "<i8"), ("rel", "<u4")])
+        tidx[0] = (running, 0)
+        for i, (base_off, file_pos, run_before) in enumerate(entries, start=1):
+            idx[i] = (base_off - active, file_pos)
+            tidx[i] = (run_before, base_off - active)
+        count = len(entries) + 1
+        last_index_pos = entries[-1][1] if entries else 0
+        self._write_index_files(active, idx.tobytes(), tidx.tobytes())
+        generation = (prev_view[0] + 1) if prev_view else 1
+        self.ctl.initialize(self._boot, generation, active, next_off, pos, capacity,
+                            running_end, start, count, last_index_pos)
+
+    def _running_max_before(self, base: int, bases: list[int]) -> int:
+        """Running maximum timestamp before segment ``base``: its timeindex entry 0."""
+        path = os.path.join(self.path, files.segment_name(base, files.TIMEINDEX_SUFFIX))
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_TIMEINDEX_ENTRY)
+            if len(raw) == _TIMEINDEX_ENTRY:
+                return int(np.frombuffer(raw[:8], dtype="<i8")[0])
+        except FileNotFoundError:
+            pass
+        # No usable index: take the previous segment's largest batch timestamp.
+        i = bases.index(base)
+        if i == 0:
+            return _NO_TIMESTAMP
+        prev = os.path.join(self.path, files.segment_name(bases[i - 1]))
+        running = _NO_TIMESTAMP
+        with open(prev, "rb") as f:
+            data = f.read()
+        pos, _, running, _ = _codec.scan(data, 0, len(data), -1, running, 0, None)
+        return running
+
+    def _write_index_files(self, base: int, idx: bytes, tidx: bytes) -> None:
+        for suffix, data in ((files.INDEX_SUFFIX, idx), (files.TIMEINDEX_SUFFIX, tidx)):
+            path = os.path.join(self.path, files.segment_name(base, suffix))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    def _create_segment_files(self, base: int, capacity: int, running_max: int) -> None:
+        """Create an empty, preallocated segment and its indexes (entry 0 set).
+
+        The .log is written as ``.swap`` and renamed into place so a complete
+        segment file is the only kind recovery ever sees (I6).
+        """
+        icap = index_capacity(capacity)
+        idx = np.zeros((icap, 2), dtype="<u4")
+        tidx = np.zeros(icap, dtype=[("ts", "<i8"), ("rel", "<u4")])
+        tidx[0] = (running_max, 0)
+        self._write_index_files(base, idx.tobytes(), tidx.tobytes())
+        final = os.path.join(self.path, files.segment_name(base))
+        swap = final + files.SWAP_SUFFIX
+        fd = os.open(swap, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, capacity)
+        finally:
+            os.close(fd)
+        os.rename(swap, final)
+        files.fsync_dir(self.path)
+
+    def _unlink_segment(self, base: int) -> None:
+        """Delete a segment: rename to .deleted first so a crash leaves no half segment."""
+        log_path = os.path.join(self.path, files.segment_name(base))
+        try:
+            os.rename(log_path, log_path + files.DELETED_SUFFIX)
+        except FileNotFoundError:
+            pass
+        for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
+            try:
+                os.unlink(os.path.join(self.path, files.segment_name(base, suffix)))
+            except FileNotFoundError:
+                pass
+        try:
+            os.unlink(log_path + files.DELETED_SUFFIX)
+        except FileNotFoundError:
+            pass
+
+    # -------------------------------------------------------------- caching
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    def _refresh(self, view) -> None:
+        """Bring the segment cache up to the published generation (roll, retention)."""
+        gen = view[0]
+        if gen == self._gen_seen:
+            return
+        with self._cache_lock:
+            if gen == self._gen_seen:
+                return
+            if self.ctl.deleted:
+                raise TopicNotFound(f"topic {self.topic!r} was deleted")
+            bases = [b for b in files.list_segments(self.path) if b <= view[1]]
+            start = view[5]
+            # keep only segments that still hold offsets >= start
+            keep = [b for i, b in enumerate(bases)
+                    if i + 1 == len(bases) or bases[i + 1] > start]
+            for b in list(self._segments):
+                if b not in keep:
+                    seg = self._segments.pop(b)
+                    seg.mapping = None
+                    fd = self._fds.pop(b, None)
+                    if fd is not None:
+                        os.close(fd)
+            for b in keep:
+                if b not in self._segments:
+                    self._segments[b] = Segment(b, os.path.join(self.path, files.segment_name(b)))
+            # A formerly active segment is closed now and its files were trimmed:
+            # drop the capacity-sized maps (touching past the new end would fault).
+            for b in keep[:-1]:
+                seg = self._segments[b]
+                if seg.active_mapped:
+                    seg.mapping = None
+                    seg.index_maps = None
+                    seg.index = seg.timeindex = None
+                    seg.size = -1
+                    seg.active_mapped = False
+            self._bases = keep
+            self._gen_seen = gen
+
+    def _fd(self, base: int) -> int:
+        fd = self._fds.get(base)
+        if fd is None:
+            fd = os.open(os.path.join(self.path, files.segment_name(base)), os.O_RDWR)
+            self._fds[base] = fd
+        return fd
+
+    def _map(self, seg: Segment, active: bool, capacity: int) -> _ext.Mapping:
+        """Map a segment: the active one at its capacity, a closed one at its size."""
+        if seg.mapping is not None and (not active or seg.mapping.length >= capacity):
+            return seg.mapping
+        with self._cache_lock:
+            if seg.mapping is not None and (not active or seg.mapping.length >= capacity):
+                return seg.mapping
+            try:
+                fd = self._fd(seg.base)
+            except FileNotFoundError:
+                raise _SegmentGone() from None
+            if active:
+                seg.mapping = _ext.Mapping(fd, capacity, True)
+                seg.active_mapped = True
+            else:
+                seg.size = os.fstat(fd).st_size
+                seg.mapping = _ext.Mapping(fd, seg.size, False)
+            seg.index = None
+            return seg.mapping
+
+    def _indexes(self, seg: Segment, active: bool, count: int):
+        """The segment's (index, timeindex) arrays; ``count`` entries when active.
+
+        index is (n, 2) uint32 (relative offset, file_pos); timeindex is the
+        (n,) int64 running maximum before each indexed batch (I8). (None, None)
+        when the files are missing (they are derived; lookups then scan).
+        """
+        if not active and seg.index is not None:
+            return seg.index, seg.timeindex
+        with self._cache_lock:
+            if seg.index_maps is None:
+                seg.index_maps = self._map_index_files(seg.base)
+                seg.active_mapped = seg.active_mapped or active
+            imap, tmap = seg.index_maps
+            if imap is None or tmap is None or len(imap) < 8 or len(tmap) < 12:
+                return None, None
+            idx = np.frombuffer(imap, dtype="<u4").reshape(-1, 2)
+            tidx = np.ndarray((len(tmap) // _TIMEINDEX_ENTRY,), dtype="<i8", buffer=tmap,
+                              strides=(_TIMEINDEX_ENTRY,))
+            n = min(len(idx), len(tidx))
+            if active:
+                return idx[:min(n, count)], tidx[:min(n, count)]
+            # A closed segment not yet trimmed has zero entries after its real
+            # ones; every entry after entry 0 has file_pos > 0.
+            zeros = np.flatnonzero(idx[1:n, 1] == 0)
+            if len(zeros):
+                n = int(zeros[0]) + 1
+            seg.index, seg.timeindex = idx[:n], tidx[:n]
+            return seg.index, seg.timeindex
+
+    def _map_index_files(self, base: int):
+        maps = []
+        for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
+            p = os.path.join(self.path, files.segment_name(base, suffix))
+            try:
+                fd = os.open(p, os.O_RDWR)
+            except FileNotFoundError:
+                maps.append(None)
+                continue
+            try:
+                maps.append(_ext.Mapping(fd, os.fstat(fd).st_size, True))
+            finally:
+                os.close(fd)
+        return maps[0], maps[1]
+
+    # --------------------------------------------------------------- append
+    def append(self, data: bytes, count: int, max_ts: int) -> int:
+        """Append one encoded batch; returns its base offset (the first record's offset)."""
+        r = self.writer.append(data, count, max_ts)
+        if r < 0:
+            r = self._append_slow(data, count, max_ts)
+        self._dirty = True
+        if self.durability == "always":
+            self.sync_to(r + count)
+        return r
+
+    def _append_slow(self, data: bytes, count: int, max_ts: int) -> int:
+        self._check()
+        self.ctl.lock()
+        try:
+            while True:
+                if self.ctl.deleted:
+                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
+                if self.ctl.pending_end != self.ctl.end_pos:
+                    self._recover_locked()
+                if self.writer.generation != self.ctl.generation:
+                    self._attach_locked()
+                r = self.writer.append_locked(data, count, max_ts)
+                if r >= 0:
+                    return r
+                if r == _ext.APPEND_FULL:
+                    self._roll_locked(len(data))
+                elif r == _ext.APPEND_DELETED:
+                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        finally:
+            self.ctl.unlock()
+
+    def _attach_locked(self) -> None:
+        view = self.ctl.view()
+        self._refresh(view)
+        seg = self._segments[view[1]]
+        m = self._map(seg, True, view[4])
+        idx, tidx = self._index_maps_for_write(seg)
+        self.writer.attach(view[0], m, idx, tidx)
+
+    def _index_maps_for_write(self, seg: Segment):
+        seg.index_maps = self._map_index_files(seg.base)
+        seg.active_mapped = True
+        return seg.index_maps
+
+    def _recover_locked(self) -> None:
+        """A writer died between reserving and publishing: zero its bytes (I5) and log it."""
+        view = self.ctl.view()
+        self._refresh(view)
+        seg = self._segments[view[1]]
+        m = self._map(seg, True, view[4])
+        start, end = self.ctl.end_pos, self.ctl.pending_end
+        end = min(end, len(m))
+        if end > start:
+            memoryview(m)[start:end] = bytes(end - start)
+        log.warning("streamlog: torn tail of %s truncated at byte %d (%d bytes): a writer died "
+                    "mid-append", seg.path, start, max(end - start, 0))
+        self.ctl.publish(end_pos=start)
+
+    def _roll_locked(self, need: int) -> None:
+        """Close the full active segment and start a new one (caller holds the lock).
+
+        Order (crash-safe at every step, I6): create the new segment files;
+        sync the old segment; publish the switch; trim the old files to their
+        data. A crash before the switch leaves an unused file the next roll
+        recreates; after it, an untrimmed closed segment readers tolerate.
+        """
+        view = self.ctl.view()
+        gen, old_base, end_offset, end_pos, _, start, max_ts, icount = view
+        capacity = max(self.segment_bytes, need)
+        self._create_segment_files(end_offset, capacity, max_ts)
+        old_fd = self._fd(old_base)
+        if self.durability != "never":
+            os.fdatasync(old_fd)
+        self.ctl.publish(generation=gen + 1, active_base=end_offset, end_pos=0,
+                         capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0)
+        os.ftruncate(old_fd, end_pos)
+        for suffix, size in ((files.INDEX_SUFFIX, icount * _INDEX_ENTRY),
+                             (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
+            os.truncate(os.path.join(self.path, files.segment_name(old_base, suffix)), size)
+        self._attach_locked()
+        if self.retention is not None:
+            self._apply_retention_locked(False)
+
+    # ------------------------------------------------------------ durability
+    def sync_to(self, target_offset: int) -> None:
+        """Group commit: return once everything below ``target_offset`` is on disk.
+
+        The first thread to arrive syncs for every thread queued behind it.
+        """
+        with self._sync_cond:
+            while True:
+                if self._synced >= target_offset:
+                    return
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._sync_cond.wait()
+        end = self._synced
+        try:
+            end = self._sync_now()
+        finally:
+            with self._sync_cond:
+                self._synced = max(self._synced, end)
+                self._syncing = False
+                self._sync_cond.notify_all()
+
+    def _sync_now(self) -> int:
+        view = self.ctl.view()
+        self._refresh(view)
+        os.fdatasync(self._fd(view[1]))
+        self.ctl.synced_offset = view[2]
+        return view[2]
+
+    def flush(self) -> None:
+        """Durable up to the current end, whatever the mode."""
+        self._check()
+        self.sync_to(self.ctl.end_offset())
+        self._dirty = False
+
+    def sync_if_dirty(self) -> None:
+        """The interval syncer's step: sync if this process appended since the last one."""
+        if self._dirty and not self._closed:
+            self._dirty = False
+            self.sync_to(self.ctl.end_offset())
+
+    # ----------------------------------------------------------------- reads
+    def view(self):
+        self._check()
+        v = self.ctl.view()
+        if self.ctl.deleted:
+            raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        self._refresh(v)
+        return v
+
+    def start_offset(self) -> int:
+        return self.view()[5]
+
+    def end_offset(self) -> int:
+        self._check()
+        if self.ctl.deleted:
+            raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        return self.ctl.end_offset()
+
+    def _segment_for(self, offset: int, view) -> tuple[Segment, bool]:
+        bases = self._bases
+        lo, hi = 0, len(bases) - 1
+        while lo < hi:  # last base <= offset
+            mid = (lo + hi + 1) // 2
+            if bases[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        seg = self._segments[bases[lo]]
+        return seg, bases[lo] == view[1]
+
+    def _locate(self, seg: Segment, active: bool, view, m, offset: int) -> tuple[int, int]:
+        """(file_pos, base_offset) of the batch holding ``offset``: index, then hop (I4)."""
+        idx, _ = self._indexes(seg, active, view[7])
+        pos, base = 0, seg.base
+        if idx is not None and len(idx) > 1:
+            rel = offset - seg.base
+            i = int(np.searchsorted(idx[:, 0], rel, side="right")) - 1
+            if i > 0:
+                pos, base = int(idx[i, 1]), seg.base + int(idx[i, 0])
+        limit = view[3] if active else len(m)
+        try:
+            return _codec.hop(m, pos, limit, base, offset)
+        except (CorruptionError, TornTail) as e:
+            raise CorruptionError(seg.path, e.file_pos, e.reason) from None
+
+    def read_into(self, offset: int, max_count: int, out: list, cursor=None):
+        """Append records from ``offset`` on to ``out`` (whole batches, about ``max_count``).
+
+        Returns a cursor ``(segment_base, file_pos, batch_base)`` that makes the
+        next call start without a lookup, or None at the end of the data.
+        """
+        while True:
+            view = self.view()
+            if offset < view[5]:
+                offset = view[5]
+                cursor = None
+            if offset >= view[2]:
+                return None
+            seg, active = self._segment_for(offset, view)
+            try:
+                m = self._map(seg, active, view[4])
+            except _SegmentGone:
+                self._gen_seen = -1  # retention removed it: refresh and retry
+                cursor = None
+                continue
+            if cursor is not None and cursor[0] == seg.base:
+                pos, base = cursor[1], cursor[2]
+            else:
+                pos, base = self._locate(seg, active, view, m, offset)
+            limit = view[3] if active else len(m)
+            try:
+                new_pos, next_base, ended = _codec.read_span(
+                    m, pos, limit, base, offset, max_count, self.topic, self.partition, out,
+                    seg.verified_to if pos <= seg.verified_to else 0)
+            except (CorruptionError, TornTail) as e:
+                raise CorruptionError(seg.path, e.file_pos,
+                                      getattr(e, "reason", str(e))) from None
+            if pos <= seg.verified_to < new_pos:
+                seg.verified_to = new_pos
+            if not ended:
+                return (seg.base, new_pos, next_base)
+            if active:
+                if next_base < view[2] and new_pos < view[3]:
+                    raise CorruptionError(seg.path, new_pos, "zero header inside the "
+                                          "written part of the active segment")
+                return (seg.base, new_pos, next_base) if new_pos == view[3] else None
+            # end of a closed segment: the next one must continue the offsets (I2)
+            i = self._bases.index(seg.base)
+            nxt = self._bases[i + 1] if i + 1 < len(self._bases) else None
+            if nxt is not None and next_base != nxt:
+                raise CorruptionError(seg.path, new_pos, f"segment ends at offset {next_base} "
+                                      f"but the next segment starts at {nxt} (I2)")
+            if out:
+                return (nxt, 0, nxt) if nxt is not None else None
+            offset = max(offset, next_base)
+            cursor = (nxt, 0, nxt) if nxt is not None else None
+
+    def read(self, offset: int = 0, limit: int | None = None):
+        """Iterate records from ``offset`` until the end of the data (or ``limit``)."""
+        remaining = limit
+        cursor = None
+        while remaining is None or remaining > 0:
+            out: list = []
+            chunk = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+            cursor = self.read_into(offset, chunk, out, cursor)
+            if not out:
+                return
+            if remaining is not None:
+                if len(out) > remaining:
+                    del out[remaining:]
+                remaining -= len(out)
+            yield from out
+            offset = out[-1].offset + 1
+            if cursor is None:
+                if remaining is None or remaining > 0:
+                    continue
+                return
+
+    def get(self, offset: int):
+        out: list = []
+        self.read_into(offset, 1, out)
+        for r in out:
+            if r.offset == offset:
+                return r
+        return None
+
+    def read_columns(self, offset: int, max_records: int):
+        """Columnar read of up to ``max_records`` from ``offset`` (one segment's worth)."""
+        view = self.view()
+        offset = max(offset, view[5])
+        if offset >= view[2] or max_records <= 0:
+            return _codec.read_columns(b"", 0, 0, 0, 0, 0, 0)[0]
+        seg, active = self._segment_for(offset, view)
+        m = self._map(seg, active, view[4])
+        pos, base = self._locate(seg, active, view, m, offset)
+        limit = view[3] if active else len(m)
+        try:
+            cols, _, _ = _codec.read_columns(m, pos, limit, base, offset, max_records,
+                                             seg.verified_to if pos <= seg.verified_to else 0)
+        except (CorruptionError, TornTail) as e:
+            raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
+        n = len(cols["offsets"])
+        if n < max_records and not active:
+            more = self.read_columns(offset + n if n else self._next_base(seg), max_records - n)
+            if len(more["offsets"]):
+                cols = _concat_columns(cols, more)
+        return cols
+
+    def _next_base(self, seg: Segment) -> int:
+        i = self._bases.index(seg.base)
+        return self._bases[i + 1] if i + 1 < len(self._bases) else seg.base
+
+    def offset_for_time(self, timestamp_ms: int) -> int:
+        """Earliest offset whose running-maximum timestamp is >= ``timestamp_ms``."""
+        view = self.view()
+        if view[6] < timestamp_ms:
+            return view[2]
+        # Last segment whose running max at its start is below the target (I8).
+        chosen = self._bases[0]
+        for b in self._bases[1:]:
+            seg = self._segments[b]
+            active = b == view[1]
+            _, tidx = self._indexes(seg, active, view[7])
+            if tidx is None or len(tidx) == 0 or int(tidx[0]) >= timestamp_ms:
+                break
+            chosen = b
+        seg = self._segments[chosen]
+        active = chosen == view[1]
+        m = self._map(seg, active, view[4])
+        idx, tidx = self._indexes(seg, active, view[7])
+        pos, base, running = 0, seg.base, _NO_TIMESTAMP
+        if idx is not None and len(idx):
+            i = int(np.searchsorted(tidx, timestamp_ms, side="left")) - 1
+            if i >= 0:
+                pos, base, running = int(idx[i, 1]), seg.base + int(idx[i, 0]), int(tidx[i])
+        limit = view[3] if active else len(m)
+        try:
+            off, _, _, _ = _codec.time_search(m, pos, limit, base, running, timestamp_ms)
+        except (CorruptionError, TornTail) as e:
+            raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
+        if off < 0:
+            return self._next_base(seg) if not active else view[2]
+        return max(off, view[5])
+
+    # -------------------------------------------------------------- retention
+    def apply_retention(self, dry_run: bool = False) -> list[dict]:
+        if self.retention is None:
+            return []
+        self._check()
+        self.ctl.lock()
+        try:
+            return self._apply_retention_locked(dry_run)
+        finally:
+            self.ctl.unlock()
+
+    def _apply_retention_locked(self, dry_run: bool) -> list[dict]:
+        """Delete whole closed segments past max_bytes / max_age_s (I7). Holds the lock."""
+        max_bytes, max_age_s = self.retention
+        if max_bytes is None and max_age_s is None:
+            return []
+        view = self.ctl.view()
+        self._refresh(view)
+        bases = self._bases
+        closed = bases[:-1]
+        if not closed:
+            return []
+        sizes = {}
+        for b in closed:
+            try:
+                sizes[b] = os.stat(os.path.join(self.path, files.segment_name(b))).st_size
+            except FileNotFoundError:
+                sizes[b] = 0
+        total = sum(sizes.values()) + view[3]
+        now_ms = int(time.time() * 1000)
+        doomed = []
+        for i, b in enumerate(closed):
+            nxt = bases[i + 1]
+            reason = None
+            if max_bytes is not None and total > max_bytes:
+                reason = "size"
+            elif max_age_s is not None:
+                newest = self._running_max_before(nxt, bases)
+                if newest >= 0 and now_ms - newest > max_age_s * 1000:
+                    reason = "age"
+            if reason is None:
+                break
+            doomed.append({"topic": self.topic, "partition": self.partition,
+                           "segment": files.segment_name(b), "base_offset": b,
+                           "end_offset": nxt, "bytes": sizes[b], "reason": reason})
+            total -= sizes[b]
+        if dry_run or not doomed:
+            return doomed
+        new_start = doomed[-1]["end_offset"]
+        self.ctl.publish(start_offset=max(new_start, view[5]), generation=view[0] + 1)
+        for d in doomed:
+            self._unlink_segment(d["base_offset"])
+            log.info("streamlog: retention removed %s/%s (%s, offsets %d..%d)", self.path,
+                     d["segment"], d["reason"], d["base_offset"], d["end_offset"] - 1)
+        files.fsync_dir(self.path)
+        self._attach_locked()
+        return doomed
+
+    # -------------------------------------------------------------- verify
+    def segments_info(self) -> list[dict]:
+        """Base offset, path and size of every segment (the active one by its data end)."""
+        view = self.view()
+        out = []
+        for b in self._bases:
+            path = os.path.join(self.path, files.segment_name(b))
+            active = b == view[1]
+            try:
+                size = view[3] if active else os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            out.append({"base_offset": b, "path": path, "bytes": size, "active": active})
+        return out
+
+    def verify(self) -> list[dict]:
+        """Check every batch of every segment (CRC included). Returns problems found."""
+        view = self.view()
+        problems = []
+        bases = list(self._bases)
+        expected = bases[0]
+        for i, b in enumerate(bases):
+            seg = self._segments[b]
+            active = b == view[1]
+            path = seg.path
+            try:
+                m = self._map(seg, active, view[4])
+            except _SegmentGone:
+                continue
+            limit = view[3] if active else len(m)
+            pos, next_off, _, problem = _codec.scan(m, 0, limit, b, -1, 0, None)
+            if problem is not None:
+                kind, file_pos, reason = problem
+                problems.append({"path": path, "file_pos": file_pos, "reason": reason,
+                                 "kind": "corrupt", "topic": self.topic,
+                                 "partition": self.partition})
+                expected = bases[i + 1] if i + 1 < len(bases) else view[2]
+                continue
+            if b != expected and i > 0:
+                problems.append({"path": path, "file_pos": 0, "kind": "corrupt",
+                                 "reason": f"segment starts at {b}, previous ended at {expected}",
+                                 "topic": self.topic, "partition": self.partition})
+            if active and next_off != view[2]:
+                problems.append({"path": path, "file_pos": pos, "kind": "corrupt",
+                                 "reason": f"data ends at offset {next_off}, the control "
+                                           f"block says {view[2]}", "topic": self.topic,
+                                 "partition": self.partition})
+            if not active and i + 1 < len(bases) and next_off != bases[i + 1]:
+                problems.append({"path": path, "file_pos": pos, "kind": "corrupt",
+                                 "reason": f"segment ends at offset {next_off}, the next "
+                                           f"starts at {bases[i + 1]}", "topic": self.topic,
+                                 "partition": self.partition})
+            expected = next_off
+            seg.verified_to = max(seg.verified_to, pos) if problem is None else seg.verified_to
+        return problems
+
+    # ---------------------------------------------------------------- close
+    def mark_deleted(self) -> None:
+        self.ctl.mark_deleted()
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        return self.ctl.wait(seen, timeout)
+
+    @property
+    def notify_seq(self) -> int:
+        return self.ctl.notify_seq
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self.durability != "never" and self._dirty:
+            try:
+                self.sync_to(self.ctl.end_offset())
+            except OSError:
+                pass
+        self._closed = True
+        with self._cache_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            self._segments.clear()
+
+
+class _SegmentGone(Exception):
+    """A segment file vanished under a reader (retention); refresh and retry."""
+
+
+def _concat_columns(a: dict, b: dict) -> dict:
+    out = {}
+    for k in ("offsets", "timestamps_ms", "value_null", "key_null", "value_data", "key_data"):
+        out[k] = np.concatenate([a[k], b[k]])
+    for k, data in (("value_offsets", "value_data"), ("key_offsets", "key_data")):
+        out[k] = np.concatenate([a[k][:-1], b[k] + len(a[data])])
+    return out
