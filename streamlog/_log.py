@@ -106,6 +106,28 @@ class Topic:
         """Append a batch the caller encoded (views and dedupe use it); returns its base."""
         return self._parts[p].append(data, count, max_ts)
 
+    def append_with(self, partition: int, build: Callable) -> tuple[int, Any]:
+        """Append under the partition's append lock what ``build(end_offset)`` returns.
+
+        For conditional appends (expected versions, dedupe): see
+        ``Partition.append_with``. ``build`` gets the partition's end offset
+        and returns ``(encoded_batch | None, count, max_timestamp_ms, result)``.
+        """
+        part = self._part(partition)
+        return part.append_with(build)
+
+    def wait(self, partition: int, seen: int, timeout: float) -> bool:
+        """Block until an append to ``partition`` bumps its notify sequence past ``seen``.
+
+        Returns False on timeout. ``notify_seq(partition)`` gives ``seen``;
+        read it before checking for records so no wake-up is lost.
+        """
+        return self._part(partition).wait(seen, timeout)
+
+    def notify_seq(self, partition: int) -> int:
+        """The partition's append counter (a futex word in its shared control block)."""
+        return self._part(partition).notify_seq
+
     def append_many(self, values: Sequence, keys: Sequence | None = None,
                     headers: Sequence | None = None) -> list[Position]:
         """Append many records: validated as a whole first, then one batch per partition.
@@ -487,6 +509,13 @@ class Log:
         except FileNotFoundError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+    def kv(self, name: str):
+        """The key-value namespace ``name`` in the store's LMDB environment (views' state)."""
+        from .storage.meta import KV
+
+        self._check()
+        return KV(self._meta, name)
 
     # ------------------------------------------------------------- operations
     def stats(self) -> dict:

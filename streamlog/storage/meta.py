@@ -147,3 +147,78 @@ def _translate(e: Exception, path: str) -> Exception:
         err = getattr(e, "errno", None) or 5
         return OSError(err, f"{path}: {e}")
     return StreamlogError(f"{path}: LMDB: {e}")
+
+
+class Tx:
+    """A key-value view of one LMDB transaction, limited to one named database."""
+
+    def __init__(self, txn, db) -> None:
+        self._txn = txn
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self._txn.get(key_for(key), db=self._db)
+        return None if v is None else bytes(v)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._txn.put(key_for(key), value, db=self._db)
+
+    def delete(self, key: bytes) -> bool:
+        return self._txn.delete(key_for(key), db=self._db)
+
+    def scan(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with ``prefix``, in key order."""
+        out = []
+        cur = self._txn.cursor(db=self._db)
+        if not cur.set_range(prefix):
+            return out
+        for k, v in cur:
+            if not k.startswith(prefix):
+                break
+            out.append((bytes(k), bytes(v)))
+        return out
+
+    def delete_prefix(self, prefix: bytes) -> int:
+        """Delete every key starting with ``prefix``; returns how many."""
+        keys = [k for k, _ in self.scan(prefix)]
+        for k in keys:
+            self._txn.delete(k, db=self._db)
+        return len(keys)
+
+
+class KV:
+    """A named key-value namespace in the directory's LMDB environment.
+
+    The state store that views and groups use (a JetStream backend maps it
+    to a KV bucket). Keys over 511 bytes are hashed. Thread- and
+    process-safe; ``transact`` is atomic and serialised across processes.
+    """
+
+    def __init__(self, meta: Meta, name: str) -> None:
+        self._meta = meta
+        self.name = name
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._meta.read() as txn:
+            v = txn.get(key_for(key), db=self._meta.db(self.name))
+            return None if v is None else bytes(v)
+
+    def scan(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        with self._meta.read() as txn:
+            return Tx(txn, self._meta.db(self.name)).scan(prefix)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.transact(lambda tx: tx.put(key, value))
+
+    def delete(self, key: bytes) -> bool:
+        return self.transact(lambda tx: tx.delete(key))
+
+    def transact(self, fn: Callable[[Tx], Any]) -> Any:
+        """Run ``fn(tx)`` in one write transaction (it may run again if the map grows)."""
+        db = self._meta.db(self.name)
+        return self._meta.write(lambda txn: fn(Tx(txn, db)))
+
+    def transact_many(self, names: list[str], fn: Callable[..., Any]) -> Any:
+        """Run ``fn(tx_a, tx_b, ...)`` over several namespaces in one write transaction."""
+        dbs = [self._meta.db(n) for n in names]
+        return self._meta.write(lambda txn: fn(*(Tx(txn, d) for d in dbs)))

@@ -394,6 +394,49 @@ class Partition:
         finally:
             self.ctl.unlock()
 
+    def append_with(self, build):
+        """Run ``build(end_offset)`` under the append lock and append what it returns.
+
+        ``build`` returns ``(data, count, max_ts, result)`` to append an encoded
+        batch, or ``(None, 0, 0, result)`` to write nothing. It may read and
+        write LMDB (lock order: partition lock, then LMDB write transaction),
+        and sees every record appended before it by any process. Returns
+        ``(base_offset or -1, result)``. The event store's expected-version
+        check and msg_id dedupe are made this way.
+        """
+        self._check()
+        self.ctl.lock()
+        try:
+            while True:
+                if self.ctl.deleted:
+                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
+                if self.ctl.pending_end != self.ctl.end_pos:
+                    self._recover_locked()
+                    continue
+                if self.writer.generation != self.ctl.generation:
+                    self._attach_locked()
+                    continue
+                break
+            data, count, max_ts, result = build(self.ctl.end_offset())
+            if data is None:
+                return -1, result
+            while True:
+                if self.writer.generation != self.ctl.generation:
+                    self._attach_locked()
+                r = self.writer.append_locked(data, count, max_ts)
+                if r >= 0:
+                    break
+                if r == _ext.APPEND_FULL:
+                    self._roll_locked(len(data))
+                elif r == _ext.APPEND_DELETED:
+                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        finally:
+            self.ctl.unlock()
+        self._dirty = True
+        if self.durability == "always":
+            self.sync_to(r + count)
+        return r, result
+
     def _attach_locked(self) -> None:
         view = self.ctl.view()
         self._refresh(view)
