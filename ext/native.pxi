@@ -663,6 +663,8 @@ cdef class Writer:
     cdef Mapping tidx
     cdef uint64_t gen
     cdef bint attached
+    cdef Mapping topic_map
+    cdef uint32_t *topic_word
 
     def __cinit__(self, Control ctl):
         self.ctl = ctl
@@ -679,6 +681,13 @@ cdef class Writer:
 
     property generation:
         def __get__(self): return self.gen if self.attached else None
+
+    def set_topic_notify(self, Mapping m):
+        """Also bump the topic-wide wake-up word (a Notifier's mapping) after each append."""
+        if m.length < 8 or not m.writable:
+            raise ValueError("a notifier mapping must be writable and hold 8 bytes")
+        self.topic_map = m
+        self.topic_word = <uint32_t *>m.addr
 
     cdef int64_t _append_locked(self, const unsigned char *data, Py_ssize_t n, uint32_t count,
                                 int64_t max_ts) noexcept nogil:
@@ -718,6 +727,8 @@ cdef class Writer:
             c.max_timestamp_ms = max_ts
         sl_publish_end(c)
         sl_notify(&c.notify_seq, &c.waiters)
+        if self.topic_word != NULL:
+            sl_notify(self.topic_word, self.topic_word + 1)
         return <int64_t>(c.end_offset - count)
 
     def append(self, bytes data, uint32_t count, int64_t max_ts):
@@ -744,3 +755,36 @@ cdef class Writer:
         """As ``append``, for a caller that holds the lock (the slow path)."""
         return self._append_locked(<const unsigned char *>PyBytes_AS_STRING(data), len(data),
                                    count, max_ts)
+
+
+cdef class Notifier:
+    """A futex word + waiter count in a small shared file: wake-ups across processes.
+
+    Every append to any partition of a topic bumps the topic's word, so one
+    consumer can sleep on all partitions at once without burning a core.
+    Thread- and process-safe.
+    """
+    cdef Mapping m
+    cdef uint32_t *word
+
+    def __cinit__(self, Mapping m):
+        if m.length < 8 or not m.writable:
+            raise ValueError("a notifier mapping must be writable and hold 8 bytes")
+        self.m = m
+        self.word = <uint32_t *>m.addr
+
+    property mapping:
+        def __get__(self): return self.m
+
+    property seq:
+        def __get__(self): return sl_load32(self.word)
+
+    def wait(self, uint32_t seen, double timeout):
+        """Block (GIL released) until the word moves past ``seen``; False on timeout."""
+        cdef int rc
+        with nogil:
+            rc = sl_wait(self.word, self.word + 1, seen, timeout)
+        return rc == 0
+
+    def notify(self):
+        sl_notify(self.word, self.word + 1)

@@ -35,7 +35,7 @@ from .errors import (
 )
 from .storage import files
 from .storage.meta import Meta
-from .storage.partition import Partition, boot_id
+from .storage.partition import Partition, boot_id, open_notifier
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
@@ -123,6 +123,16 @@ class Topic:
         read it before checking for records so no wake-up is lost.
         """
         return self._part(partition).wait(seen, timeout)
+
+    def notify_seq_any(self) -> int:
+        """The topic-wide append counter: bumped by an append to any partition."""
+        self._log._check()
+        return self._log._notifier_of(self.name).seq
+
+    def wait_any(self, seen: int, timeout: float) -> bool:
+        """Block until an append to any partition moves ``notify_seq_any()`` past ``seen``."""
+        self._log._check()
+        return self._log._notifier_of(self.name).wait(seen, timeout)
 
     def notify_seq(self, partition: int) -> int:
         """The partition's append counter (a futex word in its shared control block)."""
@@ -303,6 +313,7 @@ class Log:
         self._boot = boot_id()
         self._meta = Meta(os.path.join(self.path, files.META_DIR), durability)
         self._parts: dict[tuple[str, int], Partition] = {}
+        self._notifiers: dict[str, Any] = {}
         self._parts_lock = threading.RLock()
         self._topics_cache: dict[str, dict] = {}
         self._closers: list[Callable[[], None]] = []
@@ -370,9 +381,18 @@ class Log:
         self._closers.append(fn)
 
     # ----------------------------------------------------------------- topics
+    def _notifier_of(self, name: str):
+        with self._parts_lock:
+            n = self._notifiers.get(name)
+            if n is None:
+                n = open_notifier(files.topic_dir(self.path, name))
+                self._notifiers[name] = n
+            return n
+
     def _partitions_of(self, name: str, config: dict) -> list[Partition]:
         out = []
         with self._parts_lock:
+            notifier = None
             for p in range(config["partitions"]):
                 part = self._parts.get((name, p))
                 if part is not None and part.ctl.deleted:
@@ -380,9 +400,12 @@ class Log:
                     part = None
                 if part is None:
                     r = config.get("retention")
+                    if notifier is None:
+                        self._notifiers.pop(name, None)
+                        notifier = self._notifier_of(name)
                     part = Partition(self.path, name, p, config["segment_bytes"],
                                      self.durability, self._boot,
-                                     None if r is None else tuple(r))
+                                     None if r is None else tuple(r), notifier)
                     self._parts[(name, p)] = part
                 out.append(part)
         return out
@@ -497,6 +520,7 @@ class Log:
         if not self._meta.write(drop):
             raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
         with self._parts_lock:
+            self._notifiers.pop(name, None)
             for p in range(config["partitions"]):
                 part = self._parts.pop((name, p), None)
                 if part is not None:

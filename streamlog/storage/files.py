@@ -9,6 +9,7 @@ FORMAT_VERSION = 1
 META_DIR = "meta"
 TOPICS_DIR = "topics"
 CONTROL_FILE = "control"
+NOTIFY_FILE = "notify"  # topic-wide wake-up word
 TRASH_PREFIX = ".trash-"
 
 LOG_SUFFIX = ".log"

@@ -41,6 +41,18 @@ def boot_id() -> bytes:
         return b"\0" * 16
 
 
+def open_notifier(topic_path: str) -> _ext.Notifier:
+    """The topic's wake-up word (``notify`` file), created on first use."""
+    os.makedirs(topic_path, exist_ok=True)
+    fd = os.open(os.path.join(topic_path, files.NOTIFY_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < 4096:
+            os.ftruncate(fd, 4096)
+        return _ext.Notifier(_ext.Mapping(fd, 4096, True))
+    finally:
+        os.close(fd)
+
+
 def index_capacity(segment_capacity: int) -> int:
     """Entries an index file needs: one at the start, then at most one per interval."""
     return segment_capacity // INDEX_INTERVAL_BYTES + 2
@@ -70,7 +82,7 @@ class Partition:
     """
 
     def __init__(self, root: str, topic: str, partition: int, segment_bytes: int,
-                 durability: str, boot: bytes, retention=None) -> None:
+                 durability: str, boot: bytes, retention=None, notifier=None) -> None:
         self.topic = topic
         self.partition = partition
         self.path = files.partition_dir(root, topic, partition)
@@ -91,6 +103,8 @@ class Partition:
         os.makedirs(self.path, exist_ok=True)
         self._open_control()
         self.writer = _ext.Writer(self.ctl)
+        if notifier is not None:
+            self.writer.set_topic_notify(notifier.mapping)
         self._synced = self.ctl.end_offset()
 
     # ----------------------------------------------------------------- open
