@@ -223,6 +223,10 @@ def encode_batch(keys, values, headers, timestamps_ms):
 
 def encode_record(key, value, headers, int64_t timestamp_ms):
     """Encode one record as a batch of one (the per-record append path)."""
+    return _encode_record(key, value, headers, timestamp_ms)
+
+
+cdef bytes _encode_record(object key, object value, object headers, int64_t timestamp_ms):
     cdef Py_ssize_t klen = -1, vlen = -1, hlen, total, p
     cdef char *out_p
     if key is not None:
@@ -247,7 +251,7 @@ def encode_record(key, value, headers, int64_t timestamp_ms):
     if hlen:
         _put_headers(out_p + p, headers)
     sl_store_u32le(out_p + OFF_CRC, _crc(<const unsigned char *>out_p + OFF_MAGIC, total - OFF_MAGIC))
-    return out
+    return <bytes>out
 
 
 def set_base_offset(buf, Py_ssize_t pos, uint64_t base_offset):

@@ -179,12 +179,9 @@ cdef class Record:
 
     @property
     def headers(self):
-        """Headers as a dict of str to bytes (a fresh dict per record)."""
+        """Headers as a dict of str to bytes (a record without headers gets a fresh {})."""
         if self._headers is None:
-            raw = self._hraw
-            self._headers = _decode_headers(<const unsigned char *>PyBytes_AS_STRING(raw),
-                                            len(<bytes>raw), 0)
-            self._hraw = None
+            self._headers = {}
         return self._headers
 
     def _tuple(self):
@@ -231,14 +228,9 @@ cdef inline Record _make_record(str topic, int partition, int64_t offset, int64_
     rec.timestamp_ms = ts
     rec.key = _bytes_or_none(buf, r.kpos, r.klen)
     rec.value = _bytes_or_none(buf, r.vpos, r.vlen)
-    if r.hlen == 0:
-        rec._headers = {}
-    else:
-        rec._headers = None
-        rec._hraw = PyBytes_FromStringAndSize(<const char *>buf + r.hpos, r.hlen)
-        # decode now when cheap to keep corruption out of lazy access paths
+    if r.hlen != 0:
+        # decoded now (not lazily) so a damaged header block raises here, at read time
         rec._headers = _decode_headers(buf + r.hpos, r.hlen, 0)
-        rec._hraw = None
     return rec
 
 
@@ -663,6 +655,8 @@ cdef class Writer:
     cdef Mapping tidx
     cdef uint64_t gen
     cdef bint attached
+    cdef public bint dirty    # appended since the interval syncer last looked
+    cdef public bint closed   # the store was closed: the fast path refuses
     cdef Mapping topic_map
     cdef uint32_t *topic_word
 
@@ -734,10 +728,16 @@ cdef class Writer:
     def append(self, bytes data, uint32_t count, int64_t max_ts):
         """Append one encoded batch; returns its base offset, or an APPEND_* code (< 0)
         telling the caller to take the slow path (the lock is not held then)."""
-        cdef int rc = pthread_mutex_trylock(&self.c.lock.mutex)
+        return self._append(data, count, max_ts)
+
+    cdef int64_t _append(self, bytes data, uint32_t count, int64_t max_ts) except? -100:
+        cdef int rc
         cdef int64_t result
         cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = len(data)
+        if self.closed:
+            return _STALE
+        rc = pthread_mutex_trylock(&self.c.lock.mutex)
         if rc == EBUSY:
             with nogil:
                 rc = pthread_mutex_lock(&self.c.lock.mutex)
@@ -749,12 +749,17 @@ cdef class Writer:
             raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
         result = self._append_locked(p, n, count, max_ts)
         pthread_mutex_unlock(&self.c.lock.mutex)
+        if result >= 0:
+            self.dirty = True
         return result
 
     def append_locked(self, bytes data, uint32_t count, int64_t max_ts):
         """As ``append``, for a caller that holds the lock (the slow path)."""
-        return self._append_locked(<const unsigned char *>PyBytes_AS_STRING(data), len(data),
-                                   count, max_ts)
+        cdef int64_t r = self._append_locked(<const unsigned char *>PyBytes_AS_STRING(data),
+                                             len(data), count, max_ts)
+        if r >= 0:
+            self.dirty = True
+        return r
 
 
 cdef class Notifier:
@@ -788,3 +793,80 @@ cdef class Notifier:
 
     def notify(self):
         sl_notify(self.word, self.word + 1)
+
+
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
+
+
+cdef inline int64_t _now_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef class Appender:
+    """The per-record append fast path of a Topic, all in C.
+
+    Handles the common call (bytes value, bytes or no key, no headers, no
+    msg_id): picks the partition (Kafka's murmur2, or round-robin), encodes
+    and checksums the batch before taking the lock (I3), and hands it to the
+    partition's Writer. Anything else (validation errors, str keys, headers,
+    msg_id, a full segment, a closed store) goes to ``slow`` /
+    ``slow_write``, the Python paths that raise the proper errors.
+    Thread-safe: the Writer's lock serialises; the round-robin counter is
+    advisory.
+    """
+    cdef list writers
+    cdef int n
+    cdef Py_ssize_t max_record
+    cdef uint64_t rr
+    cdef object slow
+    cdef object slow_write
+    cdef object sync
+    cdef object position
+
+    def __cinit__(self, list writers, Py_ssize_t max_record, slow, slow_write, sync, position):
+        self.writers = writers
+        self.n = len(writers)
+        self.max_record = max_record
+        self.slow = slow
+        self.slow_write = slow_write
+        self.sync = sync
+        self.position = position
+        self.rr = 0
+
+    def append(self, value, key=None, headers=None, timestamp_ms=None, msg_id=None):
+        """Append one record; see Topic.append."""
+        cdef int64_t ts, r
+        cdef Py_ssize_t klen = 0
+        cdef int p = 0
+        cdef uint32_t h
+        cdef Writer w
+        if headers is not None or msg_id is not None or type(value) is not bytes \
+                or (key is not None and type(key) is not bytes):
+            return self.slow(value, key, headers, timestamp_ms, msg_id)
+        if timestamp_ms is None:
+            ts = _now_ms()
+        elif type(timestamp_ms) is int and 0 <= timestamp_ms < (1 << 62):
+            ts = timestamp_ms
+        else:
+            return self.slow(value, key, headers, timestamp_ms, msg_id)
+        if key is not None:
+            klen = len(<bytes>key)
+        if len(<bytes>value) + klen > self.max_record:
+            return self.slow(value, key, headers, timestamp_ms, msg_id)
+        if self.n > 1:
+            if key is None:
+                p = self.rr % self.n
+                self.rr += 1
+            else:
+                h = sl_murmur2(<const unsigned char *>PyBytes_AS_STRING(key), klen)
+                p = (h & 0x7fffffff) % self.n
+        data = _encode_record(key, value, None, ts)
+        w = <Writer>self.writers[p]
+        r = w._append(data, 1, ts)
+        if r < 0:
+            r = self.slow_write(p, data, 1, ts)
+        if self.sync is not None:
+            self.sync(p, r + 1)
+        return _tuple_new(self.position, (p, r))

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _codec, _validate
+from . import _codec, _ext, _validate
 from ._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
@@ -63,6 +63,16 @@ class Topic:
         self._rr = itertools.count()
         self._encode_record = _codec.encode_record
         self._pfk = _codec.partition_for_key
+        sync = None
+        if log.durability == "always":
+            parts = self._parts
+            sync = lambda p, end: parts[p].sync_to(end)  # noqa: E731
+        if _codec.NATIVE:
+            # The C fast path takes the common call; anything it does not handle
+            # (validation, headers, msg_id, a full segment) comes back to Python.
+            self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
+                                           self._append_slow, self._write_slow, sync, Position)
+            self.append = self._appender.append  # instance attribute: skips one call layer
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r}, partitions={self.partitions})"
@@ -84,6 +94,12 @@ class Topic:
         With ``msg_id``, a repeat inside the topic's dedupe window returns the
         first append's position and writes nothing.
         """
+        return self._append_slow(value, key, headers, timestamp_ms, msg_id)
+
+    def _write_slow(self, p: int, data: bytes, count: int, max_ts: int) -> int:
+        return self._parts[p]._append_slow(data, count, max_ts)
+
+    def _append_slow(self, value, key, headers, timestamp_ms, msg_id) -> Position:
         if self._log._closed:
             raise StoreClosed("the store is closed")
         if type(value) is not bytes:

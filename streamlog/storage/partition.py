@@ -96,7 +96,6 @@ class Partition:
         self._gen_seen = -1
         self._fds: dict[int, int] = {}
         self._closed = False
-        self._dirty = False
         self._sync_cond = threading.Condition()
         self._syncing = False
         self._synced = 0
@@ -382,7 +381,6 @@ class Partition:
         r = self.writer.append(data, count, max_ts)
         if r < 0:
             r = self._append_slow(data, count, max_ts)
-        self._dirty = True
         if self.durability == "always":
             self.sync_to(r + count)
         return r
@@ -446,7 +444,6 @@ class Partition:
                     raise TopicNotFound(f"topic {self.topic!r} was deleted")
         finally:
             self.ctl.unlock()
-        self._dirty = True
         if self.durability == "always":
             self.sync_to(r + count)
         return r, result
@@ -536,13 +533,13 @@ class Partition:
     def flush(self) -> None:
         """Durable up to the current end, whatever the mode."""
         self._check()
+        self.writer.dirty = False
         self.sync_to(self.ctl.end_offset())
-        self._dirty = False
 
     def sync_if_dirty(self) -> None:
         """The interval syncer's step: sync if this process appended since the last one."""
-        if self._dirty and not self._closed:
-            self._dirty = False
+        if self.writer.dirty and not self._closed:
+            self.writer.dirty = False
             self.sync_to(self.ctl.end_offset())
 
     # ----------------------------------------------------------------- reads
@@ -857,12 +854,13 @@ class Partition:
     def close(self) -> None:
         if self._closed:
             return
-        if self.durability != "never" and self._dirty:
+        if self.durability != "never" and self.writer.dirty:
             try:
                 self.sync_to(self.ctl.end_offset())
             except OSError:
                 pass
         self._closed = True
+        self.writer.closed = True
         with self._cache_lock:
             for fd in self._fds.values():
                 os.close(fd)
