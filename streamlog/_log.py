@@ -490,7 +490,10 @@ class Log:
                  if config.get(k) != v]
         if diffs:
             raise ConfigMismatch(f"topic {name!r} exists with other options: {', '.join(diffs)}")
-        os.makedirs(files.topic_dir(self.path, name), exist_ok=True)
+        tdir = files.topic_dir(self.path, name)
+        if not os.path.isdir(tdir):
+            os.makedirs(tdir, exist_ok=True)
+            files.fsync_dir(os.path.dirname(tdir))  # the new topic directory is durable
         return config
 
     def _topic_config(self, name: str) -> dict | None:

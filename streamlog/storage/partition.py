@@ -99,7 +99,9 @@ class Partition:
         self._sync_cond = threading.Condition()
         self._syncing = False
         self._synced = 0
-        os.makedirs(self.path, exist_ok=True)
+        if not os.path.isdir(self.path):
+            os.makedirs(self.path, exist_ok=True)
+            files.fsync_dir(os.path.dirname(self.path))
         self._open_control()
         self.writer = _ext.Writer(self.ctl)
         if notifier is not None:
@@ -679,10 +681,13 @@ class Partition:
         pos, base = self._locate(seg, active, view, m, offset)
         limit = view[3] if active else len(m)
         try:
-            cols, _, _ = _codec.read_columns(m, pos, limit, base, offset, max_records,
-                                             seg.verified_to if pos <= seg.verified_to else 0)
+            cols, end_pos, _ = _codec.read_columns(
+                m, pos, limit, base, offset, max_records,
+                seg.verified_to if pos <= seg.verified_to else 0)
         except (CorruptionError, TornTail) as e:
             raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
+        if pos <= seg.verified_to < end_pos:
+            seg.verified_to = end_pos
         n = len(cols["offsets"])
         if n < max_records and not active:
             more = self.read_columns(offset + n if n else self._next_base(seg), max_records - n)
