@@ -36,8 +36,72 @@ def key_for(raw: bytes) -> bytes:
     return b"#" + hashlib.blake2b(raw, digest_size=HASHED_ID_BYTES).digest()
 
 
+class _SharedEnv:
+    """One process's LMDB environment for a directory, shared by every Log on it."""
+
+    def __init__(self, env, pid: int, synced: bool) -> None:
+        self.env = env
+        self.pid = pid
+        self.synced = synced  # opened with sync=True (commits fsync)
+        self.refs = 0
+        self.dbs: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+
+# LMDB allows one environment per file per process (its locks are per process),
+# so every Log of this process on one directory shares one environment. After
+# fork() the inherited one is closed in the child and opened afresh.
+_ENVS: dict[str, _SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _acquire(path: str, durability: str) -> _SharedEnv:
+    real = os.path.realpath(path)
+    with _ENVS_LOCK:
+        shared = _ENVS.get(real)
+        if shared is not None and shared.pid != os.getpid():
+            try:  # inherited through fork(): unusable here, release our copy
+                shared.env.close()
+            except lmdb.Error:
+                pass
+            del _ENVS[real]
+            shared = None
+        if shared is None:
+            os.makedirs(path, exist_ok=True)
+            size = LMDB_INITIAL_MAP_BYTES
+            data = os.path.join(path, "data.mdb")
+            if os.path.exists(data):
+                size = max(size, os.path.getsize(data) * 2)
+            synced = durability == "always"
+            try:
+                env = lmdb.open(
+                    path, map_size=size, max_dbs=_MAX_DBS, max_readers=LMDB_MAX_READERS,
+                    sync=synced, metasync=synced, lock=True, subdir=True, readahead=False,
+                )
+                env.reader_check()  # clear reader slots left by dead processes
+            except lmdb.Error as e:
+                raise _translate(e, path) from e
+            shared = _SharedEnv(env, os.getpid(), synced)
+            _ENVS[real] = shared
+        shared.refs += 1
+        return shared
+
+
+def _release(path: str, shared: _SharedEnv) -> None:
+    real = os.path.realpath(path)
+    with _ENVS_LOCK:
+        shared.refs -= 1
+        if shared.refs <= 0 and _ENVS.get(real) is shared:
+            del _ENVS[real]
+            if shared.pid == os.getpid():
+                try:
+                    shared.env.close()
+                except lmdb.Error:
+                    pass
+
+
 class Meta:
-    """The directory's LMDB environment.
+    """The directory's LMDB environment, as one Log uses it.
 
     Thread-safe: LMDB serialises write transactions (across processes too);
     ``write()`` grows the map and retries when it is full. Transactions are
@@ -47,59 +111,45 @@ class Meta:
     def __init__(self, path: str, durability: str) -> None:
         self.path = path
         self.durability = durability
-        self._lock = threading.Lock()
-        self._dbs: dict[str, Any] = {}
-        self._pid = os.getpid()
-        self._open()
+        self._closed = False
+        self._shared = _acquire(path, durability)
 
-    def _open(self) -> None:
-        os.makedirs(self.path, exist_ok=True)
-        size = LMDB_INITIAL_MAP_BYTES
-        data = os.path.join(self.path, "data.mdb")
-        if os.path.exists(data):
-            size = max(size, os.path.getsize(data) * 2)
-        try:
-            self.env = lmdb.open(
-                self.path, map_size=size, max_dbs=_MAX_DBS, max_readers=LMDB_MAX_READERS,
-                sync=self.durability == "always", metasync=self.durability == "always",
-                lock=True, subdir=True, readahead=False,
-            )
-            self.env.reader_check()  # clear reader slots left by dead processes
-        except lmdb.Error as e:
-            raise _translate(e, self.path) from e
-        self._dbs.clear()
-        self._pid = os.getpid()
+    @property
+    def env(self):
+        return self._env()
 
-    def _ensure_process(self) -> None:
-        if os.getpid() != self._pid:  # after fork(): the parent's handle is unusable here
-            with self._lock:
-                if os.getpid() != self._pid:
-                    self._open()
+    def _env(self):
+        if self._shared.pid != os.getpid():  # after fork(): reopen in this process
+            with self._shared.lock:
+                if self._shared.pid != os.getpid():
+                    self._shared = _acquire(self.path, self.durability)
+        return self._shared.env
 
     def db(self, name: str):
         """Handle of a named database (created on first use)."""
-        self._ensure_process()
-        h = self._dbs.get(name)
+        env = self._env()
+        shared = self._shared
+        h = shared.dbs.get(name)
         if h is None:
-            with self._lock:
-                h = self._dbs.get(name)
+            with shared.lock:
+                h = shared.dbs.get(name)
                 if h is None:
                     try:
-                        h = self.env.open_db(name.encode(), create=True)
+                        h = env.open_db(name.encode(), create=True)
                     except lmdb.MapFullError:
                         self._grow()
-                        h = self.env.open_db(name.encode(), create=True)
+                        h = env.open_db(name.encode(), create=True)
                     except lmdb.Error as e:
                         raise _translate(e, self.path) from e
-                    self._dbs[name] = h
+                    shared.dbs[name] = h
         return h
 
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A read-only transaction (readers never block and are never blocked)."""
-        self._ensure_process()
+        env = self._env()
         try:
-            with self.env.begin(write=False) as txn:
+            with env.begin(write=False) as txn:
                 yield txn
         except lmdb.Error as e:
             raise _translate(e, self.path) from e
@@ -110,11 +160,14 @@ class Meta:
         ``fn`` may run more than once (after the map grows), so it must only
         touch the transaction.
         """
-        self._ensure_process()
+        env = self._env()
         for _ in range(8):
             try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
+                with env.begin(write=True) as txn:
+                    result = fn(txn)
+                if self.durability == "always" and not self._shared.synced:
+                    env.sync(True)  # the environment was opened by a less durable Log
+                return result
             except lmdb.MapFullError:
                 self._grow()
             except lmdb.Error as e:
@@ -122,24 +175,21 @@ class Meta:
         raise StreamlogError(f"{self.path}: LMDB map could not grow enough")
 
     def _grow(self) -> None:
-        with self._lock:
-            info = self.env.info()
-            self.env.set_mapsize(info["map_size"] * 2)
+        with self._shared.lock:
+            env = self._shared.env
+            env.set_mapsize(env.info()["map_size"] * 2)
 
     def sync(self) -> None:
         """Flush committed transactions to disk (the interval syncer and flush call it)."""
-        self._ensure_process()
         try:
-            self.env.sync(True)
+            self._env().sync(True)
         except lmdb.Error as e:
             raise _translate(e, self.path) from e
 
     def close(self) -> None:
-        if os.getpid() == self._pid:
-            try:
-                self.env.close()
-            except lmdb.Error:
-                pass
+        if not self._closed:
+            self._closed = True
+            _release(self.path, self._shared)
 
 
 def _translate(e: Exception, path: str) -> Exception:
