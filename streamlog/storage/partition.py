@@ -47,7 +47,7 @@ def open_notifier(topic_path: str) -> _ext.Notifier:
     fd = os.open(os.path.join(topic_path, files.NOTIFY_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if os.fstat(fd).st_size < 4096:
-            os.ftruncate(fd, 4096)
+            os.posix_fallocate(fd, 0, 4096)
         return _ext.Notifier(_ext.Mapping(fd, 4096, True))
     finally:
         os.close(fd)
@@ -118,7 +118,7 @@ class Partition:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
-                    os.ftruncate(fd, _ext.CONTROL_BYTES)
+                    os.posix_fallocate(fd, 0, _ext.CONTROL_BYTES)
                 self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, True)
                 self.ctl = _ext.Control(self._ctl_map)
                 state = self.ctl.state(self._boot)
@@ -175,7 +175,7 @@ class Partition:
             # Zero everything after the last good batch (I5): the torn bytes
             # and any stale pages, then preallocate to capacity.
             os.ftruncate(fd, pos)
-            os.ftruncate(fd, capacity)
+            os.posix_fallocate(fd, 0, capacity)  # zeros after the data, blocks allocated
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -239,9 +239,14 @@ class Partition:
         swap = final + files.SWAP_SUFFIX
         fd = os.open(swap, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.ftruncate(fd, capacity)
-        finally:
+            # Allocate the blocks now: a store into a mapped hole on a full disk
+            # would kill the process with SIGBUS; this raises OSError instead.
+            os.posix_fallocate(fd, 0, capacity)
+        except OSError:
             os.close(fd)
+            os.unlink(swap)
+            raise
+        os.close(fd)
         os.rename(swap, final)
         files.fsync_dir(self.path)
 
