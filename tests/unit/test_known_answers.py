@@ -1,0 +1,162 @@
+"""Known-answer vectors that pin the on-disk format and the key-to-partition mapping.
+
+A format change must update these vectors (and docs/format.md) in the same commit.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+import streamlog
+from streamlog import _codec, _ext, _format, _limits
+from streamlog.storage import files
+from streamlog.storage.partition import boot_id
+
+CODECS = {"ext": _ext, "format": _format}
+
+# Published in Kafka's UtilsTest (org.apache.kafka.common.utils): what the Java
+# client's murmur2 returns, as a signed 32-bit int.
+KAFKA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+# encode_batch([b"key", None, b""], [b"hello", b"", None],
+#              [[(b"h", b"v")], None, []], [1700000000000, 1700000000005, 1699999999990])
+PINNED_BATCH_HEX = (
+    "0000000000000000"  # base_offset 0 (set by the append)
+    "6c000000"  # batch_length 108
+    "93ffffff"  # length_check 108 ^ 0xFFFFFFFF
+    "63e760fa"  # crc32c of bytes [20, 108)
+    "534c"  # magic "SL"
+    "01"  # version 1
+    "00"  # attributes
+    "03000000"  # record_count 3
+    "0068e5cf8b010000"  # first_timestamp_ms 1700000000000
+    "0568e5cf8b010000"  # max_timestamp_ms 1700000000005
+    # record 0: delta 0, key 3, value 5, headers 8 | b"key" b"hello" | u16 1 b"h" u32 1 b"v"
+    "00000000" "03000000" "05000000" "08000000" "6b6579" "68656c6c6f" "0100" "68" "01000000" "76"
+    # record 1: delta 5, no key, empty value, no headers
+    "05000000" "ffffffff" "00000000" "00000000"
+    # record 2: delta -10, empty key, tombstone, no headers
+    "f6ffffff" "00000000" "ffffffff" "00000000"
+)
+PINNED_ARGS = ([b"key", None, b""], [b"hello", b"", None], [[(b"h", b"v")], None, []],
+               [1700000000000, 1700000000005, 1699999999990])
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_crc32c_check_value(codec):
+    """CRC32C (Castagnoli) of b"123456789" is the standard check value 0xE3069283."""
+    assert CODECS[codec].crc32c(b"123456789") == 0xE3069283
+    assert _codec.crc32c(b"123456789") == 0xE3069283
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+@pytest.mark.parametrize("data, expected", sorted(KAFKA_MURMUR2.items()))
+def test_murmur2_matches_kafka(codec, data, expected):
+    """murmur2 returns what Kafka's Java client returns for its published test strings."""
+    assert CODECS[codec].murmur2(data) == expected
+    assert CODECS[codec].partition_for_key(data, 7) == (expected & 0x7FFFFFFF) % 7
+
+
+@pytest.mark.parametrize("partitions", [2, 3, 7, 16])
+def test_key_picks_kafkas_partition(store, partitions):
+    """Topic.append(key=...) lands on (murmur2(key) & 0x7fffffff) % partitions, for bytes
+    and str keys, on the C fast path and on the Python path (headers)."""
+    t = store.topic(f"kp{partitions}", partitions=partitions)
+    keys = list(KAFKA_MURMUR2) + [b"", b"x", "k\u00e9y", "order-42"]
+    for k in keys:
+        kb = k.encode("utf-8") if isinstance(k, str) else k
+        want = (_format.murmur2(kb) & 0x7FFFFFFF) % partitions
+        assert t.append(b"v", key=k).partition == want
+        assert t.append(b"v", key=k, headers={"h": b"1"}).partition == want
+        assert {p.partition for p in t.append_many([b"a", b"b"], keys=[k, k])} == {want}
+
+
+def test_keyless_appends_spread_round_robin(store):
+    """Keyless appends visit every partition in turn."""
+    t = store.topic("rr", partitions=3)
+    parts = [t.append(b"v").partition for _ in range(9)]
+    assert sorted(parts) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_field_offsets_agree_and_match_the_documented_table():
+    """The extension's BATCH_OFFSETS/RECORD_OFFSETS/HEADER_SIZE equal _format's, which
+    derives them from the field sizes, and both equal the table in docs/format.md."""
+    assert _ext.BATCH_OFFSETS == _format.BATCH_OFFSETS
+    assert _ext.RECORD_OFFSETS == _format.RECORD_OFFSETS
+    assert _ext.HEADER_SIZE == _format.HEADER_SIZE == 44
+    assert _ext.RECORD_HEADER_SIZE == _format.RECORD_HEADER_SIZE == 16
+    assert _ext.CRC_START == _format.CRC_START == 20
+    assert _ext.MAGIC == _format.MAGIC == 0x4C53
+    assert _ext.VERSION == _format.VERSION == 1
+    assert _ext.LENGTH_CHECK_XOR == _format.LENGTH_CHECK_XOR == 0xFFFFFFFF
+    assert _format.BATCH_OFFSETS == {
+        "base_offset": 0, "batch_length": 8, "length_check": 12, "crc": 16, "magic": 20,
+        "version": 22, "attributes": 23, "record_count": 24, "first_timestamp_ms": 28,
+        "max_timestamp_ms": 36}
+    assert _format.RECORD_OFFSETS == {
+        "timestamp_delta": 0, "key_length": 4, "value_length": 8, "headers_length": 12}
+    assert _ext.INDEX_INTERVAL_BYTES == _limits.INDEX_INTERVAL_BYTES
+    assert (_ext.INDEX_ENTRY_BYTES, _ext.TIMEINDEX_ENTRY_BYTES) == (8, 12)
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_pinned_batch_encoding(codec):
+    """A fixed small batch encodes to the pinned bytes, and they decode back to it."""
+    c = CODECS[codec]
+    want = bytes.fromhex(PINNED_BATCH_HEX)
+    assert c.encode_batch(*PINNED_ARGS) == want
+    # the vector is self-consistent: its CRC is the CRC32C of [20, end)
+    length, check, crc = struct.unpack_from("<III", want, 8)
+    assert length == len(want) and check == length ^ 0xFFFFFFFF
+    assert crc == _format.crc32c(want[20:])
+    base, n, recs = c.decode_batch(want, 0, len(want), 0)
+    assert (base, n) == (0, len(want))
+    assert [tuple(r) for r in recs] == [
+        (0, 1700000000000, b"key", b"hello", {"h": b"v"}),
+        (1, 1700000000005, None, b"", {}),
+        (2, 1699999999990, b"", None, {}),
+    ]
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_set_base_offset_writes_u64_le_outside_the_crc_I3(codec):
+    """The base offset is the first 8 bytes, little-endian, and leaves the CRC valid (I3)."""
+    c = CODECS[codec]
+    buf = bytearray.fromhex(PINNED_BATCH_HEX)
+    c.set_base_offset(buf, 0, 0x0102030405060708)
+    assert bytes(buf[:8]) == bytes.fromhex("0807060504030201")
+    assert bytes(buf[8:]) == bytes.fromhex(PINNED_BATCH_HEX)[8:]
+    assert c.decode_batch(bytes(buf), 0, len(buf), 0x0102030405060708)[0] == 0x0102030405060708
+
+
+def test_control_block_and_file_names_on_disk(tmp_path):
+    """The control file starts with SLCTRL01, version 1, this boot's id at offset 16, and
+    segments are named by their 20-digit base offset."""
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("names", segment_bytes=1024)
+        for i in range(40):
+            t.append(b"%03d" % i + b"." * 60)
+        pdir = files.partition_dir(log.path, "names", 0)
+        with open(os.path.join(pdir, files.CONTROL_FILE), "rb") as f:
+            ctl = f.read()
+        assert len(ctl) == _ext.CONTROL_BYTES == 4096
+        assert ctl[:8] == b"SLCTRL01"
+        assert struct.unpack_from("<I", ctl, 8)[0] == 1
+        assert ctl[16:32] == boot_id()
+        assert struct.unpack_from("<Q", ctl, 120)[0] == t.end_offset(0) == 40
+        logs = sorted(n for n in os.listdir(pdir) if n.endswith(".log"))
+        assert logs[0] == "00000000000000000000.log"
+        assert all(len(n) == 24 and n[:20].isdigit() for n in logs)
+        assert len(logs) > 1
+        with open(os.path.join(log.path, files.FORMAT_FILE)) as f:
+            assert '"format": 1' in f.read()
