@@ -47,3 +47,14 @@ MAX_HEADERS_PER_RECORD = 0xFFFF
 # Records of one batch share a first timestamp; deltas are i32 milliseconds.
 MAX_TIMESTAMP_DELTA_MS = (1 << 31) - 1
 MAX_TIMESTAMP_MS = (1 << 63) - 1
+
+# rpc correlation index: an entry whose request deadline passed this long ago
+# is pruned (its requester has stopped waiting; the slack covers clock steps
+# between processes' reads of the wall clock).
+RPC_INDEX_GRACE_S = 10.0
+# How often a server prunes the correlation index: each prune is one LMDB
+# write transaction over the entries of requests still in flight.
+RPC_INDEX_PRUNE_INTERVAL_S = 5.0
+# A server worker's longest sleep in one poll before it re-reads its stop flag
+# (stop() also wakes it at once through the request topic's wake-up word).
+RPC_SERVER_POLL_S = 0.5

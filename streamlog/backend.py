@@ -25,9 +25,17 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ._codec import decode_headers, encode_batch, encode_record  # noqa: F401
+from ._limits import (  # noqa: F401  (the limits the views apply)
+    DERIVED_NAME_MAX_CHARS,
+    RPC_INDEX_GRACE_S,
+    RPC_INDEX_PRUNE_INTERVAL_S,
+    RPC_SERVER_POLL_S,
+)
 from ._types import Position, Record, Retention  # noqa: F401
 from .errors import (  # noqa: F401
     ConfigMismatch,
+    OffsetOutOfRange,
+    RecordTooLarge,
     RemoteError,
     RequestTimeout,
     StoreClosed,
@@ -69,3 +77,88 @@ class LogBackend(Protocol):
     def topics(self) -> list[str]: ...
     def delete_topic(self, name: str) -> None: ...
     def kv(self, name: str) -> KeyValue: ...
+
+
+# --------------------------------------------------------------------------
+# Helpers the views call. Each takes the backend object it works on, so a
+# second backend provides the same functions for its own objects. The local
+# implementations below reach into the local Log/Topic; views never do.
+
+BACKENDS = ("local",)
+
+
+def open_backend(kind: str, where, **options) -> LogBackend:
+    """Open a backend by kind: ``"local"`` opens a store directory (``streamlog.open``).
+
+    The conformance suite runs the views' behaviours once per kind listed in
+    ``BACKENDS``.
+    """
+    if kind == "local":
+        from ._log import open_log
+
+        return open_log(where, **options)
+    raise ValueError(f"unknown backend {kind!r}: known backends are {', '.join(BACKENDS)}")
+
+
+def validate_name(value, what: str = "name") -> str:
+    """A view, subscription, topic or group name: ``[A-Za-z0-9][A-Za-z0-9._-]{0,199}``."""
+    from ._validate import name
+
+    return name(value, what)
+
+
+def store_id(log: LogBackend) -> str:
+    """A string naming the store ``log`` is open on, equal for every handle on it."""
+    import os
+
+    return os.path.realpath(log.path)
+
+
+def topic_config(topic: TopicBackend) -> dict:
+    """The options a topic was created with (partitions, compact, max_record_bytes, ...)."""
+    return dict(topic.config)  # type: ignore[attr-defined]
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds: what record timestamps and deadlines use."""
+    import time
+
+    return time.time_ns() // 1_000_000
+
+
+def wake_any(topic: TopicBackend) -> None:
+    """Wake every waiter on the topic's wake-up word without appending a record.
+
+    Waiters re-check their condition and sleep again if nothing is theirs;
+    rpc uses it to hand a reply over in-process, servers to stop promptly.
+    """
+    topic._log._check()  # type: ignore[attr-defined]
+    topic._log._notifier_of(topic.name).notify()  # type: ignore[attr-defined]
+
+
+def encode_one(topic: TopicBackend, value, key=None, headers=None,
+               timestamp_ms: int | None = None) -> tuple[bytes, int]:
+    """Validate one record as ``append`` does and encode it as a one-record batch.
+
+    Returns ``(batch, timestamp_ms)`` for ``append_with``'s ``build``; raises
+    TypeError/ValueError/RecordTooLarge as ``append`` would.
+    """
+    from . import _validate
+
+    cfg = topic.config  # type: ignore[attr-defined]
+    value = _validate.value(value, bool(cfg["compact"]))
+    key = _validate.key(key)
+    hdrs = _validate.headers(headers)
+    ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
+    _validate.record_size(key, value, hdrs, cfg["max_record_bytes"])
+    return encode_record(key, value, hdrs, ts), ts
+
+
+def on_close(log: LogBackend, fn) -> None:
+    """Call ``fn()`` when ``log`` closes, before its handles stop working."""
+    log._on_close(fn)  # type: ignore[attr-defined]
+
+
+def view_topic(log: LogBackend, name: str) -> TopicBackend:
+    """Create or open a topic whose name a view derived from its own (stored options kept)."""
+    return log.topic(name)
