@@ -497,8 +497,9 @@ class Log:
         return config
 
     def _topic_config(self, name: str) -> dict | None:
+        db = self._meta.db(_TOPICS_DB)  # before the txn: a first open creates the db
         with self._meta.read() as txn:
-            raw = txn.get(name.encode(), db=self._meta.db(_TOPICS_DB))
+            raw = txn.get(name.encode(), db=db)
         return None if raw is None else json.loads(raw)
 
     def existing_topic(self, name: str) -> Topic:
@@ -513,8 +514,9 @@ class Log:
     def topics(self) -> list[str]:
         """Names of every topic, those that views created included, sorted."""
         self._check()
+        db = self._meta.db(_TOPICS_DB)  # before the txn: a first open creates the db
         with self._meta.read() as txn:
-            return sorted(k.decode() for k, _ in txn.cursor(db=self._meta.db(_TOPICS_DB)))
+            return sorted(k.decode() for k, _ in txn.cursor(db=db))
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic, its records and its groups; TopicNotFound if missing.
