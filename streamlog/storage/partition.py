@@ -270,6 +270,9 @@ class Partition:
     # -------------------------------------------------------------- caching
     def _check(self) -> None:
         if self._closed:
+            # delete_topic closes the partition: its handles must say why (SPEC.md)
+            if self.ctl.deleted:
+                raise TopicNotFound(f"topic {self.topic!r} was deleted")
             raise StoreClosed("the store is closed")
 
     def _refresh(self, view) -> None:
