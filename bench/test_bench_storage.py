@@ -1,0 +1,463 @@
+"""Storage engine throughput and latency: appends, reads and durable appends, beside baselines.
+
+Workload: 100-byte values with 16-byte keys on one partition. Every round of
+streamlog is preceded by one round of each baseline over the same records
+(bench/conftest.py pairs them), and figures are medians of those rounds.
+Baselines: a raw ``os.write`` of the same key + value bytes in 1 MiB chunks;
+a no-op Python call per record; LMDB (8-byte big-endian integer keys,
+``append=True``, ``sync=False``: one write transaction for a run of
+per-record puts, one ``putmulti`` transaction per batch); stdlib sqlite3
+(WAL, ``synchronous=NORMAL``: one transaction for a run of per-record
+inserts, one ``executemany`` transaction per batch).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import threading
+
+import lmdb
+import pytest
+from conftest import (
+    RECORD_BYTES,
+    Contender,
+    Figure,
+    Goal,
+    Workload,
+    paired_rounds,
+    rate,
+    report,
+    spread,
+)
+
+import streamlog
+
+APPEND_COUNT = 200_000  # records per round of the append benchmarks (~30 MB)
+BATCH = 1_000  # records per append_many / putmulti / executemany call
+READ_COUNT = 500_000  # records in the stores the read benchmarks walk
+READ_BATCH = 100_000  # max_records per read_batch call
+ROUNDS = 7
+SQL_INSERT = "INSERT INTO log(key, value) VALUES (?, ?)"
+
+
+# ------------------------------------------------------------- contenders
+def _scratch(bench_dir: str) -> str:
+    return tempfile.mkdtemp(dir=bench_dir)
+
+
+def store_contender(name: str, bench_dir: str, durability: str, run) -> Contender:
+    """A fresh store and topic per round (not timed); ``run(topic)`` is timed."""
+
+    def setup():
+        path = _scratch(bench_dir)
+        log = streamlog.open(path, durability=durability)
+        return path, log, log.topic("bench")
+
+    def teardown(state):
+        path, log, _ = state
+        log.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+    return Contender(name, lambda state: run(state[2]), setup, teardown)
+
+
+def lmdb_contender(name: str, bench_dir: str, run) -> Contender:
+    """A fresh LMDB environment per round, fsync off (as streamlog's "never"/"interval")."""
+
+    def setup():
+        path = _scratch(bench_dir)
+        return path, lmdb.open(path, map_size=1 << 30, sync=False, metasync=False)
+
+    def teardown(state):
+        state[1].close()
+        shutil.rmtree(state[0], ignore_errors=True)
+
+    return Contender(name, lambda state: run(state[1]), setup, teardown)
+
+
+def sqlite_contender(name: str, bench_dir: str, run) -> Contender:
+    """A fresh sqlite3 database per round: WAL, synchronous=NORMAL, explicit transactions."""
+
+    def setup():
+        path = _scratch(bench_dir)
+        con = sqlite3.connect(os.path.join(path, "bench.db"), isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, key BLOB, value BLOB)")
+        return path, con
+
+    def teardown(state):
+        state[1].close()
+        shutil.rmtree(state[0], ignore_errors=True)
+
+    return Contender(name, lambda state: run(state[1]), setup, teardown)
+
+
+def write_contender(bench_dir: str, chunks: list[bytes]) -> Contender:
+    """Raw ``os.write`` of the same key + value bytes, 1 MiB at a time, to a fresh file."""
+
+    def setup():
+        path = os.path.join(_scratch(bench_dir), "raw")
+        return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def run(state):
+        fd, write = state[1], os.write
+        for c in chunks:
+            write(fd, c)
+
+    def teardown(state):
+        os.close(state[1])
+        shutil.rmtree(os.path.dirname(state[0]), ignore_errors=True)
+
+    return Contender("os.write 1 MiB chunks", run, setup, teardown)
+
+
+def _noop(v, key=None):
+    pass
+
+
+# --------------------------------------------------------- per-record append
+@pytest.mark.benchmark(group="append")
+@pytest.mark.parametrize("durability", ["never", "interval"])
+def test_append_per_record(benchmark, workload: Workload, bench_dir, durability):
+    """Per-record ``Topic.append(value, key=key)`` beside a no-op call, LMDB, sqlite, os.write."""
+    n = APPEND_COUNT
+    keys, values = workload.keys[:n], workload.values[:n]
+    lkeys, lvalues = workload.lmdb_keys[:n], workload.lmdb_values[:n]
+
+    def streamlog_run(topic):
+        append = topic.append
+        for k, v in zip(keys, values, strict=True):
+            append(v, key=k)
+        assert topic.end_offset(0) == n
+
+    def noop_run(_):
+        f = _noop
+        for k, v in zip(keys, values, strict=True):
+            f(v, key=k)
+
+    def lmdb_run(env):
+        with env.begin(write=True) as txn:
+            put = txn.put
+            for k, v in zip(lkeys, lvalues, strict=True):
+                put(k, v, append=True)
+
+    def sqlite_run(con):
+        ex = con.execute
+        ex("BEGIN")
+        for k, v in zip(keys, values, strict=True):
+            ex(SQL_INSERT, (k, v))
+        ex("COMMIT")
+
+    baselines = [
+        Contender("no-op Python call", noop_run),
+        lmdb_contender("lmdb put, one txn", bench_dir, lmdb_run),
+        sqlite_contender("sqlite insert, one txn", bench_dir, sqlite_run),
+        write_contender(bench_dir, workload.chunks(n)),
+    ]
+    target = store_contender("streamlog", bench_dir, durability, streamlog_run)
+    times = paired_rounds(benchmark, target, baselines, ROUNDS)
+    fig = Figure(benchmark.name, f"append per record, durability={durability}",
+                 rate(n, times["streamlog"]), "records/s",
+                 {b.name: rate(n, times[b.name]) for b in baselines},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]))
+    fig.goals = [Goal(">= 1,500,000 records/s", fig.value, 1_500_000),
+                 Goal(">= 1.4x lmdb put, one txn", fig.ratio("lmdb put, one txn"), 1.4)]
+    report(benchmark, fig)
+
+
+# ------------------------------------------------------------- append_many
+@pytest.mark.benchmark(group="append_many")
+@pytest.mark.parametrize("durability", ["never", "interval"])
+def test_append_many_batches(benchmark, workload: Workload, bench_dir, durability):
+    """``append_many`` in batches of 1,000 beside os.write, LMDB putmulti and sqlite executemany."""
+    n = APPEND_COUNT
+    batches = [(workload.values[i:i + BATCH], workload.keys[i:i + BATCH])
+               for i in range(0, n, BATCH)]
+    lmdb_batches = [list(zip(workload.lmdb_keys[i:i + BATCH], workload.lmdb_values[i:i + BATCH],
+                             strict=True)) for i in range(0, n, BATCH)]
+    sql_batches = [list(zip(k, v, strict=True)) for v, k in batches]
+
+    def streamlog_run(topic):
+        append_many = topic.append_many
+        for values, keys in batches:
+            append_many(values, keys)
+        assert topic.end_offset(0) == n
+
+    def lmdb_run(env):
+        for items in lmdb_batches:
+            with env.begin(write=True) as txn:
+                txn.cursor().putmulti(items, append=True)
+
+    def sqlite_run(con):
+        ex, exm = con.execute, con.executemany
+        for rows in sql_batches:
+            ex("BEGIN")
+            exm(SQL_INSERT, rows)
+            ex("COMMIT")
+
+    baselines = [
+        write_contender(bench_dir, workload.chunks(n)),
+        lmdb_contender("lmdb putmulti, txn per batch", bench_dir, lmdb_run),
+        sqlite_contender("sqlite executemany, txn per batch", bench_dir, sqlite_run),
+    ]
+    target = store_contender("streamlog", bench_dir, durability, streamlog_run)
+    times = paired_rounds(benchmark, target, baselines, ROUNDS)
+    payload_mb = n * RECORD_BYTES / 1e6  # key + value bytes, the same for every contender
+    fig = Figure(benchmark.name, f"append_many x{BATCH}, durability={durability}",
+                 rate(payload_mb, times["streamlog"]), "MB/s",
+                 {b.name: rate(payload_mb, times[b.name]) for b in baselines},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]),
+                 note=f"MB/s of key + value payload ({RECORD_BYTES} B per record); "
+                      f"{rate(n, times['streamlog']) / 1e6:.2f} M records/s")
+    fig.goals = [Goal(">= 70% of os.write bandwidth", fig.ratio("os.write 1 MiB chunks"), 0.7),
+                 Goal(">= 1.2x lmdb putmulti", fig.ratio("lmdb putmulti, txn per batch"), 1.2)]
+    report(benchmark, fig)
+
+
+# ------------------------------------------------------------------- reads
+@pytest.fixture(scope="module")
+def read_stores(workload: Workload, bench_dir):
+    """READ_COUNT records in: a store written in batches of 1,000, one written a record
+    at a time, an LMDB environment and a sqlite3 database (same keys and values)."""
+    n = READ_COUNT
+    out = {}
+    for layout in ("batched", "single"):
+        path = os.path.join(bench_dir, f"read-{layout}")
+        with streamlog.open(path, durability="never") as log:
+            t = log.topic("bench")
+            if layout == "batched":
+                for i in range(0, n, BATCH):
+                    t.append_many(workload.values[i:i + BATCH], workload.keys[i:i + BATCH])
+            else:
+                for k, v in zip(workload.keys[:n], workload.values[:n], strict=True):
+                    t.append(v, key=k)
+            assert t.end_offset(0) == n
+        out[layout] = path
+    env = lmdb.open(os.path.join(bench_dir, "read-lmdb"), map_size=1 << 30, sync=False)
+    with env.begin(write=True) as txn:
+        txn.cursor().putmulti(zip(workload.lmdb_keys[:n], workload.lmdb_values[:n],
+                                  strict=True), append=True)
+    out["lmdb"] = env
+    con = sqlite3.connect(os.path.join(bench_dir, "read.db"), isolation_level=None,
+                          check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("CREATE TABLE log (id INTEGER PRIMARY KEY, key BLOB, value BLOB)")
+    con.execute("BEGIN")
+    con.executemany(SQL_INSERT, zip(workload.keys[:n], workload.values[:n], strict=True))
+    con.execute("COMMIT")
+    out["sqlite"] = con
+    out["payload"] = b"".join(workload.lmdb_values[:n])
+    # A handle kept open across rounds: after its first pass every CRC is checked.
+    out["kept"] = streamlog.open(out["batched"])
+    yield out
+    out["kept"].close()
+    env.close()
+    con.close()
+
+
+def _lmdb_walk(env) -> None:
+    count = 0
+    with env.begin() as txn:
+        for _k, _v in txn.cursor():
+            count += 1
+    assert count == READ_COUNT
+
+
+def _sqlite_walk(con) -> None:
+    count = 0
+    for _k, _v in con.execute("SELECT key, value FROM log ORDER BY id"):
+        count += 1
+    assert count == READ_COUNT
+
+
+READ_VARIANTS = {
+    # name: (store layout, fresh handle per round?)
+    "batched": ("batched", True),
+    "single-record-batches": ("single", True),
+    "batched-reread": ("batched", False),
+}
+READ_NOTES = {
+    "batched": "written by append_many x1000; a fresh store handle per round, so every "
+               "batch's CRC is checked",
+    "single-record-batches": "written one append per record (a batch per record); fresh "
+                             "handle per round, CRCs checked",
+    "batched-reread": "the same handle every round: CRCs were checked by its first pass",
+}
+
+
+def reader_contender(stores: dict, variant: str, run) -> Contender:
+    layout, fresh = READ_VARIANTS[variant]
+
+    def setup():
+        log = streamlog.open(stores[layout]) if fresh else stores["kept"]
+        return log, log.topic("bench")
+
+    def teardown(state):
+        if fresh:
+            state[0].close()
+
+    return Contender("streamlog", lambda state: run(state[1]), setup, teardown)
+
+
+@pytest.mark.benchmark(group="read")
+@pytest.mark.parametrize("variant", list(READ_VARIANTS))
+def test_read_sequential(benchmark, read_stores, variant):
+    """``Topic.read`` (one Record object per record) beside an LMDB cursor walk and sqlite."""
+
+    def run(topic):
+        count = 0
+        for _r in topic.read(0):
+            count += 1
+        assert count == READ_COUNT
+
+    env, con = read_stores["lmdb"], read_stores["sqlite"]
+    baselines = [Contender("lmdb cursor walk", lambda _: _lmdb_walk(env)),
+                 Contender("sqlite SELECT walk", lambda _: _sqlite_walk(con))]
+    times = paired_rounds(benchmark, reader_contender(read_stores, variant, run), baselines,
+                          ROUNDS)
+    fig = Figure(benchmark.name, f"read, {variant}", rate(READ_COUNT, times["streamlog"]),
+                 "records/s", {b.name: rate(READ_COUNT, times[b.name]) for b in baselines},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]),
+                 note=READ_NOTES[variant])
+    fig.goals = [Goal(">= 4,000,000 records/s", fig.value, 4_000_000),
+                 Goal("not slower than lmdb cursor walk", fig.ratio("lmdb cursor walk"), 1.0)]
+    report(benchmark, fig)
+
+
+@pytest.mark.benchmark(group="read_batch")
+@pytest.mark.parametrize("variant", list(READ_VARIANTS))
+def test_read_batch(benchmark, read_stores, variant):
+    """``Topic.read_batch`` (numpy columns) beside an LMDB cursor walk and a plain copy."""
+
+    def run(topic):
+        offset, count = 0, 0
+        while True:
+            batch = topic.read_batch(0, offset, READ_BATCH)
+            if not len(batch):
+                break
+            count += len(batch)
+            offset = int(batch.offsets[-1]) + 1
+        assert count == READ_COUNT
+
+    env, payload = read_stores["lmdb"], read_stores["payload"]
+    baselines = [Contender("lmdb cursor walk", lambda _: _lmdb_walk(env)),
+                 Contender("copy of the key + value bytes", lambda _: bytearray(payload))]
+    times = paired_rounds(benchmark, reader_contender(read_stores, variant, run), baselines,
+                          ROUNDS)
+    fig = Figure(benchmark.name, f"read_batch x{READ_BATCH}, {variant}",
+                 rate(READ_COUNT, times["streamlog"]), "records/s",
+                 {b.name: rate(READ_COUNT, times[b.name]) for b in baselines},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]),
+                 note=READ_NOTES[variant])
+    fig.goals = [Goal(">= 30,000,000 records/s", fig.value, 30_000_000)]
+    report(benchmark, fig)
+
+
+# ------------------------------------------------------- "always" durability
+def _record_bytes_on_disk(bench_dir: str, key: bytes, value: bytes) -> int:
+    """Bytes one per-record append writes (its batch), read from ``log.stats()``."""
+    path = _scratch(bench_dir)
+    with streamlog.open(path, durability="never") as log:
+        log.topic("probe").append(value, key=key)
+        size = log.stats()["topics"]["probe"]["partitions"][0]["bytes"]
+    shutil.rmtree(path, ignore_errors=True)
+    return size
+
+
+@pytest.mark.benchmark(group="always")
+def test_always_append_latency(benchmark, workload: Workload, bench_dir):
+    """p50 latency of one ``durability="always"`` append beside os.write + fdatasync of its size."""
+    key, value = workload.keys[0], workload.values[0]
+    size = _record_bytes_on_disk(bench_dir, key, value)
+    raw = os.urandom(size)
+    rounds = 1_000
+    path = _scratch(bench_dir)
+    log = streamlog.open(os.path.join(path, "store"), durability="always")
+    topic = log.topic("bench")
+    fd = os.open(os.path.join(path, "raw"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+    def raw_run(_):
+        os.write(fd, raw)
+        os.fdatasync(fd)
+
+    try:
+        target = Contender("streamlog", lambda _: topic.append(value, key=key))
+        baselines = [Contender(f"os.write {size} B + fdatasync", raw_run)]
+        times = paired_rounds(benchmark, target, baselines, rounds, warmup_rounds=20)
+    finally:
+        os.close(fd)
+        log.close()
+        shutil.rmtree(path, ignore_errors=True)
+    us = {name: [t * 1e6 for t in ts] for name, ts in times.items()}
+    base = baselines[0].name
+    p99 = {name: statistics.quantiles(ts, n=100)[98] if len(ts) > 1 else ts[0]
+           for name, ts in us.items()}
+    fig = Figure(benchmark.name, "always: one append, p50 latency",
+                 statistics.median(us["streamlog"]), "us", {base: statistics.median(us[base])},
+                 rounds=len(us["streamlog"]), spread=0.0,
+                 note=f"p99 {p99['streamlog']:.0f} us vs {p99[base]:.0f} us raw; "
+                      f"{size} B written per append")
+    benchmark.extra_info["p99_us"] = p99
+    fig.goals = [Goal("p50 within 1.3x of os.write + fdatasync", fig.ratio(base), 1.3,
+                      higher_is_better=False)]
+    report(benchmark, fig)
+
+
+@pytest.mark.benchmark(group="always")
+def test_always_group_commit(benchmark, workload: Workload, bench_dir):
+    """8 threads appending with ``durability="always"`` beside one thread (group commit)."""
+    threads_n, per_thread, single = 8, 250, 500
+    key, value = workload.keys[0], workload.values[0]
+
+    def single_run(topic):
+        append = topic.append
+        for _ in range(single):
+            append(value, key=key)
+
+    def setup_threads():
+        path = _scratch(bench_dir)
+        log = streamlog.open(path, durability="always")
+        topic = log.topic("bench")
+        go = threading.Event()
+
+        def worker():
+            go.wait()
+            append = topic.append
+            for _ in range(per_thread):
+                append(value, key=key)
+
+        threads = [threading.Thread(target=worker) for _ in range(threads_n)]
+        for th in threads:
+            th.start()
+        return path, log, topic, go, threads
+
+    def run_threads(state):
+        _, _, topic, go, threads = state
+        go.set()
+        for th in threads:
+            th.join()
+
+    def teardown_threads(state):
+        path, log, topic, go, threads = state
+        go.set()
+        for th in threads:
+            th.join()
+        assert topic.end_offset(0) == threads_n * per_thread
+        log.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+    target = Contender("streamlog", run_threads, setup_threads, teardown_threads)
+    baselines = [store_contender("1 thread, always", bench_dir, "always", single_run)]
+    times = paired_rounds(benchmark, target, baselines, ROUNDS)
+    fig = Figure(benchmark.name, f"always: {threads_n} appending threads",
+                 rate(threads_n * per_thread, times["streamlog"]), "appends/s",
+                 {"1 thread, always": rate(single, times["1 thread, always"])},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]))
+    fig.goals = [Goal(">= 5x one thread (group commit)", fig.ratio("1 thread, always"), 5.0)]
+    report(benchmark, fig)
