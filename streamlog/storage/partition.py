@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +97,7 @@ class Partition:
         self._gen_seen = -1
         self._fds: dict[int, int] = {}
         self._closed = False
+        self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
         self._sync_cond = threading.Condition()
         self._syncing = False
         self._synced = 0
@@ -655,6 +657,8 @@ class Partition:
         cursor = None
         while remaining is None or remaining > 0:
             out: list = []
+            box = _Chunk(out)  # lives as long as this frame: close() can empty ``out``
+            self._chunks.add(box)
             chunk = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
             cursor = self.read_into(offset, chunk, out, cursor)
             if not out:
@@ -664,6 +668,8 @@ class Partition:
                     del out[remaining:]
                 remaining -= len(out)
             yield from out
+            if self._closed:  # close() emptied ``out`` under us: stop here
+                self._check()
             offset = out[-1].offset + 1
             if cursor is None:
                 if remaining is None or remaining > 0:
@@ -874,11 +880,22 @@ class Partition:
                 pass
         self._closed = True
         self.writer.closed = True
+        for box in list(self._chunks):  # iterators stop instead of yielding these
+            box.records.clear()
         with self._cache_lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
             self._segments.clear()
+
+
+class _Chunk:
+    """Records a read iterator decoded ahead; weakly tracked so close() can empty them."""
+
+    __slots__ = ("records", "__weakref__")
+
+    def __init__(self, records: list) -> None:
+        self.records = records
 
 
 class _SegmentGone(Exception):
