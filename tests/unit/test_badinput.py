@@ -1,0 +1,454 @@
+"""Bad input is refused exactly as SPEC.md says, before any byte is written."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+
+import streamlog
+from streamlog import (
+    ConfigMismatch,
+    RecordTooLarge,
+    Retention,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+)
+from streamlog.storage import files
+
+
+def _ends(t) -> list[int]:
+    return [t.end_offset(p) for p in range(t.partitions)]
+
+
+def _segment_bytes_on_disk(log) -> dict[str, int]:
+    """Every data byte written in the store: file sizes of closed segments + active ends."""
+    out = {}
+    for name, topic in log.stats()["topics"].items():
+        for p in topic["partitions"]:
+            out[f"{name}/{p['partition']}"] = p["bytes"]
+    return out
+
+
+BAD_NAMES = ["", "-a", ".a", "_a", "a b", "a/b", "a\\b", "\u00e4", "a" * 201, "a\n", "a:b",
+             "..", "a*"]
+GOOD_NAMES = ["a", "0", "A.b_c-1", "a" * 200, "orders.v2", "x-y_z.9"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_bad_topic_names_are_value_errors(store, name):
+    """Names outside [A-Za-z0-9][A-Za-z0-9._-]{0,199} raise ValueError and create nothing."""
+    with pytest.raises(ValueError):
+        store.topic(name)
+    with pytest.raises(ValueError):
+        store.existing_topic(name)
+    with pytest.raises(ValueError):
+        store.delete_topic(name)
+    assert store.topics() == []
+    assert os.listdir(os.path.join(store.path, files.TOPICS_DIR)) == []
+
+
+@pytest.mark.parametrize("name", GOOD_NAMES)
+def test_good_topic_names_are_accepted(store, name):
+    """Every name the pattern allows, up to 200 characters, makes a topic."""
+    t = store.topic(name)
+    assert t.name == name and store.topics() == [name]
+    assert t.append(b"v").offset == 0
+
+
+@pytest.mark.parametrize("name", [b"orders", 1, None, ["a"]])
+def test_non_str_names_are_type_errors(store, name):
+    """A topic name that is not a str is a TypeError."""
+    with pytest.raises(TypeError):
+        store.topic(name)
+
+
+def _check_append_refused(t, exc, *args, **kwargs):
+    before = _ends(t)
+    with pytest.raises(exc):
+        t.append(*args, **kwargs)
+    assert _ends(t) == before
+
+
+@pytest.mark.parametrize("value, exc", [
+    ("text", TypeError), (123, TypeError), (1.5, TypeError), ([b"a"], TypeError),
+    (object(), TypeError), (None, ValueError),
+])
+def test_bad_values_write_nothing(store, value, exc):
+    """A str (or other non-bytes-like) value is TypeError, None on a non-compacted topic
+    ValueError; end_offset is unchanged in every partition."""
+    t = store.topic("vals", partitions=3)
+    t.append(b"ok")
+    _check_append_refused(t, exc, value)
+    _check_append_refused(t, exc, value, key=b"k")
+    _check_append_refused(t, exc, value, headers={"h": b"v"})
+
+
+def test_bytes_like_values_and_str_keys_are_accepted(store):
+    """bytearray and memoryview values are stored as bytes; a str key comes back UTF-8 bytes."""
+    t = store.topic("ok")
+    t.append(bytearray(b"ba"), key="cl\u00e9")
+    t.append(memoryview(b"mv"), key=b"")
+    recs = list(t.read(0))
+    assert [(r.key, r.value) for r in recs] == [("cl\u00e9".encode(), b"ba"), (b"", b"mv")]
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"key": 5}, TypeError),
+    ({"key": 1.0}, TypeError),
+    ({"key": ["k"]}, TypeError),
+    ({"headers": [("a", b"b")]}, TypeError),
+    ({"headers": "a=b"}, TypeError),
+    ({"headers": {1: b"x"}}, TypeError),
+    ({"headers": {b"name": b"x"}}, TypeError),
+    ({"headers": {"n": 5}}, TypeError),
+    ({"headers": {"n": None}}, TypeError),
+    ({"headers": {"n" * 70000: b"x"}}, ValueError),
+    ({"timestamp_ms": 1.5}, TypeError),
+    ({"timestamp_ms": "1"}, TypeError),
+    ({"timestamp_ms": True}, TypeError),
+    ({"timestamp_ms": -1}, ValueError),
+    ({"timestamp_ms": 1 << 70}, ValueError),
+    ({"msg_id": 5}, TypeError),
+    ({"msg_id": ""}, ValueError),
+])
+def test_bad_append_arguments_write_nothing(store, kwargs, exc):
+    """Wrong key/header/timestamp/msg_id types are TypeError, bad values ValueError,
+    and nothing is written."""
+    t = store.topic("args", partitions=3)
+    _check_append_refused(t, exc, b"v", **kwargs)
+
+
+def test_tombstones_are_allowed_on_compacted_topics(store):
+    """value=None is a tombstone on a compacted topic and reads back as None."""
+    t = store.topic("c", compact=True)
+    t.append(None, key=b"k")
+    assert next(t.read(0)).value is None
+
+
+def test_record_too_large_counts_key_value_and_headers(store):
+    """RecordTooLarge (a ValueError) when key + value + headers exceed max_record_bytes;
+    exactly at the limit is accepted."""
+    t = store.topic("big", max_record_bytes=100, partitions=2)
+    t.append(b"x" * 100)
+    t.append(b"x" * 90, key=b"k" * 10)
+    _check_append_refused(t, RecordTooLarge, b"x" * 101)
+    _check_append_refused(t, RecordTooLarge, b"x" * 95, key=b"k" * 6)
+    _check_append_refused(t, RecordTooLarge, b"x" * 95, key="k" * 6)
+    # a header costs 6 bytes of lengths + its name + its value
+    t.append(b"x" * 90, headers={"h": b"123"})
+    _check_append_refused(t, RecordTooLarge, b"x" * 90, headers={"h": b"1234"})
+    _check_append_refused(t, ValueError, bytearray(101))
+    assert issubclass(RecordTooLarge, ValueError)
+
+
+@pytest.mark.parametrize("partition, exc", [
+    (True, TypeError), (0.0, TypeError), ("0", TypeError), (None, TypeError),
+    (-1, ValueError), (3, ValueError), (1 << 40, ValueError),
+])
+def test_bad_partitions(store, partition, exc):
+    """A bool/float/str partition is TypeError; one out of range is ValueError, on every call."""
+    t = store.topic("parts", partitions=3)
+    t.append(b"v")
+    for call in (lambda: list(t.read(partition)), lambda: t.get(partition, 0),
+                 lambda: t.start_offset(partition), lambda: t.end_offset(partition),
+                 lambda: t.offset_for_time(partition, 0), lambda: t.read_batch(partition, 0, 1),
+                 lambda: t.notify_seq(partition)):
+        with pytest.raises(exc):
+            call()
+
+
+@pytest.mark.parametrize("offset, exc", [
+    (-1, ValueError), (1.0, TypeError), (True, TypeError), ("0", TypeError), (None, TypeError),
+])
+def test_bad_offsets(store, offset, exc):
+    """A negative offset is ValueError; a non-int one TypeError (read, get, read_batch)."""
+    t = store.topic("offs")
+    t.append(b"v")
+    for call in (lambda: list(t.read(0, offset)), lambda: t.get(0, offset),
+                 lambda: t.read_batch(0, offset, 1)):
+        with pytest.raises(exc):
+            call()
+
+
+def test_bad_limits_and_timestamps_in_reads(store):
+    """A negative limit or max_records, or a negative timestamp, is refused."""
+    t = store.topic("lim")
+    t.append(b"v")
+    with pytest.raises(ValueError):
+        list(t.read(0, 0, limit=-1))
+    with pytest.raises(ValueError):
+        t.read_batch(0, 0, -1)
+    with pytest.raises(ValueError):
+        t.offset_for_time(0, -5)
+    with pytest.raises(TypeError):
+        t.offset_for_time(0, 1.5)
+    assert list(t.read(0, 0, limit=0)) == []
+
+
+def test_append_many_is_validated_as_a_whole(store):
+    """One bad item anywhere in a 3-partition append_many writes nothing in any partition."""
+    t = store.topic("many", partitions=3, max_record_bytes=50)
+    t.append_many([b"a", b"b", b"c"], keys=[b"1", b"2", b"3"])
+    before = _ends(t)
+    good = [b"v%d" % i for i in range(9)]
+    keys = [b"key%d" % i for i in range(9)]
+    cases = [
+        (TypeError, dict(values=good[:8] + ["str"], keys=keys)),
+        (TypeError, dict(values=good[:8] + [5], keys=keys)),
+        (ValueError, dict(values=good[:8] + [None], keys=keys)),
+        (RecordTooLarge, dict(values=good[:8] + [b"x" * 51], keys=keys)),
+        (RecordTooLarge, dict(values=good, keys=keys[:8] + [b"k" * 49])),
+        (TypeError, dict(values=good, keys=keys[:8] + [7])),
+        (TypeError, dict(values=good, keys=keys, headers=[None] * 8 + [{"h": 1}])),
+        (RecordTooLarge, dict(values=good, keys=keys, headers=[None] * 8 + [{"h": b"x" * 45}])),
+        (ValueError, dict(values=good, keys=keys[:8])),
+        (ValueError, dict(values=good, keys=keys, headers=[None] * 3)),
+        (TypeError, dict(values="strings")),
+        (TypeError, dict(values=b"bytes")),
+        (TypeError, dict(values=5)),
+    ]
+    for exc, kwargs in cases:
+        with pytest.raises(exc):
+            t.append_many(**kwargs)
+        assert _ends(t) == before, kwargs
+    assert t.append_many([]) == []
+    assert _ends(t) == before
+
+
+def test_append_many_lands_all_records_densely(store):
+    """append_many returns one Position per value, per-partition offsets dense and in order."""
+    t = store.topic("many2", partitions=3)
+    vals = [b"v%d" % i for i in range(30)]
+    keys = [b"k%d" % (i % 7) for i in range(30)]
+    pos = t.append_many(vals, keys=keys, headers=[{"i": str(i)} for i in range(30)])
+    assert len(pos) == 30
+    for p in range(3):
+        mine = [(pp.offset, i) for i, pp in enumerate(pos) if pp.partition == p]
+        assert [o for o, _ in mine] == list(range(len(mine)))
+        recs = list(t.read(p))
+        assert [(r.value, r.key, r.headers) for r in recs] == [
+            (vals[i], keys[i], {"i": str(i).encode()}) for _, i in mine]
+
+
+@pytest.mark.parametrize("option, first, second", [
+    ("partitions", 2, 3),
+    ("segment_bytes", 4096, 8192),
+    ("max_record_bytes", 100, 200),
+    ("retention", Retention(max_bytes=10_000), Retention(max_bytes=20_000)),
+    ("retention", Retention(max_age_s=60), Retention(max_age_s=61)),
+    ("dedupe_window_s", 10, 20),
+    ("compact", True, False),
+])
+def test_config_mismatch_on_reopen(tmp_path, option, first, second):
+    """Reopening a topic with an option that differs from the stored one raises
+    ConfigMismatch (a ValueError) and changes nothing; the same value or None is fine,
+    in this process and after the store is reopened."""
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        t = log.topic("cfg", **{option: first})
+        t.append(b"v", key=b"k") if option != "compact" else t.append(b"v", key=b"k")
+        with pytest.raises(ConfigMismatch):
+            log.topic("cfg", **{option: second})
+        assert log.topic("cfg", **{option: first}).partitions == t.partitions
+        assert log.topic("cfg").config[option] == t.config[option]
+    with streamlog.open(path) as log:
+        with pytest.raises(ConfigMismatch) as ei:
+            log.topic("cfg", **{option: second})
+        assert isinstance(ei.value, ValueError) and option in str(ei.value)
+        t = log.topic("cfg", **{option: first})
+        assert sum(t.end_offset(p) for p in range(t.partitions)) == 1
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"partitions": 0}, ValueError), ({"partitions": -1}, ValueError),
+    ({"partitions": True}, TypeError), ({"partitions": 1.0}, TypeError),
+    ({"partitions": 100_000}, ValueError),
+    ({"segment_bytes": 10}, ValueError), ({"segment_bytes": 1 << 40}, ValueError),
+    ({"segment_bytes": "64MB"}, TypeError),
+    ({"max_record_bytes": 0}, ValueError),
+    ({"retention": (100, None)}, TypeError), ({"retention": 100}, TypeError),
+    ({"retention": Retention(max_bytes=-1)}, ValueError),
+    ({"retention": Retention(max_age_s=-1)}, ValueError),
+    ({"retention": Retention(max_age_s="1d")}, TypeError),
+    ({"dedupe_window_s": -1}, ValueError), ({"dedupe_window_s": "x"}, TypeError),
+    ({"compact": 1}, TypeError),
+])
+def test_bad_topic_options(store, kwargs, exc):
+    """Bad topic options are refused before the topic is created."""
+    with pytest.raises(exc):
+        store.topic("opts", **kwargs)
+    assert store.topics() == []
+
+
+def test_path_that_is_a_regular_file(tmp_path):
+    """Opening a regular file raises a StreamlogError that names the path."""
+    f = tmp_path / "afile"
+    f.write_bytes(b"not a store")
+    with pytest.raises(StreamlogError) as ei:
+        streamlog.open(f)
+    assert str(f) in str(ei.value)
+    assert f.read_bytes() == b"not a store"
+
+
+def test_path_types(tmp_path):
+    """A str or os.PathLike path opens; anything else is a TypeError."""
+    with streamlog.open(str(tmp_path / "a")) as log:
+        assert os.path.isdir(log.path)
+    with streamlog.open(tmp_path / "b") as log:
+        assert os.path.isdir(log.path)
+    with pytest.raises(TypeError):
+        streamlog.open(5)
+    with pytest.raises(TypeError):
+        streamlog.open(None)
+
+
+def test_directory_of_a_newer_format_is_refused(tmp_path):
+    """A directory whose streamlog.json names a bigger format raises a StreamlogError naming
+    the path, and the directory is left as it was."""
+    d = tmp_path / "newer"
+    with streamlog.open(d) as log:
+        log.topic("t").append(b"v")
+    fmt = d / files.FORMAT_FILE
+    info = json.loads(fmt.read_text())
+    info["format"] = files.FORMAT_VERSION + 1
+    fmt.write_text(json.dumps(info))
+    before = sorted(os.listdir(d))
+    with pytest.raises(StreamlogError) as ei:
+        streamlog.open(d)
+    assert str(d) in str(ei.value)
+    assert sorted(os.listdir(d)) == before
+    assert json.loads(fmt.read_text())["format"] == files.FORMAT_VERSION + 1
+
+
+def test_unreadable_format_file_is_refused(tmp_path):
+    """A damaged streamlog.json is a StreamlogError naming it, not a crash."""
+    d = tmp_path / "damaged"
+    streamlog.open(d).close()
+    (d / files.FORMAT_FILE).write_text("{not json")
+    with pytest.raises(StreamlogError) as ei:
+        streamlog.open(d)
+    assert files.FORMAT_FILE in str(ei.value)
+
+
+@pytest.mark.parametrize("url, scheme", [("nats://x", "nats"), ("nats://host:4222/s", "nats"),
+                                        ("s3://bucket/x", "s3")])
+def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, url, scheme):
+    """open("nats://...") raises ValueError naming the scheme (and creates nothing)."""
+    os.chdir(tmp_path)
+    with pytest.raises(ValueError) as ei:
+        streamlog.open(url)
+    assert scheme in str(ei.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_durability(tmp_path):
+    """An unknown durability mode is ValueError; a non-str one TypeError."""
+    with pytest.raises(ValueError):
+        streamlog.open(tmp_path / "s", durability="sometimes")
+    with pytest.raises(TypeError):
+        streamlog.open(tmp_path / "s", durability=1)
+
+
+def test_store_closed_for_every_handle(tmp_path):
+    """After close, the Log, its Topic handles and their iterators raise StoreClosed."""
+    log = streamlog.open(tmp_path / "s")
+    t = log.topic("t", partitions=2)
+    for i in range(3000):
+        t.append(b"v%d" % i, key=b"k")
+    p = t.append(b"x", key=b"k").partition
+    not_started = t.read(p)
+    started = t.read(p)
+    assert next(started).offset == 0
+    log.close()
+    calls = [
+        lambda: log.topic("t"), lambda: log.topic("new"), log.topics,
+        lambda: log.existing_topic("t"), lambda: log.delete_topic("t"), log.stats,
+        log.verify, log.apply_retention, lambda: log.kv("x"),
+        lambda: t.append(b"v"), lambda: t.append(b"v", key=b"k"),
+        lambda: t.append(b"v", headers={"h": b"1"}), lambda: t.append_many([b"a", b"b"]),
+        lambda: list(t.read(0)), lambda: t.get(p, 0), lambda: t.start_offset(0),
+        lambda: t.end_offset(0), lambda: t.offset_for_time(0, 0),
+        lambda: t.read_batch(0, 0, 10), t.flush, lambda: t.notify_seq(0),
+        lambda: next(not_started), lambda: next(started),
+    ]
+    for call in calls:
+        with pytest.raises(StoreClosed):
+            call()
+
+
+def test_close_is_idempotent_and_a_context_manager_closes(tmp_path):
+    """close() twice is fine; leaving a with-block closes the store."""
+    log = streamlog.open(tmp_path / "s")
+    log.close()
+    log.close()
+    with streamlog.open(tmp_path / "s") as log2:
+        t = log2.topic("t")
+        t.append(b"v")
+    with pytest.raises(StoreClosed):
+        t.append(b"v")
+    log2.close()
+    with streamlog.open(tmp_path / "s") as log3:
+        assert log3.topic("t").end_offset(0) == 1
+
+
+def test_topic_not_found(store):
+    """Deleting or opening a missing topic raises TopicNotFound (a LookupError)."""
+    with pytest.raises(TopicNotFound):
+        store.delete_topic("missing")
+    with pytest.raises(LookupError):
+        store.existing_topic("missing")
+    store.topic("t")
+    store.delete_topic("t")
+    with pytest.raises(TopicNotFound):
+        store.delete_topic("t")
+    assert store.topics() == []
+
+
+def _handle_calls(t):
+    return [lambda: t.append(b"v"), lambda: t.append(b"v", key=b"k"),
+            lambda: t.append(b"v", headers={"h": b"x"}), lambda: t.append_many([b"a"]),
+            lambda: list(t.read(0)), lambda: t.get(0, 0), lambda: t.end_offset(0),
+            lambda: t.start_offset(0), lambda: t.read_batch(0, 0, 5),
+            lambda: t.offset_for_time(0, 0)]
+
+
+def test_handle_to_a_topic_deleted_in_this_process(store):
+    """A Topic handle whose topic was deleted raises TopicNotFound on every call."""
+    t = store.topic("gone", partitions=2)
+    t.append(b"v")
+    store.delete_topic("gone")
+    for call in _handle_calls(t):
+        with pytest.raises(TopicNotFound):
+            call()
+    # the name can be used again, and starts empty
+    t2 = store.topic("gone")
+    assert t2.partitions == 1 and t2.end_offset(0) == 0
+    for call in _handle_calls(t):
+        with pytest.raises(TopicNotFound):
+            call()
+
+
+def _delete_in_child(path: str, name: str) -> None:
+    with streamlog.open(path) as log:
+        log.delete_topic(name)
+
+
+def test_handle_to_a_topic_deleted_by_another_process(tmp_path):
+    """A handle open in this process raises TopicNotFound once another process deleted it."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        t = log.topic("gone", partitions=2)
+        t.append(b"v")
+        ctx = multiprocessing.get_context("fork")
+        child = ctx.Process(target=_delete_in_child, args=(path, "gone"))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        for call in _handle_calls(t):
+            with pytest.raises(TopicNotFound):
+                call()
+        assert log.topics() == []
