@@ -166,6 +166,11 @@ class Partition:
             entries: list = []
             pos, next_off, running_end, problem = _codec.scan(
                 m if m is not None else b"", 0, size, active, running, 0, entries)
+            if problem is None and pos < size and \
+                    np.frombuffer(m, dtype=np.uint8, offset=pos).any():
+                # The data ended at a zero header but bytes follow it: a write that
+                # never completed (its first page lost with the power). Cut and say so.
+                problem = ("torn", pos, "non-zero bytes after the end of the data")
             del m
             if problem is not None:
                 kind, file_pos, reason = problem
