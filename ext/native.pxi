@@ -1,5 +1,6 @@
 # Native half: mappings, Record, the partition control block and its writer.
 
+cimport cython
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED
 from libc.errno cimport errno, EBUSY
 
@@ -150,10 +151,12 @@ cdef class Mapping:
 cdef object _tuple_new = tuple.__new__
 
 
+@cython.no_gc
 cdef class Record:
     """One record of a partition: NamedTuple-like (fields, unpacking, indexing, _asdict).
 
-    Immutable. ``headers`` is decoded from the stored bytes on first access.
+    Immutable. Not tracked by the cyclic GC (it holds only str, bytes, ints and
+    a dict of str to bytes, which cannot form a cycle): reads allocate millions.
     """
     cdef readonly str topic
     cdef readonly int partition
