@@ -503,6 +503,12 @@ class Partition:
         view = self.ctl.view()
         gen, old_base, end_offset, end_pos, _, start, max_ts, icount = view
         capacity = max(self.segment_bytes, need)
+        if end_pos == 0:
+            # Nothing in the active segment yet, but the batch is bigger than it:
+            # grow it in place. A new file of the same name would pull the mapped
+            # one from under every process (stores into the old inode, SIGBUS).
+            self._grow_active_locked(gen, old_base, capacity)
+            return
         self._create_segment_files(end_offset, capacity, max_ts)
         old_fd = self._fd(old_base)
         if self.durability != "never":
@@ -516,6 +522,20 @@ class Partition:
         self._attach_locked()
         if self.retention is not None:
             self._apply_retention_locked(False)
+
+    def _grow_active_locked(self, gen: int, base: int, capacity: int) -> None:
+        """Preallocate the (empty) active segment and its indexes to ``capacity``."""
+        os.posix_fallocate(self._fd(base), 0, capacity)
+        icap = index_capacity(capacity)
+        for suffix, entry in ((files.INDEX_SUFFIX, _INDEX_ENTRY),
+                              (files.TIMEINDEX_SUFFIX, _TIMEINDEX_ENTRY)):
+            fd = os.open(os.path.join(self.path, files.segment_name(base, suffix)), os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, icap * entry)
+            finally:
+                os.close(fd)
+        self.ctl.publish(generation=gen + 1, capacity=capacity)
+        self._attach_locked()
 
     # ------------------------------------------------------------ durability
     def sync_to(self, target_offset: int) -> None:
