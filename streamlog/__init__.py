@@ -9,6 +9,7 @@ SPEC.md for the contract.
 from ._log import Log, Topic
 from ._log import open_log as open  # noqa: A004 - the public name
 from ._types import Position, Problem, Record, RecordBatch, Retention
+from .backend import ANY, NO_STREAM, Event
 from .errors import (
     ConfigMismatch,
     CorruptionError,
@@ -33,6 +34,9 @@ __all__ = [
     "Record",
     "RecordBatch",
     "Retention",
+    "Event",
+    "ANY",
+    "NO_STREAM",
     "StreamlogError",
     "TopicNotFound",
     "ConfigMismatch",

@@ -58,3 +58,28 @@ RPC_INDEX_PRUNE_INTERVAL_S = 5.0
 # A server worker's longest sleep in one poll before it re-reads its stop flag
 # (stop() also wakes it at once through the request topic's wake-up word).
 RPC_SERVER_POLL_S = 0.5
+
+# Event store (views/event_store.py). A stream id travels in every event's
+# headers and keys the stream's index entries; 4 KiB is far above any useful
+# id (a UUID is 36 bytes) and keeps one event's framing small.
+EVENT_STREAM_ID_MAX_BYTES = 4096
+# Stream ids up to this many bytes appear verbatim in index keys, longer ones
+# as a 32-byte BLAKE2b hash: a key (store name <= 200 bytes + framing) stays
+# under LMDB's 511-byte limit.
+EVENT_STREAM_ID_INLINE_BYTES = 300
+# One index entry holds the positions of this many consecutive versions of a
+# stream (8 bytes each, 2 KiB): reading a 1,000-event stream is four lookups.
+EVENT_INDEX_CHUNK_VERSIONS = 256
+# The stream index in LMDB may trail the log by this many records: each
+# process keeps the rest in memory (rebuilt from the log) and any process
+# writes it back once it holds this many, so appends rarely commit to LMDB.
+EVENT_INDEX_FLUSH_RECORDS = 1024
+# Each process remembers the last version of up to this many streams it has
+# seen appended (about 100 bytes each), so an expected-version check rarely
+# reads LMDB; past it the memory is cleared and LMDB answers.
+EVENT_INDEX_CACHED_STREAMS = 65536
+# Reading a stream: positions at most this far apart are read in one pass
+# over the log (decoding a few unrelated records is cheaper than a new lookup).
+EVENT_READ_GAP_RECORDS = 16
+# subscribe(): records fetched per catch-up read (bounds a subscriber's memory).
+EVENT_SUBSCRIBE_BATCH_RECORDS = 512

@@ -162,3 +162,53 @@ def on_close(log: LogBackend, fn) -> None:
 def view_topic(log: LogBackend, name: str) -> TopicBackend:
     """Create or open a topic whose name a view derived from its own (stored options kept)."""
     return log.topic(name)
+
+
+# --------------------------------------------------------------------------
+# Event store (views/event_store.py): the public Event type, the expected-
+# version constants, and the checks the view shares with ``Topic.append``.
+from typing import NamedTuple  # noqa: E402
+
+from ._limits import (  # noqa: E402,F401
+    EVENT_INDEX_CACHED_STREAMS,
+    EVENT_INDEX_CHUNK_VERSIONS,
+    EVENT_INDEX_FLUSH_RECORDS,
+    EVENT_READ_GAP_RECORDS,
+    EVENT_STREAM_ID_INLINE_BYTES,
+    EVENT_STREAM_ID_MAX_BYTES,
+    EVENT_SUBSCRIBE_BATCH_RECORDS,
+)
+from .errors import CorruptionError  # noqa: E402,F401
+
+# expected_version of EventStore.append: skip the check (EventStoreDB's -2).
+ANY = -2
+# expected_version of EventStore.append: the stream must not exist yet.
+NO_STREAM = -1
+
+
+class Event(NamedTuple):
+    """One event of an event store: its stream, version in the stream (from 0),
+    position in the store (commit order, from 0), timestamp, value and headers."""
+
+    stream_id: str
+    version: int
+    position: int
+    timestamp_ms: int
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def validate_value(v) -> bytes:
+    """A record value that must not be None: bytes-like (TypeError otherwise)."""
+    from . import _validate
+
+    if v is None:
+        raise TypeError("value must be bytes-like, not None")
+    return _validate.value(v, False)
+
+
+def validate_headers(h) -> list[tuple[bytes, bytes]] | None:
+    """Headers as ``Topic.append`` takes them, encoded to ``[(name, value), ...]``."""
+    from . import _validate
+
+    return _validate.headers(h)

@@ -249,13 +249,15 @@ class KV:
         self.name = name
 
     def get(self, key: bytes) -> bytes | None:
+        db = self._meta.db(self.name)  # before the txn: a first open creates the db
         with self._meta.read() as txn:
-            v = txn.get(key_for(key), db=self._meta.db(self.name))
+            v = txn.get(key_for(key), db=db)
             return None if v is None else bytes(v)
 
     def scan(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        db = self._meta.db(self.name)  # before the txn: a first open creates the db
         with self._meta.read() as txn:
-            return Tx(txn, self._meta.db(self.name)).scan(prefix)
+            return Tx(txn, db).scan(prefix)
 
     def put(self, key: bytes, value: bytes) -> None:
         self.transact(lambda tx: tx.put(key, value))
