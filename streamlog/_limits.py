@@ -55,9 +55,13 @@ RPC_INDEX_GRACE_S = 10.0
 # How often a server prunes the correlation index: each prune is one LMDB
 # write transaction over the entries of requests still in flight.
 RPC_INDEX_PRUNE_INTERVAL_S = 5.0
-# A server worker's longest sleep in one poll before it re-reads its stop flag
-# (stop() also wakes it at once through the request topic's wake-up word).
-RPC_SERVER_POLL_S = 0.5
+# An rpc server worker's longest single wait in a poll before it looks at its
+# stop flag again: what Server.stop() may have to wait. Short, as an idle
+# poll costs one small LMDB transaction.
+RPC_SERVER_POLL_S = 0.1
+# The longest single wait of a view's loop that has no deadline of its own
+# before it looks at its stop flag again.
+VIEW_POLL_S = 0.5
 
 # Event store (views/event_store.py). A stream id travels in every event's
 # headers and keys the stream's index entries; 4 KiB is far above any useful

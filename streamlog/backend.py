@@ -27,9 +27,11 @@ from typing import Any, Protocol
 from ._codec import decode_headers, encode_batch, encode_record  # noqa: F401
 from ._limits import (  # noqa: F401  (the limits the views apply)
     DERIVED_NAME_MAX_CHARS,
+    NAME_MAX_CHARS,
     RPC_INDEX_GRACE_S,
     RPC_INDEX_PRUNE_INTERVAL_S,
     RPC_SERVER_POLL_S,
+    VIEW_POLL_S,
 )
 from ._types import Position, Record, Retention  # noqa: F401
 from .errors import (  # noqa: F401
@@ -212,3 +214,9 @@ def validate_headers(h) -> list[tuple[bytes, bytes]] | None:
     from . import _validate
 
     return _validate.headers(h)
+
+
+def defer(message, delay_s: float) -> bool:
+    """Hand a message back to its group until ``delay_s`` from now, without counting the
+    delivery it came in (delayed queue messages drawn before they are due)."""
+    return message.nack(delay_s=delay_s)

@@ -9,21 +9,46 @@ any backend that provides it.
 
 from __future__ import annotations
 
+import math
+
 from .. import backend
+from ..backend import ConfigMismatch
 
 
-def derive_names(view: str, **suffixes: str) -> dict[str, str]:
+def derive_names(view: str, limit: int | None = None, **suffixes: str) -> dict[str, str]:
     """The names a view derives from its own name: ``{role: view + suffix}``.
 
-    ValueError when one would be longer than Kafka's 249-character topic
-    name limit (the view's name is validated by the caller).
+    Derived topics and groups are ordinary ones that users open, inspect and
+    delete by name, so each must itself be a valid name (at most 200
+    characters); ``limit`` overrides that for names only the store uses
+    (dead-letter topics named by a group: Kafka's 249). ValueError names the
+    derived name that would be too long.
     """
+    limit = backend.NAME_MAX_CHARS if limit is None else limit
     out = {}
     for role, suffix in suffixes.items():
         derived = view + suffix
-        if len(derived) > backend.DERIVED_NAME_MAX_CHARS:
-            raise ValueError(f"name {view!r} is too long: the derived name {derived[:40]!r}... "
-                             f"would have {len(derived)} characters "
-                             f"(at most {backend.DERIVED_NAME_MAX_CHARS})")
+        if len(derived) > limit:
+            raise ValueError(f"name {view[:40]!r}... is too long: its derived {role} name "
+                             f"{view[:20]!r}...{suffix!r} would have {len(derived)} "
+                             f"characters (at most {limit})")
         out[role] = derived
     return out
+
+
+def check_view_topic(topic, kind: str, view: str) -> None:
+    """ConfigMismatch when a topic a view uses was created compacted (it would lose messages)."""
+    if backend.topic_config(topic).get("compact"):
+        raise ConfigMismatch(f"topic {topic.name!r} is compacted; {kind} {view!r} needs a "
+                             "plain topic (compaction would drop messages)")
+
+
+def seconds(v, what: str) -> float:
+    """A finite number of seconds >= 0 (TypeError/ValueError otherwise)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(v).__name__}")
+    if not v >= 0:  # also refuses NaN
+        raise ValueError(f"{what} must be >= 0, not {v}")
+    if math.isinf(v):
+        raise ValueError(f"{what} must be finite")
+    return float(v)

@@ -1,0 +1,139 @@
+"""The pub-sub view: one topic, each durable subscription a shared group named after it.
+
+``log.pubsub("prices")`` is topic ``prices``; ``subscribe("analytics")`` is
+the shared group ``analytics`` on it, whose dead-letter topic is the group
+default ``prices.analytics.dlq`` (docs/views.md). Every subscription sees
+every message; the consumers of one subscription (threads, processes)
+share its messages. A subscription keeps its position in the store, so
+subscribing again by name resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from .. import backend
+from . import check_view_topic, derive_names, seconds
+from ._consumers import ThreadConsumers
+
+_STARTS = ("earliest", "latest")
+
+
+class PubSub:
+    """A fan-out view (``log.pubsub(name)``): ``publish`` messages, ``subscribe`` by name.
+
+    Thread-safe and process-safe.
+    """
+
+    def __init__(self, log, name: str) -> None:
+        backend.validate_name(name, "pubsub name")
+        self._log = log
+        self.name = name
+        self._topic = backend.view_topic(log, name)
+        check_view_topic(self._topic, "pubsub", name)
+
+    def __repr__(self) -> str:
+        return f"PubSub({self.name!r})"
+
+    @property
+    def topic(self):
+        """The view's topic (its name is the view's name)."""
+        return self._topic
+
+    def publish(self, value, key=None, headers=None):
+        """Append a message for every subscription; returns its Position."""
+        return self._topic.append(value, key=key, headers=headers)
+
+    def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
+                  max_deliver: int = 5) -> Subscription:
+        """The durable subscription ``name``: created on first use, resumed after.
+
+        ``start`` applies when the subscription is created: "earliest" (every
+        retained message) or "latest" (only messages published from now on);
+        an existing subscription resumes where it stopped whatever ``start`` says.
+        """
+        return Subscription(self, name, start, ack_wait_s, max_deliver)
+
+    def subscriptions(self) -> list[str]:
+        """Names of the topic's groups: the subscriptions (and any other group on the topic)."""
+        return self._topic.groups()
+
+    def unsubscribe(self, name: str) -> None:
+        """Delete subscription ``name`` and its position (its dead-letter topic stays)."""
+        backend.validate_name(name, "subscription name")
+        self._topic.delete_group(name)
+
+
+class Subscription:
+    """A durable, named subscription: a shared group on the pub-sub topic.
+
+    Thread-safe: threads listening at once are separate consumers of the
+    subscription (a pool of group handles, each lent to one ``listen``).
+    """
+
+    def __init__(self, pubsub: PubSub, name: str, start: str, ack_wait_s: float,
+                 max_deliver: int) -> None:
+        backend.validate_name(name, "subscription name")
+        if not isinstance(start, str):
+            raise TypeError(f"start must be a str, not {type(start).__name__}")
+        if start not in _STARTS:
+            raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+        dead_letter = derive_names(f"{pubsub.name}.{name}", backend.DERIVED_NAME_MAX_CHARS,
+                                   dead_letter=".dlq")["dead_letter"]
+        self.pubsub = pubsub
+        self.name = name
+        self.dead_letter_topic = dead_letter
+        self._consumers = ThreadConsumers(pubsub._topic, name, mode="shared",
+                                          ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                                          start=start, dead_letter=dead_letter)
+        # Create the group now: "latest" means the end of the topic at subscribe().
+        self._consumers.mine()
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.pubsub.name!r}, {self.name!r})"
+
+    def listen(self, timeout: float | None = 1.0, auto_ack: bool = True) -> Iterator:
+        """Iterate over messages; ends after ``timeout`` seconds with none (None: never).
+
+        With ``auto_ack`` a message is acknowledged when the loop asks for the
+        next one; one the loop broke off at stays unacknowledged and comes
+        back after ``ack_wait_s`` (or at once after ``close()``). With
+        ``auto_ack=False`` call ``m.ack()`` yourself.
+        """
+        if timeout is not None:
+            timeout = seconds(timeout, "timeout")
+        if not isinstance(auto_ack, bool):
+            raise TypeError(f"auto_ack must be a bool, not {type(auto_ack).__name__}")
+        return self._listen(timeout, auto_ack)
+
+    def _listen(self, timeout: float | None, auto_ack: bool) -> Iterator:
+        g = self._consumers.mine()  # the consumer of the thread that iterates
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            msgs = g.poll(max_records=1, timeout=wait)
+            if msgs:
+                m = msgs[0]
+                yield m
+                if auto_ack:
+                    m.ack()  # the loop asked for the next one: this one is done
+                if timeout is not None:
+                    deadline = time.monotonic() + timeout
+            elif deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def lag(self) -> int:
+        """Messages this subscription has not acknowledged yet."""
+        return self._consumers.mine().lag()
+
+    def dead_letters(self):
+        """The subscription's dead-letter topic (``<pubsub>.<subscription>.dlq``)."""
+        return self._consumers.mine().dead_letters()
+
+    def close(self) -> None:
+        """Close this handle's consumers: unacked messages go to other consumers now.
+
+        The subscription itself stays (``unsubscribe`` deletes it).
+        """
+        self._consumers.close()

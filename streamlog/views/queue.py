@@ -1,0 +1,123 @@
+"""The point-to-point queue view: a topic consumed by one shared group.
+
+``log.queue("emails")`` is topic ``emails`` plus the shared group
+``emails.queue`` on it, whose dead-letter topic is ``emails.dlq``
+(docs/views.md). Every message goes to one consumer of the group at a time,
+in any thread or process; an unacknowledged message comes back after
+``ack_wait_s``, and after ``max_deliver`` deliveries it moves to the
+dead-letter topic.
+
+Delayed delivery (``put(delay_s=)``) travels in the record: the header
+``streamlog.deliver-at-ms`` holds the due time (epoch milliseconds). A
+consumer that draws a message before it is due puts it back until then
+without counting a delivery (see ``_defer``), so a delay never uses up
+``max_deliver``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .. import backend
+from . import check_view_topic, derive_names, seconds
+from ._consumers import ThreadConsumers
+
+DELIVER_AT_MS = "streamlog.deliver-at-ms"
+
+
+def due_ms(message) -> int | None:
+    """The time a delayed message is due (epoch ms), or None when it carries no delay."""
+    raw = message.headers.get(DELIVER_AT_MS)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None  # not ours to interpret: deliver it
+
+
+class Queue:
+    """A point-to-point queue (``log.queue(name)``): put, get, ack/nack, dead letters.
+
+    Thread-safe: threads calling ``get`` at once are separate consumers of
+    the queue's group (a pool of group handles, each lent to one call).
+    Process-safe: every process that opens the queue shares its messages.
+    """
+
+    def __init__(self, log, name: str, ack_wait_s: float = 30, max_deliver: int = 5) -> None:
+        backend.validate_name(name, "queue name")
+        names = derive_names(name, group=".queue", dead_letter=".dlq")
+        self._log = log
+        self.name = name
+        self.group_name: str = names["group"]
+        self.dead_letter_topic: str = names["dead_letter"]
+        self._topic = backend.view_topic(log, name)
+        check_view_topic(self._topic, "queue", name)
+        self._consumers = ThreadConsumers(self._topic, self.group_name, mode="shared",
+                                          ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                                          dead_letter=self.dead_letter_topic)
+        # Open this thread's consumer now: a group of that name with other options
+        # (say, another mode) raises ConfigMismatch here, not at the first get().
+        self._consumers.mine()
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    @property
+    def topic(self):
+        """The queue's topic (its name is the queue's name)."""
+        return self._topic
+
+    def put(self, value, key=None, headers=None, delay_s: float = 0):
+        """Append a message; with ``delay_s`` > 0 no consumer gets it before that many seconds.
+
+        Returns its Position. Raises TypeError/ValueError/RecordTooLarge before
+        writing anything.
+        """
+        delay_s = seconds(delay_s, "delay_s")
+        if delay_s > 0:
+            if headers is not None and not hasattr(headers, "items"):
+                raise TypeError(f"headers must be a mapping of str to bytes, not "
+                                f"{type(headers).__name__}")
+            headers = dict(headers) if headers else {}
+            headers[DELIVER_AT_MS] = b"%d" % (backend.now_ms() + math.ceil(delay_s * 1000))
+        return self._topic.append(value, key=key, headers=headers)
+
+    def get(self, timeout: float | None = 1.0):
+        """The next message (a group Message: ``ack()``, ``nack(delay_s=)``), or None.
+
+        Blocks up to ``timeout`` seconds (None: until a message comes).
+        """
+        if timeout is not None:
+            timeout = seconds(timeout, "timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        g = self._consumers.mine()
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for m in g.poll(max_records=1, timeout=wait):
+                due = due_ms(m)
+                if due is not None:
+                    early_ms = due - backend.now_ms()
+                    if early_ms > 0:
+                        backend.defer(m, early_ms / 1000)
+                        continue
+                return m
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def dead_letters(self):
+        """The dead-letter topic (``<name>.dlq``): messages that used up ``max_deliver``."""
+        return self._consumers.mine().dead_letters()
+
+    def lag(self) -> int:
+        """Messages not yet acknowledged (delayed ones included)."""
+        return self._consumers.mine().lag()
+
+    def close(self) -> None:
+        """Close this handle's consumers: their unacked messages go to other consumers now.
+
+        Call it when no thread is consuming through this handle any more; the
+        store's close does it too.
+        """
+        self._consumers.close()
