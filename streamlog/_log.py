@@ -63,6 +63,7 @@ class Topic:
         self._rr = itertools.count()
         self._encode_record = _codec.encode_record
         self._pfk = _codec.partition_for_key
+        self._appender = None
         sync = None
         if log.durability == "always":
             parts = self._parts
@@ -163,6 +164,13 @@ class Topic:
         """
         if self._log._closed:
             raise StoreClosed("the store is closed")
+        if headers is None and self._appender is not None:
+            # One C pass validates and encodes the common shape (lists of bytes).
+            ts = _now_ms()
+            data = self._appender.encode_many(values, keys, ts)
+            if data is not None:
+                base = self._parts[0].append(data, len(values), ts)
+                return self._appender.positions(0, base, len(values))
         if isinstance(values, str | bytes | bytearray | memoryview) or \
                 not isinstance(values, Sequence | Iterator) and not hasattr(values, "__iter__"):
             raise TypeError("values must be a sequence of bytes-like values")

@@ -142,6 +142,11 @@ class Partition:
         for name in files.leftovers(self.path):
             os.unlink(os.path.join(self.path, name))
         bases = files.list_segments(self.path)
+        # I6: an empty last segment that does not continue the one before it was
+        # made by a roll that died before publishing it, and appends went on in
+        # the segment before. It holds nothing: drop it.
+        while len(bases) > 1 and self._orphan_segment(bases[-2], bases[-1]):
+            self._unlink_segment(bases.pop())
         prev_view = self.ctl.view() if state == "stale" else None
         start = prev_view[5] if prev_view else 0
         if not bases:
@@ -200,6 +205,23 @@ class Partition:
         generation = (prev_view[0] + 1) if prev_view else 1
         self.ctl.initialize(self._boot, generation, active, next_off, pos, capacity,
                             running_end, start, count, last_index_pos)
+
+    def _orphan_segment(self, prev: int, last: int) -> bool:
+        """True when segment ``last`` is empty and ``prev``'s batches end at another offset."""
+        with open(os.path.join(self.path, files.segment_name(last)), "rb") as f:
+            if any(f.read(_codec.HEADER_SIZE)):
+                return False
+        fd = os.open(os.path.join(self.path, files.segment_name(prev)), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            m = _ext.Mapping(fd, size, False) if size else b""
+            try:
+                _, end = _codec.hop(m, 0, size, prev, 1 << 62)
+            except (CorruptionError, TornTail):
+                return False  # cannot tell: keep it (verify reports the damage)
+        finally:
+            os.close(fd)
+        return end != last
 
     def _running_max_before(self, base: int, bases: list[int]) -> int:
         """Running maximum timestamp before segment ``base``: its timeindex entry 0."""
@@ -420,8 +442,14 @@ class Partition:
                     self._roll_locked(len(data))
                 elif r == _ext.APPEND_DELETED:
                     raise TopicNotFound(f"topic {self.topic!r} was deleted")
+                elif r == _ext.APPEND_IOERR:
+                    self._raise_io_error()
         finally:
             self.ctl.unlock()
+
+    def _raise_io_error(self):
+        err = self.writer.last_errno
+        raise OSError(err, f"{os.strerror(err)} writing {self.path}")
 
     def append_with(self, build):
         """Run ``build(end_offset)`` under the append lock and append what it returns.
@@ -459,6 +487,8 @@ class Partition:
                     self._roll_locked(len(data))
                 elif r == _ext.APPEND_DELETED:
                     raise TopicNotFound(f"topic {self.topic!r} was deleted")
+                elif r == _ext.APPEND_IOERR:
+                    self._raise_io_error()
         finally:
             self.ctl.unlock()
         if self.durability == "always":
@@ -471,7 +501,7 @@ class Partition:
         seg = self._segments[view[1]]
         m = self._map(seg, True, view[4])
         idx, tidx = self._index_maps_for_write(seg)
-        self.writer.attach(view[0], m, idx, tidx)
+        self.writer.attach(view[0], m, idx, tidx, self._fd(seg.base))
 
     def _index_maps_for_write(self, seg: Segment):
         seg.index_maps = self._map_index_files(seg.base)
@@ -509,6 +539,12 @@ class Partition:
             # one from under every process (stores into the old inode, SIGBUS).
             self._grow_active_locked(gen, old_base, capacity)
             return
+        # I6: a roll that died before publishing left a segment file past the
+        # active one, and appends went on here since, so its name is no longer
+        # the next base. Remove it before anyone takes it for a closed segment.
+        for b in files.list_segments(self.path):
+            if b > old_base and b != end_offset:
+                self._unlink_segment(b)
         self._create_segment_files(end_offset, capacity, max_ts)
         old_fd = self._fd(old_base)
         if self.durability != "never":
