@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,7 +46,23 @@ def pytest_addoption(parser):
 
 def pytest_report_header(config):
     return (f"streamlog bench: codec {'Cython extension' if _codec.NATIVE else 'Python reference'}"
-            f", {os.cpu_count()} CPUs, load average {_loadavg()}")
+            f", {source_state()}, {os.cpu_count()} CPUs, load average {_loadavg()}")
+
+
+def source_state() -> str:
+    """The commit measured, and whether library sources differed from it (shared tree)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "ext",
+                                "streamlog"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    if not head:
+        return "unknown commit"
+    return f"commit {head}" + (" + uncommitted changes in ext/ or streamlog/" if dirty else "")
 
 
 def _loadavg() -> str:
@@ -206,8 +223,15 @@ def rate(count: float, times: list[float]) -> float:
 
 
 def spread(times: list[float]) -> float:
+    """The noise of a figure: (max - min) / median of its rounds; (p95 - p5) / median when
+    there are many (latency samples), so that one scheduler hiccup does not dominate."""
     m = statistics.median(times)
-    return (max(times) - min(times)) / m if m else 0.0
+    if not m:
+        return 0.0
+    if len(times) >= 20:
+        cuts = statistics.quantiles(times, n=20)
+        return (cuts[-1] - cuts[0]) / m
+    return (max(times) - min(times)) / m
 
 
 def report(benchmark, figure: Figure) -> Figure:
@@ -243,9 +267,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     tr.section("streamlog storage benchmarks: figures, baselines (same rounds), ratios")
-    tr.write_line(f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+    tr.write_line(f"{source_state()}; python {platform.python_version()}, {os.cpu_count()} CPUs, "
                   f"load average now {_loadavg()}; spread = (max - min) / median of the "
-                  "figure's rounds")
+                  "figure's rounds, (p95 - p5) / median for latency samples")
     rows = [("figure", "value", "unit", "rounds", "spread", "baseline", "baseline value",
              "ratio")]
     for f in FIGURES:
@@ -272,7 +296,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     path = config.getoption("--bench-summary-json")
     if path:
         with open(path, "w") as fh:
-            json.dump({"python": platform.python_version(), "cpus": os.cpu_count(),
+            json.dump({"source": source_state(), "python": platform.python_version(),
+                       "cpus": os.cpu_count(),
                        "loadavg_end": os.getloadavg(), "streamlog": streamlog.__name__,
                        "figures": [_figure_json(f) for f in FIGURES]}, fh, indent=1)
 
