@@ -92,3 +92,27 @@ api_headers = st.one_of(st.none(), st.dictionaries(
 # Explicit timestamps in a narrow window, out of order on purpose, so
 # offset_for_time's running maximum differs from the timestamps themselves.
 api_timestamps = st.one_of(st.none(), st.integers(1_000_000, 1_000_200))
+
+
+# --- self-describing values for cross-process and crash tests ---------------
+#
+# A value names its writer, its sequence number and its size, and carries a
+# digest-derived body, so a reader can tell a whole record from interleaved,
+# torn or foreign bytes without knowing what was acknowledged.
+
+
+def record_value(writer: int, seq: int, size: int = 32) -> bytes:
+    """The value writer ``writer`` appends as its ``seq``-th record (``size`` body bytes)."""
+    import hashlib
+
+    head = b"W%03d:%09d:%07d:" % (writer, seq, size)
+    digest = hashlib.blake2b(head, digest_size=16).digest()
+    return head + (digest * (size // 16 + 1))[:size]
+
+
+def parse_value(value: bytes) -> tuple[int, int]:
+    """(writer, seq) of a value made by record_value; AssertionError if it is damaged."""
+    assert value[:1] == b"W" and len(value) >= 20, value[:40]
+    writer, seq, size = int(value[1:4]), int(value[5:14]), int(value[15:22])
+    assert value == record_value(writer, seq, size), f"damaged value of {writer}/{seq}"
+    return writer, seq

@@ -19,7 +19,7 @@ def _pdir(path, topic="t", partition=0) -> str:
 
 def _active_segment(path, topic="t", partition=0) -> str:
     pdir = _pdir(path, topic, partition)
-    return os.path.join(pdir, max(n for n in os.listdir(pdir) if files.parse_segment(n) is not None))
+    return os.path.join(pdir, files.segment_name(files.list_segments(pdir)[-1]))
 
 
 def _make_store(path, segment_bytes=4096):

@@ -27,6 +27,6 @@ def test_bytes_after_a_zero_header_are_logged_as_a_torn_tail(tmp_path, caplog):
         with streamlog.open(path) as log:
             t = log.topic("t")
             assert [r.value for r in t.read(0)] == [b"v%d" % i for i in range(5)]
-    assert any("truncated at byte %d" % end_pos in r.getMessage() for r in caplog.records)
+    assert any(f"truncated at byte {end_pos}" in r.getMessage() for r in caplog.records)
     with open(seg, "rb") as f:
         assert not any(f.read()[end_pos:])
