@@ -22,6 +22,7 @@ from .errors import (
     TopicNotFound,
     WrongExpectedVersion,
 )
+from .groups import Group, Lease, Message
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,9 @@ __all__ = [
     "Record",
     "RecordBatch",
     "Retention",
+    "Group",
+    "Message",
+    "Lease",
     "Event",
     "ANY",
     "NO_STREAM",

@@ -87,3 +87,27 @@ EVENT_INDEX_CACHED_STREAMS = 65536
 EVENT_READ_GAP_RECORDS = 16
 # subscribe(): records fetched per catch-up read (bounds a subscriber's memory).
 EVENT_SUBSCRIBE_BATCH_RECORDS = 512
+
+# Consumer groups. Records handed out and not yet acked, per group and
+# partition: bounds the per-partition state every poll rewrites (as
+# JetStream's max_ack_pending bounds a consumer's).
+GROUP_MAX_PENDING_RECORDS = 20_000
+# Records one poll moves to the dead-letter topic at most (one append each):
+# keeps a poll short when many leases expired with no deliveries left.
+GROUP_DEAD_LETTER_BATCH = 1000
+# A consumer records that it is alive at least this often (and at least four
+# times per ack_wait_s): exclusive groups judge owners by it.
+GROUP_HEARTBEAT_MAX_S = 1.0
+# Member entries of consumers silent this long (or 10 x ack_wait_s if longer)
+# are dropped when the group is opened: processes that died without close().
+GROUP_MEMBER_FORGET_S = 3600.0
+
+# msg_id dedupe. Ids above this many bytes are indexed by their BLAKE2b hash
+# (the index key must stay under LMDB's 511-byte limit with the topic name).
+DEDUPE_ID_MAX_BYTES = 256
+# Expired ids pruned per dedupe append at most: pruning is lazy and bounded.
+DEDUPE_PRUNE_BATCH = 16
+# A catch-up of the dedupe index reading more records than this (appends made
+# without msg_id since the last dedupe append) starts at the window's first
+# record by timestamp instead of at the index's high-water mark.
+DEDUPE_CATCHUP_SCAN_RECORDS = 10_000

@@ -144,6 +144,23 @@ class Meta:
                     shared.dbs[name] = h
         return h
 
+    def db_in(self, txn, name: str):
+        """Handle of a named database for use inside ``txn``, an open write transaction.
+
+        For hooks that run inside another write transaction (topic deletion):
+        ``db()`` would begin a second write transaction to create a database
+        this process has not opened yet, and LMDB's writer lock is not
+        reentrant. A handle opened here is not cached (it would die with an
+        aborted ``txn``).
+        """
+        h = self._shared.dbs.get(name) if self._shared.pid == os.getpid() else None
+        if h is not None:
+            return h
+        try:
+            return self._env().open_db(name.encode(), txn=txn, create=True)
+        except lmdb.Error as e:
+            raise _translate(e, self.path) from e
+
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A read-only transaction (readers never block and are never blocked)."""
@@ -216,14 +233,15 @@ class Tx:
     def delete(self, key: bytes) -> bool:
         return self._txn.delete(key_for(key), db=self._db)
 
-    def scan(self, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with ``prefix``, in key order."""
-        out = []
+    def scan(self, prefix: bytes = b"", limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with ``prefix``, in key order (the first
+        ``limit`` of them when given)."""
+        out: list[tuple[bytes, bytes]] = []
         cur = self._txn.cursor(db=self._db)
         if not cur.set_range(prefix):
             return out
         for k, v in cur:
-            if not k.startswith(prefix):
+            if not k.startswith(prefix) or (limit is not None and len(out) >= limit):
                 break
             out.append((bytes(k), bytes(v)))
         return out

@@ -1,0 +1,937 @@
+"""Consumer groups: durable, named cursors over a topic that lease records to consumers.
+
+``Topic.group(...)`` opens a :class:`Group` handle, which is one consumer of
+the group. Every group sees every record of its topic (pub-sub); inside a
+group each record is leased to one consumer at a time (point-to-point), in one
+of three modes: ``shared`` (any consumer takes any record), ``key_shared`` (a
+key is held by one consumer at a time) and ``exclusive`` (each partition is
+owned by one live consumer and delivered in order).
+
+All state lives in the store's LMDB environment (namespace ``groups``), one
+value per group and partition (see ``streamlog._groupstate``), so a poll or an
+ack is one LMDB write transaction whatever the number of records, and every
+process of the machine sees the same leases. docs/groups.md describes the
+layout, the algorithms and the decisions SPEC.md leaves open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from . import _codec, _validate
+from . import _groupstate as gs
+from . import dedupe as _dedupe  # noqa: F401  (registers its topic-deletion hook)
+from ._limits import (
+    DERIVED_NAME_MAX_CHARS,
+    GROUP_DEAD_LETTER_BATCH,
+    GROUP_HEARTBEAT_MAX_S,
+    GROUP_MAX_PENDING_RECORDS,
+    GROUP_MEMBER_FORGET_S,
+    MAX_MAX_RECORD_BYTES,
+)
+from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
+from .storage.meta import Tx
+
+MODES = ("shared", "key_shared", "exclusive")
+STARTS = ("earliest", "latest")
+_NS = "groups"
+_P = struct.Struct(">I")
+_MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
+
+# Headers a dead-lettered record carries besides its own (SPEC.md: its origin).
+DLQ_TOPIC = "sl-dlq-topic"
+DLQ_PARTITION = "sl-dlq-partition"
+DLQ_OFFSET = "sl-dlq-offset"
+DLQ_GROUP = "sl-dlq-group"
+DLQ_DELIVERY_COUNT = "sl-dlq-delivery-count"
+DLQ_ERROR = "sl-dlq-error"
+DLQ_TIMESTAMP_MS = "sl-dlq-timestamp-ms"
+DLQ_TOMBSTONE = "sl-dlq-tombstone"
+
+_ACK, _NACK, _EXTEND = 0, 1, 2
+# Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
+_OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# ------------------------------------------------------------------- keys
+def _tk(topic: str) -> bytes:
+    return topic.encode() + b"\0"
+
+
+def _cfg_key(topic: str, group: str) -> bytes:
+    return b"c" + _tk(topic) + group.encode()
+
+
+def _part_prefix(topic: str, group: str) -> bytes:
+    return b"p" + _tk(topic) + group.encode() + b"\0"
+
+
+def _part_key(topic: str, group: str, p: int) -> bytes:
+    return _part_prefix(topic, group) + _P.pack(p)
+
+
+def _member_prefix(topic: str, group: str) -> bytes:
+    return b"m" + _tk(topic) + group.encode() + b"\0"
+
+
+def _member_key(topic: str, group: str, consumer: str) -> bytes:
+    raw = consumer.encode()
+    if len(raw) > _MEMBER_KEY_MAX:  # keep the key under LMDB's limit and the prefix intact
+        raw = b"#" + hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
+    return _member_prefix(topic, group) + raw
+
+
+# ------------------------------------------------------------ value types
+class Lease(NamedTuple):
+    """One leased record of a group (``Group.pending()``).
+
+    ``deadline`` is the lease's expiry in seconds since the epoch (as
+    ``time.time()``); a deadline in the past means the lease expired and the
+    record waits to be redelivered.
+    """
+
+    consumer: str
+    partition: int
+    offset: int
+    deadline: float
+    delivery_count: int
+
+
+class Message:
+    """A record delivered by ``Group.poll``: the Record fields plus ``delivery_count``.
+
+    ``ack()``, ``nack(delay_s=0, error=None)`` and ``in_progress()`` act on its
+    lease. A message is settled by its first ``ack`` or ``nack``; later calls
+    are no-ops (``ack()`` repeats its first answer). Not thread-safe, like its
+    Group.
+    """
+
+    __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value",
+                 "delivery_count", "_record", "_group", "_epoch", "_state")
+
+    _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers",
+               "delivery_count")
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        """The record's headers (str -> bytes)."""
+        return self._record.headers
+
+    @property
+    def record(self):
+        """The underlying Record."""
+        return self._record
+
+    def ack(self) -> bool:
+        """Mark the record processed. False if the lease was lost (expired and taken by
+        another consumer, or refused after an exclusive takeover)."""
+        if self._state:
+            return self._state == _ACKED
+        return self._group._settle([self], _ACK)[0]
+
+    def nack(self, delay_s: float = 0, error: str | None = None) -> bool:
+        """Hand the record back for redelivery after ``delay_s`` (and the group's backoff).
+
+        ``error`` (optional) is kept and, if the record ends in the dead-letter
+        topic, travels in its ``sl-dlq-error`` header. The delivery counts
+        toward ``max_deliver``; a record that used its last delivery goes to
+        the dead-letter topic now. Returns False if the lease was already lost.
+        """
+        if self._state:
+            return False
+        return self._group._settle([self], _NACK, delay_s, error)[0]
+
+    def in_progress(self) -> bool:
+        """Extend the lease by the group's ``ack_wait_s`` from now; False if it was lost."""
+        if self._state:
+            return False
+        return self._group._settle([self], _EXTEND)[0]
+
+    def _asdict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self._fields}
+
+    def __repr__(self) -> str:
+        return (f"Message(topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, delivery_count={self.delivery_count}, "
+                f"key={self.key!r}, value={self.value!r})")
+
+
+_new_message = Message.__new__
+
+
+# ------------------------------------------------------------- validation
+def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, backoff_s,
+                      start, dead_letter, consumer) -> dict:
+    _validate.name(name, "group name")
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, not {type(mode).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if isinstance(ack_wait_s, bool) or not isinstance(ack_wait_s, int | float):
+        raise TypeError(f"ack_wait_s must be a number of seconds, not "
+                        f"{type(ack_wait_s).__name__}")
+    if not (ack_wait_s > 0 and math.isfinite(ack_wait_s)):
+        raise ValueError(f"ack_wait_s must be a positive number of seconds, not {ack_wait_s}")
+    max_deliver = _validate.positive_int(max_deliver, "max_deliver", 1)
+    backoff: list[float] | None = None
+    if backoff_s is not None:
+        if isinstance(backoff_s, str | bytes) or not isinstance(backoff_s, Iterable):
+            raise TypeError("backoff_s must be a sequence of seconds")
+        backoff = []
+        for b in backoff_s:
+            if isinstance(b, bool) or not isinstance(b, int | float):
+                raise TypeError(f"backoff_s entries must be numbers, not {type(b).__name__}")
+            if not (b >= 0 and math.isfinite(b)):
+                raise ValueError(f"backoff_s entries must be >= 0 seconds, not {b}")
+            backoff.append(float(b))
+        backoff = backoff or None
+    if not isinstance(start, str):
+        raise TypeError(f"start must be a str, not {type(start).__name__}")
+    if start not in STARTS:
+        raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+    if dead_letter is None:
+        dead_letter = f"{topic.name}.{name}.dlq"
+        if len(dead_letter) > DERIVED_NAME_MAX_CHARS:
+            raise ValueError(f"the dead-letter topic name {dead_letter[:40]!r}... would be "
+                             f"{len(dead_letter)} characters (at most "
+                             f"{DERIVED_NAME_MAX_CHARS}): pass dead_letter=")
+    else:
+        _validate.name(dead_letter, "dead_letter topic name")
+    if dead_letter == topic.name:
+        raise ValueError("a group's dead-letter topic cannot be its own topic")
+    if consumer is not None:
+        _validate.name(consumer, "consumer name")
+    return {"mode": mode, "ack_wait_s": float(ack_wait_s), "max_deliver": max_deliver,
+            "backoff_s": backoff, "start": start, "dead_letter": dead_letter}
+
+
+# ------------------------------------------------------------------- open
+def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float = 30,
+               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
+               start: str = "earliest", dead_letter: str | None = None,
+               consumer: str | None = None) -> Group:
+    """Create or join group ``name`` of ``topic`` and return a handle that is one consumer.
+
+    A different ``mode`` than the stored one raises ConfigMismatch and changes
+    nothing; other options replace the stored ones (``start`` matters only
+    when the group is created: "latest" fixes each partition's end then).
+    """
+    log = topic._log
+    log._check()
+    opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
+                             dead_letter, consumer)
+    views = [p.view() for p in topic._parts]  # also raises TopicNotFound for a deleted topic
+    ckey = _cfg_key(topic.name, name)
+    now = _now_ms()
+
+    def fn(tx: Tx):
+        raw = tx.get(ckey)
+        if raw is None:
+            cfg = dict(opts, created_ms=now, partitions=topic.partitions)
+            tx.put(ckey, _dumps(cfg))
+            for p, v in enumerate(views):
+                st = gs.PartState(v[2] if opts["start"] == "latest" else v[5])
+                tx.put(_part_key(topic.name, name, p), gs.encode(st))
+            return cfg
+        cfg = json.loads(raw)
+        if cfg["mode"] != opts["mode"]:
+            raise ConfigMismatch(f"group {name!r} of topic {topic.name!r} exists with "
+                                 f"mode={cfg['mode']!r}, not {opts['mode']!r}")
+        if any(cfg.get(k) != v for k, v in opts.items()):
+            cfg.update(opts)
+            tx.put(ckey, _dumps(cfg))
+        _forget_members(tx, topic.name, name, now, cfg)
+        return cfg
+
+    cfg = log.kv(_NS).transact(fn)
+    return Group(topic, name, cfg, consumer)
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _forget_members(tx: Tx, topic: str, group: str, now: int, cfg: dict) -> None:
+    """Drop member entries of consumers silent for long (processes that died)."""
+    horizon = now - int(max(GROUP_MEMBER_FORGET_S, 10 * cfg["ack_wait_s"]) * 1000)
+    for k, v in tx.scan(_member_prefix(topic, group)):
+        if json.loads(v).get("t", 0) < horizon:
+            tx.delete(k)
+
+
+def list_groups(topic: Topic) -> list[str]:
+    """Names of ``topic``'s groups, sorted."""
+    topic._log._check()
+    prefix = b"c" + _tk(topic.name)
+    return sorted(k[len(prefix):].decode() for k, _ in topic._log.kv(_NS).scan(prefix))
+
+
+def delete_group(topic: Topic, name: str) -> None:
+    """Delete a group's offsets, leases and members; its dead-letter topic stays.
+
+    A missing group is not an error (nothing to delete). Open handles of the
+    group raise StreamlogError on their next poll.
+    """
+    topic._log._check()
+    _validate.name(name, "group name")
+
+    def fn(tx: Tx):
+        tx.delete(_cfg_key(topic.name, name))
+        tx.delete_prefix(_part_prefix(topic.name, name))
+        tx.delete_prefix(_member_prefix(topic.name, name))
+
+    topic._log.kv(_NS).transact(fn)
+
+
+# ------------------------------------------------------------------ group
+class Group:
+    """One consumer of a consumer group (``Topic.group(...)``).
+
+    Not thread-safe: a Group handle is one consumer; share it between threads
+    only under your own lock (or open one handle per thread). Process-safe:
+    any number of processes may hold consumers of one group.
+    """
+
+    def __init__(self, topic: Topic, name: str, config: dict, consumer: str | None) -> None:
+        self.topic = topic
+        self.name = name
+        self.mode: str = config["mode"]
+        # An explicitly named consumer may be a restart of one that held leases:
+        # its first poll hands those leases back at once.
+        self._reclaim = consumer is not None
+        self.consumer: str = consumer or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._log = topic._log
+        self._kv = self._log.kv(_NS)
+        self._cfg = config
+        self._ckey = _cfg_key(topic.name, name)
+        self._pkeys = [_part_key(topic.name, name, p) for p in range(topic.partitions)]
+        self._mkey = _member_key(topic.name, name, self.consumer)
+        self._mprefix = _member_prefix(topic.name, name)
+        self._rr = 0
+        self._beat_ms = 0
+        self._closed = False
+        self._dlq: Topic | None = None
+
+    def __repr__(self) -> str:
+        return (f"Group({self.name!r}, topic={self.topic.name!r}, mode={self.mode!r}, "
+                f"consumer={self.consumer!r})")
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def config(self) -> dict:
+        """The group's stored options as this handle last read them."""
+        return dict(self._cfg)
+
+    def _check(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"group handle {self.consumer!r} of {self.name!r} is closed")
+        self._log._check()
+
+    def _load_cfg(self, tx: Tx) -> dict:
+        raw = tx.get(self._ckey)
+        if raw is None:
+            raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
+                                 "deleted")
+        return json.loads(raw)
+
+    def _beat_interval_ms(self, cfg: dict) -> int:
+        return int(min(GROUP_HEARTBEAT_MAX_S, cfg["ack_wait_s"] / 4) * 1000)
+
+    def _heartbeat(self, tx: Tx, cfg: dict, now: int) -> bool:
+        """Record that this consumer is alive, at most once per heartbeat interval."""
+        if now - self._beat_ms < self._beat_interval_ms(cfg):
+            return False
+        tx.put(self._mkey, _dumps({"c": self.consumer, "t": now}))
+        return True
+
+    # ---------------------------------------------------------------- poll
+    def poll(self, max_records: int = 100, timeout: float | None = 1.0) -> list[Message]:
+        """Up to ``max_records`` messages, waiting up to ``timeout`` seconds for the first.
+
+        Returns [] on timeout (``timeout=None`` waits without limit). Wakes
+        as soon as any process appends to the topic, or a lease or delay it
+        waits for comes due.
+        """
+        self._check()
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout")
+        t0 = time.monotonic()
+        topic = self.topic
+        while True:
+            seq = topic.notify_seq_any()  # before looking: an append after this wakes us
+            msgs, due_ms = self._poll_once(max_records)
+            if msgs:
+                return msgs
+            wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
+            if wait <= 0:
+                return []
+            now = _now_ms()
+            if due_ms < gs.FOREVER_MS:
+                wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
+            if self.mode == "exclusive":  # keep our ownership alive while we sleep
+                wait = min(wait, self._beat_interval_ms(self._cfg) / 1000)
+            topic.wait_any(seq, min(wait, 3600.0))
+            self._check()
+
+    def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
+        topic = self.topic
+        parts = topic._parts
+        views = [p.view() for p in parts]
+        now = _now_ms()
+        me = self.consumer
+        reclaim = self._reclaim
+        mode = self.mode
+        n = len(parts)
+        order = [(self._rr + i) % n for i in range(n)]
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            cfg = self._load_cfg(tx)
+            aw = int(cfg["ack_wait_s"] * 1000)
+            md = cfg["max_deliver"]
+            bo = [int(b * 1000) for b in cfg["backoff_s"]] if cfg["backoff_s"] else None
+            room = max_records
+            dead_room = GROUP_DEAD_LETTER_BATCH
+            taken: list[tuple[int, gs.Lease, int]] = []
+            due = gs.FOREVER_MS
+            beat = self._heartbeat(tx, cfg, now)
+            if mode == "exclusive":
+                states, owned, draining, claimed = self._assign(tx, cfg, now)
+                for p in order:
+                    if p not in owned:
+                        continue
+                    st = states[p]
+                    v = views[p]
+                    dirty = gs.clamp(st, v[5]) or p in claimed
+                    if p in draining:
+                        res = None  # being handed to another consumer: wait for its leases
+                    else:
+                        res = gs.lease_exclusive(st, me, now, room, v[2], aw, md, bo,
+                                                 reclaim, GROUP_MAX_PENDING_RECORDS,
+                                                 dead_room)
+                    if res is not None:
+                        room -= res.taken
+                        dead_room -= sum(d[1] - d[0] for d in res.dead)
+                        due = min(due, res.due_ms)
+                        if res.deliver or res.dead:
+                            taken.append((p, res, st.epoch))
+                        dirty = dirty or res.changed
+                    if dirty:
+                        tx.put(pkeys[p], gs.encode(st))
+                return cfg, taken, due, beat
+            for p in order:
+                v = views[p]
+                raw = tx.get(pkeys[p])
+                if raw is None:
+                    raise StreamlogError(f"group {self.name!r} of topic {topic.name!r} "
+                                         "was deleted")
+                st = gs.decode(raw)
+                dirty = gs.clamp(st, v[5])
+                if room <= 0 and dead_room <= 0:
+                    if dirty:
+                        tx.put(pkeys[p], gs.encode(st))
+                    continue
+                if mode == "shared":
+                    res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
+                                          GROUP_MAX_PENDING_RECORDS, dead_room)
+                else:
+                    new = _read_keys(parts[p], st.next, v[2], room)
+                    res = gs.lease_key_shared(st, me, now, room, new, aw, md, bo, reclaim,
+                                              GROUP_MAX_PENDING_RECORDS, dead_room)
+                room -= res.taken
+                dead_room -= sum(d[1] - d[0] for d in res.dead)
+                due = min(due, res.due_ms)
+                if res.deliver or res.dead:
+                    taken.append((p, res, st.epoch))
+                if dirty or res.changed:
+                    tx.put(pkeys[p], gs.encode(st))
+            return cfg, taken, due, beat
+
+        cfg, taken, due, beat = self._kv.transact(fn)
+        self._cfg = cfg
+        self._reclaim = False
+        self._rr = (self._rr + 1) % n
+        if beat:
+            self._beat_ms = now
+        msgs: list[Message] = []
+        jobs = []
+        for p, res, epoch in taken:
+            part = parts[p]
+            for lo, hi, count in res.deliver:
+                for r in _read_range(part, lo, hi):
+                    m = _new_message(Message)
+                    m.topic = r.topic
+                    m.partition = p
+                    m.offset = r.offset
+                    m.timestamp_ms = r.timestamp_ms
+                    m.key = r.key
+                    m.value = r.value
+                    m.delivery_count = count
+                    m._record = r
+                    m._group = self
+                    m._epoch = epoch
+                    m._state = _OPEN
+                    msgs.append(m)
+            for lo, hi, count, err in res.dead:
+                jobs.append((p, lo, hi, count, err))
+        if jobs:
+            self._dead_letter(jobs)
+        return msgs, due
+
+    def _assign(self, tx: Tx, cfg: dict, now: int) -> tuple[dict, set, set, set]:
+        """Exclusive mode: spread partitions over the live consumers, one owner each.
+
+        Sticky: a live owner keeps its partitions; a consumer over its fair
+        share stops taking new records from the excess and lets go of a
+        partition once none of its leases there is live; a consumer under its
+        share claims partitions that are free or whose owner closed or went
+        silent for ack_wait_s (bumping the partition's epoch, so the old
+        owner's acks are refused). Returns (states, owned, draining, claimed):
+        ``owned`` includes the ``draining`` partitions (over the share, leases
+        still live); released partitions are written back here, ``claimed``
+        ones by the caller.
+        """
+        me = self.consumer
+        aw = int(cfg["ack_wait_s"] * 1000)
+        live = {me}
+        for _, v in tx.scan(self._mprefix):
+            d = json.loads(v)
+            if now - d.get("t", 0) <= aw:
+                live.add(d["c"])
+        ranked = sorted(live)
+        n_parts = len(self._pkeys)
+        i = ranked.index(me)
+        quota = n_parts // len(ranked) + (1 if i < n_parts % len(ranked) else 0)
+        states = {}
+        for p, key in enumerate(self._pkeys):
+            raw = tx.get(key)
+            if raw is None:
+                raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
+                                     "deleted")
+            states[p] = gs.decode(raw)
+        owned = [p for p in range(n_parts) if states[p].owner == me]
+        claimed: set[int] = set()
+        draining: set[int] = set()
+        if len(owned) > quota:
+            for p in owned[quota:]:
+                if gs.has_live_lease(states[p], me, now):
+                    draining.add(p)
+                else:
+                    states[p].owner = None
+                    states[p].epoch += 1
+                    tx.put(self._pkeys[p], gs.encode(states[p]))
+            owned = owned[:quota] + sorted(draining)
+        elif len(owned) < quota:
+            for p in range(n_parts):
+                if len(owned) >= quota:
+                    break
+                st = states[p]
+                if st.owner is None or st.owner not in live:
+                    st.owner = me
+                    st.epoch += 1
+                    owned.append(p)
+                    claimed.add(p)
+        return states, set(owned), draining, claimed
+
+    # ------------------------------------------------------------ settle
+    def ack(self, msgs: Iterable[Message]) -> list[bool]:
+        """Ack many messages in one transaction; returns each one's ``ack()`` answer."""
+        return self._settle(_as_list(msgs), _ACK)
+
+    def nack(self, msgs: Iterable[Message], delay_s: float = 0,
+             error: str | None = None) -> list[bool]:
+        """Nack many messages in one transaction (see ``Message.nack``)."""
+        return self._settle(_as_list(msgs), _NACK, delay_s, error)
+
+    def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
+                error: str | None = None) -> list[bool]:
+        for m in msgs:
+            if not isinstance(m, Message):
+                raise TypeError(f"expected Messages, not {type(m).__name__}")
+            if m._group is not self:
+                raise ValueError("a message can be settled only through the group handle "
+                                 "that delivered it")
+        if action == _NACK:
+            delay_s = _validate.seconds(delay_s, "delay_s")
+            if error is not None and not isinstance(error, str):
+                raise TypeError(f"error must be a str or None, not {type(error).__name__}")
+        out = [False] * len(msgs)
+        todo = [i for i, m in enumerate(msgs) if not m._state]
+        for i, m in enumerate(msgs):
+            if m._state:
+                out[i] = m._state == _ACKED if action == _ACK else False
+        if not todo:
+            return out
+        if self._closed:
+            return out
+        self._log._check()
+        by_part: dict[int, list[Message]] = {}
+        for i in todo:
+            by_part.setdefault(msgs[i].partition, []).append(msgs[i])
+        me = self.consumer
+        exclusive = self.mode == "exclusive"
+        now = _now_ms()
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            cfg = self._load_cfg(tx)
+            aw = int(cfg["ack_wait_s"] * 1000)
+            md = cfg["max_deliver"]
+            bo = [int(b * 1000) for b in cfg["backoff_s"]] if cfg["backoff_s"] else None
+            ok: dict[int, list[tuple[int, int]]] = {}
+            dead: list[tuple[int, int, int, int, str | None]] = []
+            beat = self._heartbeat(tx, cfg, now)
+            for p, ms in by_part.items():
+                raw = tx.get(pkeys[p])
+                if raw is None:
+                    continue
+                st = gs.decode(raw)
+                if exclusive:
+                    if st.owner != me:
+                        continue
+                    ms = [m for m in ms if m._epoch == st.epoch]
+                ranges = gs.to_ranges([m.offset for m in ms])
+                if not ranges:
+                    continue
+                if action == _ACK:
+                    changed = gs.ack(st, me, ranges)
+                elif action == _EXTEND:
+                    if exclusive:  # keep the partition's later leases from expiring first
+                        ranges = [(st.committed, st.next)]
+                    changed = gs.extend(st, me, ranges, now + aw)
+                else:
+                    changed = _nack_state(st, me, ranges, now, int(delay_s * 1000), bo, md,
+                                          aw, error, dead, p)
+                if changed:
+                    ok[p] = changed
+                    tx.put(pkeys[p], gs.encode(st))
+            return ok, dead, beat
+
+        ok, dead, beat = self._kv.transact(fn)
+        if beat:
+            self._beat_ms = now
+        for i in todo:
+            m = msgs[i]
+            good = any(a <= m.offset < b for a, b in ok.get(m.partition, ()))
+            out[i] = good
+            if action == _ACK:
+                m._state = _ACKED if good else _LOST
+            elif action == _NACK:
+                m._state = _NACKED
+        if action == _NACK and dead:
+            self._dead_letter(dead)
+        if action == _NACK or (action == _ACK and self.mode == "key_shared"):
+            # a record handed back, or a key let go of: others waiting may take it now
+            _wake(self.topic)
+        return out
+
+    # ---------------------------------------------------------- dead letters
+    def dead_letters(self) -> Topic:
+        """The group's dead-letter topic (created if it does not exist yet)."""
+        self._log._check()
+        name = self._cfg["dead_letter"]
+        if self._dlq is not None and self._dlq.name == name:
+            return self._dlq
+        log = self._log
+        cfg = log._topic_config(name)
+        if cfg is None:
+            limit = min(MAX_MAX_RECORD_BYTES,
+                        self.topic.config["max_record_bytes"] + 64 * 1024)
+            cfg = log._create_or_check(name, {"max_record_bytes": limit})
+        self._dlq = Topic(log, name, cfg)
+        return self._dlq
+
+    def _dead_letter(self, jobs: list[tuple[int, int, int, int, str | None]]) -> None:
+        """Move records that used up max_deliver to the dead-letter topic, then ack them.
+
+        The append carries a msg_id made of the record's origin and delivery
+        count, so a consumer that dies between the append and the ack (its
+        lease then expires and another consumer redoes the job) does not add
+        the record twice.
+        """
+        dlq = self.dead_letters()
+        parts = self.topic._parts
+        done: dict[int, list[int]] = {}
+        for p, lo, hi, count, err in jobs:
+            for r in _read_range(parts[p], lo, hi):
+                hdrs = dict(r.headers)
+                hdrs[DLQ_TOPIC] = self.topic.name
+                hdrs[DLQ_PARTITION] = str(p)
+                hdrs[DLQ_OFFSET] = str(r.offset)
+                hdrs[DLQ_GROUP] = self.name
+                hdrs[DLQ_DELIVERY_COUNT] = str(count)
+                hdrs[DLQ_TIMESTAMP_MS] = str(r.timestamp_ms)
+                if err is not None:
+                    hdrs[DLQ_ERROR] = err
+                value = r.value
+                if value is None:
+                    value = b""
+                    hdrs[DLQ_TOMBSTONE] = "1"
+                mid = f"{self.topic.name}/{self.name}/{p}/{r.offset}/{count}"
+                try:
+                    dlq.append(value, key=r.key, headers=hdrs, msg_id=mid)
+                except RecordTooLarge:  # the origin headers pushed it over: keep the origin
+                    hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
+                    hdrs["sl-dlq-truncated"] = "1"
+                    dlq.append(b"", key=r.key, headers=hdrs, msg_id=mid)
+            done.setdefault(p, []).extend(range(lo, hi))
+        me = self.consumer
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            for p, offsets in done.items():
+                raw = tx.get(pkeys[p])
+                if raw is None:
+                    continue
+                st = gs.decode(raw)
+                changed = gs.ack(st, me, gs.to_ranges(offsets))
+                if changed:
+                    st.dead_letters += sum(b - a for a, b in changed)
+                    tx.put(pkeys[p], gs.encode(st))
+
+        self._kv.transact(fn)
+
+    # ------------------------------------------------------------- inspect
+    def _states(self) -> list[gs.PartState]:
+        self._log._check()
+        with self._log._meta.read() as txn:
+            tx = Tx(txn, self._log._meta.db(_NS))
+            if tx.get(self._ckey) is None:
+                raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
+                                     "deleted")
+            return [gs.decode(tx.get(k) or b'{"c":0,"n":0,"r":[]}') for k in self._pkeys]
+
+    def lag(self, partition: int | None = None) -> int:
+        """Records not yet acked (in one partition, or all), counting only what retention kept."""
+        if partition is not None:
+            partition = _validate.partition(partition, self.topic.partitions)
+        states = self._states()
+        total = 0
+        for p, st in enumerate(states):
+            if partition is not None and p != partition:
+                continue
+            v = self.topic._parts[p].view()
+            total += _lag_of(st, v[5], v[2])
+        return total
+
+    def pending(self) -> list[Lease]:
+        """Every leased record of the group (all consumers), oldest offset first per partition."""
+        out = []
+        for p, st in enumerate(self._states()):
+            for consumer, offset, due, count in gs.leased_records(st):
+                out.append(Lease(consumer, p, offset, due / 1000, count))
+        return out
+
+    # ---------------------------------------------------------------- seek
+    def seek(self, partition: int, offset: int) -> None:
+        """Move the group on ``partition``: records before ``offset`` count as done, records
+        from it on are delivered again (outstanding leases there are dropped).
+
+        An offset below the start (retention) or past the end is clamped.
+        """
+        self._check()
+        partition = _validate.partition(partition, self.topic.partitions)
+        offset = _validate.offset(offset)
+        v = self.topic._parts[partition].view()
+        self._seek({partition: min(max(offset, v[5]), v[2])})
+
+    def seek_to_time(self, timestamp_ms: int) -> None:
+        """Seek every partition to its first record at or after ``timestamp_ms``."""
+        self._check()
+        ts = _validate.timestamp(timestamp_ms)
+        self._seek({p: self.topic.offset_for_time(p, ts) for p in range(self.topic.partitions)})
+
+    def _seek(self, targets: dict[int, int]) -> None:
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            self._load_cfg(tx)
+            for p, off in targets.items():
+                raw = tx.get(pkeys[p])
+                st = gs.decode(raw) if raw is not None else gs.PartState()
+                gs.seek(st, off)
+                tx.put(pkeys[p], gs.encode(st))
+
+        self._kv.transact(fn)
+        _wake(self.topic)
+
+    # --------------------------------------------------------------- close
+    def close(self) -> None:
+        """Leave the group: this consumer's leases (and exclusive partitions) go back at once.
+
+        Idempotent. Other consumers waiting in ``poll`` are woken to take them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._log._closed:
+            return
+        me = self.consumer
+        now = _now_ms()
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            for key in pkeys:
+                raw = tx.get(key)
+                if raw is None:
+                    continue
+                st = gs.decode(raw)
+                changed = gs.release(st, me, now)
+                if st.owner == me:
+                    st.owner = None
+                    st.epoch += 1
+                    changed = changed or [(0, 0)]
+                if changed:
+                    tx.put(key, gs.encode(st))
+            tx.delete(self._mkey)
+
+        try:
+            self._kv.transact(fn)
+            _wake(self.topic)
+        except StoreClosed:
+            pass
+
+
+def _as_list(msgs) -> list:
+    if isinstance(msgs, Message):
+        return [msgs]
+    return list(msgs)
+
+
+def _wake(topic: Topic) -> None:
+    """Wake every poller of the topic (they re-check and sleep again if nothing is theirs)."""
+    try:
+        topic._log._notifier_of(topic.name).notify()
+    except StoreClosed:
+        pass
+
+
+def _nack_state(st: gs.PartState, me: str, ranges, now: int, delay_ms: int, bo, md: int,
+                aw: int, error, dead: list, p: int) -> list[tuple[int, int]]:
+    """Nack ``ranges``; records that used their last delivery stay leased to ``me`` and are
+    listed in ``dead`` for the dead-letter topic."""
+    def change(r):
+        if r[2] != me:
+            return None
+        err = error if error is not None else r[5]
+        if r[4] >= md:
+            return [me, now + aw, r[4], err]
+        return [gs.FREE, now + max(delay_ms, gs.backoff_ms(bo, r[4])), r[4], err]
+
+    changed = gs.apply(st, ranges, change)
+    if changed:
+        for a, b in changed:
+            for run in st.runs:
+                if run[0] <= a < run[1]:
+                    if run[2] == me:
+                        dead.append((p, a, b, run[4], run[5]))
+                    break
+    return changed
+
+
+def _lag_of(st: gs.PartState, start: int, end: int) -> int:
+    c = max(st.committed, start)
+    if end <= c:
+        return 0
+    return (end - c) - gs.acked_count(st, c)
+
+
+def _read_range(part, lo: int, hi: int) -> list:
+    """Records ``[lo, hi)`` of a partition, read in batches (those retention removed are
+    skipped)."""
+    out: list = []
+    off = lo
+    cursor = None
+    while off < hi:
+        buf: list = []
+        cursor = part.read_into(off, hi - off, buf, cursor)
+        if not buf:
+            break
+        for r in buf:
+            if r.offset >= hi:
+                break
+            out.append(r)
+        off = buf[-1].offset + 1
+        if cursor is None:
+            break
+    return out
+
+
+def _read_keys(part, offset: int, end: int, room: int) -> list[tuple[int, int | None]]:
+    """``(offset, murmur2(key) or None)`` of the records after ``offset``, for key_shared."""
+    if offset >= end:
+        return []
+    want = min(end - offset, max(2 * room, 64))
+    murmur2 = _codec.murmur2
+    return [(r.offset, None if r.key is None else murmur2(r.key))
+            for r in _read_range(part, offset, offset + want)]
+
+
+# ------------------------------------------------------------------ hooks
+def _drop_topic_groups(meta, txn, topic: str) -> None:
+    """Topic deletion hook: its groups' configs, offsets, leases and members go with it."""
+    tx = Tx(txn, meta.db_in(txn, _NS))
+    tk = _tk(topic)
+    for prefix in (b"c" + tk, b"p" + tk, b"m" + tk):
+        tx.delete_prefix(prefix)
+
+
+def _group_stats(log, topic: Topic, out: dict) -> None:
+    """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
+    prefix = b"c" + _tk(topic.name)
+    now = _now_ms()
+    with log._meta.read() as txn:
+        tx = Tx(txn, log._meta.db(_NS))
+        groups = {}
+        for k, raw in tx.scan(prefix):
+            name = k[len(prefix):].decode()
+            cfg = json.loads(raw)
+            aw = int(cfg["ack_wait_s"] * 1000)
+            consumers = sum(1 for _, v in tx.scan(_member_prefix(topic.name, name))
+                            if now - json.loads(v).get("t", 0) <= aw)
+            parts = []
+            for p in range(topic.partitions):
+                rawp = tx.get(_part_key(topic.name, name, p))
+                st = gs.decode(rawp) if rawp is not None else gs.PartState()
+                v = topic._parts[p].view()
+                parts.append({"partition": p, "committed": max(st.committed, v[5]),
+                              "next": st.next, "end_offset": v[2],
+                              "lag": _lag_of(st, v[5], v[2]),
+                              "pending": sum(r[1] - r[0] for r in st.runs if r[2]),
+                              "redeliveries": st.redeliveries,
+                              "dead_letters": st.dead_letters, "owner": st.owner})
+            groups[name] = {
+                "mode": cfg["mode"], "ack_wait_s": cfg["ack_wait_s"],
+                "max_deliver": cfg["max_deliver"], "dead_letter": cfg["dead_letter"],
+                "consumers": consumers,
+                "lag": sum(x["lag"] for x in parts),
+                "pending": sum(x["pending"] for x in parts),
+                "redeliveries": sum(x["redeliveries"] for x in parts),
+                "dead_letters": sum(x["dead_letters"] for x in parts),
+                "partitions": parts,
+            }
+    if groups:
+        out.setdefault("groups", {})[topic.name] = groups
+
+
+_TOPIC_DELETE_HOOKS.append(_drop_topic_groups)
+_STATS_HOOKS.append(_group_stats)
