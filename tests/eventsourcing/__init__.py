@@ -1,0 +1,1 @@
+"""The eventsourcing library's own test cases, run against streamlog.eventsourcing."""
