@@ -15,6 +15,7 @@ def _consume(path: str, idx: int, start, out) -> None:
     """Child: one consumer of group "w"; reports every offset it acked."""
     with streamlog.open(path) as log:
         g = log.topic("jobs").group("w", consumer=f"c{idx}")
+        out.put(("ready", idx))
         start.wait()
         acked = []
         idle = 0
@@ -42,7 +43,8 @@ def test_three_processes_share_a_group_each_record_acked_once(tmp_path):
     procs = [CTX.Process(target=_consume, args=(path, i, start, out)) for i in range(3)]
     for p in procs:
         p.start()
-    start.set()
+    assert sorted(out.get(timeout=120) for _ in procs) == [("ready", i) for i in range(len(procs))]
+    start.set()  # every consumer has joined: they start together
     results = dict(out.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(30)

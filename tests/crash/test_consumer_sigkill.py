@@ -1,0 +1,93 @@
+"""Consumers killed with SIGKILL: their leases come back after ack_wait_s, their acks
+before the kill stay, an exclusive partition is taken over."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import streamlog
+
+CTX = mp.get_context("spawn")
+
+
+def _take_and_hang(path: str, mode: str, n_ack: int, ready) -> None:
+    """Child: lease records, ack the first ``n_ack``, then hang until killed."""
+    log = streamlog.open(path)
+    g = log.topic("jobs").group("w", mode=mode, ack_wait_s=0.6, consumer="doomed")
+    msgs = g.poll(10, timeout=5)
+    g.ack(msgs[:n_ack])
+    ready.set()
+    time.sleep(600)
+
+
+def _kill_holder(path: str, mode: str, n_ack: int) -> None:
+    ready = CTX.Event()
+    p = CTX.Process(target=_take_and_hang, args=(path, mode, n_ack, ready))
+    p.start()
+    assert ready.wait(60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+
+
+def _poll_until(g, want: int, limit_s: float = 20):
+    got = []
+    deadline = time.monotonic() + limit_s
+    while len(got) < want and time.monotonic() < deadline:
+        got.extend(g.poll(10, timeout=0.5))
+    return got
+
+
+def test_killed_consumer_leases_come_back_after_ack_wait(tmp_path):
+    """A shared-group consumer killed while holding leases: its acks before the kill
+    stay; its unacked records are redelivered to another process after ack_wait_s
+    (not before), with delivery_count 2."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        log.topic("jobs").append_many([b"%d" % i for i in range(5)])
+        log.topic("jobs").group("w", ack_wait_s=0.6)
+    _kill_holder(path, "shared", 2)
+    killed_at = time.monotonic()
+    with streamlog.open(path) as log:
+        g = log.topic("jobs").group("w", ack_wait_s=0.6, consumer="survivor")
+        first = g.poll(10, timeout=0)
+        if first:  # only possible if the kill took longer than ack_wait_s
+            assert time.monotonic() - killed_at >= 0.5
+        msgs = first + _poll_until(g, 3 - len(first))
+        assert [(m.offset, m.delivery_count) for m in msgs] == [(2, 2), (3, 2), (4, 2)]
+        assert g.ack(msgs) == [True, True, True]
+        assert g.lag() == 0
+
+
+def test_restarted_consumer_with_same_name_gets_leases_at_once(tmp_path):
+    """A consumer killed and restarted under the same name gets its leases back on its
+    first poll, without waiting for ack_wait_s."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        log.topic("jobs").append_many([b"%d" % i for i in range(4)])
+    _kill_holder(path, "shared", 1)
+    with streamlog.open(path) as log:
+        g = log.topic("jobs").group("w", ack_wait_s=60, consumer="doomed")
+        msgs = g.poll(10, timeout=0)
+        assert [(m.offset, m.delivery_count) for m in msgs] == [(1, 2), (2, 2), (3, 2)]
+
+
+def test_killed_exclusive_owner_is_taken_over(tmp_path):
+    """An exclusive owner killed mid-batch: after ack_wait_s another process owns the
+    partition and resumes in order from the oldest unacked record."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        log.topic("jobs").append_many([b"%d" % i for i in range(6)])
+        log.topic("jobs").group("w", mode="exclusive", ack_wait_s=0.6)
+    _kill_holder(path, "exclusive", 2)
+    with streamlog.open(path) as log:
+        g = log.topic("jobs").group("w", mode="exclusive", ack_wait_s=0.6, consumer="heir")
+        msgs = _poll_until(g, 4)
+        assert [m.offset for m in msgs] == [2, 3, 4, 5]
+        assert msgs[0].delivery_count == 2
+        assert g.ack(msgs) == [True] * 4
+        owners = {p["owner"] for p in log.stats()["groups"]["jobs"]["w"]["partitions"]}
+        assert owners == {"heir"}
