@@ -105,8 +105,12 @@ def ready_at(run: list, backoff: list[int] | None) -> int:
 
 def to_ranges(offsets: list[int]) -> list[tuple[int, int]]:
     """Sorted, coalesced ``[lo, hi)`` ranges covering ``offsets`` (any order, repeats ok)."""
+    s = sorted(offsets)
+    n = len(s)
+    if n and s[-1] - s[0] == n - 1 and (n == 1 or len(set(s)) == n):
+        return [(s[0], s[-1] + 1)]  # the usual case: one poll's worth, contiguous
     out: list[tuple[int, int]] = []
-    for o in sorted(set(offsets)):
+    for o in sorted(set(s)):
         if out and out[-1][1] == o:
             out[-1] = (out[-1][0], o + 1)
         else:

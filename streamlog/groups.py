@@ -16,6 +16,7 @@ layout, the algorithms and the decisions SPEC.md leaves open.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -45,6 +46,9 @@ MODES = ("shared", "key_shared", "exclusive")
 STARTS = ("earliest", "latest")
 _NS = "groups"
 _P = struct.Struct(">I")
+_MAX_OFFSET = 1 << 63
+# Records of the last decoded span a consumer keeps per partition (see _read_range).
+_READ_CACHE_RECORDS = 16384
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
 # Headers a dead-lettered record carries besides its own (SPEC.md: its origin).
@@ -324,6 +328,7 @@ class Group:
         self._beat_ms = 0
         self._closed = False
         self._dlq: Topic | None = None
+        self._cache: dict[int, tuple[int, list]] = {}
 
     def __repr__(self) -> str:
         return (f"Group({self.name!r}, topic={self.topic.name!r}, mode={self.mode!r}, "
@@ -477,7 +482,7 @@ class Group:
         for p, res, epoch in taken:
             part = parts[p]
             for lo, hi, count in res.deliver:
-                for r in _read_range(part, lo, hi):
+                for r in _read_range(part, lo, hi, self._cache):
                     m = _new_message(Message)
                     m.topic = r.topic
                     m.partition = p
@@ -564,29 +569,31 @@ class Group:
 
     def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
                 error: str | None = None) -> list[bool]:
-        for m in msgs:
-            if not isinstance(m, Message):
-                raise TypeError(f"expected Messages, not {type(m).__name__}")
-            if m._group is not self:
-                raise ValueError("a message can be settled only through the group handle "
-                                 "that delivered it")
         if action == _NACK:
             delay_s = _validate.seconds(delay_s, "delay_s")
             if error is not None and not isinstance(error, str):
                 raise TypeError(f"error must be a str or None, not {type(error).__name__}")
         out = [False] * len(msgs)
-        todo = [i for i, m in enumerate(msgs) if not m._state]
+        by_part: dict[int, list[Message]] = {}
+        todo = []
         for i, m in enumerate(msgs):
+            if m.__class__ is not Message or m._group is not self:
+                if not isinstance(m, Message):
+                    raise TypeError(f"expected Messages, not {type(m).__name__}")
+                raise ValueError("a message can be settled only through the group handle "
+                                 "that delivered it")
             if m._state:
                 out[i] = m._state == _ACKED if action == _ACK else False
-        if not todo:
-            return out
-        if self._closed:
+                continue
+            todo.append(i)
+            ms = by_part.get(m.partition)
+            if ms is None:
+                by_part[m.partition] = [m]
+            else:
+                ms.append(m)
+        if not todo or self._closed:
             return out
         self._log._check()
-        by_part: dict[int, list[Message]] = {}
-        for i in todo:
-            by_part.setdefault(msgs[i].partition, []).append(msgs[i])
         me = self.consumer
         exclusive = self.mode == "exclusive"
         now = _now_ms()
@@ -631,7 +638,14 @@ class Group:
             self._beat_ms = now
         for i in todo:
             m = msgs[i]
-            good = any(a <= m.offset < b for a, b in ok.get(m.partition, ()))
+            ranges = ok.get(m.partition)
+            if not ranges:
+                good = False
+            elif len(ranges) == 1:
+                good = ranges[0][0] <= m.offset < ranges[0][1]
+            else:
+                j = bisect.bisect_right(ranges, (m.offset, _MAX_OFFSET)) - 1
+                good = j >= 0 and ranges[j][0] <= m.offset < ranges[j][1]
             out[i] = good
             if action == _ACK:
                 m._state = _ACKED if good else _LOST
@@ -855,9 +869,20 @@ def _lag_of(st: gs.PartState, start: int, end: int) -> int:
     return (end - c) - gs.acked_count(st, c)
 
 
-def _read_range(part, lo: int, hi: int) -> list:
+def _read_range(part, lo: int, hi: int, cache: dict | None = None) -> list:
     """Records ``[lo, hi)`` of a partition, read in batches (those retention removed are
-    skipped)."""
+    skipped).
+
+    Reads decode whole record batches, so a batch of 1,000 records appended at
+    once comes back whole to a poll that wants 100 of them: ``cache`` (a dict
+    the caller keeps per partition) holds the last span decoded, and the next
+    ranges inside it are sliced from it instead of decoded again. Records are
+    immutable, so a cached one is always right.
+    """
+    if cache is not None:
+        c = cache.get(part.partition)
+        if c is not None and c[0] <= lo and hi <= c[0] + len(c[1]):
+            return c[1][lo - c[0]:hi - c[0]]
     out: list = []
     off = lo
     cursor = None
@@ -866,10 +891,16 @@ def _read_range(part, lo: int, hi: int) -> list:
         cursor = part.read_into(off, hi - off, buf, cursor)
         if not buf:
             break
-        for r in buf:
-            if r.offset >= hi:
-                break
-            out.append(r)
+        if cache is not None and len(buf) <= _READ_CACHE_RECORDS and \
+                buf[-1].offset - buf[0].offset == len(buf) - 1:
+            cache[part.partition] = (buf[0].offset, buf)
+        if buf[-1].offset < hi:
+            out.extend(buf)
+        else:
+            for r in buf:
+                if r.offset >= hi:
+                    break
+                out.append(r)
         off = buf[-1].offset + 1
         if cursor is None:
             break
