@@ -68,6 +68,13 @@ _U64 = struct.Struct("<Q")
 _META = struct.Struct("<16s8sQ")
 _LONG_ID = b"\xff\xff"  # skey marker of a hashed (long) stream id
 _new_tuple = tuple.__new__
+# Bytes an event's own headers add to its value (for the max_record_bytes check):
+# two headers at 6 bytes of framing each, their names, and up to 20 version digits.
+_FRAMING_BYTES = 12 + len(STREAM_HEADER) + len(VERSION_HEADER) + 20
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _stream_id(value) -> tuple[str, bytes]:
@@ -104,8 +111,10 @@ def _expected_version(value) -> int:
     return int(value)
 
 
-def _user_headers(h) -> list[tuple[bytes, bytes]]:
-    hdrs = backend.validate_headers(h) or []
+def _user_headers(h) -> list[tuple[bytes, bytes]] | None:
+    hdrs = backend.validate_headers(h)
+    if not hdrs:
+        return None
     for name, _ in hdrs:
         if name.startswith(b"es-"):
             raise ValueError(f"header name {name.decode()!r} is reserved: names starting with "
@@ -113,7 +122,7 @@ def _user_headers(h) -> list[tuple[bytes, bytes]]:
     return hdrs
 
 
-def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]]]]:
+def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]] | None]]:
     """The events of one append: bytes-like values or (value, headers) pairs."""
     if isinstance(events, str | bytes | bytearray | memoryview | Mapping) or \
             not isinstance(events, Iterable):
@@ -121,14 +130,17 @@ def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]]]]:
                         f"not {type(events).__name__}")
     out = []
     for ev in events:
-        if isinstance(ev, tuple | list):
+        if type(ev) is bytes:
+            out.append((ev, None))
+        elif isinstance(ev, tuple | list):
             if len(ev) != 2:
                 raise TypeError(f"an event pair must be (value, headers), not a "
                                 f"{len(ev)}-item {type(ev).__name__}")
             value, headers = ev
-            out.append((backend.validate_value(value), _user_headers(headers)))
+            value = value if type(value) is bytes else backend.validate_value(value)
+            out.append((value, _user_headers(headers) if headers is not None else None))
         else:
-            out.append((backend.validate_value(ev), []))
+            out.append((backend.validate_value(ev), None))
     if not out:
         raise ValueError("events must not be empty: an append writes at least one event")
     return out
@@ -272,6 +284,24 @@ class _Index:
                                  f"before the end {end}")
         self.end = end
 
+    def add_run(self, sid: str, version: int, position: int, count: int) -> None:
+        """``count`` events of one stream at consecutive positions from ``position``
+        (== the tail's end; the caller advances ``end``)."""
+        t = self.tail.get(sid)
+        if t is None:
+            self.tail[sid] = [version, list(range(position, position + count))]
+        else:
+            if t[0] + len(t[1]) != version:
+                raise CorruptionError(None, 0, f"event store {self.name!r}: stream {sid!r} "
+                                      f"jumps to version {version} at position {position}, "
+                                      f"after {t[0] + len(t[1]) - 1}")
+            t[1].extend(range(position, position + count))
+        heads = self.heads
+        if len(heads) >= backend.EVENT_INDEX_CACHED_STREAMS and sid not in heads:
+            heads.clear()
+        heads[sid] = version + count - 1
+        self.count += count
+
     def add(self, sid: str, version: int, position: int) -> None:
         """One more event, at ``position`` == the tail's end (caller advances ``end``)."""
         t = self.tail.get(sid)
@@ -289,12 +319,13 @@ class _Index:
         heads[sid] = version
         self.count += 1
 
-    def last_version(self, sid: str, skey: bytes) -> int:
+    def last_version(self, sid: str, sid_b: bytes) -> int:
         """The stream's last version (NO_STREAM if it has none) as of ``end``. Caller
         holds ``lock`` and has synced."""
         v = self.heads.get(sid)
         if v is not None:
             return v
+        skey = _skey(sid_b)
         for _ in range(4):
             raw = self.kv.get(self.head_key(skey))
             # The head is LMDB's answer only if LMDB is still the index we extend.
@@ -453,8 +484,8 @@ class EventStore:
         """Append events of one or more streams as one batch, checking each stream's
         expected version under the append lock.
 
-        ``entries``: ``[(stream_id, stream_id_bytes, value, user_headers), ...]`` in
-        commit order (a stream's events need not be adjacent); ``expected``:
+        ``entries``: ``[(stream_id, stream_id_bytes, value, user_headers or None), ...]``
+        in commit order (a stream's events need not be adjacent); ``expected``:
         ``{stream_id: (stream_id_bytes, expected_version)}`` for every stream.
         ``first_headers`` are added to the first record's headers. Returns
         ``(first position, {stream_id: new last version})``; raises
@@ -464,82 +495,99 @@ class EventStore:
         idx = self._index
         n = len(entries)
         limit = self._max_record
-        extra = list(first_headers or ())
+        extra = list(first_headers) if first_headers else None
         for i, (_, sid_b, value, hdrs) in enumerate(entries):
-            size = len(value) + 6 + len(_HB_STREAM) + len(sid_b) + 6 + len(_HB_VERSION) + 20
-            size += sum(6 + len(a) + len(b) for a, b in hdrs)
-            if i == 0:
+            size = len(value) + len(sid_b) + _FRAMING_BYTES
+            if hdrs:
+                size += sum(6 + len(a) + len(b) for a, b in hdrs)
+            if i == 0 and extra:
                 size += sum(6 + len(a) + len(b) for a, b in extra)
             if size > limit:
                 raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
                                      f"max_record_bytes={limit} of {self.name!r}")
-        skeys = {sid: _skey(sid_b) for sid, (sid_b, _) in expected.items()}
         values = [e[2] for e in entries]
+        single = len(expected) == 1
 
         def encode(firsts: dict) -> tuple[bytes, int]:
-            nxt = dict(firsts)
             headers = []
-            for i, (sid, sid_b, _, hdrs) in enumerate(entries):
-                v = nxt[sid]
-                nxt[sid] = v + 1
-                h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
-                if hdrs:
-                    h.extend(hdrs)
-                if i == 0 and extra:
-                    h.extend(extra)
-                headers.append(h)
-            ts = backend.now_ms()
+            if single:
+                v = next(iter(firsts.values()))
+                for _, sid_b, _, hdrs in entries:
+                    h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
+                    if hdrs:
+                        h.extend(hdrs)
+                    headers.append(h)
+                    v += 1
+            else:
+                nxt = dict(firsts)
+                for sid, sid_b, _, hdrs in entries:
+                    v = nxt[sid]
+                    nxt[sid] = v + 1
+                    h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
+                    if hdrs:
+                        h.extend(hdrs)
+                    headers.append(h)
+            if extra:
+                headers[0].extend(extra)
+            ts = _now_ms()
             return backend.encode_batch(None, values, headers, [ts] * n), ts
 
         # Encode before taking the append lock with the versions we expect to get;
         # under the lock only a wrong guess (expected_version=ANY) re-encodes.
-        with idx.lock:
-            guess = {sid: (exp + 1 if exp != ANY else
-                           idx.last_version(sid, skeys[sid]) + 1)
-                     for sid, (_, exp) in expected.items()}
+        guess = {}
+        for sid, (sid_b, exp) in expected.items():
+            if exp == ANY:
+                with idx.lock:
+                    exp = idx.last_version(sid, sid_b)
+            guess[sid] = exp + 1
         data, ts = encode(guess)
-        planned: dict = {}
+        planned: list = []
 
         def build(end: int):
             nonlocal data, ts
             with idx.lock:
                 idx.sync(end)
                 firsts = {}
-                for sid, (_, exp) in expected.items():
-                    actual = idx.last_version(sid, skeys[sid])
+                for sid, (sid_b, exp) in expected.items():
+                    actual = idx.last_version(sid, sid_b)
                     if exp != ANY and actual != exp:
                         return None, 0, 0, WrongExpectedVersion(exp, actual, sid)
                     firsts[sid] = actual + 1
                 if firsts != guess:
                     data, ts = encode(firsts)
-                planned.update(end=end, epoch=idx.epoch, firsts=firsts)
-            return data, n, ts, firsts
+                planned.extend((end, idx.epoch, firsts))
+            return data, n, ts, None
 
         base, result = self._topic.append_with(0, build)
         if base < 0:
             raise result
-        if base != planned["end"]:
+        end, epoch, firsts = planned
+        if base != end:
             raise StreamlogError(f"event store {self.name!r}: batch landed at offset {base}, "
-                                 f"the version check ran at {planned['end']}")
-        firsts = planned["firsts"]
-        lasts = {}
+                                 f"the version check ran at {end}")
         with idx.lock:
-            # Our own events join the tail, unless another thread has already read
-            # them from the log (or the tail was started over meanwhile).
-            apply = idx.end == base and idx.epoch == planned["epoch"]
-            nxt = dict(firsts)
-            for i, (sid, _, _, _) in enumerate(entries):
-                v = nxt[sid]
-                nxt[sid] = v + 1
-                if apply:
-                    idx.add(sid, v, base + i)
-            if apply:
+            # Our own events join what this process knows, unless another thread has
+            # read them from the log already (or the index was restarted meanwhile).
+            if idx.end == base and idx.epoch == epoch:
+                if single:
+                    sid = entries[0][0]
+                    idx.add_run(sid, firsts[sid], base, n)
+                else:
+                    nxt = dict(firsts)
+                    for i, e in enumerate(entries):
+                        v = nxt[e[0]]
+                        nxt[e[0]] = v + 1
+                        idx.add_run(e[0], v, base + i, 1)
                 idx.end = base + n
-            for sid, v in nxt.items():
-                lasts[sid] = v - 1
             if idx.count >= backend.EVENT_INDEX_FLUSH_RECORDS:
                 idx.flush()
-        return base, lasts
+        if single:
+            sid = entries[0][0]
+            return base, {sid: firsts[sid] + n - 1}
+        counts: dict = {}
+        for e in entries:
+            counts[e[0]] = counts.get(e[0], 0) + 1
+        return base, {sid: firsts[sid] + c - 1 for sid, c in counts.items()}
 
     # ------------------------------------------------------------------ read
     def read(self, stream_id: str, from_version: int = 0, limit: int | None = None,
@@ -566,7 +614,7 @@ class EventStore:
         idx = self._index
         with idx.lock:
             idx.sync()
-            return idx.last_version(sid, _skey(sid_b))
+            return idx.last_version(sid, sid_b)
 
     def _read_range(self, sid: str, sid_b: bytes, lo: int, hi: int | None,
                     limit: int | None, backwards: bool) -> list[Event]:
@@ -578,7 +626,7 @@ class EventStore:
         for attempt in range(3):
             with idx.lock:
                 idx.sync()
-                last = idx.last_version(sid, skey)
+                last = idx.last_version(sid, sid_b)
                 top = last if hi is None else min(hi, last)
                 if top < lo or limit == 0:
                     return []
@@ -613,34 +661,59 @@ class EventStore:
     def _fetch(self, sid: str, sid_b: bytes, first_version: int,
                positions: list[int]) -> list[Event] | None:
         """The events at ``positions`` (ascending; versions from ``first_version``),
-        or None if a record there is not the event the index says."""
+        or None if a record there is not the event the index says.
+
+        Positions close together are read in one pass. Every record's stream id
+        is checked, and the version of the first and last of each pass: a
+        stream's versions rise with its positions, so matching ends and a
+        matching count pin every version in between.
+        """
         out: list[Event] = []
+        append = out.append
         n = len(positions)
         gap = backend.EVENT_READ_GAP_RECORDS
         read = self._topic.read
+        new = _new_tuple
         i = 0
-        version = first_version
         while i < n:
             j = i
             while j + 1 < n and positions[j + 1] - positions[j] <= gap:
                 j += 1
-            want = positions[i]
-            for rec in read(0, want, positions[j] - want + 1):
-                if rec.offset != want:
-                    continue
-                h = rec.headers
-                if h.pop(STREAM_HEADER, None) != sid_b or \
-                        h.pop(VERSION_HEADER, None) != b"%d" % version:
-                    return None
-                out.append(_new_tuple(Event, (sid, version, want, rec.timestamp_ms,
-                                              rec.value, h)))
-                version += 1
-                i += 1
-                if i > j:
-                    break
-                want = positions[i]
-            if i <= j:
+            first = positions[i]
+            last = positions[j]
+            v0 = first_version + i
+            k = i
+            if last - first == j - i:  # a contiguous run: every record is ours
+                for rec in read(0, first, last - first + 1):
+                    h = rec.headers
+                    if h.pop(STREAM_HEADER, None) != sid_b:
+                        return None
+                    ver = h.pop(VERSION_HEADER, None)
+                    if (k == i or k == j) and ver != b"%d" % (first_version + k):
+                        return None
+                    append(new(Event, (sid, first_version + k, rec.offset, rec.timestamp_ms,
+                                       rec.value, h)))
+                    k += 1
+            else:
+                want = first
+                for rec in read(0, first, last - first + 1):
+                    if rec.offset != want:
+                        continue
+                    h = rec.headers
+                    if h.pop(STREAM_HEADER, None) != sid_b:
+                        return None
+                    ver = h.pop(VERSION_HEADER, None)
+                    if (k == i or k == j) and ver != b"%d" % (first_version + k):
+                        return None
+                    append(new(Event, (sid, first_version + k, want, rec.timestamp_ms,
+                                       rec.value, h)))
+                    k += 1
+                    if k > j:
+                        break
+                    want = positions[k]
+            if k != j + 1 or out[-1].version != v0 + j - i:
                 return None
+            i = j + 1
         return out
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> list[Event]:
