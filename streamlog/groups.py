@@ -25,6 +25,7 @@ import struct
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from . import _codec, _validate
@@ -123,16 +124,21 @@ class Message:
     Group.
     """
 
-    __slots__ = ("topic", "partition", "offset", "timestamp_ms", "key", "value",
-                 "delivery_count", "_record", "_group", "_epoch", "_state")
+    # Only the Record and the lease live in the object; the Record fields are
+    # read through it (C-level getters): a poll builds one Message per record,
+    # so every attribute stored here costs each delivery.
+    __slots__ = ("_record", "delivery_count", "_group", "_epoch", "_state")
 
     _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers",
                "delivery_count")
 
-    @property
-    def headers(self) -> dict[str, bytes]:
-        """The record's headers (str -> bytes)."""
-        return self._record.headers
+    topic = property(attrgetter("_record.topic"), doc="The topic's name.")
+    partition = property(attrgetter("_record.partition"), doc="The record's partition.")
+    offset = property(attrgetter("_record.offset"), doc="The record's offset.")
+    timestamp_ms = property(attrgetter("_record.timestamp_ms"), doc="The record's timestamp.")
+    key = property(attrgetter("_record.key"), doc="The key (bytes) or None.")
+    value = property(attrgetter("_record.value"), doc="The value (bytes), None for a tombstone.")
+    headers = property(attrgetter("_record.headers"), doc="The headers (str -> bytes).")
 
     @property
     def record(self):
@@ -320,6 +326,7 @@ class Group:
         self._log = topic._log
         self._kv = self._log.kv(_NS)
         self._cfg = config
+        self._cfg_raw = b""
         self._ckey = _cfg_key(topic.name, name)
         self._pkeys = [_part_key(topic.name, name, p) for p in range(topic.partitions)]
         self._mkey = _member_key(topic.name, name, self.consumer)
@@ -355,7 +362,10 @@ class Group:
         if raw is None:
             raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
                                  "deleted")
-        return json.loads(raw)
+        if raw != self._cfg_raw:  # parse only when another opener changed the options
+            self._cfg = json.loads(raw)  # a cache of raw -> parsed: safe if fn runs again
+            self._cfg_raw = raw
+        return self._cfg
 
     def _beat_interval_ms(self, cfg: dict) -> int:
         return int(min(GROUP_HEARTBEAT_MAX_S, cfg["ack_wait_s"] / 4) * 1000)
@@ -484,12 +494,6 @@ class Group:
             for lo, hi, count in res.deliver:
                 for r in _read_range(part, lo, hi, self._cache):
                     m = _new_message(Message)
-                    m.topic = r.topic
-                    m.partition = p
-                    m.offset = r.offset
-                    m.timestamp_ms = r.timestamp_ms
-                    m.key = r.key
-                    m.value = r.value
                     m.delivery_count = count
                     m._record = r
                     m._group = self
@@ -586,9 +590,10 @@ class Group:
                 out[i] = m._state == _ACKED if action == _ACK else False
                 continue
             todo.append(i)
-            ms = by_part.get(m.partition)
+            p = m._record.partition
+            ms = by_part.get(p)
             if ms is None:
-                by_part[m.partition] = [m]
+                by_part[p] = [m]
             else:
                 ms.append(m)
         if not todo or self._closed:
@@ -606,6 +611,7 @@ class Group:
             bo = [int(b * 1000) for b in cfg["backoff_s"]] if cfg["backoff_s"] else None
             ok: dict[int, list[tuple[int, int]]] = {}
             dead: list[tuple[int, int, int, int, str | None]] = []
+            full = False
             beat = self._heartbeat(tx, cfg, now)
             for p, ms in by_part.items():
                 raw = tx.get(pkeys[p])
@@ -616,10 +622,12 @@ class Group:
                     if st.owner != me:
                         continue
                     ms = [m for m in ms if m._epoch == st.epoch]
-                ranges = gs.to_ranges([m.offset for m in ms])
+                ranges = gs.to_ranges([m._record.offset for m in ms])
                 if not ranges:
                     continue
                 if action == _ACK:
+                    if not full and gs.pending_count(st) >= GROUP_MAX_PENDING_RECORDS:
+                        full = True  # pollers may be waiting for room: wake them after
                     changed = gs.ack(st, me, ranges)
                 elif action == _EXTEND:
                     if exclusive:  # keep the partition's later leases from expiring first
@@ -631,21 +639,23 @@ class Group:
                 if changed:
                     ok[p] = changed
                     tx.put(pkeys[p], gs.encode(st))
-            return ok, dead, beat
+            return ok, dead, beat, full
 
-        ok, dead, beat = self._kv.transact(fn)
+        ok, dead, beat, full = self._kv.transact(fn)
         if beat:
             self._beat_ms = now
         for i in todo:
             m = msgs[i]
-            ranges = ok.get(m.partition)
+            r = m._record
+            ranges = ok.get(r.partition)
+            off = r.offset
             if not ranges:
                 good = False
             elif len(ranges) == 1:
-                good = ranges[0][0] <= m.offset < ranges[0][1]
+                good = ranges[0][0] <= off < ranges[0][1]
             else:
-                j = bisect.bisect_right(ranges, (m.offset, _MAX_OFFSET)) - 1
-                good = j >= 0 and ranges[j][0] <= m.offset < ranges[j][1]
+                j = bisect.bisect_right(ranges, (off, _MAX_OFFSET)) - 1
+                good = j >= 0 and ranges[j][0] <= off < ranges[j][1]
             out[i] = good
             if action == _ACK:
                 m._state = _ACKED if good else _LOST
@@ -653,7 +663,7 @@ class Group:
                 m._state = _NACKED
         if action == _NACK and dead:
             self._dead_letter(dead)
-        if action == _NACK or (action == _ACK and self.mode == "key_shared"):
+        if action == _NACK or (action == _ACK and (full or self.mode == "key_shared")):
             # a record handed back, or a key let go of: others waiting may take it now
             _wake(self.topic)
         return out

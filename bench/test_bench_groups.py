@@ -1,0 +1,391 @@
+"""Consumer groups across processes: shared-group consumption, fan-out, append-to-poll
+latency, beside the embedded queues a user would otherwise build.
+
+Every figure comes from worker processes (``spawn``) that open the store
+themselves; a pool of 4 workers lives for the whole module, so process start-up
+is never timed. Records: 100 random bytes each, appended in batches of 100
+before a round (not timed). A round is timed in this process from the moment
+the workers are released until the last one reports.
+
+Baselines, measured in the same rounds (each streamlog round is preceded by
+one round of each):
+
+* LMDB pop queue: 4 processes pop from one LMDB database, one write
+  transaction per record (``cursor.first()``, read, delete, commit),
+  ``sync=False`` as streamlog's default durability.
+* SQLite claim queue: 4 processes claim one record per ``BEGIN IMMEDIATE``
+  transaction with ``UPDATE ... RETURNING`` (WAL, ``synchronous=NORMAL``, an
+  index on the claim column) and delete what they claimed 100 at a time (the
+  baseline's acks are batched, which only flatters it).
+* Latency: the same two processes handing a timestamp over a named pipe
+  (``os.write``/blocking ``os.read``): the floor of a cross-process wake-up.
+
+The baselines hold fewer records per round than streamlog (they are much
+slower; a round must stay within seconds); figures are rates, so they compare.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import sqlite3
+import statistics
+import tempfile
+import time
+
+import lmdb
+import pytest
+from conftest import Contender, Figure, Goal, paired_rounds, rate, report, spread
+
+import streamlog
+
+WORKERS = 4
+GROUP_RECORDS = 100_000
+LMDB_RECORDS = 20_000
+SQLITE_RECORDS = 5_000
+FANOUT_RECORDS = 50_000
+POLL_RECORDS = 100
+LATENCY_SAMPLES = 400
+ROUNDS = 3
+VALUE_BYTES = 100
+CTX = mp.get_context("spawn")
+
+
+# ------------------------------------------------------------------ workers
+def _prep_group(idx: int, path: str, group: str, mode: str):
+    """A consumer of ``group``: poll(100) + ack(batch) until the group has no lag."""
+    log = streamlog.open(path)
+    g = log.topic("bench").group(group, mode=mode, consumer=f"w{idx}")
+    g.lag()  # LMDB open, first transaction: outside the timed round
+
+    def run():
+        n = 0
+        try:
+            while True:
+                msgs = g.poll(POLL_RECORDS, timeout=0.005)
+                if msgs:
+                    g.ack(msgs)
+                    n += len(msgs)
+                elif g.lag() == 0:
+                    return n
+        finally:
+            log.close()
+    return run
+
+
+def _prep_lmdb(idx: int, path: str):
+    """A consumer of the LMDB pop queue: one write transaction per record."""
+    env = lmdb.open(path, map_size=1 << 30, sync=False, metasync=False)
+
+    def run():
+        n = 0
+        try:
+            while True:
+                with env.begin(write=True) as txn:
+                    cur = txn.cursor()
+                    if not cur.first():
+                        return n
+                    value = cur.value()
+                    cur.delete()
+                assert len(value) == VALUE_BYTES
+                n += 1
+        finally:
+            env.close()
+    return run
+
+
+def _prep_sqlite(idx: int, path: str):
+    """A consumer of the SQLite claim queue: one claim transaction per record."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=120)
+    db.execute("PRAGMA synchronous=NORMAL")
+
+    def run():
+        n = 0
+        claimed: list[int] = []
+        try:
+            while True:
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute(
+                    "UPDATE jobs SET owner = ? WHERE id = (SELECT id FROM jobs WHERE owner "
+                    "IS NULL LIMIT 1) RETURNING id, payload", (idx,)).fetchone()
+                db.execute("COMMIT")
+                if row is not None:
+                    claimed.append(row[0])
+                    n += 1
+                if len(claimed) >= 100 or (row is None and claimed):
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute(f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(claimed))})",
+                               claimed)
+                    db.execute("COMMIT")
+                    claimed = []
+                if row is None:
+                    return n
+        finally:
+            db.close()
+    return run
+
+
+def _prep_latency(idx: int, path: str, samples: int):
+    """A consumer blocked in poll: latency = receipt time - the time in the record."""
+    log = streamlog.open(path)
+    g = log.topic("bench").group("lat", consumer=f"w{idx}")
+    g.poll(1, timeout=0)
+
+    def run():
+        out = []
+        try:
+            while len(out) < samples:
+                msgs = g.poll(POLL_RECORDS, timeout=2)
+                now = time.monotonic_ns()
+                out.extend(now - int(m.value) for m in msgs)
+                g.ack(msgs)
+            return out
+        finally:
+            log.close()
+    return run
+
+
+def _prep_pipe(idx: int, fifo: str, samples: int):
+    """The baseline reader: a blocking read on a named pipe."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+
+    def run():
+        out = []
+        try:
+            while len(out) < samples:
+                data = os.read(fd, 8)
+                now = time.monotonic_ns()
+                if len(data) == 8:
+                    out.append(now - int.from_bytes(data, "little"))
+            return out
+        finally:
+            os.close(fd)
+    return run
+
+
+_PREP = {"group": _prep_group, "lmdb": _prep_lmdb, "sqlite": _prep_sqlite,
+         "latency": _prep_latency, "pipe": _prep_pipe}
+
+
+def _worker(idx: int, cmds, out, go) -> None:
+    while True:
+        cmd = cmds.get()
+        if cmd is None:
+            return
+        kind, args = cmd
+        try:
+            run = _PREP[kind](idx, *args)
+            out.put(("ready", idx, None))
+            go.wait()
+            out.put(("done", idx, run()))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails
+            out.put(("error", idx, repr(e)))
+
+
+class Pool:
+    """Worker processes kept for the whole module; a round releases them together."""
+
+    def __init__(self, n: int) -> None:
+        self.cmds = [CTX.Queue() for _ in range(n)]
+        self.out = CTX.Queue()
+        self.go = CTX.Event()
+        self.procs = [CTX.Process(target=_worker, args=(i, self.cmds[i], self.out, self.go),
+                                  daemon=True) for i in range(n)]
+        for p in self.procs:
+            p.start()
+
+    def _collect(self, kind: str, count: int) -> dict:
+        got = {}
+        while len(got) < count:
+            tag, idx, value = self.out.get(timeout=300)
+            if tag == "error":
+                raise RuntimeError(f"worker {idx}: {value}")
+            assert tag == kind
+            got[idx] = value
+        return got
+
+    def prepare(self, kind: str, args: tuple, workers: int | None = None,
+                per_worker=None) -> int:
+        """Send a job to ``workers`` workers and wait until each is ready to start."""
+        n = workers or len(self.procs)
+        self.go.clear()
+        for i in range(n):
+            self.cmds[i].put((kind, per_worker(i) if per_worker else args))
+        self._collect("ready", n)
+        return n
+
+    def start(self, n: int) -> dict:
+        """Release the prepared workers; returns each one's result."""
+        self.go.set()
+        return self._collect("done", n)
+
+    def close(self) -> None:
+        for q in self.cmds:
+            q.put(None)
+        for p in self.procs:
+            p.join(10)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = Pool(WORKERS)
+    yield p
+    p.close()
+
+
+# --------------------------------------------------------------- contenders
+def _values(n: int) -> list[bytes]:
+    noise = os.urandom(n + VALUE_BYTES)
+    return [noise[i:i + VALUE_BYTES] for i in range(n)]
+
+
+def _group_contender(name: str, pool: Pool, bench_dir: str, records: int,
+                     groups: list[str]) -> Contender:
+    """A fresh store with ``records`` records; one worker per entry of ``groups``."""
+    values = _values(records)
+
+    def setup():
+        path = tempfile.mkdtemp(dir=bench_dir)
+        with streamlog.open(path) as log:
+            t = log.topic("bench")
+            for i in range(0, records, 100):
+                t.append_many(values[i:i + 100])
+            for g in set(groups):
+                t.group(g)
+        n = pool.prepare("group", (), len(groups),
+                         per_worker=lambda i: (path, groups[i], "shared"))
+        return path, n
+
+    def run(state):
+        results = pool.start(state[1])
+        assert sum(results.values()) == records * len(set(groups)), results
+
+    return Contender(name, run, setup, lambda state: shutil.rmtree(state[0], True))
+
+
+def _lmdb_contender(pool: Pool, bench_dir: str) -> Contender:
+    values = _values(LMDB_RECORDS)
+
+    def setup():
+        path = tempfile.mkdtemp(dir=bench_dir)
+        env = lmdb.open(path, map_size=1 << 30, sync=False, metasync=False)
+        with env.begin(write=True) as txn:
+            for i, v in enumerate(values):
+                txn.put(i.to_bytes(8, "big"), v, append=True)
+        env.close()
+        return path, pool.prepare("lmdb", (path,))
+
+    def run(state):
+        assert sum(pool.start(state[1]).values()) == LMDB_RECORDS
+
+    return Contender("LMDB pop queue", run, setup, lambda state: shutil.rmtree(state[0], True))
+
+
+def _sqlite_contender(pool: Pool, bench_dir: str) -> Contender:
+    values = _values(SQLITE_RECORDS)
+
+    def setup():
+        path = tempfile.mkdtemp(dir=bench_dir)
+        db_path = os.path.join(path, "q.db")
+        db = sqlite3.connect(db_path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, payload BLOB, owner INTEGER)")
+        db.execute("CREATE INDEX jobs_owner ON jobs(owner)")
+        db.executemany("INSERT INTO jobs(payload) VALUES (?)", [(v,) for v in values])
+        db.commit()
+        db.close()
+        return path, pool.prepare("sqlite", (db_path,))
+
+    def run(state):
+        assert sum(pool.start(state[1]).values()) == SQLITE_RECORDS
+
+    return Contender("SQLite claim queue", run, setup,
+                     lambda state: shutil.rmtree(state[0], True))
+
+
+# ------------------------------------------------------------------ figures
+def test_shared_group_four_processes(benchmark, pool, bench_dir):
+    """4 processes consume one shared group (poll(100) + ack(batch)) of 100,000 records."""
+    target = _group_contender("streamlog shared group", pool, bench_dir, GROUP_RECORDS,
+                              ["shared"] * WORKERS)
+    lm = _lmdb_contender(pool, bench_dir)
+    sq = _sqlite_contender(pool, bench_dir)
+    times = paired_rounds(benchmark, target, [lm, sq], rounds=ROUNDS)
+    value = rate(GROUP_RECORDS, times[target.name])
+    base_lmdb = rate(LMDB_RECORDS, times[lm.name])
+    base_sql = rate(SQLITE_RECORDS, times[sq.name])
+    fig = Figure("test_shared_group_four_processes",
+                 "shared group, 4 processes, poll(100)+ack", value, "records/s",
+                 {lm.name: base_lmdb, sq.name: base_sql}, rounds=ROUNDS,
+                 spread=spread(times[target.name]))
+    fig.goals = [Goal(">= 200,000 records/s", value, 200_000),
+                 Goal(">= 4x LMDB pop queue", fig.ratio(lm.name), 4.0),
+                 Goal(">= 10x SQLite claim queue", fig.ratio(sq.name), 10.0)]
+    report(benchmark, fig)
+
+
+def test_fanout_four_groups(benchmark, pool, bench_dir):
+    """Pub-sub fan-out: 4 processes, each the consumer of its own group over the same
+    50,000 records (every group receives every record)."""
+    groups = [f"sub{i}" for i in range(WORKERS)]
+    target = _group_contender("streamlog fan-out", pool, bench_dir, FANOUT_RECORDS, groups)
+    one = _group_contender("1 group, 1 process", pool, bench_dir, FANOUT_RECORDS, ["solo"])
+    times = paired_rounds(benchmark, target, [one], rounds=ROUNDS)
+    value = rate(FANOUT_RECORDS * WORKERS, times[target.name])
+    fig = Figure("test_fanout_four_groups", "fan-out to 4 groups (deliveries/s, all groups)",
+                 value, "records/s", {one.name: rate(FANOUT_RECORDS, times[one.name])},
+                 rounds=ROUNDS, spread=spread(times[target.name]),
+                 note="deliveries per second summed over the 4 groups")
+    report(benchmark, fig)
+
+
+def _latencies(pool: Pool, bench_dir: str) -> tuple[list[int], list[int]]:
+    """One consumer process; this process appends (or writes to a pipe) every ~1 ms."""
+    path = tempfile.mkdtemp(dir=bench_dir)
+    try:
+        fifo = os.path.join(path, "fifo")
+        os.mkfifo(fifo)
+        n = pool.prepare("pipe", (fifo, LATENCY_SAMPLES), 1)
+        fd = os.open(fifo, os.O_WRONLY)
+        pool.go.set()
+        for _ in range(LATENCY_SAMPLES):
+            os.write(fd, time.monotonic_ns().to_bytes(8, "little"))
+            time.sleep(0.001)
+        pipe = pool._collect("done", n)[0]
+        os.close(fd)
+        with streamlog.open(os.path.join(path, "s")) as log:
+            t = log.topic("bench")
+            t.group("lat")
+            n = pool.prepare("latency", (os.path.join(path, "s"), LATENCY_SAMPLES), 1)
+            pool.go.set()
+            for _ in range(LATENCY_SAMPLES):
+                t.append(b"%d" % time.monotonic_ns())
+                time.sleep(0.001)
+            ours = pool._collect("done", n)[0]
+        return ours, pipe
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_append_to_poll_latency(benchmark, pool, bench_dir):
+    """Append in this process -> delivered by poll in another process: p50 and p99."""
+    result = {}
+
+    def run():
+        result["v"] = _latencies(pool, bench_dir)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    ours, pipe = result["v"]
+    q = statistics.quantiles(ours, n=100)
+    qp = statistics.quantiles(pipe, n=100)
+    p50, p99 = q[49] / 1000, q[98] / 1000
+    fig50 = Figure("test_append_to_poll_latency", "append -> poll across processes, p50",
+                   p50, "us", {"named pipe hand-off p50": qp[49] / 1000},
+                   rounds=len(ours), spread=spread([x / 1000 for x in ours]))
+    fig50.goals = [Goal("p50 < 1 ms", p50, 1000, higher_is_better=False)]
+    report(benchmark, fig50)
+    fig99 = Figure("test_append_to_poll_latency", "append -> poll across processes, p99",
+                   p99, "us", {"named pipe hand-off p99": qp[98] / 1000}, rounds=len(ours))
+    report(benchmark, fig99)
