@@ -216,6 +216,18 @@ def validate_headers(h) -> list[tuple[bytes, bytes]] | None:
     return _validate.headers(h)
 
 
+def on_topic_deleted(namespace: str, fn) -> None:
+    """Call ``fn(tx, topic_name)`` inside the transaction that deletes a topic, ``tx``
+    a key-value transaction on ``namespace``: a view's state for the topic goes with it."""
+    from ._log import _TOPIC_DELETE_HOOKS
+    from .storage.meta import Tx
+
+    def hook(meta, txn, topic: str) -> None:
+        fn(Tx(txn, meta.db_in(txn, namespace)), topic)
+
+    _TOPIC_DELETE_HOOKS.append(hook)
+
+
 def defer(message, delay_s: float) -> bool:
     """Hand a message back to its group until ``delay_s`` from now, without counting the
     delivery it came in (delayed queue messages drawn before they are due)."""
