@@ -537,6 +537,14 @@ class _TrackingState:
         self.unsaved = 0
 
 
+def _drop_checkpoint(tx, topic: str) -> None:
+    """Topic deletion hook: the tracking checkpoint goes with its tracking topic."""
+    if topic.endswith(".tracking"):
+        tx.delete(topic[:-len(".tracking")].encode() + b"\0tracking")
+
+
+backend.on_topic_deleted(_KV_NAMESPACE, _drop_checkpoint)
+
 _TRACKING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TRACKING_LOCK = threading.Lock()
 

@@ -421,6 +421,15 @@ class _Index:
         return out
 
 
+def _drop_index(tx, topic: str) -> None:
+    """Topic deletion hook: a store's stream index goes with its topic."""
+    for k, _ in tx.scan(topic.encode() + b"\0"):
+        tx.delete(k)
+
+
+backend.on_topic_deleted(KV_NAMESPACE, _drop_index)
+
+
 # One _Index per (Log, store name) in this process: every handle shares it.
 _INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _INDEXES_LOCK = threading.Lock()

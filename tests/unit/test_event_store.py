@@ -335,6 +335,24 @@ def test_records_that_are_not_events_are_skipped(store):
     assert [e.value for e in es.read("s")] == [b"a", b"b"]
 
 
+def test_deleting_the_topic_drops_the_index(store):
+    """delete_topic of a store's topic removes its index; a new store of that name
+    starts empty."""
+    es = store.event_store("bank")
+    for i in range(1100):
+        es.append("s", [b"%d" % i])
+    store.event_store("other").append("t", [b"x"])
+    kv = store.kv(es_mod.KV_NAMESPACE)
+    es_mod._index_for(store, "bank", store.topic("bank")).flush_quietly()
+    assert kv.scan(b"bank\0")
+    store.delete_topic("bank")
+    assert kv.scan(b"bank\0") == []
+    assert kv.scan(b"other\0")
+    es = store.event_store("bank")
+    assert es.read("s") == [] and es.last_version("s") == NO_STREAM
+    assert es.append("s", [b"new"], expected_version=NO_STREAM) == 0
+
+
 def test_closed_store(tmp_path):
     """Every use of a handle into a closed store raises StoreClosed."""
     log = streamlog.open(tmp_path / "s")
