@@ -940,8 +940,9 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
     """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
     prefix = b"c" + _tk(topic.name)
     now = _now_ms()
+    db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
     with log._meta.read() as txn:
-        tx = Tx(txn, log._meta.db(_NS))
+        tx = Tx(txn, db)
         groups = {}
         for k, raw in tx.scan(prefix):
             name = k[len(prefix):].decode()
