@@ -6,6 +6,8 @@ request-reply and event streams are views over the log. See docs/ and
 SPEC.md for the contract.
 """
 
+import logging as _logging
+
 from ._log import Log, Topic
 from ._log import open_log as open  # noqa: A004 - the public name
 from ._types import Position, Problem, Record, RecordBatch, Retention
@@ -25,6 +27,12 @@ from .errors import (
 from .groups import Group, Lease, Message
 
 __version__ = "0.1.0"
+
+# A library stays silent unless the application configures logging: recovery
+# truncations and retention deletions go to the "streamlog" logger.
+_logging.getLogger("streamlog").addHandler(_logging.NullHandler())
+# Registers the append-rate figure of Log.stats() (streamlog.metrics).
+from . import metrics as _metrics  # noqa: E402,F401
 
 __all__ = [
     "open",

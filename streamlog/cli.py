@@ -1,0 +1,1035 @@
+"""The ``streamlog`` command line: parses arguments, calls the public API, prints.
+
+Every command has the form ``streamlog COMMAND DIR ...``. Errors are one
+short line on stderr that names the culprit and a non-zero exit (1; 2 for a
+usage error); ``--traceback`` shows the Python traceback of an unexpected
+error. Read-only commands never create a store. Warnings of the
+``streamlog`` logger (recovery truncations) go to stderr; ``-v`` adds its
+info messages (retention deletions).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import re
+import select
+import sys
+import time
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import streamlog
+from streamlog import inspect as _inspect
+from streamlog import metrics as _metrics
+from streamlog import repair as _repair
+
+app = typer.Typer(
+    name="streamlog",
+    help="streamlog: an embedded, durable, log-structured streaming store.\n\n"
+         "Every command takes the store directory first: streamlog COMMAND DIR ...",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state: dict[str, Any] = {"traceback": False}
+_PRODUCE_BATCH = 1000  # stdin lines per append_many: one batch per partition per chunk
+_POLL_S = 1.0  # longest sleep of a follower between checks for Ctrl-C and --timeout
+_GROUP_DRAIN_POLL_S = 0.2  # how long a non-following group consumer waits for more
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+    hex = "hex"
+
+
+# ---------------------------------------------------------------- plumbing
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("streamlog")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _out() -> Console:
+    # Tables piped to a file or another program keep whole cells instead of wrapping at 80.
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+
+
+def _err() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+class _Failure(Exception):
+    """A user-facing failure: printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _die(message: str, code: int = 1):
+    raise _Failure(message, code)
+
+
+def _say_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _guard(fn: Callable) -> Callable:
+    """Turn the world's errors into one line on stderr and exit status 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except _Failure as e:
+            _say_error(str(e))
+            raise typer.Exit(e.code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            raise
+        except (streamlog.StreamlogError, OSError, ValueError, TypeError, LookupError,
+                ImportError) as e:
+            if _state["traceback"]:
+                raise
+            _say_error(_describe(e))
+            raise typer.Exit(1) from None
+        except Exception as e:  # noqa: BLE001 - the promise is: no traceback without --traceback
+            if _state["traceback"]:
+                raise
+            _say_error(f"unexpected {type(e).__name__}: {e} "
+                       "(run `streamlog --traceback ...` for details)")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        where = e.filename or ""
+        return f"{where}: {e.strerror}" if where else e.strerror
+    if isinstance(e, KeyError):
+        return f"not found: {e.args[0] if e.args else e}"
+    return str(e) or type(e).__name__
+
+
+def _check_store_dir(directory: str) -> str:
+    """The path of an existing store, or a failure naming what is wrong with ``directory``."""
+    if not os.path.exists(directory):
+        _die(f"{directory}: no such directory")
+    if not os.path.isdir(directory):
+        _die(f"{directory}: is a file, not a store directory")
+    if not _inspect.is_store(directory):
+        _die(f"{directory}: not a streamlog store (no streamlog.json in it); "
+             f"`streamlog create {directory} TOPIC` makes one")
+    return directory
+
+
+def _open_existing(directory: str, durability: str = "never") -> streamlog.Log:
+    """Open a store that must exist: read-only commands never create one by accident."""
+    return streamlog.open(_check_store_dir(directory), durability=durability)
+
+
+def _topic(log: streamlog.Log, name: str) -> streamlog.Topic:
+    try:
+        return log.existing_topic(name)
+    except streamlog.TopicNotFound:
+        known = log.topics()
+        hint = f" (topics: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" \
+            if known else " (the store has no topics)"
+        _die(f"unknown topic {name!r} in {log.path}{hint}")
+
+
+def _check_partition(t: streamlog.Topic, partition: int | None) -> list[int]:
+    if partition is None:
+        return list(range(t.partitions))
+    if not 0 <= partition < t.partitions:
+        _die(f"--partition {partition} is out of range: topic {t.name!r} has "
+             f"{t.partitions} partition{'s' if t.partitions != 1 else ''} "
+             f"(0..{t.partitions - 1})")
+    return [partition]
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+_QTY = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*\Z")
+
+
+def _parse_size(text: str, option: str) -> int:
+    """``1048576``, ``64MiB``, ``1.5GB``: a byte count (K/M/G/T decimal, KiB/MiB/... binary)."""
+    m = _QTY.match(text)
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _SIZE_UNITS:
+        _die(f"{option} {text!r}: expected a size such as 1048576, 64MiB or 1GB", 2)
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+def _parse_age(text: str, option: str) -> float:
+    """``3600``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w``: seconds."""
+    m = _QTY.match(text)
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _AGE_UNITS:
+        _die(f"{option} {text!r}: expected a duration such as 3600, 90s, 30m, 12h or 7d", 2)
+    return float(m.group(1)) * _AGE_UNITS[unit]
+
+
+def _human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _human_age(s: float | None) -> str:
+    if s is None:
+        return "-"
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{int(s // size)}{unit}"
+    return f"{s:g}s"
+
+
+def _iso_ms(ts: int | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z"
+
+
+# Argument declarations shared by the commands.
+DIR_ARG = typer.Argument(..., metavar="DIR", help="The store directory.", show_default=False)
+TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_default=False)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Also show the streamlog logger's info messages."),
+    traceback: bool = typer.Option(False, "--traceback",
+                                   help="Show the Python traceback of an unexpected error."),
+) -> None:
+    """streamlog: an embedded, durable, log-structured streaming store.
+
+    Every command takes the store directory first: streamlog COMMAND DIR ...
+    """
+    _state["traceback"] = traceback
+    _setup_logging(verbose)
+
+
+# ------------------------------------------------------------------ topics
+@app.command("topics")
+@_guard
+def topics_cmd(
+    directory: str = DIR_ARG,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the topics of a store with their partitions, records and size.
+
+    \b
+    Example: streamlog topics ./data
+    """
+    with _open_existing(directory) as log:
+        stats = _metrics.stats(log)
+    rows = []
+    for name, info in stats["topics"].items():
+        parts = info["partitions"]
+        rows.append({"topic": name, "partitions": len(parts),
+                     "records": sum(p["records"] for p in parts),
+                     "bytes": sum(p["bytes"] for p in parts),
+                     "append_rate_per_s": info.get("append_rate_per_s")})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no topics in {stats['path']}")
+        return
+    table = Table(title=f"topics in {stats['path']}", title_justify="left")
+    for col, justify in (("topic", "left"), ("partitions", "right"), ("records", "right"),
+                         ("size", "right"), ("appends/s (1 min)", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        rate = r["append_rate_per_s"]
+        table.add_row(r["topic"], str(r["partitions"]), f"{r['records']:,}",
+                      _human_bytes(r["bytes"]), "-" if rate is None else f"{rate:,.1f}")
+    _out().print(table)
+
+
+# ------------------------------------------------------------------ create
+@app.command("create")
+@_guard
+def create_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    partitions: int | None = typer.Option(None, "--partitions", "-p", min=1,
+                                          help="Number of partitions (default 1)."),
+    segment_bytes: str | None = typer.Option(
+        None, "--segment-bytes", help="Segment file size, e.g. 64MiB (default 64 MiB)."),
+    retention_bytes: str | None = typer.Option(
+        None, "--retention-bytes", help="Keep at most this much per partition, e.g. 10GiB."),
+    retention_age: str | None = typer.Option(
+        None, "--retention-age", help="Drop closed segments older than this, e.g. 7d."),
+    max_record_bytes: str | None = typer.Option(
+        None, "--max-record-bytes", help="Largest record (default 8 MiB)."),
+    if_not_exists: bool = typer.Option(
+        False, "--if-not-exists", help="Succeed if the topic exists with these options."),
+) -> None:
+    """Create a topic (and the store, if the directory has none yet).
+
+    \b
+    Example: streamlog create ./data orders --partitions 3 --retention-age 7d
+    """
+    seg = _parse_size(segment_bytes, "--segment-bytes") if segment_bytes else None
+    rb = _parse_size(retention_bytes, "--retention-bytes") if retention_bytes else None
+    ra = _parse_age(retention_age, "--retention-age") if retention_age else None
+    mrb = _parse_size(max_record_bytes, "--max-record-bytes") if max_record_bytes else None
+    retention = streamlog.Retention(rb, ra) if rb is not None or ra is not None else None
+    with streamlog.open(directory) as log:
+        exists = topic in log.topics()
+        if exists and not if_not_exists:
+            _die(f"topic {topic!r} already exists in {log.path} "
+                 "(--if-not-exists accepts it when its options match)")
+        t = log.topic(topic, partitions=partitions, retention=retention, segment_bytes=seg,
+                      max_record_bytes=mrb)
+        verb = "exists" if exists else "created"
+        typer.echo(f"topic {t.name!r} {verb}: {t.partitions} partition"
+                   f"{'s' if t.partitions != 1 else ''} in {log.path}")
+
+
+# ---------------------------------------------------------------- describe
+@app.command("describe")
+@_guard
+def describe_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    segments: bool = typer.Option(False, "--segments", help="Also list every segment file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show a topic: options, retention, per-partition offsets and sizes, segments, groups.
+
+    \b
+    Example: streamlog describe ./data orders --segments
+    """
+    with _open_existing(directory) as log:
+        t = _topic(log, topic)
+        stats = _metrics.stats(log)
+        info = stats["topics"].get(t.name) or {"partitions": [], "config": t.config}
+        groups = _group_names(t)
+        seg_files = {p: _inspect.segment_files(log.path, t.name, p) for p in range(t.partitions)}
+    cfg = info["config"]
+    if as_json:
+        typer.echo(json.dumps({"topic": t.name, "config": cfg, "partitions": info["partitions"],
+                               "groups": groups, "segments": seg_files if segments else None},
+                              indent=2, default=str))
+        return
+    out = _out()
+    ret = cfg.get("retention") or [None, None]
+    out.print(f"[bold]{t.name}[/bold] in {stats['path']}")
+    conf = Table(show_header=False, box=None, pad_edge=False)
+    conf.add_column(style="dim")
+    conf.add_column()
+    conf.add_row("partitions", str(t.partitions))
+    conf.add_row("retention", "keep everything" if ret == [None, None] else
+                 f"max {_human_bytes(ret[0]) if ret[0] is not None else '-'} per partition, "
+                 f"max age {_human_age(ret[1])}")
+    conf.add_row("segment size", _human_bytes(cfg.get("segment_bytes")))
+    conf.add_row("max record", _human_bytes(cfg.get("max_record_bytes")))
+    conf.add_row("dedupe window", _human_age(cfg.get("dedupe_window_s")))
+    conf.add_row("compacted", "yes" if cfg.get("compact") else "no")
+    conf.add_row("created", _iso_ms(cfg.get("created_ms")))
+    conf.add_row("groups", ", ".join(groups) if groups else "-")
+    out.print(conf)
+    table = Table(title="partitions", title_justify="left")
+    for col in ("partition", "start offset", "end offset", "records", "size", "segments",
+                "newest record", "appends/s"):
+        table.add_column(col, justify="left" if col == "newest record" else "right")
+    for p in info["partitions"]:
+        rate = p.get("append_rate_per_s")
+        table.add_row(str(p["partition"]), f"{p['start_offset']:,}", f"{p['end_offset']:,}",
+                      f"{p['records']:,}", _human_bytes(p["bytes"]), str(p["segments"]),
+                      _iso_ms(p.get("max_timestamp_ms")),
+                      "-" if rate is None else f"{rate:,.1f}")
+    out.print(table)
+    if segments:
+        st = Table(title="segments", title_justify="left")
+        for col in ("partition", "base offset", "file", "size"):
+            st.add_column(col, justify="left" if col == "file" else "right")
+        for p, paths in seg_files.items():
+            for path in paths:
+                try:
+                    size = os.path.getsize(path)
+                except OSError:
+                    continue
+                st.add_row(str(p), f"{_inspect.segment_base_offset(path):,}", path,
+                           _human_bytes(size))
+        out.print(st)
+
+
+def _group_names(t: streamlog.Topic) -> list[str]:
+    """The topic's groups, or [] when this build has no consumer groups yet."""
+    try:
+        return t.groups()
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("streamlog"):
+            return []
+        raise
+
+
+# ----------------------------------------------------------------- produce
+def _parse_headers(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            _die(f"bad --header {item!r}: use NAME=VALUE", 2)
+        if name in out:
+            _die(f"--header {name!r} is given twice", 2)
+        out[name] = value
+    return out
+
+
+def _stdin_lines(stream) -> Iterable[tuple[bytes, bool]]:
+    """(line without its newline, more_ready): ``more_ready`` is False when the writer
+    has paused, so the caller appends what it holds instead of waiting for a full chunk."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    for line in stream:
+        if line.endswith(b"\n"):
+            line = line[:-1]
+        ready = True
+        if fd is not None:
+            try:
+                ready = bool(select.select([fd], [], [], 0)[0])
+            except (OSError, ValueError):
+                ready = True
+        yield line, ready
+
+
+@app.command("produce")
+@_guard
+def produce_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    key: str | None = typer.Option(None, "--key", "-k", help="Key of every record."),
+    header: list[str] = typer.Option(
+        [], "--header", "-H", help="NAME=VALUE header of every record; repeatable."),
+    key_separator: str | None = typer.Option(
+        None, "--key-separator",
+        help="Split each line at the first SEP into key and value (instead of --key)."),
+) -> None:
+    """Append one record per line of stdin to an existing topic.
+
+    \b
+    Example: streamlog produce ./data orders --key customer-7 < orders.txt
+    """
+    headers = _parse_headers(header) or None
+    if key is not None and key_separator is not None:
+        _die("--key and --key-separator exclude each other", 2)
+    if key_separator == "":
+        _die("--key-separator must not be empty", 2)
+    sep = key_separator.encode() if key_separator is not None else None
+    with _open_existing(directory, durability="interval") as log:
+        t = _topic(log, topic)
+        values: list[bytes] = []
+        keys: list[bytes | str | None] = []
+        count = 0
+        lineno = 0
+
+        def flush() -> None:
+            nonlocal count
+            if values:
+                t.append_many(values, keys=keys if (key is not None or sep) else None,
+                              headers=[headers] * len(values) if headers else None)
+                count += len(values)
+                values.clear()
+                keys.clear()
+
+        try:
+            for line, more in _stdin_lines(sys.stdin.buffer):
+                lineno += 1
+                if sep is not None:
+                    k, found, v = line.partition(sep)
+                    if not found:
+                        flush()
+                        _die(f"line {lineno} has no key separator {key_separator!r} "
+                             f"({count} records were appended before it)")
+                    keys.append(k)
+                    values.append(v)
+                else:
+                    keys.append(key)
+                    values.append(line)
+                if len(values) >= _PRODUCE_BATCH or not more:
+                    flush()
+            flush()
+        except (ValueError, TypeError) as e:
+            _die(f"line {lineno}: {e} ({count} records were appended before it)")
+        t.flush()
+    typer.echo(f"appended {count} record{'s' if count != 1 else ''} to {topic}", err=True)
+
+
+# ----------------------------------------------------------------- consume
+def _jsonable(b: bytes | None) -> Any:
+    if b is None:
+        return None
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        import base64
+
+        return {"base64": base64.b64encode(b).decode("ascii")}
+
+
+class _Printer:
+    """Writes records to stdout in one of the --format layouts."""
+
+    def __init__(self, fmt: Format) -> None:
+        self.fmt = fmt
+        self.stream = sys.stdout.buffer
+        self.count = 0
+
+    def emit(self, r, delivery_count: int | None = None) -> None:
+        if self.fmt is Format.text:
+            line = (r.value if r.value is not None else b"") + b"\n"
+        elif self.fmt is Format.hex:
+            line = "\t".join((str(r.partition), str(r.offset), str(r.timestamp_ms),
+                              "-" if r.key is None else r.key.hex(),
+                              "-" if r.value is None else r.value.hex())).encode() + b"\n"
+        else:
+            doc = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
+                   "timestamp_ms": r.timestamp_ms, "key": _jsonable(r.key),
+                   "value": _jsonable(r.value),
+                   "headers": {k: _jsonable(v) for k, v in r.headers.items()}}
+            if delivery_count is not None:
+                doc["delivery_count"] = delivery_count
+            line = json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+        self.stream.write(line)
+        self.count += 1
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
+            follow: bool, limit: int | None, timeout: float | None) -> None:
+    """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up)."""
+    idle_since = time.monotonic()
+    while True:
+        seen = t.notify_seq_any() if follow else 0
+        got = 0
+        for p in positions:
+            while True:
+                want = 1024 if limit is None else min(1024, limit - printer.count)
+                if want <= 0:
+                    break
+                batch = list(t.read(p, positions[p], limit=want))
+                if not batch:
+                    break
+                for r in batch:
+                    printer.emit(r)
+                positions[p] = batch[-1].offset + 1
+                got += len(batch)
+                printer.flush()
+            if limit is not None and printer.count >= limit:
+                return
+        if not follow:
+            return
+        now = time.monotonic()
+        if got:
+            idle_since = now
+            continue
+        if timeout is not None and now - idle_since >= timeout:
+            return
+        wait = _POLL_S if timeout is None else max(0.0, min(_POLL_S, idle_since + timeout - now))
+        t.wait_any(seen, wait)
+
+
+def _consume_group(t: streamlog.Topic, group: str, mode: str, printer: _Printer, follow: bool,
+                   limit: int | None, timeout: float | None) -> None:
+    g = t.group(group, mode=mode)
+    try:
+        idle_since = time.monotonic()
+        while limit is None or printer.count < limit:
+            want = 100 if limit is None else min(100, limit - printer.count)
+            wait = _POLL_S if follow else _GROUP_DRAIN_POLL_S
+            if follow and timeout is not None:
+                wait = max(0.0, min(wait, idle_since + timeout - time.monotonic()))
+            msgs = g.poll(max_records=want, timeout=wait)
+            if not msgs:
+                if not follow or (timeout is not None
+                                  and time.monotonic() - idle_since >= timeout):
+                    return
+                continue
+            idle_since = time.monotonic()
+            for m in msgs:
+                printer.emit(m, getattr(m, "delivery_count", None))
+            printer.flush()  # printed before acked: a crash here redelivers, never loses
+            g.ack(msgs)
+    finally:
+        g.close()
+
+
+FORMAT_OPT = typer.Option(Format.text, "--format", help="text: the value; json: one object "
+                          "per line; hex: partition, offset, timestamp, key, value.")
+
+
+@app.command("consume")
+@_guard
+def consume_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    group: str | None = typer.Option(None, "--group", "-g",
+                                     help="Consume as this consumer group and ack what "
+                                          "is printed."),
+    mode: str | None = typer.Option(None, "--mode",
+                                    help="With --group: the mode of a new group (shared, "
+                                         "key_shared, exclusive); default: the stored mode, "
+                                         "or shared."),
+    partition: int | None = typer.Option(None, "--partition", "-p", min=0,
+                                         help="Only this partition."),
+    from_offset: int | None = typer.Option(None, "--from", min=0,
+                                           help="Start at this offset in each partition "
+                                                "(default: the start)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Wait for new records."),
+    fmt: Format = FORMAT_OPT,
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1,
+                                     help="Stop after this many records."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0,
+                                         help="With --follow: stop after this many seconds "
+                                              "without a new record."),
+) -> None:
+    """Print a topic's records: from the start of every partition, or --from OFFSET in each.
+
+    Ends at the end of the data unless --follow. With --group, records come
+    through the group and are acked once printed.
+
+    \b
+    Example: streamlog consume ./data orders --from 100 --format json
+    """
+    if group is not None and partition is not None:
+        _die("--partition cannot be used with --group: the group spreads partitions itself", 2)
+    if group is not None and from_offset is not None:
+        _die("--from cannot be used with --group: the group resumes where it stands", 2)
+    with _open_existing(directory) as log:
+        t = _topic(log, topic)
+        parts = _check_partition(t, partition)
+        printer = _Printer(fmt)
+        if group is not None:
+            if mode is None:
+                known = _metrics.stats(log).get("groups", {}).get(t.name, {})
+                mode = (known.get(group) or {}).get("mode") or "shared"
+            _consume_group(t, group, mode, printer, follow, limit, timeout)
+            return
+        positions = {p: (from_offset if from_offset is not None else t.start_offset(p))
+                     for p in parts}
+        if follow:
+            _announce(t, positions)
+        _follow(t, positions, printer, follow, limit, timeout)
+
+
+def _announce(t: streamlog.Topic, positions: dict[int, int]) -> None:
+    where = ", ".join(f"{p}@{o}" for p, o in positions.items())
+    typer.echo(f"following {t.name} from partition@offset {where} (Ctrl-C to stop)", err=True)
+
+
+@app.command("tail")
+@_guard
+def tail_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    partition: int | None = typer.Option(None, "--partition", "-p", min=0,
+                                         help="Only this partition."),
+    fmt: Format = FORMAT_OPT,
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1,
+                                     help="Stop after this many records."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0,
+                                         help="Stop after this many seconds without a new "
+                                              "record."),
+) -> None:
+    """Follow a topic from its end: print records as they are appended.
+
+    \b
+    Example: streamlog tail ./data orders --format json
+    """
+    with _open_existing(directory) as log:
+        t = _topic(log, topic)
+        parts = _check_partition(t, partition)
+        positions = {p: t.end_offset(p) for p in parts}
+        _announce(t, positions)
+        _follow(t, positions, _Printer(fmt), True, limit, timeout)
+
+
+# ------------------------------------------------------------------ groups
+@app.command("groups")
+@_guard
+def groups_cmd(
+    directory: str = DIR_ARG,
+    topic: str | None = typer.Argument(None, metavar="TOPIC",
+                                       help="Only this topic's groups."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Show consumer groups: lag per group and partition, pending leases, dead letters.
+
+    \b
+    Example: streamlog groups ./data orders
+    """
+    with _open_existing(directory) as log:
+        if topic is not None:
+            _topic(log, topic)
+        stats = _metrics.stats(log)
+    rows = [r for r in _metrics.group_rows(stats) if topic is None or r["topic"] == topic]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no consumer groups" + (f" on topic {topic!r}" if topic else ""))
+        return
+    cols = (("committed", "committed"), ("lag", "lag"), ("pending", "pending leases"),
+            ("redeliveries", "redeliveries"), ("dead_letters", "dead letters"),
+            ("consumers", "live consumers"))
+    cols = tuple(c for c in cols if any(c[0] in r for r in rows))
+    table = Table(title="consumer groups", title_justify="left")
+    table.add_column("topic")
+    table.add_column("group")
+    table.add_column("mode")
+    table.add_column("partition", justify="right")
+    for _, title in cols:
+        table.add_column(title, justify="right")
+    for r in rows:
+        whole = "partition" not in r
+        table.add_row(r["topic"] if whole else "", r["group"] if whole else "",
+                      str(r.get("mode") or "") if whole else "",
+                      "all" if whole else str(r["partition"]),
+                      *(f"{r[k]:,}" if k in r else "" for k, _ in cols),
+                      style="bold" if whole else None)
+    _out().print(table)
+
+
+# -------------------------------------------------------------------- dump
+def _show(b: bytes | None, max_bytes: int) -> str:
+    if b is None:
+        return "null"
+    if max_bytes and len(b) > max_bytes:
+        return repr(b[:max_bytes]) + f"...(+{len(b) - max_bytes} bytes)"
+    return repr(b)
+
+
+@app.command("dump")
+@_guard
+def dump_cmd(
+    path: str = typer.Argument(..., metavar="DIR|SEGMENT_FILE",
+                               help="A store directory (then TOPIC), or one segment file."),
+    topic: str | None = typer.Argument(None, metavar="TOPIC", show_default=False),
+    partition: int | None = typer.Option(None, "--partition", "-p", min=0,
+                                         help="Only this partition."),
+    records: bool = typer.Option(True, "--records/--no-records",
+                                 help="Print each record, or batch headers only."),
+    max_bytes: int = typer.Option(64, "--max-bytes", min=0,
+                                  help="Show at most this many bytes of a key or value "
+                                       "(0: all)."),
+) -> None:
+    """Print the batch headers and records of segment files, like kafka-dump-log.
+
+    Exit status 1 when a batch fails its checks.
+
+    \b
+    Example: streamlog dump ./data orders --partition 0
+    Example: streamlog dump ./data/topics/orders/0/00000000000000000000.log
+    """
+    if not os.path.exists(path):
+        _die(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        if topic is None:
+            _die(f"{path} is a directory: name a TOPIC (or give a segment file)", 2)
+        with _open_existing(path) as log:
+            t = _topic(log, topic)
+            parts = _check_partition(t, partition)
+            seg_files = [(p, f) for p in parts
+                         for f in _inspect.segment_files(log.path, t.name, p)]
+    else:
+        if topic is not None or partition is not None:
+            _die(f"{path} is a file: TOPIC and --partition apply to a store directory", 2)
+        seg_files = [(None, path)]
+    bad = 0
+    for p, f in seg_files:
+        typer.echo(f"# {f}" + (f" (partition {p})" if p is not None else ""))
+        try:
+            batches = _inspect.dump_segment(f, records=records)
+            for b in batches:
+                last = b.base_offset + max(b.record_count, 1) - 1
+                status = "ok" if b.error is None else f"{b.kind.upper()}: {b.error}"
+                typer.echo(f"batch position={b.file_pos} base_offset={b.base_offset} "
+                           f"last_offset={last} count={b.record_count} size={b.batch_length} "
+                           f"first_ts={b.first_timestamp_ms} max_ts={b.max_timestamp_ms} "
+                           f"crc={b.crc:#010x} {status}")
+                if b.kind == "corrupt":
+                    bad += 1
+                for r in b.records or []:
+                    hdrs = "" if not r.headers else " headers={" + ", ".join(
+                        f"{k}: {_show(v, max_bytes)}" for k, v in r.headers.items()) + "}"
+                    typer.echo(f"  | offset={r.offset} ts={r.timestamp_ms} "
+                               f"key={_show(r.key, max_bytes)} "
+                               f"value={_show(r.value, max_bytes)}{hdrs}")
+        except FileNotFoundError:
+            typer.echo("  (segment removed by retention while reading)")
+    if bad:
+        _die(f"{bad} damaged batch{'es' if bad != 1 else ''} found; "
+             "`streamlog verify DIR` lists them and `streamlog repair DIR` quarantines them")
+
+
+# ------------------------------------------------------------------ verify
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_err(), transient=True)
+
+
+@app.command("verify")
+@_guard
+def verify_cmd(directory: str = DIR_ARG) -> None:
+    """Check the CRC32C of every batch of every segment; exit 1 on corruption.
+
+    Each damaged place is printed with its file and byte position. A torn tail
+    (the partial last append of a writer that died) is reported but is not
+    corruption: recovery truncates it.
+
+    \b
+    Example: streamlog verify ./data
+    """
+    totals = {"partitions": 0}
+    with _open_existing(directory) as log:
+        with _progress() as prog:
+            task = prog.add_task("verifying partitions", total=None)
+
+            def step(done: int, total: int) -> None:
+                totals["partitions"] = total
+                prog.update(task, completed=done, total=total)
+
+            problems = log.verify(progress=step)
+        path = log.path
+    corrupt = [p for p in problems if p.kind == "corrupt"]
+    for p in problems:
+        label = "CORRUPT" if p.kind == "corrupt" else p.kind.upper()
+        typer.echo(f"{label}: {p.path} at byte {p.file_pos}: {p.reason} "
+                   f"(topic {p.topic}, partition {p.partition})")
+    n = totals["partitions"]
+    if corrupt:
+        typer.echo(f"{len(corrupt)} damaged place{'s' if len(corrupt) != 1 else ''} in {n} "
+                   f"partition{'s' if n != 1 else ''}; `streamlog repair {directory}` "
+                   "quarantines what follows each one")
+        raise typer.Exit(1)
+    extra = f" ({len(problems)} torn tail(s) reported, not corruption)" if problems else ""
+    typer.echo(f"ok: every batch of {n} partition{'s' if n != 1 else ''} in {path} checks "
+               f"out{extra}")
+
+
+# ------------------------------------------------------------------ repair
+@app.command("repair")
+@_guard
+def repair_cmd(
+    directory: str = DIR_ARG,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Cut each damaged partition at its first bad batch; what follows goes to DIR/quarantine.
+
+    Nothing is deleted: the damaged tail is copied, and later segments moved,
+    into DIR/quarantine/TOPIC/PARTITION/... before the partition is truncated.
+    Stop every process using the store first.
+
+    \b
+    Example: streamlog repair ./data --yes
+    """
+    _check_store_dir(directory)
+    actions = _repair.plan(directory)
+    if not actions:
+        typer.echo("nothing to repair: no corruption found")
+        return
+    for a in actions:
+        cut = f"offsets {a.first_offset}..{a.end_offset - 1}" if a.records else "no offsets"
+        typer.echo(f"{a.topic}/{a.partition}: damaged at byte {a.file_pos} of {a.segment} "
+                   f"({a.reason}); {cut} and {_human_bytes(a.bytes)} would move to quarantine")
+    if not yes:
+        typer.confirm(f"Move what follows each damaged batch into "
+                      f"{os.path.join(directory, _repair.QUARANTINE_DIR)} and truncate?",
+                      abort=True)
+    done = _repair.repair(directory)
+    for a in done:
+        typer.echo(f"{a.topic}/{a.partition}: cut at offset {a.first_offset} "
+                   f"({a.records} offsets, {_human_bytes(a.bytes)} moved to {a.quarantine})")
+    typer.echo(f"repaired {len(done)} partition{'s' if len(done) != 1 else ''}; "
+               f"`streamlog verify {directory}` checks the result")
+
+
+# --------------------------------------------------------------- retention
+@app.command("retention")
+@_guard
+def retention_cmd(
+    directory: str = DIR_ARG,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
+) -> None:
+    """Apply every topic's retention now: delete whole closed segments past the limits.
+
+    \b
+    Example: streamlog retention ./data --dry-run
+    """
+    with _open_existing(directory, durability="interval") as log:
+        gone = log.apply_retention(dry_run=dry_run)
+    if not gone:
+        typer.echo("nothing to delete" + (" (dry run)" if dry_run else ""))
+        return
+    table = Table(title="would delete" if dry_run else "deleted", title_justify="left")
+    for col in ("topic", "partition", "segment", "offsets", "size", "reason"):
+        table.add_column(col, justify="right" if col in ("partition", "size") else "left")
+    for d in gone:
+        table.add_row(str(d.get("topic")), str(d.get("partition")), str(d.get("segment")),
+                      f"{d.get('base_offset')}..{d.get('end_offset', 0) - 1}",
+                      _human_bytes(d.get("bytes")), str(d.get("reason")))
+    _out().print(table)
+    total = sum(d.get("bytes") or 0 for d in gone)
+    typer.echo(f"{'would delete' if dry_run else 'deleted'} {len(gone)} segment"
+               f"{'s' if len(gone) != 1 else ''} ({_human_bytes(total)})")
+
+
+# ------------------------------------------------------------------- bench
+@app.command("bench")
+@_guard
+def bench_cmd(
+    directory: str | None = typer.Argument(
+        None, metavar="DIR", help="Where to measure (a fresh subdirectory is used and "
+                                    "removed); default: a temporary directory."),
+    records: int = typer.Option(200_000, "--records", "-n", min=1000,
+                                help="Records per measurement."),
+    value_bytes: int = typer.Option(100, "--value-bytes", min=0, help="Bytes per value."),
+) -> None:
+    """A quick benchmark of appends and reads on this machine, with a summary table.
+
+    \b
+    Example: streamlog bench --records 100000
+    """
+    from . import _quickbench
+
+    if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        _die(f"{directory}: is a file, not a directory")
+    with _progress() as prog:
+        tasks: dict[str, Any] = {}
+
+        def step(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done, total=total)
+
+        results = _quickbench.run(directory, records=records, value_bytes=value_bytes,
+                                  progress=step)
+    table = Table(title=f"streamlog {streamlog.__version__} quick benchmark "
+                        f"({value_bytes}-byte values)", title_justify="left")
+    for col in ("measurement", "records", "seconds", "records/s", "MB/s", "vs baseline"):
+        table.add_column(col, justify="left" if col == "measurement" else "right")
+    for r in results:
+        ratio = r.get("ratio")
+        table.add_row(r["name"], f"{r['records']:,}", f"{r['seconds']:.3f}",
+                      f"{r['records_per_s']:,.0f}", f"{r['mb_per_s']:,.1f}",
+                      "-" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}x")
+    _out().print(table)
+    typer.echo("vs baseline: the measurement's rate divided by its baseline's, measured in "
+               "the same run (see docs/cli.md)")
+
+
+# -------------------------------------------------------------------- demo
+@app.command("demo")
+@_guard
+def demo_cmd(
+    directory: str | None = typer.Argument(
+        None, metavar="DIR", help="A new or empty directory for the demo store; "
+                                    "default: a temporary one, removed afterwards."),
+) -> None:
+    """A guided tour of streamlog on a real store, with the numbers behind each step.
+
+    \b
+    Example: streamlog demo ./streamlog-demo
+    """
+    from . import _demo
+
+    if directory is not None and os.path.exists(directory):
+        if not os.path.isdir(directory):
+            _die(f"{directory}: is a file, not a directory")
+        if os.listdir(directory):
+            _die(f"{directory}: is not empty; the demo writes a fresh store (give a new "
+                 "directory, or none for a temporary one)")
+    failed = _demo.run(directory, _out())
+    if failed:
+        _die(f"{len(failed)} demo step(s) failed: {', '.join(failed)}")
+
+
+# ----------------------------------------------------------------- metrics
+@app.command("metrics")
+@_guard
+def metrics_cmd(
+    directory: str = DIR_ARG,
+    port: int = typer.Option(_metrics.DEFAULT_PORT, "--port", min=0, max=65535,
+                             help="TCP port (0: any free port)."),
+    addr: str = typer.Option(_metrics.DEFAULT_ADDR, "--addr",
+                             help="Address to listen on (loopback by default)."),
+    once: bool = typer.Option(False, "--once", help="Print one scrape to stdout and exit."),
+) -> None:
+    """Serve the store's figures as Prometheus metrics at http://ADDR:PORT/metrics.
+
+    Needs the metrics extra: pip install 'streamlog[metrics]'.
+
+    \b
+    Example: streamlog metrics ./data --port 9464
+    """
+    with _open_existing(directory) as log:
+        if once:
+            sys.stdout.buffer.write(_metrics.render(log))
+            sys.stdout.buffer.flush()
+            return
+        with _metrics.serve(log, port=port, addr=addr) as server:
+            typer.echo(f"serving metrics of {log.path} at {server.url} (Ctrl-C to stop)",
+                       err=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                return
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``streamlog`` entry point (``python -m streamlog`` too); exits with the status."""
+    app(args=argv, prog_name="streamlog")
