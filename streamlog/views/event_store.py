@@ -102,6 +102,8 @@ def _int_arg(value, what: str, minimum: int) -> int:
 
 
 def _expected_version(value) -> int:
+    if type(value) is int and value >= ANY:
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected_version must be an int (a version, NO_STREAM or ANY), "
                         f"not {type(value).__name__}")
@@ -112,6 +114,24 @@ def _expected_version(value) -> int:
 
 
 def _user_headers(h) -> list[tuple[bytes, bytes]] | None:
+    """An event's headers, encoded; names starting with ``es-`` are reserved."""
+    if type(h) is dict:  # the common case, checked inline (it is per event)
+        out = []
+        for name, value in h.items():
+            if type(name) is not str or len(name) > 16384:
+                break
+            if type(value) is bytes:
+                pass
+            elif type(value) is str:
+                value = value.encode("utf-8")
+            else:
+                break
+            if name.startswith(RESERVED_HEADER_PREFIX):
+                raise ValueError(f"header name {name!r} is reserved: names starting with "
+                                 f"{RESERVED_HEADER_PREFIX!r} belong to the event store")
+            out.append((name.encode("utf-8"), value))
+        else:
+            return out or None
     hdrs = backend.validate_headers(h)
     if not hdrs:
         return None
@@ -124,8 +144,9 @@ def _user_headers(h) -> list[tuple[bytes, bytes]] | None:
 
 def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]] | None]]:
     """The events of one append: bytes-like values or (value, headers) pairs."""
-    if isinstance(events, str | bytes | bytearray | memoryview | Mapping) or \
-            not isinstance(events, Iterable):
+    if type(events) is not list and type(events) is not tuple and (
+            isinstance(events, str | bytes | bytearray | memoryview | Mapping)
+            or not isinstance(events, Iterable)):
         raise TypeError("events must be a list of bytes-like values or (value, headers) pairs, "
                         f"not {type(events).__name__}")
     out = []
@@ -508,9 +529,11 @@ class EventStore:
         for i, (_, sid_b, value, hdrs) in enumerate(entries):
             size = len(value) + len(sid_b) + _FRAMING_BYTES
             if hdrs:
-                size += sum(6 + len(a) + len(b) for a, b in hdrs)
+                for a, b in hdrs:
+                    size += 6 + len(a) + len(b)
             if i == 0 and extra:
-                size += sum(6 + len(a) + len(b) for a, b in extra)
+                for a, b in extra:
+                    size += 6 + len(a) + len(b)
             if size > limit:
                 raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
                                      f"max_record_bytes={limit} of {self.name!r}")
