@@ -1,0 +1,102 @@
+"""streamlog.metrics: the append-rate figure of Log.stats() and the Prometheus exporter."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from streamlog import metrics
+
+pytest.importorskip("prometheus_client")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    """{label string: value} of every sample of metric ``name`` in exposition text."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            out[labels] = float(value)
+        elif line.startswith(name + " "):
+            out[""] = float(line.split(" ", 1)[1])
+    return out
+
+
+def test_append_rate_counts_records_of_the_last_window_by_timestamp(store):
+    """Recent records count toward the rate; records stamped long ago do not."""
+    t = store.topic("r")
+    old = _now_ms() - 3_600_000
+    for i in range(50):
+        t.append(b"old", timestamp_ms=old + i)
+    for _ in range(120):
+        t.append(b"new")
+    assert metrics.append_rate(t, 0) == pytest.approx(120 / metrics.RATE_WINDOW_S)
+    assert metrics.append_rate(t, 0, window_s=7200) == pytest.approx(170 / 7200)
+    idle = store.topic("idle")
+    idle.append(b"x", timestamp_ms=old)
+    assert metrics.append_rate(idle, 0) == 0
+    with pytest.raises(ValueError, match="window_s"):
+        metrics.append_rate(t, 0, window_s=0)
+
+
+def test_stats_carry_the_append_rate_per_partition_and_per_topic(store):
+    """Log.stats() gives append_rate_per_s for each partition and their sum for the topic."""
+    t = store.topic("two", partitions=2)
+    t.append_many([b"v"] * 30, keys=[b"a"] * 10 + [b"b"] * 20)
+    info = store.stats()["topics"]["two"]
+    rates = [p["append_rate_per_s"] for p in info["partitions"]]
+    assert sum(rates) == pytest.approx(30 / metrics.RATE_WINDOW_S)
+    assert info["append_rate_per_s"] == pytest.approx(sum(rates))
+    assert sorted(round(r * metrics.RATE_WINDOW_S) for r in rates) in ([10, 20], [0, 30])
+
+
+def test_render_exports_partition_and_group_figures(store):
+    """One scrape holds per-partition gauges, the appended-records counter and group lag."""
+    t = store.topic("orders", partitions=2)
+    t.append_many([b"x"] * 7, keys=[b"k1"] * 3 + [b"k2"] * 4)
+    g = t.group("billing")
+    msgs = g.poll(max_records=2, timeout=1.0)
+    g.ack(msgs)
+    g.close()
+    text = metrics.render(store).decode()
+    records = _samples(text, "streamlog_partition_records")
+    assert sum(records.values()) == 7 and len(records) == 2
+    appended = _samples(text, "streamlog_partition_appended_records_total")
+    assert sum(appended.values()) == 7
+    assert _samples(text, "streamlog_topics") == {"": 1.0}
+    lag = _samples(text, "streamlog_group_lag")
+    assert lag == {'group="billing",topic="orders"': 5.0}
+    per_part = _samples(text, "streamlog_group_partition_lag")
+    assert sum(per_part.values()) == 5 and len(per_part) == 2
+    assert "# TYPE streamlog_partition_size_bytes gauge" in text
+
+
+def test_group_rows_flatten_groups_then_their_partitions():
+    """group_rows yields a row per group, then one per partition, numeric figures only."""
+    stats = {"groups": {"t": {"g": {"mode": "shared", "lag": 3, "pending": 1,
+                                    "dead_letter": "t.g.dlq",
+                                    "partitions": [{"partition": 0, "lag": 3, "owner": None}]}}}}
+    rows = list(metrics.group_rows(stats))
+    assert rows == [{"topic": "t", "group": "g", "mode": "shared", "lag": 3, "pending": 1},
+                    {"topic": "t", "group": "g", "partition": 0, "lag": 3}]
+
+
+def test_server_serves_on_loopback_and_stops_on_close(store):
+    """serve() answers /metrics on 127.0.0.1 (port 0: any free port) until close()."""
+    store.topic("s").append(b"x")
+    with metrics.serve(store, port=0) as server:
+        assert server.addr == "127.0.0.1" and server.port > 0
+        with urllib.request.urlopen(server.url, timeout=10) as resp:
+            body = resp.read().decode()
+        assert resp.status == 200
+        assert _samples(body, "streamlog_partition_end_offset") == {
+            'partition="0",topic="s"': 1.0}
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=2)
