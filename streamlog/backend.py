@@ -171,6 +171,7 @@ def view_topic(log: LogBackend, name: str) -> TopicBackend:
 # version constants, and the checks the view shares with ``Topic.append``.
 from typing import NamedTuple  # noqa: E402
 
+from . import _validate as _validate_mod  # noqa: E402
 from ._limits import (  # noqa: E402,F401
     EVENT_INDEX_CACHED_STREAMS,
     EVENT_INDEX_CHUNK_VERSIONS,
@@ -202,18 +203,14 @@ class Event(NamedTuple):
 
 def validate_value(v) -> bytes:
     """A record value that must not be None: bytes-like (TypeError otherwise)."""
-    from . import _validate
-
     if v is None:
         raise TypeError("value must be bytes-like, not None")
-    return _validate.value(v, False)
+    return _validate_mod.value(v, False)
 
 
 def validate_headers(h) -> list[tuple[bytes, bytes]] | None:
     """Headers as ``Topic.append`` takes them, encoded to ``[(name, value), ...]``."""
-    from . import _validate
-
-    return _validate.headers(h)
+    return _validate_mod.headers(h)
 
 
 def on_topic_deleted(namespace: str, fn) -> None:
