@@ -217,6 +217,8 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
         # stream id -> originator version of the stream's first event (it never
         # changes once the stream exists): maps originator versions to versions.
         self._first: dict[str, int] = {}
+        self._sids: dict = {}  # originator id -> stream id (str(uuid) costs a format)
+        self._topics: dict[str, bytes] = {}  # event topic -> its UTF-8 bytes
 
     # --------------------------------------------------------------- insert
     def insert_events(self, stored_events: Sequence[StoredEvent],
@@ -230,36 +232,56 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
         IntegrityError (nothing written) for versions that cannot follow the
         stream: duplicates, gaps, or before its first event."""
         entries = []
-        versions: dict[str, list[int]] = {}
-        raw_ids: dict[str, bytes] = {}
+        streams: dict[str, list] = {}  # stream id -> [id bytes, first version, count]
+        sids = self._sids
+        topics = self._topics
         for s in stored_events:
-            sid = _stream_id(s.originator_id)
+            oid = s.originator_id
+            sid = sids.get(oid)
+            if sid is None:
+                sid = _stream_id(oid)
+                if len(sids) > backend.EVENT_INDEX_CACHED_STREAMS:
+                    sids.clear()
+                sids[oid] = sid
             ov = s.originator_version
-            if isinstance(ov, bool) or not isinstance(ov, int):
-                raise TypeError(f"originator_version must be an int, not {type(ov).__name__}")
-            sid_b = raw_ids.get(sid)
-            if sid_b is None:
-                sid_b = raw_ids[sid] = sid.encode("utf-8")
-                versions[sid] = []
-            versions[sid].append(ov)
-            entries.append((sid, sid_b, bytes(s.state),
-                            [(_HB_TOPIC, s.topic.encode("utf-8")), (_HB_VERSION, b"%d" % ov)]))
+            if type(ov) is not int:
+                if isinstance(ov, bool) or not isinstance(ov, int):
+                    raise TypeError(f"originator_version must be an int, not "
+                                    f"{type(ov).__name__}")
+                ov = int(ov)
+            st = streams.get(sid)
+            if st is None:
+                sid_b = sid.encode("utf-8")
+                streams[sid] = [sid_b, ov, 1]
+            else:
+                sid_b = st[0]
+                if ov != st[1] + st[2]:
+                    raise IntegrityError(f"events of {sid!r} in one insert must have "
+                                         f"contiguous, increasing versions: version {ov} "
+                                         f"after {st[1] + st[2] - 1}")
+                st[2] += 1
+            topic = s.topic
+            topic_b = topics.get(topic)
+            if topic_b is None:
+                topic_b = topic.encode("utf-8")
+                if len(topics) > 4096:  # a cache of the application's event classes
+                    topics.clear()
+                topics[topic] = topic_b
+            state = s.state
+            entries.append((sid, sid_b, state if type(state) is bytes else bytes(state),
+                            [(_HB_TOPIC, topic_b), (_HB_VERSION, b"%d" % ov)]))
         expected: dict[str, tuple[bytes, int]] = {}
         firsts: dict[str, int] = {}
-        for sid, ovs in versions.items():
-            start = ovs[0]
-            if ovs != list(range(start, start + len(ovs))):
-                raise IntegrityError(f"events of {sid!r} in one insert must have contiguous, "
-                                     f"increasing versions: {ovs}")
-            first = self._first_version(sid, raw_ids[sid])
+        for sid, (sid_b, start, _) in streams.items():
+            first = self._first_version(sid, sid_b)
             if first is None:
-                expected[sid] = (raw_ids[sid], backend.NO_STREAM)
+                expected[sid] = (sid_b, backend.NO_STREAM)
                 firsts[sid] = start
             elif start < first:
                 raise IntegrityError(f"stored event {sid!r} version {start} precedes the "
                                      f"aggregate's first version {first}")
             else:
-                expected[sid] = (raw_ids[sid], start - first - 1)
+                expected[sid] = (sid_b, start - first - 1)
         return entries, expected, firsts
 
     def _commit(self, entries: list, expected: dict, firsts: dict,

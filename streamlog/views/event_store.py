@@ -150,18 +150,28 @@ def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]] | None]]:
         raise TypeError("events must be a list of bytes-like values or (value, headers) pairs, "
                         f"not {type(events).__name__}")
     out = []
+    append = out.append
+    last_h = last_enc = None  # one headers object shared by many events: check it once
     for ev in events:
-        if type(ev) is bytes:
-            out.append((ev, None))
-        elif isinstance(ev, tuple | list):
+        t = type(ev)
+        if t is bytes:
+            append((ev, None))
+        elif t is tuple or t is list or isinstance(ev, tuple | list):
             if len(ev) != 2:
                 raise TypeError(f"an event pair must be (value, headers), not a "
                                 f"{len(ev)}-item {type(ev).__name__}")
             value, headers = ev
-            value = value if type(value) is bytes else backend.validate_value(value)
-            out.append((value, _user_headers(headers) if headers is not None else None))
+            if type(value) is not bytes:
+                value = backend.validate_value(value)
+            if headers is None:
+                append((value, None))
+            elif headers is last_h:
+                append((value, last_enc))
+            else:
+                last_h, last_enc = headers, _user_headers(headers)
+                append((value, last_enc))
         else:
-            out.append((backend.validate_value(ev), None))
+            append((backend.validate_value(ev), None))
     if not out:
         raise ValueError("events must not be empty: an append writes at least one event")
     return out
@@ -526,17 +536,6 @@ class EventStore:
         n = len(entries)
         limit = self._max_record
         extra = list(first_headers) if first_headers else None
-        for i, (_, sid_b, value, hdrs) in enumerate(entries):
-            size = len(value) + len(sid_b) + _FRAMING_BYTES
-            if hdrs:
-                for a, b in hdrs:
-                    size += 6 + len(a) + len(b)
-            if i == 0 and extra:
-                for a, b in extra:
-                    size += 6 + len(a) + len(b)
-            if size > limit:
-                raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
-                                     f"max_record_bytes={limit} of {self.name!r}")
         values = [e[2] for e in entries]
         single = len(expected) == 1
 
@@ -544,12 +543,9 @@ class EventStore:
             headers = []
             if single:
                 v = next(iter(firsts.values()))
-                for _, sid_b, _, hdrs in entries:
-                    h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
-                    if hdrs:
-                        h.extend(hdrs)
-                    headers.append(h)
-                    v += 1
+                sh = (_HB_STREAM, entries[0][1])
+                headers = [[sh, (_HB_VERSION, b"%d" % (v + i)), *e[3]] if e[3] else
+                           [sh, (_HB_VERSION, b"%d" % (v + i))] for i, e in enumerate(entries)]
             else:
                 nxt = dict(firsts)
                 for sid, sid_b, _, hdrs in entries:
@@ -573,6 +569,18 @@ class EventStore:
                     exp = idx.last_version(sid, sid_b)
             guess[sid] = exp + 1
         data, ts = encode(guess)
+        if len(data) > limit:
+            # No record of a batch within the limit can exceed it: check each one
+            # only when the whole batch is larger (before anything is written).
+            for i, (_, sid_b, value, hdrs) in enumerate(entries):
+                size = len(value) + len(sid_b) + _FRAMING_BYTES
+                for a, b in (hdrs or ()):
+                    size += 6 + len(a) + len(b)
+                for a, b in (extra if i == 0 and extra else ()):
+                    size += 6 + len(a) + len(b)
+                if size > limit:
+                    raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
+                                         f"max_record_bytes={limit} of {self.name!r}")
         planned: list = []
 
         def build(end: int):
