@@ -884,7 +884,8 @@ def repair_cmd(
     for a in actions:
         cut = f"offsets {a.first_offset}..{a.end_offset - 1}" if a.records else "no offsets"
         typer.echo(f"{a.topic}/{a.partition}: damaged at byte {a.file_pos} of {a.segment} "
-                   f"({a.reason}); {cut} and {_human_bytes(a.bytes)} would move to quarantine")
+                   f"({a.reason}); {cut} and {_human_bytes(a.bytes)} would move to quarantine"
+                   + _rewound(a, "would move"))
     if not yes:
         typer.confirm(f"Move what follows each damaged batch into "
                       f"{os.path.join(directory, _repair.QUARANTINE_DIR)} and truncate?",
@@ -892,9 +893,16 @@ def repair_cmd(
     done = _repair.repair(directory)
     for a in done:
         typer.echo(f"{a.topic}/{a.partition}: cut at offset {a.first_offset} "
-                   f"({a.records} offsets, {_human_bytes(a.bytes)} moved to {a.quarantine})")
+                   f"({a.records} offsets, {_human_bytes(a.bytes)} moved to {a.quarantine})"
+                   + _rewound(a, "moved"))
     typer.echo(f"repaired {len(done)} partition{'s' if len(done) != 1 else ''}; "
                f"`streamlog verify {directory}` checks the result")
+
+
+def _rewound(a, verb: str) -> str:
+    if not a.rewound_groups:
+        return ""
+    return f"; groups {', '.join(a.rewound_groups)} {verb} back to offset {a.first_offset}"
 
 
 # --------------------------------------------------------------- retention

@@ -11,7 +11,8 @@ The append rate is computed from record timestamps, so it costs one
 time-index lookup per partition and no state: the records whose timestamp
 falls in the last ``RATE_WINDOW_S`` seconds (by the running maximum, as
 ``offset_for_time`` defines it), divided by the window. Records appended with
-explicit old ``timestamp_ms`` values do not count as recent.
+explicit old ``timestamp_ms`` values do not count as recent. A partition whose
+time lookup hits damaged data gets None (``Log.verify`` reports the damage).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._log import _STATS_HOOKS, Log, Topic
+from .errors import CorruptionError
 
 # One minute: long enough to smooth bursts, short enough to show a stall
 # (Kafka's MessagesInPerSec reports 1-minute rates too).
@@ -53,7 +55,12 @@ def _stats_hook(log: Log, topic: Topic, out: dict) -> None:
     now = time.time_ns() // 1_000_000
     total = 0.0
     for part in entry["partitions"]:
-        rate = append_rate(topic, part["partition"], end_offset=part["end_offset"], now_ms=now)
+        try:
+            rate = append_rate(topic, part["partition"], end_offset=part["end_offset"],
+                               now_ms=now)
+        except CorruptionError:  # figures must not fail on damage; verify reports it
+            part["append_rate_per_s"] = None
+            continue
         part["append_rate_per_s"] = rate
         total += rate
     entry["append_rate_per_s"] = total

@@ -20,6 +20,10 @@ Order of the steps, each crash-safe (segments are the source of truth, I1):
 4. truncate the damaged segment at the cut (or move it whole when the cut is
    at its first byte and an earlier segment remains); fsync.
 
+Then every consumer group whose position on the partition lay past the cut
+is sought back to it, so that the records appended at the reused offsets are
+delivered (as Kafka consumers reset on an out-of-range offset).
+
 A crash before step 2 leaves the store as it was (plus a copy); after it, the
 next open recovers from whatever prefix of segments is left and running
 repair again finishes the job. Repair needs the store to itself: it refuses
@@ -52,7 +56,9 @@ class RepairAction(NamedTuple):
     the cut is; ``first_offset`` is the first offset removed (the
     partition's new end offset) and ``end_offset`` its end before the repair;
     ``bytes`` counts the bytes moved aside; ``quarantine`` is the folder they
-    went to (None in a dry run).
+    went to (None in a dry run); ``rewound_groups`` names the consumer groups
+    whose position on the partition lay past the cut and was (or would be)
+    moved back to it.
     """
 
     topic: str
@@ -65,6 +71,7 @@ class RepairAction(NamedTuple):
     bytes: int
     moved_segments: list[str]
     quarantine: str | None
+    rewound_groups: tuple[str, ...] = ()
 
     @property
     def records(self) -> int:
@@ -154,6 +161,8 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
             cur = firsts.get(key)
             if cur is None or rank < cur[0]:
                 firsts[key] = (rank, pr)
+        # Group positions are read before anything moves (stats reads the partitions).
+        group_figures = _group_figures(log) if firsts else {}
         actions = []
         for (topic, partition), (_, pr) in sorted(firsts.items()):
             try:
@@ -163,12 +172,55 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
             part = t._parts[partition]
             part.ctl.lock()
             try:
-                actions.append(_cut(root, part, pr, dry_run))
+                action = _cut(root, part, pr, dry_run)
             finally:
                 part.ctl.unlock()
-        return actions
+            past = _groups_past(group_figures.get(topic, {}), action)
+            actions.append(action._replace(rewound_groups=tuple(past)))
     finally:
         log.close()
+    if not dry_run and any(a.rewound_groups for a in actions):
+        _rewind_groups(root, actions, group_figures)
+    return actions
+
+
+def _group_figures(log: Log) -> dict:
+    """``{topic: {group: figures}}`` from the groups feature's stats, when it is present."""
+    from .metrics import stats  # imports the groups feature's stats hook when present
+
+    return stats(log).get("groups", {})
+
+
+def _groups_past(groups: dict, action: RepairAction) -> list[str]:
+    """Groups whose position on the action's partition lies past the cut.
+
+    Group state lives only in LMDB and repair reuses the offsets it cuts: a
+    group left past the cut would take the records appended there next for
+    records it already processed.
+    """
+    out = []
+    for name, info in sorted(groups.items()):
+        for p in info.get("partitions") or []:
+            if p.get("partition") == action.partition and \
+                    max(p.get("committed", 0), p.get("next", 0)) > action.first_offset:
+                out.append(name)
+    return out
+
+
+def _rewind_groups(root: str, actions: list[RepairAction], figures: dict) -> None:
+    """Seek every group past a cut back to it (on a fresh open: the store is rebuilt)."""
+    with Log(root, durability="always") as log:
+        for a in actions:
+            if not a.rewound_groups:
+                continue
+            t = log.existing_topic(a.topic)
+            for name in a.rewound_groups:
+                mode = figures[a.topic][name].get("mode", "shared")
+                g = t.group(name, mode=mode, consumer="streamlog-repair")
+                try:
+                    g.seek(a.partition, a.first_offset)
+                finally:
+                    g.close()
 
 
 def _cut(root: str, part, problem, dry_run: bool) -> RepairAction:

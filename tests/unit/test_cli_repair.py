@@ -276,3 +276,51 @@ def test_a_repair_killed_part_way_loses_nothing_and_a_rerun_finishes(tmp_path, s
     sl_repair.repair(d)  # finishes the job (or finds nothing left to do)
     check_intact_prefix(d, cut)
     assert_nothing_lost(before, d, os.path.basename(seg), file_pos)
+
+
+def _consume_all(path, group: str) -> int:
+    with streamlog.open(path) as log:
+        g = log.existing_topic("t").group(group)
+        n = 0
+        while msgs := g.poll(max_records=500, timeout=0.2):
+            g.ack(msgs)
+            n += len(msgs)
+        g.close()
+    return n
+
+
+def test_repair_seeks_groups_that_were_past_the_cut_back_to_it(tmp_path):
+    """A group that had consumed past the cut is moved back to it, so the records appended
+    at the reused offsets are delivered to it; a group behind the cut is left alone."""
+    d = tmp_path / "s"
+    make_store(d, count=100)
+    assert _consume_all(d, "done") == 100
+    with streamlog.open(d) as log:
+        log.existing_topic("t").group("idle").close()  # at offset 0, behind any cut
+    gc.collect()
+    _, _, cut = damage(d, 1, 3)
+    assert sl_repair.plan(d)[0].rewound_groups == ("done",)
+    [action] = sl_repair.repair(d)
+    assert action.rewound_groups == ("done",)
+    gc.collect()
+    with streamlog.open(d) as log:
+        t = log.existing_topic("t")
+        t.append_many([b"new %d" % i for i in range(5)])
+        g = t.group("done")
+        got = g.poll(max_records=100, timeout=1.0)
+        assert [(m.offset, m.value) for m in got] == [(cut + i, b"new %d" % i)
+                                                      for i in range(5)]
+        g.ack(got)
+        g.close()
+        assert t.group("idle").lag() == cut + 5
+
+
+def test_figures_of_a_damaged_store_still_show(tmp_path):
+    """topics and describe work on a damaged store (verify is what reports the damage)."""
+    d = tmp_path / "s"
+    make_store(d, count=100, segment_bytes=1 << 20)
+    damage(d, 0, 99)
+    assert run("topics", d).exit_code == 0
+    result = run("describe", d, "t")
+    assert result.exit_code == 0, result.output
+    assert run("verify", d).exit_code == 1
