@@ -177,6 +177,10 @@ def _events(events) -> list[tuple[bytes, list[tuple[bytes, bytes]] | None]]:
     return out
 
 
+class _IndexMismatch(Exception):
+    """Internal: LMDB's index does not continue where this process's tail starts."""
+
+
 def _skey(sid_b: bytes) -> bytes:
     """The stream's part of its index keys: length-prefixed id, or a hash of a long one."""
     if len(sid_b) <= backend.EVENT_STREAM_ID_INLINE_BYTES:
@@ -190,8 +194,9 @@ class _Index:
     Three layers, each derived from the log: LMDB (every record below
     ``indexed_to``, shared by all processes), ``tail`` (positions of the
     events in [base, end) that this process has not written to LMDB yet) and
-    ``heads`` (the last version, as of ``end``, of every stream seen since
-    ``anchor``: what expected-version checks need, without touching LMDB).
+    ``heads`` (the last version, as of ``end``, of every stream this process
+    has seen in the log since it last started from LMDB: what expected-version
+    checks need, without touching LMDB).
     What the tail and heads say comes from reading the log, so it holds
     whatever happens to LMDB meanwhile; LMDB entries are trusted only while
     the index meta still carries the epoch this process started from.
@@ -400,14 +405,14 @@ class _Index:
                 head = tx.get(hk)
                 last = NO_STREAM if head is None else _U64.unpack(head)[0]
                 if last != v0 - 1:
-                    return ("mismatch", sid, last, v0)
+                    raise _IndexMismatch(sid)  # aborts the transaction: nothing written
                 v, i, n = v0, k, len(positions)
                 while i < n:
                     c, slot = divmod(v, _CHUNK)
                     ck = self.chunk_key(skey, c)
                     cur = tx.get(ck) or b""
                     if len(cur) != slot * 8:
-                        return ("mismatch", sid, c, slot)
+                        raise _IndexMismatch(sid)
                     take = min(_CHUNK - slot, n - i)
                     tx.put(ck, cur + struct.pack(f"<{take}Q", *positions[i:i + take]))
                     v += take
@@ -416,13 +421,15 @@ class _Index:
             tx.put(meta_key, _META.pack(uid, epoch, end))
             return end
 
-        result = self.kv.transact(fn)
-        if result is None:
-            self.epoch = None  # the next sync starts from the current LMDB epoch
-        elif isinstance(result, tuple):
+        try:
+            result = self.kv.transact(fn)
+        except _IndexMismatch:
             # LMDB disagrees with the log (the source of truth): rebuild it.
             self._start_over(self.kv.get(meta_key))
             self.epoch = None
+            return
+        if result is None:
+            self.epoch = None  # the next sync starts from the current LMDB epoch
         else:
             # Everything up to end is in LMDB now; heads stay (they are as of end).
             self.tail = {}
@@ -717,7 +724,12 @@ class EventStore:
         i = 0
         while i < n:
             j = i
-            while j + 1 < n and positions[j + 1] - positions[j] <= gap:
+            while j + 1 < n:
+                step = positions[j + 1] - positions[j]
+                if step <= 0:
+                    return None  # positions of one stream always rise
+                if step > gap:
+                    break
                 j += 1
             first = positions[i]
             last = positions[j]

@@ -313,6 +313,32 @@ def test_index_ahead_of_the_log_is_dropped(tmp_path):
         assert len(es.read("s")) == 1100
 
 
+def test_index_disagreeing_with_the_log_is_rebuilt(tmp_path):
+    """Damaged LMDB entries (a wrong last version, wrong positions) are caught against
+    the log and the index is rebuilt from it; reads and checks stay right."""
+    path = tmp_path / "s"
+    n = streamlog.backend.EVENT_INDEX_FLUSH_RECORDS + 100
+    with streamlog.open(path) as log:
+        es = log.event_store("bank")
+        for i in range(n):
+            es.append(f"s{i % 2}", [b"%d" % i])
+    skey0 = es_mod._skey(b"s0")
+    skey1 = es_mod._skey(b"s1")
+    with streamlog.open(path) as log:
+        kv = log.kv(es_mod.KV_NAMESPACE)
+        kv.put(b"bank\0h" + skey0, struct.pack("<Q", 3))  # wrong last version
+        chunk = kv.get(b"bank\0c" + skey1 + (0).to_bytes(4, "big"))
+        kv.put(b"bank\0c" + skey1 + (0).to_bytes(4, "big"), chunk[8:] + chunk[:8])  # shuffled
+        es = log.event_store("bank")
+        assert [e.value for e in es.read("s1")] == [b"%d" % i for i in range(1, n, 2)]
+        for i in range(n, 2 * n):  # more flushes on top of the damaged entries
+            es.append(f"s{i % 2}", [b"%d" % i])
+        assert [e.value for e in es.read("s0")] == [b"%d" % i for i in range(0, 2 * n, 2)]
+        assert es.last_version("s0") == n - 1
+        with pytest.raises(WrongExpectedVersion):
+            es.append("s0", [b"x"], expected_version=3)
+
+
 def test_view_over_an_incompatible_topic(store):
     """A topic of the store's name with several partitions, retention or compaction
     cannot hold an event store: ConfigMismatch."""
