@@ -135,10 +135,10 @@ class Meta:
                 h = shared.dbs.get(name)
                 if h is None:
                     try:
-                        h = env.open_db(name.encode(), create=True)
+                        h = _open_db(env, name)
                     except lmdb.MapFullError:
                         self._grow()
-                        h = env.open_db(name.encode(), create=True)
+                        h = _open_db(env, name)
                     except lmdb.Error as e:
                         raise _translate(e, self.path) from e
                     shared.dbs[name] = h
@@ -207,6 +207,18 @@ class Meta:
         if not self._closed:
             self._closed = True
             _release(self.path, self._shared)
+
+
+def _open_db(env, name: str):
+    """Open (creating) a named database in a write transaction of our own.
+
+    ``env.open_db(create=True)`` without a transaction waits for LMDB's writer
+    lock while holding the GIL: if another thread of this process is inside a
+    write transaction running Python code, neither can go on. Beginning the
+    transaction explicitly waits with the GIL released.
+    """
+    with env.begin(write=True) as txn:
+        return env.open_db(name.encode(), txn=txn, create=True)
 
 
 def _translate(e: Exception, path: str) -> Exception:
