@@ -548,6 +548,33 @@ class _Printer:
         self.stream.flush()
 
 
+def _read_up_to_damage(t: streamlog.Topic, p: int, offset: int, want: int,
+                       printer: _Printer) -> list:
+    """Up to ``want`` records from ``offset``; on damage, print every record before it first.
+
+    A read decodes a chunk of batches at once and a damaged batch fails the
+    whole chunk: re-reading one record at a time delivers what precedes the
+    damage before the CorruptionError is raised.
+    """
+    try:
+        return list(t.read(p, offset, limit=want))
+    except streamlog.CorruptionError:
+        good: list = []
+        try:
+            while len(good) < want:
+                one = list(t.read(p, offset, limit=1))
+                if not one:
+                    break
+                good.append(one[0])
+                offset = one[0].offset + 1
+        except streamlog.CorruptionError:
+            for r in good:
+                printer.emit(r)
+            printer.flush()
+            raise
+        return good
+
+
 def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
             follow: bool, limit: int | None, timeout: float | None) -> None:
     """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up)."""
@@ -560,7 +587,7 @@ def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
                 want = 1024 if limit is None else min(1024, limit - printer.count)
                 if want <= 0:
                     break
-                batch = list(t.read(p, positions[p], limit=want))
+                batch = _read_up_to_damage(t, p, positions[p], want, printer)
                 if not batch:
                     break
                 for r in batch:
@@ -972,7 +999,8 @@ def bench_cmd(
     for r in results:
         ratio = r.get("ratio")
         table.add_row(r["name"], f"{r['records']:,}", f"{r['seconds']:.3f}",
-                      f"{r['records_per_s']:,.0f}", f"{r['mb_per_s']:,.1f}",
+                      f"{r['records_per_s']:,.0f}",
+                      f"{r['mb_per_s']:,.1f}" if r["mb_per_s"] >= 10 else f"{r['mb_per_s']:.3f}",
                       "-" if ratio is None or math.isnan(ratio) else f"{ratio:.2f}x")
     _out().print(table)
     typer.echo("vs baseline: the measurement's rate divided by its baseline's, measured in "

@@ -371,7 +371,7 @@ def test_dump_argument_errors(data):
 # ----------------------------------------------------------------- retention
 def test_retention_dry_run_lists_then_apply_deletes(tmp_path):
     """retention --dry-run lists closed segments past max_age_s and keeps them; retention
-    deletes exactly those."""
+    deletes exactly those (and -v shows the library's info log of each deletion)."""
     d = tmp_path / "s"
     with streamlog.open(d) as log:
         t = log.topic("kept", segment_bytes=4096, retention=streamlog.Retention(max_age_s=1))
@@ -385,8 +385,9 @@ def test_retention_dry_run_lists_then_apply_deletes(tmp_path):
     assert listed and "would delete" in dry.stdout
     with streamlog.open(d) as log:
         assert log.stats()["topics"]["kept"]["partitions"][0]["segments"] == before["segments"]
-    applied = run("retention", d)
+    applied = run("--verbose", "retention", d)
     assert applied.exit_code == 0 and f"deleted {len(listed)} segment" in applied.stdout
+    assert applied.stderr.count("INFO: streamlog: retention removed") == len(listed)
     with streamlog.open(d) as log:
         after = log.stats()["topics"]["kept"]["partitions"][0]
         t = log.existing_topic("kept")

@@ -324,3 +324,14 @@ def test_figures_of_a_damaged_store_still_show(tmp_path):
     result = run("describe", d, "t")
     assert result.exit_code == 0, result.output
     assert run("verify", d).exit_code == 1
+
+
+def test_consume_stops_at_damage_naming_file_and_byte(tmp_path):
+    """consume prints the records before a damaged batch, then fails naming file and byte."""
+    d = tmp_path / "s"
+    make_store(d, count=50, segment_bytes=1 << 20)
+    seg, file_pos, off = damage(d, 0, 20)
+    result = run("consume", d, "t")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [(VALUE + b"%05d" % i).decode() for i in range(off)]
+    assert f"{seg} at byte {file_pos}" in result.stderr and "Traceback" not in result.output
