@@ -1,4 +1,4 @@
-"""Operational figures of a store: the append rate in Log.stats(), and their Prometheus export.
+"""Operational figures of a store (the append rate of Log.stats(), Prometheus export).
 
 ``Log.stats()`` gives per-partition counts (records, bytes, segments,
 offsets); this module adds ``append_rate_per_s`` to every partition and
@@ -214,7 +214,9 @@ def render(log: Log) -> bytes:
 class MetricsServer:
     """A running Prometheus endpoint for one store; ``close()`` stops it.
 
-    ``port`` is the bound port (useful with port 0). Serves from a background thread.
+    ``port`` is the bound port (useful with port 0). Serves from a background
+    thread; each scrape reads ``log.stats()``, which is thread-safe. ``close()``
+    is idempotent.
     """
 
     def __init__(self, log: Log, port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR) -> None:
