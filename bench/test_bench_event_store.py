@@ -44,7 +44,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 import streamlog
 from streamlog.eventsourcing import StreamlogApplicationRecorder
 
-ROUNDS = 7
+ROUNDS = 9
 COMMITS = {("interval", 1): 2000, ("interval", 10): 1000, ("always", 1): 300,
            ("always", 10): 300}  # commits per round (fsync-bound rounds are shorter)
 READ_EVENTS = 1000

@@ -305,10 +305,10 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
     def _first_version(self, sid: str, sid_b: bytes) -> int | None:
         first = self._first.get(sid)
         if first is None:
-            events = self.store._read_range(sid, sid_b, 0, 0, 1, False)
-            if not events:
+            _, records = self.store._stream_records(sid, sid_b, 0, 0, 1)
+            if not records:
                 return None
-            first = int(events[0].headers[VERSION_HEADER])
+            first = int(records[0].headers[VERSION_HEADER])
             if len(self._first) > backend.EVENT_INDEX_CACHED_STREAMS:
                 self._first.clear()
             self._first[sid] = first
@@ -329,9 +329,16 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
             hi = lte - first
             if hi < lo:
                 return []
-        events = self.store._read_range(sid, sid_b, lo, hi, limit, desc)
-        return [_stored_event(originator_id, first + e.version, e.headers[TOPIC_HEADER].decode(),
-                              e.value) for e in events]
+        bottom, records = self.store._stream_records(sid, sid_b, lo, hi, limit, desc)
+        out = []
+        append = out.append
+        v = first + bottom
+        for r in records:  # StoredEvents straight from the records: no Event in between
+            append(_stored_event(originator_id, v, r.headers[TOPIC_HEADER].decode(), r.value))
+            v += 1
+        if desc:
+            out.reverse()
+        return out
 
 
 class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
@@ -350,9 +357,10 @@ class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
                 sid = _stream_id(s.originator_id)
                 sid_b = sid.encode("utf-8")
                 if sid not in seen:
-                    have = self.store._read_range(sid, sid_b, 0, None, None, False)
-                    seen[sid] = {int(e.headers[VERSION_HEADER]) for e in have}
-                    expected[sid] = (sid_b, have[-1].version if have else backend.NO_STREAM)
+                    bottom, have = self.store._stream_records(sid, sid_b, 0, None, None)
+                    seen[sid] = {int(r.headers[VERSION_HEADER]) for r in have}
+                    expected[sid] = (sid_b, bottom + len(have) - 1 if have
+                                     else backend.NO_STREAM)
                 ov = s.originator_version
                 if ov in seen[sid]:
                     raise IntegrityError(f"snapshot of {sid!r} at version {ov} already recorded")
@@ -371,17 +379,17 @@ class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
                       lte: int | None = None, desc: bool = False,
                       limit: int | None = None) -> Sequence[StoredEvent]:
         sid = _stream_id(originator_id)
-        events = self.store._read_range(sid, sid.encode("utf-8"), 0, None, None, False)
+        _, records = self.store._stream_records(sid, sid.encode("utf-8"), 0, None, None)
         rows = []
-        for e in events:
-            ov = int(e.headers[VERSION_HEADER])
+        for r in records:
+            ov = int(r.headers[VERSION_HEADER])
             if (gt is None or ov > gt) and (lte is None or ov <= lte):
-                rows.append((ov, e))
-        rows.sort(key=lambda r: r[0], reverse=desc)
+                rows.append((ov, r))
+        rows.sort(key=lambda row: row[0], reverse=desc)
         if limit is not None:
             rows = rows[:max(limit, 0)]
-        return [_stored_event(originator_id, ov, e.headers[TOPIC_HEADER].decode(), e.value)
-                for ov, e in rows]
+        return [_stored_event(originator_id, ov, r.headers[TOPIC_HEADER].decode(), r.value)
+                for ov, r in rows]
 
 
 class StreamlogApplicationRecorder(StreamlogAggregateRecorder, ApplicationRecorder):

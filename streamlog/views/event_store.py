@@ -667,6 +667,24 @@ class EventStore:
                     limit: int | None, backwards: bool) -> list[Event]:
         """Events of versions lo..hi (hi None: the last), at most ``limit`` of them
         (the newest ones when ``backwards``), oldest first unless ``backwards``."""
+        first, records = self._stream_records(sid, sid_b, lo, hi, limit, backwards)
+        new = _new_tuple
+        events = [new(Event, (sid, v, r.offset, r.timestamp_ms, r.value, r.headers))
+                  for v, r in enumerate(records, first)]
+        if backwards:
+            events.reverse()
+        return events
+
+    def _stream_records(self, sid: str, sid_b: bytes, lo: int, hi: int | None,
+                        limit: int | None, newest: bool = False) -> tuple[int, list]:
+        """The records of versions lo..hi of a stream (hi None: its last), at most
+        ``limit`` of them (the newest ones when ``newest``), oldest first, their
+        ``es-*`` headers removed; and the version of the first.
+
+        Checked against the log: a record that is not the event the index says
+        makes the index start over from the log (CorruptionError if it still
+        disagrees).
+        """
         self._log._check()
         idx = self._index
         skey = _skey(sid_b)
@@ -676,10 +694,10 @@ class EventStore:
                 last = idx.last_version(sid, sid_b)
                 top = last if hi is None else min(hi, last)
                 if top < lo or limit == 0:
-                    return []
+                    return lo, []
                 bottom = lo
                 if limit is not None:
-                    if backwards:
+                    if newest:
                         bottom = max(lo, top - limit + 1)
                     else:
                         top = min(top, lo + limit - 1)
@@ -692,11 +710,9 @@ class EventStore:
                 positions = idx.lmdb_positions(skey, bottom, min(top, tail_first - 1))
             if positions is not None:
                 positions.extend(tail_part)
-                events = self._fetch(sid, sid_b, bottom, positions)
-                if events is not None:
-                    if backwards:
-                        events.reverse()
-                    return events
+                records = self._records_at(sid_b, bottom, positions)
+                if records is not None:
+                    return bottom, records
             # The index changed under us or disagrees with the log: start it over.
             with idx.lock:
                 if attempt:
@@ -705,22 +721,20 @@ class EventStore:
         raise CorruptionError(None, 0, f"event store {self.name!r}: the stream index of "
                               f"{sid!r} does not match the log; run `streamlog verify`")
 
-    def _fetch(self, sid: str, sid_b: bytes, first_version: int,
-               positions: list[int]) -> list[Event] | None:
-        """The events at ``positions`` (ascending; versions from ``first_version``),
-        or None if a record there is not the event the index says.
+    def _records_at(self, sid_b: bytes, first_version: int, positions: list[int]) -> list | None:
+        """The records at ``positions`` (rising; versions from ``first_version``) with
+        their ``es-*`` headers removed, or None if one is not the event the index says.
 
         Positions close together are read in one pass. Every record's stream id
-        is checked, and the version of the first and last of each pass: a
-        stream's versions rise with its positions, so matching ends and a
-        matching count pin every version in between.
+        is checked, and the versions of the first and the last: a stream's
+        versions rise with its positions, so matching ends and a matching count
+        pin every version in between.
         """
-        out: list[Event] = []
+        out: list = []
         append = out.append
         n = len(positions)
         gap = backend.EVENT_READ_GAP_RECORDS
         read = self._topic.read
-        new = _new_tuple
         i = 0
         while i < n:
             j = i
@@ -732,40 +746,33 @@ class EventStore:
                     break
                 j += 1
             first = positions[i]
-            last = positions[j]
-            v0 = first_version + i
-            k = i
-            if last - first == j - i:  # a contiguous run: every record is ours
-                for rec in read(0, first, last - first + 1):
+            span = positions[j] - first + 1
+            if span == j - i + 1:  # a contiguous run: every record is ours
+                for rec in read(0, first, span):
                     h = rec.headers
                     if h.pop(STREAM_HEADER, None) != sid_b:
                         return None
-                    ver = h.pop(VERSION_HEADER, None)
-                    if (k == i or k == j) and ver != b"%d" % (first_version + k):
-                        return None
-                    append(new(Event, (sid, first_version + k, rec.offset, rec.timestamp_ms,
-                                       rec.value, h)))
-                    k += 1
+                    append(rec)
+                i += span
             else:
                 want = first
-                for rec in read(0, first, last - first + 1):
+                for rec in read(0, first, span):
                     if rec.offset != want:
                         continue
-                    h = rec.headers
-                    if h.pop(STREAM_HEADER, None) != sid_b:
+                    if rec.headers.pop(STREAM_HEADER, None) != sid_b:
                         return None
-                    ver = h.pop(VERSION_HEADER, None)
-                    if (k == i or k == j) and ver != b"%d" % (first_version + k):
-                        return None
-                    append(new(Event, (sid, first_version + k, want, rec.timestamp_ms,
-                                       rec.value, h)))
-                    k += 1
-                    if k > j:
+                    append(rec)
+                    i += 1
+                    if i > j:
                         break
-                    want = positions[k]
-            if k != j + 1 or out[-1].version != v0 + j - i:
+                    want = positions[i]
+            if len(out) != i or out[-1].offset != positions[j]:
                 return None
-            i = j + 1
+        if n:
+            versions = [r.headers.pop(VERSION_HEADER, None) for r in out]
+            if versions[0] != b"%d" % first_version or \
+                    versions[-1] != b"%d" % (first_version + n - 1):
+                return None
         return out
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> list[Event]:
