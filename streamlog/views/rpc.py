@@ -137,9 +137,6 @@ class Rpc:
         check_view_topic(self._requests, "rpc", name)
         check_view_topic(self._replies, "rpc", name)
         self._index = log.kv(INDEX_NAMESPACE)
-        # Open the namespace in a write transaction first: a key-value read of a
-        # namespace this process has not opened yet fails inside LMDB.
-        self._index.transact(lambda tx: None)
         self._store = backend.store_id(log)
 
     def __repr__(self) -> str:
@@ -180,25 +177,29 @@ class Rpc:
         slot = _Slot()
         table[corr] = slot
         try:
+            # The wake-up word is read before the request goes out: no reply can
+            # come before the request, so the first look can be the wait itself.
+            seen = replies.notify_seq_any()
             self._requests.append(value, headers=hdrs)
             key = index_key(self.reply_topic_name, corr)
             while True:
-                # Read the wake-up word before looking, so that a reply arriving
-                # between the look and the wait still wakes us.
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    replies.wait_any(seen, remaining)
+                # Read the word again before looking, so that a reply arriving
+                # between the look and the next wait still wakes that wait.
                 seen = replies.notify_seq_any()
                 reply = slot.reply
                 if reply is not None:
                     return _unpack(reply)
                 rec = self._lookup(key, corr)
                 if rec is not None:
-                    # The entry served its purpose; pruning would remove it later.
+                    # The entry served its purpose (pruning would remove it later).
                     self._index.delete(key)
                     return _unpack((rec.value or b"", rec.headers.get(ERROR_TYPE)))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if deadline - time.monotonic() <= 0:
                     raise RequestTimeout(f"no reply on rpc {self.name!r} within {timeout} s "
                                          f"(correlation id {corr.decode()})")
-                replies.wait_any(seen, remaining)
         finally:
             table.pop(corr, None)
 
