@@ -39,9 +39,10 @@ topic. Tracking ids per upstream application must increase
 (``IntegrityError`` otherwise). ``subscribe()`` is implemented: catch-up,
 then live, woken by appends in any process.
 
-Every Factory on the same directory in one process shares one open store
-(streamlog opens a directory once per process); the last ``close()`` closes
-it.
+Every Factory on the same directory in one process shares one open
+``streamlog.Log`` (opened with the first Factory's durability); the last
+``close()`` closes it. ``CREATE_TABLE`` is ignored: topics are created on
+first use.
 """
 
 from __future__ import annotations
