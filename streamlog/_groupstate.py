@@ -253,6 +253,13 @@ def nack(st: PartState, me: str, ranges: list[tuple[int, int]], now_ms: int, del
     return apply(st, ranges, change)
 
 
+def defer(st: PartState, me: str, ranges: list[tuple[int, int]],
+          due_ms: int) -> list[tuple[int, int]]:
+    """Give back what ``me`` holds in ``ranges`` until ``due_ms``, refunding the delivery."""
+    return apply(st, ranges,
+                 lambda r: [FREE, due_ms, max(r[4] - 1, 0), r[5]] if r[2] == me else None)
+
+
 def extend(st: PartState, me: str, ranges: list[tuple[int, int]],
            deadline_ms: int) -> list[tuple[int, int]]:
     """Push back the deadline of ``me``'s leases in ``ranges``."""

@@ -24,6 +24,7 @@ import os
 import struct
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -62,7 +63,7 @@ DLQ_ERROR = "sl-dlq-error"
 DLQ_TIMESTAMP_MS = "sl-dlq-timestamp-ms"
 DLQ_TOMBSTONE = "sl-dlq-tombstone"
 
-_ACK, _NACK, _EXTEND = 0, 1, 2
+_ACK, _NACK, _EXTEND, _DEFER = 0, 1, 2, 3
 # Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
 _OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
 
@@ -169,6 +170,18 @@ class Message:
         if self._state:
             return False
         return self._group._settle([self], _EXTEND)[0]
+
+    def defer(self, delay_s: float) -> bool:
+        """Hand the record back until ``delay_s`` from now *without* counting this delivery.
+
+        For records drawn before they are meant to be processed (a delayed
+        queue message, a rate limit): unlike ``nack`` it neither uses up
+        ``max_deliver`` nor applies the backoff. Settles the message; False
+        if the lease was already lost.
+        """
+        if self._state:
+            return False
+        return self._group._settle([self], _DEFER, delay_s)[0]
 
     def _asdict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self._fields}
@@ -336,6 +349,12 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        # A clean close of the store is a clean close of its consumers: their leases go
+        # back at once (a crash keeps them until ack_wait_s, or until the same consumer
+        # name comes back). A weak reference: the store does not keep handles alive.
+        ref = weakref.ref(self)
+        self._closer = lambda: _close_ref(ref)
+        self._log._on_close(self._closer)
 
     def __repr__(self) -> str:
         return (f"Group({self.name!r}, topic={self.topic.name!r}, mode={self.mode!r}, "
@@ -573,7 +592,7 @@ class Group:
 
     def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
                 error: str | None = None) -> list[bool]:
-        if action == _NACK:
+        if action in (_NACK, _DEFER):
             delay_s = _validate.seconds(delay_s, "delay_s")
             if error is not None and not isinstance(error, str):
                 raise TypeError(f"error must be a str or None, not {type(error).__name__}")
@@ -629,6 +648,8 @@ class Group:
                     if not full and gs.pending_count(st) >= GROUP_MAX_PENDING_RECORDS:
                         full = True  # pollers may be waiting for room: wake them after
                     changed = gs.ack(st, me, ranges)
+                elif action == _DEFER:
+                    changed = gs.defer(st, me, ranges, now + int(delay_s * 1000))
                 elif action == _EXTEND:
                     if exclusive:  # keep the partition's later leases from expiring first
                         ranges = [(st.committed, st.next)]
@@ -659,12 +680,14 @@ class Group:
             out[i] = good
             if action == _ACK:
                 m._state = _ACKED if good else _LOST
-            elif action == _NACK:
+            elif action in (_NACK, _DEFER):
                 m._state = _NACKED
         if action == _NACK and dead:
             self._dead_letter(dead)
-        if action == _NACK or (action == _ACK and (full or self.mode == "key_shared")):
-            # a record handed back, or a key let go of: others waiting may take it now
+        if action in (_NACK, _DEFER) or \
+                action == _ACK and (full or self.mode == "key_shared"):
+            # A record handed back (pollers re-read when it comes due), a key let go
+            # of, room made under the pending cap: waiting pollers look again.
             _wake(self.topic)
         return out
 
@@ -802,13 +825,19 @@ class Group:
     def close(self) -> None:
         """Leave the group: this consumer's leases (and exclusive partitions) go back at once.
 
-        Idempotent. Other consumers waiting in ``poll`` are woken to take them.
+        Idempotent; ``log.close()`` does it for every handle still open. Other
+        consumers waiting in ``poll`` are woken to take them. (A consumer that
+        dies without closing keeps its leases until they expire.)
         """
         if self._closed:
             return
         self._closed = True
         if self._log._closed:
             return
+        try:
+            self._log._closers.remove(self._closer)
+        except ValueError:  # the store is closing: it is running the closers now
+            pass
         me = self.consumer
         now = _now_ms()
         pkeys = self._pkeys
@@ -833,6 +862,12 @@ class Group:
             _wake(self.topic)
         except StoreClosed:
             pass
+
+
+def _close_ref(ref) -> None:
+    g = ref()
+    if g is not None:
+        g.close()
 
 
 def _as_list(msgs) -> list:

@@ -230,7 +230,8 @@ def test_close_releases_leases_at_once(store):
 
 
 def test_state_survives_close_and_reopen_of_the_store(tmp_path):
-    """Acks, committed offsets and leases are durable: a reopened store resumes the group."""
+    """Acks and committed offsets are durable: a reopened store resumes the group; the
+    clean close handed the unacked lease back, so it is delivered again at once."""
     path = tmp_path / "s"
     with streamlog.open(path) as log:
         t = log.topic("jobs")
@@ -242,10 +243,25 @@ def test_state_survives_close_and_reopen_of_the_store(tmp_path):
         t = log.topic("jobs")
         g = t.group("w", ack_wait_s=60, consumer="c2")
         assert g.lag() == 5
-        assert [(p.consumer, p.offset) for p in g.pending()] == [("c1", 2)]
-        assert [m.offset for m in g.poll(10, timeout=0)] == [6, 7, 8, 9]
-        g1 = t.group("w", ack_wait_s=60, consumer="c1")
-        assert [(m.offset, m.delivery_count) for m in g1.poll(10, timeout=0)] == [(2, 2)]
+        assert g.pending() == []
+        assert [(m.offset, m.delivery_count) for m in g.poll(10, timeout=0)] == [
+            (2, 2), (6, 1), (7, 1), (8, 1), (9, 1)]
+
+
+def test_leases_survive_a_store_that_was_not_closed(tmp_path):
+    """Leases are durable state: a store abandoned without close (as after a crash) still
+    holds them when reopened, until they expire or their consumer comes back."""
+    path = tmp_path / "s"
+    log = streamlog.open(path)
+    t = log.topic("jobs")
+    fill(t, 3)
+    t.group("w", ack_wait_s=60, consumer="c1").poll(2, timeout=0)
+    log._closers.clear()  # as if the process died here: no consumer is closed
+    log.close()
+    with streamlog.open(path) as log:
+        g = log.topic("jobs").group("w", ack_wait_s=60, consumer="c2")
+        assert [(x.consumer, x.offset) for x in g.pending()] == [("c1", 0), ("c1", 1)]
+        assert [m.offset for m in g.poll(10, timeout=0)] == [2]
 
 
 def test_lag_counts_unacked_records_per_partition(store):
@@ -510,3 +526,40 @@ def test_message_from_another_handle_is_refused(store):
     (m,) = a.poll(1, timeout=0)
     with pytest.raises(ValueError):
         b.ack([m])
+
+
+def test_defer_hands_back_without_counting_the_delivery(store):
+    """defer(delay_s) returns the record after the delay with the same delivery count and
+    without using up max_deliver."""
+    t = store.topic("jobs")
+    fill(t, 1)
+    g = t.group("w", max_deliver=1, backoff_s=[5])
+    (m,) = g.poll(1, timeout=0)
+    assert m.defer(0.1) is True
+    assert m.ack() is False  # settled by the defer
+    assert g.poll(1, timeout=0) == []
+    (m2,) = g.poll(1, timeout=3)
+    assert (m2.offset, m2.delivery_count) == (0, 1)
+    assert m2.ack() is True
+    assert list(g.dead_letters().read(0)) == []
+
+
+def test_pending_cap_bounds_leases_and_acks_make_room(store, monkeypatch):
+    """No more than GROUP_MAX_PENDING_RECORDS records are out at once per partition; an
+    ack makes room (and wakes a waiting poller)."""
+    import threading
+
+    from streamlog import groups
+
+    monkeypatch.setattr(groups, "GROUP_MAX_PENDING_RECORDS", 5)
+    t = store.topic("jobs")
+    fill(t, 20)
+    a, b = t.group("w"), t.group("w")
+    got = a.poll(100, timeout=0)
+    assert len(got) == 5
+    assert b.poll(100, timeout=0) == []
+    timer = threading.Timer(0.2, lambda: a.ack(got[:2]))
+    timer.start()
+    more = b.poll(100, timeout=10)
+    timer.join()
+    assert [m.offset for m in more] == [5, 6]
