@@ -228,4 +228,4 @@ def on_topic_deleted(namespace: str, fn) -> None:
 def defer(message, delay_s: float) -> bool:
     """Hand a message back to its group until ``delay_s`` from now, without counting the
     delivery it came in (delayed queue messages drawn before they are due)."""
-    return message.nack(delay_s=delay_s)
+    return message.defer(delay_s)
