@@ -28,6 +28,7 @@ time is never served later.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 import threading
@@ -100,6 +101,14 @@ def index_key(reply_topic: str, correlation_id: bytes) -> bytes:
     return reply_topic.encode() + b"\0" + correlation_id
 
 
+def _drop_index_of(tx, topic: str) -> None:
+    """When a topic is deleted, its replies' index entries go with it (same transaction)."""
+    tx.delete_prefix(topic.encode() + b"\0")
+
+
+backend.on_topic_deleted(INDEX_NAMESPACE, _drop_index_of)
+
+
 def _deadline_of(correlation_id: bytes) -> int | None:
     try:
         return int(correlation_id[:_DEADLINE_HEX], 16)
@@ -110,8 +119,8 @@ def _deadline_of(correlation_id: bytes) -> int | None:
 def _timeout_s(timeout) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not timeout > 0:  # also refuses NaN
-        raise ValueError(f"timeout must be > 0 seconds, not {timeout}")
+    if not 0 < timeout < math.inf:  # also refuses NaN
+        raise ValueError(f"timeout must be a finite number of seconds > 0, not {timeout}")
     return float(timeout)
 
 

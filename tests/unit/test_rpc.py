@@ -188,7 +188,7 @@ def test_bad_requests_raise_before_anything_is_written(store):
     rpc = store.rpc("b")
     with pytest.raises(TypeError):
         rpc.request("text")
-    for bad in (0, -1, float("nan")):
+    for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError):
             rpc.request(b"x", timeout=bad)
     with pytest.raises(TypeError):
@@ -245,3 +245,15 @@ def test_a_stale_index_entry_is_not_taken_for_a_reply(store, monkeypatch):
     assert rpc._lookup(key, b"mine") is None
     store.kv(rpc_mod.INDEX_NAMESPACE).put(key, rpc_mod._INDEX_VALUE.pack(0, 5))
     assert rpc._lookup(key, b"mine") is None  # past the end: not appended yet
+
+
+def test_deleting_the_reply_topic_drops_its_index_entries(store):
+    """delete_topic on a reply topic removes that topic's correlation entries, no others."""
+    kv = store.kv(rpc_mod.INDEX_NAMESPACE)
+    store.rpc("gone")
+    store.rpc("kept")
+    kv.put(rpc_mod.index_key("gone.replies", b"a"), b"\0" * 12)
+    kv.put(rpc_mod.index_key("kept.replies", b"b"), b"\0" * 12)
+    store.delete_topic("gone.replies")
+    assert kv.scan(b"gone.replies\0") == []
+    assert len(kv.scan(b"kept.replies\0")) == 1
