@@ -488,7 +488,7 @@ class Group:
                     res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
                 else:
-                    new = _read_keys(parts[p], st.next, v[2], room)
+                    new = _read_keys(parts[p], st.next, v[2], room, self._cache)
                     res = gs.lease_key_shared(st, me, now, room, new, aw, md, bo, reclaim,
                                               GROUP_MAX_PENDING_RECORDS, dead_room)
                 room -= res.taken
@@ -952,14 +952,15 @@ def _read_range(part, lo: int, hi: int, cache: dict | None = None) -> list:
     return out
 
 
-def _read_keys(part, offset: int, end: int, room: int) -> list[tuple[int, int | None]]:
+def _read_keys(part, offset: int, end: int, room: int,
+               cache: dict | None = None) -> list[tuple[int, int | None]]:
     """``(offset, murmur2(key) or None)`` of the records after ``offset``, for key_shared."""
     if offset >= end:
         return []
     want = min(end - offset, max(2 * room, 64))
     murmur2 = _codec.murmur2
     return [(r.offset, None if r.key is None else murmur2(r.key))
-            for r in _read_range(part, offset, offset + want)]
+            for r in _read_range(part, offset, offset + want, cache)]
 
 
 # ------------------------------------------------------------------ hooks

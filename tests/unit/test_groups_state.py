@@ -210,3 +210,85 @@ def test_exclusive_takeover_redelivers_from_oldest_unacked():
     gs.ack(st, "a", [(0, 4)])
     res = ex(st, "b", 100, 12)
     assert res.deliver == [(4, 5, 2), (5, 12, 1)]
+
+
+def _runs_by_offset(st):
+    out = {}
+    for lo, hi, owner, due, count, _ in st.runs:
+        for o in range(lo, hi):
+            out[o] = (owner, due, count)
+    return out
+
+
+def test_random_operations_never_double_lease_and_always_drain():
+    """Random polls, acks, nacks, expiries and releases by 3 consumers (shared and
+    key_shared): a record is never live-leased to two consumers, keyed records of one key
+    are never held by two consumers, the runs stay consistent, and draining acks
+    everything."""
+    for mode in ("shared", "key_shared"):
+        for seed in range(20):
+            rng = random.Random(seed)
+            st = gs.PartState(0)
+            now = NOW
+            end = 0
+            keys = {}
+            held: dict[str, set[int]] = {c: set() for c in "abc"}
+            for _ in range(300):
+                now += rng.randint(0, 400)
+                op = rng.random()
+                c = rng.choice("abc")
+                if op < 0.25:
+                    for _ in range(rng.randint(1, 20)):
+                        keys[end] = rng.choice([None, 1, 2, 3])
+                        end += 1
+                    continue
+                if op < 0.6:
+                    if mode == "shared":
+                        res = gs.lease_shared(st, c, now, rng.randint(1, 15), end, 1000, 4,
+                                              [200], False, BIG, BIG)
+                    else:
+                        new = [(o, keys[o]) for o in range(st.next, end)]
+                        res = gs.lease_key_shared(st, c, now, rng.randint(1, 15), new, 1000, 4,
+                                                  [200], False, BIG, BIG)
+                    got = {o for lo, hi, _ in res.deliver for o in range(lo, hi)}
+                    got |= {o for lo, hi, _, _ in res.dead for o in range(lo, hi)}
+                    live = _runs_by_offset(st)
+                    for other in "abc":
+                        if other != c:
+                            stale = {o for o in held[other] if live.get(o, (None,))[0] != other}
+                            held[other] -= stale
+                            assert not got & held[other]
+                            if mode == "key_shared":
+                                theirs = {keys[o] for o in held[other]
+                                          if live[o][1] > now and keys[o] is not None}
+                                mine = {keys[o] for o in got if keys[o] is not None}
+                                assert not theirs & mine
+                    held[c] |= got
+                elif held[c]:
+                    pick = rng.sample(sorted(held[c]), rng.randint(1, len(held[c])))
+                    ranges = gs.to_ranges(pick)
+                    if op < 0.85:
+                        gs.ack(st, c, ranges)
+                    elif op < 0.95:
+                        gs.nack(st, c, ranges, now, rng.choice([0, 300]), [200], "e")
+                    else:
+                        gs.release(st, c, now)
+                    held[c] -= set(pick)
+                check_invariants(st)
+            # drain: one consumer, far in the future, acks all
+            for _ in range(200):
+                now += 10_000
+                if mode == "shared":
+                    res = gs.lease_shared(st, "z", now, 1000, end, 1000, 99, None, False,
+                                          BIG, BIG)
+                else:
+                    new = [(o, keys[o]) for o in range(st.next, end)]
+                    res = gs.lease_key_shared(st, "z", now, 1000, new, 1000, 99, None, False,
+                                              BIG, BIG)
+                spans = [(lo, hi) for lo, hi, _ in res.deliver]
+                spans += [(lo, hi) for lo, hi, _, _ in res.dead]
+                if not spans and st.committed == end:
+                    break
+                gs.ack(st, "z", sorted(spans))
+                check_invariants(st)
+            assert st.committed == end and st.runs == [], (mode, seed)
