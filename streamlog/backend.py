@@ -229,3 +229,15 @@ def defer(message, delay_s: float) -> bool:
     """Hand a message back to its group until ``delay_s`` from now, without counting the
     delivery it came in (delayed queue messages drawn before they are due)."""
     return message.defer(delay_s)
+
+
+def group_config(topic: TopicBackend, name: str) -> dict | None:
+    """The stored options of group ``name`` of ``topic`` (``mode``, ``ack_wait_s``, ...),
+    or None when there is no such group. Reads only: opens no consumer."""
+    import json
+
+    from .groups import _NS, _cfg_key
+
+    topic._log._check()  # type: ignore[attr-defined]
+    raw = topic._log.kv(_NS).get(_cfg_key(topic.name, name))  # type: ignore[attr-defined]
+    return None if raw is None else json.loads(raw)

@@ -52,3 +52,22 @@ def seconds(v, what: str) -> float:
     if math.isinf(v):
         raise ValueError(f"{what} must be finite")
     return float(v)
+
+
+def ensure_view_group(topic, group: str, kind: str, view: str, **options) -> None:
+    """Create the group a view derives if it does not exist; ConfigMismatch if it exists
+    in another mode.
+
+    The group exists from the view's first opening, so its lag (the queue's
+    depth, the unserved requests) shows in ``log.stats()`` and ``streamlog
+    groups`` before any consumer runs. Once it exists this is one read: no
+    consumer is opened, so a producer-only handle costs no group state.
+    """
+    cfg = backend.group_config(topic, group)
+    if cfg is None:
+        topic.group(group, **options).close()  # create-or-open, atomically
+        return
+    mode = options.get("mode", "shared")
+    if cfg.get("mode") != mode:
+        raise ConfigMismatch(f"group {group!r} of topic {topic.name!r} exists with "
+                             f"mode={cfg.get('mode')!r}; {kind} {view!r} needs mode={mode!r}")

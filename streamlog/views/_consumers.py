@@ -11,6 +11,7 @@ through the handle of the thread that received it.
 from __future__ import annotations
 
 import threading
+import weakref
 
 from ..backend import StoreClosed, TopicNotFound
 
@@ -24,7 +25,9 @@ class ThreadConsumers:
         self._options = options
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list = []
+        # Weak: the consumer of a thread that ended goes with the thread (its
+        # unacked messages come back after ack_wait_s, as after a crash).
+        self._all: weakref.WeakSet = weakref.WeakSet()
         self._closed = False
 
     def _open(self):
@@ -34,7 +37,7 @@ class ThreadConsumers:
                 closed = True
             else:
                 closed = False
-                self._all.append(g)
+                self._all.add(g)
         if closed:
             _close_quietly(g)
             raise StoreClosed("this view handle was closed")
@@ -57,7 +60,8 @@ class ThreadConsumers:
         """
         with self._lock:
             self._closed = True
-            groups, self._all = self._all, []
+            groups = list(self._all)
+            self._all.clear()
         for g in groups:
             _close_quietly(g)
 

@@ -20,7 +20,7 @@ import math
 import time
 
 from .. import backend
-from . import check_view_topic, derive_names, seconds
+from . import check_view_topic, derive_names, ensure_view_group, seconds
 from ._consumers import ThreadConsumers
 
 DELIVER_AT_MS = "streamlog.deliver-at-ms"
@@ -57,9 +57,11 @@ class Queue:
         self._consumers = ThreadConsumers(self._topic, self.group_name, mode="shared",
                                           ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                                           dead_letter=self.dead_letter_topic)
-        # Open this thread's consumer now: a group of that name with other options
-        # (say, another mode) raises ConfigMismatch here, not at the first get().
-        self._consumers.mine()
+        # The group exists from now on (a group of that name in another mode is
+        # refused here); consumers are opened only by the threads that consume.
+        ensure_view_group(self._topic, self.group_name, "queue", name, mode="shared",
+                          ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                          dead_letter=self.dead_letter_topic)
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"

@@ -33,6 +33,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ from ..backend import (
     StoreClosed,
     TopicNotFound,
 )
-from . import check_view_topic, derive_names
+from . import check_view_topic, derive_names, ensure_view_group
 
 REPLY_TO = "streamlog.reply-to"
 CORRELATION_ID = "streamlog.correlation-id"
@@ -145,6 +146,8 @@ class Rpc:
         self._replies = backend.view_topic(log, self.reply_topic_name)
         check_view_topic(self._requests, "rpc", name)
         check_view_topic(self._replies, "rpc", name)
+        ensure_view_group(self._requests, self.server_group, "rpc", name, mode="shared",
+                          dead_letter=self.dead_letter_topic)
         self._index = log.kv(INDEX_NAMESPACE)
         self._store = backend.store_id(log)
 
@@ -280,7 +283,9 @@ class Server:
         self._threads = [threading.Thread(target=self._work, args=(g,), daemon=True,
                                           name=f"streamlog-rpc-{rpc.name}-{i}")
                          for i, g in enumerate(self._groups)]
-        backend.on_close(rpc._log, self.stop)
+        # Stop with the store. A weak reference: a stopped server is not kept alive.
+        ref = weakref.ref(self)
+        backend.on_close(rpc._log, lambda: _stop_ref(ref))
         for t in self._threads:
             t.start()
 
@@ -354,9 +359,13 @@ class Server:
         corr = hdrs.get(CORRELATION_ID)
         reply_to = hdrs.get(REPLY_TO)
         if corr is not None and reply_to is not None:
-            self._reply(reply_to.decode("utf-8", "replace"), corr, value, err)
-            with self._lock:
-                self.served += 1
+            try:
+                self._reply(reply_to.decode("utf-8", "replace"), corr, value, err)
+            except TopicNotFound:
+                pass  # the reply topic was deleted: nobody can be waiting for the reply
+            else:
+                with self._lock:
+                    self.served += 1
         m.ack()
 
     def _reply(self, reply_to: str, corr: bytes, value: bytes, err: str | None) -> None:
@@ -399,6 +408,12 @@ class Server:
         if now >= self._next_prune:
             self._next_prune = now + backend.RPC_INDEX_PRUNE_INTERVAL_S
             prune_index(index, reply_to)
+
+
+def _stop_ref(ref) -> None:
+    server = ref()
+    if server is not None:
+        server.stop()
 
 
 def _describe(e: BaseException) -> tuple[bytes, str]:

@@ -86,7 +86,7 @@ def test_request_of_a_killed_server_is_answered_by_another(tmp_path):
     with streamlog.open(path) as log:
         rpc = log.rpc("svc")
         req = log.existing_topic("svc.requests")
-        group = req.group("svc.servers", ack_wait_s=0.5)
+        group = req.group("svc.servers", ack_wait_s=0.5, dead_letter=rpc.dead_letter_topic)
         seen = req.notify_seq(0)
         result = {}
 

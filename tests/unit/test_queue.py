@@ -45,6 +45,30 @@ def test_get_wakes_when_a_message_is_put(store):
     assert got[0].value == b"x"
 
 
+def test_get_without_timeout_waits_for_a_message(store):
+    """get(timeout=None) blocks until a message arrives, however long that takes."""
+    q = store.queue("patient")
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=None)))
+    t.start()
+    time.sleep(0.2)
+    assert got == []
+    q.put(b"finally")
+    t.join(10)
+    assert got[0].value == b"finally"
+
+
+def test_a_producer_handle_opens_no_consumer_but_the_group_exists(store):
+    """Opening a queue to put creates its group (its lag shows the depth) and no consumer."""
+    q = store.queue("depth")
+    for i in range(3):
+        q.put(b"%d" % i)
+    g = store.existing_topic("depth").group("depth.queue", dead_letter="depth.dlq")
+    assert g.lag() == 3
+    assert store.stats()["groups"]["depth"]["depth.queue"]["consumers"] == 0
+    g.close()
+
+
 def test_messages_go_out_in_order_each_once(store):
     """One consumer gets a single-partition queue's messages in order, each once."""
     q = store.queue("fifo")

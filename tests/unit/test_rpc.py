@@ -98,7 +98,8 @@ def test_timeout_and_the_late_request_is_never_served(store):
     assert time.monotonic() - t0 >= 0.2
     assert isinstance(exc.value, TimeoutError)
     calls = []
-    group = store.existing_topic("slow.requests").group("slow.servers")
+    group = store.existing_topic("slow.requests").group("slow.servers",
+                                                        dead_letter=rpc.dead_letter_topic)
     assert group.lag() == 1
     with rpc.serve(lambda m: calls.append(m.value) or b"ok") as server:
         wait_for(lambda: server.expired == 1)
@@ -176,11 +177,14 @@ def test_view_topics_show_in_topics_and_names_are_checked(store):
         store.rpc("y" * 188)
 
 
-def test_compacted_request_topic_is_a_config_mismatch(store):
-    """A request topic created compacted cannot carry an rpc view: ConfigMismatch."""
+def test_incompatible_topics_or_group_are_a_config_mismatch(store):
+    """A compacted request topic, or a servers group in another mode: ConfigMismatch."""
     store.topic("c.requests", compact=True)
     with pytest.raises(streamlog.ConfigMismatch):
         store.rpc("c")
+    store.topic("e.requests").group("e.servers", mode="exclusive").close()
+    with pytest.raises(streamlog.ConfigMismatch):
+        store.rpc("e")
 
 
 def test_bad_requests_raise_before_anything_is_written(store):
