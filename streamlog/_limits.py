@@ -56,8 +56,8 @@ RPC_INDEX_GRACE_S = 10.0
 # write transaction over the entries of requests still in flight.
 RPC_INDEX_PRUNE_INTERVAL_S = 5.0
 # An rpc server worker's longest single wait in a poll before it looks at its
-# stop flag again: what Server.stop() may have to wait. Short, as an idle
-# poll costs one small LMDB transaction.
+# stop flag again: what Server.stop() (and so Log.close()) may have to wait.
+# Short, as an idle poll costs one small LMDB transaction.
 RPC_SERVER_POLL_S = 0.1
 # The longest single wait of a view's loop that has no deadline of its own
 # before it looks at its stop flag again.

@@ -132,7 +132,7 @@ def wake_any(topic: TopicBackend) -> None:
     """Wake every waiter on the topic's wake-up word without appending a record.
 
     Waiters re-check their condition and sleep again if nothing is theirs;
-    rpc uses it to hand a reply over in-process, servers to stop promptly.
+    rpc uses it to wake a requester whose reply it handed over in-process.
     """
     topic._log._check()  # type: ignore[attr-defined]
     topic._log._notifier_of(topic.name).notify()  # type: ignore[attr-defined]

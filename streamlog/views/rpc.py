@@ -28,6 +28,7 @@ time is never served later.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import struct
@@ -53,6 +54,7 @@ DEADLINE_MS = "streamlog.deadline-ms"
 ERROR_TYPE = "streamlog.error-type"
 
 INDEX_NAMESPACE = "rpc"
+_logger = logging.getLogger("streamlog")
 _INDEX_VALUE = struct.Struct(">IQ")  # partition, offset of the reply
 # Correlation ids start with the deadline (12 hex digits of epoch ms), so the
 # index sorts by deadline and pruning can read the deadline off the key.
@@ -308,11 +310,7 @@ class Server:
 
         Idempotent. Waits up to ``timeout`` seconds per worker.
         """
-        self._stopping.set()
-        try:
-            backend.wake_any(self.rpc._requests)  # workers asleep in poll look up at once
-        except (StoreClosed, TopicNotFound):
-            pass
+        self._stopping.set()  # a worker sees it within RPC_SERVER_POLL_S
         me = threading.current_thread()
         for t in self._threads:
             if t is not me and t.is_alive():
@@ -361,8 +359,16 @@ class Server:
         if corr is not None and reply_to is not None:
             try:
                 self._reply(reply_to.decode("utf-8", "replace"), corr, value, err)
+            except StoreClosed:
+                raise
             except TopicNotFound:
                 pass  # the reply topic was deleted: nobody can be waiting for the reply
+            except Exception as e:  # noqa: BLE001 - e.g. a full disk: this worker goes on
+                _logger.warning("rpc %r: could not reply to request %s/%d: %s; it is handed "
+                                "back for another try", self.rpc.name, m.partition, m.offset,
+                                e, exc_info=True)
+                m.nack(error=f"reply failed: {type(e).__name__}: {e}")
+                return
             else:
                 with self._lock:
                     self.served += 1

@@ -261,3 +261,25 @@ def test_deleting_the_reply_topic_drops_its_index_entries(store):
     store.delete_topic("gone.replies")
     assert kv.scan(b"gone.replies\0") == []
     assert len(kv.scan(b"kept.replies\0")) == 1
+
+
+def test_a_failed_reply_is_retried_and_the_worker_goes_on(store, monkeypatch, caplog):
+    """When writing a reply fails (say, a full disk), the server logs it, hands the request
+    back, and answers it on the next delivery; the worker keeps serving."""
+    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", False)
+    real = rpc_mod.backend.encode_one
+    failures = [OSError(28, "No space left on device")]
+
+    def flaky(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rpc_mod.backend, "encode_one", flaky)
+    calls = []
+    rpc = store.rpc("flaky")
+    with rpc.serve(lambda m: calls.append(m.delivery_count) or b"ok"):
+        assert rpc.request(b"x", timeout=5) == b"ok"
+        assert rpc.request(b"y", timeout=5) == b"ok"
+    assert calls == [1, 2, 1]
+    assert "could not reply" in caplog.text
