@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 
 from .. import backend
-from . import check_view_topic, derive_names, seconds
+from . import check_view_topic, derive_names, ensure_view_group, seconds
 from ._consumers import ThreadConsumers
 
 _STARTS = ("earliest", "latest")
@@ -68,8 +68,8 @@ class PubSub:
 class Subscription:
     """A durable, named subscription: a shared group on the pub-sub topic.
 
-    Thread-safe: threads listening at once are separate consumers of the
-    subscription (a pool of group handles, each lent to one ``listen``).
+    Thread-safe: each thread that listens is a consumer of the subscription of
+    its own (settle a message in the thread that got it).
     """
 
     def __init__(self, pubsub: PubSub, name: str, start: str, ack_wait_s: float,
@@ -88,7 +88,9 @@ class Subscription:
                                           ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                                           start=start, dead_letter=dead_letter)
         # Create the group now: "latest" means the end of the topic at subscribe().
-        self._consumers.mine()
+        ensure_view_group(pubsub._topic, name, "subscription", name, mode="shared",
+                          ack_wait_s=ack_wait_s, max_deliver=max_deliver, start=start,
+                          dead_letter=dead_letter)
 
     def __repr__(self) -> str:
         return f"Subscription({self.pubsub.name!r}, {self.name!r})"

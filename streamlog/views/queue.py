@@ -40,8 +40,8 @@ def due_ms(message) -> int | None:
 class Queue:
     """A point-to-point queue (``log.queue(name)``): put, get, ack/nack, dead letters.
 
-    Thread-safe: threads calling ``get`` at once are separate consumers of
-    the queue's group (a pool of group handles, each lent to one call).
+    Thread-safe: each thread that calls ``get`` is a consumer of the queue's
+    group of its own (settle a message in the thread that got it).
     Process-safe: every process that opens the queue shares its messages.
     """
 

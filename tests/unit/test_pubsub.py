@@ -166,11 +166,15 @@ def test_names_and_bad_arguments(store):
         ps2.publish("text")
 
 
-def test_compacted_topic_is_a_config_mismatch(store):
-    """A pubsub view refuses a topic of its name that was created compacted."""
+def test_incompatible_topic_or_group_is_a_config_mismatch(store):
+    """A pubsub view refuses a compacted topic; a subscription refuses a group of its name
+    that exists in another mode."""
     store.topic("cmp", compact=True)
     with pytest.raises(streamlog.ConfigMismatch):
         store.pubsub("cmp")
+    store.topic("ex").group("owner", mode="exclusive").close()
+    with pytest.raises(streamlog.ConfigMismatch):
+        store.pubsub("ex").subscribe("owner")
 
 
 def test_unsubscribe_deletes_the_position(store):
