@@ -47,12 +47,14 @@ typedef struct {
     uint64_t synced_offset;     /* 192 end offset covered by the last fsync */
     uint32_t notify_seq;        /* 200 futex word: bumped after each append */
     uint32_t waiters;           /* 204 processes waiting on notify_seq */
+    uint64_t allocated_end;     /* 208 blocks of the active segment allocated up to here */
 } sl_control;
 
 _Static_assert(sizeof(pthread_mutex_t) <= 64, "pthread_mutex_t must fit the control block");
 _Static_assert(sizeof(sl_control) <= SL_CONTROL_BYTES, "control block too large");
 _Static_assert(offsetof(sl_control, seq) == 96, "control layout");
 _Static_assert(offsetof(sl_control, notify_seq) == 200, "control layout");
+_Static_assert(offsetof(sl_control, allocated_end) == 208, "control layout");
 
 static inline uint64_t sl_load64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void sl_store64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

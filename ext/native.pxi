@@ -40,6 +40,7 @@ cdef extern from "native.h":
         uint64_t synced_offset
         uint32_t notify_seq
         uint32_t waiters
+        uint64_t allocated_end
     ctypedef struct sl_view:
         uint64_t generation, active_base, end_offset, end_pos, capacity, start_offset
         int64_t max_timestamp_ms
@@ -534,6 +535,7 @@ cdef class Control:
         self.c.synced_offset = end_offset
         self.c.notify_seq = notify
         self.c.waiters = 0
+        self.c.allocated_end = end_pos
         memcpy(self.c.boot_id, PyBytes_AS_STRING(boot_id), 16)
         self.c.version = CONTROL_VERSION
         sl_fence()
@@ -577,7 +579,7 @@ cdef class Control:
 
     def publish(self, generation=None, active_base=None, end_offset=None, end_pos=None,
                 capacity=None, max_timestamp_ms=None, start_offset=None, index_count=None,
-                last_index_pos=None, recovery_point=None):
+                last_index_pos=None, recovery_point=None, allocated_end=None):
         """Change published fields atomically for readers. Caller holds the lock."""
         sl_publish_begin(self.c)
         if generation is not None:
@@ -601,6 +603,8 @@ cdef class Control:
             self.c.last_index_pos = last_index_pos
         if recovery_point is not None:
             self.c.recovery_point = recovery_point
+        if allocated_end is not None:
+            self.c.allocated_end = allocated_end
         sl_publish_end(self.c)
 
     property generation:
@@ -611,6 +615,8 @@ cdef class Control:
         def __get__(self): return sl_load64(&self.c.end_pos)
     property capacity:
         def __get__(self): return sl_load64(&self.c.capacity)
+    property allocated_end:
+        def __get__(self): return sl_load64(&self.c.allocated_end)
     property index_count:
         def __get__(self): return sl_load64(&self.c.index_count)
     property last_index_pos:
@@ -651,6 +657,8 @@ DEF _STALE = -3
 DEF _FULL = -4
 DEF _RECOVER = -5
 DEF _IOERR = -6
+DEF _ALLOC = -7
+APPEND_ALLOC = _ALLOC
 # Batches of at least this many bytes are written with pwritev, not a copy.
 DEF PWRITE_MIN = 65536
 APPEND_IOERR = _IOERR
@@ -752,6 +760,8 @@ cdef class Writer:
         pos = c.end_pos
         if pos + <uint64_t>n > c.capacity or pos + <uint64_t>n > <uint64_t>self.seg.length:
             return _FULL
+        if pos + <uint64_t>n > c.allocated_end:
+            return _ALLOC  # blocks not reserved yet: the slow path fallocates ahead
         c.pending_end = pos + n
         if n >= PWRITE_MIN and self.fd >= 0:
             # Large batches go through pwritev: the same page cache as the map,

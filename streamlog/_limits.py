@@ -112,3 +112,8 @@ DEDUPE_PRUNE_BATCH = 16
 # without msg_id since the last dedupe append) starts at the window's first
 # record by timestamp instead of at the index's high-water mark.
 DEDUPE_CATCHUP_SCAN_RECORDS = 10_000
+
+# Blocks of the active segment are reserved (posix_fallocate) this far ahead of
+# the data: a store into a mapped hole on a full disk would be a SIGBUS, and
+# reserving a whole 64 MiB segment per partition up front wastes disk.
+SEGMENT_ALLOCATION_CHUNK_BYTES = 4 * 1024 * 1024

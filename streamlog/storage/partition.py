@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _codec, _ext
-from .._limits import INDEX_INTERVAL_BYTES
+from .._limits import INDEX_INTERVAL_BYTES, SEGMENT_ALLOCATION_CHUNK_BYTES
 from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
 from . import files
 
@@ -186,8 +186,8 @@ class Partition:
                            pos)
             # Zero everything after the last good batch (I5): the torn bytes
             # and any stale pages, then preallocate to capacity.
-            os.ftruncate(fd, pos)
-            os.posix_fallocate(fd, 0, capacity)  # zeros after the data, blocks allocated
+            os.ftruncate(fd, pos)  # zeros after the data; appends reserve blocks ahead
+            os.ftruncate(fd, capacity)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -268,9 +268,10 @@ class Partition:
         swap = final + files.SWAP_SUFFIX
         fd = os.open(swap, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            # Allocate the blocks now: a store into a mapped hole on a full disk
-            # would kill the process with SIGBUS; this raises OSError instead.
-            os.posix_fallocate(fd, 0, capacity)
+            # Sparse to capacity; appends reserve blocks ahead of the data
+            # (_reserve_locked), so a full disk is an OSError, never a SIGBUS.
+            os.ftruncate(fd, capacity)
+            os.posix_fallocate(fd, 0, min(capacity, SEGMENT_ALLOCATION_CHUNK_BYTES))
         except OSError:
             os.close(fd)
             os.unlink(swap)
@@ -438,7 +439,9 @@ class Partition:
                 r = self.writer.append_locked(data, count, max_ts)
                 if r >= 0:
                     return r
-                if r == _ext.APPEND_FULL:
+                if r == _ext.APPEND_ALLOC:
+                    self._reserve_locked(len(data))
+                elif r == _ext.APPEND_FULL:
                     self._roll_locked(len(data))
                 elif r == _ext.APPEND_DELETED:
                     raise TopicNotFound(f"topic {self.topic!r} was deleted")
@@ -483,7 +486,9 @@ class Partition:
                 r = self.writer.append_locked(data, count, max_ts)
                 if r >= 0:
                     break
-                if r == _ext.APPEND_FULL:
+                if r == _ext.APPEND_ALLOC:
+                    self._reserve_locked(len(data))
+                elif r == _ext.APPEND_FULL:
                     self._roll_locked(len(data))
                 elif r == _ext.APPEND_DELETED:
                     raise TopicNotFound(f"topic {self.topic!r} was deleted")
@@ -550,7 +555,8 @@ class Partition:
         if self.durability != "never":
             os.fdatasync(old_fd)
         self.ctl.publish(generation=gen + 1, active_base=end_offset, end_pos=0,
-                         capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0)
+                         capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0,
+                         allocated_end=min(capacity, SEGMENT_ALLOCATION_CHUNK_BYTES))
         os.ftruncate(old_fd, end_pos)
         for suffix, size in ((files.INDEX_SUFFIX, icount * _INDEX_ENTRY),
                              (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
@@ -559,9 +565,23 @@ class Partition:
         if self.retention is not None:
             self._apply_retention_locked(False)
 
+    def _reserve_locked(self, need: int) -> None:
+        """Allocate the active segment's blocks a chunk past the next ``need`` bytes.
+
+        posix_fallocate raises OSError (ENOSPC) on a full disk: the append
+        fails cleanly with nothing written, instead of a SIGBUS on a store into
+        a mapped hole.
+        """
+        end_pos, capacity, allocated = self.ctl.end_pos, self.ctl.capacity, \
+            self.ctl.allocated_end
+        target = min(capacity, end_pos + need + SEGMENT_ALLOCATION_CHUNK_BYTES)
+        if target > allocated:
+            os.posix_fallocate(self._fd(self.ctl.view()[1]), allocated, target - allocated)
+            self.ctl.publish(allocated_end=target)
+
     def _grow_active_locked(self, gen: int, base: int, capacity: int) -> None:
-        """Preallocate the (empty) active segment and its indexes to ``capacity``."""
-        os.posix_fallocate(self._fd(base), 0, capacity)
+        """Grow the (empty) active segment and its indexes to ``capacity``."""
+        os.ftruncate(self._fd(base), capacity)
         icap = index_capacity(capacity)
         for suffix, entry in ((files.INDEX_SUFFIX, _INDEX_ENTRY),
                               (files.TIMEINDEX_SUFFIX, _TIMEINDEX_ENTRY)):
