@@ -11,6 +11,7 @@ TOPICS_DIR = "topics"
 CONTROL_FILE = "control"
 NOTIFY_FILE = "notify"  # topic-wide wake-up word
 TRASH_PREFIX = ".trash-"
+QUARANTINE_DIR = "quarantine"  # bytes that recovery or repair cut, never deleted
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"

@@ -55,6 +55,18 @@ _ENVS: dict[str, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+def _reinit_locks_after_fork() -> None:
+    # A thread of the parent may have held these at fork(): the child has no
+    # such thread, so the copies would stay locked forever.
+    global _ENVS_LOCK
+    _ENVS_LOCK = threading.Lock()
+    for shared in _ENVS.values():
+        shared.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_locks_after_fork)
+
+
 def _acquire(path: str, durability: str) -> _SharedEnv:
     real = os.path.realpath(path)
     with _ENVS_LOCK:

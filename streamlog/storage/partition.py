@@ -171,17 +171,24 @@ class Partition:
             entries: list = []
             pos, next_off, running_end, problem = _codec.scan(
                 m if m is not None else b"", 0, size, active, running, 0, entries)
-            if problem is None and pos < size and \
-                    np.frombuffer(m, dtype=np.uint8, offset=pos).any():
+            tail_end = pos
+            if m is not None and pos < size:
+                nonzero = np.flatnonzero(np.frombuffer(m, dtype=np.uint8, offset=pos))
+                if len(nonzero):
+                    tail_end = pos + int(nonzero[-1]) + 1
+            if problem is None and tail_end > pos:
                 # The data ended at a zero header but bytes follow it: a write that
                 # never completed (its first page lost with the power). Cut and say so.
                 problem = ("torn", pos, "non-zero bytes after the end of the data")
-            del m
             if problem is not None:
+                saved = "nowhere (nothing but zeros)"
+                if tail_end > pos:  # never delete: what is cut is kept in quarantine
+                    saved = self._quarantine(active, pos, bytes(memoryview(m)[pos:tail_end]))
                 kind, file_pos, reason = problem
                 log.warning("streamlog: %s tail of %s truncated at byte %d of %d (%s): a writer "
-                            "died mid-append or the machine lost power", kind, log_path,
-                            file_pos, size, reason)
+                            "died mid-append or the machine lost power; the bytes cut are "
+                            "kept in %s", kind, log_path, file_pos, size, reason, saved)
+            del m
             capacity = max(self.segment_bytes, size if problem is None and pos == size else 0,
                            pos)
             # Zero everything after the last good batch (I5): the torn bytes
@@ -205,6 +212,20 @@ class Partition:
         generation = (prev_view[0] + 1) if prev_view else 1
         self.ctl.initialize(self._boot, generation, active, next_off, pos, capacity,
                             running_end, start, count, last_index_pos)
+
+    def _quarantine(self, base: int, file_pos: int, data: bytes) -> str:
+        """Keep bytes that recovery cuts, in DIR/quarantine/<topic>/<partition>/."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))
+        qdir = os.path.join(root, files.QUARANTINE_DIR, self.topic, str(self.partition))
+        os.makedirs(qdir, exist_ok=True)
+        name = f"{files.segment_name(base, '')}.{file_pos}.{time.time_ns()}.tail"
+        path = os.path.join(qdir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        files.fsync_dir(qdir)
+        return path
 
     def _orphan_segment(self, prev: int, last: int) -> bool:
         """True when segment ``last`` is empty and ``prev``'s batches end at another offset."""
@@ -741,7 +762,14 @@ class Partition:
             box = _Chunk(out)  # lives as long as this frame: close() can empty ``out``
             self._chunks.add(box)
             chunk = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
-            cursor = self.read_into(offset, chunk, out, cursor)
+            try:
+                cursor = self.read_into(offset, chunk, out, cursor)
+            except CorruptionError:
+                if not out:
+                    raise
+                # Hand out the good records decoded before the damaged batch; the
+                # next refill starts at the damage and raises there.
+                cursor = None
             if not out:
                 return
             if remaining is not None:
@@ -900,9 +928,19 @@ class Partition:
         return out
 
     def verify(self) -> list[dict]:
-        """Check every batch of every segment (CRC included). Returns problems found."""
+        """Check every batch of every segment (CRC included). Returns problems found.
+
+        A write left half done by a dead writer (beyond the published end, so
+        never readable) is reported with kind "torn": it is not corruption, and
+        the next append zeroes it.
+        """
         view = self.view()
         problems = []
+        if self.ctl.pending_end != self.ctl.end_pos:
+            problems.append({"path": os.path.join(self.path, files.segment_name(view[1])),
+                             "file_pos": self.ctl.end_pos, "kind": "torn",
+                             "reason": "a writer died mid-append; the next append truncates it",
+                             "topic": self.topic, "partition": self.partition})
         bases = list(self._bases)
         expected = bases[0]
         for i, b in enumerate(bases):
