@@ -622,6 +622,13 @@ class Group:
         exclusive = self.mode == "exclusive"
         now = _now_ms()
         pkeys = self._pkeys
+        # Offsets -> ranges before the transaction: it holds LMDB's writer lock.
+        ranges_of: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        for p, ms in by_part.items():
+            by_epoch: dict[int, list[int]] = {}
+            for m in ms:
+                by_epoch.setdefault(m._epoch if exclusive else 0, []).append(m._record.offset)
+            ranges_of[p] = {e: gs.to_ranges(offs) for e, offs in by_epoch.items()}
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
@@ -632,16 +639,14 @@ class Group:
             dead: list[tuple[int, int, int, int, str | None]] = []
             full = False
             beat = self._heartbeat(tx, cfg, now)
-            for p, ms in by_part.items():
+            for p, by_epoch in ranges_of.items():
                 raw = tx.get(pkeys[p])
                 if raw is None:
                     continue
                 st = gs.decode(raw)
-                if exclusive:
-                    if st.owner != me:
-                        continue
-                    ms = [m for m in ms if m._epoch == st.epoch]
-                ranges = gs.to_ranges([m._record.offset for m in ms])
+                if exclusive and st.owner != me:
+                    continue  # taken over: the old owner's calls are refused
+                ranges = by_epoch.get(st.epoch if exclusive else 0)
                 if not ranges:
                     continue
                 if action == _ACK:
