@@ -421,8 +421,9 @@ class Group:
             now = _now_ms()
             if due_ms < gs.FOREVER_MS:
                 wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
-            if self.mode == "exclusive":  # keep our ownership alive while we sleep
-                wait = min(wait, self._beat_interval_ms(self._cfg) / 1000)
+            # Look up at least once per heartbeat interval: a consumer blocked in poll
+            # stays live (exclusive groups keep its partitions; stats count it).
+            wait = min(wait, self._beat_interval_ms(self._cfg) / 1000)
             topic.wait_any(seq, min(wait, 3600.0))
             self._check()
 
