@@ -349,6 +349,9 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        # partition -> (state bytes, end, start, due_ms, options) of its last look
+        # that found nothing deliverable before due_ms (see _poll_once)
+        self._idle: dict[int, tuple] = {}
         # A clean close of the store is a clean close of its consumers: their leases go
         # back at once (a crash keeps them until ack_wait_s, or until the same consumer
         # name comes back). A weak reference: the store does not keep handles alive.
@@ -472,19 +475,25 @@ class Group:
                         dirty = dirty or res.changed
                     if dirty:
                         tx.put(pkeys[p], gs.encode(st))
-                return cfg, taken, due, beat
+                return cfg, taken, due, beat, {}
+            idle = dict(idle_before)  # rebuilt on each run: fn may run twice
             for p in order:
                 v = views[p]
                 raw = tx.get(pkeys[p])
                 if raw is None:
                     raise StreamlogError(f"group {self.name!r} of topic {topic.name!r} "
                                          "was deleted")
+                if room <= 0 and dead_room <= 0:
+                    break
+                c = idle_before.get(p)
+                if c is not None and not reclaim and c[0] == raw and c[1] == v[2] and \
+                        c[2] == v[5] and c[4] is cfg and now < c[3]:
+                    # Same state, same log, same options as when this partition last had
+                    # nothing for us, and nothing comes due before c[3]: skip the decode.
+                    due = min(due, c[3])
+                    continue
                 st = gs.decode(raw)
                 dirty = gs.clamp(st, v[5])
-                if room <= 0 and dead_room <= 0:
-                    if dirty:
-                        tx.put(pkeys[p], gs.encode(st))
-                    continue
                 if mode == "shared":
                     res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
@@ -497,11 +506,16 @@ class Group:
                 due = min(due, res.due_ms)
                 if res.deliver or res.dead:
                     taken.append((p, res, st.epoch))
+                idle.pop(p, None)
                 if dirty or res.changed:
                     tx.put(pkeys[p], gs.encode(st))
-            return cfg, taken, due, beat
+                elif res.due_ms > now:
+                    idle[p] = (raw, v[2], v[5], res.due_ms, cfg)
+            return cfg, taken, due, beat, idle
 
-        cfg, taken, due, beat = self._kv.transact(fn)
+        idle_before = self._idle
+        cfg, taken, due, beat, idle = self._kv.transact(fn)
+        self._idle = idle
         self._cfg = cfg
         self._reclaim = False
         self._rr = (self._rr + 1) % n
