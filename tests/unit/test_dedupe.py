@@ -12,6 +12,13 @@ from streamlog import RecordTooLarge, _codec
 from streamlog.dedupe import MSG_ID_HEADER, partition_for_msg_id
 
 
+@pytest.fixture(autouse=True)
+def _small_segments(monkeypatch):
+    """Topics these tests create get 1 MiB segments: segments are preallocated, and the
+    default 64 MiB per partition would dominate the run time of tests about groups."""
+    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+
+
 def test_repeat_returns_first_position_and_writes_nothing(store):
     """A second append with the same msg_id returns the first Position; the log holds one
     record."""

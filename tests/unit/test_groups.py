@@ -11,6 +11,13 @@ import streamlog
 from streamlog import ConfigMismatch, Lease, Message, StoreClosed, StreamlogError
 
 
+@pytest.fixture(autouse=True)
+def _small_segments(monkeypatch):
+    """Topics these tests create get 1 MiB segments: segments are preallocated, and the
+    default 64 MiB per partition would dominate the run time of tests about groups."""
+    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+
+
 def fill(t, n, key=None):
     return [t.append(b"v%d" % i, key=key) for i in range(n)]
 
