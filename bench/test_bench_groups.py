@@ -49,6 +49,7 @@ POLL_RECORDS = 100
 LATENCY_SAMPLES = 400
 ROUNDS = 3
 VALUE_BYTES = 100
+SEGMENT_BYTES = 32 << 20  # holds a round's records; smaller than the default to preallocate
 CTX = mp.get_context("spawn")
 
 
@@ -249,7 +250,7 @@ def _group_contender(name: str, pool: Pool, bench_dir: str, records: int,
     def setup():
         path = tempfile.mkdtemp(dir=bench_dir)
         with streamlog.open(path) as log:
-            t = log.topic("bench")
+            t = log.topic("bench", segment_bytes=SEGMENT_BYTES)
             for i in range(0, records, 100):
                 t.append_many(values[i:i + 100])
             for g in set(groups):
@@ -356,7 +357,7 @@ def _latencies(pool: Pool, bench_dir: str) -> tuple[list[int], list[int]]:
         pipe = pool._collect("done", n)[0]
         os.close(fd)
         with streamlog.open(os.path.join(path, "s")) as log:
-            t = log.topic("bench")
+            t = log.topic("bench", segment_bytes=SEGMENT_BYTES)
             t.group("lat")
             n = pool.prepare("latency", (os.path.join(path, "s"), LATENCY_SAMPLES), 1)
             pool.go.set()
