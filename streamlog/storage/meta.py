@@ -55,21 +55,76 @@ _ENVS: dict[str, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+class _ForkGate:
+    """Counts this process's LMDB calls in progress so that fork() waits for them.
+
+    A child must close the environment it inherited before it can open the
+    store again, and py-lmdb's close waits for every call that was in
+    progress (an ``env.sync()``, a write transaction) to end: in the child,
+    the threads making them do not exist, so it would wait forever. fork()
+    therefore waits until no call is in progress and none starts until it
+    is done. Nested calls of one thread never wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._active = 0
+        self._forking = False
+        self._local = threading.local()
+
+    def __enter__(self) -> None:
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        self._lock.acquire()
+        while self._forking and depth == 0:
+            self._cond.wait()
+        self._active += 1
+        self._lock.release()
+        local.depth = depth + 1
+
+    def __exit__(self, *exc) -> None:
+        self._local.depth -= 1
+        self._lock.acquire()
+        self._active -= 1
+        if self._forking:
+            self._cond.notify_all()
+        self._lock.release()
+
+    def before_fork(self) -> None:
+        mine = getattr(self._local, "depth", 0)  # a fork from inside a call: skip ours
+        self._lock.acquire()  # held through fork(): no call starts meanwhile
+        self._forking = True
+        while self._active > mine:
+            self._cond.wait()
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._lock.release()
+
+
+_GATE = _ForkGate()
+
+
 def _reinit_locks_after_fork() -> None:
     # A thread of the parent may have held these at fork(): the child has no
     # such thread, so the copies would stay locked forever.
-    global _ENVS_LOCK
+    global _ENVS_LOCK, _GATE
     _ENVS_LOCK = threading.Lock()
+    _GATE = _ForkGate()
     for shared in _ENVS.values():
         shared.lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reinit_locks_after_fork)
+os.register_at_fork(before=lambda: _GATE.before_fork(),
+                    after_in_parent=lambda: _GATE.after_fork_in_parent(),
+                    after_in_child=_reinit_locks_after_fork)
 
 
 def _acquire(path: str, durability: str) -> _SharedEnv:
     real = os.path.realpath(path)
-    with _ENVS_LOCK:
+    with _GATE, _ENVS_LOCK:
         shared = _ENVS.get(real)
         if shared is not None and shared.pid != os.getpid():
             try:  # inherited through fork(): unusable here, release our copy
@@ -101,7 +156,7 @@ def _acquire(path: str, durability: str) -> _SharedEnv:
 
 def _release(path: str, shared: _SharedEnv) -> None:
     real = os.path.realpath(path)
-    with _ENVS_LOCK:
+    with _GATE, _ENVS_LOCK:
         shared.refs -= 1
         if shared.refs <= 0 and _ENVS.get(real) is shared:
             del _ENVS[real]
@@ -178,7 +233,7 @@ class Meta:
         """A read-only transaction (readers never block and are never blocked)."""
         env = self._env()
         try:
-            with env.begin(write=False) as txn:
+            with _GATE, env.begin(write=False) as txn:
                 yield txn
         except lmdb.Error as e:
             raise _translate(e, self.path) from e
@@ -192,10 +247,11 @@ class Meta:
         env = self._env()
         for _ in range(8):
             try:
-                with env.begin(write=True) as txn:
-                    result = fn(txn)
-                if self.durability == "always" and not self._shared.synced:
-                    env.sync(True)  # the environment was opened by a less durable Log
+                with _GATE:
+                    with env.begin(write=True) as txn:
+                        result = fn(txn)
+                    if self.durability == "always" and not self._shared.synced:
+                        env.sync(True)  # the environment was opened by a less durable Log
                 return result
             except lmdb.MapFullError:
                 self._grow()
@@ -204,14 +260,16 @@ class Meta:
         raise StreamlogError(f"{self.path}: LMDB map could not grow enough")
 
     def _grow(self) -> None:
-        with self._shared.lock:
+        with _GATE, self._shared.lock:
             env = self._shared.env
             env.set_mapsize(env.info()["map_size"] * 2)
 
     def sync(self) -> None:
         """Flush committed transactions to disk (the interval syncer and flush call it)."""
         try:
-            self._env().sync(True)
+            env = self._env()
+            with _GATE:
+                env.sync(True)
         except lmdb.Error as e:
             raise _translate(e, self.path) from e
 
@@ -229,7 +287,7 @@ def _open_db(env, name: str):
     write transaction running Python code, neither can go on. Beginning the
     transaction explicitly waits with the GIL released.
     """
-    with env.begin(write=True) as txn:
+    with _GATE, env.begin(write=True) as txn:
         return env.open_db(name.encode(), txn=txn, create=True)
 
 
