@@ -161,6 +161,9 @@ cdef extern from *:
         Py_INCREF(a); Py_INCREF(b);
         PyTuple_SET_ITEM(o, 0, a);
         PyTuple_SET_ITEM(o, 1, b);
+        /* two ints cannot form a cycle: keep millions of Positions away from
+           the cyclic GC (CPython untracks such tuples too, but only lazily) */
+        if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
         return o;
     }
     """
