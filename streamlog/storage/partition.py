@@ -111,6 +111,8 @@ class Partition:
         if notifier is not None:
             self.writer.set_topic_notify(notifier.mapping)
         self._synced = self.ctl.end_offset()
+        if retention is not None and any(limit is not None for limit in retention):
+            self.apply_retention()  # on open too, not only at rolls (SPEC.md)
 
     # ----------------------------------------------------------------- open
     def _open_control(self) -> None:
