@@ -882,6 +882,8 @@ class Partition:
         view = self.ctl.view()
         self._refresh(view)
         bases = self._bases
+        if not dry_run:
+            self._finish_deletions_locked(bases[0])
         closed = bases[:-1]
         if not closed:
             return []
@@ -920,6 +922,19 @@ class Partition:
         files.fsync_dir(self.path)
         self._attach_locked()
         return doomed
+
+    def _finish_deletions_locked(self, first_base: int) -> None:
+        """Finish deletions a killed process left half-done (I7): segments wholly below
+        the published start, renamed ``.deleted`` files, their indexes. Holds the lock,
+        so no roll or retention step of another process is in progress."""
+        for b in files.list_segments(self.path):
+            if b < first_base:
+                self._unlink_segment(b)
+        for name in files.leftovers(self.path):
+            try:
+                os.unlink(os.path.join(self.path, name))
+            except FileNotFoundError:
+                pass
 
     # -------------------------------------------------------------- verify
     def segments_info(self) -> list[dict]:
