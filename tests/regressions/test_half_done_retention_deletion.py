@@ -28,5 +28,6 @@ def test_leftovers_of_a_deletion_go_at_the_next_retention_pass(tmp_path):
     with streamlog.open(path) as log:
         t = log.topic("t")
         assert not set(stale) & set(os.listdir(pdir))
+        start = t.start_offset(0)  # the pass on open may remove one more segment
         assert [r.offset for r in t.read(0)] == list(range(start, 60))
         assert log.verify() == []
