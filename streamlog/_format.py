@@ -166,10 +166,11 @@ def batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: 
     when the batch would end past ``limit`` and ``CorruptionError`` (path None)
     when a check fails. ``expected_base_offset`` < 0 skips the I2 check.
     """
+    mv = memoryview(buf)
+    limit = min(limit, mv.nbytes)  # as the extension does: never past the buffer
     avail = limit - pos
     if avail <= 0:
         return (0, 0, 0, 0)
-    mv = memoryview(buf)
     if avail < HEADER_SIZE:
         if not any(mv[pos:limit]):
             return (0, 0, 0, 0)
