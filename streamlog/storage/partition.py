@@ -111,8 +111,20 @@ class Partition:
         if notifier is not None:
             self.writer.set_topic_notify(notifier.mapping)
         self._synced = self.ctl.end_offset()
-        if retention is not None and any(limit is not None for limit in retention):
-            self.apply_retention()  # on open too, not only at rolls (SPEC.md)
+        # Retention "on open" (SPEC.md): a half-done deletion is finished now;
+        # the size/age policy runs when this process first appends here (and at
+        # every roll, and on apply_retention()), so opening a store only to look
+        # at it (a dry run, a reader) never removes anything.
+        self._retain_on_attach = retention is not None and \
+            any(limit is not None for limit in retention)
+        if self._retain_on_attach:
+            self.ctl.lock()
+            try:
+                view = self.ctl.view()
+                self._refresh(view)
+                self._finish_deletions_locked(self._bases[0])
+            finally:
+                self.ctl.unlock()
 
     # ----------------------------------------------------------------- open
     def _open_control(self) -> None:
@@ -528,6 +540,9 @@ class Partition:
         m = self._map(seg, True, view[4])
         idx, tidx = self._index_maps_for_write(seg)
         self.writer.attach(view[0], m, idx, tidx, self._fd(seg.base))
+        if self._retain_on_attach:  # this process's first append since opening
+            self._retain_on_attach = False
+            self._apply_retention_locked(False)
 
     def _index_maps_for_write(self, seg: Segment):
         seg.index_maps = self._map_index_files(seg.base)
