@@ -462,30 +462,37 @@ class Partition:
         self._check()
         self.ctl.lock()
         try:
-            while True:
-                if self.ctl.deleted:
-                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
-                if self.ctl.pending_end != self.ctl.end_pos:
-                    self._recover_locked()
-                if self.writer.generation != self.ctl.generation:
-                    self._attach_locked()
-                r = self.writer.append_locked(data, count, max_ts)
-                if r >= 0:
-                    return r
-                if r == _ext.APPEND_ALLOC:
-                    self._reserve_locked(len(data))
-                elif r == _ext.APPEND_FULL:
-                    self._roll_locked(len(data))
-                elif r == _ext.APPEND_DELETED:
-                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
-                elif r == _ext.APPEND_IOERR:
-                    self._raise_io_error()
+            return self._write_locked(data, count, max_ts)
         finally:
             self.ctl.unlock()
 
-    def _raise_io_error(self):
-        err = self.writer.last_errno
-        raise OSError(err, f"{os.strerror(err)} writing {self.path}")
+    def _prepare_locked(self) -> None:
+        """Bring this process's writer in line with the control block (lock held):
+        refuse a deleted topic, zero a dead writer's bytes (I5), follow a roll."""
+        while True:
+            if self.ctl.deleted:
+                raise TopicNotFound(f"topic {self.topic!r} was deleted")
+            if self.ctl.pending_end != self.ctl.end_pos:
+                self._recover_locked()
+            elif self.writer.generation != self.ctl.generation:
+                self._attach_locked()
+            else:
+                return
+
+    def _write_locked(self, data: bytes, count: int, max_ts: int) -> int:
+        """Append an encoded batch (lock held), reserving blocks or rolling as needed."""
+        while True:
+            self._prepare_locked()
+            r = self.writer.append_locked(data, count, max_ts)
+            if r >= 0:
+                return r
+            if r == _ext.APPEND_ALLOC:
+                self._reserve_locked(len(data))
+            elif r == _ext.APPEND_FULL:
+                self._roll_locked(len(data))
+            elif r == _ext.APPEND_IOERR:
+                err = self.writer.last_errno
+                raise OSError(err, f"{os.strerror(err)} writing {self.path}")
 
     def append_with(self, build):
         """Run ``build(end_offset)`` under the append lock and append what it returns.
@@ -500,33 +507,11 @@ class Partition:
         self._check()
         self.ctl.lock()
         try:
-            while True:
-                if self.ctl.deleted:
-                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
-                if self.ctl.pending_end != self.ctl.end_pos:
-                    self._recover_locked()
-                    continue
-                if self.writer.generation != self.ctl.generation:
-                    self._attach_locked()
-                    continue
-                break
+            self._prepare_locked()
             data, count, max_ts, result = build(self.ctl.end_offset())
             if data is None:
                 return -1, result
-            while True:
-                if self.writer.generation != self.ctl.generation:
-                    self._attach_locked()
-                r = self.writer.append_locked(data, count, max_ts)
-                if r >= 0:
-                    break
-                if r == _ext.APPEND_ALLOC:
-                    self._reserve_locked(len(data))
-                elif r == _ext.APPEND_FULL:
-                    self._roll_locked(len(data))
-                elif r == _ext.APPEND_DELETED:
-                    raise TopicNotFound(f"topic {self.topic!r} was deleted")
-                elif r == _ext.APPEND_IOERR:
-                    self._raise_io_error()
+            r = self._write_locked(data, count, max_ts)
         finally:
             self.ctl.unlock()
         if self.durability == "always":
@@ -707,7 +692,9 @@ class Partition:
                 lo = mid
             else:
                 hi = mid - 1
-        seg = self._segments[bases[lo]]
+        seg = self._segments.get(bases[lo])
+        if seg is None:  # dropped meanwhile by another thread's refresh (retention)
+            raise _SegmentGone()
         return seg, bases[lo] == view[1]
 
     def _locate(self, seg: Segment, active: bool, view, m, offset: int) -> tuple[int, int]:
@@ -738,8 +725,8 @@ class Partition:
                 cursor = None
             if offset >= view[2]:
                 return None
-            seg, active = self._segment_for(offset, view)
             try:
+                seg, active = self._segment_for(offset, view)
                 m = self._map(seg, active, view[4])
             except _SegmentGone:
                 self._gen_seen = -1  # retention removed it: refresh and retry
@@ -767,8 +754,15 @@ class Partition:
                                           "written part of the active segment")
                 return (seg.base, new_pos, next_base) if new_pos == view[3] else None
             # end of a closed segment: the next one must continue the offsets (I2)
-            i = self._bases.index(seg.base)
-            nxt = self._bases[i + 1] if i + 1 < len(self._bases) else None
+            bases = self._bases
+            if seg.base not in bases:  # another thread's retention removed it meanwhile
+                self._gen_seen = -1
+                if out:
+                    return None
+                offset, cursor = max(offset, next_base), None
+                continue
+            i = bases.index(seg.base)
+            nxt = bases[i + 1] if i + 1 < len(bases) else None
             if nxt is not None and next_base != nxt:
                 raise CorruptionError(seg.path, new_pos, f"segment ends at offset {next_base} "
                                       f"but the next segment starts at {nxt} (I2)")
@@ -823,8 +817,12 @@ class Partition:
         offset = max(offset, view[5])
         if offset >= view[2] or max_records <= 0:
             return _codec.read_columns(b"", 0, 0, 0, 0, 0, 0)[0]
-        seg, active = self._segment_for(offset, view)
-        m = self._map(seg, active, view[4])
+        try:
+            seg, active = self._segment_for(offset, view)
+            m = self._map(seg, active, view[4])
+        except _SegmentGone:  # retention removed it: refresh and retry from the start
+            self._gen_seen = -1
+            return self.read_columns(offset, max_records)
         pos, base = self._locate(seg, active, view, m, offset)
         limit = view[3] if active else len(m)
         try:
@@ -843,11 +841,21 @@ class Partition:
         return cols
 
     def _next_base(self, seg: Segment) -> int:
-        i = self._bases.index(seg.base)
-        return self._bases[i + 1] if i + 1 < len(self._bases) else seg.base
+        bases = self._bases
+        if seg.base not in bases:  # removed meanwhile: the caller moves to the start
+            return seg.base
+        i = bases.index(seg.base)
+        return bases[i + 1] if i + 1 < len(bases) else seg.base
 
     def offset_for_time(self, timestamp_ms: int) -> int:
         """Earliest offset whose running-maximum timestamp is >= ``timestamp_ms``."""
+        while True:
+            try:
+                return self._offset_for_time(timestamp_ms)
+            except (_SegmentGone, KeyError):  # retention removed a segment meanwhile
+                self._gen_seen = -1
+
+    def _offset_for_time(self, timestamp_ms: int) -> int:
         view = self.view()
         if view[6] < timestamp_ms:
             return view[2]
