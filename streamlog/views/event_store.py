@@ -524,8 +524,87 @@ class EventStore:
         sid, sid_b = _stream_id(stream_id)
         expected = _expected_version(expected_version)
         items = _events(events)
-        _, lasts = self._commit([(sid, sid_b, v, h) for v, h in items], {sid: (sid_b, expected)})
-        return lasts[sid]
+        return self._commit_one(sid, sid_b, expected, items)[1]
+
+    def _commit_one(self, sid: str, sid_b: bytes, exp: int, items: list,
+                    first_headers=None) -> tuple[int, int]:
+        """``_commit`` for the events of one stream (every public append): the same
+        steps without the per-stream bookkeeping. ``items``: ``[(value, user_headers
+        or None), ...]``. Returns (first position, the stream's new last version)."""
+        self._log._check()
+        idx = self._index
+        n = len(items)
+        limit = self._max_record
+        extra = list(first_headers) if first_headers else None
+        values = [e[0] for e in items]
+        sh = (_HB_STREAM, sid_b)
+
+        def encode(first: int) -> tuple[bytes, int]:
+            headers = [[sh, (_HB_VERSION, b"%d" % (first + i)), *e[1]] if e[1] else
+                       [sh, (_HB_VERSION, b"%d" % (first + i))] for i, e in enumerate(items)]
+            if extra:
+                headers[0].extend(extra)
+            ts = _now_ms()
+            return backend.encode_batch(None, values, headers, [ts] * n), ts
+
+        # Encode before taking the append lock with the version we expect to get;
+        # under the lock only a wrong guess (expected_version=ANY) re-encodes.
+        if exp == ANY:
+            with idx.lock:
+                guess = idx.last_version(sid, sid_b) + 1
+        else:
+            guess = exp + 1
+        data, ts = encode(guess)
+        if len(data) > limit:
+            self._check_sizes([(sid, sid_b, v, h) for v, h in items], extra, limit)
+        state = [guess, data, ts, -1, None]  # first version, batch, ts, end, epoch
+
+        def build(end: int):
+            with idx.lock:
+                if idx.end != end or idx.epoch is None:
+                    idx.sync(end)  # records appended since we last looked: learn them
+                elif idx.count >= backend.EVENT_INDEX_FLUSH_RECORDS:
+                    idx.flush()
+                actual = idx.heads.get(sid)
+                if actual is None:
+                    actual = idx.last_version(sid, sid_b)
+                if exp != ANY and actual != exp:
+                    return None, 0, 0, WrongExpectedVersion(exp, actual, sid)
+                if actual + 1 != state[0]:
+                    state[0] = actual + 1
+                    state[1], state[2] = encode(actual + 1)
+                state[3] = end
+                state[4] = idx.epoch
+            return state[1], n, state[2], None
+
+        base, result = self._topic.append_with(0, build)
+        if base < 0:
+            raise result
+        first, _, _, end, epoch = state
+        if base != end:
+            raise StreamlogError(f"event store {self.name!r}: batch landed at offset {base}, "
+                                 f"the version check ran at {end}")
+        with idx.lock:
+            # Our own events join what this process knows, unless another thread has
+            # read them from the log already (or the index was restarted meanwhile).
+            if idx.end == base and idx.epoch == epoch:
+                idx.add_run(sid, first, base, n)
+                idx.end = base + n
+            if idx.count >= backend.EVENT_INDEX_FLUSH_RECORDS:
+                idx.flush()
+        return base, first + n - 1
+
+    def _check_sizes(self, entries: list, extra, limit: int) -> None:
+        """RecordTooLarge for the first event whose value + headers exceed ``limit``."""
+        for i, (_, sid_b, value, hdrs) in enumerate(entries):
+            size = len(value) + len(sid_b) + _FRAMING_BYTES
+            for a, b in (hdrs or ()):
+                size += 6 + len(a) + len(b)
+            for a, b in (extra if i == 0 and extra else ()):
+                size += 6 + len(a) + len(b)
+            if size > limit:
+                raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
+                                     f"max_record_bytes={limit} of {self.name!r}")
 
     def _commit(self, entries: list, expected: dict, first_headers=None) -> tuple[int, dict]:
         """Append events of one or more streams as one batch, checking each stream's
@@ -538,30 +617,28 @@ class EventStore:
         ``(first position, {stream_id: new last version})``; raises
         WrongExpectedVersion (nothing written) on the first failed check.
         """
+        if len(expected) == 1:
+            (sid, (sid_b, exp)), = expected.items()
+            base, last = self._commit_one(sid, sid_b, exp, [(e[2], e[3]) for e in entries],
+                                          first_headers)
+            return base, {sid: last}
         self._log._check()
         idx = self._index
         n = len(entries)
         limit = self._max_record
         extra = list(first_headers) if first_headers else None
         values = [e[2] for e in entries]
-        single = len(expected) == 1
 
         def encode(firsts: dict) -> tuple[bytes, int]:
             headers = []
-            if single:
-                v = next(iter(firsts.values()))
-                sh = (_HB_STREAM, entries[0][1])
-                headers = [[sh, (_HB_VERSION, b"%d" % (v + i)), *e[3]] if e[3] else
-                           [sh, (_HB_VERSION, b"%d" % (v + i))] for i, e in enumerate(entries)]
-            else:
-                nxt = dict(firsts)
-                for sid, sid_b, _, hdrs in entries:
-                    v = nxt[sid]
-                    nxt[sid] = v + 1
-                    h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
-                    if hdrs:
-                        h.extend(hdrs)
-                    headers.append(h)
+            nxt = dict(firsts)
+            for sid, sid_b, _, hdrs in entries:
+                v = nxt[sid]
+                nxt[sid] = v + 1
+                h = [(_HB_STREAM, sid_b), (_HB_VERSION, b"%d" % v)]
+                if hdrs:
+                    h.extend(hdrs)
+                headers.append(h)
             if extra:
                 headers[0].extend(extra)
             ts = _now_ms()
@@ -579,24 +656,22 @@ class EventStore:
         if len(data) > limit:
             # No record of a batch within the limit can exceed it: check each one
             # only when the whole batch is larger (before anything is written).
-            for i, (_, sid_b, value, hdrs) in enumerate(entries):
-                size = len(value) + len(sid_b) + _FRAMING_BYTES
-                for a, b in (hdrs or ()):
-                    size += 6 + len(a) + len(b)
-                for a, b in (extra if i == 0 and extra else ()):
-                    size += 6 + len(a) + len(b)
-                if size > limit:
-                    raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
-                                         f"max_record_bytes={limit} of {self.name!r}")
+            self._check_sizes(entries, extra, limit)
         planned: list = []
 
         def build(end: int):
             nonlocal data, ts
             with idx.lock:
-                idx.sync(end)
+                if idx.end != end or idx.epoch is None:
+                    idx.sync(end)  # records appended since we last looked: learn them
+                elif idx.count >= backend.EVENT_INDEX_FLUSH_RECORDS:
+                    idx.flush()
                 firsts = {}
+                heads = idx.heads
                 for sid, (sid_b, exp) in expected.items():
-                    actual = idx.last_version(sid, sid_b)
+                    actual = heads.get(sid)
+                    if actual is None:
+                        actual = idx.last_version(sid, sid_b)
                     if exp != ANY and actual != exp:
                         return None, 0, 0, WrongExpectedVersion(exp, actual, sid)
                     firsts[sid] = actual + 1
@@ -616,21 +691,14 @@ class EventStore:
             # Our own events join what this process knows, unless another thread has
             # read them from the log already (or the index was restarted meanwhile).
             if idx.end == base and idx.epoch == epoch:
-                if single:
-                    sid = entries[0][0]
-                    idx.add_run(sid, firsts[sid], base, n)
-                else:
-                    nxt = dict(firsts)
-                    for i, e in enumerate(entries):
-                        v = nxt[e[0]]
-                        nxt[e[0]] = v + 1
-                        idx.add_run(e[0], v, base + i, 1)
+                nxt = dict(firsts)
+                for i, e in enumerate(entries):
+                    v = nxt[e[0]]
+                    nxt[e[0]] = v + 1
+                    idx.add_run(e[0], v, base + i, 1)
                 idx.end = base + n
             if idx.count >= backend.EVENT_INDEX_FLUSH_RECORDS:
                 idx.flush()
-        if single:
-            sid = entries[0][0]
-            return base, {sid: firsts[sid] + n - 1}
         counts: dict = {}
         for e in entries:
             counts[e[0]] = counts.get(e[0], 0) + 1
