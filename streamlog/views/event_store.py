@@ -735,19 +735,18 @@ class EventStore:
                     limit: int | None, backwards: bool) -> list[Event]:
         """Events of versions lo..hi (hi None: the last), at most ``limit`` of them
         (the newest ones when ``backwards``), oldest first unless ``backwards``."""
-        first, records = self._stream_records(sid, sid_b, lo, hi, limit, backwards)
-        new = _new_tuple
-        events = [new(Event, (sid, v, r.offset, r.timestamp_ms, r.value, r.headers))
-                  for v, r in enumerate(records, first)]
+        events = self._stream_records(sid, sid_b, lo, hi, limit, backwards, as_events=True)[1]
         if backwards:
             events.reverse()
         return events
 
     def _stream_records(self, sid: str, sid_b: bytes, lo: int, hi: int | None,
-                        limit: int | None, newest: bool = False) -> tuple[int, list]:
+                        limit: int | None, newest: bool = False,
+                        as_events: bool = False) -> tuple[int, list]:
         """The records of versions lo..hi of a stream (hi None: its last), at most
         ``limit`` of them (the newest ones when ``newest``), oldest first, their
-        ``es-*`` headers removed; and the version of the first.
+        ``es-*`` headers removed (or, ``as_events``, Events made of them); and the
+        version of the first.
 
         Checked against the log: a record that is not the event the index says
         makes the index start over from the log (CorruptionError if it still
@@ -778,7 +777,8 @@ class EventStore:
                 positions = idx.lmdb_positions(skey, bottom, min(top, tail_first - 1))
             if positions is not None:
                 positions.extend(tail_part)
-                records = self._records_at(sid_b, bottom, positions)
+                records = self._records_at(sid_b, bottom, positions,
+                                            sid if as_events else None)
                 if records is not None:
                     return bottom, records
             # The index changed under us or disagrees with the log: start it over.
@@ -789,9 +789,12 @@ class EventStore:
         raise CorruptionError(None, 0, f"event store {self.name!r}: the stream index of "
                               f"{sid!r} does not match the log; run `streamlog verify`")
 
-    def _records_at(self, sid_b: bytes, first_version: int, positions: list[int]) -> list | None:
+    def _records_at(self, sid_b: bytes, first_version: int, positions: list[int],
+                    event_sid: str | None = None) -> list | None:
         """The records at ``positions`` (rising; versions from ``first_version``) with
-        their ``es-*`` headers removed, or None if one is not the event the index says.
+        their ``es-*`` headers removed, or None if one is not the event the index
+        says. With ``event_sid``, Events (of that stream id) instead of records,
+        made in the same pass.
 
         Positions close together are read in one pass. Every record's stream id
         is checked, and the versions of the first and the last: a stream's
@@ -801,8 +804,14 @@ class EventStore:
         out: list = []
         append = out.append
         n = len(positions)
+        if not n:
+            return out
         gap = backend.EVENT_READ_GAP_RECORDS
         read = self._topic.read
+        new = _new_tuple
+        pop = dict.pop
+        first_ver = last_ver = None
+        v = first_version
         i = 0
         while i < n:
             j = i
@@ -813,34 +822,32 @@ class EventStore:
                 if step > gap:
                     break
                 j += 1
-            first = positions[i]
-            span = positions[j] - first + 1
-            if span == j - i + 1:  # a contiguous run: every record is ours
-                for rec in read(0, first, span):
-                    h = rec.headers
-                    if h.pop(STREAM_HEADER, None) != sid_b:
-                        return None
+            want = positions[i]
+            span = positions[j] - want + 1
+            contiguous = span == j - i + 1  # then every record of the run is ours
+            for rec in read(0, want, span):
+                if not contiguous and rec.offset != want:
+                    continue
+                h = rec.headers
+                if pop(h, STREAM_HEADER, None) != sid_b:
+                    return None
+                last_ver = pop(h, VERSION_HEADER, None)
+                if first_ver is None:
+                    first_ver = last_ver
+                if event_sid is None:
                     append(rec)
-                i += span
-            else:
-                want = first
-                for rec in read(0, first, span):
-                    if rec.offset != want:
-                        continue
-                    if rec.headers.pop(STREAM_HEADER, None) != sid_b:
-                        return None
-                    append(rec)
-                    i += 1
-                    if i > j:
-                        break
-                    want = positions[i]
-            if len(out) != i or out[-1].offset != positions[j]:
-                return None
-        if n:
-            versions = [r.headers.pop(VERSION_HEADER, None) for r in out]
-            if versions[0] != b"%d" % first_version or \
-                    versions[-1] != b"%d" % (first_version + n - 1):
-                return None
+                else:
+                    append(new(Event, (event_sid, v, want, rec.timestamp_ms, rec.value, h)))
+                v += 1
+                i += 1
+                if i > j:
+                    break
+                want = positions[i] if not contiguous else want + 1
+            if i != j + 1:
+                return None  # a record is missing
+        if first_ver != b"%d" % first_version or last_ver != b"%d" % (first_version + n - 1) \
+                or (out[-1].offset if event_sid is None else out[-1].position) != positions[-1]:
+            return None
         return out
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> list[Event]:
