@@ -625,15 +625,27 @@ class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
         return [(_HB_TRACKING_APP, tracking.application_name.encode("utf-8")),
                 (_HB_TRACKING_ID, b"%d" % tracking.notification_id)]
 
-    def insert_tracking(self, tracking: Tracking) -> None:
+    def insert_tracking(self, tracking: Tracking, *, headers=None) -> None:
+        """Record ``tracking`` (IntegrityError unless its id is above the recorded one).
+
+        ``headers`` (a mapping of str to bytes or str) are stored on the same
+        record: a view can keep small state there, written atomically with
+        the tracking position (tests/eventsourcing/test_projection.py counts
+        events that way).
+        """
         topic = self._tracking.t_topic
+        extra = backend.validate_headers(headers) or []
+        for name, _ in extra:
+            if name in (_HB_TRACKING_APP, _HB_TRACKING_ID):
+                raise ValueError(f"header name {name.decode()!r} is reserved for tracking")
 
         def build(end: int):
             err = self._tracking_check(tracking, end)
             if err is not None:
                 return None, 0, 0, err
             ts = backend.now_ms()
-            data = backend.encode_batch(None, [b""], [self._tracking_headers(tracking)], [ts])
+            data = backend.encode_batch(None, [b""], [self._tracking_headers(tracking) + extra],
+                                        [ts])
             return data, 1, ts, None
 
         base, result = topic.append_with(0, build)
