@@ -728,7 +728,10 @@ class StreamlogProcessRecorder(StreamlogTrackingRecorder, StreamlogApplicationRe
 # --------------------------------------------------------------------- factory
 
 class Factory(InfrastructureFactory[StreamlogTrackingRecorder]):
-    """Builds the recorders of one application over a streamlog store directory."""
+    """Builds the recorders of one application over a streamlog store directory.
+
+    Thread-safe, as are the recorders it makes; processes each make their own.
+    """
 
     STREAMLOG_PATH = "STREAMLOG_PATH"
     STREAMLOG_DURABILITY = "STREAMLOG_DURABILITY"
