@@ -344,6 +344,11 @@ class Partition:
         if gen == self._gen_seen:
             return
         with self._cache_lock:
+            # Rebuild from the newest published state, never from the caller's view:
+            # another thread may have refreshed past it already, and going back would
+            # drop (and close the fds of) segments that thread is using.
+            view = self.ctl.view()
+            gen = view[0]
             if gen == self._gen_seen:
                 return
             if self.ctl.deleted:
@@ -384,12 +389,23 @@ class Partition:
         return fd
 
     def _map(self, seg: Segment, active: bool, capacity: int) -> _ext.Mapping:
-        """Map a segment: the active one at its capacity, a closed one at its size."""
-        if seg.mapping is not None and (not active or seg.mapping.length >= capacity):
-            return seg.mapping
+        """Map a segment: the active one at its capacity, a closed one at its size.
+
+        A closed segment never reuses a map made while it was active (a thread
+        with an older view may have made one after the roll): past its trimmed
+        end, that map would fault.
+        """
+        m = seg.mapping
+        if m is not None and (m.length >= capacity if active else not seg.active_mapped):
+            return m
         with self._cache_lock:
-            if seg.mapping is not None and (not active or seg.mapping.length >= capacity):
-                return seg.mapping
+            m = seg.mapping
+            if m is not None and (m.length >= capacity if active else not seg.active_mapped):
+                return m
+            if not active:
+                seg.index_maps = None
+                seg.index = seg.timeindex = None
+                seg.active_mapped = False
             try:
                 fd = self._fd(seg.base)
             except FileNotFoundError:
@@ -413,7 +429,8 @@ class Partition:
         if not active and seg.index is not None:
             return seg.index, seg.timeindex
         with self._cache_lock:
-            if seg.index_maps is None:
+            if seg.index_maps is None or (not active and seg.active_mapped):
+                # (index files mapped while active are trimmed now: map them again)
                 seg.index_maps = self._map_index_files(seg.base)
                 seg.active_mapped = seg.active_mapped or active
             imap, tmap = seg.index_maps
