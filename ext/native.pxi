@@ -3,6 +3,7 @@
 cimport cython
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED
 from libc.errno cimport errno, EBUSY
+from libc.stdlib cimport malloc, free
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
@@ -386,102 +387,249 @@ def scan(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int64_t r
         expected_base = info.base_offset + info.count
 
 
+# ---------------------------------------------------------- column memory
+# A RecordBatch's columns are carved out of one block. Fresh memory costs a
+# page fault and a zeroed page for every 4 KiB (or 2 MiB under transparent
+# huge pages) it is first touched: for a 100,000-record read that is as much
+# as the decoding itself. So blocks of a worthwhile size go back to a small
+# per-process pool when their last column is dropped, and the next read reuses
+# them already faulted in. Every access runs under the GIL.
+DEF POOL_SLOTS = 8
+DEF POOL_MIN_BLOCK = 256 * 1024          # smaller blocks: malloc's own free lists do well
+DEF POOL_MAX_BYTES = 128 * 1024 * 1024   # at most this much is kept for reuse
+DEF POOL_FIT = 4                         # a pooled block serves requests down to 1/4 its size
+DEF COL_ALIGN = 64
+
+cdef char *_pool_ptr[POOL_SLOTS]
+cdef Py_ssize_t _pool_size[POOL_SLOTS]
+cdef Py_ssize_t _pool_bytes = 0
+
+
+cdef char *_pool_take(Py_ssize_t need, Py_ssize_t *size) noexcept:
+    global _pool_bytes
+    cdef int i, best = -1
+    for i in range(POOL_SLOTS):
+        if _pool_ptr[i] != NULL and need <= _pool_size[i] <= need * POOL_FIT \
+                and (best < 0 or _pool_size[i] < _pool_size[best]):
+            best = i
+    if best < 0:
+        size[0] = need
+        return <char *>malloc(need if need > 0 else 1)
+    cdef char *p = _pool_ptr[best]
+    size[0] = _pool_size[best]
+    _pool_ptr[best] = NULL
+    _pool_bytes -= size[0]
+    return p
+
+
+cdef void _pool_give(char *p, Py_ssize_t size) noexcept:
+    global _pool_bytes
+    cdef int i, slot = -1, smallest = -1
+    if size >= POOL_MIN_BLOCK and size <= POOL_MAX_BYTES:
+        for i in range(POOL_SLOTS):
+            if _pool_ptr[i] == NULL:
+                slot = i
+                break
+            if smallest < 0 or _pool_size[i] < _pool_size[smallest]:
+                smallest = i
+        if slot < 0 and _pool_size[smallest] < size:  # full: the larger block is the keeper
+            free(_pool_ptr[smallest])
+            _pool_bytes -= _pool_size[smallest]
+            _pool_ptr[smallest] = NULL
+            slot = smallest
+        # over the byte budget: drop the smallest blocks first
+        while slot >= 0 and _pool_bytes + size > POOL_MAX_BYTES:
+            smallest = -1
+            for i in range(POOL_SLOTS):
+                if _pool_ptr[i] != NULL and (smallest < 0 or _pool_size[i] < _pool_size[smallest]):
+                    smallest = i
+            if smallest < 0:
+                break
+            free(_pool_ptr[smallest])
+            _pool_bytes -= _pool_size[smallest]
+            _pool_ptr[smallest] = NULL
+        if slot >= 0:
+            _pool_ptr[slot] = p
+            _pool_size[slot] = size
+            _pool_bytes += size
+            return
+    free(p)
+
+
+@cython.final
+cdef class _ColumnBlock:
+    """The memory behind one RecordBatch's columns (their numpy ``base``)."""
+    cdef char *p
+    cdef Py_ssize_t size
+
+    def __dealloc__(self):
+        if self.p != NULL:
+            _pool_give(self.p, self.size)
+            self.p = NULL
+
+
+cdef _ColumnBlock _new_block(Py_ssize_t need):
+    cdef _ColumnBlock b = _ColumnBlock.__new__(_ColumnBlock)
+    b.p = _pool_take(need, &b.size)
+    if b.p == NULL:
+        raise MemoryError(f"cannot allocate {need} bytes of column memory")
+    return b
+
+
+cdef inline Py_ssize_t _aligned(Py_ssize_t n) noexcept nogil:
+    return (n + COL_ALIGN - 1) & ~<Py_ssize_t>(COL_ALIGN - 1)
+
+
+cdef cnp.ndarray _column(_ColumnBlock b, Py_ssize_t at, Py_ssize_t n, int typenum):
+    cdef cnp.npy_intp dim = n
+    cdef cnp.ndarray arr = cnp.PyArray_SimpleNewFromData(1, &dim, typenum, b.p + at)
+    cnp.set_array_base(arr, b)
+    return arr
+
+
 def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
                  int64_t min_offset, Py_ssize_t max_count, Py_ssize_t crc_from):
-    """Columnar decode of up to ``max_count`` records from ``pos`` (see RecordBatch).
+    """Columnar decode of up to ``max_count`` records with offset >= ``min_offset``
+    from ``pos`` (see RecordBatch).
 
-    Two passes over the batches: check and size first, then one copy of every
-    key and value into contiguous numpy arrays. Returns ``(columns, pos, base)``:
-    where to continue (a batch start and its base offset; a batch only partly
-    taken is continued from its start, the caller skips what it already has).
+    Pass 1 reads batch headers only (and CRCs, for batches at or after
+    ``crc_from``): they give the exact record count and a bound on the key and
+    value bytes. Pass 2 walks the records once, checking their framing and
+    copying every key and value into one block of column memory.
+    Returns ``(columns, pos, base, checked)``: where to continue (a batch start
+    and its base offset; a batch only partly taken is continued from its start,
+    the caller skips what it already has) and the end of the last batch whose
+    header and CRC were checked.
     """
     cdef _View v = _View(buf)
     cdef BatchInfo info
-    cdef RecInfo r
-    cdef Py_ssize_t p, end, i, n = 0, kbytes = 0, vbytes = 0, q = pos, j, cont_pos
-    cdef int64_t base = expected_base, off, cont_base, cnt
+    cdef Py_ssize_t q = pos, p, end, n = 0, bound = 0, body, skip, take
+    cdef Py_ssize_t cont_pos = pos
+    cdef int64_t base = expected_base, cont_base = expected_base, off
     if limit > v.n:
         limit = v.n
-    cont_pos = pos
-    cont_base = expected_base
-    # pass 1: check, count and size
+    # pass 1: batch headers and CRCs -> record count, byte bound, continuation
     while n < max_count:
-        if _batch_info(v.p, q, limit, base, q >= crc_from, &info):
-            break
-        end = q + info.length
+        try:
+            if _batch_info(v.p, q, limit, base, q >= crc_from, &info):
+                break
+        except (CorruptionError, TornTail):
+            # report damage in the order a batch-by-batch walk meets it
+            _check_framing(v.p, pos, q)
+            raise
         off = <int64_t>info.base_offset
-        p = q + HDR
-        for i in range(info.count):
-            _next_record(v.p, &p, end, info.first_ts, q, i, &r)
-            if off + i >= min_offset and n < max_count:
-                n += 1
-                kbytes += r.klen if r.klen > 0 else 0
-                vbytes += r.vlen if r.vlen > 0 else 0
-                if i + 1 < <Py_ssize_t>info.count and n == max_count:
-                    cont_pos = q  # stopped inside this batch: continue from its start
-                    cont_base = off
-        if p != end:
-            raise CorruptionError(None, q, "records do not fill the batch exactly")
-        q = end
+        skip = <Py_ssize_t>(min_offset - off) if min_offset > off else 0
+        take = 0
+        if skip < <Py_ssize_t>info.count:
+            take = <Py_ssize_t>info.count - skip
+            if take > max_count - n:
+                take = max_count - n
+            n += take
+            body = <Py_ssize_t>info.length - HDR - <Py_ssize_t>info.count * RHDR
+            if body > 0:
+                bound += body
+        q += info.length
         base = off + info.count
-        if not (n == max_count and cont_pos == q - info.length and cont_base == off):
+        if take > 0 and skip + take < <Py_ssize_t>info.count:
+            cont_pos = q - info.length  # stopped inside this batch: continue from its start
+            cont_base = off
+        else:
             cont_pos = q
             cont_base = base
-    cdef cnp.ndarray offsets = np.empty(n, dtype=np.int64)
-    cdef cnp.ndarray timestamps = np.empty(n, dtype=np.int64)
-    cdef cnp.ndarray voffs = np.empty(n + 1, dtype=np.int64)
-    cdef cnp.ndarray koffs = np.empty(n + 1, dtype=np.int64)
-    cdef cnp.ndarray vdata = np.empty(vbytes, dtype=np.uint8)
-    cdef cnp.ndarray kdata = np.empty(kbytes, dtype=np.uint8)
-    cdef cnp.ndarray vnull = np.empty(n, dtype=np.bool_)
-    cdef cnp.ndarray knull = np.empty(n, dtype=np.bool_)
-    cdef int64_t *o_p = <int64_t *>cnp.PyArray_DATA(offsets)
-    cdef int64_t *t_p = <int64_t *>cnp.PyArray_DATA(timestamps)
-    cdef int64_t *vo_p = <int64_t *>cnp.PyArray_DATA(voffs)
-    cdef int64_t *ko_p = <int64_t *>cnp.PyArray_DATA(koffs)
-    cdef char *vd_p = <char *>cnp.PyArray_DATA(vdata)
-    cdef char *kd_p = <char *>cnp.PyArray_DATA(kdata)
-    cdef char *vn_p = <char *>cnp.PyArray_DATA(vnull)
-    cdef char *kn_p = <char *>cnp.PyArray_DATA(knull)
-    cdef Py_ssize_t vcur = 0, kcur = 0
+    cdef Py_ssize_t checked = q
+    # one block: offsets, timestamps, value/key boundaries, null flags, values, keys
+    cdef Py_ssize_t at_o = 0, at_t = _aligned(8 * n), at_vo, at_ko, at_vn, at_kn, at_vd, at_kd
+    at_vo = at_t + _aligned(8 * n)
+    at_ko = at_vo + _aligned(8 * (n + 1))
+    at_vn = at_ko + _aligned(8 * (n + 1))
+    at_kn = at_vn + _aligned(n)
+    at_vd = at_kn + _aligned(n)
+    at_kd = at_vd + _aligned(bound)
+    cdef _ColumnBlock blk = _new_block(at_kd + bound)
+    cdef int64_t *o_p = <int64_t *>(blk.p + at_o)
+    cdef int64_t *t_p = <int64_t *>(blk.p + at_t)
+    cdef int64_t *vo_p = <int64_t *>(blk.p + at_vo)
+    cdef int64_t *ko_p = <int64_t *>(blk.p + at_ko)
+    cdef char *vn_p = blk.p + at_vn
+    cdef char *kn_p = blk.p + at_kn
+    cdef char *vd_p = blk.p + at_vd
+    cdef char *kd_p = blk.p + at_kd
+    cdef Py_ssize_t vcur = 0, kcur = 0, j = 0, bad = -1, stop = q
+    cdef int64_t first_ts, i
+    cdef uint32_t cnt, hlen
     cdef int32_t klen, vlen
-    cdef uint32_t hlen
-    cdef int64_t first_ts
-    # pass 2: fill; every batch here passed pass 1's checks
-    j = 0
+    cdef const unsigned char *b = v.p
+    # pass 2: the batches pass 1 checked; each record's framing is checked here
+    q = pos
     with nogil:
-        while j < n:
-            end = pos + sl_get_u32le(v.p + pos + OFF_LEN)
-            off = <int64_t>sl_get_u64le(v.p + pos + OFF_BASE)
-            cnt = sl_get_u32le(v.p + pos + OFF_COUNT)
-            first_ts = sl_get_i64le(v.p + pos + OFF_FIRST_TS)
-            p = pos + HDR
+        while q < stop:
+            end = q + sl_get_u32le(b + q + OFF_LEN)
+            off = <int64_t>sl_get_u64le(b + q + OFF_BASE)
+            cnt = sl_get_u32le(b + q + OFF_COUNT)
+            first_ts = sl_get_i64le(b + q + OFF_FIRST_TS)
+            p = q + HDR
             for i in range(cnt):
-                klen = sl_get_i32le(v.p + p + R_OFF_KLEN)
-                vlen = sl_get_i32le(v.p + p + R_OFF_VLEN)
-                hlen = sl_get_u32le(v.p + p + R_OFF_HLEN)
+                if p + RHDR > end:
+                    bad = q
+                    break
+                klen = sl_get_i32le(b + p + R_OFF_KLEN)
+                vlen = sl_get_i32le(b + p + R_OFF_VLEN)
+                hlen = sl_get_u32le(b + p + R_OFF_HLEN)
+                if klen < -1 or vlen < -1 or p + RHDR + (klen if klen > 0 else 0) \
+                        + (vlen if vlen > 0 else 0) + <Py_ssize_t>hlen > end:
+                    bad = q
+                    break
                 if off + i >= min_offset and j < n:
                     o_p[j] = off + i
-                    t_p[j] = first_ts + sl_get_i32le(v.p + p + R_OFF_DELTA)
+                    t_p[j] = first_ts + sl_get_i32le(b + p + R_OFF_DELTA)
                     ko_p[j] = kcur
                     vo_p[j] = vcur
                     kn_p[j] = klen < 0
                     vn_p[j] = vlen < 0
                     if klen > 0:
-                        memcpy(kd_p + kcur, v.p + p + RHDR, klen)
+                        memcpy(kd_p + kcur, b + p + RHDR, klen)
                         kcur += klen
                     if vlen > 0:
-                        memcpy(vd_p + vcur, v.p + p + RHDR + (klen if klen > 0 else 0), vlen)
+                        memcpy(vd_p + vcur, b + p + RHDR + (klen if klen > 0 else 0), vlen)
                         vcur += vlen
                     j += 1
                 p += RHDR + (klen if klen > 0 else 0) + (vlen if vlen > 0 else 0) + hlen
-            pos = end
+            if bad >= 0 or p != end:
+                bad = q
+                break
+            q = end
+    if bad >= 0:
+        _check_framing(b, bad, stop)
+        raise CorruptionError(None, bad, "bad record framing")  # not reached
     ko_p[n] = kcur
     vo_p[n] = vcur
-    cols = {"offsets": offsets, "timestamps_ms": timestamps, "value_offsets": voffs,
-            "value_data": vdata, "value_null": vnull, "key_offsets": koffs,
-            "key_data": kdata, "key_null": knull}
-    return cols, cont_pos, cont_base
+    cols = {"offsets": _column(blk, at_o, n, cnp.NPY_INT64),
+            "timestamps_ms": _column(blk, at_t, n, cnp.NPY_INT64),
+            "value_offsets": _column(blk, at_vo, n + 1, cnp.NPY_INT64),
+            "value_data": _column(blk, at_vd, vcur, cnp.NPY_UINT8),
+            "value_null": _column(blk, at_vn, n, cnp.NPY_BOOL),
+            "key_offsets": _column(blk, at_ko, n + 1, cnp.NPY_INT64),
+            "key_data": _column(blk, at_kd, kcur, cnp.NPY_UINT8),
+            "key_null": _column(blk, at_kn, n, cnp.NPY_BOOL)}
+    return cols, cont_pos, cont_base, checked
+
+
+cdef int _check_framing(const unsigned char *b, Py_ssize_t q, Py_ssize_t stop) except -1:
+    """Walk the records of the (header-checked) batches in [q, stop); raise the
+    CorruptionError of the first whose framing is wrong."""
+    cdef RecInfo r
+    cdef Py_ssize_t end, p, i
+    cdef int64_t first_ts
+    while q < stop:
+        end = q + sl_get_u32le(b + q + OFF_LEN)
+        first_ts = sl_get_i64le(b + q + OFF_FIRST_TS)
+        p = q + HDR
+        for i in range(sl_get_u32le(b + q + OFF_COUNT)):
+            _next_record(b, &p, end, first_ts, q, i, &r)
+        if p != end:
+            raise CorruptionError(None, q, "records do not fill the batch exactly")
+        q = end
+    return 0
 
 
 cdef class Control:

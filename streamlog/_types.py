@@ -41,8 +41,9 @@ class RecordBatch:
     (N+1 int64 boundaries into ``value_data`` / ``key_data``, uint8);
     ``value_null`` / ``key_null`` (bool). Values are copied once out of the
     mapped segment into one contiguous array (in a segment they are
-    interleaved with record headers, so they cannot be a single view).
-    Immutable after construction; safe to share between threads.
+    interleaved with record headers, so they cannot be a single view); all
+    columns share one block of memory, reused for a later batch once every
+    column of this one is gone. Read-only; safe to share between threads.
     """
 
     __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",

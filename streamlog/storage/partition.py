@@ -843,13 +843,13 @@ class Partition:
         pos, base = self._locate(seg, active, view, m, offset)
         limit = view[3] if active else len(m)
         try:
-            cols, end_pos, _ = _codec.read_columns(
+            cols, _, _, checked = _codec.read_columns(
                 m, pos, limit, base, offset, max_records,
                 seg.verified_to if pos <= seg.verified_to else 0)
         except (CorruptionError, TornTail) as e:
             raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
-        if pos <= seg.verified_to < end_pos:
-            seg.verified_to = end_pos
+        if pos <= seg.verified_to < checked:
+            seg.verified_to = checked
         n = len(cols["offsets"])
         if n < max_records and not active:
             more = self.read_columns(offset + n if n else self._next_base(seg), max_records - n)
