@@ -9,7 +9,10 @@ import numpy as np
 cimport numpy as cnp
 cnp.import_array()
 
+import os as _os
+
 import crc32c as _crc32c_module
+import crc32c._crc32c  # noqa: F401  (the module whose C function _crc calls)
 from streamlog.errors import CorruptionError, TornTail
 
 cdef extern from "Python.h":
@@ -78,10 +81,70 @@ RECORD_OFFSETS = {"timestamp_delta": R_OFF_DELTA, "key_length": R_OFF_KLEN,
 
 cdef object _crc_fn = _crc32c_module.crc32c
 
+# The crc32c package does the CRC arithmetic (hardware CRC32C where present).
+# Its Python entry point costs a memoryview and an argument parse per call,
+# several times the CRC of a small batch, so the extension calls the C function
+# the package's module exports for its own use, found by name in the loaded
+# module and accepted only if it agrees with crc32c.crc32c on known inputs;
+# otherwise every CRC goes through crc32c.crc32c.
+ctypedef uint32_t (*_crc_c_t)(uint32_t crc, const unsigned char *data,
+                              unsigned long length) noexcept nogil
+cdef _crc_c_t _crc_c = NULL
+cdef uint32_t _crc_xor = 0
+DEF CRC_NOGIL_BYTES = 65536  # larger inputs are checksummed without the GIL
+
+
+cdef extern from "<dlfcn.h>" nogil:
+    void *dlopen(const char *filename, int flags)
+    void *dlsym(void *handle, const char *symbol)
+    int RTLD_NOW
+    int RTLD_NOLOAD
+
+
+cdef _crc_c_t _find_crc_c(uint32_t *xor_out):
+    """The crc32c module's own C CRC function, or NULL (with *xor_out its convention)."""
+    cdef bytes path
+    cdef void *handle
+    cdef _crc_c_t fn
+    cdef bytes probe
+    cdef uint32_t x
+    try:
+        path = _os.fsencode(_crc32c_module._crc32c.__file__)
+    except (AttributeError, TypeError):
+        return NULL
+    handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD)  # the module is loaded: its own handle
+    if handle == NULL:
+        return NULL
+    if _crc32c_module.hardware_based:
+        names = (b"_crc32c_hw_adler", b"_crc32c_hw_arm64")
+    else:
+        names = (b"_crc32c_sw_slicing_by_8",)
+    probes = [b"", b"a", b"123456789", bytes(range(256)) * 5 + b"tail"]
+    for name in names:
+        fn = <_crc_c_t>dlsym(handle, name)
+        if fn == NULL:
+            continue
+        for x in (0xFFFFFFFF, 0):
+            if all(((fn(x, <const unsigned char *><char *>probe, len(probe)) ^ x)
+                    == _crc_fn(probe)) for probe in probes):
+                xor_out[0] = x
+                return fn
+    return NULL
+
+
+_crc_c = _find_crc_c(&_crc_xor)
+CRC_DIRECT = _crc_c != NULL  # for tests and diagnostics
+
 
 cdef inline uint32_t _crc(const unsigned char *p, Py_ssize_t n) except? 0xFFFFFFFF:
-    # The crc32c package does the arithmetic (hardware CRC32C where present);
-    # a memoryview straight over our pointer avoids any copy.
+    cdef uint32_t r
+    if _crc_c != NULL:
+        if n >= CRC_NOGIL_BYTES:
+            with nogil:
+                r = _crc_c(_crc_xor, p, <unsigned long>n) ^ _crc_xor
+            return r
+        return _crc_c(_crc_xor, p, <unsigned long>n) ^ _crc_xor
+    # a memoryview straight over our pointer avoids any copy
     return _crc_fn(PyMemoryView_FromMemory(<char *>p, n, PyBUF_READ))
 
 

@@ -4,6 +4,7 @@ cimport cython
 from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED
 from libc.errno cimport errno, EBUSY
 from libc.stdlib cimport malloc, free
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 
 cdef extern from "<errno.h>":
     int EOWNERDEAD
@@ -986,6 +987,77 @@ cdef class Writer:
         return r
 
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+DEF COMMIT_DELAY_S = 0.0001
+
+
+cdef inline double _mono_s() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + t.tv_nsec * 1e-9
+
+
+@cython.final
+cdef class GroupCommit:
+    """Group commit for the threads of one process appending to one partition.
+
+    ``sync_to(target, sync)`` returns once everything below offset ``target``
+    is durable. The first thread to arrive becomes the leader and calls
+    ``sync()`` (which makes the current end durable and returns it) for every
+    thread queued behind it; the others sleep on a futex with the GIL released
+    and are woken together when the leader's sync covers them. All state
+    changes happen under the GIL; only the sleeping is done without it.
+    """
+    cdef uint64_t synced
+    cdef bint syncing
+    cdef uint32_t word[2]  # [0]: bumped after every sync; [1]: sleepers (sl_wait)
+    cdef uint32_t last_group  # threads the previous sync served
+
+    def __cinit__(self, uint64_t synced=0):
+        self.synced = synced
+        self.syncing = False
+        self.word[0] = 0
+        self.word[1] = 0
+        self.last_group = 1
+
+    property synced:
+        def __get__(self): return self.synced
+
+    def sync_to(self, uint64_t target, sync, bint delay=False):
+        """Durable below ``target``. ``delay``: other threads append here too, so
+        the leader lets them run once before taking the end to cover, and one
+        sync serves more of them (PostgreSQL's commit_delay idea)."""
+        cdef uint32_t seen
+        cdef uint64_t end
+        while True:
+            if self.synced >= target:
+                return
+            if not self.syncing:
+                self.syncing = True
+                break
+            seen = self.word[0]
+            with nogil:
+                sl_wait(&self.word[0], &self.word[1], seen, 1.0)
+        end = self.synced
+        try:
+            if delay:
+                # Let the threads the previous sync served append and queue again
+                # (at most COMMIT_DELAY_S), so that this sync serves them too.
+                deadline = _mono_s() + COMMIT_DELAY_S
+                while sl_load32(&self.word[1]) + 1 < self.last_group and _mono_s() < deadline:
+                    with nogil:
+                        sched_yield()
+            self.last_group = sl_load32(&self.word[1]) + 1
+            end = sync()
+        finally:
+            if end > self.synced:
+                self.synced = end
+            self.syncing = False
+            sl_notify(&self.word[0], &self.word[1])
+
+
 cdef class Notifier:
     """A futex word + waiter count in a small shared file: wake-ups across processes.
 
@@ -1019,7 +1091,6 @@ cdef class Notifier:
         sl_notify(self.word, self.word + 1)
 
 
-from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 
 cdef inline int64_t _now_ms() noexcept nogil:

@@ -98,11 +98,7 @@ class Partition:
         self._fds: dict[int, int] = {}
         self._closed = False
         self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
-        self._sync_cond = threading.Condition()
-        self._syncing = False
-        self._synced = 0
-        self._sync_seen: set[int] = set()  # threads that asked for a sync (up to a few)
-        self._sync_threads = 0
+        self._sync_seen: set[int] = set()  # threads that asked for a sync (up to two)
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
             files.fsync_dir(os.path.dirname(self.path))
@@ -110,7 +106,7 @@ class Partition:
         self.writer = _ext.Writer(self.ctl)
         if notifier is not None:
             self.writer.set_topic_notify(notifier.mapping)
-        self._synced = self.ctl.end_offset()
+        self._commit = _ext.GroupCommit(self.ctl.end_offset())
         # Retention "on open" (SPEC.md): a half-done deletion is finished now;
         # the size/age policy runs when this process first appends here (and at
         # every roll, and on apply_retention()), so opening a store only to look
@@ -635,33 +631,13 @@ class Partition:
     def sync_to(self, target_offset: int) -> None:
         """Group commit: return once everything below ``target_offset`` is on disk.
 
-        The first thread to arrive syncs for every thread queued behind it.
+        The first thread to arrive syncs for every thread queued behind it
+        (``_ext.GroupCommit``; followers sleep without the GIL).
         """
         me = threading.get_ident()
-        if me not in self._sync_seen:
+        if me not in self._sync_seen and len(self._sync_seen) < 2:
             self._sync_seen.add(me)
-            self._sync_threads = len(self._sync_seen)
-        with self._sync_cond:
-            while True:
-                if self._synced >= target_offset:
-                    return
-                if not self._syncing:
-                    self._syncing = True
-                    break
-                self._sync_cond.wait()
-        end = self._synced
-        try:
-            if self._sync_threads > 1:
-                # Other threads append here too: give the ones about to join this
-                # sync a moment (the GIL) before taking the end to cover, so one
-                # fdatasync serves more of them (PostgreSQL's commit_delay idea).
-                time.sleep(0)
-            end = self._sync_now()
-        finally:
-            with self._sync_cond:
-                self._synced = max(self._synced, end)
-                self._syncing = False
-                self._sync_cond.notify_all()
+        self._commit.sync_to(target_offset, self._sync_now, len(self._sync_seen) > 1)
 
     def _sync_now(self) -> int:
         view = self.ctl.view()

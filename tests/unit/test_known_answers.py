@@ -160,3 +160,16 @@ def test_control_block_and_file_names_on_disk(tmp_path):
         assert len(logs) > 1
         with open(os.path.join(log.path, files.FORMAT_FILE)) as f:
             assert '"format": 1' in f.read()
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 65_535, 65_536, 300_001])
+def test_batch_crc_is_the_crc32c_package_s(size):
+    """The extension calls the crc32c package's C function directly when it agrees with
+    crc32c.crc32c at import (CRC_DIRECT); either way a batch's stored CRC is exactly
+    crc32c.crc32c over its bytes from the magic on, small or large (no GIL)."""
+    import crc32c
+
+    value = bytes((i * 7) & 0xFF for i in range(size))
+    buf = _ext.encode_batch(None, [value], None, [1])
+    assert int.from_bytes(buf[16:20], "little") == crc32c.crc32c(buf[20:])
+    assert _ext.batch_info(buf, 0, len(buf), 0, True)[0] == len(buf)
