@@ -37,7 +37,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
-from .. import backend
+from .. import _ext, backend
 from ..backend import (
     ANY,
     NO_STREAM,
@@ -802,14 +802,11 @@ class EventStore:
         pin every version in between.
         """
         out: list = []
-        append = out.append
         n = len(positions)
         if not n:
             return out
         gap = backend.EVENT_READ_GAP_RECORDS
         read = self._topic.read
-        new = _new_tuple
-        pop = dict.pop
         first_ver = last_ver = None
         v = first_version
         i = 0
@@ -824,25 +821,16 @@ class EventStore:
                 j += 1
             want = positions[i]
             span = positions[j] - want + 1
-            contiguous = span == j - i + 1  # then every record of the run is ours
-            for rec in read(0, want, span):
-                if not contiguous and rec.offset != want:
-                    continue
-                h = rec.headers
-                if pop(h, STREAM_HEADER, None) != sid_b:
-                    return None
-                last_ver = pop(h, VERSION_HEADER, None)
-                if first_ver is None:
-                    first_ver = last_ver
-                if event_sid is None:
-                    append(rec)
-                else:
-                    append(new(Event, (event_sid, v, want, rec.timestamp_ms, rec.value, h)))
-                v += 1
-                i += 1
-                if i > j:
-                    break
-                want = positions[i] if not contiguous else want + 1
+            # the per-record loop runs in the extension (_ext.event_run)
+            run = _ext.event_run(read(0, want, span), positions, i, j,
+                                 span == j - i + 1,  # then every record of the run is ours
+                                 sid_b, event_sid, v, out, Event, STREAM_HEADER,
+                                 VERSION_HEADER)
+            if run is None:
+                return None
+            i, v, first, last_ver = run
+            if first_ver is None:
+                first_ver = first
             if i != j + 1:
                 return None  # a record is missing
         if first_ver != b"%d" % first_version or last_ver != b"%d" % (first_version + n - 1) \

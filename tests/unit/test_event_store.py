@@ -484,3 +484,38 @@ def test_subscribe_timeout_ends_an_idle_iteration(es):
     """With a timeout, the iteration ends after that long without an event."""
     es.append("a", [b"1"])
     assert [e.value for e in es.subscribe(timeout=0.05)] == [b"1"]
+
+
+def test_event_run_takes_any_backend_s_records():
+    """The extension's read loop (``_ext.event_run``) works on this store's Records and on
+    any records with the same fields (another backend's), skips records between the
+    wanted positions, strips the es-* headers, and refuses a record of another stream."""
+    from collections import namedtuple
+
+    from streamlog import _ext
+    from streamlog.backend import Event
+    from streamlog.views.event_store import STREAM_HEADER, VERSION_HEADER
+
+    Rec = namedtuple("Rec", "offset timestamp_ms value headers")
+
+    def rec(offset, stream, version):
+        return Rec(offset, 1000 + offset, b"v%d" % offset,
+                   {STREAM_HEADER: stream, VERSION_HEADER: b"%d" % version, "app": b"x"})
+
+    records = [rec(10, b"s", 0), rec(11, b"other", 0), rec(12, b"s", 1)]
+    out: list = []
+    run = _ext.event_run(iter(records), [10, 12], 0, 1, False, b"s", "s", 0, out, Event,
+                         STREAM_HEADER, VERSION_HEADER)
+    assert run == (2, 2, b"0", b"1")
+    assert out == [Event("s", 0, 10, 1010, b"v10", {"app": b"x"}),
+                   Event("s", 1, 12, 1012, b"v12", {"app": b"x"})]
+    assert all(type(e) is Event for e in out)
+    # contiguous: every record must be the stream's
+    bad = [rec(10, b"s", 0), rec(11, b"other", 0)]
+    assert _ext.event_run(iter(bad), [10, 11], 0, 1, True, b"s", "s", 0, [], Event,
+                          STREAM_HEADER, VERSION_HEADER) is None
+    # without event_sid the records themselves come back (headers stripped)
+    out = []
+    run = _ext.event_run(iter([rec(5, b"s", 3)]), [5], 0, 0, True, b"s", None, 3, out, Event,
+                         STREAM_HEADER, VERSION_HEADER)
+    assert run == (1, 4, b"3", b"3") and out[0].offset == 5 and out[0].headers == {"app": b"x"}
