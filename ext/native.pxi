@@ -585,7 +585,9 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
     cdef uint32_t cnt, hlen
     cdef int32_t klen, vlen
     cdef const unsigned char *b = v.p
-    # pass 2: the batches pass 1 checked; each record's framing is checked here
+    # pass 2: the batches pass 1 checked; each record's framing is checked here with
+    # _next_record's tests, inlined so the loop runs without the GIL; on a failure
+    # _check_framing walks the batch again with _next_record for its exact error
     q = pos
     with nogil:
         while q < stop:

@@ -69,6 +69,7 @@ def py_read_span(buf, pos, limit, expected_base, min_offset, max_count, topic, p
         expected_base = base + len(recs)
     return pos, expected_base, pos >= limit
 
+
 def py_hop(buf, pos, limit, expected_base, target):
     limit = min(limit, len(memoryview(buf)))
     while True:
@@ -77,6 +78,7 @@ def py_hop(buf, pos, limit, expected_base, target):
             return pos, expected_base
         pos += length
         expected_base += count
+
 
 def py_time_search(buf, pos, limit, expected_base, running_max, target_ts):
     limit = min(limit, len(memoryview(buf)))
@@ -91,6 +93,7 @@ def py_time_search(buf, pos, limit, expected_base, running_max, target_ts):
                 return off, pos, expected_base, running_max
         pos += length
         expected_base = base + len(recs)
+
 
 def py_scan(buf, pos, limit, expected_base, running_max, last_index_pos, index_out):
     limit = min(limit, len(memoryview(buf)))
