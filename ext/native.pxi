@@ -1,7 +1,16 @@
 # Native half: mappings, Record, the partition control block and its writer.
 
 cimport cython
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED
+from posix.mman cimport mmap, munmap, madvise, PROT_READ, PROT_WRITE, MAP_SHARED
+
+cdef extern from *:
+    """
+    #ifndef MADV_POPULATE_READ
+    #define MADV_POPULATE_READ 22  /* Linux 5.14; older kernels answer EINVAL */
+    #endif
+    #define SL_MADV_POPULATE_READ MADV_POPULATE_READ
+    """
+    int SL_MADV_POPULATE_READ
 from libc.errno cimport errno, EBUSY
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
@@ -125,6 +134,30 @@ cdef class Mapping:
 
     def __len__(self):
         return self.length
+
+    def prefault(self, Py_ssize_t start, Py_ssize_t end):
+        """Fault pages [start, end) of the mapping in without touching their
+        contents (``MADV_POPULATE_READ``, GIL released): the kernel allocates and
+        zeroes the page-cache pages of a fresh part of a segment now, so an
+        append that stores into them later takes only a cheap write-enable
+        fault. Read-populating dirties nothing (no zeros are written back).
+        Returns 0, or the errno (EINVAL before Linux 5.14; EFAULT past the end
+        of the file): a hint, never a failure."""
+        cdef Py_ssize_t page = 4096
+        cdef int rc = 0
+        if self.addr == NULL:
+            return 0
+        start = (start // page) * page
+        if start < 0:
+            start = 0
+        if end > self.length:
+            end = self.length
+        if end <= start:
+            return 0
+        with nogil:
+            if madvise(self.addr + start, <size_t>(end - start), SL_MADV_POPULATE_READ) != 0:
+                rc = errno
+        return rc
 
     def __getbuffer__(self, Py_buffer *b, int flags):
         if (flags & PyBUF_WRITABLE) and not self.writable:

@@ -21,7 +21,7 @@ import numpy as np
 from .. import _codec, _ext
 from .._limits import INDEX_INTERVAL_BYTES, SEGMENT_ALLOCATION_CHUNK_BYTES
 from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
-from . import files
+from . import files, prefault
 
 log = logging.getLogger("streamlog")
 
@@ -610,8 +610,12 @@ class Partition:
             self.ctl.allocated_end
         target = min(capacity, end_pos + need + SEGMENT_ALLOCATION_CHUNK_BYTES)
         if target > allocated:
-            os.posix_fallocate(self._fd(self.ctl.view()[1]), allocated, target - allocated)
+            view = self.ctl.view()
+            os.posix_fallocate(self._fd(view[1]), allocated, target - allocated)
             self.ctl.publish(allocated_end=target)
+            # the appends about to fill this chunk should not wait for its pages
+            prefault.request(self._map(self._segments[view[1]], True, view[4]),
+                             max(allocated, end_pos + need), target)
 
     def _grow_active_locked(self, gen: int, base: int, capacity: int) -> None:
         """Grow the (empty) active segment and its indexes to ``capacity``."""

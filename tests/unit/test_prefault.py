@@ -1,0 +1,87 @@
+"""Prefaulting fresh segment pages ahead of the appends (storage/prefault.py)."""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing as mp
+import os
+import threading
+
+import streamlog
+from streamlog import _ext
+from streamlog.storage import prefault
+
+
+def _mapping(path, size: int, writable: bool = True) -> _ext.Mapping:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, size)
+        return _ext.Mapping(fd, size, writable)
+    finally:
+        os.close(fd)
+
+
+def test_prefault_changes_nothing_and_clips_its_range(tmp_path):
+    """Populating reads nothing and writes nothing; ranges are clipped to the mapping;
+    a kernel without MADV_POPULATE_READ answers EINVAL, which is only a lost hint."""
+    m = _mapping(tmp_path / "f", 64 * 1024)
+    memoryview(m)[100:105] = b"hello"
+    ok = (0, errno.EINVAL)
+    assert m.prefault(0, 64 * 1024) in ok
+    assert m.prefault(5000, 10 ** 9) in ok  # past the end: clipped
+    assert m.prefault(-10, 10) in ok
+    assert m.prefault(10, 10) == 0  # empty
+    assert bytes(memoryview(m)[100:105]) == b"hello"
+    assert bytes(memoryview(m)[:100]) == bytes(100)
+    ro = _mapping(tmp_path / "f", 64 * 1024, writable=False)
+    assert ro.prefault(0, 64 * 1024) in ok
+    assert bytes(memoryview(ro)[100:105]) == b"hello"
+
+
+def test_appends_across_reserved_chunks_ask_for_prefaults(tmp_path, monkeypatch):
+    """Each chunk an append reserves is handed to the prefault thread, starting past the
+    bytes that append writes itself, and every record reads back."""
+    asked = []
+    real = prefault.request
+
+    def spy(mapping, start, end):
+        asked.append((start, end))
+        real(mapping, start, end)
+
+    monkeypatch.setattr(prefault, "request", spy)
+    with streamlog.open(tmp_path / "s", durability="never") as log:
+        t = log.topic("t", segment_bytes=64 << 20)
+        value = os.urandom(1000)
+        for _ in range(12_000):  # ~12.5 MB: three reservations past the first 4 MiB
+            t.append(value)
+        assert len(asked) >= 2
+        assert all(start < end for start, end in asked)
+        assert all(b[0] >= a[1] for a, b in zip(asked, asked[1:], strict=False))
+        assert [r.value for r in t.read(0, 0)] == [value] * 12_000
+        assert log.verify() == []
+
+
+def _child_prefault(path: str, q) -> None:
+    m = _mapping(path, 1 << 20)
+    prefault.request(m, 0, 1 << 20)
+    done = threading.Event()
+
+    class Probe:  # stands for a mapping: tells when the child's thread reached it
+        def prefault(self, start, end):
+            done.set()
+
+    prefault.request(Probe(), 0, 1)
+    q.put(done.wait(10))
+
+
+def test_a_forked_child_gets_its_own_prefault_thread(tmp_path):
+    """The parent's thread does not exist in a fork()ed child: the child starts its own."""
+    m = _mapping(tmp_path / "p", 1 << 20)
+    prefault.request(m, 0, 1 << 20)  # the parent's thread is running
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_prefault, args=(str(tmp_path / "c"), q))
+    p.start()
+    assert q.get(timeout=30) is True
+    p.join(30)
+    assert p.exitcode == 0
