@@ -20,7 +20,7 @@ def test_every_caller_returns_covered_and_syncs_are_shared():
 
     def sync():
         end = state["end"]
-        time.sleep(0.0005)  # the disk
+        time.sleep(0.002)  # the disk: long enough for the others to queue, even on a busy machine
         state["durable"] = max(state["durable"], end)
         state["syncs"] += 1
         return end
@@ -41,7 +41,7 @@ def test_every_caller_returns_covered_and_syncs_are_shared():
         th.join(60)
     assert not bad
     assert gc.synced == state["durable"] == 1600
-    assert state["syncs"] < 1600 * 0.6
+    assert state["syncs"] <= 1600 // 2  # at least two appends per sync on average
 
 
 def test_a_failed_sync_is_retried_by_the_next_leader():
