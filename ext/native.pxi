@@ -237,6 +237,9 @@ cdef class Record:
     @property
     def headers(self):
         """Headers as a dict of str to bytes (a record without headers gets a fresh {})."""
+        return self._headers_dict()
+
+    cdef inline dict _headers_dict(self):
         if self._headers is None:
             self._headers = {}
         return self._headers
@@ -568,33 +571,33 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
     if limit > v.n:
         limit = v.n
     # pass 1: batch headers and CRCs -> record count, byte bound, continuation
-    while n < max_count:
-        try:
+    try:
+        while n < max_count:
             if _batch_info(v.p, q, limit, base, q >= crc_from, &info):
                 break
-        except (CorruptionError, TornTail):
-            # report damage in the order a batch-by-batch walk meets it
-            _check_framing(v.p, pos, q)
-            raise
-        off = <int64_t>info.base_offset
-        skip = <Py_ssize_t>(min_offset - off) if min_offset > off else 0
-        take = 0
-        if skip < <Py_ssize_t>info.count:
-            take = <Py_ssize_t>info.count - skip
-            if take > max_count - n:
-                take = max_count - n
-            n += take
-            body = <Py_ssize_t>info.length - HDR - <Py_ssize_t>info.count * RHDR
-            if body > 0:
-                bound += body
-        q += info.length
-        base = off + info.count
-        if take > 0 and skip + take < <Py_ssize_t>info.count:
-            cont_pos = q - info.length  # stopped inside this batch: continue from its start
-            cont_base = off
-        else:
-            cont_pos = q
-            cont_base = base
+            off = <int64_t>info.base_offset
+            skip = <Py_ssize_t>(min_offset - off) if min_offset > off else 0
+            take = 0
+            if skip < <Py_ssize_t>info.count:
+                take = <Py_ssize_t>info.count - skip
+                if take > max_count - n:
+                    take = max_count - n
+                n += take
+                body = <Py_ssize_t>info.length - HDR - <Py_ssize_t>info.count * RHDR
+                if body > 0:
+                    bound += body
+            q += info.length
+            base = off + info.count
+            if take > 0 and skip + take < <Py_ssize_t>info.count:
+                cont_pos = q - info.length  # stopped inside this batch: continue from its start
+                cont_base = off
+            else:
+                cont_pos = q
+                cont_base = base
+    except (CorruptionError, TornTail):
+        # report damage in the order a batch-by-batch walk meets it
+        _check_framing(v.p, pos, q)
+        raise
     cdef Py_ssize_t checked = q
     # one block: offsets, timestamps, value/key boundaries, null flags, values, keys
     cdef Py_ssize_t at_o = 0, at_t = _aligned(8 * n), at_vo, at_ko, at_vn, at_kn, at_vd, at_kd

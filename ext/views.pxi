@@ -53,9 +53,7 @@ def event_run(records, list positions, Py_ssize_t i, Py_ssize_t j, bint contiguo
             offset = rec.offset
             if not contiguous and offset != want:
                 continue
-            if rec._headers is None:
-                rec._headers = {}
-            h = rec._headers
+            h = rec._headers_dict()
             ts = rec.timestamp_ms
             value = rec.value
         else:  # another backend's records (backend.py): anything with these fields
