@@ -2,7 +2,8 @@
 
 The first store into each fresh page of the active segment's mapping faults,
 and the kernel allocates and zeroes a page-cache page while the appender
-waits: about a quarter of a per-record append on the development machine.
+waits: appends went 12-33 % faster without those faults in an A/B run on the
+development machine (docs/performance.md).
 When an append reserves the next chunk of a segment (``Partition._reserve_locked``),
 the chunk is handed to this process's prefault thread, which asks the kernel
 to populate it (``Mapping.prefault``: ``MADV_POPULATE_READ``, without the GIL)
