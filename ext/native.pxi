@@ -1,7 +1,7 @@
 # Native half: mappings, Record, the partition control block and its writer.
 
 cimport cython
-from posix.mman cimport mmap, munmap, madvise, PROT_READ, PROT_WRITE, MAP_SHARED
+from posix.mman cimport mmap, munmap, madvise, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS
 
 cdef extern from *:
     """
@@ -113,14 +113,20 @@ cdef class Mapping:
     cdef Py_ssize_t _shape[1]
     cdef Py_ssize_t _strides[1]
 
-    def __cinit__(self, int fd, Py_ssize_t length, bint writable=False):
+    def __cinit__(self, int fd, Py_ssize_t length, bint writable=False, bint private=False):
+        # private: a copy-on-write mapping (MAP_PRIVATE; anonymous when fd < 0)
+        # whose stores never reach the file: a read-only store rebuilds a stale
+        # control block there.
         cdef void *a
         cdef int prot = PROT_READ | (PROT_WRITE if writable else 0)
+        cdef int flags = MAP_SHARED
+        if private:
+            flags = MAP_PRIVATE | (MAP_ANONYMOUS if fd < 0 else 0)
         self.writable = writable
         self.length = length if length > 0 else 0
         self.addr = NULL
         if length > 0:
-            a = mmap(NULL, length, prot, MAP_SHARED, fd, 0)
+            a = mmap(NULL, length, prot, flags, fd, 0)
             if a == MAP_FAILED:
                 raise OSError(errno, strerror(errno).decode())
             self.addr = <char *>a
@@ -795,8 +801,13 @@ cdef class Control:
 
     def publish(self, generation=None, active_base=None, end_offset=None, end_pos=None,
                 capacity=None, max_timestamp_ms=None, start_offset=None, index_count=None,
-                last_index_pos=None, recovery_point=None, allocated_end=None):
-        """Change published fields atomically for readers. Caller holds the lock."""
+                last_index_pos=None, recovery_point=None, allocated_end=None,
+                synced_offset=None):
+        """Change published fields atomically for readers. Caller holds the lock.
+
+        ``synced_offset`` is stored as given (it may go down only when a torn
+        tail is cut below it); elsewhere it only grows (the property setter).
+        """
         sl_publish_begin(self.c)
         if generation is not None:
             self.c.generation = generation
@@ -821,6 +832,8 @@ cdef class Control:
             self.c.recovery_point = recovery_point
         if allocated_end is not None:
             self.c.allocated_end = allocated_end
+        if synced_offset is not None:
+            self.c.synced_offset = synced_offset
         sl_publish_end(self.c)
 
     property generation:

@@ -151,10 +151,26 @@ def fold(st: PartState) -> None:
             st.keys = {o: h for o, h in st.keys.items() if o >= c}
 
 
-def clamp(st: PartState, start_offset: int) -> bool:
-    """Drop what retention removed: records below ``start_offset`` count as done."""
+def clamp(st: PartState, start_offset: int, end_offset: int | None = None) -> bool:
+    """Fit the state to the partition's ``[start_offset, end_offset)``.
+
+    Records below the start (removed by retention) count as done. Positions
+    past the end (recovery cut a torn tail below them) move back to it, so the
+    records later appended at those offsets are delivered. True if it changed.
+    """
+    changed = False
+    if end_offset is not None and st.next > end_offset:
+        st.next = end_offset
+        st.committed = min(st.committed, end_offset)
+        runs = [r for r in st.runs if r[0] < end_offset]
+        if runs and runs[-1][1] > end_offset:
+            runs[-1] = [runs[-1][0], end_offset] + runs[-1][2:]
+        st.runs = runs
+        if st.keys:
+            st.keys = {o: h for o, h in st.keys.items() if o < end_offset}
+        changed = True
     if st.committed >= start_offset:
-        return False
+        return changed
     st.committed = start_offset
     if st.next <= start_offset:
         st.next = start_offset

@@ -117,3 +117,9 @@ DEDUPE_CATCHUP_SCAN_RECORDS = 10_000
 # the data: a store into a mapped hole on a full disk would be a SIGBUS, and
 # reserving a whole 64 MiB segment per partition up front wastes disk.
 SEGMENT_ALLOCATION_CHUNK_BYTES = 4 * 1024 * 1024
+
+# The recovery point (how far a partition is known synced) reaches the disk with
+# its control block at most this often per process: an fsync of the control
+# file per data sync would double the cost of durability="always". A recovery
+# point that lags only makes recovery after a crash re-validate more.
+RECOVERY_POINT_SYNC_S = 1.0

@@ -405,6 +405,12 @@ class Log:
         self._closers.append(fn)
 
     # ----------------------------------------------------------------- topics
+    def _clamp_groups(self, topic: str, partition: int, end_offset: int) -> None:
+        """Recovery cut a torn tail: group positions past the new end move back to it."""
+        from .groups import clamp_to_end
+
+        clamp_to_end(self, topic, partition, end_offset)
+
     def _notifier_of(self, name: str):
         with self._parts_lock:
             n = self._notifiers.get(name)
@@ -429,7 +435,8 @@ class Log:
                         notifier = self._notifier_of(name)
                     part = Partition(self.path, name, p, config["segment_bytes"],
                                      self.durability, self._boot,
-                                     None if r is None else tuple(r), notifier)
+                                     None if r is None else tuple(r), notifier,
+                                     self._clamp_groups)
                     self._parts[(name, p)] = part
                 out.append(part)
         return out

@@ -319,6 +319,29 @@ def delete_group(topic: Topic, name: str) -> None:
     topic._log.kv(_NS).transact(fn)
 
 
+def clamp_to_end(log, topic: str, partition: int, end_offset: int) -> None:
+    """Move every group of ``topic`` back to ``end_offset`` on ``partition``.
+
+    Called when recovery cuts a torn tail, before the new end is published:
+    the offsets past it will be written again, with other records, and each
+    group must deliver those (a crash between the two only redelivers).
+    """
+    prefix = b"c" + _tk(topic)
+    kv = log.kv(_NS)
+
+    def fn(tx: Tx):
+        for k, _ in tx.scan(prefix):
+            key = _part_key(topic, k[len(prefix):].decode(), partition)
+            raw = tx.get(key)
+            if raw is None:
+                continue
+            st = gs.decode(raw)
+            if gs.clamp(st, 0, end_offset):
+                tx.put(key, gs.encode(st))
+
+    kv.transact(fn)
+
+
 # ------------------------------------------------------------------ group
 class Group:
     """One consumer of a consumer group (``Topic.group(...)``).
@@ -459,7 +482,7 @@ class Group:
                         continue
                     st = states[p]
                     v = views[p]
-                    dirty = gs.clamp(st, v[5]) or p in claimed
+                    dirty = gs.clamp(st, v[5], v[2]) or p in claimed
                     if p in draining:
                         res = None  # being handed to another consumer: wait for its leases
                     else:
@@ -493,7 +516,7 @@ class Group:
                     due = min(due, c[3])
                     continue
                 st = gs.decode(raw)
-                dirty = gs.clamp(st, v[5])
+                dirty = gs.clamp(st, v[5], v[2])
                 if mode == "shared":
                     res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)

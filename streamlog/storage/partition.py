@@ -19,7 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _codec, _ext
-from .._limits import INDEX_INTERVAL_BYTES, SEGMENT_ALLOCATION_CHUNK_BYTES
+from .._limits import (
+    INDEX_INTERVAL_BYTES,
+    RECOVERY_POINT_SYNC_S,
+    SEGMENT_ALLOCATION_CHUNK_BYTES,
+)
 from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
 from . import files, prefault
 
@@ -29,6 +33,10 @@ _INDEX_ENTRY = _ext.INDEX_ENTRY_BYTES
 _TIMEINDEX_ENTRY = _ext.TIMEINDEX_ENTRY_BYTES
 _NO_TIMESTAMP = -1  # running maximum before any record (timestamps are >= 0)
 _READ_CHUNK = 1024  # records decoded per refill of a read iterator
+# A batch header's magic (0x4C53, little-endian), version 1 and zero attributes,
+# found at this byte of every batch: how a scan finds valid batches after damage.
+_BATCH_MARKER = b"SL\x01\x00"
+_MARKER_AT = 20
 
 assert INDEX_INTERVAL_BYTES == _ext.INDEX_INTERVAL_BYTES
 
@@ -83,13 +91,17 @@ class Partition:
     """
 
     def __init__(self, root: str, topic: str, partition: int, segment_bytes: int,
-                 durability: str, boot: bytes, retention=None, notifier=None) -> None:
+                 durability: str, boot: bytes, retention=None, notifier=None,
+                 on_cut=None) -> None:
         self.topic = topic
         self.partition = partition
         self.path = files.partition_dir(root, topic, partition)
         self.segment_bytes = segment_bytes
         self.durability = durability
         self.retention = retention
+        # Called as on_cut(topic, partition, new_end) when a torn tail is cut, before
+        # the new end is published: the Log moves its groups back to it.
+        self.on_cut = on_cut
         self._boot = boot
         self._cache_lock = threading.RLock()
         self._segments: dict[int, Segment] = {}
@@ -99,6 +111,7 @@ class Partition:
         self._closed = False
         self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
         self._sync_seen: set[int] = set()  # threads that asked for a sync (up to two)
+        self._ctl_synced_at = 0.0  # monotonic time the control file was last synced
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
             files.fsync_dir(os.path.dirname(self.path))
@@ -121,8 +134,21 @@ class Partition:
                 self._finish_deletions_locked(self._bases[0])
             finally:
                 self.ctl.unlock()
+        self._check_file_size()
 
     # ----------------------------------------------------------------- open
+    def _check_file_size(self) -> None:
+        """A newest segment shorter than its published data (a file cut by a crash or
+        by hand) is a torn tail: cut it now, before anything reads or maps past the
+        file's end. One fstat; the bytes themselves are checked when read."""
+        view = self.ctl.view()
+        try:
+            size = os.stat(os.path.join(self.path, files.segment_name(view[1]))).st_size
+        except FileNotFoundError:
+            return
+        if size < view[4]:
+            self._tail_damaged(view)
+
     def _open_control(self) -> None:
         path = os.path.join(self.path, files.CONTROL_FILE)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -160,6 +186,11 @@ class Partition:
         while len(bases) > 1 and self._orphan_segment(bases[-2], bases[-1]):
             self._unlink_segment(bases.pop())
         prev_view = self.ctl.view() if state == "stale" else None
+        # The recovery point (Kafka's): every offset below it was covered by a
+        # completed fsync. It is read from the stale block only; a missing or
+        # invalid block proves nothing was synced, so all of the last segment
+        # is re-validated and damage anywhere in it is a torn tail.
+        synced = self.ctl.synced_offset if prev_view else 0
         start = prev_view[5] if prev_view else 0
         if not bases:
             base = prev_view[2] if prev_view else 0
@@ -181,22 +212,26 @@ class Partition:
             running = self._running_max_before(active, bases)
             m = _ext.Mapping(fd, size, False) if size else None
             entries: list = []
-            pos, next_off, running_end, problem = _codec.scan(
-                m if m is not None else b"", 0, size, active, running, 0, entries)
-            tail_end = _last_nonzero_end(fd, m, pos, size) if m is not None else pos
-            if problem is None and tail_end > pos:
-                # The data ended at a zero header but bytes follow it: a write that
-                # never completed (its first page lost with the power). Cut and say so.
-                problem = ("torn", pos, "non-zero bytes after the end of the data")
+            damage: list = []
+            data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
+            pos, next_off, running_end, problem = _scan_tail(
+                m if m is not None else b"", data_end, active, running, synced, entries, damage)
+            for file_pos, reason in damage:
+                log.error("streamlog: %s is corrupt at byte %d (%s), before the recovery point "
+                          "and with valid data after it: kept as it is; reads there raise "
+                          "CorruptionError until `streamlog repair`", log_path, file_pos, reason)
             if problem is not None:
                 saved = "nowhere (nothing but zeros)"
-                if tail_end > pos:  # never delete: what is cut is kept in quarantine
-                    saved = self._quarantine(active, pos, bytes(memoryview(m)[pos:tail_end]))
+                if data_end > pos:  # never delete: what is cut is kept in quarantine
+                    saved = self._quarantine(active, pos, bytes(memoryview(m)[pos:data_end]))
                 kind, file_pos, reason = problem
-                log.warning("streamlog: %s tail of %s truncated at byte %d of %d (%s): a writer "
-                            "died mid-append or the machine lost power; the bytes cut are "
-                            "kept in %s", kind, log_path, file_pos, size, reason, saved)
+                log.warning("streamlog: torn tail of %s truncated at byte %d of %d (%s): a "
+                            "writer died mid-append or the machine lost power before it "
+                            "synced; the bytes cut are kept in %s", log_path, file_pos,
+                            data_end, reason, saved)
             del m
+            if problem is not None and self.on_cut is not None:
+                self.on_cut(self.topic, self.partition, next_off)
             capacity = max(self.segment_bytes, size if problem is None and pos == size else 0,
                            pos)
             # Zero everything after the last good batch (I5): the torn bytes
@@ -374,6 +409,9 @@ class Partition:
                     seg.index = seg.timeindex = None
                     seg.size = -1
                     seg.active_mapped = False
+            # The active segment's bytes past its end may have been cut and
+            # written again (a torn tail): check its CRCs anew.
+            self._segments[keep[-1]].verified_to = 0
             self._bases = keep
             self._gen_seen = gen
 
@@ -561,6 +599,73 @@ class Partition:
                     "mid-append", seg.path, start, max(end - start, 0))
         self.ctl.publish(end_pos=start)
 
+    def _tail_damaged(self, seen) -> bool:
+        """A read found damage in the newest segment as of view ``seen``: sort it out.
+
+        Takes the append lock (so never under a live writer) and scans the
+        newest segment. A torn tail (the rule in ``_scan_tail``) is cut: its
+        bytes go to quarantine, the end moves back to the last whole batch, and
+        appends continue densely from there. True when the caller should read
+        again (a tail was cut, or the end moved meanwhile); False when the damage
+        is corruption that stays (the caller raises ``CorruptionError``).
+        """
+        self._check()
+        self.ctl.lock()
+        try:
+            self._prepare_locked()
+            if self.ctl.view()[:4] != seen[:4]:
+                return True
+            return self._cut_torn_tail_locked()
+        finally:
+            self.ctl.unlock()
+
+    def _cut_torn_tail_locked(self) -> bool:
+        """Scan the newest segment (lock held); cut a torn tail. True if one was cut."""
+        view = self.ctl.view()
+        self._refresh(view)
+        gen, base, _, end_pos, capacity = view[:5]
+        seg = self._segments[base]
+        m = self._map(seg, True, capacity)
+        fd = self._fd(base)
+        size = os.fstat(fd).st_size
+        limit = min(end_pos, size)
+        synced = self.ctl.synced_offset
+        pos, next_off, running, problem = _scan_tail(
+            m, limit, base, self._running_max_before(base, self._bases), synced, [])
+        if problem is None and pos >= end_pos:
+            return False  # whole: the damage the reader saw is elsewhere
+        if problem is None:
+            problem = ("torn", pos, f"the file ends at byte {size}, inside the data")
+        cut = bytes(memoryview(m)[pos:limit])
+        saved = self._quarantine(base, pos, cut) if any(cut) else \
+            "nowhere (nothing but zeros, or the file ended there)"
+        if size < capacity:
+            # The file shrank under its mapping: give it its size and blocks back
+            # before anything touches those pages again.
+            os.ftruncate(fd, capacity)
+            allocated = self.ctl.allocated_end
+            if allocated > pos:
+                os.posix_fallocate(fd, pos, allocated - pos)
+        memoryview(m)[pos:end_pos] = bytes(end_pos - pos)  # I5: zeros past the end
+        os.fdatasync(fd)
+        idx, _ = self._indexes(seg, True, view[7])
+        count, last_index_pos = 1, 0
+        if idx is not None and len(idx) > 1:
+            keep = idx[1:][idx[1:, 1] < pos]
+            count = 1 + len(keep)
+            last_index_pos = int(keep[-1, 1]) if len(keep) else 0
+        if self.on_cut is not None:
+            self.on_cut(self.topic, self.partition, next_off)
+        self.ctl.publish(generation=gen + 1, end_offset=next_off, end_pos=pos,
+                         max_timestamp_ms=running, index_count=count,
+                         last_index_pos=last_index_pos, synced_offset=min(synced, next_off))
+        seg.verified_to = min(seg.verified_to, pos)
+        log.warning("streamlog: torn tail of %s truncated at byte %d of %d (%s): pages written "
+                    "after the last sync were lost, or the file was cut; offsets from %d on "
+                    "will be written again; the bytes cut are kept in %s", seg.path, pos,
+                    end_pos, problem[2], next_off, saved)
+        return True
+
     def _roll_locked(self, need: int) -> None:
         """Close the full active segment and start a new one (caller holds the lock).
 
@@ -586,8 +691,11 @@ class Partition:
                 self._unlink_segment(b)
         self._create_segment_files(end_offset, capacity, max_ts)
         old_fd = self._fd(old_base)
-        if self.durability != "never":
-            os.fdatasync(old_fd)
+        # Every mode syncs a closing segment (once per segment: cheap), so the
+        # recovery point can be an offset: everything below it is durable,
+        # whichever segment holds it, and damage in a closed segment is never
+        # a torn tail.
+        os.fdatasync(old_fd)
         self.ctl.publish(generation=gen + 1, active_base=end_offset, end_pos=0,
                          capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0,
                          allocated_end=min(capacity, SEGMENT_ALLOCATION_CHUNK_BYTES))
@@ -638,6 +746,10 @@ class Partition:
         The first thread to arrive syncs for every thread queued behind it
         (``_ext.GroupCommit``; followers sleep without the GIL).
         """
+        if self.ctl.synced_offset < self._commit.synced:
+            # A torn tail was cut below what this process had synced: offsets
+            # there are written again and need syncing again.
+            self._commit = _ext.GroupCommit(self.ctl.synced_offset)
         me = threading.get_ident()
         if me not in self._sync_seen and len(self._sync_seen) < 2:
             self._sync_seen.add(me)
@@ -647,8 +759,23 @@ class Partition:
         view = self.ctl.view()
         self._refresh(view)
         os.fdatasync(self._fd(view[1]))
+        # The recovery point moves only after the data it covers is on disk, so
+        # it is never ahead of what is durable. It reaches the disk with the
+        # control block at most RECOVERY_POINT_SYNC_S later (or earlier, by the
+        # kernel's writeback): a lag costs re-validation after a crash, never data.
         self.ctl.synced_offset = view[2]
+        now = time.monotonic()
+        if now - self._ctl_synced_at >= RECOVERY_POINT_SYNC_S:
+            self._ctl_synced_at = now
+            self._sync_control()
         return view[2]
+
+    def _sync_control(self) -> None:
+        fd = os.open(os.path.join(self.path, files.CONTROL_FILE), os.O_RDWR)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
     def flush(self) -> None:
         """Durable up to the current end, whatever the mode."""
@@ -694,7 +821,21 @@ class Partition:
             raise _SegmentGone()
         return seg, bases[lo] == view[1]
 
-    def _locate(self, seg: Segment, active: bool, view, m, offset: int) -> tuple[int, int]:
+    def _limit(self, seg: Segment, active: bool, view, m) -> int:
+        """Bytes of ``seg`` a read may touch: its published data, and never past the
+        file's real size (a store into or a read of a mapped page past the end of a
+        file that shrank is a SIGBUS). A newest segment that shrank is a torn tail
+        (the read finds a partial batch); an older one is corruption."""
+        end = view[3] if active else len(m)
+        size = os.fstat(self._fd(seg.base)).st_size
+        if size >= end:
+            return end
+        if active:
+            return size
+        raise CorruptionError(seg.path, size, f"the file shrank to {size} bytes from {end}")
+
+    def _locate(self, seg: Segment, active: bool, view, m, offset: int,
+                limit: int) -> tuple[int, int]:
         """(file_pos, base_offset) of the batch holding ``offset``: index, then hop (I4)."""
         idx, _ = self._indexes(seg, active, view[7])
         pos, base = 0, seg.base
@@ -703,7 +844,6 @@ class Partition:
             i = int(np.searchsorted(idx[:, 0], rel, side="right")) - 1
             if i > 0:
                 pos, base = int(idx[i, 1]), seg.base + int(idx[i, 0])
-        limit = view[3] if active else len(m)
         try:
             return _codec.hop(m, pos, limit, base, offset)
         except (CorruptionError, TornTail) as e:
@@ -729,16 +869,22 @@ class Partition:
                 self._gen_seen = -1  # retention removed it: refresh and retry
                 cursor = None
                 continue
-            if cursor is not None and cursor[0] == seg.base:
-                pos, base = cursor[1], cursor[2]
-            else:
-                pos, base = self._locate(seg, active, view, m, offset)
-            limit = view[3] if active else len(m)
             try:
+                limit = self._limit(seg, active, view, m)
+                if cursor is not None and cursor[0] == seg.base:
+                    pos, base = cursor[1], cursor[2]
+                else:
+                    pos, base = self._locate(seg, active, view, m, offset, limit)
                 new_pos, next_base, ended = _codec.read_span(
                     m, pos, limit, base, offset, max_count, self.topic, self.partition, out,
                     seg.verified_to if pos <= seg.verified_to else 0)
+                if active and ended and next_base < view[2] and new_pos < view[3]:
+                    raise CorruptionError(seg.path, new_pos, "zero header inside the written "
+                                          "part of the active segment")
             except (CorruptionError, TornTail) as e:
+                if active and not out and self._tail_damaged(view):
+                    cursor = None
+                    continue  # a torn tail was cut (or skipped): read the new end
                 raise CorruptionError(seg.path, e.file_pos,
                                       getattr(e, "reason", str(e))) from None
             if pos <= seg.verified_to < new_pos:
@@ -746,9 +892,6 @@ class Partition:
             if not ended:
                 return (seg.base, new_pos, next_base)
             if active:
-                if next_base < view[2] and new_pos < view[3]:
-                    raise CorruptionError(seg.path, new_pos, "zero header inside the "
-                                          "written part of the active segment")
                 return (seg.base, new_pos, next_base) if new_pos == view[3] else None
             # end of a closed segment: the next one must continue the offsets (I2)
             bases = self._bases
@@ -820,13 +963,19 @@ class Partition:
         except _SegmentGone:  # retention removed it: refresh and retry from the start
             self._gen_seen = -1
             return self.read_columns(offset, max_records)
-        pos, base = self._locate(seg, active, view, m, offset)
-        limit = view[3] if active else len(m)
         try:
+            limit = self._limit(seg, active, view, m)
+            pos, base = self._locate(seg, active, view, m, offset, limit)
             cols, _, _, checked = _codec.read_columns(
                 m, pos, limit, base, offset, max_records,
                 seg.verified_to if pos <= seg.verified_to else 0)
+            if active and len(cols["offsets"]) < max_records and \
+                    (cols["offsets"][-1] + 1 if len(cols["offsets"]) else offset) < view[2]:
+                # the data ended before the published end: damage
+                raise CorruptionError(seg.path, checked, "the data ends before the published end")
         except (CorruptionError, TornTail) as e:
+            if active and self._tail_damaged(view):
+                return self.read_columns(offset, max_records)
             raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
         if pos <= seg.verified_to < checked:
             seg.verified_to = checked
@@ -874,10 +1023,12 @@ class Partition:
             i = int(np.searchsorted(tidx, timestamp_ms, side="left")) - 1
             if i >= 0:
                 pos, base, running = int(idx[i, 1]), seg.base + int(idx[i, 0]), int(tidx[i])
-        limit = view[3] if active else len(m)
         try:
+            limit = self._limit(seg, active, view, m)
             off, _, _, _ = _codec.time_search(m, pos, limit, base, running, timestamp_ms)
         except (CorruptionError, TornTail) as e:
+            if active and self._tail_damaged(view):
+                return self._offset_for_time(timestamp_ms)
             raise CorruptionError(seg.path, e.file_pos, getattr(e, "reason", str(e))) from None
         if off < 0:
             return self._next_base(seg) if not active else view[2]
@@ -993,34 +1144,54 @@ class Partition:
             path = seg.path
             try:
                 m = self._map(seg, active, view[4])
+                limit = self._limit(seg, active, view, m)
             except _SegmentGone:
                 continue
-            limit = view[3] if active else len(m)
+            except CorruptionError as e:
+                problems.append(self._problem(path, e.file_pos, e.reason, "corrupt"))
+                continue
+            if active:
+                problems.extend(self._verify_newest(seg, m, limit, view))
+                continue
             pos, next_off, _, problem = _codec.scan(m, 0, limit, b, -1, 0, None)
             if problem is not None:
                 kind, file_pos, reason = problem
-                problems.append({"path": path, "file_pos": file_pos, "reason": reason,
-                                 "kind": "corrupt", "topic": self.topic,
-                                 "partition": self.partition})
-                expected = bases[i + 1] if i + 1 < len(bases) else view[2]
+                problems.append(self._problem(path, file_pos, reason, "corrupt"))
+                expected = bases[i + 1]
                 continue
             if b != expected and i > 0:
-                problems.append({"path": path, "file_pos": 0, "kind": "corrupt",
-                                 "reason": f"segment starts at {b}, previous ended at {expected}",
-                                 "topic": self.topic, "partition": self.partition})
-            if active and next_off != view[2]:
-                problems.append({"path": path, "file_pos": pos, "kind": "corrupt",
-                                 "reason": f"data ends at offset {next_off}, the control "
-                                           f"block says {view[2]}", "topic": self.topic,
-                                 "partition": self.partition})
-            if not active and i + 1 < len(bases) and next_off != bases[i + 1]:
-                problems.append({"path": path, "file_pos": pos, "kind": "corrupt",
-                                 "reason": f"segment ends at offset {next_off}, the next "
-                                           f"starts at {bases[i + 1]}", "topic": self.topic,
-                                 "partition": self.partition})
+                problems.append(self._problem(
+                    path, 0, f"segment starts at {b}, previous ended at {expected}", "corrupt"))
+            if i + 1 < len(bases) and next_off != bases[i + 1]:
+                problems.append(self._problem(path, pos, f"segment ends at offset {next_off}, "
+                                              f"the next starts at {bases[i + 1]}", "corrupt"))
             expected = next_off
-            seg.verified_to = max(seg.verified_to, pos) if problem is None else seg.verified_to
+            seg.verified_to = max(seg.verified_to, pos)
         return problems
+
+    def _verify_newest(self, seg: Segment, m, limit: int, view) -> list[dict]:
+        """Problems of the newest segment: torn tails (reported, not corruption; the
+        next read or append cuts them) and corruption, by the rule of ``_scan_tail``."""
+        damage: list = []
+        pos, next_off, _, problem = _scan_tail(m, limit, seg.base, -1, self.ctl.synced_offset,
+                                               [], damage)
+        out = [self._problem(seg.path, p, reason, "corrupt") for p, reason in damage]
+        if problem is not None:
+            out.append(self._problem(seg.path, problem[1], problem[2] + "; the partition ends "
+                                     f"at offset {next_off} once it is cut", "torn"))
+        elif pos < view[3]:
+            out.append(self._problem(seg.path, pos, f"the file ends at byte {limit}, inside "
+                                     "the data", "torn"))
+        elif next_off != view[2]:
+            out.append(self._problem(seg.path, pos, f"data ends at offset {next_off}, the "
+                                     f"control block says {view[2]}", "corrupt"))
+        if not out:
+            seg.verified_to = max(seg.verified_to, pos)
+        return out
+
+    def _problem(self, path: str, file_pos: int, reason: str, kind: str) -> dict:
+        return {"path": path, "file_pos": file_pos, "reason": reason, "kind": kind,
+                "topic": self.topic, "partition": self.partition}
 
     # ---------------------------------------------------------------- close
     def mark_deleted(self) -> None:
@@ -1064,12 +1235,11 @@ class _Chunk:
 def _last_nonzero_end(fd: int, m, pos: int, size: int) -> int:
     """End of the last non-zero byte at or after ``pos`` (``pos`` if none).
 
-    Looks only at the file's data ranges (SEEK_DATA/SEEK_HOLE): a new segment
-    is mostly a hole, and reading 64 MiB of zeros per partition at every
-    rebuild would make opening a topic slow.
+    Looks only at the file's data ranges (SEEK_DATA/SEEK_HOLE), newest first
+    and backwards in 1 MiB steps: a new segment is mostly a hole, and reading
+    64 MiB of zeros per partition at every rebuild would make opening slow.
     """
-    end = pos
-    view = np.frombuffer(m, dtype=np.uint8)
+    ranges = []
     cur = pos
     while cur < size:
         try:
@@ -1077,11 +1247,80 @@ def _last_nonzero_end(fd: int, m, pos: int, size: int) -> int:
         except OSError:  # ENXIO: no data after cur
             break
         stop = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        nz = np.flatnonzero(view[start:stop])
-        if len(nz):
-            end = start + int(nz[-1]) + 1
+        ranges.append((start, stop))
         cur = stop
-    return end
+    view = np.frombuffer(m, dtype=np.uint8)
+    step = 1 << 20
+    for start, stop in reversed(ranges):
+        hi = stop
+        while hi > start:
+            lo = max(start, hi - step)
+            nz = np.flatnonzero(view[lo:hi])
+            if len(nz):
+                return lo + int(nz[-1]) + 1
+            hi = lo
+    return pos
+
+
+def _scan_tail(m, limit: int, base: int, running: int, synced: int, entries: list,
+               damage: list | None = None):
+    """Check the newest segment's bytes ``[0, limit)`` and sort out its damage.
+
+    The rule (docs/guarantees.md, Integrity): damage whose first offset is at or
+    past ``synced`` (the recovery point: below it, a completed fsync made every
+    byte durable) is a torn tail, and so is damage with no valid batch after
+    it. Anything else is corruption: it stays where it is (reads raise
+    ``CorruptionError`` there, ``verify`` reports it) and the data after it is
+    kept. Returns ``(end_pos, end_offset, running_max, problem)``: ``problem``
+    is ``("torn", file_pos, reason)`` when the tail from ``end_pos`` on is to be
+    cut, else None. ``entries`` receives sparse index entries, including one at
+    each batch where the scan resumed after corruption.
+    """
+    pos, last_index = 0, 0
+    while True:
+        pos, next_off, running, problem = _codec.scan(m, pos, limit, base, running, last_index,
+                                                      entries)
+        if problem is None:
+            if pos >= limit:
+                return pos, next_off, running, None
+            # A zero header, then more data: a page that never reached the disk.
+            problem = ("torn", pos, "zero bytes inside the data")
+        if next_off >= synced:
+            return pos, next_off, running, ("torn", pos, problem[2])
+        found = _valid_batch_after(m, pos, limit, next_off)
+        if found is None:
+            return pos, next_off, running, ("torn", pos, problem[2] + ", nothing valid after it")
+        if damage is not None:
+            damage.append((pos, problem[2]))
+        pos, base = found
+        entries.append((base, pos, running))
+        last_index = pos
+
+
+def _valid_batch_after(m, pos: int, limit: int, min_base: int) -> tuple[int, int] | None:
+    """(file_pos, base_offset) of the first whole, CRC-valid batch after ``pos``.
+
+    Batches are found by their magic, version and attribute bytes; each
+    candidate must pass every check of a read (length word, CRC) and continue
+    the offsets (base >= ``min_base``). Runs only when damage was found.
+    """
+    mv = memoryview(m)
+    limit = min(limit, len(mv))
+    marker = _BATCH_MARKER
+    data = bytes(mv[pos + 1:limit])
+    i = data.find(marker)
+    while i >= 0:
+        q = pos + 1 + i - _MARKER_AT
+        if q > pos:
+            candidate = int.from_bytes(mv[q:q + 8], "little")
+            if candidate >= min_base:
+                try:
+                    if _codec.batch_info(m, q, limit, candidate, True)[0]:
+                        return q, candidate
+                except (CorruptionError, TornTail):
+                    pass
+        i = data.find(marker, i + 1)
+    return None
 
 
 class _SegmentGone(Exception):
