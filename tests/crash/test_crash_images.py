@@ -189,5 +189,6 @@ def test_crash_images(tmp_path, mode):
         kept.add(_check_image(path, history, f"image {i} ({mode}, {what})"))
         shutil.rmtree(path)
     assert len(cuts) >= IMAGES_PER_MODE
-    # the images really differ in what survived: some kept unsynced records, some not
-    assert min(kept) == len(history.durable) and max(kept) > len(history.durable), kept
+    # the images really differ in what survived: some kept unsynced records, some
+    # kept fewer (each image already kept every synced record)
+    assert max(kept) > min(kept) and max(kept) > len(history.durable), kept
