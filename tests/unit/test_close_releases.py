@@ -211,3 +211,43 @@ def test_repair_refuses_a_store_open_in_this_process(tmp_path):
     finally:
         log.close()
     assert repair_mod.repair(d) == []
+
+
+def test_close_while_other_threads_append_leaves_the_lock_free(tmp_path):
+    """Closing while threads append: they end with StoreClosed, every append that
+    returned is stored, and the partitions' locks are free for the next open."""
+    d = str(tmp_path / "store")
+    log = streamlog.open(d)
+    t = log.topic("t", partitions=2)
+    started = threading.Barrier(5)
+    acked: list[list] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:
+        started.wait()
+        try:
+            while True:
+                acked[i].append(t.append(b"%d" % i, key=b"k%d" % i))
+        except StoreClosed:
+            return
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    started.wait()
+    while sum(map(len, acked)) < 200:  # let them run a while
+        threading.Event().wait(0.001)
+    log.close()
+    for th in threads:
+        th.join(30)
+        assert not th.is_alive()
+    assert errors == []
+    assert _held(d) == ([], [])
+    with streamlog.open(d) as again:
+        t2 = again.existing_topic("t")
+        stored = {(p, r.offset) for p in range(2) for r in t2.read(p)}
+        assert {tuple(pos) for a in acked for pos in a} <= stored
+        t2.append(b"after", key=b"k0")  # the lock is not left held
+        t2.append(b"after", key=b"k1")
