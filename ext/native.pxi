@@ -24,6 +24,10 @@ import os as _os
 
 cdef extern from "<sys/mman.h>":
     void *MAP_FAILED
+    int MAP_PRIVATE
+    int MAP_ANONYMOUS
+    int MAP_FIXED
+    int MAP_NORESERVE
 
 cdef extern from "native.h":
     ctypedef struct pthread_mutex_t:
@@ -106,10 +110,13 @@ cdef class Mapping:
     The mapping lives as long as any view of it does, so a numpy array or a
     memoryview handed to a caller stays valid after the file is deleted.
     Thread-safe to read; writers synchronise through the partition lock.
+    ``release()`` lets go of the file before the object dies (store close).
     """
     cdef char *addr
     cdef readonly Py_ssize_t length
     cdef readonly bint writable
+    cdef readonly bint released
+    cdef Py_ssize_t _exports
     cdef Py_ssize_t _shape[1]
     cdef Py_ssize_t _strides[1]
 
@@ -141,6 +148,32 @@ cdef class Mapping:
     def __len__(self):
         return self.length
 
+    property exports:
+        def __get__(self): return self._exports
+
+    def release(self):
+        """Let go of the file now: the region is replaced by private zero pages.
+
+        The address stays valid (a Control, Writer or Notifier that still points
+        into it reads zeros instead of faulting), but the file is no longer
+        mapped, so nothing of it stays held by this process. Refused (returns
+        False, the file stays mapped until the last view dies) while a view
+        of the mapping exists: its contents must not change under it. True
+        when the file is no longer mapped; idempotent.
+        """
+        cdef void *a
+        if self.released or self.addr == NULL:
+            self.released = True
+            return True
+        if self._exports > 0:
+            return False
+        a = mmap(self.addr, self.length, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        if a == MAP_FAILED:
+            raise OSError(errno, strerror(errno).decode())
+        self.released = True
+        return True
+
     def prefault(self, Py_ssize_t start, Py_ssize_t end):
         """Fault pages [start, end) of the mapping in without touching their
         contents (``MADV_POPULATE_READ``, GIL released): the kernel allocates and
@@ -151,7 +184,7 @@ cdef class Mapping:
         of the file): a hint, never a failure."""
         cdef Py_ssize_t page = 4096
         cdef int rc = 0
-        if self.addr == NULL:
+        if self.addr == NULL or self.released:
             return 0
         start = (start // page) * page
         if start < 0:
@@ -185,9 +218,10 @@ cdef class Mapping:
         b.suboffsets = NULL
         b.internal = NULL
         b.obj = self
+        self._exports += 1
 
     def __releasebuffer__(self, Py_buffer *b):
-        pass
+        self._exports -= 1
 
 
 cdef object _tuple_new = tuple.__new__
@@ -712,6 +746,7 @@ cdef class Control:
     """
     cdef Mapping m
     cdef sl_control *c
+    cdef readonly int users  # threads of this process taking or holding the lock
 
     def __cinit__(self, Mapping m):
         if m.length < SL_CONTROL_BYTES or not m.writable:
@@ -769,9 +804,13 @@ cdef class Control:
 
         A holder that died is survived (robust mutex): the lock is made
         consistent and the caller finds the dead writer's traces through
-        ``pending_end != end_pos`` (state-based recovery).
+        ``pending_end != end_pos`` (state-based recovery). ``users`` counts
+        the threads between ``lock()`` and ``unlock()``, so that closing waits
+        for them before it lets go of the mapping.
         """
-        cdef int rc = pthread_mutex_trylock(&self.c.lock.mutex)
+        cdef int rc
+        self.users += 1
+        rc = pthread_mutex_trylock(&self.c.lock.mutex)
         if rc == EBUSY:
             with nogil:
                 rc = pthread_mutex_lock(&self.c.lock.mutex)
@@ -779,11 +818,13 @@ cdef class Control:
             pthread_mutex_consistent(&self.c.lock.mutex)
             return True
         if rc:
+            self.users -= 1
             raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
         return False
 
     def unlock(self):
         cdef int rc = pthread_mutex_unlock(&self.c.lock.mutex)
+        self.users -= 1
         if rc:
             raise OSError(rc, f"partition unlock: {strerror(rc).decode()}")
 
@@ -969,6 +1010,15 @@ cdef class Writer:
     property generation:
         def __get__(self): return self.gen if self.attached else None
 
+    def release(self):
+        """Let go of the segment and index mappings this writer points into
+        (``Mapping.release``); the store is closing. Call after ``closed`` is
+        set and no thread is inside the lock."""
+        for m in (self.seg, self.idx, self.tidx):
+            if m is not None:
+                m.release()
+        self.attached = False
+
     def set_topic_notify(self, Mapping m):
         """Also bump the topic-wide wake-up word (a Notifier's mapping) after each append."""
         if m.length < 8 or not m.writable:
@@ -1039,18 +1089,22 @@ cdef class Writer:
         cdef Py_ssize_t n = len(data)
         if self.closed:
             return _STALE
-        rc = pthread_mutex_trylock(&self.c.lock.mutex)
-        if rc == EBUSY:
-            with nogil:
-                rc = pthread_mutex_lock(&self.c.lock.mutex)
-        if rc == EOWNERDEAD:
-            pthread_mutex_consistent(&self.c.lock.mutex)
+        self.ctl.users += 1  # closing waits until no thread is inside the lock
+        try:
+            rc = pthread_mutex_trylock(&self.c.lock.mutex)
+            if rc == EBUSY:
+                with nogil:
+                    rc = pthread_mutex_lock(&self.c.lock.mutex)
+            if rc == EOWNERDEAD:
+                pthread_mutex_consistent(&self.c.lock.mutex)
+                pthread_mutex_unlock(&self.c.lock.mutex)
+                return _RECOVER
+            if rc:
+                raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
+            result = self._append_locked(p, n, count, max_ts)
             pthread_mutex_unlock(&self.c.lock.mutex)
-            return _RECOVER
-        if rc:
-            raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
-        result = self._append_locked(p, n, count, max_ts)
-        pthread_mutex_unlock(&self.c.lock.mutex)
+        finally:
+            self.ctl.users -= 1
         if result >= 0:
             self.dirty = True
         return result

@@ -55,10 +55,13 @@ def read_columns(buf: Any, pos: int, limit: int, expected_base: int, min_offset:
 class Mapping:
     length: int
     writable: bool
+    released: bool
+    exports: int
     def __init__(self, fd: int, length: int, writable: bool = False,
                  private: bool = False) -> None: ...
     def __len__(self) -> int: ...
     def prefault(self, start: int, end: int) -> int: ...
+    def release(self) -> bool: ...
 
 class Record:
     topic: str
@@ -79,6 +82,7 @@ class Record:
     def __getitem__(self, i: int) -> Any: ...
 
 class Control:
+    users: int
     generation: int
     pending_end: int
     end_pos: int
@@ -115,6 +119,7 @@ class Writer:
     def set_topic_notify(self, m: Mapping) -> None: ...
     def append(self, data: bytes, count: int, max_ts: int) -> int: ...
     def append_locked(self, data: bytes, count: int, max_ts: int) -> int: ...
+    def release(self) -> None: ...
 
 class Notifier:
     mapping: Mapping

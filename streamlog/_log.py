@@ -348,6 +348,9 @@ class Log:
                                                                       self._stop),
                                             name="streamlog-sync", daemon=True)
             self._syncer.start()
+        self._pid = os.getpid()
+        with _OPEN_LOCK:
+            _OPEN.add(self)
 
     def _check_format(self) -> None:
         fpath = os.path.join(self.path, files.FORMAT_FILE)
@@ -381,7 +384,13 @@ class Log:
 
     def close(self) -> None:
         """Close the store (idempotent): syncs per the durability mode, then every handle
-        into it raises StoreClosed."""
+        into it raises StoreClosed.
+
+        Afterwards nothing of the store stays held by this Log: no file
+        descriptor, no mapping, no lock, no thread; the LMDB environment (and
+        its reader slot and locks) is closed with the last open Log of the
+        directory in this process. Handles the caller keeps raise StoreClosed.
+        """
         if self._closed:
             return
         for closer in reversed(self._closers):
@@ -389,11 +398,23 @@ class Log:
                 closer()
             except Exception:  # noqa: BLE001 - closing must reach every handle
                 pass
+        self._closers.clear()
         self._closed = True
         self._stop.set()
+        syncer = self._syncer
+        if syncer is not None and syncer is not threading.current_thread():
+            syncer.join()  # it wakes at once; no sync of it runs under a closing partition
+        self._syncer = None
         with self._parts_lock:
             for p in self._parts.values():
                 p.close()
+            self._parts.clear()
+            notifiers = list(self._notifiers.values())
+            self._notifiers.clear()
+            self._topics_cache.clear()
+        for n in notifiers:
+            n.notify()  # wait_any() callers in this process wake up and find the store closed
+            n.mapping.release()
         if self.durability != "never":
             try:
                 self._meta.sync()
@@ -666,6 +687,21 @@ class Log:
         from .views.event_store import EventStore
 
         return EventStore(self, name)
+
+
+# Every Log of this process (weakly): repair asks whether a store is still open here.
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def open_here(path) -> int:
+    """How many Logs of this process have the store at ``path`` open (not closed yet)."""
+    real = os.path.realpath(os.fspath(path))
+    pid = os.getpid()
+    with _OPEN_LOCK:
+        logs = list(_OPEN)
+    return sum(1 for log in logs
+               if not log._closed and log._pid == pid and os.path.realpath(log.path) == real)
 
 
 # Functions (meta, txn, topic_name) run inside the transaction that deletes a

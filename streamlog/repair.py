@@ -39,7 +39,7 @@ import os
 from typing import NamedTuple
 
 from . import _codec
-from ._log import Log
+from ._log import Log, open_here
 from .errors import StreamlogError, TopicNotFound
 from .storage import files
 
@@ -145,6 +145,8 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
     if not os.path.isfile(os.path.join(root, files.FORMAT_FILE)):
         raise StreamlogError(f"{root} is not a streamlog store (no {files.FORMAT_FILE})")
     if not dry_run:
+        if open_here(root):
+            raise StreamlogError(f"{root} is open in this process: close it before repairing")
         holders = store_holders(root)
         if holders:
             raise StreamlogError(

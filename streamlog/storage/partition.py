@@ -1202,6 +1202,8 @@ class Partition:
         return self.ctl.notify_seq
 
     def close(self) -> None:
+        """Sync per the durability mode, then let go of every file of the partition:
+        descriptors closed, mappings released (nothing stays held in this process)."""
         if self._closed:
             return
         if self.durability != "never" and self.writer.dirty:
@@ -1213,11 +1215,51 @@ class Partition:
         self.writer.closed = True
         for box in list(self._chunks):  # iterators stop instead of yielding these
             box.records.clear()
+        idle = _wait_lock_idle(self.ctl)
+        self.ctl.notify()  # waiters in this process wake up and find the store closed
         with self._cache_lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            maps = [m for seg in self._segments.values()
+                    for m in (seg.mapping, *(seg.index_maps or ())) if m is not None]
             self._segments.clear()
+        if idle:  # else a thread still holds the lock (inside append_with): leave it be
+            deleted = self.ctl.deleted
+            self.writer.release()
+            for m in maps:
+                m.release()  # refused while a caller still holds a view of it
+            self._ctl_map.release()
+            self.ctl = _ClosedControl(self.topic, deleted)
+
+
+class _ClosedControl:
+    """Stands in for a closed partition's released control block: says whether the
+    topic was deleted, and refuses everything else."""
+
+    def __init__(self, topic: str, deleted: bool) -> None:
+        self.topic = topic
+        self.deleted = deleted
+
+    def __getattr__(self, name: str):
+        if self.deleted:
+            raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        raise StoreClosed("the store is closed")
+
+
+def _wait_lock_idle(ctl, timeout: float = 5.0) -> bool:
+    """Wait until no thread of this process takes or holds ``ctl``'s append lock.
+
+    A mapping may only be released when no thread is inside the lock: one
+    that unlocked the released (private) copy would leave the shared lock
+    held for every other process. False if that does not happen in time.
+    """
+    deadline = time.monotonic() + timeout
+    while ctl.users > 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 class _Chunk:

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import threading
+import time
 
 import pytest
 
@@ -141,15 +142,27 @@ def test_always_durability_group_commit_with_eight_threads(tmp_path, monkeypatch
     thread's order, and appends share fdatasync calls (group commit)."""
     syncs = []
     real = os.fdatasync
+    per_thread = 60
+    appends = 8 * per_thread
+    box = {}
 
     def counting(fd):
+        # A slow disk, made deterministic: a sync lasts until two more appends have
+        # landed (or every append has, or 2 s passed), so the next sync has several
+        # appenders to serve however the threads are scheduled.
         syncs.append(fd)
+        t = box.get("t")
+        if t is not None:
+            target = min(t._parts[0].ctl.end_offset() + 2, appends)
+            deadline = time.monotonic() + 2
+            while t._parts[0].ctl.end_offset() < target and time.monotonic() < deadline:
+                time.sleep(0.0005)
         return real(fd)
 
     monkeypatch.setattr(os, "fdatasync", counting)
-    per_thread = 60
     with streamlog.open(tmp_path / "s", durability="always") as log:
         t = log.topic("t")
+        box["t"] = t
         errors = []
         start = threading.Barrier(8)
 
@@ -170,7 +183,7 @@ def test_always_durability_group_commit_with_eight_threads(tmp_path, monkeypatch
         for th in threads:
             th.join(120)
         assert not errors
-        appends = 8 * per_thread
+        box.clear()
         _check(t, range(8), per_thread, keyed=False)
         part = t._parts[0]
         assert part.ctl.synced_offset == t.end_offset(0) == appends

@@ -411,17 +411,15 @@ def test_stats_report_groups(store):
 
 
 def test_poll_waits_then_returns_what_another_thread_appends(store):
-    """A blocked poll returns as soon as a record is appended, well before its timeout."""
+    """A blocked poll returns when a record is appended, not at its (hour-long) timeout."""
     import threading
 
     t = store.topic("jobs")
     g = t.group("w")
     timer = threading.Timer(0.2, lambda: t.append(b"late"))
     timer.start()
-    t0 = time.monotonic()
-    msgs = g.poll(1, timeout=10)
+    msgs = g.poll(1, timeout=3600)  # returns at the append: the test does not wait an hour
     assert [m.value for m in msgs] == [b"late"]
-    assert time.monotonic() - t0 < 5
     timer.join()
 
 
