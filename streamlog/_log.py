@@ -638,24 +638,28 @@ class Log:
     # ----------------------------------------------------------------- views
     def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
         """A point-to-point queue view (see streamlog.views.queue)."""
+        self._check()
         from .views.queue import Queue
 
         return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
 
     def pubsub(self, name: str):
         """A fan-out view (see streamlog.views.pubsub)."""
+        self._check()
         from .views.pubsub import PubSub
 
         return PubSub(self, name)
 
     def rpc(self, name: str):
         """A request-reply view (see streamlog.views.rpc)."""
+        self._check()
         from .views.rpc import Rpc
 
         return Rpc(self, name)
 
     def event_store(self, name: str):
         """An event-sourcing view (see streamlog.views.event_store)."""
+        self._check()
         from .views.event_store import EventStore
 
         return EventStore(self, name)
