@@ -470,7 +470,14 @@ class Log:
             if not isinstance(compact, bool):
                 raise TypeError("compact must be a bool")
             requested["compact"] = compact
+        # Both given here: refused before anything is created; a window given for an
+        # existing topic is checked against its stored retention below.
+        _validate.dedupe_within_retention(requested.get("dedupe_window_s"),
+                                          requested.get("retention"))
         config = self._create_or_check(name, requested)
+        if "dedupe_window_s" in requested:
+            _validate.dedupe_within_retention(config.get("dedupe_window_s"),
+                                              config.get("retention"))
         return Topic(self, name, config)
 
     def _create_or_check(self, name: str, requested: dict) -> dict:
@@ -489,6 +496,7 @@ class Log:
                        "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
                        "created_ms": _now_ms(), "uid": uuid.uuid4().hex}
                 cfg.update(requested)
+                _fit_dedupe_window(cfg, requested)
                 txn.put(key, json.dumps(cfg).encode(), db=db)
                 return cfg
             config = self._meta.write(create)
@@ -670,6 +678,14 @@ class Log:
 _TOPIC_DELETE_HOOKS: list[Callable] = []
 # Functions (log, topic, stats_dict) that add their figures to Log.stats().
 _STATS_HOOKS: list[Callable] = []
+
+
+def _fit_dedupe_window(cfg: dict, requested: dict) -> None:
+    """A new topic whose retention max_age_s is shorter than the default dedupe window gets
+    a window of max_age_s: the default must not make a short retention an error."""
+    max_age_s = (cfg.get("retention") or (None, None))[1]
+    if "dedupe_window_s" not in requested and max_age_s is not None:
+        cfg["dedupe_window_s"] = min(cfg["dedupe_window_s"], float(max_age_s))
 
 
 def _sync_loop(log_ref, stop: threading.Event) -> None:

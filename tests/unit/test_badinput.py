@@ -273,9 +273,8 @@ def test_config_mismatch_on_reopen(tmp_path, option, first, second):
     ({"segment_bytes": "64MB"}, TypeError),
     ({"max_record_bytes": 0}, ValueError),
     ({"retention": (100, None)}, TypeError), ({"retention": 100}, TypeError),
-    ({"retention": Retention(max_bytes=-1)}, ValueError),
-    ({"retention": Retention(max_age_s=-1)}, ValueError),
-    ({"retention": Retention(max_age_s="1d")}, TypeError),
+    ({"retention": (100, None)}, TypeError),
+    ({"dedupe_window_s": 61, "retention": Retention(max_age_s=60)}, ValueError),
     ({"dedupe_window_s": -1}, ValueError), ({"dedupe_window_s": "x"}, TypeError),
     ({"compact": 1}, TypeError),
 ])
@@ -284,6 +283,48 @@ def test_bad_topic_options(store, kwargs, exc):
     with pytest.raises(exc):
         store.topic("opts", **kwargs)
     assert store.topics() == []
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"max_bytes": -1}, ValueError), ({"max_bytes": 0}, ValueError),
+    ({"max_age_s": -1}, ValueError), ({"max_age_s": 0}, ValueError),
+    ({"max_age_s": float("nan")}, ValueError), ({"max_age_s": float("inf")}, ValueError),
+    ({"max_bytes": 1.5}, TypeError), ({"max_bytes": "1GB"}, TypeError),
+    ({"max_bytes": True}, TypeError), ({"max_age_s": "1d"}, TypeError),
+    ({"max_age_s": False}, TypeError),
+])
+def test_retention_is_checked_when_it_is_made(kwargs, exc):
+    """Retention(...) refuses a bad limit at construction: ValueError for a value out of
+    range (zero included: None means no limit), TypeError for a wrong type (bools are not
+    numbers here); ``_replace`` checks too."""
+    with pytest.raises(exc):
+        Retention(**kwargs)
+    with pytest.raises(exc):
+        Retention(max_bytes=1, max_age_s=1)._replace(**kwargs)
+
+
+def test_good_retention_values():
+    """Ints, floats and None make a Retention that still is a plain (max_bytes, max_age_s)."""
+    assert Retention() == (None, None)
+    assert Retention(1, 0.5) == (1, 0.5)
+    assert Retention(max_age_s=7 * 86400).max_bytes is None
+
+
+def test_dedupe_window_longer_than_max_age_is_refused(store):
+    """dedupe_window_s longer than the retention's max_age_s is a ValueError naming both,
+    whether both come in one call or the window comes for an existing topic; nothing is
+    created. Without an explicit window, a new topic's default window shrinks to
+    max_age_s, and a window equal to it is fine."""
+    with pytest.raises(ValueError) as ei:
+        store.topic("d", retention=Retention(max_age_s=30), dedupe_window_s=31)
+    assert "dedupe_window_s" in str(ei.value) and "max_age_s" in str(ei.value)
+    assert store.topics() == []
+    t = store.topic("d", retention=Retention(max_age_s=30))
+    assert t.config["dedupe_window_s"] == 30
+    assert store.topic("d", dedupe_window_s=30).config["dedupe_window_s"] == 30
+    with pytest.raises((ValueError, ConfigMismatch)):
+        store.topic("d", dedupe_window_s=31)
+    assert store.topic("e", retention=Retention(max_age_s=3600), dedupe_window_s=120)
 
 
 def test_path_that_is_a_regular_file(tmp_path):
