@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,8 +33,120 @@ import streamlog
 from streamlog import inspect as _inspect
 from streamlog import metrics as _metrics
 from streamlog import repair as _repair
+from streamlog._limits import MAX_MAX_RECORD_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
+from streamlog._validate import name as _name_rule
+
+try:  # recent typer carries its own copy of click; its exceptions are that copy's
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click
+
+_SHORTEN_AT = 40  # characters of one name or path component kept in an error message
+
+
+def _short(text: str) -> str:
+    """Every run of name characters longer than 40 cut to its first 40 and "...": an error
+    about a 300-character name stays one readable line."""
+    return re.sub(r"[^\s/'\"]{" + str(_SHORTEN_AT + 4) + ",}",
+                  lambda m: m.group(0)[:_SHORTEN_AT] + "...", text)
+
+
+def _shown(value: str) -> str:
+    """A value the user typed, as it goes into a message: bare when it is one plain word."""
+    return value if re.fullmatch(r"[\w.,:@+/=-]+", value) else repr(value)
+
+
+def _typed_as(param: Any, argv: list[str]) -> tuple[str, str | None]:
+    """How the user spelled ``param`` on the command line, and the value given with it."""
+    if getattr(param, "param_type_name", "") != "option":
+        return str(getattr(param, "metavar", None) or param.name or "argument").upper(), None
+    found: tuple[str, str | None] = (param.opts[-1] if param.opts else param.name or "", None)
+    flag = getattr(param, "is_flag", False)
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            break
+        for opt in list(param.opts) + list(getattr(param, "secondary_opts", [])):
+            if tok == opt:
+                found = (opt, argv[i + 1] if i + 1 < len(argv) and not flag else None)
+            elif opt.startswith("--") and tok.startswith(opt + "="):
+                found = (opt, tok[len(opt) + 1:])
+            elif not opt.startswith("--") and tok.startswith(opt) and len(tok) > len(opt):
+                found = (opt, tok[len(opt):])
+    return found
+
+
+_REASONS = [
+    (re.compile(r".*valid integer.*"), "expected a whole number"),
+    (re.compile(r".*valid number.*"), "expected a number"),
+    (re.compile(r".*greater than or equal to (\S+?)\.?$"), r"must be >= \1"),
+    (re.compile(r".*less than or equal to (\S+?)\.?$"), r"must be <= \1"),
+    (re.compile(r".*greater than (\S+?)\.?$"), r"must be > \1"),
+    (re.compile(r".*less than (\S+?)\.?$"), r"must be < \1"),
+]
+
+
+def _reason(message: str) -> str:
+    message = re.sub(r"^Value error, ", "", message)
+    for pattern, reason in _REASONS:
+        if pattern.fullmatch(message):
+            return pattern.sub(reason, message)
+    return message[:1].lower() + message[1:].rstrip(".")
+
+
+def _usage_line(e: click.exceptions.ClickException, argv: list[str]) -> str:
+    """Click's usage error as one line naming the option as typed and its value."""
+    cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "streamlog"
+    if isinstance(e, click.exceptions.MissingParameter) and e.param is not None:
+        return f"missing {_typed_as(e.param, [])[0]} (see `{cmd} --help`)"
+    if isinstance(e, click.exceptions.BadParameter) and e.param is not None:
+        typed, value = _typed_as(e.param, argv)
+        culprit = typed if value is None else f"{typed} {_shown(value)}"
+        return f"{culprit}: {_reason(e.message)}"
+    if isinstance(e, click.exceptions.NoSuchOption):
+        hint = f" (did you mean {', '.join(e.possibilities)}?)" if e.possibilities else ""
+        return f"no such option: {e.option_name}{hint}"
+    message = _reason(e.format_message())
+    return f"{message} (see `{cmd} --help`)"
+
+
+class _Group(typer.core.TyperGroup):
+    """The command group, with errors as the rest of the CLI prints them: one line on
+    stderr naming the culprit, exit 2 for a usage error, never a usage block; a reader
+    that closed the pipe (``| head``) ends the command quietly with exit 0."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        except click.exceptions.ClickException as e:
+            _say_error(_usage_line(e, argv))
+            code = e.exit_code
+        except BrokenPipeError:
+            code = _quiet_broken_pipe()
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``| head -1``): stop quietly, exit 0 as Unix tools
+    do. Python's own flush of stdout at exit would fail again: point it at /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (a test runner's buffer): nothing to flush
+    return 0
+
 
 app = typer.Typer(
+    cls=_Group,
     name="streamlog",
     help="streamlog: an embedded, durable, log-structured streaming store.\n\n"
          "Every command takes the store directory first: streamlog COMMAND DIR ...",
@@ -103,7 +216,7 @@ def _die(message: str, code: int = 1):
 
 
 def _say_error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_short(message)}", err=True)
 
 
 def _guard(fn: Callable) -> Callable:
@@ -234,9 +347,38 @@ def _iso_ms(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z"
 
 
+def _dir_given(value: str | None) -> str | None:
+    """An empty DIR is a usage error naming it, not ": no such directory"."""
+    if value == "":
+        raise typer.BadParameter("'' is an empty path: give the store directory, e.g. ./data")
+    return value
+
+
+def _topic_name(value: str | None) -> str | None:
+    """A TOPIC that no topic may have is a usage error, found before the store is opened."""
+    if value is not None:
+        try:
+            _name_rule(value, "topic name")
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a topic name: use 1-200 characters "
+                                     "of [A-Za-z0-9._-], starting with a letter or "
+                                     "digit") from None
+    return value
+
+
+def _in_range(value: float, text: str, option: str, lo: float, hi: float | None = None,
+              unit: Callable[[float], str] = str, hint: str = "") -> None:
+    """A parsed quantity outside [lo, hi] is a usage error naming the option as typed."""
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"at least {unit(lo)}" if hi is None else f"between {unit(lo)} and {unit(hi)}"
+        _die(f"{option} {_shown(text)}: must be {bounds}{hint}", 2)
+
+
 # Argument declarations shared by the commands.
-DIR_ARG = typer.Argument(..., metavar="DIR", help="The store directory.", show_default=False)
-TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_default=False)
+DIR_ARG = typer.Argument(..., metavar="DIR", help="The store directory.", show_default=False,
+                         callback=_dir_given)
+TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_default=False,
+                           callback=_topic_name)
 
 
 @app.callback()
@@ -320,6 +462,19 @@ def create_cmd(
     rb = _parse_size(retention_bytes, "--retention-bytes") if retention_bytes else None
     ra = _parse_age(retention_age, "--retention-age") if retention_age else None
     mrb = _parse_size(max_record_bytes, "--max-record-bytes") if max_record_bytes else None
+    # Checked here, with the options' names, rather than by the API with its parameters'.
+    if seg is not None:
+        _in_range(seg, segment_bytes, "--segment-bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
+                  _human_bytes)
+    if rb is not None:
+        _in_range(rb, retention_bytes, "--retention-bytes", 1, None, _human_bytes,
+                  " (leave it out to keep everything)")
+    if ra is not None and ra <= 0:
+        _die(f"--retention-age {_shown(retention_age)}: must be more than 0 seconds "
+             "(leave it out to keep everything)", 2)
+    if mrb is not None:
+        _in_range(mrb, max_record_bytes, "--max-record-bytes", 1, MAX_MAX_RECORD_BYTES,
+                  _human_bytes)
     retention = streamlog.Retention(rb, ra) if rb is not None or ra is not None else None
     with streamlog.open(directory) as log:
         exists = topic in log.topics()
@@ -1056,7 +1211,12 @@ def metrics_cmd(
             sys.stdout.buffer.write(_metrics.render(log))
             sys.stdout.buffer.flush()
             return
-        with _metrics.serve(log, port=port, addr=addr) as server:
+        try:
+            server = _metrics.serve(log, port=port, addr=addr)
+        except OSError as e:
+            _die(f"--addr {_shown(addr)} --port {port}: cannot listen on {addr}:{port}: "
+                 f"{e.strerror or e}")
+        with server:
             typer.echo(f"serving metrics of {log.path} at {server.url} (Ctrl-C to stop)",
                        err=True)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -105,10 +106,72 @@ def test_create_an_existing_topic_fails_unless_if_not_exists(data):
 
 
 def test_create_rejects_a_bad_topic_name(tmp_path):
-    """An invalid topic name is a one-line error naming it."""
+    """An invalid topic name is a one-line usage error naming it; no store is made."""
     result = run("create", tmp_path / "s", "bad name!")
-    assert result.exit_code == 1
+    assert result.exit_code == 2 and not (tmp_path / "s").exists()
+    assert len(result.stderr.splitlines()) == 1
     assert "bad name!" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["create", "{d}", "t", "--partitions", "lots"], "--partitions lots"),
+    (["create", "{d}", "t", "-p", "lots"], "-p lots"),
+    (["create", "{d}", "t", "--partitions=0"], "--partitions 0"),
+    (["create", "{d}", "t", "--segment-bytes", "0"], "--segment-bytes 0"),
+    (["create", "{d}", "t", "--segment-bytes", "3GiB"], "--segment-bytes 3GiB"),
+    (["create", "{d}", "t", "--retention-bytes", "0"], "--retention-bytes 0"),
+    (["create", "{d}", "t", "--retention-age", "0d"], "--retention-age 0d"),
+    (["create", "{d}", "t", "--max-record-bytes", "0"], "--max-record-bytes 0"),
+    (["consume", "{d}", "t", "--format", "xml"], "--format xml"),
+    (["consume", "{d}", "t", "--limit", "0"], "--limit 0"),
+    (["consume", "{d}", "t", "--bogus"], "--bogus"),
+    (["metrics", "{d}", "--port", "99999"], "--port 99999"),
+    (["topics", ""], "''"),
+    (["verify", "{d}", "extra-arg"], "extra-arg"),
+    (["verify"], "DIR"),
+    (["frobnicate", "{d}"], "frobnicate"),
+])
+def test_usage_errors_are_one_line_naming_the_option_as_typed_and_its_value(tmp_path, args,
+                                                                            culprit):
+    """Bad usage: exit 2, one line on stderr naming the option as typed and its value, no
+    usage block, nothing on stdout, no store made."""
+    d = tmp_path / "s"
+    result = run(*[str(d) if a == "{d}" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert culprit in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Usage:" not in result.stderr and result.stdout == ""
+    assert not d.exists()
+
+
+def test_an_empty_directory_argument_says_so():
+    """`topics ""` names the empty path and DIR instead of printing ": no such directory"."""
+    result = run("topics", "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: DIR: '' is an empty path")
+
+
+def test_a_long_name_is_shortened_in_the_message(data, tmp_path):
+    """A 300-character name is shown as its first 40 characters and "...", not whole."""
+    long = "b" * 200
+    for args in (["create", tmp_path / "s", long + "!"], ["describe", data, long],
+                 ["topics", tmp_path / (long + "c" * 100)]):
+        result = run(*args)
+        assert result.exit_code in (1, 2)
+        assert "b" * 40 + "..." in result.stderr and "b" * 41 not in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_metrics_on_a_busy_port_names_the_address_and_port(data):
+    """A port another program listens on: exit 1 naming ADDR:PORT, not a bare errno."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run("metrics", data, "--port", str(port))
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 # ------------------------------------------------------------------ describe
