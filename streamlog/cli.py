@@ -117,6 +117,7 @@ class _Group(typer.core.TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
              **extra):
         argv = list(sys.argv[1:] if args is None else args)
+        _state["argv"] = argv
         try:
             rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
@@ -234,7 +235,7 @@ def _guard(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            raise
+            raise typer.Exit(_quiet_broken_pipe()) from None
         except (streamlog.StreamlogError, OSError, ValueError, TypeError, LookupError,
                 ImportError) as e:
             if _state["traceback"]:
@@ -267,9 +268,29 @@ def _check_store_dir(directory: str) -> str:
     if not os.path.isdir(directory):
         _die(f"{directory}: is a file, not a store directory")
     if not _inspect.is_store(directory):
+        store = _enclosing_store(directory)
+        if store is not None:
+            _die(f"{directory}: is inside the store {store}, not a store itself; give the "
+                 f"store's directory (`streamlog {_command()} {store} ...`)", 2)
         _die(f"{directory}: not a streamlog store (no streamlog.json in it); "
              f"`streamlog create {directory} TOPIC` makes one")
     return directory
+
+
+def _enclosing_store(directory: str) -> str | None:
+    """The store that ``directory`` lies inside (DIR/topics, DIR/topics/T/0), or None."""
+    here = os.path.abspath(directory)
+    while True:
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+        if _inspect.is_store(here):
+            return os.path.relpath(here) if not os.path.isabs(directory) else here
+
+
+def _command() -> str:
+    return _state.get("command") or "COMMAND"
 
 
 def _open_existing(directory: str, durability: str = "never") -> streamlog.Log:
@@ -383,6 +404,7 @@ TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_de
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show the streamlog logger's info messages."),
     traceback: bool = typer.Option(False, "--traceback",
@@ -393,6 +415,7 @@ def _root(
     Every command takes the store directory first: streamlog COMMAND DIR ...
     """
     _state["traceback"] = traceback
+    _state["command"] = ctx.invoked_subcommand
     _setup_logging(verbose)
 
 
@@ -571,6 +594,7 @@ def _group_names(t: streamlog.Topic) -> list[str]:
 def _parse_headers(items: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
+        _utf8_arg(item, "--header/-H")
         name, sep, value = item.partition("=")
         if not sep or not name:
             _die(f"bad --header {item!r}: use NAME=VALUE", 2)
@@ -578,6 +602,36 @@ def _parse_headers(items: Iterable[str]) -> dict[str, str]:
             _die(f"--header {name!r} is given twice", 2)
         out[name] = value
     return out
+
+
+def _as_typed(*spellings: str) -> str:
+    """Which of an option's spellings (``--key``, ``-k``) the command line used."""
+    argv = _state.get("argv") or []
+    for tok in reversed(argv):
+        for opt in spellings:
+            if tok == opt or tok.startswith(opt + "=") or (
+                    not opt.startswith("--") and tok.startswith(opt)):
+                return opt
+    return spellings[0]
+
+
+def _utf8_arg(value: str, option: str, hint: str = "") -> bytes:
+    """An option's value as UTF-8 bytes; one that is not UTF-8 (the shell passed raw bytes)
+    is a usage error naming the option as typed, not a codec error blamed on stdin."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(value)
+        _die(f"{_as_typed(*option.split('/'))} {raw!r}: not valid UTF-8{hint}", 2)
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    """"1 record", "2 records", "0 records"."""
+    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
+
+
+def _records(n: int) -> str:
+    return _plural(n, "record")
 
 
 def _stdin_lines(stream) -> Iterable[tuple[bytes, bool]]:
@@ -621,44 +675,59 @@ def produce_cmd(
         _die("--key and --key-separator exclude each other", 2)
     if key_separator == "":
         _die("--key-separator must not be empty", 2)
-    sep = key_separator.encode() if key_separator is not None else None
+    key_b = _utf8_arg(key, "--key/-k", " (for binary keys use --key-separator)") \
+        if key is not None else None
+    sep = _utf8_arg(key_separator, "--key-separator") if key_separator is not None else None
     with _open_existing(directory, durability="interval") as log:
         t = _topic(log, topic)
         values: list[bytes] = []
-        keys: list[bytes | str | None] = []
+        keys: list[bytes | None] = []
         count = 0
         lineno = 0
+        first_line = 1  # the line number of values[0]
 
         def flush() -> None:
-            nonlocal count
-            if values:
-                t.append_many(values, keys=keys if (key is not None or sep) else None,
-                              headers=[headers] * len(values) if headers else None)
+            """Append what is held; on a bad record, append the lines before it, then stop
+            naming its line (append_many refuses a whole batch for one bad record)."""
+            nonlocal count, first_line
+            if not values:
+                return
+            hdrs = [headers] * len(values) if headers else None
+            try:
+                t.append_many(values, keys=keys if (key_b is not None or sep) else None,
+                              headers=hdrs)
+            except (ValueError, TypeError):
+                for i, v in enumerate(values):
+                    try:
+                        t.append(v, key=keys[i], headers=headers)
+                    except (ValueError, TypeError) as e:
+                        _die(f"line {first_line + i}: {e}; {_records(count)} before it "
+                             "appended, none after it")
+                    count += 1
+            else:
                 count += len(values)
-                values.clear()
-                keys.clear()
+            first_line += len(values)
+            values.clear()
+            keys.clear()
 
-        try:
-            for line, more in _stdin_lines(sys.stdin.buffer):
-                lineno += 1
-                if sep is not None:
-                    k, found, v = line.partition(sep)
-                    if not found:
-                        flush()
-                        _die(f"line {lineno} has no key separator {key_separator!r} "
-                             f"({count} records were appended before it)")
-                    keys.append(k)
-                    values.append(v)
-                else:
-                    keys.append(key)
-                    values.append(line)
-                if len(values) >= _PRODUCE_BATCH or not more:
+        for line, more in _stdin_lines(sys.stdin.buffer):
+            lineno += 1
+            if sep is not None:
+                k, found, v = line.partition(sep)
+                if not found:
                     flush()
-            flush()
-        except (ValueError, TypeError) as e:
-            _die(f"line {lineno}: {e} ({count} records were appended before it)")
+                    _die(f"line {lineno} has no key separator {key_separator!r}; "
+                         f"{_records(count)} before it appended, none after it")
+                keys.append(k)
+                values.append(v)
+            else:
+                keys.append(key_b)
+                values.append(line)
+            if len(values) >= _PRODUCE_BATCH or not more:
+                flush()
+        flush()
         t.flush()
-    typer.echo(f"appended {count} record{'s' if count != 1 else ''} to {topic}", err=True)
+    typer.echo(f"appended {_records(count)} to {topic}", err=True)
 
 
 # ----------------------------------------------------------------- consume
@@ -842,9 +911,25 @@ def consume_cmd(
             return
         positions = {p: (from_offset if from_offset is not None else t.start_offset(p))
                      for p in parts}
+        if from_offset is not None:
+            _clamp_to_end(t, positions, from_offset)
         if follow:
             _announce(t, positions)
         _follow(t, positions, printer, follow, limit, timeout)
+
+
+def _clamp_to_end(t: streamlog.Topic, positions: dict[int, int], from_offset: int) -> None:
+    """A --from past a partition's end starts at that end, and says so on stderr: waiting at
+    an offset not written yet would skip the records appended below it meanwhile."""
+    past = {}
+    for p in positions:
+        end = t.end_offset(p)
+        if from_offset > end:
+            positions[p] = past[p] = end
+    if past:
+        where = ", ".join(f"{p} (end {e})" for p, e in past.items())
+        typer.echo(f"--from {from_offset} is past the end of partition"
+                   f"{'s' if len(past) != 1 else ''} {where}: starting at the end", err=True)
 
 
 def _announce(t: streamlog.Topic, positions: dict[int, int]) -> None:
@@ -969,6 +1054,9 @@ def dump_cmd(
     else:
         if topic is not None or partition is not None:
             _die(f"{path} is a file: TOPIC and --partition apply to a store directory", 2)
+        if not _inspect.is_segment(path):
+            _die(f"{path}: not a segment file (no record batch at its start; segments are "
+                 "DIR/topics/TOPIC/PARTITION/<base offset>.log)")
         seg_files = [(None, path)]
     bad = 0
     for p, f in seg_files:

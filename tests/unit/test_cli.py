@@ -257,6 +257,39 @@ def test_produce_too_large_record_is_reported(tmp_path):
     assert "max_record_bytes" in result.stderr and "Traceback" not in result.output
 
 
+def test_produce_appends_the_lines_before_a_too_large_one_and_names_its_line(tmp_path):
+    """Good lines before a line over max_record_bytes are appended, in order; the error
+    names that line's number and says how many went in and that none after it did."""
+    d = tmp_path / "s"
+    assert run("create", d, "small", "--max-record-bytes", "1KiB").exit_code == 0
+    big = "x" * 2000
+    result = run("produce", d, "small", input=f"a\nb\nc\n{big}\nafter\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: line 4: ")
+    assert "3 records before it appended, none after it" in result.stderr
+    assert [r.value for r in records(d, "small")] == [b"a", b"b", b"c"]
+
+
+@pytest.mark.parametrize("option, value", [("--key", "k\udcff"), ("-k", "\udcfe"),
+                                           ("--header", "h=\udcff"), ("-H", "\udcff=v"),
+                                           ("--key-separator", "\udcff")])
+def test_produce_option_that_is_not_utf8_is_named(data, option, value):
+    """A --key/-H/--key-separator whose bytes are not UTF-8 (the shell passes raw bytes as
+    surrogates) is a usage error naming the option as typed; nothing is read or written."""
+    result = run("produce", data, "empty", option, value, input="x\n")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {option} b") and "not valid UTF-8" in result.stderr
+    assert "stdin" not in result.stderr and "line" not in result.stderr
+    assert records(data, "empty") == []
+
+
+def test_produce_counts_in_words_with_plurals(data):
+    """The summary says "1 record" and "2 records"."""
+    assert run("produce", data, "empty", input="x\n").stderr == "appended 1 record to empty\n"
+    assert run("produce", data, "empty", input="x\ny\n").stderr == \
+        "appended 2 records to empty\n"
+
+
 # ------------------------------------------------------------------- consume
 def test_consume_prints_every_partition_from_the_start_as_text(data):
     """consume without options prints every record of every partition, values only."""
@@ -297,6 +330,17 @@ def test_consume_from_offset_in_one_partition_with_a_limit(data):
     assert offsets == [r.offset for r in expected][2:]
     limited = run("consume", data, "orders", "--limit", "4")
     assert limited.exit_code == 0 and len(limited.stdout.splitlines()) == 4
+
+
+def test_consume_from_past_the_end_starts_at_the_end_and_says_so(data):
+    """--from past a partition's end prints nothing, exits 0, and says on stderr which
+    partitions start at their end (a partition the offset is inside is not named)."""
+    result = run("consume", data, "orders", "--from", "1000")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "--from 1000 is past the end of partitions 0 (end " in result.stderr
+    assert "starting at the end" in result.stderr
+    part = run("consume", data, "orders", "-p", "1", "--from", "5")
+    assert "past the end" not in part.stderr
 
 
 @pytest.mark.parametrize("args,culprit", [
@@ -382,6 +426,17 @@ def test_commands_on_a_directory_that_is_not_a_store_say_so(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("inside", ["topics", "topics/orders/0"])
+def test_a_directory_inside_a_store_names_the_store_instead_of_suggesting_create(data,
+                                                                                inside):
+    """`verify DIR/topics` points at DIR, never at creating a store inside a store."""
+    result = run("verify", data / inside)
+    assert result.exit_code == 2
+    assert f"is inside the store {data}" in result.stderr
+    assert f"streamlog verify {data} " in result.stderr and "create" not in result.stderr
+    assert not (data / inside / "streamlog.json").exists()
+
+
 def test_a_store_of_a_newer_format_is_refused_with_a_clear_message(data):
     """A store written by a newer on-disk format is a one-line error naming the directory."""
     (data / "streamlog.json").write_text(json.dumps({"format": 99}))
@@ -420,6 +475,19 @@ def test_dump_of_a_segment_file_without_records(data):
     assert result.exit_code == 0, result.output
     assert not any(x.startswith("  | ") for x in result.stdout.splitlines())
     assert "base_offset=0 " in result.stdout
+
+
+def test_dump_of_a_file_that_is_not_a_segment_says_so(tmp_path):
+    """dump of a text, empty or all-zero file exits 1 saying it is not a segment, and
+    prints no batch."""
+    for name, content in (("notes.txt", b"hello, this is not a segment at all\n" * 3),
+                          ("empty", b""), ("zeros.bin", bytes(4096))):
+        f = tmp_path / name
+        f.write_bytes(content)
+        result = run("dump", f)
+        assert result.exit_code == 1, name
+        assert f"{f}: not a segment file" in result.stderr
+        assert "batch" not in result.stdout
 
 
 def test_dump_argument_errors(data):
