@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pathlib
 import shutil
 import threading
 import time
@@ -367,6 +368,16 @@ class Log:
         if version > files.FORMAT_VERSION:
             raise StreamlogError(f"{self.path} was written by a newer streamlog (on-disk format "
                                  f"{version}; this version reads up to {files.FORMAT_VERSION})")
+
+    # --------------------------------------------------------------- identity
+    @property
+    def url(self) -> str:
+        """Where the store lives, as a URL: ``file:///abs/path`` for a local directory
+        (percent-encoded where a path needs it). Readable after close too."""
+        return pathlib.Path(self.path).as_uri()
+
+    def __repr__(self) -> str:
+        return f"<streamlog.Log {self.url}{' (closed)' if self._closed else ''}>"
 
     # -------------------------------------------------------------- lifecycle
     def _check(self) -> None:

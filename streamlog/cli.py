@@ -33,6 +33,8 @@ import streamlog
 from streamlog import inspect as _inspect
 from streamlog import metrics as _metrics
 from streamlog import repair as _repair
+from streamlog._humanize import iso_ms as _iso_ms
+from streamlog._humanize import plural as _plural
 from streamlog._limits import MAX_MAX_RECORD_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
 from streamlog._validate import name as _name_rule
 
@@ -313,7 +315,7 @@ def _check_partition(t: streamlog.Topic, partition: int | None) -> list[int]:
         return list(range(t.partitions))
     if not 0 <= partition < t.partitions:
         _die(f"--partition {partition} is out of range: topic {t.name!r} has "
-             f"{t.partitions} partition{'s' if t.partitions != 1 else ''} "
+             f"{_plural(t.partitions, 'partition')} "
              f"(0..{t.partitions - 1})")
     return [partition]
 
@@ -362,12 +364,6 @@ def _human_age(s: float | None) -> str:
     return f"{s:g}s"
 
 
-def _iso_ms(ts: int | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z"
-
-
 def _dir_given(value: str | None) -> str | None:
     """An empty DIR is a usage error naming it, not ": no such directory"."""
     if value == "":
@@ -402,9 +398,18 @@ TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_de
                            callback=_topic_name)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamlog {streamlog.__version__} (Python {sys.version.split()[0]})")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True,
+                                 callback=_print_version,
+                                 help="Print the version of streamlog and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show the streamlog logger's info messages."),
     traceback: bool = typer.Option(False, "--traceback",
@@ -625,11 +630,6 @@ def _utf8_arg(value: str, option: str, hint: str = "") -> bytes:
         _die(f"{_as_typed(*option.split('/'))} {raw!r}: not valid UTF-8{hint}", 2)
 
 
-def _plural(n: int, word: str, plural: str | None = None) -> str:
-    """"1 record", "2 records", "0 records"."""
-    return f"{n:,} {word if n == 1 else (plural or word + 's')}"
-
-
 def _records(n: int) -> str:
     return _plural(n, "record")
 
@@ -755,11 +755,13 @@ class _Printer:
             line = (r.value if r.value is not None else b"") + b"\n"
         elif self.fmt is Format.hex:
             line = "\t".join((str(r.partition), str(r.offset), str(r.timestamp_ms),
+                              _iso_ms(r.timestamp_ms),
                               "-" if r.key is None else r.key.hex(),
                               "-" if r.value is None else r.value.hex())).encode() + b"\n"
         else:
             doc = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                   "timestamp_ms": r.timestamp_ms, "key": _jsonable(r.key),
+                   "timestamp_ms": r.timestamp_ms, "time": _iso_ms(r.timestamp_ms),
+                   "key": _jsonable(r.key),
                    "value": _jsonable(r.value),
                    "headers": {k: _jsonable(v) for k, v in r.headers.items()}}
             if delivery_count is not None:
@@ -859,7 +861,8 @@ def _consume_group(t: streamlog.Topic, group: str, mode: str, printer: _Printer,
 
 
 FORMAT_OPT = typer.Option(Format.text, "--format", help="text: the value; json: one object "
-                          "per line; hex: partition, offset, timestamp, key, value.")
+                          "per line; hex: partition, offset, timestamp (ms and ISO 8601 UTC), "
+                          "key, value.")
 
 
 @app.command("consume")
@@ -1069,6 +1072,7 @@ def dump_cmd(
                 typer.echo(f"batch position={b.file_pos} base_offset={b.base_offset} "
                            f"last_offset={last} count={b.record_count} size={b.batch_length} "
                            f"first_ts={b.first_timestamp_ms} max_ts={b.max_timestamp_ms} "
+                           f"({_iso_ms(b.first_timestamp_ms)}..{_iso_ms(b.max_timestamp_ms)}) "
                            f"crc={b.crc:#010x} {status}")
                 if b.kind == "corrupt":
                     bad += 1
@@ -1076,12 +1080,13 @@ def dump_cmd(
                     hdrs = "" if not r.headers else " headers={" + ", ".join(
                         f"{k}: {_show(v, max_bytes)}" for k, v in r.headers.items()) + "}"
                     typer.echo(f"  | offset={r.offset} ts={r.timestamp_ms} "
+                               f"time={_iso_ms(r.timestamp_ms)} "
                                f"key={_show(r.key, max_bytes)} "
                                f"value={_show(r.value, max_bytes)}{hdrs}")
         except FileNotFoundError:
             typer.echo("  (segment removed by retention while reading)")
     if bad:
-        _die(f"{bad} damaged batch{'es' if bad != 1 else ''} found; "
+        _die(f"{_plural(bad, 'damaged batch', 'damaged batches')} found; "
              "`streamlog verify DIR` lists them and `streamlog repair DIR` quarantines them")
 
 
@@ -1121,12 +1126,13 @@ def verify_cmd(directory: str = DIR_ARG) -> None:
                    f"(topic {p.topic}, partition {p.partition})")
     n = totals["partitions"]
     if corrupt:
-        typer.echo(f"{len(corrupt)} damaged place{'s' if len(corrupt) != 1 else ''} in {n} "
-                   f"partition{'s' if n != 1 else ''}; `streamlog repair {directory}` "
+        typer.echo(f"{_plural(len(corrupt), 'damaged place')} in {_plural(n, 'partition')}; "
+                   f"`streamlog repair {directory}` "
                    "quarantines what follows each one")
         raise typer.Exit(1)
-    extra = f" ({len(problems)} torn tail(s) reported, not corruption)" if problems else ""
-    typer.echo(f"ok: every batch of {n} partition{'s' if n != 1 else ''} in {path} checks "
+    extra = f" ({_plural(len(problems), 'torn tail')} reported, not corruption)" \
+        if problems else ""
+    typer.echo(f"ok: every batch of {_plural(n, 'partition')} in {path} checks "
                f"out{extra}")
 
 
@@ -1165,7 +1171,7 @@ def repair_cmd(
         typer.echo(f"{a.topic}/{a.partition}: cut at offset {a.first_offset} "
                    f"({a.records} offsets, {_human_bytes(a.bytes)} moved to {a.quarantine})"
                    + _rewound(a, "moved"))
-    typer.echo(f"repaired {len(done)} partition{'s' if len(done) != 1 else ''}; "
+    typer.echo(f"repaired {_plural(len(done), 'partition')}; "
                f"`streamlog verify {directory}` checks the result")
 
 
@@ -1273,7 +1279,7 @@ def demo_cmd(
                  "directory, or none for a temporary one)")
     failed = _demo.run(directory, _out())
     if failed:
-        _die(f"{len(failed)} demo step(s) failed: {', '.join(failed)}")
+        _die(f"{_plural(len(failed), 'demo step')} failed: {', '.join(failed)}")
 
 
 # ----------------------------------------------------------------- metrics
@@ -1289,7 +1295,7 @@ def metrics_cmd(
 ) -> None:
     """Serve the store's figures as Prometheus metrics at http://ADDR:PORT/metrics.
 
-    Needs the metrics extra: pip install 'streamlog[metrics]'.
+    Needs the metrics extra: pip install 'streamlog-embedded[metrics]'.
 
     \b
     Example: streamlog metrics ./data --port 9464

@@ -11,7 +11,7 @@ All state lives in the store's LMDB environment (namespace ``groups``), one
 value per group and partition (see ``streamlog._groupstate``), so a poll or an
 ack is one LMDB write transaction whatever the number of records, and every
 process of the machine sees the same leases. docs/groups.md describes the
-layout, the algorithms and the decisions SPEC.md leaves open.
+layout, the algorithms and the decisions taken where the API leaves a choice.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _MAX_OFFSET = 1 << 63
 _READ_CACHE_RECORDS = 16384
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
-# Headers a dead-lettered record carries besides its own (SPEC.md: its origin).
+# Headers a dead-lettered record carries besides its own: where it came from.
 DLQ_TOPIC = "sl-dlq-topic"
 DLQ_PARTITION = "sl-dlq-partition"
 DLQ_OFFSET = "sl-dlq-offset"

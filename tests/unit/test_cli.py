@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -309,6 +310,23 @@ def test_consume_json_format_carries_every_field(data):
         assert d["value"] == r.value.decode() and d["key"] == r.key.decode()
         assert d["headers"] == {"n": r.headers["n"].decode()}
         assert d["topic"] == "orders" and d["timestamp_ms"] == r.timestamp_ms
+        assert d["time"] == _iso(r.timestamp_ms)
+
+
+def _iso(ms: int) -> str:
+    """ISO 8601 UTC with milliseconds, computed independently of the CLI."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_consume_hex_and_dump_show_a_human_time_next_to_epoch_ms(data):
+    """hex: partition, offset, epoch ms, ISO 8601 UTC, key, value; dump: ts= and time=."""
+    rec = [r for r in records(data, "orders") if r.partition == 0][0]
+    line = run("consume", data, "orders", "-p", "0", "--limit", "1", "--format",
+               "hex").stdout.splitlines()[0]
+    assert line.split("\t")[:4] == ["0", "0", str(rec.timestamp_ms), _iso(rec.timestamp_ms)]
+    dumped = run("dump", data, "orders", "-p", "0").stdout
+    assert f"ts={rec.timestamp_ms} time={_iso(rec.timestamp_ms)} " in dumped
 
 
 def test_consume_json_encodes_binary_values_as_base64(tmp_path):
@@ -319,7 +337,7 @@ def test_consume_json_encodes_binary_values_as_base64(tmp_path):
     doc = json.loads(run("consume", d, "bin", "--format", "json").stdout)
     assert doc["value"] == {"base64": "/wD+"} and doc["key"] == {"base64": "gA=="}
     hexline = run("consume", d, "bin", "--format", "hex").stdout.strip().split("\t")
-    assert hexline[0:2] == ["0", "0"] and hexline[3:] == ["80", "ff00fe"]
+    assert hexline[0:2] == ["0", "0"] and hexline[4:] == ["80", "ff00fe"]
 
 
 def test_consume_from_offset_in_one_partition_with_a_limit(data):
@@ -548,6 +566,27 @@ def test_demo_runs_its_tour_in_a_temporary_directory():
                   "Retention", "verify"):
         assert title in result.stdout
     assert "failed" not in result.stdout
+    # epoch ms come with their ISO 8601 UTC time; counts read as words
+    assert "t0 = 1700000000000 ms (2023-11-14T22:13:20.000Z)" in result.stdout
+    assert "(s)" not in result.stdout and "0 problems" in result.stdout
+
+
+def test_version_prints_the_package_version():
+    """`streamlog --version` (and -V) prints the version and exits 0."""
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.exit_code == 0
+        assert result.stdout.startswith(f"streamlog {streamlog.__version__} ")
+
+
+def test_counts_are_words_with_their_plural(tmp_path):
+    """"1 partition" / "2 partitions" in verify's summary; "1 record" in produce's."""
+    d = tmp_path / "s"
+    assert run("create", d, "one").exit_code == 0
+    assert "every batch of 1 partition in " in run("verify", d).stdout
+    assert run("create", d, "two", "-p", "2").stdout.startswith("topic 'two' created: "
+                                                                 "2 partitions in ")
+    assert run("produce", d, "one", input="x\n").stderr == "appended 1 record to one\n"
 
 
 def test_demo_keeps_the_store_in_a_given_directory_and_refuses_a_non_empty_one(tmp_path):
