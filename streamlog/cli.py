@@ -127,7 +127,10 @@ class _Group(typer.core.TyperGroup):
             typer.echo("aborted", err=True)
             code = 1
         except click.exceptions.ClickException as e:
-            _say_error(_usage_line(e, argv))
+            if type(e).__name__ == "NoArgsIsHelpError":  # `streamlog` alone: the help
+                typer.echo(e.format_message(), err=True)
+            else:
+                _say_error(_usage_line(e, argv))
             code = e.exit_code
         except BrokenPipeError:
             code = _quiet_broken_pipe()

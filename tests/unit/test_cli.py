@@ -55,6 +55,7 @@ def test_no_command_shows_the_command_list():
     result = run()
     for command in COMMANDS:
         assert command in result.output
+    assert result.output.startswith("Usage: streamlog ") and "error:" not in result.output
 
 
 # ------------------------------------------------------------ create/topics
