@@ -379,9 +379,10 @@ def test_unreadable_format_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("url, scheme", [("nats://x", "nats"), ("nats://host:4222/s", "nats"),
                                         ("s3://bucket/x", "s3")])
-def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, url, scheme):
+def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, monkeypatch, url,
+                                                           scheme):
     """open("nats://...") raises ValueError naming the scheme (and creates nothing)."""
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after: later tests' subprocesses import from here
     with pytest.raises(ValueError) as ei:
         streamlog.open(url)
     assert scheme in str(ei.value)

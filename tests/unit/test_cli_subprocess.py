@@ -21,14 +21,21 @@ from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
 TIMEOUT_S = 60
 
 
+# The children import the streamlog under test (the one this process imported), whatever
+# the working directory and whatever else is installed.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(streamlog.__file__)))
+_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)}
+
+
 def sl(*args, input: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "streamlog", *map(str, args)], input=input,
-                          capture_output=True, timeout=TIMEOUT_S)
+                          capture_output=True, timeout=TIMEOUT_S, env=_ENV)
 
 
 def start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streamlog", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV)
 
 
 def wait_for_line(stream, needle: str) -> str:
@@ -130,7 +137,7 @@ def test_produce_with_a_raw_byte_key_names_the_option(data):
     """A --key of raw non-UTF-8 bytes from the shell: exit 2 naming --key."""
     proc = subprocess.run([sys.executable, "-m", "streamlog", "produce", str(data), "orders",
                            "--key", b"\xff\xfe"], input=b"x\n", capture_output=True,
-                          timeout=TIMEOUT_S)
+                          timeout=TIMEOUT_S, env=_ENV)
     assert proc.returncode == 2
     assert proc.stderr.decode().startswith("error: --key b'\\xff\\xfe': not valid UTF-8")
 
