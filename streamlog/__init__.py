@@ -2,8 +2,8 @@
 
 One directory holds topics; a topic is a set of partitions; a partition is an
 append-only log of CRC32C-checked record batches. Queues, pub-sub,
-request-reply and event streams are views over the log. See docs/ and
-SPEC.md for the contract.
+request-reply and event streams are views over the log. docs/ states
+the contract: every guarantee, and the tests that prove it.
 """
 
 import logging as _logging

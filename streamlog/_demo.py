@@ -19,6 +19,8 @@ from rich.table import Table
 
 import streamlog
 
+from ._humanize import iso_ms, plural
+
 
 class _Missing(Exception):
     """The feature a step shows is not in this build."""
@@ -88,7 +90,7 @@ class _Tour:
         self.say(f"read(0) iterated {n:,} records in {secs:.3f} s ({_rate(n, secs)})")
         r = t.get(0, 12_345)
         self.say(f"get(0, 12345) -> offset {r.offset}, {len(r.value)}-byte value, "
-                 f"timestamp {r.timestamp_ms}")
+                 f"timestamp {r.timestamp_ms} ms ({iso_ms(r.timestamp_ms)})")
         self.say(f"start_offset(0) = {t.start_offset(0)}, end_offset(0) = {t.end_offset(0)} "
                  "(the next offset to be written)")
 
@@ -118,8 +120,11 @@ class _Tour:
         t0 = time.perf_counter()
         off = t.offset_for_time(0, target)
         secs = time.perf_counter() - t0
-        self.say(f"1,000 clicks one second apart; offset_for_time(t0 + 500 s) = {off} "
-                 f"(looked up in {secs * 1e6:,.0f} µs via the sparse time index)")
+        found = t.get(0, off).timestamp_ms
+        self.say(f"1,000 clicks one second apart from t0 = {start} ms ({iso_ms(start)})")
+        self.say(f"offset_for_time(t0 + 500 s = {target} ms, {iso_ms(target)}) = {off}, "
+                 f"whose record is at {found} ms ({iso_ms(found)}); looked up in "
+                 f"{secs * 1e6:,.0f} µs via the sparse time index")
         self.say(f"a time after the last record gives end_offset: "
                  f"{t.offset_for_time(0, start + 10**9)}")
 
@@ -135,7 +140,7 @@ class _Tour:
                  f"offsets {info['start_offset']:,}..{info['end_offset'] - 1:,}")
         gone = self.log.apply_retention(dry_run=True)
         self.say(f"retention runs at each roll; apply_retention(dry_run=True) now lists "
-                 f"{len(gone)} segment(s) past the limit")
+                 f"{plural(len(gone), 'segment')} past the limit")
 
     def verify(self) -> None:
         """Integrity: verify"""
@@ -145,7 +150,7 @@ class _Tour:
         total = sum(p["bytes"] for info in self.log.stats()["topics"].values()
                     for p in info["partitions"])
         self.say(f"verify() checked the CRC32C of every batch ({total / 1e6:,.1f} MB) in "
-                 f"{secs:.3f} s: {len(problems)} problem(s)")
+                 f"{secs:.3f} s: {plural(len(problems), 'problem')}")
 
     def groups(self) -> None:
         """Consumer groups"""

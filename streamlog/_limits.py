@@ -1,7 +1,7 @@
 """Every size, count and time limit of streamlog, named with its unit."""
 
-# Topic defaults (SPEC.md). 64 MiB segments bound how much one retention step
-# removes and how much a cold recovery rescans.
+# Topic defaults (documented in docs/concepts.md and the API). 64 MiB segments bound
+# how much one retention step removes and how much a cold recovery rescans.
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # 8 MiB per record keeps one record well inside a segment and a reader's memory.
 DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
@@ -24,7 +24,7 @@ MAX_PARTITIONS = 4096
 # bounds a lookup's forward scan to about one page.
 INDEX_INTERVAL_BYTES = 4096
 
-# "interval" durability: background fsync at least this often (SPEC.md).
+# "interval" durability: background fsync at least this often (docs/guarantees.md).
 SYNC_INTERVAL_S = 0.2
 
 # Names: [A-Za-z0-9][A-Za-z0-9._-]{0,199}; 249 is Kafka's topic name limit,

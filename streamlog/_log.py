@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pathlib
 import shutil
 import threading
 import time
@@ -371,6 +372,16 @@ class Log:
             raise StreamlogError(f"{self.path} was written by a newer streamlog (on-disk format "
                                  f"{version}; this version reads up to {files.FORMAT_VERSION})")
 
+    # --------------------------------------------------------------- identity
+    @property
+    def url(self) -> str:
+        """Where the store lives, as a URL: ``file:///abs/path`` for a local directory
+        (percent-encoded where a path needs it). Readable after close too."""
+        return pathlib.Path(self.path).as_uri()
+
+    def __repr__(self) -> str:
+        return f"<streamlog.Log {self.url}{' (closed)' if self._closed else ''}>"
+
     # -------------------------------------------------------------- lifecycle
     def _check(self) -> None:
         if self._closed:
@@ -498,7 +509,14 @@ class Log:
             if not isinstance(compact, bool):
                 raise TypeError("compact must be a bool")
             requested["compact"] = compact
+        # Both given here: refused before anything is created; a window given for an
+        # existing topic is checked against its stored retention below.
+        _validate.dedupe_within_retention(requested.get("dedupe_window_s"),
+                                          requested.get("retention"))
         config = self._create_or_check(name, requested)
+        if "dedupe_window_s" in requested:
+            _validate.dedupe_within_retention(config.get("dedupe_window_s"),
+                                              config.get("retention"))
         return Topic(self, name, config)
 
     def _create_or_check(self, name: str, requested: dict) -> dict:
@@ -517,6 +535,7 @@ class Log:
                        "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
                        "created_ms": _now_ms(), "uid": uuid.uuid4().hex}
                 cfg.update(requested)
+                _fit_dedupe_window(cfg, requested)
                 txn.put(key, json.dumps(cfg).encode(), db=db)
                 return cfg
             config = self._meta.write(create)
@@ -666,24 +685,28 @@ class Log:
     # ----------------------------------------------------------------- views
     def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
         """A point-to-point queue view (see streamlog.views.queue)."""
+        self._check()
         from .views.queue import Queue
 
         return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
 
     def pubsub(self, name: str):
         """A fan-out view (see streamlog.views.pubsub)."""
+        self._check()
         from .views.pubsub import PubSub
 
         return PubSub(self, name)
 
     def rpc(self, name: str):
         """A request-reply view (see streamlog.views.rpc)."""
+        self._check()
         from .views.rpc import Rpc
 
         return Rpc(self, name)
 
     def event_store(self, name: str):
         """An event-sourcing view (see streamlog.views.event_store)."""
+        self._check()
         from .views.event_store import EventStore
 
         return EventStore(self, name)
@@ -709,6 +732,14 @@ def open_here(path) -> int:
 _TOPIC_DELETE_HOOKS: list[Callable] = []
 # Functions (log, topic, stats_dict) that add their figures to Log.stats().
 _STATS_HOOKS: list[Callable] = []
+
+
+def _fit_dedupe_window(cfg: dict, requested: dict) -> None:
+    """A new topic whose retention max_age_s is shorter than the default dedupe window gets
+    a window of max_age_s: the default must not make a short retention an error."""
+    max_age_s = (cfg.get("retention") or (None, None))[1]
+    if "dedupe_window_s" not in requested and max_age_s is not None:
+        cfg["dedupe_window_s"] = min(cfg["dedupe_window_s"], float(max_age_s))
 
 
 def _sync_loop(log_ref, stop: threading.Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -16,11 +17,48 @@ class Position(NamedTuple):
     offset: int
 
 
-class Retention(NamedTuple):
-    """Per-partition retention: None means no limit (SPEC.md)."""
+class _RetentionFields(NamedTuple):
+    max_bytes: int | None
+    max_age_s: float | None
 
-    max_bytes: int | None = None
-    max_age_s: float | None = None
+
+class Retention(_RetentionFields):
+    """Per-partition retention limits; None means no limit.
+
+    ``max_bytes``: keep at most this many bytes of closed segments per
+    partition (an int >= 1). ``max_age_s``: a closed segment goes once its
+    newest record is older than this many seconds (a finite number > 0).
+    Checked here, when the object is made: a wrong type raises TypeError, a
+    value outside those ranges ValueError (zero would keep nothing and is
+    refused; "no limit" is None). Immutable and hashable (a NamedTuple).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, max_bytes: int | None = None, max_age_s: float | None = None):
+        if max_bytes is not None:
+            if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+                raise TypeError(f"Retention max_bytes must be an int or None, not "
+                                f"{type(max_bytes).__name__}")
+            if max_bytes < 1:
+                raise ValueError(f"Retention max_bytes must be >= 1 (None: no limit), "
+                                 f"not {max_bytes}")
+            max_bytes = int(max_bytes)
+        if max_age_s is not None:
+            if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float):
+                raise TypeError(f"Retention max_age_s must be a number of seconds or None, "
+                                f"not {type(max_age_s).__name__}")
+            if not (0 < max_age_s < math.inf):
+                raise ValueError(f"Retention max_age_s must be a finite number of seconds "
+                                 f"> 0 (None: no limit), not {max_age_s}")
+        return super().__new__(cls, max_bytes, max_age_s)
+
+    @classmethod
+    def _make(cls, iterable) -> Retention:
+        return cls(*iterable)
+
+    def _replace(self, **changes) -> Retention:
+        return type(self)(**{**self._asdict(), **changes})
 
 
 class Problem(NamedTuple):

@@ -154,3 +154,13 @@ def seconds(v, what: str, allow_none: bool = False) -> float | None:
     if v != v or v < 0:
         raise ValueError(f"{what} must be >= 0, not {v}")
     return float(v)
+
+
+def dedupe_within_retention(dedupe_window_s: float | None, retention) -> None:
+    """ValueError when the dedupe window outlives the records: a repeat of an id whose first
+    record retention already removed could not return that record's position."""
+    max_age_s = retention[1] if retention else None
+    if dedupe_window_s is not None and max_age_s is not None and dedupe_window_s > max_age_s:
+        raise ValueError(f"dedupe_window_s={dedupe_window_s:g} is longer than the retention "
+                         f"max_age_s={max_age_s:g}: a repeat inside the window could name a "
+                         "record retention removed (make the window at most max_age_s)")

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -32,8 +33,126 @@ import streamlog
 from streamlog import inspect as _inspect
 from streamlog import metrics as _metrics
 from streamlog import repair as _repair
+from streamlog._humanize import iso_ms as _iso_ms
+from streamlog._humanize import plural as _plural
+from streamlog._limits import MAX_MAX_RECORD_BYTES, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES
+from streamlog._validate import name as _name_rule
+
+try:  # recent typer carries its own copy of click; its exceptions are that copy's
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    import click
+
+_SHORTEN_AT = 40  # characters of one name or path component kept in an error message
+
+
+def _short(text: str) -> str:
+    """Every run of name characters longer than 40 cut to its first 40 and "...": an error
+    about a 300-character name stays one readable line."""
+    return re.sub(r"[^\s/'\"]{" + str(_SHORTEN_AT + 4) + ",}",
+                  lambda m: m.group(0)[:_SHORTEN_AT] + "...", text)
+
+
+def _shown(value: str) -> str:
+    """A value the user typed, as it goes into a message: bare when it is one plain word."""
+    return value if re.fullmatch(r"[\w.,:@+/=-]+", value) else repr(value)
+
+
+def _typed_as(param: Any, argv: list[str]) -> tuple[str, str | None]:
+    """How the user spelled ``param`` on the command line, and the value given with it."""
+    if getattr(param, "param_type_name", "") != "option":
+        return str(getattr(param, "metavar", None) or param.name or "argument").upper(), None
+    found: tuple[str, str | None] = (param.opts[-1] if param.opts else param.name or "", None)
+    flag = getattr(param, "is_flag", False)
+    for i, tok in enumerate(argv):
+        if tok == "--":
+            break
+        for opt in list(param.opts) + list(getattr(param, "secondary_opts", [])):
+            if tok == opt:
+                found = (opt, argv[i + 1] if i + 1 < len(argv) and not flag else None)
+            elif opt.startswith("--") and tok.startswith(opt + "="):
+                found = (opt, tok[len(opt) + 1:])
+            elif not opt.startswith("--") and tok.startswith(opt) and len(tok) > len(opt):
+                found = (opt, tok[len(opt):])
+    return found
+
+
+_REASONS = [
+    (re.compile(r".*valid integer.*"), "expected a whole number"),
+    (re.compile(r".*valid number.*"), "expected a number"),
+    (re.compile(r".*greater than or equal to (\S+?)\.?$"), r"must be >= \1"),
+    (re.compile(r".*less than or equal to (\S+?)\.?$"), r"must be <= \1"),
+    (re.compile(r".*greater than (\S+?)\.?$"), r"must be > \1"),
+    (re.compile(r".*less than (\S+?)\.?$"), r"must be < \1"),
+]
+
+
+def _reason(message: str) -> str:
+    message = re.sub(r"^Value error, ", "", message)
+    for pattern, reason in _REASONS:
+        if pattern.fullmatch(message):
+            return pattern.sub(reason, message)
+    return message[:1].lower() + message[1:].rstrip(".")
+
+
+def _usage_line(e: click.exceptions.ClickException, argv: list[str]) -> str:
+    """Click's usage error as one line naming the option as typed and its value."""
+    cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "streamlog"
+    if isinstance(e, click.exceptions.MissingParameter) and e.param is not None:
+        return f"missing {_typed_as(e.param, [])[0]} (see `{cmd} --help`)"
+    if isinstance(e, click.exceptions.BadParameter) and e.param is not None:
+        typed, value = _typed_as(e.param, argv)
+        culprit = typed if value is None else f"{typed} {_shown(value)}"
+        return f"{culprit}: {_reason(e.message)}"
+    if isinstance(e, click.exceptions.NoSuchOption):
+        hint = f" (did you mean {', '.join(e.possibilities)}?)" if e.possibilities else ""
+        return f"no such option: {e.option_name}{hint}"
+    message = _reason(e.format_message())
+    return f"{message} (see `{cmd} --help`)"
+
+
+class _Group(typer.core.TyperGroup):
+    """The command group, with errors as the rest of the CLI prints them: one line on
+    stderr naming the culprit, exit 2 for a usage error, never a usage block; a reader
+    that closed the pipe (``| head``) ends the command quietly with exit 0."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        _state["argv"] = argv
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            code = 1
+        except click.exceptions.ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `streamlog` alone: the help
+                typer.echo(e.format_message(), err=True)
+            else:
+                _say_error(_usage_line(e, argv))
+            code = e.exit_code
+        except BrokenPipeError:
+            code = _quiet_broken_pipe()
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``| head -1``): stop quietly, exit 0 as Unix tools
+    do. Python's own flush of stdout at exit would fail again: point it at /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (a test runner's buffer): nothing to flush
+    return 0
+
 
 app = typer.Typer(
+    cls=_Group,
     name="streamlog",
     help="streamlog: an embedded, durable, log-structured streaming store.\n\n"
          "Every command takes the store directory first: streamlog COMMAND DIR ...",
@@ -103,7 +222,7 @@ def _die(message: str, code: int = 1):
 
 
 def _say_error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_short(message)}", err=True)
 
 
 def _guard(fn: Callable) -> Callable:
@@ -121,7 +240,7 @@ def _guard(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            raise
+            raise typer.Exit(_quiet_broken_pipe()) from None
         except (streamlog.StreamlogError, OSError, ValueError, TypeError, LookupError,
                 ImportError) as e:
             if _state["traceback"]:
@@ -154,9 +273,29 @@ def _check_store_dir(directory: str) -> str:
     if not os.path.isdir(directory):
         _die(f"{directory}: is a file, not a store directory")
     if not _inspect.is_store(directory):
+        store = _enclosing_store(directory)
+        if store is not None:
+            _die(f"{directory}: is inside the store {store}, not a store itself; give the "
+                 f"store's directory (`streamlog {_command()} {store} ...`)", 2)
         _die(f"{directory}: not a streamlog store (no streamlog.json in it); "
              f"`streamlog create {directory} TOPIC` makes one")
     return directory
+
+
+def _enclosing_store(directory: str) -> str | None:
+    """The store that ``directory`` lies inside (DIR/topics, DIR/topics/T/0), or None."""
+    here = os.path.abspath(directory)
+    while True:
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+        if _inspect.is_store(here):
+            return os.path.relpath(here) if not os.path.isabs(directory) else here
+
+
+def _command() -> str:
+    return _state.get("command") or "COMMAND"
 
 
 def _open_existing(directory: str, durability: str = "never") -> streamlog.Log:
@@ -179,7 +318,7 @@ def _check_partition(t: streamlog.Topic, partition: int | None) -> list[int]:
         return list(range(t.partitions))
     if not 0 <= partition < t.partitions:
         _die(f"--partition {partition} is out of range: topic {t.name!r} has "
-             f"{t.partitions} partition{'s' if t.partitions != 1 else ''} "
+             f"{_plural(t.partitions, 'partition')} "
              f"(0..{t.partitions - 1})")
     return [partition]
 
@@ -228,19 +367,52 @@ def _human_age(s: float | None) -> str:
     return f"{s:g}s"
 
 
-def _iso_ms(ts: int | None) -> str:
-    if ts is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts / 1000)) + f".{ts % 1000:03d}Z"
+def _dir_given(value: str | None) -> str | None:
+    """An empty DIR is a usage error naming it, not ": no such directory"."""
+    if value == "":
+        raise typer.BadParameter("'' is an empty path: give the store directory, e.g. ./data")
+    return value
+
+
+def _topic_name(value: str | None) -> str | None:
+    """A TOPIC that no topic may have is a usage error, found before the store is opened."""
+    if value is not None:
+        try:
+            _name_rule(value, "topic name")
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a topic name: use 1-200 characters "
+                                     "of [A-Za-z0-9._-], starting with a letter or "
+                                     "digit") from None
+    return value
+
+
+def _in_range(value: float, text: str, option: str, lo: float, hi: float | None = None,
+              unit: Callable[[float], str] = str, hint: str = "") -> None:
+    """A parsed quantity outside [lo, hi] is a usage error naming the option as typed."""
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"at least {unit(lo)}" if hi is None else f"between {unit(lo)} and {unit(hi)}"
+        _die(f"{option} {_shown(text)}: must be {bounds}{hint}", 2)
 
 
 # Argument declarations shared by the commands.
-DIR_ARG = typer.Argument(..., metavar="DIR", help="The store directory.", show_default=False)
-TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_default=False)
+DIR_ARG = typer.Argument(..., metavar="DIR", help="The store directory.", show_default=False,
+                         callback=_dir_given)
+TOPIC_ARG = typer.Argument(..., metavar="TOPIC", help="The topic name.", show_default=False,
+                           callback=_topic_name)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamlog {streamlog.__version__} (Python {sys.version.split()[0]})")
+        raise typer.Exit(0)
 
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", "-V", is_eager=True,
+                                 callback=_print_version,
+                                 help="Print the version of streamlog and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v",
                                  help="Also show the streamlog logger's info messages."),
     traceback: bool = typer.Option(False, "--traceback",
@@ -251,6 +423,7 @@ def _root(
     Every command takes the store directory first: streamlog COMMAND DIR ...
     """
     _state["traceback"] = traceback
+    _state["command"] = ctx.invoked_subcommand
     _setup_logging(verbose)
 
 
@@ -320,6 +493,19 @@ def create_cmd(
     rb = _parse_size(retention_bytes, "--retention-bytes") if retention_bytes else None
     ra = _parse_age(retention_age, "--retention-age") if retention_age else None
     mrb = _parse_size(max_record_bytes, "--max-record-bytes") if max_record_bytes else None
+    # Checked here, with the options' names, rather than by the API with its parameters'.
+    if seg is not None:
+        _in_range(seg, segment_bytes, "--segment-bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES,
+                  _human_bytes)
+    if rb is not None:
+        _in_range(rb, retention_bytes, "--retention-bytes", 1, None, _human_bytes,
+                  " (leave it out to keep everything)")
+    if ra is not None and ra <= 0:
+        _die(f"--retention-age {_shown(retention_age)}: must be more than 0 seconds "
+             "(leave it out to keep everything)", 2)
+    if mrb is not None:
+        _in_range(mrb, max_record_bytes, "--max-record-bytes", 1, MAX_MAX_RECORD_BYTES,
+                  _human_bytes)
     retention = streamlog.Retention(rb, ra) if rb is not None or ra is not None else None
     with streamlog.open(directory) as log:
         exists = topic in log.topics()
@@ -416,6 +602,7 @@ def _group_names(t: streamlog.Topic) -> list[str]:
 def _parse_headers(items: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
+        _utf8_arg(item, "--header/-H")
         name, sep, value = item.partition("=")
         if not sep or not name:
             _die(f"bad --header {item!r}: use NAME=VALUE", 2)
@@ -423,6 +610,31 @@ def _parse_headers(items: Iterable[str]) -> dict[str, str]:
             _die(f"--header {name!r} is given twice", 2)
         out[name] = value
     return out
+
+
+def _as_typed(*spellings: str) -> str:
+    """Which of an option's spellings (``--key``, ``-k``) the command line used."""
+    argv = _state.get("argv") or []
+    for tok in reversed(argv):
+        for opt in spellings:
+            if tok == opt or tok.startswith(opt + "=") or (
+                    not opt.startswith("--") and tok.startswith(opt)):
+                return opt
+    return spellings[0]
+
+
+def _utf8_arg(value: str, option: str, hint: str = "") -> bytes:
+    """An option's value as UTF-8 bytes; one that is not UTF-8 (the shell passed raw bytes)
+    is a usage error naming the option as typed, not a codec error blamed on stdin."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(value)
+        _die(f"{_as_typed(*option.split('/'))} {raw!r}: not valid UTF-8{hint}", 2)
+
+
+def _records(n: int) -> str:
+    return _plural(n, "record")
 
 
 def _stdin_lines(stream) -> Iterable[tuple[bytes, bool]]:
@@ -466,44 +678,59 @@ def produce_cmd(
         _die("--key and --key-separator exclude each other", 2)
     if key_separator == "":
         _die("--key-separator must not be empty", 2)
-    sep = key_separator.encode() if key_separator is not None else None
+    key_b = _utf8_arg(key, "--key/-k", " (for binary keys use --key-separator)") \
+        if key is not None else None
+    sep = _utf8_arg(key_separator, "--key-separator") if key_separator is not None else None
     with _open_existing(directory, durability="interval") as log:
         t = _topic(log, topic)
         values: list[bytes] = []
-        keys: list[bytes | str | None] = []
+        keys: list[bytes | None] = []
         count = 0
         lineno = 0
+        first_line = 1  # the line number of values[0]
 
         def flush() -> None:
-            nonlocal count
-            if values:
-                t.append_many(values, keys=keys if (key is not None or sep) else None,
-                              headers=[headers] * len(values) if headers else None)
+            """Append what is held; on a bad record, append the lines before it, then stop
+            naming its line (append_many refuses a whole batch for one bad record)."""
+            nonlocal count, first_line
+            if not values:
+                return
+            hdrs = [headers] * len(values) if headers else None
+            try:
+                t.append_many(values, keys=keys if (key_b is not None or sep) else None,
+                              headers=hdrs)
+            except (ValueError, TypeError):
+                for i, v in enumerate(values):
+                    try:
+                        t.append(v, key=keys[i], headers=headers)
+                    except (ValueError, TypeError) as e:
+                        _die(f"line {first_line + i}: {e}; {_records(count)} before it "
+                             "appended, none after it")
+                    count += 1
+            else:
                 count += len(values)
-                values.clear()
-                keys.clear()
+            first_line += len(values)
+            values.clear()
+            keys.clear()
 
-        try:
-            for line, more in _stdin_lines(sys.stdin.buffer):
-                lineno += 1
-                if sep is not None:
-                    k, found, v = line.partition(sep)
-                    if not found:
-                        flush()
-                        _die(f"line {lineno} has no key separator {key_separator!r} "
-                             f"({count} records were appended before it)")
-                    keys.append(k)
-                    values.append(v)
-                else:
-                    keys.append(key)
-                    values.append(line)
-                if len(values) >= _PRODUCE_BATCH or not more:
+        for line, more in _stdin_lines(sys.stdin.buffer):
+            lineno += 1
+            if sep is not None:
+                k, found, v = line.partition(sep)
+                if not found:
                     flush()
-            flush()
-        except (ValueError, TypeError) as e:
-            _die(f"line {lineno}: {e} ({count} records were appended before it)")
+                    _die(f"line {lineno} has no key separator {key_separator!r}; "
+                         f"{_records(count)} before it appended, none after it")
+                keys.append(k)
+                values.append(v)
+            else:
+                keys.append(key_b)
+                values.append(line)
+            if len(values) >= _PRODUCE_BATCH or not more:
+                flush()
+        flush()
         t.flush()
-    typer.echo(f"appended {count} record{'s' if count != 1 else ''} to {topic}", err=True)
+    typer.echo(f"appended {_records(count)} to {topic}", err=True)
 
 
 # ----------------------------------------------------------------- consume
@@ -531,11 +758,13 @@ class _Printer:
             line = (r.value if r.value is not None else b"") + b"\n"
         elif self.fmt is Format.hex:
             line = "\t".join((str(r.partition), str(r.offset), str(r.timestamp_ms),
+                              _iso_ms(r.timestamp_ms),
                               "-" if r.key is None else r.key.hex(),
                               "-" if r.value is None else r.value.hex())).encode() + b"\n"
         else:
             doc = {"topic": r.topic, "partition": r.partition, "offset": r.offset,
-                   "timestamp_ms": r.timestamp_ms, "key": _jsonable(r.key),
+                   "timestamp_ms": r.timestamp_ms, "time": _iso_ms(r.timestamp_ms),
+                   "key": _jsonable(r.key),
                    "value": _jsonable(r.value),
                    "headers": {k: _jsonable(v) for k, v in r.headers.items()}}
             if delivery_count is not None:
@@ -635,7 +864,8 @@ def _consume_group(t: streamlog.Topic, group: str, mode: str, printer: _Printer,
 
 
 FORMAT_OPT = typer.Option(Format.text, "--format", help="text: the value; json: one object "
-                          "per line; hex: partition, offset, timestamp, key, value.")
+                          "per line; hex: partition, offset, timestamp (ms and ISO 8601 UTC), "
+                          "key, value.")
 
 
 @app.command("consume")
@@ -687,9 +917,25 @@ def consume_cmd(
             return
         positions = {p: (from_offset if from_offset is not None else t.start_offset(p))
                      for p in parts}
+        if from_offset is not None:
+            _clamp_to_end(t, positions, from_offset)
         if follow:
             _announce(t, positions)
         _follow(t, positions, printer, follow, limit, timeout)
+
+
+def _clamp_to_end(t: streamlog.Topic, positions: dict[int, int], from_offset: int) -> None:
+    """A --from past a partition's end starts at that end, and says so on stderr: waiting at
+    an offset not written yet would skip the records appended below it meanwhile."""
+    past = {}
+    for p in positions:
+        end = t.end_offset(p)
+        if from_offset > end:
+            positions[p] = past[p] = end
+    if past:
+        where = ", ".join(f"{p} (end {e})" for p, e in past.items())
+        typer.echo(f"--from {from_offset} is past the end of partition"
+                   f"{'s' if len(past) != 1 else ''} {where}: starting at the end", err=True)
 
 
 def _announce(t: streamlog.Topic, positions: dict[int, int]) -> None:
@@ -814,6 +1060,9 @@ def dump_cmd(
     else:
         if topic is not None or partition is not None:
             _die(f"{path} is a file: TOPIC and --partition apply to a store directory", 2)
+        if not _inspect.is_segment(path):
+            _die(f"{path}: not a segment file (no record batch at its start; segments are "
+                 "DIR/topics/TOPIC/PARTITION/<base offset>.log)")
         seg_files = [(None, path)]
     bad = 0
     for p, f in seg_files:
@@ -826,6 +1075,7 @@ def dump_cmd(
                 typer.echo(f"batch position={b.file_pos} base_offset={b.base_offset} "
                            f"last_offset={last} count={b.record_count} size={b.batch_length} "
                            f"first_ts={b.first_timestamp_ms} max_ts={b.max_timestamp_ms} "
+                           f"({_iso_ms(b.first_timestamp_ms)}..{_iso_ms(b.max_timestamp_ms)}) "
                            f"crc={b.crc:#010x} {status}")
                 if b.kind == "corrupt":
                     bad += 1
@@ -833,12 +1083,13 @@ def dump_cmd(
                     hdrs = "" if not r.headers else " headers={" + ", ".join(
                         f"{k}: {_show(v, max_bytes)}" for k, v in r.headers.items()) + "}"
                     typer.echo(f"  | offset={r.offset} ts={r.timestamp_ms} "
+                               f"time={_iso_ms(r.timestamp_ms)} "
                                f"key={_show(r.key, max_bytes)} "
                                f"value={_show(r.value, max_bytes)}{hdrs}")
         except FileNotFoundError:
             typer.echo("  (segment removed by retention while reading)")
     if bad:
-        _die(f"{bad} damaged batch{'es' if bad != 1 else ''} found; "
+        _die(f"{_plural(bad, 'damaged batch', 'damaged batches')} found; "
              "`streamlog verify DIR` lists them and `streamlog repair DIR` quarantines them")
 
 
@@ -878,12 +1129,13 @@ def verify_cmd(directory: str = DIR_ARG) -> None:
                    f"(topic {p.topic}, partition {p.partition})")
     n = totals["partitions"]
     if corrupt:
-        typer.echo(f"{len(corrupt)} damaged place{'s' if len(corrupt) != 1 else ''} in {n} "
-                   f"partition{'s' if n != 1 else ''}; `streamlog repair {directory}` "
+        typer.echo(f"{_plural(len(corrupt), 'damaged place')} in {_plural(n, 'partition')}; "
+                   f"`streamlog repair {directory}` "
                    "quarantines what follows each one")
         raise typer.Exit(1)
-    extra = f" ({len(problems)} torn tail(s) reported, not corruption)" if problems else ""
-    typer.echo(f"ok: every batch of {n} partition{'s' if n != 1 else ''} in {path} checks "
+    extra = f" ({_plural(len(problems), 'torn tail')} reported, not corruption)" \
+        if problems else ""
+    typer.echo(f"ok: every batch of {_plural(n, 'partition')} in {path} checks "
                f"out{extra}")
 
 
@@ -922,7 +1174,7 @@ def repair_cmd(
         typer.echo(f"{a.topic}/{a.partition}: cut at offset {a.first_offset} "
                    f"({a.records} offsets, {_human_bytes(a.bytes)} moved to {a.quarantine})"
                    + _rewound(a, "moved"))
-    typer.echo(f"repaired {len(done)} partition{'s' if len(done) != 1 else ''}; "
+    typer.echo(f"repaired {_plural(len(done), 'partition')}; "
                f"`streamlog verify {directory}` checks the result")
 
 
@@ -1030,7 +1282,7 @@ def demo_cmd(
                  "directory, or none for a temporary one)")
     failed = _demo.run(directory, _out())
     if failed:
-        _die(f"{len(failed)} demo step(s) failed: {', '.join(failed)}")
+        _die(f"{_plural(len(failed), 'demo step')} failed: {', '.join(failed)}")
 
 
 # ----------------------------------------------------------------- metrics
@@ -1046,7 +1298,7 @@ def metrics_cmd(
 ) -> None:
     """Serve the store's figures as Prometheus metrics at http://ADDR:PORT/metrics.
 
-    Needs the metrics extra: pip install 'streamlog[metrics]'.
+    Needs the metrics extra: pip install 'streamlog-embedded[metrics]'.
 
     \b
     Example: streamlog metrics ./data --port 9464
@@ -1056,7 +1308,12 @@ def metrics_cmd(
             sys.stdout.buffer.write(_metrics.render(log))
             sys.stdout.buffer.flush()
             return
-        with _metrics.serve(log, port=port, addr=addr) as server:
+        try:
+            server = _metrics.serve(log, port=port, addr=addr)
+        except OSError as e:
+            _die(f"--addr {_shown(addr)} --port {port}: cannot listen on {addr}:{port}: "
+                 f"{e.strerror or e}")
+        with server:
             typer.echo(f"serving metrics of {log.path} at {server.url} (Ctrl-C to stop)",
                        err=True)
             try:

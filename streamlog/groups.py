@@ -11,7 +11,7 @@ All state lives in the store's LMDB environment (namespace ``groups``), one
 value per group and partition (see ``streamlog._groupstate``), so a poll or an
 ack is one LMDB write transaction whatever the number of records, and every
 process of the machine sees the same leases. docs/groups.md describes the
-layout, the algorithms and the decisions SPEC.md leaves open.
+layout, the algorithms and the decisions taken where the API leaves a choice.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _MAX_OFFSET = 1 << 63
 _READ_CACHE_RECORDS = 16384
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
-# Headers a dead-lettered record carries besides its own (SPEC.md: its origin).
+# Headers a dead-lettered record carries besides its own: where it came from.
 DLQ_TOPIC = "sl-dlq-topic"
 DLQ_PARTITION = "sl-dlq-partition"
 DLQ_OFFSET = "sl-dlq-offset"
@@ -121,8 +121,8 @@ class Message:
 
     ``ack()``, ``nack(delay_s=0, error=None)`` and ``in_progress()`` act on its
     lease. A message is settled by its first ``ack`` or ``nack``; later calls
-    are no-ops (``ack()`` repeats its first answer). Not thread-safe, like its
-    Group.
+    are no-ops (``ack()`` repeats its first answer). Once the store is closed
+    every call raises StoreClosed. Not thread-safe, like its Group.
     """
 
     # Only the Record and the lease live in the object; the Record fields are
@@ -149,6 +149,7 @@ class Message:
     def ack(self) -> bool:
         """Mark the record processed. False if the lease was lost (expired and taken by
         another consumer, or refused after an exclusive takeover)."""
+        self._group._log._check()  # a closed store refuses, settled or not
         if self._state:
             return self._state == _ACKED
         return self._group._settle([self], _ACK)[0]
@@ -161,12 +162,14 @@ class Message:
         toward ``max_deliver``; a record that used its last delivery goes to
         the dead-letter topic now. Returns False if the lease was already lost.
         """
+        self._group._log._check()  # a closed store refuses, settled or not
         if self._state:
             return False
         return self._group._settle([self], _NACK, delay_s, error)[0]
 
     def in_progress(self) -> bool:
         """Extend the lease by the group's ``ack_wait_s`` from now; False if it was lost."""
+        self._group._log._check()  # a closed store refuses, settled or not
         if self._state:
             return False
         return self._group._settle([self], _EXTEND)[0]
@@ -179,6 +182,7 @@ class Message:
         ``max_deliver`` nor applies the backoff. Settles the message; False
         if the lease was already lost.
         """
+        self._group._log._check()  # a closed store refuses, settled or not
         if self._state:
             return False
         return self._group._settle([self], _DEFER, delay_s)[0]
@@ -621,15 +625,18 @@ class Group:
     # ------------------------------------------------------------ settle
     def ack(self, msgs: Iterable[Message]) -> list[bool]:
         """Ack many messages in one transaction; returns each one's ``ack()`` answer."""
+        self._log._check()
         return self._settle(_as_list(msgs), _ACK)
 
     def nack(self, msgs: Iterable[Message], delay_s: float = 0,
              error: str | None = None) -> list[bool]:
         """Nack many messages in one transaction (see ``Message.nack``)."""
+        self._log._check()
         return self._settle(_as_list(msgs), _NACK, delay_s, error)
 
     def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
                 error: str | None = None) -> list[bool]:
+        self._log._check()  # before the arguments: a closed store refuses whatever they are
         if action in (_NACK, _DEFER):
             delay_s = _validate.seconds(delay_s, "delay_s")
             if error is not None and not isinstance(error, str):
@@ -835,6 +842,7 @@ class Group:
 
     def lag(self, partition: int | None = None) -> int:
         """Records not yet acked (in one partition, or all), counting only what retention kept."""
+        self._check()
         if partition is not None:
             partition = _validate.partition(partition, self.topic.partitions)
         states = self._states()

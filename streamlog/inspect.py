@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from . import _codec
-from ._format import BATCH_FIELDS, CRC_START, HEADER_SIZE
+from ._format import BATCH_FIELDS, CRC_START, HEADER_SIZE, LENGTH_CHECK_XOR, MAGIC, VERSION
 from .errors import CorruptionError, TornTail
 from .storage import files
 
@@ -85,6 +85,27 @@ def segment_base_offset(path: str | os.PathLike) -> int | None:
     return files.parse_segment(os.path.basename(os.fspath(path)))
 
 
+def is_segment(path: str | os.PathLike) -> bool:
+    """True when the file at ``path`` is a segment, whole or a quarantined part of one.
+
+    A file named like one (``.log`` in its name: ``{base_offset:020d}.log``, or
+    a quarantined ``.log.from-<pos>``) is one, damaged or not, so that a
+    damaged first batch is reported as damage. Any other file is one only if
+    it starts with a batch header whose length check word, magic and version
+    are right: an empty or all-zero file, or one of text, is not, and dumping
+    it must not invent a batch. Reads at most one header; never writes.
+    """
+    p = os.fspath(path)
+    if files.LOG_SUFFIX in os.path.basename(p):
+        return True
+    with open(p, "rb") as f:
+        head = f.read(HEADER_SIZE)
+    if len(head) < HEADER_SIZE:
+        return False
+    (_base, length, check, _crc, magic, version, *_rest) = _HEADER.unpack(head)
+    return length ^ check == LENGTH_CHECK_XOR and magic == MAGIC and version == VERSION
+
+
 def dump_segment(path: str | os.PathLike, records: bool = True) -> Iterator[DumpedBatch]:
     """Walk the segment file at ``path`` and yield every batch, in file order.
 
@@ -138,5 +159,5 @@ def dump_segment(path: str | os.PathLike, records: bool = True) -> Iterator[Dump
         pos += length
 
 
-__all__ = ["DumpedBatch", "DumpedRecord", "dump_segment", "is_store", "segment_base_offset",
-           "segment_files"]
+__all__ = ["DumpedBatch", "DumpedRecord", "dump_segment", "is_segment", "is_store",
+           "segment_base_offset", "segment_files"]

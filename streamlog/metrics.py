@@ -4,7 +4,7 @@
 offsets); this module adds ``append_rate_per_s`` to every partition and
 topic of it (through ``_STATS_HOOKS``), and turns the whole dict into
 Prometheus metrics for ``streamlog metrics DIR``. The exporter needs the
-``metrics`` extra (``pip install 'streamlog[metrics]'``, i.e.
+``metrics`` extra (``pip install 'streamlog-embedded[metrics]'``, i.e.
 ``prometheus_client``); the rate does not.
 
 The append rate is computed from record timestamps, so it costs one
@@ -77,7 +77,7 @@ def _prometheus():
         from prometheus_client import core
     except ImportError as e:
         raise ImportError("the Prometheus exporter needs prometheus_client: "
-                          "pip install 'streamlog[metrics]'") from e
+                          "pip install 'streamlog-embedded[metrics]'") from e
     return core
 
 

@@ -120,7 +120,7 @@ class Partition:
         if notifier is not None:
             self.writer.set_topic_notify(notifier.mapping)
         self._commit = _ext.GroupCommit(self.ctl.end_offset())
-        # Retention "on open" (SPEC.md): a half-done deletion is finished now;
+        # Retention "on open" (docs/operations.md): a half-done deletion is finished now;
         # the size/age policy runs when this process first appends here (and at
         # every roll, and on apply_retention()), so opening a store only to look
         # at it (a dry run, a reader) never removes anything.
@@ -364,7 +364,7 @@ class Partition:
     # -------------------------------------------------------------- caching
     def _check(self) -> None:
         if self._closed:
-            # delete_topic closes the partition: its handles must say why (SPEC.md)
+            # delete_topic closes the partition: its handles must say why (TopicNotFound)
             if self.ctl.deleted:
                 raise TopicNotFound(f"topic {self.topic!r} was deleted")
             raise StoreClosed("the store is closed")

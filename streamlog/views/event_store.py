@@ -521,6 +521,7 @@ class EventStore:
         none: WrongExpectedVersion(expected, actual) when the check fails.
         Bad input raises TypeError/ValueError/RecordTooLarge before any write.
         """
+        self._log._check()
         sid, sid_b = _stream_id(stream_id)
         expected = _expected_version(expected_version)
         items = _events(events)
@@ -714,6 +715,7 @@ class EventStore:
         limit=1)`` is the last event). [] for an unknown stream. Uses the
         stream index: no scan of the log.
         """
+        self._log._check()
         sid, sid_b = _stream_id(stream_id)
         lo = _int_arg(from_version, "from_version", 0)
         if limit is not None:
@@ -724,6 +726,7 @@ class EventStore:
 
     def last_version(self, stream_id: str) -> int:
         """The version of the stream's last event, NO_STREAM (-1) for an unknown stream."""
+        self._log._check()
         sid, sid_b = _stream_id(stream_id)
         self._log._check()
         idx = self._index
@@ -841,6 +844,7 @@ class EventStore:
     def read_all(self, from_position: int = 0, limit: int | None = None) -> list[Event]:
         """Every event of every stream from ``from_position`` in commit order (at most
         ``limit``). Positions are dense from 0."""
+        self._log._check()
         position = _int_arg(from_position, "from_position", 0)
         if limit is not None:
             limit = _int_arg(limit, "limit", 0)
@@ -887,6 +891,7 @@ class EventStore:
         ``timeout`` (seconds), the iteration also ends after that long without
         a new event. Usable as a context manager.
         """
+        self._log._check()
         position = _int_arg(from_position, "from_position", 0)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, int | float):
@@ -923,6 +928,7 @@ class Subscription:
         return self
 
     def __next__(self) -> Event:
+        self._store._log._check()  # a closed store hands out nothing, not even buffered events
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while True:
             if self._closed:

@@ -43,6 +43,7 @@ class PubSub:
 
     def publish(self, value, key=None, headers=None):
         """Append a message for every subscription; returns its Position."""
+        self._log._check()
         return self._topic.append(value, key=key, headers=headers)
 
     def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
@@ -53,6 +54,7 @@ class PubSub:
         retained message) or "latest" (only messages published from now on);
         an existing subscription resumes where it stopped whatever ``start`` says.
         """
+        self._log._check()
         return Subscription(self, name, start, ack_wait_s, max_deliver)
 
     def subscriptions(self) -> list[str]:
@@ -61,6 +63,7 @@ class PubSub:
 
     def unsubscribe(self, name: str) -> None:
         """Delete subscription ``name`` and its position (its dead-letter topic stays)."""
+        self._log._check()
         backend.validate_name(name, "subscription name")
         self._topic.delete_group(name)
 
@@ -103,6 +106,7 @@ class Subscription:
         back after ``ack_wait_s`` (or at once after ``close()``). With
         ``auto_ack=False`` call ``m.ack()`` yourself.
         """
+        self.pubsub._log._check()
         if timeout is not None:
             timeout = seconds(timeout, "timeout")
         if not isinstance(auto_ack, bool):
@@ -127,10 +131,12 @@ class Subscription:
 
     def lag(self) -> int:
         """Messages this subscription has not acknowledged yet."""
+        self.pubsub._log._check()
         return self._consumers.mine().lag()
 
     def dead_letters(self):
         """The subscription's dead-letter topic (``<pubsub>.<subscription>.dlq``)."""
+        self.pubsub._log._check()
         return self._consumers.mine().dead_letters()
 
     def close(self) -> None:

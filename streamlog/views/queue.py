@@ -77,6 +77,7 @@ class Queue:
         Returns its Position. Raises TypeError/ValueError/RecordTooLarge before
         writing anything.
         """
+        self._log._check()
         delay_s = seconds(delay_s, "delay_s")
         if delay_s > 0:
             if headers is not None and not hasattr(headers, "items"):
@@ -91,6 +92,7 @@ class Queue:
 
         Blocks up to ``timeout`` seconds (None: until a message comes).
         """
+        self._log._check()
         if timeout is not None:
             timeout = seconds(timeout, "timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -110,10 +112,12 @@ class Queue:
 
     def dead_letters(self):
         """The dead-letter topic (``<name>.dlq``): messages that used up ``max_deliver``."""
+        self._log._check()
         return self._consumers.mine().dead_letters()
 
     def lag(self) -> int:
         """Messages not yet acknowledged (delayed ones included)."""
+        self._log._check()
         return self._consumers.mine().lag()
 
     def close(self) -> None:

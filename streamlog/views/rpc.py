@@ -175,6 +175,7 @@ class Rpc:
         RemoteError when the handler raised (its type name and message).
         ``headers`` travel with the request to the handler.
         """
+        self._log._check()
         timeout = _timeout_s(timeout)
         if headers is not None and not hasattr(headers, "items"):
             raise TypeError(f"headers must be a mapping of str to bytes, not "
@@ -244,6 +245,7 @@ class Rpc:
         and the server goes on. Returns the running Server (``stop()`` it, or use
         it as a context manager).
         """
+        self._log._check()
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         if isinstance(workers, bool) or not isinstance(workers, int):

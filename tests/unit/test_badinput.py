@@ -1,10 +1,12 @@
-"""Bad input is refused exactly as SPEC.md says, before any byte is written."""
+"""Bad input is refused with TypeError/ValueError (or StoreClosed), before any byte is written."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import multiprocessing
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -271,9 +273,8 @@ def test_config_mismatch_on_reopen(tmp_path, option, first, second):
     ({"segment_bytes": "64MB"}, TypeError),
     ({"max_record_bytes": 0}, ValueError),
     ({"retention": (100, None)}, TypeError), ({"retention": 100}, TypeError),
-    ({"retention": Retention(max_bytes=-1)}, ValueError),
-    ({"retention": Retention(max_age_s=-1)}, ValueError),
-    ({"retention": Retention(max_age_s="1d")}, TypeError),
+    ({"retention": (100, None)}, TypeError),
+    ({"dedupe_window_s": 61, "retention": Retention(max_age_s=60)}, ValueError),
     ({"dedupe_window_s": -1}, ValueError), ({"dedupe_window_s": "x"}, TypeError),
     ({"compact": 1}, TypeError),
 ])
@@ -282,6 +283,48 @@ def test_bad_topic_options(store, kwargs, exc):
     with pytest.raises(exc):
         store.topic("opts", **kwargs)
     assert store.topics() == []
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"max_bytes": -1}, ValueError), ({"max_bytes": 0}, ValueError),
+    ({"max_age_s": -1}, ValueError), ({"max_age_s": 0}, ValueError),
+    ({"max_age_s": float("nan")}, ValueError), ({"max_age_s": float("inf")}, ValueError),
+    ({"max_bytes": 1.5}, TypeError), ({"max_bytes": "1GB"}, TypeError),
+    ({"max_bytes": True}, TypeError), ({"max_age_s": "1d"}, TypeError),
+    ({"max_age_s": False}, TypeError),
+])
+def test_retention_is_checked_when_it_is_made(kwargs, exc):
+    """Retention(...) refuses a bad limit at construction: ValueError for a value out of
+    range (zero included: None means no limit), TypeError for a wrong type (bools are not
+    numbers here); ``_replace`` checks too."""
+    with pytest.raises(exc):
+        Retention(**kwargs)
+    with pytest.raises(exc):
+        Retention(max_bytes=1, max_age_s=1)._replace(**kwargs)
+
+
+def test_good_retention_values():
+    """Ints, floats and None make a Retention that still is a plain (max_bytes, max_age_s)."""
+    assert Retention() == (None, None)
+    assert Retention(1, 0.5) == (1, 0.5)
+    assert Retention(max_age_s=7 * 86400).max_bytes is None
+
+
+def test_dedupe_window_longer_than_max_age_is_refused(store):
+    """dedupe_window_s longer than the retention's max_age_s is a ValueError naming both,
+    whether both come in one call or the window comes for an existing topic; nothing is
+    created. Without an explicit window, a new topic's default window shrinks to
+    max_age_s, and a window equal to it is fine."""
+    with pytest.raises(ValueError) as ei:
+        store.topic("d", retention=Retention(max_age_s=30), dedupe_window_s=31)
+    assert "dedupe_window_s" in str(ei.value) and "max_age_s" in str(ei.value)
+    assert store.topics() == []
+    t = store.topic("d", retention=Retention(max_age_s=30))
+    assert t.config["dedupe_window_s"] == 30
+    assert store.topic("d", dedupe_window_s=30).config["dedupe_window_s"] == 30
+    with pytest.raises((ValueError, ConfigMismatch)):
+        store.topic("d", dedupe_window_s=31)
+    assert store.topic("e", retention=Retention(max_age_s=3600), dedupe_window_s=120)
 
 
 def test_path_that_is_a_regular_file(tmp_path):
@@ -336,9 +379,10 @@ def test_unreadable_format_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("url, scheme", [("nats://x", "nats"), ("nats://host:4222/s", "nats"),
                                         ("s3://bucket/x", "s3")])
-def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, url, scheme):
+def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, monkeypatch, url,
+                                                           scheme):
     """open("nats://...") raises ValueError naming the scheme (and creates nothing)."""
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored after: later tests' subprocesses import from here
     with pytest.raises(ValueError) as ei:
         streamlog.open(url)
     assert scheme in str(ei.value)
@@ -452,3 +496,113 @@ def test_handle_to_a_topic_deleted_by_another_process(tmp_path):
             with pytest.raises(TopicNotFound):
                 call()
         assert log.topics() == []
+
+
+# ----------------------------------------------- every handle of a closed store
+_PLAUSIBLE = {
+    "value": b"v", "values": [b"a", b"b"], "key": b"k", "headers": None, "partition": 0,
+    "offset": 0, "limit": 1, "name": "t", "max_records": 1, "timestamp_ms": 0, "seen": 0,
+    "timeout": 0, "delay_s": 0, "error": None, "msgs": [], "stream_id": "s",
+    "events": [b"e"], "expected_version": -1, "from_version": 0, "from_position": 0,
+    "build": lambda end: (b"", 0), "handler": lambda m: b"", "progress": None,
+    "dry_run": True, "start": "earliest", "mode": "shared",
+}
+# Closing is idempotent: a handle may be closed (or stopped) after its store.
+_LIFECYCLE = {"close", "stop"}
+
+
+def _public_methods(obj) -> list[str]:
+    names = []
+    for n in dir(obj):
+        if n.startswith("_") or n in _LIFECYCLE:
+            continue
+        if isinstance(inspect.getattr_static(type(obj), n, None), property):
+            continue
+        if callable(getattr(obj, n)):
+            names.append(n)
+    return names
+
+
+def _argument_sets(fn) -> list[tuple[tuple, dict]]:
+    """(args, kwargs): plausible ones, garbage for every parameter, and the empty ones
+    (``g.ack([])``)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a C-level method: its docstring names no signature
+        return [((b"v",), {}), ((object(),), {}), ((b"v",), {"key": object()})]
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    missing = [p.name for p in required if p.name not in _PLAUSIBLE]
+    assert not missing, f"add plausible values for {missing} of {fn}"
+    plausible = tuple(_PLAUSIBLE[p.name] for p in required)
+    garbage_args = tuple(object() for p in params
+                         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    garbage_kwargs = {p.name: object() for p in params if p.kind is p.KEYWORD_ONLY}
+    return [(plausible, {}), (garbage_args, garbage_kwargs),
+            (tuple([] if isinstance(v, list) else v for v in plausible), {})]
+
+
+@pytest.fixture
+def closed_handles(tmp_path):
+    """One handle of every kind, each used once, then the store closed under them."""
+    log = streamlog.open(tmp_path / "s")
+    t = log.topic("t", partitions=2)
+    t.append_many([b"a", b"b", b"c", b"d"])
+    g = t.group("g", ack_wait_s=60)
+    m = g.poll(max_records=1, timeout=5)[0]
+    q = log.queue("q")
+    q.put(b"x")
+    qm = q.get(timeout=5)
+    ps = log.pubsub("ps")
+    ps.publish(b"x")
+    sub = ps.subscribe("sub")
+    rpc = log.rpc("rpc")
+    es = log.event_store("es")
+    es.append("s", [b"e1", b"e2"])
+    es_sub = es.subscribe(0, timeout=0)
+    next(es_sub)  # one event buffered: a closed store must not hand it out either
+    handles = {"Log": log, "Topic": t, "Group": g, "Message": m, "QueueMessage": qm,
+               "Queue": q, "PubSub": ps, "Subscription": sub, "Rpc": rpc,
+               "EventStore": es, "EventStoreSubscription": es_sub}
+    log.close()
+    return handles
+
+
+_HANDLE_KINDS = ["Log", "Topic", "Group", "Message", "QueueMessage", "Queue", "PubSub",
+                 "Subscription", "Rpc", "EventStore", "EventStoreSubscription"]
+
+
+@pytest.mark.parametrize("kind", _HANDLE_KINDS)
+def test_every_method_of_every_handle_of_a_closed_store_raises_store_closed(closed_handles,
+                                                                           kind):
+    """After close, each public method of each handle raises StoreClosed, whatever its
+    arguments: plausible ones, garbage ones, and empty ones such as ``g.ack([])``.
+    Iterators refuse their next item too. ``close()``/``stop()`` stay idempotent."""
+    h = closed_handles[kind]
+    failures = []
+    methods = _public_methods(h)
+    assert methods or isinstance(h, Iterator), kind
+    for n in methods:
+        for args, kwargs in _argument_sets(getattr(h, n)):
+            try:
+                out = getattr(h, n)(*args, **kwargs)
+                if isinstance(out, Iterator):
+                    next(out)
+            except StoreClosed:
+                continue
+            except BaseException as e:  # noqa: BLE001 - collected and reported below
+                failures.append(f"{kind}.{n}{args!r} {kwargs!r}: {type(e).__name__}: {e}")
+            else:
+                failures.append(f"{kind}.{n}{args!r} {kwargs!r} returned {out!r}")
+    if isinstance(h, Iterator):
+        try:
+            next(h)
+            failures.append(f"next({kind}) returned an item")
+        except StoreClosed:
+            pass
+        except BaseException as e:  # noqa: BLE001
+            failures.append(f"next({kind}): {type(e).__name__}: {e}")
+    for n in _LIFECYCLE:
+        if hasattr(h, n):
+            getattr(h, n)()  # idempotent, never StoreClosed
+    assert not failures, "\n".join(failures)

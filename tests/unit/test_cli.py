@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -53,6 +55,7 @@ def test_no_command_shows_the_command_list():
     result = run()
     for command in COMMANDS:
         assert command in result.output
+    assert result.output.startswith("Usage: streamlog ") and "error:" not in result.output
 
 
 # ------------------------------------------------------------ create/topics
@@ -105,10 +108,72 @@ def test_create_an_existing_topic_fails_unless_if_not_exists(data):
 
 
 def test_create_rejects_a_bad_topic_name(tmp_path):
-    """An invalid topic name is a one-line error naming it."""
+    """An invalid topic name is a one-line usage error naming it; no store is made."""
     result = run("create", tmp_path / "s", "bad name!")
-    assert result.exit_code == 1
+    assert result.exit_code == 2 and not (tmp_path / "s").exists()
+    assert len(result.stderr.splitlines()) == 1
     assert "bad name!" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["create", "{d}", "t", "--partitions", "lots"], "--partitions lots"),
+    (["create", "{d}", "t", "-p", "lots"], "-p lots"),
+    (["create", "{d}", "t", "--partitions=0"], "--partitions 0"),
+    (["create", "{d}", "t", "--segment-bytes", "0"], "--segment-bytes 0"),
+    (["create", "{d}", "t", "--segment-bytes", "3GiB"], "--segment-bytes 3GiB"),
+    (["create", "{d}", "t", "--retention-bytes", "0"], "--retention-bytes 0"),
+    (["create", "{d}", "t", "--retention-age", "0d"], "--retention-age 0d"),
+    (["create", "{d}", "t", "--max-record-bytes", "0"], "--max-record-bytes 0"),
+    (["consume", "{d}", "t", "--format", "xml"], "--format xml"),
+    (["consume", "{d}", "t", "--limit", "0"], "--limit 0"),
+    (["consume", "{d}", "t", "--bogus"], "--bogus"),
+    (["metrics", "{d}", "--port", "99999"], "--port 99999"),
+    (["topics", ""], "''"),
+    (["verify", "{d}", "extra-arg"], "extra-arg"),
+    (["verify"], "DIR"),
+    (["frobnicate", "{d}"], "frobnicate"),
+])
+def test_usage_errors_are_one_line_naming_the_option_as_typed_and_its_value(tmp_path, args,
+                                                                            culprit):
+    """Bad usage: exit 2, one line on stderr naming the option as typed and its value, no
+    usage block, nothing on stdout, no store made."""
+    d = tmp_path / "s"
+    result = run(*[str(d) if a == "{d}" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert culprit in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Usage:" not in result.stderr and result.stdout == ""
+    assert not d.exists()
+
+
+def test_an_empty_directory_argument_says_so():
+    """`topics ""` names the empty path and DIR instead of printing ": no such directory"."""
+    result = run("topics", "")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: DIR: '' is an empty path")
+
+
+def test_a_long_name_is_shortened_in_the_message(data, tmp_path):
+    """A 300-character name is shown as its first 40 characters and "...", not whole."""
+    long = "b" * 200
+    for args in (["create", tmp_path / "s", long + "!"], ["describe", data, long],
+                 ["topics", tmp_path / (long + "c" * 100)]):
+        result = run(*args)
+        assert result.exit_code in (1, 2)
+        assert "b" * 40 + "..." in result.stderr and "b" * 41 not in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+def test_metrics_on_a_busy_port_names_the_address_and_port(data):
+    """A port another program listens on: exit 1 naming ADDR:PORT, not a bare errno."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run("metrics", data, "--port", str(port))
+    assert result.exit_code == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 # ------------------------------------------------------------------ describe
@@ -194,6 +259,39 @@ def test_produce_too_large_record_is_reported(tmp_path):
     assert "max_record_bytes" in result.stderr and "Traceback" not in result.output
 
 
+def test_produce_appends_the_lines_before_a_too_large_one_and_names_its_line(tmp_path):
+    """Good lines before a line over max_record_bytes are appended, in order; the error
+    names that line's number and says how many went in and that none after it did."""
+    d = tmp_path / "s"
+    assert run("create", d, "small", "--max-record-bytes", "1KiB").exit_code == 0
+    big = "x" * 2000
+    result = run("produce", d, "small", input=f"a\nb\nc\n{big}\nafter\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: line 4: ")
+    assert "3 records before it appended, none after it" in result.stderr
+    assert [r.value for r in records(d, "small")] == [b"a", b"b", b"c"]
+
+
+@pytest.mark.parametrize("option, value", [("--key", "k\udcff"), ("-k", "\udcfe"),
+                                           ("--header", "h=\udcff"), ("-H", "\udcff=v"),
+                                           ("--key-separator", "\udcff")])
+def test_produce_option_that_is_not_utf8_is_named(data, option, value):
+    """A --key/-H/--key-separator whose bytes are not UTF-8 (the shell passes raw bytes as
+    surrogates) is a usage error naming the option as typed; nothing is read or written."""
+    result = run("produce", data, "empty", option, value, input="x\n")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {option} b") and "not valid UTF-8" in result.stderr
+    assert "stdin" not in result.stderr and "line" not in result.stderr
+    assert records(data, "empty") == []
+
+
+def test_produce_counts_in_words_with_plurals(data):
+    """The summary says "1 record" and "2 records"."""
+    assert run("produce", data, "empty", input="x\n").stderr == "appended 1 record to empty\n"
+    assert run("produce", data, "empty", input="x\ny\n").stderr == \
+        "appended 2 records to empty\n"
+
+
 # ------------------------------------------------------------------- consume
 def test_consume_prints_every_partition_from_the_start_as_text(data):
     """consume without options prints every record of every partition, values only."""
@@ -213,6 +311,23 @@ def test_consume_json_format_carries_every_field(data):
         assert d["value"] == r.value.decode() and d["key"] == r.key.decode()
         assert d["headers"] == {"n": r.headers["n"].decode()}
         assert d["topic"] == "orders" and d["timestamp_ms"] == r.timestamp_ms
+        assert d["time"] == _iso(r.timestamp_ms)
+
+
+def _iso(ms: int) -> str:
+    """ISO 8601 UTC with milliseconds, computed independently of the CLI."""
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_consume_hex_and_dump_show_a_human_time_next_to_epoch_ms(data):
+    """hex: partition, offset, epoch ms, ISO 8601 UTC, key, value; dump: ts= and time=."""
+    rec = [r for r in records(data, "orders") if r.partition == 0][0]
+    line = run("consume", data, "orders", "-p", "0", "--limit", "1", "--format",
+               "hex").stdout.splitlines()[0]
+    assert line.split("\t")[:4] == ["0", "0", str(rec.timestamp_ms), _iso(rec.timestamp_ms)]
+    dumped = run("dump", data, "orders", "-p", "0").stdout
+    assert f"ts={rec.timestamp_ms} time={_iso(rec.timestamp_ms)} " in dumped
 
 
 def test_consume_json_encodes_binary_values_as_base64(tmp_path):
@@ -223,7 +338,7 @@ def test_consume_json_encodes_binary_values_as_base64(tmp_path):
     doc = json.loads(run("consume", d, "bin", "--format", "json").stdout)
     assert doc["value"] == {"base64": "/wD+"} and doc["key"] == {"base64": "gA=="}
     hexline = run("consume", d, "bin", "--format", "hex").stdout.strip().split("\t")
-    assert hexline[0:2] == ["0", "0"] and hexline[3:] == ["80", "ff00fe"]
+    assert hexline[0:2] == ["0", "0"] and hexline[4:] == ["80", "ff00fe"]
 
 
 def test_consume_from_offset_in_one_partition_with_a_limit(data):
@@ -234,6 +349,17 @@ def test_consume_from_offset_in_one_partition_with_a_limit(data):
     assert offsets == [r.offset for r in expected][2:]
     limited = run("consume", data, "orders", "--limit", "4")
     assert limited.exit_code == 0 and len(limited.stdout.splitlines()) == 4
+
+
+def test_consume_from_past_the_end_starts_at_the_end_and_says_so(data):
+    """--from past a partition's end prints nothing, exits 0, and says on stderr which
+    partitions start at their end (a partition the offset is inside is not named)."""
+    result = run("consume", data, "orders", "--from", "1000")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "--from 1000 is past the end of partitions 0 (end " in result.stderr
+    assert "starting at the end" in result.stderr
+    part = run("consume", data, "orders", "-p", "1", "--from", "5")
+    assert "past the end" not in part.stderr
 
 
 @pytest.mark.parametrize("args,culprit", [
@@ -319,6 +445,17 @@ def test_commands_on_a_directory_that_is_not_a_store_say_so(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("inside", ["topics", "topics/orders/0"])
+def test_a_directory_inside_a_store_names_the_store_instead_of_suggesting_create(data,
+                                                                                inside):
+    """`verify DIR/topics` points at DIR, never at creating a store inside a store."""
+    result = run("verify", data / inside)
+    assert result.exit_code == 2
+    assert f"is inside the store {data}" in result.stderr
+    assert f"streamlog verify {data} " in result.stderr and "create" not in result.stderr
+    assert not (data / inside / "streamlog.json").exists()
+
+
 def test_a_store_of_a_newer_format_is_refused_with_a_clear_message(data):
     """A store written by a newer on-disk format is a one-line error naming the directory."""
     (data / "streamlog.json").write_text(json.dumps({"format": 99}))
@@ -357,6 +494,19 @@ def test_dump_of_a_segment_file_without_records(data):
     assert result.exit_code == 0, result.output
     assert not any(x.startswith("  | ") for x in result.stdout.splitlines())
     assert "base_offset=0 " in result.stdout
+
+
+def test_dump_of_a_file_that_is_not_a_segment_says_so(tmp_path):
+    """dump of a text, empty or all-zero file exits 1 saying it is not a segment, and
+    prints no batch."""
+    for name, content in (("notes.txt", b"hello, this is not a segment at all\n" * 3),
+                          ("empty", b""), ("zeros.bin", bytes(4096))):
+        f = tmp_path / name
+        f.write_bytes(content)
+        result = run("dump", f)
+        assert result.exit_code == 1, name
+        assert f"{f}: not a segment file" in result.stderr
+        assert "batch" not in result.stdout
 
 
 def test_dump_argument_errors(data):
@@ -417,6 +567,27 @@ def test_demo_runs_its_tour_in_a_temporary_directory():
                   "Retention", "verify"):
         assert title in result.stdout
     assert "failed" not in result.stdout
+    # epoch ms come with their ISO 8601 UTC time; counts read as words
+    assert "t0 = 1700000000000 ms (2023-11-14T22:13:20.000Z)" in result.stdout
+    assert "(s)" not in result.stdout and "0 problems" in result.stdout
+
+
+def test_version_prints_the_package_version():
+    """`streamlog --version` (and -V) prints the version and exits 0."""
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.exit_code == 0
+        assert result.stdout.startswith(f"streamlog {streamlog.__version__} ")
+
+
+def test_counts_are_words_with_their_plural(tmp_path):
+    """"1 partition" / "2 partitions" in verify's summary; "1 record" in produce's."""
+    d = tmp_path / "s"
+    assert run("create", d, "one").exit_code == 0
+    assert "every batch of 1 partition in " in run("verify", d).stdout
+    assert run("create", d, "two", "-p", "2").stdout.startswith("topic 'two' created: "
+                                                                 "2 partitions in ")
+    assert run("produce", d, "one", input="x\n").stderr == "appended 1 record to one\n"
 
 
 def test_demo_keeps_the_store_in_a_given_directory_and_refuses_a_non_empty_one(tmp_path):

@@ -12,3 +12,15 @@ def test_append_then_read_round_trip(store):
     assert [r.value for r in records] == [b"v%d" % i for i in range(10)]
     assert all(r.key == b"k" and r.topic == "orders" for r in records)
     assert isinstance(positions[0], streamlog.Position)
+
+
+def test_log_repr_and_url_name_the_store(tmp_path):
+    """repr(log) names the store's URL; log.url is file:// plus the absolute path."""
+    log = streamlog.open(tmp_path / "my store")
+    try:
+        assert log.url == (tmp_path / "my store").resolve().as_uri()
+        assert log.url.startswith("file:///") and "my%20store" in log.url
+        assert repr(log) == f"<streamlog.Log {log.url}>"
+    finally:
+        log.close()
+    assert repr(log) == f"<streamlog.Log {log.url} (closed)>"
