@@ -62,6 +62,7 @@ cdef extern from "native.h":
     void sl_publish_end(sl_control *c) nogil
     void sl_notify(uint32_t *word, uint32_t *waiters) nogil
     int sl_wait(uint32_t *word, uint32_t *waiters, uint32_t expected, double timeout_s) nogil
+    int sl_wait_ro(uint32_t *word, uint32_t expected, double timeout_s) nogil
     int sl_mutex_init(sl_control *c) nogil
     uint64_t sl_load64(const uint64_t *p) nogil
     uint32_t sl_load32(const uint32_t *p) nogil
@@ -706,12 +707,19 @@ cdef class Control:
     """
     cdef Mapping m
     cdef sl_control *c
+    cdef readonly bint read_only  # mapped without PROT_WRITE: only views and waits
 
     def __cinit__(self, Mapping m):
-        if m.length < SL_CONTROL_BYTES or not m.writable:
-            raise ValueError("a control mapping must be writable and hold a control block")
+        if m.length < SL_CONTROL_BYTES:
+            raise ValueError("a control mapping must hold a control block")
         self.m = m
         self.c = <sl_control *>m.addr
+        self.read_only = not m.writable
+
+    cdef int _writable(self) except -1:
+        if self.read_only:  # a store into the read-only map would be a SIGSEGV
+            raise PermissionError("the control block is mapped read-only")
+        return 0
 
     def state(self, bytes boot_id):
         """'ok', 'stale' (another boot: nobody can hold the lock) or 'invalid'."""
@@ -729,6 +737,7 @@ cdef class Control:
         """(Re)build the block. Only while no live process can hold the lock:
         the caller holds the control file's flock and the block is invalid or
         from an earlier boot."""
+        self._writable()
         cdef uint32_t notify = self.c.notify_seq
         memset(self.c.magic, 0, 8)
         sl_fence()
@@ -765,6 +774,7 @@ cdef class Control:
         consistent and the caller finds the dead writer's traces through
         ``pending_end != end_pos`` (state-based recovery).
         """
+        self._writable()
         cdef int rc = pthread_mutex_trylock(&self.c.lock.mutex)
         if rc == EBUSY:
             with nogil:
@@ -797,6 +807,7 @@ cdef class Control:
                 capacity=None, max_timestamp_ms=None, start_offset=None, index_count=None,
                 last_index_pos=None, recovery_point=None, allocated_end=None):
         """Change published fields atomically for readers. Caller holds the lock."""
+        self._writable()
         sl_publish_begin(self.c)
         if generation is not None:
             self.c.generation = generation
@@ -850,6 +861,7 @@ cdef class Control:
 
     def mark_deleted(self):
         """Flag the partition deleted so every handle in every process refuses it."""
+        self._writable()
         sl_atomic_or_u32(&self.c.flags, SL_FLAG_DELETED)
         sl_notify(&self.c.notify_seq, &self.c.waiters)
 
@@ -859,11 +871,16 @@ cdef class Control:
         Returns True when woken by a change, False on timeout.
         """
         cdef int rc
+        if self.read_only:
+            with nogil:
+                rc = sl_wait_ro(&self.c.notify_seq, seen, timeout)
+            return rc == 0
         with nogil:
             rc = sl_wait(&self.c.notify_seq, &self.c.waiters, seen, timeout)
         return rc == 0
 
     def notify(self):
+        self._writable()
         sl_notify(&self.c.notify_seq, &self.c.waiters)
 
 
@@ -942,6 +959,7 @@ cdef class Writer:
         self.ctl = ctl
         self.c = ctl.c
         self.attached = False
+        self.closed = ctl.read_only  # a read-only control block never takes appends
 
     def attach(self, uint64_t generation, Mapping seg, Mapping idx, Mapping tidx, int fd=-1):
         """Point at the active segment (its map and, for large batches, its file
@@ -1133,8 +1151,8 @@ cdef class Notifier:
     cdef uint32_t *word
 
     def __cinit__(self, Mapping m):
-        if m.length < 8 or not m.writable:
-            raise ValueError("a notifier mapping must be writable and hold 8 bytes")
+        if m.length < 8:
+            raise ValueError("a notifier mapping must hold 8 bytes")
         self.m = m
         self.word = <uint32_t *>m.addr
 
@@ -1147,11 +1165,17 @@ cdef class Notifier:
     def wait(self, uint32_t seen, double timeout):
         """Block (GIL released) until the word moves past ``seen``; False on timeout."""
         cdef int rc
+        if not self.m.writable:  # a read-only open cannot count itself as a waiter
+            with nogil:
+                rc = sl_wait_ro(self.word, seen, timeout)
+            return rc == 0
         with nogil:
             rc = sl_wait(self.word, self.word + 1, seen, timeout)
         return rc == 0
 
     def notify(self):
+        if not self.m.writable:
+            raise PermissionError("the notifier is mapped read-only")
         sl_notify(self.word, self.word + 1)
 
 

@@ -159,9 +159,12 @@ def _check_store_dir(directory: str) -> str:
     return directory
 
 
-def _open_existing(directory: str, durability: str = "never") -> streamlog.Log:
-    """Open a store that must exist: read-only commands never create one by accident."""
-    return streamlog.open(_check_store_dir(directory), durability=durability)
+def _open_existing(directory: str, durability: str = "never",
+                   read_only: bool = True) -> streamlog.Log:
+    """Open a store that must exist, read-only unless the command writes: looking at a
+    store never changes it (no retention, no recovery, no file created)."""
+    return streamlog.open(_check_store_dir(directory), durability=durability,
+                          read_only=read_only)
 
 
 def _topic(log: streamlog.Log, name: str) -> streamlog.Topic:
@@ -467,7 +470,7 @@ def produce_cmd(
     if key_separator == "":
         _die("--key-separator must not be empty", 2)
     sep = key_separator.encode() if key_separator is not None else None
-    with _open_existing(directory, durability="interval") as log:
+    with _open_existing(directory, durability="interval", read_only=False) as log:
         t = _topic(log, topic)
         values: list[bytes] = []
         keys: list[bytes | str | None] = []
@@ -675,7 +678,7 @@ def consume_cmd(
         _die("--partition cannot be used with --group: the group spreads partitions itself", 2)
     if group is not None and from_offset is not None:
         _die("--from cannot be used with --group: the group resumes where it stands", 2)
-    with _open_existing(directory) as log:
+    with _open_existing(directory, read_only=group is None) as log:
         t = _topic(log, topic)
         parts = _check_partition(t, partition)
         printer = _Printer(fmt)
@@ -944,8 +947,8 @@ def retention_cmd(
     \b
     Example: streamlog retention ./data --dry-run
     """
-    with _open_existing(directory, durability="interval") as log:
-        gone = log.apply_retention(dry_run=dry_run)
+    with _open_existing(directory, durability="interval", read_only=dry_run) as log:
+        gone = getattr(log, "_retained_on_open", []) + log.apply_retention(dry_run=dry_run)
     if not gone:
         typer.echo("nothing to delete" + (" (dry run)" if dry_run else ""))
         return

@@ -19,8 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _codec, _ext
+from .._format import BATCH_OFFSETS, HEADER_SIZE, MAGIC
 from .._limits import INDEX_INTERVAL_BYTES, SEGMENT_ALLOCATION_CHUNK_BYTES
-from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
+from ..errors import (
+    CorruptionError,
+    ReadOnlyStore,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+    TornTail,
+)
 from . import files, prefault
 
 log = logging.getLogger("streamlog")
@@ -83,7 +91,8 @@ class Partition:
     """
 
     def __init__(self, root: str, topic: str, partition: int, segment_bytes: int,
-                 durability: str, boot: bytes, retention=None, notifier=None) -> None:
+                 durability: str, boot: bytes, retention=None, notifier=None,
+                 read_only: bool = False) -> None:
         self.topic = topic
         self.partition = partition
         self.path = files.partition_dir(root, topic, partition)
@@ -99,19 +108,25 @@ class Partition:
         self._closed = False
         self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
         self._sync_seen: set[int] = set()  # threads that asked for a sync (up to two)
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, exist_ok=True)
-            files.fsync_dir(os.path.dirname(self.path))
-        self._open_control()
-        self.writer = _ext.Writer(self.ctl)
-        if notifier is not None:
+        # read_only: every file is opened and mapped read-only, the append lock is
+        # never taken, and nothing is created, rebuilt, truncated or deleted.
+        self.read_only = read_only
+        if read_only:
+            self._open_control_read_only()
+        else:
+            if not os.path.isdir(self.path):
+                os.makedirs(self.path, exist_ok=True)
+                files.fsync_dir(os.path.dirname(self.path))
+            self._open_control()
+        self.writer = _ext.Writer(self.ctl)  # refuses appends when ctl is read-only
+        if notifier is not None and not read_only:
             self.writer.set_topic_notify(notifier.mapping)
         self._commit = _ext.GroupCommit(self.ctl.end_offset())
         # Retention "on open" (SPEC.md): a half-done deletion is finished now;
         # the size/age policy runs when this process first appends here (and at
         # every roll, and on apply_retention()), so opening a store only to look
         # at it (a dry run, a reader) never removes anything.
-        self._retain_on_attach = retention is not None and \
+        self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
             self.ctl.lock()
@@ -142,6 +157,35 @@ class Partition:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _open_control_read_only(self) -> None:
+        """Map the control block without write access (a read-only open).
+
+        A missing block, or one from before the last boot, would need a
+        rebuild from the segments, which is a write: refused with a clear error.
+        """
+        path = os.path.join(self.path, files.CONTROL_FILE)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StreamlogError(f"{path} is missing: a read-only open cannot rebuild it; "
+                                 "open the store once for writing") from None
+        try:
+            if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
+                raise StreamlogError(f"{path} is incomplete: a read-only open cannot rebuild "
+                                     "it; open the store once for writing")
+            self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, False)
+            self.ctl = _ext.Control(self._ctl_map)
+            state = self.ctl.state(self._boot)
+            if state != "ok":
+                why = "was written before the last boot" if state == "stale" else "is invalid"
+                raise StreamlogError(f"{path} {why}: a read-only open cannot rebuild it; "
+                                     "open the store once for writing")
+        finally:
+            os.close(fd)
+
+    def _read_only_error(self) -> ReadOnlyStore:
+        return ReadOnlyStore(f"{self.path} is open read-only: nothing can be written")
 
     def _cold_start(self, state: str) -> None:
         """Rebuild the control block from the segments (I1): the source of truth.
@@ -380,7 +424,8 @@ class Partition:
     def _fd(self, base: int) -> int:
         fd = self._fds.get(base)
         if fd is None:
-            fd = os.open(os.path.join(self.path, files.segment_name(base)), os.O_RDWR)
+            fd = os.open(os.path.join(self.path, files.segment_name(base)),
+                         os.O_RDONLY if self.read_only else os.O_RDWR)
             self._fds[base] = fd
         return fd
 
@@ -407,7 +452,7 @@ class Partition:
             except FileNotFoundError:
                 raise _SegmentGone() from None
             if active:
-                seg.mapping = _ext.Mapping(fd, capacity, True)
+                seg.mapping = _ext.Mapping(fd, capacity, not self.read_only)
                 seg.active_mapped = True
             else:
                 seg.size = os.fstat(fd).st_size
@@ -451,12 +496,12 @@ class Partition:
         for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
             p = os.path.join(self.path, files.segment_name(base, suffix))
             try:
-                fd = os.open(p, os.O_RDWR)
+                fd = os.open(p, os.O_RDONLY if self.read_only else os.O_RDWR)
             except FileNotFoundError:
                 maps.append(None)
                 continue
             try:
-                maps.append(_ext.Mapping(fd, os.fstat(fd).st_size, True))
+                maps.append(_ext.Mapping(fd, os.fstat(fd).st_size, not self.read_only))
             finally:
                 os.close(fd)
         return maps[0], maps[1]
@@ -473,6 +518,8 @@ class Partition:
 
     def _append_slow(self, data: bytes, count: int, max_ts: int) -> int:
         self._check()
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.lock()
         try:
             return self._write_locked(data, count, max_ts)
@@ -518,6 +565,8 @@ class Partition:
         check and msg_id dedupe are made this way.
         """
         self._check()
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.lock()
         try:
             self._prepare_locked()
@@ -561,7 +610,7 @@ class Partition:
                     "mid-append", seg.path, start, max(end - start, 0))
         self.ctl.publish(end_pos=start)
 
-    def _roll_locked(self, need: int) -> None:
+    def _roll_locked(self, need: int, retain: bool = True) -> None:
         """Close the full active segment and start a new one (caller holds the lock).
 
         Order (crash-safe at every step, I6): create the new segment files;
@@ -596,7 +645,7 @@ class Partition:
                              (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
             os.truncate(os.path.join(self.path, files.segment_name(old_base, suffix)), size)
         self._attach_locked()
-        if self.retention is not None:
+        if retain and self.retention is not None:
             self._apply_retention_locked(False)
 
     def _reserve_locked(self, need: int) -> None:
@@ -653,6 +702,8 @@ class Partition:
     def flush(self) -> None:
         """Durable up to the current end, whatever the mode."""
         self._check()
+        if self.read_only:
+            return  # nothing was written
         self.writer.dirty = False
         self.sync_to(self.ctl.end_offset())
 
@@ -885,14 +936,61 @@ class Partition:
 
     # -------------------------------------------------------------- retention
     def apply_retention(self, dry_run: bool = False) -> list[dict]:
+        """Apply the retention policy now; returns what was (or would be) deleted.
+
+        An active segment whose first record is older than ``max_age_s`` is
+        rolled first (Kafka's segment.ms), so an idle partition's old records
+        can go too. A read-only partition only answers a dry run.
+        """
         if self.retention is None:
             return []
         self._check()
+        if self.read_only:
+            if not dry_run:
+                raise self._read_only_error()
+            return self._apply_retention_locked(True) + self._idle_active_doomed(True)
         self.ctl.lock()
         try:
-            return self._apply_retention_locked(dry_run)
+            if dry_run:
+                return self._apply_retention_locked(True) + self._idle_active_doomed(True)
+            if self._idle_active_doomed(False):
+                self._retain_on_attach = False  # applied just below, with its result
+                self._prepare_locked()
+                self._roll_locked(0, retain=False)
+            return self._apply_retention_locked(False)
         finally:
             self.ctl.unlock()
+
+    def _idle_active_doomed(self, whole: bool) -> list[dict]:
+        """The active segment, when its first record is older than ``max_age_s`` (it is
+        then rolled). ``whole``: only when all of it is that old and every closed
+        segment goes too (what a dry run reports as deleted). Never an empty one."""
+        max_age_s = self.retention[1] if self.retention else None
+        if max_age_s is None:
+            return []
+        view = self.ctl.view()
+        if view[3] == 0 or view[2] <= view[1]:
+            return []  # empty: never rolled
+        try:
+            head = os.pread(self._fd(view[1]), HEADER_SIZE, 0)
+        except FileNotFoundError:
+            return []
+        if len(head) < HEADER_SIZE or \
+                int.from_bytes(head[BATCH_OFFSETS["magic"]:][:2], "little") != MAGIC:
+            return []  # not a batch header: leave it to verify/recovery
+        pos = BATCH_OFFSETS["first_timestamp_ms"]
+        first_ts = int.from_bytes(head[pos:pos + 8], "little", signed=True)
+        limit_ms = int(time.time() * 1000) - max_age_s * 1000
+        if first_ts >= limit_ms:
+            return []
+        if whole:
+            self._refresh(view)
+            closed = self._bases[:-1]
+            if view[6] >= limit_ms or len(self._apply_retention_locked(True)) != len(closed):
+                return []
+        return [{"topic": self.topic, "partition": self.partition,
+                 "segment": files.segment_name(view[1]), "base_offset": view[1],
+                 "end_offset": view[2], "bytes": view[3], "reason": "age"}]
 
     def _apply_retention_locked(self, dry_run: bool) -> list[dict]:
         """Delete whole closed segments past max_bytes / max_age_s (I7). Holds the lock."""
@@ -1024,6 +1122,8 @@ class Partition:
 
     # ---------------------------------------------------------------- close
     def mark_deleted(self) -> None:
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.mark_deleted()
 
     def wait(self, seen: int, timeout: float) -> bool:
