@@ -122,10 +122,10 @@ class Partition:
         if notifier is not None and not read_only:
             self.writer.set_topic_notify(notifier.mapping)
         self._commit = _ext.GroupCommit(self.ctl.end_offset())
-        # Retention "on open" (SPEC.md): a half-done deletion is finished now;
-        # the size/age policy runs when this process first appends here (and at
-        # every roll, and on apply_retention()), so opening a store only to look
-        # at it (a dry run, a reader) never removes anything.
+        # Retention: a half-done deletion is finished now; the size/age policy
+        # runs when the Log opens (Log._retain_idle), at every roll, on
+        # apply_retention(), and at this process's first append here. A
+        # read-only partition never removes anything.
         self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:

@@ -18,7 +18,7 @@ from streamlog import ReadOnlyStore, Retention, StreamlogError
 def snapshot(root) -> dict[str, tuple[bytes, int]]:
     """Every file under ``root``: its bytes and its mtime (ns); directories by mtime."""
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         out[dirpath] = (b"<dir>", os.stat(dirpath).st_mtime_ns)
         for name in filenames:
             p = os.path.join(dirpath, name)
