@@ -115,6 +115,27 @@ static inline int sl_wait(uint32_t *word, uint32_t *waiters, uint32_t expected, 
     return 0;
 }
 
+/* As sl_wait, for a process that maps the word read-only (a read-only open)
+   and so cannot count itself among the waiters: a writer wakes it only when
+   another waiter is registered, so it sleeps in slices of at most 50 ms and
+   looks at the word between them. Returns 0 changed, 1 timeout. */
+static inline int sl_wait_ro(uint32_t *word, uint32_t expected, double timeout_s) {
+    struct timespec ts, now;
+    double deadline, left, slice;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 + (timeout_s > 0 ? timeout_s : 0);
+    for (;;) {
+        if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != expected) return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left = deadline - ((double)now.tv_sec + (double)now.tv_nsec * 1e-9);
+        if (left <= 0) return 1;
+        slice = left < 0.05 ? left : 0.05;
+        ts.tv_sec = (time_t)slice;
+        ts.tv_nsec = (long)((slice - (double)ts.tv_sec) * 1e9);
+        syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+    }
+}
+
 static inline int sl_mutex_init(sl_control *c) {
     pthread_mutexattr_t attr;
     int rc = pthread_mutexattr_init(&attr);

@@ -66,6 +66,7 @@ cdef extern from "native.h":
     void sl_publish_end(sl_control *c) nogil
     void sl_notify(uint32_t *word, uint32_t *waiters) nogil
     int sl_wait(uint32_t *word, uint32_t *waiters, uint32_t expected, double timeout_s) nogil
+    int sl_wait_ro(uint32_t *word, uint32_t expected, double timeout_s) nogil
     int sl_mutex_init(sl_control *c) nogil
     uint64_t sl_load64(const uint64_t *p) nogil
     uint32_t sl_load32(const uint32_t *p) nogil
@@ -747,12 +748,19 @@ cdef class Control:
     cdef Mapping m
     cdef sl_control *c
     cdef readonly int users  # threads of this process taking or holding the lock
+    cdef readonly bint read_only  # mapped without PROT_WRITE: only views and waits
 
     def __cinit__(self, Mapping m):
-        if m.length < SL_CONTROL_BYTES or not m.writable:
-            raise ValueError("a control mapping must be writable and hold a control block")
+        if m.length < SL_CONTROL_BYTES:
+            raise ValueError("a control mapping must hold a control block")
         self.m = m
         self.c = <sl_control *>m.addr
+        self.read_only = not m.writable
+
+    cdef int _writable(self) except -1:
+        if self.read_only:  # a store into the read-only map would be a SIGSEGV
+            raise PermissionError("the control block is mapped read-only")
+        return 0
 
     def state(self, bytes boot_id):
         """'ok', 'stale' (another boot: nobody can hold the lock) or 'invalid'."""
@@ -770,6 +778,7 @@ cdef class Control:
         """(Re)build the block. Only while no live process can hold the lock:
         the caller holds the control file's flock and the block is invalid or
         from an earlier boot."""
+        self._writable()
         cdef uint32_t notify = self.c.notify_seq
         memset(self.c.magic, 0, 8)
         sl_fence()
@@ -809,6 +818,7 @@ cdef class Control:
         for them before it lets go of the mapping.
         """
         cdef int rc
+        self._writable()
         self.users += 1
         rc = pthread_mutex_trylock(&self.c.lock.mutex)
         if rc == EBUSY:
@@ -849,6 +859,7 @@ cdef class Control:
         ``synced_offset`` is stored as given (it may go down only when a torn
         tail is cut below it); elsewhere it only grows (the property setter).
         """
+        self._writable()
         sl_publish_begin(self.c)
         if generation is not None:
             self.c.generation = generation
@@ -904,6 +915,7 @@ cdef class Control:
 
     def mark_deleted(self):
         """Flag the partition deleted so every handle in every process refuses it."""
+        self._writable()
         sl_atomic_or_u32(&self.c.flags, SL_FLAG_DELETED)
         sl_notify(&self.c.notify_seq, &self.c.waiters)
 
@@ -913,11 +925,16 @@ cdef class Control:
         Returns True when woken by a change, False on timeout.
         """
         cdef int rc
+        if self.read_only:
+            with nogil:
+                rc = sl_wait_ro(&self.c.notify_seq, seen, timeout)
+            return rc == 0
         with nogil:
             rc = sl_wait(&self.c.notify_seq, &self.c.waiters, seen, timeout)
         return rc == 0
 
     def notify(self):
+        self._writable()
         sl_notify(&self.c.notify_seq, &self.c.waiters)
 
 
@@ -996,6 +1013,7 @@ cdef class Writer:
         self.ctl = ctl
         self.c = ctl.c
         self.attached = False
+        self.closed = ctl.read_only  # a read-only control block never takes appends
 
     def attach(self, uint64_t generation, Mapping seg, Mapping idx, Mapping tidx, int fd=-1):
         """Point at the active segment (its map and, for large batches, its file
@@ -1200,8 +1218,8 @@ cdef class Notifier:
     cdef uint32_t *word
 
     def __cinit__(self, Mapping m):
-        if m.length < 8 or not m.writable:
-            raise ValueError("a notifier mapping must be writable and hold 8 bytes")
+        if m.length < 8:
+            raise ValueError("a notifier mapping must hold 8 bytes")
         self.m = m
         self.word = <uint32_t *>m.addr
 
@@ -1214,11 +1232,17 @@ cdef class Notifier:
     def wait(self, uint32_t seen, double timeout):
         """Block (GIL released) until the word moves past ``seen``; False on timeout."""
         cdef int rc
+        if not self.m.writable:  # a read-only open cannot count itself as a waiter
+            with nogil:
+                rc = sl_wait_ro(self.word, seen, timeout)
+            return rc == 0
         with nogil:
             rc = sl_wait(self.word, self.word + 1, seen, timeout)
         return rc == 0
 
     def notify(self):
+        if not self.m.writable:
+            raise PermissionError("the notifier is mapped read-only")
         sl_notify(self.word, self.word + 1)
 
 

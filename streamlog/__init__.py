@@ -16,6 +16,7 @@ from .errors import (
     ConfigMismatch,
     CorruptionError,
     OffsetOutOfRange,
+    ReadOnlyStore,
     RecordTooLarge,
     RemoteError,
     RequestTimeout,
@@ -59,4 +60,5 @@ __all__ = [
     "RequestTimeout",
     "RemoteError",
     "StoreClosed",
+    "ReadOnlyStore",
 ]

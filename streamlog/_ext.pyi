@@ -94,6 +94,7 @@ class Control:
     synced_offset: int
     deleted: bool
     notify_seq: int
+    read_only: bool  # mapped without write access: views and waits only
     def __init__(self, m: Mapping) -> None: ...
     def state(self, boot_id: bytes) -> str: ...
     def initialize(self, boot_id: bytes, generation: int, active_base: int, end_offset: int,

@@ -26,6 +26,12 @@ INDEX_INTERVAL_BYTES = 4096
 
 # "interval" durability: background fsync at least this often (docs/guarantees.md).
 SYNC_INTERVAL_S = 0.2
+# Retention is applied on open and then at least this often by a background
+# thread of every Log open for writing, so a topic that stopped receiving
+# records still loses its expired segments (Kafka's
+# log.retention.check.interval.ms is 5 minutes too). Each check looks only at
+# topics with a retention policy: a stat and a header read per partition.
+RETENTION_CHECK_INTERVAL_S = 300.0
 
 # Names: [A-Za-z0-9][A-Za-z0-9._-]{0,199}; 249 is Kafka's topic name limit,
 # used for names that views derive (dead-letter topics).

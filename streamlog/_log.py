@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _codec, _ext, _validate
+from . import _codec, _ext, _limits, _validate
 from ._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
@@ -30,6 +31,7 @@ from ._types import Position, Problem, Record, RecordBatch, Retention, empty_col
 from .errors import (
     ConfigMismatch,
     OffsetOutOfRange,
+    ReadOnlyStore,
     StoreClosed,
     StreamlogError,
     TopicNotFound,
@@ -40,6 +42,7 @@ from .storage.partition import Partition, boot_id, open_notifier
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
+_logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
 
 
@@ -69,7 +72,7 @@ class Topic:
         if log.durability == "always":
             parts = self._parts
             sync = lambda p, end: parts[p].sync_to(end)  # noqa: E731
-        if _codec.NATIVE:
+        if _codec.NATIVE and not log.read_only:
             # The C fast path takes the common call; anything it does not handle
             # (validation, headers, msg_id, a full segment) comes back to Python.
             self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
@@ -104,6 +107,8 @@ class Topic:
     def _append_slow(self, value, key, headers, timestamp_ms, msg_id) -> Position:
         if self._log._closed:
             raise StoreClosed("the store is closed")
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
         if type(value) is not bytes:
             value = _validate.value(value, self._allow_none)
         if key is not None and type(key) is not bytes:
@@ -132,6 +137,8 @@ class Topic:
         and returns ``(encoded_batch | None, count, max_timestamp_ms, result)``.
         """
         part = self._part(partition)
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
         return part.append_with(build)
 
     def wait(self, partition: int, seen: int, timeout: float) -> bool:
@@ -165,6 +172,8 @@ class Topic:
         """
         if self._log._closed:
             raise StoreClosed("the store is closed")
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
         if headers is None and self._appender is not None:
             # One C pass validates and encodes the common shape (lists of bytes).
             ts = _now_ms()
@@ -229,6 +238,8 @@ class Topic:
     def flush(self) -> None:
         """Make everything appended so far durable (fsync), whatever the durability mode."""
         self._log._check()
+        if self._log.read_only:
+            return  # nothing was written through this store
         for p in self._parts:
             p.flush()
         self._log._meta.sync()
@@ -314,10 +325,12 @@ class Topic:
 class Log:
     """An open store directory. Thread-safe; share one per process.
 
-    After ``fork()``, open the store again in the child.
+    After ``fork()``, open the store again in the child. With ``read_only``,
+    nothing in the directory is ever written, created or deleted: every
+    write raises ReadOnlyStore before it starts, and retention is not applied.
     """
 
-    def __init__(self, path, durability: str = "interval") -> None:
+    def __init__(self, path, durability: str = "interval", read_only: bool = False) -> None:
         if isinstance(path, str) and "://" in path:
             scheme = path.split("://", 1)[0]
             raise ValueError(f"unsupported store scheme {scheme!r}:// "
@@ -328,15 +341,23 @@ class Log:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, "
                              f"not {durability!r}")
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only must be a bool, not {type(read_only).__name__}")
         self.path = os.path.abspath(path)
         self.durability = durability
+        self.read_only = read_only
         self._closed = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise StreamlogError(f"{self.path} is not a directory")
-        os.makedirs(os.path.join(self.path, files.TOPICS_DIR), exist_ok=True)
+        if read_only:
+            if not os.path.isdir(self.path):
+                raise StreamlogError(f"{self.path}: no such store directory (a read-only "
+                                     "open creates nothing)")
+        else:
+            os.makedirs(os.path.join(self.path, files.TOPICS_DIR), exist_ok=True)
         self._check_format()
         self._boot = boot_id()
-        self._meta = Meta(os.path.join(self.path, files.META_DIR), durability)
+        self._meta = Meta(os.path.join(self.path, files.META_DIR), durability, read_only)
         self._parts: dict[tuple[str, int], Partition] = {}
         self._notifiers: dict[str, Any] = {}
         self._parts_lock = threading.RLock()
@@ -344,6 +365,9 @@ class Log:
         self._closers: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._syncer = None
+        self._retainer = None
+        if read_only:
+            return
         if durability == "interval":
             self._syncer = threading.Thread(target=_sync_loop, args=(weakref.ref(self),
                                                                       self._stop),
@@ -352,6 +376,18 @@ class Log:
         self._pid = os.getpid()
         with _OPEN_LOCK:
             _OPEN.add(self)
+        # Retention on open, then at least every RETENTION_CHECK_INTERVAL_S while
+        # open, so a topic that no longer receives records still loses old ones.
+        try:
+            # what it removed, for `streamlog retention` to report
+            self._retained_on_open: list[dict] = self._retain_idle()
+        except BaseException:
+            self.close()
+            raise
+        self._retainer = threading.Thread(target=_retention_loop,
+                                          args=(weakref.ref(self), self._stop),
+                                          name="streamlog-retention", daemon=True)
+        self._retainer.start()
 
     def _check_format(self) -> None:
         fpath = os.path.join(self.path, files.FORMAT_FILE)
@@ -360,6 +396,8 @@ class Log:
                 info = json.load(f)
             version = int(info.get("format", 0))
         except FileNotFoundError:
+            if self.read_only:
+                return  # an empty directory reads as an empty store
             tmp = fpath + f".{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 json.dump({"format": files.FORMAT_VERSION, "created_ms": _now_ms()}, f)
@@ -386,6 +424,14 @@ class Log:
     def _check(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed")
+
+    def _read_only_error(self, what: str) -> ReadOnlyStore:
+        return ReadOnlyStore(f"{self.path} is open read-only: cannot {what}")
+
+    def _check_writable(self, what: str) -> None:
+        self._check()
+        if self.read_only:
+            raise self._read_only_error(what)
 
     def __enter__(self) -> Log:
         return self
@@ -416,6 +462,9 @@ class Log:
         if syncer is not None and syncer is not threading.current_thread():
             syncer.join()  # it wakes at once; no sync of it runs under a closing partition
         self._syncer = None
+        retainer = self._retainer
+        if retainer is not None and retainer is not threading.current_thread():
+            retainer.join()  # a retention pass in progress ends before the files close
         with self._parts_lock:
             for p in self._parts.values():
                 p.close()
@@ -424,9 +473,10 @@ class Log:
             self._notifiers.clear()
             self._topics_cache.clear()
         for n in notifiers:
-            n.notify()  # wait_any() callers in this process wake up and find the store closed
+            if n.mapping.writable:  # wait_any() callers here wake and find the store closed
+                n.notify()
             n.mapping.release()
-        if self.durability != "never":
+        if self.durability != "never" and not self.read_only:
             try:
                 self._meta.sync()
             except OSError:
@@ -447,7 +497,8 @@ class Log:
         with self._parts_lock:
             n = self._notifiers.get(name)
             if n is None:
-                n = open_notifier(files.topic_dir(self.path, name))
+                tdir = files.topic_dir(self.path, name)
+                n = _open_notifier_read_only(tdir) if self.read_only else open_notifier(tdir)
                 self._notifiers[name] = n
             return n
 
@@ -468,7 +519,7 @@ class Log:
                     part = Partition(self.path, name, p, config["segment_bytes"],
                                      self.durability, self._boot,
                                      None if r is None else tuple(r), notifier,
-                                     self._clamp_groups)
+                                     self._clamp_groups, read_only=self.read_only)
                     self._parts[(name, p)] = part
                 out.append(part)
         return out
@@ -525,6 +576,9 @@ class Log:
         with self._meta.read() as txn:
             raw = txn.get(key, db=db)
         if raw is None:
+            if self.read_only:
+                raise self._read_only_error(f"create topic {name!r}")
+
             def create(txn):
                 raw = txn.get(key, db=db)
                 if raw is not None:
@@ -546,7 +600,7 @@ class Log:
         if diffs:
             raise ConfigMismatch(f"topic {name!r} exists with other options: {', '.join(diffs)}")
         tdir = files.topic_dir(self.path, name)
-        if not os.path.isdir(tdir):
+        if not self.read_only and not os.path.isdir(tdir):
             os.makedirs(tdir, exist_ok=True)
             files.fsync_dir(os.path.dirname(tdir))  # the new topic directory is durable
         return config
@@ -578,7 +632,7 @@ class Log:
 
         Handles to it, in any process, raise TopicNotFound afterwards.
         """
-        self._check()
+        self._check_writable(f"delete topic {name!r}")
         _validate.name(name, "topic name")
         config = self._topic_config(name)
         if config is None:
@@ -664,7 +718,14 @@ class Log:
         return problems
 
     def apply_retention(self, dry_run: bool = False) -> list[dict]:
-        """Apply every topic's retention now; returns what was (or would be) deleted."""
+        """Apply every topic's retention now; returns what was (or would be) deleted.
+
+        An active segment whose first record is older than ``max_age_s`` is
+        rolled so that it can go (Kafka's segment.ms); an empty one never is.
+        A read-only store answers only a dry run (ReadOnlyStore otherwise).
+        """
+        if not dry_run:
+            self._check_writable("apply retention")
         self._check()
         out = []
         for name in self.topics():
@@ -674,6 +735,33 @@ class Log:
                 continue
             for part in t._parts:
                 out.extend(part.apply_retention(dry_run=dry_run))
+        return out
+
+    def _retain_idle(self) -> list[dict]:
+        """Apply retention to every topic that has a policy (on open, then periodically).
+
+        Opens only those topics' partitions; a partition whose retention fails
+        is logged and skipped, so one bad partition never stops the others
+        (or the open).
+        """
+        out: list[dict] = []
+        db = self._meta.db(_TOPICS_DB)
+        with self._meta.read() as txn:
+            todo = [(k.decode(), json.loads(v)) for k, v in txn.cursor(db=db)]
+        for name, config in todo:
+            r = config.get("retention")
+            if not r or all(limit is None for limit in r):
+                continue
+            if self._closed:
+                break
+            try:
+                for part in self._partitions_of(name, config):
+                    out.extend(part.apply_retention())
+            except TopicNotFound:
+                continue  # deleted meanwhile
+            except (OSError, StreamlogError) as e:
+                _logger.warning("streamlog: retention of topic %r in %s failed: %s", name,
+                                self.path, e)
         return out
 
     # -------------------------------------------------------------- dedupe
@@ -759,6 +847,50 @@ def _sync_loop(log_ref, stop: threading.Event) -> None:
         del log
 
 
-def open_log(path, durability: str = "interval") -> Log:
-    """Open (creating if needed) the store in directory ``path`` (``streamlog.open``)."""
-    return Log(path, durability=durability)
+def _retention_loop(log_ref, stop: threading.Event) -> None:
+    """Apply retention every RETENTION_CHECK_INTERVAL_S while the store is open."""
+    while not stop.wait(_limits.RETENTION_CHECK_INTERVAL_S):
+        log = log_ref()
+        if log is None or log._closed:
+            return
+        try:
+            log._retain_idle()
+        except Exception as e:  # noqa: BLE001 - retried at the next check
+            _logger.warning("streamlog: retention check of %s failed: %s", log.path, e)
+        del log
+
+
+class _NoNotifier:
+    """A read-only open's stand-in for a topic's wake-up word when its file does not
+    exist yet: waits simply time out (in short steps), and callers look again."""
+
+    seq = 0
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        time.sleep(max(0.0, min(timeout, 0.05)))
+        return False
+
+
+def _open_notifier_read_only(topic_path: str):
+    """The topic's wake-up word mapped read-only (nothing is created)."""
+    try:
+        fd = os.open(os.path.join(topic_path, files.NOTIFY_FILE), os.O_RDONLY)
+    except FileNotFoundError:
+        return _NoNotifier()
+    try:
+        if os.fstat(fd).st_size < 8:
+            return _NoNotifier()
+        return _ext.Notifier(_ext.Mapping(fd, 8, False))
+    finally:
+        os.close(fd)
+
+
+def open_log(path, durability: str = "interval", read_only: bool = False) -> Log:
+    """Open the store in directory ``path`` (``streamlog.open``).
+
+    Creates the directory unless ``read_only``. A read-only open never
+    writes, creates or deletes anything: writes raise ReadOnlyStore, a
+    dead writer's unfinished bytes are skipped (not cut) and retention is
+    not applied; a missing directory is a StreamlogError naming it.
+    """
+    return Log(path, durability=durability, read_only=read_only)

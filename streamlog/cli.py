@@ -298,9 +298,12 @@ def _command() -> str:
     return _state.get("command") or "COMMAND"
 
 
-def _open_existing(directory: str, durability: str = "never") -> streamlog.Log:
-    """Open a store that must exist: read-only commands never create one by accident."""
-    return streamlog.open(_check_store_dir(directory), durability=durability)
+def _open_existing(directory: str, durability: str = "never",
+                   read_only: bool = True) -> streamlog.Log:
+    """Open a store that must exist, read-only unless the command writes: looking at a
+    store never changes it (no retention, no recovery, no file created)."""
+    return streamlog.open(_check_store_dir(directory), durability=durability,
+                          read_only=read_only)
 
 
 def _topic(log: streamlog.Log, name: str) -> streamlog.Topic:
@@ -681,7 +684,7 @@ def produce_cmd(
     key_b = _utf8_arg(key, "--key/-k", " (for binary keys use --key-separator)") \
         if key is not None else None
     sep = _utf8_arg(key_separator, "--key-separator") if key_separator is not None else None
-    with _open_existing(directory, durability="interval") as log:
+    with _open_existing(directory, durability="interval", read_only=False) as log:
         t = _topic(log, topic)
         values: list[bytes] = []
         keys: list[bytes | None] = []
@@ -905,7 +908,7 @@ def consume_cmd(
         _die("--partition cannot be used with --group: the group spreads partitions itself", 2)
     if group is not None and from_offset is not None:
         _die("--from cannot be used with --group: the group resumes where it stands", 2)
-    with _open_existing(directory) as log:
+    with _open_existing(directory, read_only=group is None) as log:
         t = _topic(log, topic)
         parts = _check_partition(t, partition)
         printer = _Printer(fmt)
@@ -1196,8 +1199,8 @@ def retention_cmd(
     \b
     Example: streamlog retention ./data --dry-run
     """
-    with _open_existing(directory, durability="interval") as log:
-        gone = log.apply_retention(dry_run=dry_run)
+    with _open_existing(directory, durability="interval", read_only=dry_run) as log:
+        gone = getattr(log, "_retained_on_open", []) + log.apply_retention(dry_run=dry_run)
     if not gone:
         typer.echo("nothing to delete" + (" (dry run)" if dry_run else ""))
         return

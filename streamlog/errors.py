@@ -99,6 +99,10 @@ class StoreClosed(StreamlogError):
     """The store (or the handle's store) was closed; nothing was done."""
 
 
+class ReadOnlyStore(StreamlogError, PermissionError):
+    """A write was asked of a store opened with ``read_only=True``; nothing was written."""
+
+
 __all__ = [
     "StreamlogError",
     "TopicNotFound",
@@ -110,4 +114,5 @@ __all__ = [
     "RequestTimeout",
     "RemoteError",
     "StoreClosed",
+    "ReadOnlyStore",
 ]

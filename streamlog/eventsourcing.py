@@ -155,12 +155,19 @@ def _sanitize(name: str) -> str:
 
 _LOGS_LOCK = threading.Lock()
 _LOGS: dict[tuple[int, str], list] = {}  # (pid, realpath) -> [Log, number of users]
+# Releases not yet applied. An Application's __del__ closes its Factory wherever
+# the garbage collector runs it: inside _acquire (an allocation while a store
+# opens), or in a thread that _acquire waits for (a store's thread starting). So
+# _release never waits for the lock: it queues, and whoever holds the lock next
+# applies the queue.
+_PENDING: list[streamlog.Log] = []
 
 
 def _acquire(path: str, durability: str) -> streamlog.Log:
     """The store at ``path``, opened once per process and shared by every Factory."""
     key = (os.getpid(), os.path.realpath(path))
     with _LOGS_LOCK:
+        _apply_pending()
         entry = _LOGS.get(key)
         if entry is not None:
             try:
@@ -170,18 +177,36 @@ def _acquire(path: str, durability: str) -> streamlog.Log:
         if entry is None:
             entry = _LOGS[key] = [streamlog.open(path, durability=durability), 0]
         entry[1] += 1
-        return entry[0]
+        log = entry[0]
+    _drain()
+    return log
 
 
 def _release(log: streamlog.Log) -> None:
-    with _LOGS_LOCK:
+    _PENDING.append(log)
+    _drain()
+
+
+def _drain() -> None:
+    """Apply queued releases if the lock is free now (never waits for it)."""
+    while _PENDING and _LOGS_LOCK.acquire(blocking=False):
+        try:
+            _apply_pending()
+        finally:
+            _LOGS_LOCK.release()
+
+
+def _apply_pending() -> None:
+    """Apply queued releases (the caller holds _LOGS_LOCK): the last user closes."""
+    while _PENDING:
+        log = _PENDING.pop()
         for key, entry in list(_LOGS.items()):
             if entry[0] is log:
                 entry[1] -= 1
                 if entry[1] <= 0:
                     del _LOGS[key]
                     log.close()
-                return
+                break
 
 
 # ------------------------------------------------------------------- recorders

@@ -183,6 +183,15 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
         log.close()
     if not dry_run and any(a.rewound_groups for a in actions):
         _rewind_groups(root, actions, group_figures)
+    if not dry_run and actions:
+        # Rebuild the invalidated control blocks now: a read-only open (verify,
+        # dump, consume) cannot, and must find the store ready.
+        with Log(root, durability="never") as again:
+            for a in actions:
+                try:
+                    again.existing_topic(a.topic)
+                except TopicNotFound:
+                    pass
     return actions
 
 

@@ -9,8 +9,10 @@ cleared on open. ``lmdb`` exceptions never leave this module.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +26,7 @@ from .._limits import (
     LMDB_MAX_KEY_BYTES,
     LMDB_MAX_READERS,
 )
-from ..errors import StreamlogError
+from ..errors import ReadOnlyStore, StreamlogError
 
 _MAX_DBS = 64
 
@@ -39,10 +41,11 @@ def key_for(raw: bytes) -> bytes:
 class _SharedEnv:
     """One process's LMDB environment for a directory, shared by every Log on it."""
 
-    def __init__(self, env, pid: int, synced: bool) -> None:
-        self.env = env
+    def __init__(self, env, pid: int, synced: bool, read_only: bool = False) -> None:
+        self.env = env  # None: a read-only open of a store that has no LMDB files yet
         self.pid = pid
         self.synced = synced  # opened with sync=True (commits fsync)
+        self.read_only = read_only
         self.refs = 0
         self.dbs: dict[str, Any] = {}
         self.lock = threading.Lock()
@@ -122,17 +125,26 @@ os.register_at_fork(before=lambda: _GATE.before_fork(),
                     after_in_child=_reinit_locks_after_fork)
 
 
-def _acquire(path: str, durability: str) -> _SharedEnv:
+def _acquire(path: str, durability: str, read_only: bool = False) -> _SharedEnv:
     real = os.path.realpath(path)
     with _GATE, _ENVS_LOCK:
         shared = _ENVS.get(real)
         if shared is not None and shared.pid != os.getpid():
             try:  # inherited through fork(): unusable here, release our copy
-                shared.env.close()
+                if shared.env is not None:
+                    shared.env.close()
             except lmdb.Error:
                 pass
             del _ENVS[real]
             shared = None
+        if shared is not None and shared.read_only and not read_only:
+            # One environment per file per process (LMDB): a read-only one cannot
+            # take writes, and a second one beside it would break LMDB's locks.
+            raise StreamlogError(f"{os.path.dirname(path)} is open read-only in this process: "
+                                 "close that store before opening it for writing")
+        if shared is None and read_only:
+            shared = _SharedEnv(_open_read_only(path), os.getpid(), False, read_only=True)
+            _ENVS[real] = shared
         if shared is None:
             os.makedirs(path, exist_ok=True)
             size = LMDB_INITIAL_MAP_BYTES
@@ -154,13 +166,54 @@ def _acquire(path: str, durability: str) -> _SharedEnv:
         return shared
 
 
+def _open_read_only(path: str):
+    """The LMDB environment of ``path`` opened read-only, or None when it has no files.
+
+    Nothing in the directory is created or written. LMDB's lock file
+    (lock.mdb) is the shared memory where readers register: it is used only
+    while another process has the store open (its writers must then see this
+    reader so as not to reuse pages under it); with no other process there
+    is no writer to see, and the file is left untouched.
+    """
+    if not os.path.isfile(os.path.join(path, "data.mdb")):
+        return None
+    size = max(LMDB_INITIAL_MAP_BYTES, os.path.getsize(os.path.join(path, "data.mdb")) * 2)
+    try:
+        return lmdb.open(path, map_size=size, max_dbs=_MAX_DBS, max_readers=LMDB_MAX_READERS,
+                         readonly=True, lock=_held_by_another_process(path), create=False,
+                         subdir=True, readahead=False)
+    except lmdb.Error as e:
+        raise _translate(e, path) from e
+
+
+# struct flock (x86-64 and aarch64 Linux): l_type, l_whence, l_start, l_len, l_pid.
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def _held_by_another_process(path: str) -> bool:
+    """True when another process has the LMDB environment open (LMDB keeps an fcntl
+    lock on byte 0 of lock.mdb for as long as a process has it open)."""
+    try:
+        fd = os.open(os.path.join(path, "lock.mdb"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        probe = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
+        l_type = _FLOCK.unpack(fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0]
+        return l_type != fcntl.F_UNLCK
+    except OSError:
+        return True  # cannot tell: register as a reader, the safe choice
+    finally:
+        os.close(fd)
+
+
 def _release(path: str, shared: _SharedEnv) -> None:
     real = os.path.realpath(path)
     with _GATE, _ENVS_LOCK:
         shared.refs -= 1
         if shared.refs <= 0 and _ENVS.get(real) is shared:
             del _ENVS[real]
-            if shared.pid == os.getpid():
+            if shared.pid == os.getpid() and shared.env is not None:
                 try:
                     shared.env.close()
                 except lmdb.Error:
@@ -175,11 +228,12 @@ class Meta:
     kept short: callers do their work inside the ``with`` body only.
     """
 
-    def __init__(self, path: str, durability: str) -> None:
+    def __init__(self, path: str, durability: str, read_only: bool = False) -> None:
         self.path = path
         self.durability = durability
+        self.read_only = read_only
         self._closed = False
-        self._shared = _acquire(path, durability)
+        self._shared = _acquire(path, durability, read_only)
 
     @property
     def env(self):
@@ -189,7 +243,7 @@ class Meta:
         if self._shared.pid != os.getpid():  # after fork(): reopen in this process
             with self._shared.lock:
                 if self._shared.pid != os.getpid():
-                    self._shared = _acquire(self.path, self.durability)
+                    self._shared = _acquire(self.path, self.durability, self.read_only)
         return self._shared.env
 
     def db(self, name: str):
@@ -198,6 +252,8 @@ class Meta:
         shared = self._shared
         h = shared.dbs.get(name)
         if h is None:
+            if env is None or self.read_only:
+                return self._db_read_only(env, name)
             with shared.lock:
                 h = shared.dbs.get(name)
                 if h is None:
@@ -210,6 +266,26 @@ class Meta:
                         raise _translate(e, self.path) from e
                     shared.dbs[name] = h
         return h
+
+    def _db_read_only(self, env, name: str):
+        """A named database's handle without creating it; ``_MISSING`` when it does not
+        exist (reads of it then find nothing)."""
+        shared = self._shared
+        if env is None:
+            return _MISSING
+        with shared.lock:
+            h = shared.dbs.get(name)
+            if h is not None:
+                return h
+            try:
+                with _GATE:  # (py-lmdb keeps the handle only when it makes the txn)
+                    h = env.open_db(name.encode(), create=False)
+            except lmdb.NotFoundError:
+                return _MISSING  # not cached: a writer may create it later
+            except lmdb.Error as e:
+                raise _translate(e, self.path) from e
+            shared.dbs[name] = h
+            return h
 
     def db_in(self, txn, name: str):
         """Handle of a named database for use inside ``txn``, an open write transaction.
@@ -232,9 +308,12 @@ class Meta:
     def read(self) -> Iterator[Any]:
         """A read-only transaction (readers never block and are never blocked)."""
         env = self._env()
+        if env is None:
+            yield _ReadOnlyTxn(None)
+            return
         try:
             with _GATE, env.begin(write=False) as txn:
-                yield txn
+                yield _ReadOnlyTxn(txn) if self.read_only else txn
         except lmdb.Error as e:
             raise _translate(e, self.path) from e
 
@@ -244,6 +323,9 @@ class Meta:
         ``fn`` may run more than once (after the map grows), so it must only
         touch the transaction.
         """
+        if self.read_only:
+            raise ReadOnlyStore(f"{os.path.dirname(self.path)} is open read-only: "
+                                "nothing can be written")
         env = self._env()
         for _ in range(8):
             try:
@@ -266,6 +348,8 @@ class Meta:
 
     def sync(self) -> None:
         """Flush committed transactions to disk (the interval syncer and flush call it)."""
+        if self.read_only:
+            return  # nothing was written
         try:
             env = self._env()
             with _GATE:
@@ -277,6 +361,45 @@ class Meta:
         if not self._closed:
             self._closed = True
             _release(self.path, self._shared)
+
+
+# The handle of a named database a read-only open did not find: reads of it
+# find nothing (see _ReadOnlyTxn).
+_MISSING = object()
+
+
+class _EmptyCursor:
+    def set_range(self, key) -> bool:
+        return False
+
+    def first(self) -> bool:
+        return False
+
+    def __iter__(self):
+        return iter(())
+
+
+class _ReadOnlyTxn:
+    """A read transaction of a read-only open (``txn`` None: no LMDB files at all),
+    where a database that does not exist reads as empty."""
+
+    def __init__(self, txn) -> None:
+        self._txn = txn
+
+    def get(self, key, default=None, db=None):
+        if db is _MISSING or self._txn is None:
+            return default
+        return self._txn.get(key, default, db=db)
+
+    def cursor(self, db=None):
+        if db is _MISSING or self._txn is None:
+            return _EmptyCursor()
+        return self._txn.cursor(db=db)
+
+    def __getattr__(self, name):
+        if self._txn is None:
+            raise ReadOnlyStore("the store has no catalogue yet")
+        return getattr(self._txn, name)
 
 
 def _open_db(env, name: str):

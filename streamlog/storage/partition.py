@@ -19,12 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _codec, _ext
+from .._format import BATCH_OFFSETS, HEADER_SIZE, MAGIC
 from .._limits import (
     INDEX_INTERVAL_BYTES,
     RECOVERY_POINT_SYNC_S,
     SEGMENT_ALLOCATION_CHUNK_BYTES,
 )
-from ..errors import CorruptionError, StoreClosed, TopicNotFound, TornTail
+from ..errors import (
+    CorruptionError,
+    ReadOnlyStore,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+    TornTail,
+)
 from . import files, prefault
 
 log = logging.getLogger("streamlog")
@@ -92,7 +100,7 @@ class Partition:
 
     def __init__(self, root: str, topic: str, partition: int, segment_bytes: int,
                  durability: str, boot: bytes, retention=None, notifier=None,
-                 on_cut=None) -> None:
+                 on_cut=None, read_only: bool = False) -> None:
         self.topic = topic
         self.partition = partition
         self.path = files.partition_dir(root, topic, partition)
@@ -112,19 +120,28 @@ class Partition:
         self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
         self._sync_seen: set[int] = set()  # threads that asked for a sync (up to two)
         self._ctl_synced_at = 0.0  # monotonic time the control file was last synced
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path, exist_ok=True)
-            files.fsync_dir(os.path.dirname(self.path))
-        self._open_control()
-        self.writer = _ext.Writer(self.ctl)
-        if notifier is not None:
+        # read-only: (generation, active_base, end_offset, end_pos) of a torn tail
+        # that reads skip instead of cutting
+        self._skip: tuple | None = None
+        # read_only: every file is opened and mapped read-only, the append lock is
+        # never taken, and nothing is created, rebuilt, truncated or deleted.
+        self.read_only = read_only
+        if read_only:
+            self._open_control_read_only()
+        else:
+            if not os.path.isdir(self.path):
+                os.makedirs(self.path, exist_ok=True)
+                files.fsync_dir(os.path.dirname(self.path))
+            self._open_control()
+        self.writer = _ext.Writer(self.ctl)  # refuses appends when ctl is read-only
+        if notifier is not None and not read_only:
             self.writer.set_topic_notify(notifier.mapping)
         self._commit = _ext.GroupCommit(self.ctl.end_offset())
-        # Retention "on open" (docs/operations.md): a half-done deletion is finished now;
-        # the size/age policy runs when this process first appends here (and at
-        # every roll, and on apply_retention()), so opening a store only to look
-        # at it (a dry run, a reader) never removes anything.
-        self._retain_on_attach = retention is not None and \
+        # Retention: a half-done deletion is finished now; the size/age policy
+        # runs when the Log opens (Log._retain_idle), at every roll, on
+        # apply_retention(), and at this process's first append here. A
+        # read-only partition never removes anything.
+        self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
             self.ctl.lock()
@@ -168,6 +185,35 @@ class Partition:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _open_control_read_only(self) -> None:
+        """Map the control block without write access (a read-only open).
+
+        A missing block, or one from before the last boot, would need a
+        rebuild from the segments, which is a write: refused with a clear error.
+        """
+        path = os.path.join(self.path, files.CONTROL_FILE)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StreamlogError(f"{path} is missing: a read-only open cannot rebuild it; "
+                                 "open the store once for writing") from None
+        try:
+            if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
+                raise StreamlogError(f"{path} is incomplete: a read-only open cannot rebuild "
+                                     "it; open the store once for writing")
+            self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, False)
+            self.ctl = _ext.Control(self._ctl_map)
+            state = self.ctl.state(self._boot)
+            if state != "ok":
+                why = "was written before the last boot" if state == "stale" else "is invalid"
+                raise StreamlogError(f"{path} {why}: a read-only open cannot rebuild it; "
+                                     "open the store once for writing")
+        finally:
+            os.close(fd)
+
+    def _read_only_error(self) -> ReadOnlyStore:
+        return ReadOnlyStore(f"{self.path} is open read-only: nothing can be written")
 
     def _cold_start(self, state: str) -> None:
         """Rebuild the control block from the segments (I1): the source of truth.
@@ -418,7 +464,8 @@ class Partition:
     def _fd(self, base: int) -> int:
         fd = self._fds.get(base)
         if fd is None:
-            fd = os.open(os.path.join(self.path, files.segment_name(base)), os.O_RDWR)
+            fd = os.open(os.path.join(self.path, files.segment_name(base)),
+                         os.O_RDONLY if self.read_only else os.O_RDWR)
             self._fds[base] = fd
         return fd
 
@@ -445,7 +492,7 @@ class Partition:
             except FileNotFoundError:
                 raise _SegmentGone() from None
             if active:
-                seg.mapping = _ext.Mapping(fd, capacity, True)
+                seg.mapping = _ext.Mapping(fd, capacity, not self.read_only)
                 seg.active_mapped = True
             else:
                 seg.size = os.fstat(fd).st_size
@@ -489,12 +536,12 @@ class Partition:
         for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
             p = os.path.join(self.path, files.segment_name(base, suffix))
             try:
-                fd = os.open(p, os.O_RDWR)
+                fd = os.open(p, os.O_RDONLY if self.read_only else os.O_RDWR)
             except FileNotFoundError:
                 maps.append(None)
                 continue
             try:
-                maps.append(_ext.Mapping(fd, os.fstat(fd).st_size, True))
+                maps.append(_ext.Mapping(fd, os.fstat(fd).st_size, not self.read_only))
             finally:
                 os.close(fd)
         return maps[0], maps[1]
@@ -511,6 +558,8 @@ class Partition:
 
     def _append_slow(self, data: bytes, count: int, max_ts: int) -> int:
         self._check()
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.lock()
         try:
             return self._write_locked(data, count, max_ts)
@@ -556,6 +605,8 @@ class Partition:
         check and msg_id dedupe are made this way.
         """
         self._check()
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.lock()
         try:
             self._prepare_locked()
@@ -610,6 +661,8 @@ class Partition:
         is corruption that stays (the caller raises ``CorruptionError``).
         """
         self._check()
+        if self.read_only:
+            return self._skip_torn_tail()
         self.ctl.lock()
         try:
             self._prepare_locked()
@@ -618,6 +671,27 @@ class Partition:
             return self._cut_torn_tail_locked()
         finally:
             self.ctl.unlock()
+
+    def _skip_torn_tail(self) -> bool:
+        """Read-only: a torn tail is skipped, not cut. This process's views end before
+        it (``view()``), and the files stay as they are. True if newly skipped."""
+        view = self.ctl.view()
+        self._refresh(view)
+        seg = self._segments[view[1]]
+        m = self._map(seg, True, view[4])
+        limit = min(view[3], os.fstat(self._fd(view[1])).st_size)
+        pos, next_off, _, problem = _scan_tail(
+            m, limit, view[1], -1, self.ctl.synced_offset, [])
+        if problem is None and pos >= view[3]:
+            return False
+        skip = (view[0], view[1], next_off, pos)
+        if skip == self._skip:
+            return False
+        self._skip = skip
+        log.warning("streamlog: torn tail of %s at byte %d skipped (the store is open "
+                    "read-only; the next writer cuts it): reads end at offset %d",
+                    seg.path, pos, next_off)
+        return True
 
     def _cut_torn_tail_locked(self) -> bool:
         """Scan the newest segment (lock held); cut a torn tail. True if one was cut."""
@@ -633,6 +707,8 @@ class Partition:
         pos, next_off, running, problem = _scan_tail(
             m, limit, base, self._running_max_before(base, self._bases), synced, [])
         if problem is None and pos >= end_pos:
+            if size < capacity:  # only zeros were cut off: give the file its size back
+                self._restore_size_locked(fd, capacity, end_pos)
             return False  # whole: the damage the reader saw is elsewhere
         if problem is None:
             problem = ("torn", pos, f"the file ends at byte {size}, inside the data")
@@ -640,12 +716,7 @@ class Partition:
         saved = self._quarantine(base, pos, cut) if any(cut) else \
             "nowhere (nothing but zeros, or the file ended there)"
         if size < capacity:
-            # The file shrank under its mapping: give it its size and blocks back
-            # before anything touches those pages again.
-            os.ftruncate(fd, capacity)
-            allocated = self.ctl.allocated_end
-            if allocated > pos:
-                os.posix_fallocate(fd, pos, allocated - pos)
+            self._restore_size_locked(fd, capacity, pos)
         memoryview(m)[pos:end_pos] = bytes(end_pos - pos)  # I5: zeros past the end
         os.fdatasync(fd)
         idx, _ = self._indexes(seg, True, view[7])
@@ -666,7 +737,15 @@ class Partition:
                     end_pos, problem[2], next_off, saved)
         return True
 
-    def _roll_locked(self, need: int) -> None:
+    def _restore_size_locked(self, fd: int, capacity: int, pos: int) -> None:
+        """The file shrank under its mapping: give it its size and reserved blocks back
+        before anything touches those pages again (a store past its end is a SIGBUS)."""
+        os.ftruncate(fd, capacity)
+        allocated = self.ctl.allocated_end
+        if allocated > pos:
+            os.posix_fallocate(fd, pos, allocated - pos)
+
+    def _roll_locked(self, need: int, retain: bool = True) -> None:
         """Close the full active segment and start a new one (caller holds the lock).
 
         Order (crash-safe at every step, I6): create the new segment files;
@@ -704,7 +783,7 @@ class Partition:
                              (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
             os.truncate(os.path.join(self.path, files.segment_name(old_base, suffix)), size)
         self._attach_locked()
-        if self.retention is not None:
+        if retain and self.retention is not None:
             self._apply_retention_locked(False)
 
     def _reserve_locked(self, need: int) -> None:
@@ -780,6 +859,8 @@ class Partition:
     def flush(self) -> None:
         """Durable up to the current end, whatever the mode."""
         self._check()
+        if self.read_only:
+            return  # nothing was written
         self.writer.dirty = False
         self.sync_to(self.ctl.end_offset())
 
@@ -796,6 +877,9 @@ class Partition:
         if self.ctl.deleted:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
         self._refresh(v)
+        skip = self._skip
+        if skip is not None and skip[:2] == v[:2] and v[2] > skip[2]:
+            v = (v[0], v[1], skip[2], skip[3]) + tuple(v[4:])  # read-only: end before it
         return v
 
     def start_offset(self) -> int:
@@ -805,6 +889,8 @@ class Partition:
         self._check()
         if self.ctl.deleted:
             raise TopicNotFound(f"topic {self.topic!r} was deleted")
+        if self._skip is not None:
+            return self.view()[2]
         return self.ctl.end_offset()
 
     def _segment_for(self, offset: int, view) -> tuple[Segment, bool]:
@@ -1033,14 +1119,61 @@ class Partition:
 
     # -------------------------------------------------------------- retention
     def apply_retention(self, dry_run: bool = False) -> list[dict]:
+        """Apply the retention policy now; returns what was (or would be) deleted.
+
+        An active segment whose first record is older than ``max_age_s`` is
+        rolled first (Kafka's segment.ms), so an idle partition's old records
+        can go too. A read-only partition only answers a dry run.
+        """
         if self.retention is None:
             return []
         self._check()
+        if self.read_only:
+            if not dry_run:
+                raise self._read_only_error()
+            return self._apply_retention_locked(True) + self._idle_active_doomed(True)
         self.ctl.lock()
         try:
-            return self._apply_retention_locked(dry_run)
+            if dry_run:
+                return self._apply_retention_locked(True) + self._idle_active_doomed(True)
+            if self._idle_active_doomed(False):
+                self._retain_on_attach = False  # applied just below, with its result
+                self._prepare_locked()
+                self._roll_locked(0, retain=False)
+            return self._apply_retention_locked(False)
         finally:
             self.ctl.unlock()
+
+    def _idle_active_doomed(self, whole: bool) -> list[dict]:
+        """The active segment, when its first record is older than ``max_age_s`` (it is
+        then rolled). ``whole``: only when all of it is that old and every closed
+        segment goes too (what a dry run reports as deleted). Never an empty one."""
+        max_age_s = self.retention[1] if self.retention else None
+        if max_age_s is None:
+            return []
+        view = self.ctl.view()
+        if view[3] == 0 or view[2] <= view[1]:
+            return []  # empty: never rolled
+        try:
+            head = os.pread(self._fd(view[1]), HEADER_SIZE, 0)
+        except FileNotFoundError:
+            return []
+        if len(head) < HEADER_SIZE or \
+                int.from_bytes(head[BATCH_OFFSETS["magic"]:][:2], "little") != MAGIC:
+            return []  # not a batch header: leave it to verify/recovery
+        pos = BATCH_OFFSETS["first_timestamp_ms"]
+        first_ts = int.from_bytes(head[pos:pos + 8], "little", signed=True)
+        limit_ms = int(time.time() * 1000) - max_age_s * 1000
+        if first_ts >= limit_ms:
+            return []
+        if whole:
+            self._refresh(view)
+            closed = self._bases[:-1]
+            if view[6] >= limit_ms or len(self._apply_retention_locked(True)) != len(closed):
+                return []
+        return [{"topic": self.topic, "partition": self.partition,
+                 "segment": files.segment_name(view[1]), "base_offset": view[1],
+                 "end_offset": view[2], "bytes": view[3], "reason": "age"}]
 
     def _apply_retention_locked(self, dry_run: bool) -> list[dict]:
         """Delete whole closed segments past max_bytes / max_age_s (I7). Holds the lock."""
@@ -1133,6 +1266,7 @@ class Partition:
                              "file_pos": self.ctl.end_pos, "kind": "torn",
                              "reason": "a writer died mid-append; the next append truncates it",
                              "topic": self.topic, "partition": self.partition})
+        raw = self.ctl.view() if self._skip is not None else view
         bases = list(self._bases)
         expected = bases[0]
         for i, b in enumerate(bases):
@@ -1141,14 +1275,15 @@ class Partition:
             path = seg.path
             try:
                 m = self._map(seg, active, view[4])
-                limit = self._limit(seg, active, view, m)
+                # a torn tail that a read-only view skips is still reported
+                limit = self._limit(seg, active, raw if active else view, m)
             except _SegmentGone:
                 continue
             except CorruptionError as e:
                 problems.append(self._problem(path, e.file_pos, e.reason, "corrupt"))
                 continue
             if active:
-                problems.extend(self._verify_newest(seg, m, limit, view))
+                problems.extend(self._verify_newest(seg, m, limit, raw))
                 continue
             pos, next_off, _, problem = _codec.scan(m, 0, limit, b, -1, 0, None)
             if problem is not None:
@@ -1192,6 +1327,8 @@ class Partition:
 
     # ---------------------------------------------------------------- close
     def mark_deleted(self) -> None:
+        if self.read_only:
+            raise self._read_only_error()
         self.ctl.mark_deleted()
 
     def wait(self, seen: int, timeout: float) -> bool:
@@ -1216,7 +1353,8 @@ class Partition:
         for box in list(self._chunks):  # iterators stop instead of yielding these
             box.records.clear()
         idle = _wait_lock_idle(self.ctl)
-        self.ctl.notify()  # waiters in this process wake up and find the store closed
+        if not self.read_only:  # (a read-only mapping cannot bump the futex word)
+            self.ctl.notify()  # waiters in this process wake up and find the store closed
         with self._cache_lock:
             for fd in self._fds.values():
                 os.close(fd)

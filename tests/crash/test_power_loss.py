@@ -243,3 +243,22 @@ def _pretend_reboot(store: str) -> None:
                 f.seek(16)
                 f.write(b"\x01" * 16)
     assert _ext.CONTROL_BYTES == 4096
+
+
+def test_read_only_open_skips_a_torn_tail_and_changes_nothing(tmp_path):
+    store = str(tmp_path / "s")
+    _fill(store)
+    seg = _newest_segment(store)
+    end = _data_end(store)
+    starts = _batch_starts(seg, end)
+    with open(seg, "r+b") as f:
+        f.seek(starts[-3])
+        f.write(bytes(end - starts[-3]))
+    before = open(seg, "rb").read()
+    with streamlog.open(store, read_only=True) as log:
+        t = log.topic("t")
+        values = [r.value for r in t.read(0)]
+        assert values == [b"record-%d" % i for i in range(len(starts) - 3)]
+        assert t.end_offset(0) == len(starts) - 3
+        assert [p.kind for p in log.verify()] == ["torn"]
+    assert open(seg, "rb").read() == before and not _quarantined(store)

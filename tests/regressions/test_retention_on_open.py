@@ -1,8 +1,8 @@
 """Regression: retention ran only when a segment rolled and on log.apply_retention(), not
 after a partition was opened, so segments that aged while the store was closed stayed.
 
-Retention on open runs at the opening process's first append (opening only to look, as
-`streamlog retention --dry-run` does, removes nothing)."""
+Retention on open runs in streamlog.open() (not read-only); a read-only open, as the
+CLI's inspecting commands make, removes nothing."""
 
 import time
 
@@ -11,8 +11,8 @@ import streamlog
 
 def test_segments_that_aged_while_closed_go_on_open(tmp_path):
     """Segments whose newest record passed max_age_s while the store was closed are kept
-    by an open that only reads, and removed at the first append after opening; the
-    active segment stays."""
+    by a read-only open and removed by the next open for writing, the active segment's
+    records too (it is rolled); appends go on densely."""
     path = tmp_path / "s"
     young_ms = int(time.time() * 1000) - 500
     with streamlog.open(path) as log:
@@ -23,12 +23,13 @@ def test_segments_that_aged_while_closed_go_on_open(tmp_path):
         segments = t._parts[0].segments_info()
         assert len(segments) > 2
     time.sleep(0.7)  # the records are now older than max_age_s
+    with streamlog.open(path, read_only=True) as log:
+        t = log.existing_topic("t")
+        assert t.start_offset(0) == 0  # looking removes nothing
+        assert len(t._parts[0].segments_info()) == len(segments)
     with streamlog.open(path) as log:
         t = log.topic("t")
-        assert t.start_offset(0) == 0  # looking removes nothing
-        t.append(b"y" * 10, timestamp_ms=young_ms)
-        active_base = t._parts[0].segments_info()[-1]["base_offset"]
-        assert active_base >= segments[-1]["base_offset"]
-        assert t.start_offset(0) == active_base
-        assert [s["base_offset"] for s in t._parts[0].segments_info()] == [active_base]
-        assert [r.offset for r in t.read(0)] == list(range(active_base, 31))
+        assert t.start_offset(0) == t.end_offset(0) == 30
+        assert [s["base_offset"] for s in t._parts[0].segments_info()] == [30]
+        assert t.append(b"y" * 10).offset == 30
+        assert [r.offset for r in t.read(0)] == [30]

@@ -94,11 +94,14 @@ def test_retention_by_age_I7(store):
     assert 0 < start <= old_end
     assert all(r.value.startswith(b"new") for r in recs if r.offset >= old_end)
     assert [r.offset for r in recs] == list(range(start, 80))
-    # an old active segment is never removed
+    # an old active segment is rolled so that it can go too (Kafka's segment.ms)
     t2 = store.topic("t2", segment_bytes=1024, retention=Retention(max_age_s=60))
     t2.append(b"ancient", timestamp_ms=1)
-    assert store.apply_retention() == []
-    assert [r.value for r in t2.read(0)] == [b"ancient"]
+    gone = store.apply_retention()
+    assert [(d["topic"], d["base_offset"], d["end_offset"], d["reason"]) for d in gone] == [
+        ("t2", 0, 1, "age")]
+    assert list(t2.read(0)) == [] and t2.start_offset(0) == t2.end_offset(0) == 1
+    assert t2.append(b"fresh") == (0, 1)
 
 
 def test_apply_retention_dry_run_then_real(tmp_path):
@@ -123,7 +126,10 @@ def test_apply_retention_dry_run_then_real(tmp_path):
         assert done == plan
         for p in range(2):
             gone = {d["base_offset"] for d in done if d["partition"] == p}
-            assert _segment_files(log, "t", p) == [b for b in before[p] if b not in gone]
+            # every record was past max_age_s: the active segment was rolled and went
+            # too, and a new, empty one follows
+            assert _segment_files(log, "t", p) == [b for b in before[p] if b not in gone] + [
+                t.end_offset(p)]
             assert t.start_offset(p) == max(d["end_offset"] for d in done if d["partition"] == p)
         assert log.apply_retention() == []
 
@@ -230,3 +236,138 @@ def test_half_done_deletion_recovers_on_reopen_I7(tmp_path, step, then):
         assert not files.leftovers(pdir)
         end = t.end_offset(0)
         assert t.append(b"after").offset == end
+
+
+# ------------------------------------------------------------- idle topics
+def _idle_store(path, partitions=1):
+    """A topic whose records are all an hour old and that receives nothing more: its
+    only segment is the active one, which no roll will ever close."""
+    old = _now_ms() - 3_600_000
+    with streamlog.open(path) as log:
+        t = log.topic("idle", partitions=partitions, retention=Retention(max_age_s=60))
+        for i in range(10):
+            t.append(b"old-%d" % i, key=b"k%d" % i, timestamp_ms=old + i)
+        log.topic("keep-all").append(b"kept", timestamp_ms=1)  # no policy: never touched
+        return [t.end_offset(p) for p in range(partitions)]
+
+
+def test_idle_topic_expired_active_segment_goes_by_apply_retention(tmp_path):
+    """An idle topic's active segment whose records are past max_age_s is rolled and
+    removed by log.apply_retention(); a topic without a policy keeps everything."""
+    path = tmp_path / "s"
+    ends = _idle_store(path, partitions=2)
+    with streamlog.open(path, read_only=True) as ro:  # (a writable open would apply it)
+        assert ro.apply_retention(dry_run=True) and len(list(ro.existing_topic("idle").read(0)))
+    with streamlog.open(path) as log:
+        log.apply_retention()  # (the open already did; a second pass finds nothing left)
+        t = log.existing_topic("idle")
+        for p in range(2):
+            assert list(t.read(p)) == []
+            assert t.start_offset(p) == t.end_offset(p) == ends[p]
+        assert [r.value for r in log.existing_topic("keep-all").read(0)] == [b"kept"]
+        assert log.apply_retention() == []
+        pos = t.append(b"new", key=b"k0")
+        assert pos.offset == ends[pos.partition]  # offsets go on densely after the roll
+
+
+def test_apply_retention_rolls_an_idle_active_segment(tmp_path):
+    """log.apply_retention() on a store opened before the records aged: the active
+    segment is rolled under the append lock and its records removed; an empty active
+    segment is never rolled."""
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        t = log.topic("idle", retention=Retention(max_age_s=60))
+        log.topic("empty", retention=Retention(max_age_s=60))
+        assert log.apply_retention() == []
+        t.append(b"a", timestamp_ms=_now_ms() - 3_600_000)
+        t.append(b"b", timestamp_ms=_now_ms() - 3_600_000)
+        before = _segment_files(log, "empty")
+        gone = log.apply_retention()
+        assert [(d["topic"], d["base_offset"], d["end_offset"]) for d in gone] == [
+            ("idle", 0, 2)]
+        assert list(t.read(0)) == [] and t.start_offset(0) == 2
+        assert _segment_files(log, "idle") == [2]
+        assert _segment_files(log, "empty") == before  # empty: not rolled
+        assert log.apply_retention() == []
+        assert _segment_files(log, "idle") == [2]  # the new, empty one stays
+
+
+def test_idle_topic_expired_records_go_on_reopen(tmp_path):
+    """streamlog.open() (not read-only) applies retention to every topic with a policy."""
+    path = tmp_path / "s"
+    ends = _idle_store(path)
+    with streamlog.open(path) as log:
+        t = log.existing_topic("idle")
+        assert list(t.read(0)) == [] and t.start_offset(0) == ends[0]
+        assert _segment_files(log, "idle") == [ends[0]]
+
+
+def test_periodic_check_removes_an_idle_topics_records(tmp_path, monkeypatch):
+    """A process that keeps the store open applies retention every
+    RETENTION_CHECK_INTERVAL_S: an expired active segment's records go with no append."""
+    import threading
+
+    from streamlog import _limits
+    from streamlog._log import Log
+
+    monkeypatch.setattr(_limits, "RETENTION_CHECK_INTERVAL_S", 0.05)
+    checked = threading.Event()
+    removed: list = []
+    real = Log._retain_idle
+
+    def spy(self):
+        out = real(self)
+        if threading.current_thread().name == "streamlog-retention":
+            removed.extend(out)
+            if out:
+                checked.set()
+        return out
+
+    monkeypatch.setattr(Log, "_retain_idle", spy)
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        t = log.topic("idle", retention=Retention(max_age_s=60))
+        t.append(b"a", timestamp_ms=_now_ms() - 3_600_000)
+        t.append(b"b", timestamp_ms=_now_ms() - 3_600_000)
+        assert [r.value for r in t.read(0)] == [b"a", b"b"]
+        assert checked.wait(30), "the background check never removed the records"
+        assert [(d["base_offset"], d["end_offset"], d["reason"]) for d in removed] == [
+            (0, 2, "age")]
+        assert list(t.read(0)) == [] and t.start_offset(0) == 2
+
+
+def test_the_check_thread_stops_on_close(tmp_path, monkeypatch):
+    """Closing the store stops its retention thread (daemon, one per Log)."""
+    import threading
+
+    from streamlog import _limits
+
+    monkeypatch.setattr(_limits, "RETENTION_CHECK_INTERVAL_S", 0.01)
+    log = streamlog.open(tmp_path / "s")
+    thread = log._retainer
+    assert thread is not None and thread.daemon and thread.is_alive()
+    log.close()
+    assert not thread.is_alive()
+    assert "streamlog-retention" not in [th.name for th in threading.enumerate()
+                                         if th is thread]
+    with streamlog.open(tmp_path / "s", read_only=True) as ro:
+        assert ro._retainer is None  # a read-only open never applies retention
+
+
+def test_read_only_open_removes_nothing(tmp_path):
+    """A read-only open applies no retention and refuses apply_retention (but answers a
+    dry run): every file stays."""
+    path = tmp_path / "s"
+    ends = _idle_store(path)
+    pdir = files.partition_dir(str(path), "idle", 0)
+    names = sorted(os.listdir(pdir))
+    with streamlog.open(path, read_only=True) as log:
+        t = log.existing_topic("idle")
+        assert len(list(t.read(0))) == ends[0]
+        plan = log.apply_retention(dry_run=True)
+        assert [(d["topic"], d["base_offset"], d["end_offset"]) for d in plan] == [
+            ("idle", 0, ends[0])]
+        with pytest.raises(streamlog.ReadOnlyStore):
+            log.apply_retention()
+        assert len(list(t.read(0))) == ends[0]
+    assert sorted(os.listdir(pdir)) == names
