@@ -153,7 +153,10 @@ def _sanitize(name: str) -> str:
 
 # ----------------------------------------------------------------- open stores
 
-_LOGS_LOCK = threading.Lock()
+# Reentrant: opening a store allocates (threads, maps), so the garbage collector
+# may run an unreferenced Application's __del__ -> close() -> _release() on this
+# very thread while _acquire holds the lock.
+_LOGS_LOCK = threading.RLock()
 _LOGS: dict[tuple[int, str], list] = {}  # (pid, realpath) -> [Log, number of users]
 
 
