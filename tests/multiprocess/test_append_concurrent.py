@@ -147,14 +147,15 @@ def test_always_durability_group_commit_with_eight_threads(tmp_path, monkeypatch
     box = {}
 
     def counting(fd):
-        # A slow disk, made deterministic: a sync lasts until two more appends have
-        # landed (or every append has, or 2 s passed), so the next sync has several
-        # appenders to serve however the threads are scheduled.
+        # A slow disk: a sync lasts until two more appends have landed (or every
+        # append has, or 50 ms passed), so the next sync has several appenders to
+        # serve however the threads are scheduled. (A longer bound makes the last
+        # thread alone wait it out on every append.)
         syncs.append(fd)
         t = box.get("t")
         if t is not None:
             target = min(t._parts[0].ctl.end_offset() + 2, appends)
-            deadline = time.monotonic() + 2
+            deadline = time.monotonic() + 0.05
             while t._parts[0].ctl.end_offset() < target and time.monotonic() < deadline:
                 time.sleep(0.0005)
         return real(fd)
@@ -182,6 +183,7 @@ def test_always_durability_group_commit_with_eight_threads(tmp_path, monkeypatch
             th.start()
         for th in threads:
             th.join(120)
+        assert not any(th.is_alive() for th in threads)
         assert not errors
         box.clear()
         _check(t, range(8), per_thread, keyed=False)
