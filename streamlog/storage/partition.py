@@ -134,6 +134,8 @@ class Partition:
                 files.fsync_dir(os.path.dirname(self.path))
             self._open_control()
         self.writer = _ext.Writer(self.ctl)  # refuses appends when ctl is read-only
+        if read_only:
+            self.writer.closed = True  # (a control block rebuilt in private memory is writable)
         if notifier is not None and not read_only:
             self.writer.set_topic_notify(notifier.mapping)
         self._commit = _ext.GroupCommit(self.ctl.end_offset())
@@ -189,28 +191,63 @@ class Partition:
     def _open_control_read_only(self) -> None:
         """Map the control block without write access (a read-only open).
 
-        A missing block, or one from before the last boot, would need a
-        rebuild from the segments, which is a write: refused with a clear error.
+        A missing or invalid block, or one from before the last boot, is rebuilt
+        from the segments in private memory (a copy-on-write mapping that never
+        reaches the file): the files stay as they are, and a torn tail is
+        skipped in this process's views, not cut.
         """
         path = os.path.join(self.path, files.CONTROL_FILE)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise StreamlogError(f"{path} is missing: a read-only open cannot rebuild it; "
-                                 "open the store once for writing") from None
+            fd = -1
         try:
-            if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
-                raise StreamlogError(f"{path} is incomplete: a read-only open cannot rebuild "
-                                     "it; open the store once for writing")
-            self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, False)
+            whole = fd >= 0 and os.fstat(fd).st_size >= _ext.CONTROL_BYTES
+            state, synced, start = "invalid", 0, None
+            if whole:
+                self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, False)
+                self.ctl = _ext.Control(self._ctl_map)
+                state = self.ctl.state(self._boot)
+                if state == "ok":
+                    return
+                if state == "stale":
+                    synced, start = self.ctl.synced_offset, self.ctl.view()[5]
+            self._ctl_map = _ext.Mapping(fd if whole else -1, _ext.CONTROL_BYTES, True,
+                                         private=True)
             self.ctl = _ext.Control(self._ctl_map)
-            state = self.ctl.state(self._boot)
-            if state != "ok":
-                why = "was written before the last boot" if state == "stale" else "is invalid"
-                raise StreamlogError(f"{path} {why}: a read-only open cannot rebuild it; "
-                                     "open the store once for writing")
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        self._rebuild_in_memory(synced, start)
+
+    def _rebuild_in_memory(self, synced: int, start: int | None) -> None:
+        """A read-only cold start: the view a rebuild would publish, nothing written.
+        The index files may be stale, so only entry 0 is used (lookups hop)."""
+        bases = files.list_segments(self.path) if os.path.isdir(self.path) else []
+        while len(bases) > 1 and self._orphan_segment(bases[-2], bases[-1]):
+            bases.pop()
+        if not bases:
+            base = start or 0
+            self.ctl.initialize(self._boot, 1, base, base, 0, 0, _NO_TIMESTAMP, base, 1, 0)
+            return
+        start = max(start if start is not None else 0, bases[0])
+        active = bases[-1]
+        log_path = os.path.join(self.path, files.segment_name(active))
+        fd = os.open(log_path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            running = self._running_max_before(active, bases)
+            m = _ext.Mapping(fd, size, False) if size else None
+            data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
+            pos, next_off, running_end, problem = _scan_tail(
+                m if m is not None else b"", data_end, active, running, synced, [])
         finally:
             os.close(fd)
+        if problem is not None:
+            log.warning("streamlog: torn tail of %s at byte %d skipped (%s): the store is "
+                        "open read-only; the next writer cuts it", log_path, pos, problem[2])
+        self.ctl.initialize(self._boot, 1, active, next_off, pos, max(size, pos), running_end,
+                            start, 1, 0)
 
     def _read_only_error(self) -> ReadOnlyStore:
         return ReadOnlyStore(f"{self.path} is open read-only: nothing can be written")
