@@ -29,7 +29,6 @@ from ..errors import (
     CorruptionError,
     ReadOnlyStore,
     StoreClosed,
-    StreamlogError,
     TopicNotFound,
     TornTail,
 )
