@@ -486,7 +486,7 @@ class Group:
                         continue
                     st = states[p]
                     v = views[p]
-                    dirty = gs.clamp(st, v[5], v[2]) or p in claimed
+                    dirty = gs.clamp(st, v[5]) or p in claimed
                     if p in draining:
                         res = None  # being handed to another consumer: wait for its leases
                     else:
@@ -520,7 +520,7 @@ class Group:
                     due = min(due, c[3])
                     continue
                 st = gs.decode(raw)
-                dirty = gs.clamp(st, v[5], v[2])
+                dirty = gs.clamp(st, v[5])
                 if mode == "shared":
                     res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
