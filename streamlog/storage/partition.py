@@ -234,12 +234,8 @@ class Partition:
         log_path = os.path.join(self.path, files.segment_name(active))
         fd = os.open(log_path, os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size
-            running = self._running_max_before(active, bases)
-            m = _ext.Mapping(fd, size, False) if size else None
-            data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
-            pos, next_off, running_end, problem = _scan_tail(
-                m if m is not None else b"", data_end, active, running, synced, [])
+            size, _, _, _, pos, next_off, running_end, problem = self._scan_newest(
+                fd, active, bases, synced, [], None)
         finally:
             os.close(fd)
         if problem is not None:
@@ -247,6 +243,19 @@ class Partition:
                         "open read-only; the next writer cuts it", log_path, pos, problem[2])
         self.ctl.initialize(self._boot, 1, active, next_off, pos, max(size, pos), running_end,
                             start, 1, 0)
+
+    def _scan_newest(self, fd: int, active: int, bases: list[int], synced: int,
+                     entries: list, damage: list | None):
+        """Scan the newest segment's file up to its last non-zero byte by the
+        recovery rule (``_scan_tail``). Returns ``(size, mapping, data_end,
+        running_max_before, end_pos, end_offset, running_max, problem)``."""
+        size = os.fstat(fd).st_size
+        running = self._running_max_before(active, bases)
+        m = _ext.Mapping(fd, size, False) if size else None
+        data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
+        pos, next_off, running_end, problem = _scan_tail(
+            m if m is not None else b"", data_end, active, running, synced, entries, damage)
+        return size, m, data_end, running, pos, next_off, running_end, problem
 
     def _read_only_error(self) -> ReadOnlyStore:
         return ReadOnlyStore(f"{self.path} is open read-only: nothing can be written")
@@ -290,14 +299,10 @@ class Partition:
         log_path = os.path.join(self.path, files.segment_name(active))
         fd = os.open(log_path, os.O_RDWR)
         try:
-            size = os.fstat(fd).st_size
-            running = self._running_max_before(active, bases)
-            m = _ext.Mapping(fd, size, False) if size else None
             entries: list = []
             damage: list = []
-            data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
-            pos, next_off, running_end, problem = _scan_tail(
-                m if m is not None else b"", data_end, active, running, synced, entries, damage)
+            size, m, data_end, running, pos, next_off, running_end, problem = self._scan_newest(
+                fd, active, bases, synced, entries, damage)
             for file_pos, reason in damage:
                 log.error("streamlog: %s is corrupt at byte %d (%s), before the recovery point "
                           "and with valid data after it: kept as it is; reads there raise "
