@@ -32,9 +32,16 @@ def sl(*args, input: bytes | None = None) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=TIMEOUT_S, env=_ENV)
 
 
+def _default_sigint() -> None:
+    # A test run started in the background by a non-interactive shell ignores
+    # SIGINT, and children inherit that: give them Ctrl-C back, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streamlog", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV,
+                            preexec_fn=_default_sigint)
 
 
 def wait_for_line(stream, needle: str) -> str:
