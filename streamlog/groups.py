@@ -731,11 +731,7 @@ class Group:
                 if state:
                     for m in msgs:
                         m._state = state
-                if action in (_NACK, _DEFER) and dead:
-                    self._dead_letter(dead)
-                if action in (_NACK, _DEFER) or \
-                        action == _ACK and (full or self.mode == "key_shared"):
-                    _wake(self.topic)
+                self._settled(action, dead, full)
                 return [True] * n
         for i in todo:
             m = msgs[i]
@@ -754,6 +750,17 @@ class Group:
                 m._state = _ACKED if good else _LOST
             elif action in (_NACK, _DEFER):
                 m._state = _NACKED
+        self._settled(action, dead, full)
+        return out
+
+    def _settled(self, action: int, dead: list[tuple[int, int, int, int, str | None]],
+                 full: bool) -> None:
+        """What follows a settle's transaction, whichever way its answers were computed.
+
+        Only a nack can use up a record's last delivery: ``defer`` refunds the
+        delivery it hands back, so a deferred record is never dead-lettered by
+        the defer itself (it is, later, if a counted delivery uses it up).
+        """
         if action == _NACK and dead:
             self._dead_letter(dead)
         if action in (_NACK, _DEFER) or \
@@ -761,7 +768,6 @@ class Group:
             # A record handed back (pollers re-read when it comes due), a key let go
             # of, room made under the pending cap: waiting pollers look again.
             _wake(self.topic)
-        return out
 
     # ---------------------------------------------------------- dead letters
     def dead_letters(self) -> Topic:
