@@ -27,7 +27,7 @@ from ._limits import (
     MIN_SEGMENT_BYTES,
     SYNC_INTERVAL_S,
 )
-from ._types import Position, Problem, Record, RecordBatch, Retention, empty_columns
+from ._types import Position, Problem, Record, RecordBatch, Retention, View, empty_columns
 from .errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -265,9 +265,10 @@ class Topic:
         """The record at ``offset``; OffsetOutOfRange outside [start_offset, end_offset)."""
         part = self._part(partition)
         offset = _validate.offset(offset)
-        view = part.view()
-        if not view[5] <= offset < view[2]:
-            raise OffsetOutOfRange(f"offset {offset} outside [{view[5]}, {view[2]}) of "
+        view = View._make(part.view())
+        start, end = view.start_offset, view.end_offset
+        if not start <= offset < end:
+            raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
                                    f"{self.name}/{partition}")
         rec = part.get(offset)
         if rec is None:  # removed by retention between the check and the read
@@ -683,13 +684,14 @@ class Log:
                 continue
             parts = []
             for p, part in enumerate(t._parts):
-                view = part.view()
+                view = View._make(part.view())
                 segs = part.segments_info()
-                parts.append({"partition": p, "start_offset": view[5], "end_offset": view[2],
-                              "records": view[2] - view[5],
+                start, end, max_ts = view.start_offset, view.end_offset, view.max_timestamp_ms
+                parts.append({"partition": p, "start_offset": start, "end_offset": end,
+                              "records": end - start,
                               "bytes": sum(s["bytes"] for s in segs),
                               "segments": len(segs),
-                              "max_timestamp_ms": view[6] if view[6] >= 0 else None})
+                              "max_timestamp_ms": max_ts if max_ts >= 0 else None})
             out["topics"][name] = {"partitions": parts, "config": t.config}
             for hook in _STATS_HOOKS:
                 hook(self, t, out)

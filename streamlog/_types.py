@@ -1,4 +1,4 @@
-"""Small public value types: Position, Retention, RecordBatch, Problem."""
+"""Small value types: Position, Retention, RecordBatch, Problem (public) and View."""
 
 from __future__ import annotations
 
@@ -15,6 +15,27 @@ class Position(NamedTuple):
 
     partition: int
     offset: int
+
+
+class View(NamedTuple):
+    """A consistent snapshot of one partition's published state (``Partition.view()``).
+
+    ``generation`` changes when the segments are rewritten (tidy, cut);
+    ``active_base`` is the first offset of the segment being appended to;
+    ``end_offset`` the next offset to be written and ``end_pos`` its byte
+    position there, within ``capacity`` bytes; ``start_offset`` the first
+    offset retention kept; ``max_timestamp_ms`` the newest record's time (-1:
+    none); ``index_count`` the entries in the active segment's index.
+    """
+
+    generation: int
+    active_base: int
+    end_offset: int
+    end_pos: int
+    capacity: int
+    start_offset: int
+    max_timestamp_ms: int
+    index_count: int
 
 
 class _RetentionFields(NamedTuple):

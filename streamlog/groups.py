@@ -41,6 +41,7 @@ from ._limits import (
     MAX_MAX_RECORD_BYTES,
 )
 from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from ._types import View
 from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 from .storage.meta import Tx
 
@@ -260,7 +261,8 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
                              dead_letter, consumer)
-    views = [p.view() for p in topic._parts]  # also raises TopicNotFound for a deleted topic
+    # also raises TopicNotFound for a deleted topic
+    views = [View._make(p.view()) for p in topic._parts]
     ckey = _cfg_key(topic.name, name)
     now = _now_ms()
 
@@ -270,7 +272,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
             cfg = dict(opts, created_ms=now, partitions=topic.partitions)
             tx.put(ckey, _dumps(cfg))
             for p, v in enumerate(views):
-                st = gs.PartState(v[2] if opts["start"] == "latest" else v[5])
+                st = gs.PartState(v.end_offset if opts["start"] == "latest" else v.start_offset)
                 tx.put(_part_key(topic.name, name, p), gs.encode(st))
             return cfg
         cfg = json.loads(raw)
@@ -460,7 +462,7 @@ class Group:
     def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
         topic = self.topic
         parts = topic._parts
-        views = [p.view() for p in parts]
+        views = [View._make(p.view()) for p in parts]
         now = _now_ms()
         me = self.consumer
         reclaim = self._reclaim
@@ -486,11 +488,11 @@ class Group:
                         continue
                     st = states[p]
                     v = views[p]
-                    dirty = gs.clamp(st, v[5]) or p in claimed
+                    dirty = gs.clamp(st, v.start_offset) or p in claimed
                     if p in draining:
                         res = None  # being handed to another consumer: wait for its leases
                     else:
-                        res = gs.lease_exclusive(st, me, now, room, v[2], aw, md, bo,
+                        res = gs.lease_exclusive(st, me, now, room, v.end_offset, aw, md, bo,
                                                  reclaim, GROUP_MAX_PENDING_RECORDS,
                                                  dead_room)
                     if res is not None:
@@ -513,19 +515,19 @@ class Group:
                 if room <= 0 and dead_room <= 0:
                     break
                 c = idle_before.get(p)
-                if c is not None and not reclaim and c[0] == raw and c[1] == v[2] and \
-                        c[2] == v[5] and c[4] is cfg and now < c[3]:
+                if c is not None and not reclaim and c[0] == raw and c[1] == v.end_offset and \
+                        c[2] == v.start_offset and c[4] is cfg and now < c[3]:
                     # Same state, same log, same options as when this partition last had
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
                 st = gs.decode(raw)
-                dirty = gs.clamp(st, v[5])
+                dirty = gs.clamp(st, v.start_offset)
                 if mode == "shared":
-                    res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
+                    res = gs.lease_shared(st, me, now, room, v.end_offset, aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
                 else:
-                    new = _read_keys(parts[p], st.next, v[2], room, self._cache)
+                    new = _read_keys(parts[p], st.next, v.end_offset, room, self._cache)
                     res = gs.lease_key_shared(st, me, now, room, new, aw, md, bo, reclaim,
                                               GROUP_MAX_PENDING_RECORDS, dead_room)
                 room -= res.taken
@@ -537,7 +539,7 @@ class Group:
                 if dirty or res.changed:
                     tx.put(pkeys[p], gs.encode(st))
                 elif res.due_ms > now:
-                    idle[p] = (raw, v[2], v[5], res.due_ms, cfg)
+                    idle[p] = (raw, v.end_offset, v.start_offset, res.due_ms, cfg)
             return cfg, taken, due, beat, idle
 
         idle_before = self._idle
@@ -856,8 +858,8 @@ class Group:
         for p, st in enumerate(states):
             if partition is not None and p != partition:
                 continue
-            v = self.topic._parts[p].view()
-            total += _lag_of(st, v[5], v[2])
+            v = View._make(self.topic._parts[p].view())
+            total += _lag_of(st, v.start_offset, v.end_offset)
         return total
 
     def pending(self) -> list[Lease]:
@@ -878,8 +880,8 @@ class Group:
         self._check()
         partition = _validate.partition(partition, self.topic.partitions)
         offset = _validate.offset(offset)
-        v = self.topic._parts[partition].view()
-        self._seek({partition: min(max(offset, v[5]), v[2])})
+        v = View._make(self.topic._parts[partition].view())
+        self._seek({partition: min(max(offset, v.start_offset), v.end_offset)})
 
     def seek_to_time(self, timestamp_ms: int) -> None:
         """Seek every partition to its first record at or after ``timestamp_ms``."""
@@ -1082,10 +1084,10 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
             for p in range(topic.partitions):
                 rawp = tx.get(_part_key(topic.name, name, p))
                 st = gs.decode(rawp) if rawp is not None else gs.PartState()
-                v = topic._parts[p].view()
-                parts.append({"partition": p, "committed": max(st.committed, v[5]),
-                              "next": st.next, "end_offset": v[2],
-                              "lag": _lag_of(st, v[5], v[2]),
+                v = View._make(topic._parts[p].view())
+                parts.append({"partition": p, "committed": max(st.committed, v.start_offset),
+                              "next": st.next, "end_offset": v.end_offset,
+                              "lag": _lag_of(st, v.start_offset, v.end_offset),
                               "pending": sum(r[1] - r[0] for r in st.runs if r[2]),
                               "redeliveries": st.redeliveries,
                               "dead_letters": st.dead_letters, "owner": st.owner})
