@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,12 @@ class Position(NamedTuple):
 
     partition: int
     offset: int
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch: the unit of record timestamps,
+    lease deadlines and dedupe windows."""
+    return time.time_ns() // 1_000_000
 
 
 class View(NamedTuple):

@@ -41,7 +41,7 @@ from ._limits import (
     MAX_MAX_RECORD_BYTES,
 )
 from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
-from ._types import View
+from ._types import View, now_ms
 from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 from .storage.meta import Tx
 
@@ -67,10 +67,6 @@ DLQ_TOMBSTONE = "sl-dlq-tombstone"
 _ACK, _NACK, _EXTEND, _DEFER = 0, 1, 2, 3
 # Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
 _OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # ------------------------------------------------------------------- keys
@@ -264,7 +260,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
     # also raises TopicNotFound for a deleted topic
     views = [View._make(p.view()) for p in topic._parts]
     ckey = _cfg_key(topic.name, name)
-    now = _now_ms()
+    now = now_ms()
 
     def fn(tx: Tx):
         raw = tx.get(ckey)
@@ -450,7 +446,7 @@ class Group:
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:
                 return []
-            now = _now_ms()
+            now = now_ms()
             if due_ms < gs.FOREVER_MS:
                 wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
             # Look up at least once per heartbeat interval: a consumer blocked in poll
@@ -463,7 +459,7 @@ class Group:
         topic = self.topic
         parts = topic._parts
         views = [View._make(p.view()) for p in parts]
-        now = _now_ms()
+        now = now_ms()
         me = self.consumer
         reclaim = self._reclaim
         mode = self.mode
@@ -681,7 +677,7 @@ class Group:
             return out
         self._log._check()
         me = self.consumer
-        now = _now_ms()
+        now = now_ms()
         pkeys = self._pkeys
 
         def fn(tx: Tx):
@@ -921,7 +917,7 @@ class Group:
         except ValueError:  # the store is closing: it is running the closers now
             pass
         me = self.consumer
-        now = _now_ms()
+        now = now_ms()
         pkeys = self._pkeys
 
         def fn(tx: Tx):
@@ -1069,7 +1065,7 @@ def _drop_topic_groups(meta, txn, topic: str) -> None:
 def _group_stats(log, topic: Topic, out: dict) -> None:
     """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
     prefix = b"c" + _tk(topic.name)
-    now = _now_ms()
+    now = now_ms()
     db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
     with log._meta.read() as txn:
         tx = Tx(txn, db)

@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
 from .. import _ext, backend
+from .._types import now_ms
 from ..backend import (
     ANY,
     NO_STREAM,
@@ -71,10 +72,6 @@ _new_tuple = tuple.__new__
 # Bytes an event's own headers add to its value (for the max_record_bytes check):
 # two headers at 6 bytes of framing each, their names, and up to 20 version digits.
 _FRAMING_BYTES = 12 + len(STREAM_HEADER) + len(VERSION_HEADER) + 20
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _stream_id(value) -> tuple[str, bytes]:
@@ -545,7 +542,7 @@ class EventStore:
                        [sh, (_HB_VERSION, b"%d" % (first + i))] for i, e in enumerate(items)]
             if extra:
                 headers[0].extend(extra)
-            ts = _now_ms()
+            ts = now_ms()
             return backend.encode_batch(None, values, headers, [ts] * n), ts
 
         # Encode before taking the append lock with the version we expect to get;
@@ -642,7 +639,7 @@ class EventStore:
                 headers.append(h)
             if extra:
                 headers[0].extend(extra)
-            ts = _now_ms()
+            ts = now_ms()
             return backend.encode_batch(None, values, headers, [ts] * n), ts
 
         # Encode before taking the append lock with the versions we expect to get;
