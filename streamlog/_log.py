@@ -552,7 +552,7 @@ class Log:
             if mb is not None:
                 _validate.positive_int(mb, "retention.max_bytes", 0)
             if ma is not None:
-                _validate.seconds(ma, "retention.max_age_s")
+                _validate.seconds(ma, "retention.max_age_s", allow_zero=False)
             requested["retention"] = [mb, ma]
         if segment_bytes is not None:
             requested["segment_bytes"] = _validate.positive_int(

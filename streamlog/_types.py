@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import NamedTuple
 
 import numpy as np
 
+from . import _validate
 from ._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
 
 
@@ -72,13 +72,7 @@ class Retention(_RetentionFields):
                 raise ValueError(f"Retention max_bytes must be >= 1 (None: no limit), "
                                  f"not {max_bytes}")
             max_bytes = int(max_bytes)
-        if max_age_s is not None:
-            if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float):
-                raise TypeError(f"Retention max_age_s must be a number of seconds or None, "
-                                f"not {type(max_age_s).__name__}")
-            if not (0 < max_age_s < math.inf):
-                raise ValueError(f"Retention max_age_s must be a finite number of seconds "
-                                 f"> 0 (None: no limit), not {max_age_s}")
+        _validate.seconds(max_age_s, "Retention max_age_s", allow_zero=False, allow_none=True)
         return super().__new__(cls, max_bytes, max_age_s)
 
     @classmethod

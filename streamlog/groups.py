@@ -204,23 +204,15 @@ def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, ba
         raise TypeError(f"mode must be a str, not {type(mode).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if isinstance(ack_wait_s, bool) or not isinstance(ack_wait_s, int | float):
-        raise TypeError(f"ack_wait_s must be a number of seconds, not "
-                        f"{type(ack_wait_s).__name__}")
-    if not (ack_wait_s > 0 and math.isfinite(ack_wait_s)):
-        raise ValueError(f"ack_wait_s must be a positive number of seconds, not {ack_wait_s}")
+    _validate.seconds(ack_wait_s, "ack_wait_s", allow_zero=False)
     max_deliver = _validate.positive_int(max_deliver, "max_deliver", 1)
     backoff: list[float] | None = None
     if backoff_s is not None:
         if isinstance(backoff_s, str | bytes) or not isinstance(backoff_s, Iterable):
             raise TypeError("backoff_s must be a sequence of seconds")
         backoff = []
-        for b in backoff_s:
-            if isinstance(b, bool) or not isinstance(b, int | float):
-                raise TypeError(f"backoff_s entries must be numbers, not {type(b).__name__}")
-            if not (b >= 0 and math.isfinite(b)):
-                raise ValueError(f"backoff_s entries must be >= 0 seconds, not {b}")
-            backoff.append(float(b))
+        for i, b in enumerate(backoff_s):
+            backoff.append(_validate.seconds(b, f"backoff_s[{i}]"))
         backoff = backoff or None
     if not isinstance(start, str):
         raise TypeError(f"start must be a str, not {type(start).__name__}")
@@ -435,7 +427,7 @@ class Group:
         self._check()
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
-            timeout = _validate.seconds(timeout, "timeout")
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         t0 = time.monotonic()
         topic = self.topic
         while True:

@@ -37,7 +37,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
-from .. import _ext, backend
+from .. import _ext, _validate, backend
 from .._types import now_ms
 from ..backend import (
     ANY,
@@ -890,12 +890,7 @@ class EventStore:
         """
         self._log._check()
         position = _int_arg(from_position, "from_position", 0)
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-                raise TypeError(f"timeout must be a number of seconds, not "
-                                f"{type(timeout).__name__}")
-            if not timeout >= 0:
-                raise ValueError(f"timeout must be >= 0, not {timeout}")
+        timeout = _validate.seconds(timeout, "timeout", allow_inf=True, allow_none=True)
         self._log._check()
         return Subscription(self, position, timeout)
 
