@@ -27,7 +27,16 @@ from ._limits import (
     MIN_SEGMENT_BYTES,
     SYNC_INTERVAL_S,
 )
-from ._types import Position, Problem, Record, RecordBatch, Retention, empty_columns
+from ._types import (
+    Position,
+    Problem,
+    Record,
+    RecordBatch,
+    Retention,
+    View,
+    empty_columns,
+    now_ms,
+)
 from .errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -44,10 +53,6 @@ DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
 _logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Topic:
@@ -114,7 +119,7 @@ class Topic:
         if key is not None and type(key) is not bytes:
             key = _validate.key(key)
         hdrs = _validate.headers(headers) if headers is not None else None
-        ts = _now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
+        ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         if msg_id is not None:
             return self._log._dedupe_append(self, value, key, hdrs, ts,
                                             _validate.msg_id(msg_id))
@@ -176,7 +181,7 @@ class Topic:
             raise self._log._read_only_error(f"append to topic {self.name!r}")
         if headers is None and self._appender is not None:
             # One C pass validates and encodes the common shape (lists of bytes).
-            ts = _now_ms()
+            ts = now_ms()
             data = self._appender.encode_many(values, keys, ts)
             if data is not None:
                 base = self._parts[0].append(data, len(values), ts)
@@ -209,7 +214,7 @@ class Topic:
             size = (len(v) if v is not None else 0) + (len(ks[i]) if ks and ks[i] else 0)
             if size > limit or (hs and hs[i]):
                 _validate.record_size(ks[i] if ks else None, v, hs[i] if hs else None, limit)
-        ts = _now_ms()
+        ts = now_ms()
         if self.partitions == 1:
             groups = {0: list(range(n))}
         else:
@@ -265,9 +270,10 @@ class Topic:
         """The record at ``offset``; OffsetOutOfRange outside [start_offset, end_offset)."""
         part = self._part(partition)
         offset = _validate.offset(offset)
-        view = part.view()
-        if not view[5] <= offset < view[2]:
-            raise OffsetOutOfRange(f"offset {offset} outside [{view[5]}, {view[2]}) of "
+        view = View._make(part.view())
+        start, end = view.start_offset, view.end_offset
+        if not start <= offset < end:
+            raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
                                    f"{self.name}/{partition}")
         rec = part.get(offset)
         if rec is None:  # removed by retention between the check and the read
@@ -400,7 +406,7 @@ class Log:
                 return  # an empty directory reads as an empty store
             tmp = fpath + f".{os.getpid()}.tmp"
             with open(tmp, "w") as f:
-                json.dump({"format": files.FORMAT_VERSION, "created_ms": _now_ms()}, f)
+                json.dump({"format": files.FORMAT_VERSION, "created_ms": now_ms()}, f)
             os.replace(tmp, fpath)
             files.fsync_dir(self.path)
             return
@@ -546,7 +552,7 @@ class Log:
             if mb is not None:
                 _validate.positive_int(mb, "retention.max_bytes", 0)
             if ma is not None:
-                _validate.seconds(ma, "retention.max_age_s")
+                _validate.seconds(ma, "retention.max_age_s", allow_zero=False)
             requested["retention"] = [mb, ma]
         if segment_bytes is not None:
             requested["segment_bytes"] = _validate.positive_int(
@@ -587,7 +593,7 @@ class Log:
                        "segment_bytes": DEFAULT_SEGMENT_BYTES,
                        "max_record_bytes": DEFAULT_MAX_RECORD_BYTES,
                        "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
-                       "created_ms": _now_ms(), "uid": uuid.uuid4().hex}
+                       "created_ms": now_ms(), "uid": uuid.uuid4().hex}
                 cfg.update(requested)
                 _fit_dedupe_window(cfg, requested)
                 txn.put(key, json.dumps(cfg).encode(), db=db)
@@ -683,13 +689,14 @@ class Log:
                 continue
             parts = []
             for p, part in enumerate(t._parts):
-                view = part.view()
+                view = View._make(part.view())
                 segs = part.segments_info()
-                parts.append({"partition": p, "start_offset": view[5], "end_offset": view[2],
-                              "records": view[2] - view[5],
+                start, end, max_ts = view.start_offset, view.end_offset, view.max_timestamp_ms
+                parts.append({"partition": p, "start_offset": start, "end_offset": end,
+                              "records": end - start,
                               "bytes": sum(s["bytes"] for s in segs),
                               "segments": len(segs),
-                              "max_timestamp_ms": view[6] if view[6] >= 0 else None})
+                              "max_timestamp_ms": max_ts if max_ts >= 0 else None})
             out["topics"][name] = {"partitions": parts, "config": t.config}
             for hook in _STATS_HOOKS:
                 hook(self, t, out)

@@ -1,12 +1,13 @@
-"""Small public value types: Position, Retention, RecordBatch, Problem."""
+"""Small value types: Position, Retention, RecordBatch, Problem (public) and View."""
 
 from __future__ import annotations
 
-import math
+import time
 from typing import NamedTuple
 
 import numpy as np
 
+from . import _validate
 from ._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
 
 
@@ -15,6 +16,33 @@ class Position(NamedTuple):
 
     partition: int
     offset: int
+
+
+def now_ms() -> int:
+    """The wall clock in milliseconds since the epoch: the unit of record timestamps,
+    lease deadlines and dedupe windows."""
+    return time.time_ns() // 1_000_000
+
+
+class View(NamedTuple):
+    """A consistent snapshot of one partition's published state (``Partition.view()``).
+
+    ``generation`` changes when the segments are rewritten (tidy, cut);
+    ``active_base`` is the first offset of the segment being appended to;
+    ``end_offset`` the next offset to be written and ``end_pos`` its byte
+    position there, within ``capacity`` bytes; ``start_offset`` the first
+    offset retention kept; ``max_timestamp_ms`` the newest record's time (-1:
+    none); ``index_count`` the entries in the active segment's index.
+    """
+
+    generation: int
+    active_base: int
+    end_offset: int
+    end_pos: int
+    capacity: int
+    start_offset: int
+    max_timestamp_ms: int
+    index_count: int
 
 
 class _RetentionFields(NamedTuple):
@@ -44,13 +72,7 @@ class Retention(_RetentionFields):
                 raise ValueError(f"Retention max_bytes must be >= 1 (None: no limit), "
                                  f"not {max_bytes}")
             max_bytes = int(max_bytes)
-        if max_age_s is not None:
-            if isinstance(max_age_s, bool) or not isinstance(max_age_s, int | float):
-                raise TypeError(f"Retention max_age_s must be a number of seconds or None, "
-                                f"not {type(max_age_s).__name__}")
-            if not (0 < max_age_s < math.inf):
-                raise ValueError(f"Retention max_age_s must be a finite number of seconds "
-                                 f"> 0 (None: no limit), not {max_age_s}")
+        _validate.seconds(max_age_s, "Retention max_age_s", allow_zero=False, allow_none=True)
         return super().__new__(cls, max_bytes, max_age_s)
 
     @classmethod

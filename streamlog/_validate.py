@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -146,14 +147,33 @@ def positive_int(v, what: str, minimum: int = 1, maximum: int | None = None) -> 
     return int(v)
 
 
-def seconds(v, what: str, allow_none: bool = False) -> float | None:
+def seconds(v, what: str, *, allow_zero: bool = True, allow_inf: bool = False,
+            allow_none: bool = False) -> float | None:
+    """``v`` as a float number of seconds, checked against the range the caller names.
+
+    Every duration of the API goes through here, so they all agree: an int or
+    a float (a bool is not a number); never negative, never NaN; zero only
+    with ``allow_zero`` (else it must be > 0); ``math.inf`` only with
+    ``allow_inf`` (a wait without limit; else it must be finite); None only
+    with ``allow_none`` (returned as is). TypeError for a wrong type,
+    ValueError for a value out of range, both naming ``what`` and the range.
+    """
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {type(v).__name__}")
-    if v != v or v < 0:
-        raise ValueError(f"{what} must be >= 0, not {v}")
-    return float(v)
+        alt = " or None" if allow_none else ""
+        raise TypeError(f"{what} must be a number of seconds{alt}, not {type(v).__name__}")
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond any float
+        f = math.inf
+    if not ((f >= 0 if allow_zero else f > 0) and (allow_inf or f < math.inf)):
+        kind = "a number of seconds" if allow_inf else "a finite number of seconds"
+        limit = ">= 0" if allow_zero else "> 0"
+        extra = " (inf: no limit)" if allow_inf else ""
+        alt = " or None" if allow_none else ""
+        raise ValueError(f"{what} must be {kind} {limit}{extra}{alt}, not {v}")
+    return f
 
 
 def dedupe_within_retention(dedupe_window_s: float | None, retention) -> None:

@@ -33,7 +33,7 @@ from ._limits import (  # noqa: F401  (the limits the views apply)
     RPC_SERVER_POLL_S,
     VIEW_POLL_S,
 )
-from ._types import Position, Record, Retention  # noqa: F401
+from ._types import Position, Record, Retention, now_ms  # noqa: F401  (now_ms: the views' clock)
 from .errors import (  # noqa: F401
     ConfigMismatch,
     OffsetOutOfRange,
@@ -119,13 +119,6 @@ def store_id(log: LogBackend) -> str:
 def topic_config(topic: TopicBackend) -> dict:
     """The options a topic was created with (partitions, compact, max_record_bytes, ...)."""
     return dict(topic.config)  # type: ignore[attr-defined]
-
-
-def now_ms() -> int:
-    """Wall-clock time in milliseconds: what record timestamps and deadlines use."""
-    import time
-
-    return time.time_ns() // 1_000_000
 
 
 def wake_any(topic: TopicBackend) -> None:

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import streamlog
-from streamlog import inspect as _inspect
+from streamlog import inspection as _inspect
 from streamlog import metrics as _metrics
 from streamlog import repair as _repair
 from streamlog._humanize import iso_ms as _iso_ms

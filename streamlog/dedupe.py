@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 
 from . import _codec, _validate
 from ._limits import DEDUPE_CATCHUP_SCAN_RECORDS, DEDUPE_ID_MAX_BYTES, DEDUPE_PRUNE_BATCH
 from ._log import _TOPIC_DELETE_HOOKS
-from ._types import Position
+from ._types import Position, now_ms
 from .storage.meta import Tx
 
 MSG_ID_HEADER = "sl-msg-id"
@@ -43,10 +42,6 @@ _ENTRY = struct.Struct(">IQq")  # partition, offset, indexed_ms
 _ORDER = struct.Struct(">IQ")  # partition, offset: the per-partition index in offset order
 _U64 = struct.Struct(">Q")
 _ORDER_VALUE = struct.Struct(">q")  # indexed_ms, followed by the id key
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _tk(topic: str) -> bytes:
@@ -99,7 +94,7 @@ def dedupe_append(log, topic, value, key, hdrs, ts: int, msg_id: bytes) -> Posit
     hwm_key = _hwm_key(name, p)
 
     def build(end: int):
-        now = _now_ms()
+        now = now_ms()
 
         def fn(tx: Tx):
             raw = tx.get(hwm_key)

@@ -41,6 +41,7 @@ from ._limits import (
     MAX_MAX_RECORD_BYTES,
 )
 from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from ._types import View, now_ms
 from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 from .storage.meta import Tx
 
@@ -66,10 +67,6 @@ DLQ_TOMBSTONE = "sl-dlq-tombstone"
 _ACK, _NACK, _EXTEND, _DEFER = 0, 1, 2, 3
 # Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
 _OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # ------------------------------------------------------------------- keys
@@ -207,23 +204,15 @@ def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, ba
         raise TypeError(f"mode must be a str, not {type(mode).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if isinstance(ack_wait_s, bool) or not isinstance(ack_wait_s, int | float):
-        raise TypeError(f"ack_wait_s must be a number of seconds, not "
-                        f"{type(ack_wait_s).__name__}")
-    if not (ack_wait_s > 0 and math.isfinite(ack_wait_s)):
-        raise ValueError(f"ack_wait_s must be a positive number of seconds, not {ack_wait_s}")
+    _validate.seconds(ack_wait_s, "ack_wait_s", allow_zero=False)
     max_deliver = _validate.positive_int(max_deliver, "max_deliver", 1)
     backoff: list[float] | None = None
     if backoff_s is not None:
         if isinstance(backoff_s, str | bytes) or not isinstance(backoff_s, Iterable):
             raise TypeError("backoff_s must be a sequence of seconds")
         backoff = []
-        for b in backoff_s:
-            if isinstance(b, bool) or not isinstance(b, int | float):
-                raise TypeError(f"backoff_s entries must be numbers, not {type(b).__name__}")
-            if not (b >= 0 and math.isfinite(b)):
-                raise ValueError(f"backoff_s entries must be >= 0 seconds, not {b}")
-            backoff.append(float(b))
+        for i, b in enumerate(backoff_s):
+            backoff.append(_validate.seconds(b, f"backoff_s[{i}]"))
         backoff = backoff or None
     if not isinstance(start, str):
         raise TypeError(f"start must be a str, not {type(start).__name__}")
@@ -260,9 +249,10 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
                              dead_letter, consumer)
-    views = [p.view() for p in topic._parts]  # also raises TopicNotFound for a deleted topic
+    # also raises TopicNotFound for a deleted topic
+    views = [View._make(p.view()) for p in topic._parts]
     ckey = _cfg_key(topic.name, name)
-    now = _now_ms()
+    now = now_ms()
 
     def fn(tx: Tx):
         raw = tx.get(ckey)
@@ -270,7 +260,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
             cfg = dict(opts, created_ms=now, partitions=topic.partitions)
             tx.put(ckey, _dumps(cfg))
             for p, v in enumerate(views):
-                st = gs.PartState(v[2] if opts["start"] == "latest" else v[5])
+                st = gs.PartState(v.end_offset if opts["start"] == "latest" else v.start_offset)
                 tx.put(_part_key(topic.name, name, p), gs.encode(st))
             return cfg
         cfg = json.loads(raw)
@@ -437,7 +427,7 @@ class Group:
         self._check()
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
-            timeout = _validate.seconds(timeout, "timeout")
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         t0 = time.monotonic()
         topic = self.topic
         while True:
@@ -448,7 +438,7 @@ class Group:
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:
                 return []
-            now = _now_ms()
+            now = now_ms()
             if due_ms < gs.FOREVER_MS:
                 wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
             # Look up at least once per heartbeat interval: a consumer blocked in poll
@@ -460,8 +450,8 @@ class Group:
     def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
         topic = self.topic
         parts = topic._parts
-        views = [p.view() for p in parts]
-        now = _now_ms()
+        views = [View._make(p.view()) for p in parts]
+        now = now_ms()
         me = self.consumer
         reclaim = self._reclaim
         mode = self.mode
@@ -486,11 +476,11 @@ class Group:
                         continue
                     st = states[p]
                     v = views[p]
-                    dirty = gs.clamp(st, v[5]) or p in claimed
+                    dirty = gs.clamp(st, v.start_offset) or p in claimed
                     if p in draining:
                         res = None  # being handed to another consumer: wait for its leases
                     else:
-                        res = gs.lease_exclusive(st, me, now, room, v[2], aw, md, bo,
+                        res = gs.lease_exclusive(st, me, now, room, v.end_offset, aw, md, bo,
                                                  reclaim, GROUP_MAX_PENDING_RECORDS,
                                                  dead_room)
                     if res is not None:
@@ -513,19 +503,19 @@ class Group:
                 if room <= 0 and dead_room <= 0:
                     break
                 c = idle_before.get(p)
-                if c is not None and not reclaim and c[0] == raw and c[1] == v[2] and \
-                        c[2] == v[5] and c[4] is cfg and now < c[3]:
+                if c is not None and not reclaim and c[0] == raw and c[1] == v.end_offset and \
+                        c[2] == v.start_offset and c[4] is cfg and now < c[3]:
                     # Same state, same log, same options as when this partition last had
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
                 st = gs.decode(raw)
-                dirty = gs.clamp(st, v[5])
+                dirty = gs.clamp(st, v.start_offset)
                 if mode == "shared":
-                    res = gs.lease_shared(st, me, now, room, v[2], aw, md, bo, reclaim,
+                    res = gs.lease_shared(st, me, now, room, v.end_offset, aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
                 else:
-                    new = _read_keys(parts[p], st.next, v[2], room, self._cache)
+                    new = _read_keys(parts[p], st.next, v.end_offset, room, self._cache)
                     res = gs.lease_key_shared(st, me, now, room, new, aw, md, bo, reclaim,
                                               GROUP_MAX_PENDING_RECORDS, dead_room)
                 room -= res.taken
@@ -537,7 +527,7 @@ class Group:
                 if dirty or res.changed:
                     tx.put(pkeys[p], gs.encode(st))
                 elif res.due_ms > now:
-                    idle[p] = (raw, v[2], v[5], res.due_ms, cfg)
+                    idle[p] = (raw, v.end_offset, v.start_offset, res.due_ms, cfg)
             return cfg, taken, due, beat, idle
 
         idle_before = self._idle
@@ -679,7 +669,7 @@ class Group:
             return out
         self._log._check()
         me = self.consumer
-        now = _now_ms()
+        now = now_ms()
         pkeys = self._pkeys
 
         def fn(tx: Tx):
@@ -731,11 +721,7 @@ class Group:
                 if state:
                     for m in msgs:
                         m._state = state
-                if action in (_NACK, _DEFER) and dead:
-                    self._dead_letter(dead)
-                if action in (_NACK, _DEFER) or \
-                        action == _ACK and (full or self.mode == "key_shared"):
-                    _wake(self.topic)
+                self._settled(action, dead, full)
                 return [True] * n
         for i in todo:
             m = msgs[i]
@@ -754,6 +740,17 @@ class Group:
                 m._state = _ACKED if good else _LOST
             elif action in (_NACK, _DEFER):
                 m._state = _NACKED
+        self._settled(action, dead, full)
+        return out
+
+    def _settled(self, action: int, dead: list[tuple[int, int, int, int, str | None]],
+                 full: bool) -> None:
+        """What follows a settle's transaction, whichever way its answers were computed.
+
+        Only a nack can use up a record's last delivery: ``defer`` refunds the
+        delivery it hands back, so a deferred record is never dead-lettered by
+        the defer itself (it is, later, if a counted delivery uses it up).
+        """
         if action == _NACK and dead:
             self._dead_letter(dead)
         if action in (_NACK, _DEFER) or \
@@ -761,7 +758,6 @@ class Group:
             # A record handed back (pollers re-read when it comes due), a key let go
             # of, room made under the pending cap: waiting pollers look again.
             _wake(self.topic)
-        return out
 
     # ---------------------------------------------------------- dead letters
     def dead_letters(self) -> Topic:
@@ -850,8 +846,8 @@ class Group:
         for p, st in enumerate(states):
             if partition is not None and p != partition:
                 continue
-            v = self.topic._parts[p].view()
-            total += _lag_of(st, v[5], v[2])
+            v = View._make(self.topic._parts[p].view())
+            total += _lag_of(st, v.start_offset, v.end_offset)
         return total
 
     def pending(self) -> list[Lease]:
@@ -872,8 +868,8 @@ class Group:
         self._check()
         partition = _validate.partition(partition, self.topic.partitions)
         offset = _validate.offset(offset)
-        v = self.topic._parts[partition].view()
-        self._seek({partition: min(max(offset, v[5]), v[2])})
+        v = View._make(self.topic._parts[partition].view())
+        self._seek({partition: min(max(offset, v.start_offset), v.end_offset)})
 
     def seek_to_time(self, timestamp_ms: int) -> None:
         """Seek every partition to its first record at or after ``timestamp_ms``."""
@@ -913,7 +909,7 @@ class Group:
         except ValueError:  # the store is closing: it is running the closers now
             pass
         me = self.consumer
-        now = _now_ms()
+        now = now_ms()
         pkeys = self._pkeys
 
         def fn(tx: Tx):
@@ -1061,7 +1057,7 @@ def _drop_topic_groups(meta, txn, topic: str) -> None:
 def _group_stats(log, topic: Topic, out: dict) -> None:
     """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
     prefix = b"c" + _tk(topic.name)
-    now = _now_ms()
+    now = now_ms()
     db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
     with log._meta.read() as txn:
         tx = Tx(txn, db)
@@ -1076,10 +1072,10 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
             for p in range(topic.partitions):
                 rawp = tx.get(_part_key(topic.name, name, p))
                 st = gs.decode(rawp) if rawp is not None else gs.PartState()
-                v = topic._parts[p].view()
-                parts.append({"partition": p, "committed": max(st.committed, v[5]),
-                              "next": st.next, "end_offset": v[2],
-                              "lag": _lag_of(st, v[5], v[2]),
+                v = View._make(topic._parts[p].view())
+                parts.append({"partition": p, "committed": max(st.committed, v.start_offset),
+                              "next": st.next, "end_offset": v.end_offset,
+                              "lag": _lag_of(st, v.start_offset, v.end_offset),
                               "pending": sum(r[1] - r[0] for r in st.runs if r[2]),
                               "redeliveries": st.redeliveries,
                               "dead_letters": st.dead_letters, "owner": st.owner})

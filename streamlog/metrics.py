@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from . import _types
 from ._log import _STATS_HOOKS, Log, Topic
 from .errors import CorruptionError
 
@@ -41,7 +42,7 @@ def append_rate(topic: Topic, partition: int, window_s: float = RATE_WINDOW_S,
     """
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, not {window_s!r}")
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    now = _types.now_ms() if now_ms is None else now_ms
     end = topic.end_offset(partition) if end_offset is None else end_offset
     since = topic.offset_for_time(partition, max(0, now - int(window_s * 1000)))
     return max(0, end - since) / window_s
@@ -52,7 +53,7 @@ def _stats_hook(log: Log, topic: Topic, out: dict) -> None:
     entry = out["topics"].get(topic.name)
     if entry is None:
         return
-    now = time.time_ns() // 1_000_000
+    now = _types.now_ms()
     total = 0.0
     for part in entry["partitions"]:
         try:

@@ -9,8 +9,6 @@ any backend that provides it.
 
 from __future__ import annotations
 
-import math
-
 from .. import backend
 from ..backend import ConfigMismatch
 
@@ -41,17 +39,6 @@ def check_view_topic(topic, kind: str, view: str) -> None:
     if backend.topic_config(topic).get("compact"):
         raise ConfigMismatch(f"topic {topic.name!r} is compacted; {kind} {view!r} needs a "
                              "plain topic (compaction would drop messages)")
-
-
-def seconds(v, what: str) -> float:
-    """A finite number of seconds >= 0 (TypeError/ValueError otherwise)."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise TypeError(f"{what} must be a number of seconds, not {type(v).__name__}")
-    if not v >= 0:  # also refuses NaN
-        raise ValueError(f"{what} must be >= 0, not {v}")
-    if math.isinf(v):
-        raise ValueError(f"{what} must be finite")
-    return float(v)
 
 
 def ensure_view_group(topic, group: str, kind: str, view: str, **options) -> None:

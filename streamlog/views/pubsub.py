@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from .. import backend
-from . import check_view_topic, derive_names, ensure_view_group, seconds
+from .. import _validate, backend
+from . import check_view_topic, derive_names, ensure_view_group
 from ._consumers import ThreadConsumers
 
 _STARTS = ("earliest", "latest")
@@ -108,7 +108,7 @@ class Subscription:
         """
         self.pubsub._log._check()
         if timeout is not None:
-            timeout = seconds(timeout, "timeout")
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         if not isinstance(auto_ack, bool):
             raise TypeError(f"auto_ack must be a bool, not {type(auto_ack).__name__}")
         return self._listen(timeout, auto_ack)

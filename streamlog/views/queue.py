@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import time
 
-from .. import backend
-from . import check_view_topic, derive_names, ensure_view_group, seconds
+from .. import _validate, backend
+from . import check_view_topic, derive_names, ensure_view_group
 from ._consumers import ThreadConsumers
 
 DELIVER_AT_MS = "streamlog.deliver-at-ms"
@@ -78,7 +78,7 @@ class Queue:
         writing anything.
         """
         self._log._check()
-        delay_s = seconds(delay_s, "delay_s")
+        delay_s = _validate.seconds(delay_s, "delay_s")
         if delay_s > 0:
             if headers is not None and not hasattr(headers, "items"):
                 raise TypeError(f"headers must be a mapping of str to bytes, not "
@@ -94,7 +94,7 @@ class Queue:
         """
         self._log._check()
         if timeout is not None:
-            timeout = seconds(timeout, "timeout")
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         g = self._consumers.mine()
         while True:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import struct
 import threading
@@ -38,7 +37,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import backend
+from .. import _validate, backend
 from ..backend import (
     RecordTooLarge,
     RemoteError,
@@ -120,11 +119,7 @@ def _deadline_of(correlation_id: bytes) -> int | None:
 
 
 def _timeout_s(timeout) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-    if not 0 < timeout < math.inf:  # also refuses NaN
-        raise ValueError(f"timeout must be a finite number of seconds > 0, not {timeout}")
-    return float(timeout)
+    return _validate.seconds(timeout, "timeout", allow_zero=False)
 
 
 class Rpc:

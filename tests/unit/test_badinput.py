@@ -6,6 +6,7 @@ import inspect
 import json
 import multiprocessing
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -606,3 +607,84 @@ def test_every_method_of_every_handle_of_a_closed_store_raises_store_closed(clos
         if hasattr(h, n):
             getattr(h, n)()  # idempotent, never StoreClosed
     assert not failures, "\n".join(failures)
+
+
+
+# Every duration of the API and the range it accepts: (zero allowed, inf allowed).
+# A wait (timeout) may be unlimited; a delay, a lease, a window or an age must be finite;
+# a lease, a request's deadline and an age must also be > 0.
+_SECONDS_PARAMS = {
+    "dedupe_window_s": (True, False),
+    "Retention max_age_s": (False, False),
+    "ack_wait_s": (False, False),
+    "backoff_s[0]": (True, False),
+    "group poll timeout": (True, True),
+    "nack delay_s": (True, False),
+    "defer delay_s": (True, False),
+    "queue put delay_s": (True, False),
+    "queue get timeout": (True, True),
+    "pubsub listen timeout": (True, True),
+    "rpc request timeout": (False, False),
+    "event store subscribe timeout": (True, True),
+}
+
+
+def _seconds_call(log, which: str, v) -> None:
+    """Call the API that takes the duration ``which`` with ``v``. Where a wait is asked
+    for, something is there to take first, so an accepted unlimited wait returns."""
+    if which == "dedupe_window_s":
+        log.topic("d", dedupe_window_s=v)
+    elif which == "Retention max_age_s":
+        Retention(max_age_s=v)
+    elif which.startswith("queue"):
+        q = log.queue("q")
+        if "put" in which:
+            q.put(b"x", delay_s=v)
+        else:
+            q.put(b"x")
+            q.get(timeout=v)
+    elif which == "pubsub listen timeout":
+        log.pubsub("ps").subscribe("s").listen(timeout=v)  # checked before iterating
+    elif which == "rpc request timeout":
+        log.rpc("rq").request(b"x", timeout=v)
+    elif which == "event store subscribe timeout":
+        log.event_store("es").subscribe(timeout=v).close()
+    else:
+        t = log.topic("g")
+        t.append(b"x")
+        if which == "ack_wait_s":
+            t.group("a", ack_wait_s=v)
+        elif which == "backoff_s[0]":
+            t.group("b", backoff_s=[v])
+        elif which == "group poll timeout":
+            t.group("p").poll(1, timeout=v)
+        else:
+            (m,) = t.group("n").poll(1, timeout=0)
+            m.nack(delay_s=v) if which.startswith("nack") else m.defer(v)
+
+
+@pytest.mark.parametrize("which", sorted(_SECONDS_PARAMS))
+@pytest.mark.parametrize("v", [-1, float("nan"), True, "1", 0, float("inf")],
+                         ids=["neg", "nan", "bool", "str", "zero", "inf"])
+def test_every_duration_is_checked_alike(tmp_path, which, v):
+    """Every parameter in seconds goes through one check: bools and strs are TypeErrors,
+    negatives and NaN ValueErrors, zero and infinity accepted only where documented, and
+    each message names the parameter and its range."""
+    allow_zero, allow_inf = _SECONDS_PARAMS[which]
+    what = which if which.startswith("Retention") else which.split()[-1]
+    log = streamlog.open(tmp_path / "s")
+    try:
+        if isinstance(v, bool | str):
+            with pytest.raises(TypeError, match=rf"^{re.escape(what)} must be a number of "
+                                                r"seconds"):
+                _seconds_call(log, which, v)
+        elif (v == 0 and allow_zero) or (v == float("inf") and allow_inf):
+            _seconds_call(log, which, v)
+        else:
+            finite = "" if allow_inf else "finite "
+            limit = ">= 0" if allow_zero else "> 0"
+            with pytest.raises(ValueError, match=rf"^{re.escape(what)} must be a {finite}"
+                                                 rf"number of seconds {re.escape(limit)}"):
+                _seconds_call(log, which, v)
+    finally:
+        log.close()

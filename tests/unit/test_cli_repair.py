@@ -1,4 +1,4 @@
-"""verify, dump and repair on damaged stores: the CLI and the streamlog.inspect/repair API,
+"""verify, dump and repair on damaged stores: the CLI and the streamlog.inspection/repair API,
 including a repair killed with SIGKILL part-way through."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import streamlog
-from streamlog import inspect as sl_inspect
+from streamlog import inspection as sl_inspect
 from streamlog import repair as sl_repair
 from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
 from streamlog.cli import app

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 import streamlog
-from streamlog import inspect as sl_inspect
+from streamlog import inspection as sl_inspect
 from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
 
 TIMEOUT_S = 60

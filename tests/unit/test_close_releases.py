@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from typer.main import get_command
 
 import streamlog
-from streamlog import inspect as sl_inspect
+from streamlog import inspection as sl_inspect
 from streamlog import repair as repair_mod
 from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
 from streamlog.cli import app

@@ -9,6 +9,7 @@ import pytest
 
 import streamlog
 from streamlog import RecordTooLarge, _codec
+from streamlog._types import now_ms
 from streamlog.dedupe import MSG_ID_HEADER, partition_for_msg_id
 
 
@@ -100,7 +101,7 @@ def test_entry_for_a_record_never_written_does_not_hide_a_retry(store):
     t = store.topic("orders")
     t.append(b"other")
     kv = store.kv("dedupe")
-    kv.put(dedupe._id_key("orders", b"lost"), dedupe._ENTRY.pack(0, 0, dedupe._now_ms()))
+    kv.put(dedupe._id_key("orders", b"lost"), dedupe._ENTRY.pack(0, 0, now_ms()))
     kv.put(dedupe._hwm_key("orders", 0), dedupe._U64.pack(1))
     pos = t.append(b"retry", msg_id="lost")
     assert pos.offset == 1
@@ -114,9 +115,9 @@ def test_index_entries_past_the_end_are_dropped(store):
 
     t = store.topic("orders")
     kv = store.kv("dedupe")
-    kv.put(dedupe._id_key("orders", b"ghost"), dedupe._ENTRY.pack(0, 0, dedupe._now_ms()))
+    kv.put(dedupe._id_key("orders", b"ghost"), dedupe._ENTRY.pack(0, 0, now_ms()))
     kv.put(dedupe._order_key("orders", 0, 0),
-           dedupe._ORDER_VALUE.pack(dedupe._now_ms()) + dedupe._id_key("orders", b"ghost"))
+           dedupe._ORDER_VALUE.pack(now_ms()) + dedupe._id_key("orders", b"ghost"))
     kv.put(dedupe._hwm_key("orders", 0), dedupe._U64.pack(1))
     assert t.append(b"real", msg_id="ghost") == streamlog.Position(0, 0)
     assert [r.value for r in t.read(0)] == [b"real"]

@@ -549,6 +549,32 @@ def test_defer_hands_back_without_counting_the_delivery(store):
     assert list(g.dead_letters().read(0)) == []
 
 
+@pytest.mark.parametrize("batch", ["fast", "slow"])
+def test_settle_ends_alike_on_both_paths(store, batch):
+    """A settle's answers are computed one of two ways (a whole batch that succeeded, or
+    message by message); both end alike: a nack of a record's last delivery dead-letters
+    it, a defer of a record's last delivery does not (the delivery is refunded, so the
+    record comes back instead)."""
+    from streamlog.groups import _DEFER
+
+    t = store.topic("jobs")
+    fill(t, 4)
+    g = t.group("w", max_deliver=1)
+    m0, m1, m2, m3 = g.poll(4, timeout=0)
+    assert m0.ack() is True
+    # "slow": a message already settled in the batch takes the message-by-message path
+    extra = [m0] if batch == "slow" else []
+    assert g.nack(extra + [m1], error="boom")[-1] is True
+    # defer has no batch form on the handle: drive the same settle a batch would
+    assert g._settle(extra + [m2], _DEFER, 0.05)[-1] is True
+    dead = list(g.dead_letters().read(0))
+    assert [(d.value, d.headers["sl-dlq-error"]) for d in dead] == [(b"v1", b"boom")]
+    again = g.poll(4, timeout=3)
+    assert [(m.offset, m.delivery_count) for m in again] == [(2, 1)]
+    assert m3.ack() is True and again[0].ack() is True
+    assert len(list(g.dead_letters().read(0))) == 1
+
+
 def test_pending_cap_bounds_leases_and_acks_make_room(store, monkeypatch):
     """No more than GROUP_MAX_PENDING_RECORDS records are out at once per partition; an
     ack makes room (and wakes a waiting poller)."""

@@ -24,3 +24,16 @@ def test_log_repr_and_url_name_the_store(tmp_path):
     finally:
         log.close()
     assert repr(log) == f"<streamlog.Log {log.url} (closed)>"
+
+
+def test_partition_view_fields_by_name(store):
+    """The View names match what the partition publishes: its end, start and newest time."""
+    from streamlog._types import View
+
+    t = store.topic("orders", partitions=1)
+    for i in range(3):
+        t.append(b"v%d" % i, timestamp_ms=1000 + i)
+    v = View._make(t._parts[0].view())
+    assert (v.start_offset, v.end_offset) == (0, 3) == (0, t.end_offset(0))
+    assert v.max_timestamp_ms == 1002
+    assert v.end_pos > 0 and v.capacity >= v.end_pos and v.index_count >= 1
