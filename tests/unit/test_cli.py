@@ -641,20 +641,17 @@ def test_library_is_silent_by_default():
                for h in logging.getLogger("streamlog").handlers)
 
 
-def test_inspection_module_and_its_former_name():
-    """The file-inspection API lives in streamlog.inspection (no top-level module of the
-    package shadows a standard-library name but the documented former name, which
-    re-exports it)."""
+def test_no_module_of_the_package_shadows_the_standard_library():
+    """The file-inspection API lives in streamlog.inspection; no top-level module of
+    the package has a standard-library module's name."""
     import pathlib
     import sys
     from importlib import import_module
 
-    import streamlog.inspect as former
     import streamlog.inspection as current
 
-    assert former.__all__ == current.__all__
-    assert all(getattr(former, n) is getattr(current, n) for n in current.__all__)
+    assert current.__all__
     pkg = pathlib.Path(streamlog.__file__).parent
-    mods = {p.stem for p in pkg.glob("*.py")} - {"__init__", "__main__", "inspect"}
+    mods = {p.stem for p in pkg.glob("*.py")} - {"__init__", "__main__"}
     assert not mods & set(sys.stdlib_module_names), mods & set(sys.stdlib_module_names)
     assert import_module("inspect").signature  # the standard library's, untouched
