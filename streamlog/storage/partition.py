@@ -254,7 +254,8 @@ class Partition:
         m = _ext.Mapping(fd, size, False) if size else None
         data_end = _last_nonzero_end(fd, m, 0, size) if m is not None else 0
         pos, next_off, running_end, problem = _scan_tail(
-            m if m is not None else b"", data_end, active, running, synced, entries, damage)
+            m if m is not None else b"", size, active, running, synced, entries, damage,
+            data_end)
         return size, m, data_end, running, pos, next_off, running_end, problem
 
     def _read_only_error(self) -> ReadOnlyStore:
@@ -1481,7 +1482,7 @@ def _last_nonzero_end(fd: int, m, pos: int, size: int) -> int:
 
 
 def _scan_tail(m, limit: int, base: int, running: int, synced: int, entries: list,
-               damage: list | None = None):
+               damage: list | None = None, data_end: int | None = None):
     """Check the newest segment's bytes ``[0, limit)`` and sort out its damage.
 
     The rule (docs/guarantees.md, Integrity): damage whose first offset is at or
@@ -1494,12 +1495,16 @@ def _scan_tail(m, limit: int, base: int, running: int, synced: int, entries: lis
     cut, else None. ``entries`` receives sparse index entries, including one at
     each batch where the scan resumed after corruption.
     """
+    # The data ends at ``data_end`` (the last non-zero byte of a file scanned to its
+    # size: a batch may itself end in zero bytes, so the scan runs to ``limit``),
+    # or exactly at ``limit`` (the published end).
+    end = limit if data_end is None else data_end
     pos, last_index = 0, 0
     while True:
         pos, next_off, running, problem = _codec.scan(m, pos, limit, base, running, last_index,
                                                       entries)
         if problem is None:
-            if pos >= limit:
+            if pos >= end:
                 return pos, next_off, running, None
             # A zero header, then more data: a page that never reached the disk.
             problem = ("torn", pos, "zero bytes inside the data")

@@ -58,7 +58,9 @@ def _values(rng: random.Random, n: int, tag: bytes) -> list[bytes]:
     for i in range(n):
         size = rng.choice([8, 40, 300, 1500, 5000]) + rng.randrange(8)
         body = (tag + b"-%d-" % i) * (size // 8 + 1)
-        out.append(body[:size])
+        # some records end in zero bytes, so batches do too: the data's end is not
+        # its last non-zero byte
+        out.append(body[:size - 4] + bytes(4) if i % 3 == 0 else body[:size])
     return out
 
 
@@ -81,8 +83,9 @@ class History:
         rng = random.Random(seed)
         self.store = os.path.join(tmp, "origin")
         self.durable = _values(rng, 120, b"d")
+        self.durable[-1] = b"the last synced record ends in zeros" + bytes(8)
         # small last records: the harness cuts the file at every byte of the last batches
-        self.unsynced = _values(rng, 40, b"u") + [b"tail-%d" % i * 6 for i in range(3)]
+        self.unsynced = _values(rng, 40, b"u") + [b"tail-%d\0\0" % i * 6 for i in range(3)]
         with streamlog.open(self.store, durability=mode) as log:
             t = log.topic("t", segment_bytes=SEGMENT_BYTES)
             _append(t, self.durable[:60], rng)
@@ -181,6 +184,7 @@ def test_crash_images(tmp_path, mode):
     last_two = history.batch_starts[-2]
     cuts: list[int | None] = list(range(last_two, history.c_end + 1))
     cuts += [rng.randrange(history.d_end, history.c_end + 1) for _ in range(40)]
+    cuts += [history.d_end] * 4  # every unsynced byte lost: the file ends at the sync point
     cuts += [None] * max(0, IMAGES_PER_MODE - len(cuts))
     kept = set()
     for i, cut in enumerate(cuts):
