@@ -704,7 +704,11 @@ class Partition:
         """
         self._check()
         if self.read_only:
-            return self._skip_torn_tail()
+            try:
+                return self._skip_torn_tail()
+            except _SegmentGone:  # retention (another process) removed it: read again
+                self._gen_seen = -1
+                return True
         self.ctl.lock()
         try:
             self._prepare_locked()
@@ -721,7 +725,7 @@ class Partition:
         self._refresh(view)
         seg = self._segments[view[1]]
         m = self._map(seg, True, view[4])
-        limit = min(view[3], os.fstat(self._fd(view[1])).st_size)
+        limit = self._limit(seg, True, view, m)
         pos, next_off, _, problem = _scan_tail(
             m, limit, view[1], -1, self.ctl.synced_offset, [])
         if problem is None and pos >= view[3]:
@@ -955,9 +959,14 @@ class Partition:
         shrank is a SIGBUS). In the newest segment a file that shrank is a torn
         tail (the read finds a partial batch); in an older one, corruption."""
         end = view[3] if active else len(m)
-        # (a closed segment mapped before the roll trimmed it is longer than the
-        # file; a closed one that lost data fails the read's own checks (I2))
-        return min(end, os.fstat(self._fd(seg.base)).st_size)
+        # By path, not by the cached fd: another thread's refresh may close that fd
+        # (retention removed the segment) and the number may name another file.
+        # (A closed segment mapped before the roll trimmed it is longer than the
+        # file; a closed one that lost data fails the read's own checks, I2.)
+        try:
+            return min(end, os.stat(seg.path).st_size)
+        except FileNotFoundError:
+            raise _SegmentGone() from None
 
     def _locate(self, seg: Segment, active: bool, view, m, offset: int,
                 limit: int) -> tuple[int, int]:
@@ -990,12 +999,12 @@ class Partition:
             try:
                 seg, active = self._segment_for(offset, view)
                 m = self._map(seg, active, view[4])
+                limit = self._limit(seg, active, view, m)
             except _SegmentGone:
                 self._gen_seen = -1  # retention removed it: refresh and retry
                 cursor = None
                 continue
             try:
-                limit = self._limit(seg, active, view, m)
                 if cursor is not None and cursor[0] == seg.base:
                     pos, base = cursor[1], cursor[2]
                 else:
@@ -1085,11 +1094,11 @@ class Partition:
         try:
             seg, active = self._segment_for(offset, view)
             m = self._map(seg, active, view[4])
+            limit = self._limit(seg, active, view, m)
         except _SegmentGone:  # retention removed it: refresh and retry from the start
             self._gen_seen = -1
             return self.read_columns(offset, max_records)
         try:
-            limit = self._limit(seg, active, view, m)
             pos, base = self._locate(seg, active, view, m, offset, limit)
             cols, _, _, checked = _codec.read_columns(
                 m, pos, limit, base, offset, max_records,
