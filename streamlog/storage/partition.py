@@ -1330,9 +1330,6 @@ class Partition:
                 limit = self._limit(seg, active, raw if active else view, m)
             except _SegmentGone:
                 continue
-            except CorruptionError as e:
-                problems.append(self._problem(path, e.file_pos, e.reason, "corrupt"))
-                continue
             if active:
                 problems.extend(self._verify_newest(seg, m, limit, raw))
                 continue
