@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 import streamlog
-from streamlog import _codec, _ext
+from streamlog import _ext
+from streamlog.backends.local import codec as _codec
 
 KEY_BYTES = 16
 VALUE_BYTES = 100

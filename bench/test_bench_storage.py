@@ -37,7 +37,7 @@ from conftest import (
 )
 
 import streamlog
-from streamlog import _codec
+from streamlog.backends.local import codec as _codec
 
 APPEND_COUNT = 200_000  # records per round of the append benchmarks (~30 MB)
 BATCH = 1_000  # records per append_many / putmulti / executemany call

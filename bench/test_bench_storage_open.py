@@ -23,8 +23,8 @@ import pytest
 from conftest import Contender, Figure, Goal, Workload, paired_rounds, report
 
 import streamlog
-from streamlog import _codec
-from streamlog.storage import files
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.storage import files
 
 SEGMENTS = 16
 SEGMENT_BYTES = 64 << 20  # 16 x 64 MiB = 1 GiB

@@ -9,4 +9,4 @@ no Python equivalent. Importing this module only loads code.
 
 include "codec.pxi"
 include "native.pxi"
-include "views.pxi"
+include "eventlog.pxi"

@@ -8,11 +8,12 @@ the contract: every guarantee, and the tests that prove it.
 
 import logging as _logging
 
-from ._log import Log, Topic
-from ._log import open_log as open  # noqa: A004 - the public name
-from ._types import Position, Problem, Record, RecordBatch, Retention
-from .backend import ANY, NO_STREAM, Event
-from .errors import (
+from streamlog._types import Position, Problem, Record, RecordBatch, Retention
+from streamlog.backend import ANY, NO_STREAM, Event
+from streamlog.backends.local.groups import Group, Lease, Message
+from streamlog.backends.local.log import Log, Topic
+from streamlog.backends.local.log import open_log as open  # noqa: A004 - the public name
+from streamlog.errors import (
     ConfigMismatch,
     CorruptionError,
     OffsetOutOfRange,
@@ -25,7 +26,6 @@ from .errors import (
     TopicNotFound,
     WrongExpectedVersion,
 )
-from .groups import Group, Lease, Message
 
 __version__ = "0.1.0"
 
@@ -33,7 +33,7 @@ __version__ = "0.1.0"
 # truncations and retention deletions go to the "streamlog" logger.
 _logging.getLogger("streamlog").addHandler(_logging.NullHandler())
 # Registers the append-rate figure of Log.stats() (streamlog.metrics).
-from . import metrics as _metrics  # noqa: E402,F401
+from streamlog import metrics as _metrics  # noqa: E402,F401
 
 __all__ = [
     "open",

@@ -1,6 +1,6 @@
 """``python -m streamlog``: the same command line as the ``streamlog`` script."""
 
-from .cli import main
+from streamlog.cli import main
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 import streamlog
-
-from ._humanize import iso_ms, plural
+from streamlog._humanize import iso_ms, plural
 
 
 class _Missing(Exception):
@@ -154,7 +153,7 @@ class _Tour:
 
     def groups(self) -> None:
         """Consumer groups"""
-        _need("streamlog.groups")
+        _need("streamlog.backends.local.groups")
         t = self.log.existing_topic("orders")
         g = t.group("billing")
         try:

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate
-from ._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
+from streamlog import _validate
+from streamlog._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
 
 
 class Position(NamedTuple):

@@ -7,8 +7,8 @@ import os
 import re
 from collections.abc import Mapping
 
-from ._limits import MAX_HEADER_NAME_BYTES, NAME_MAX_CHARS
-from .errors import RecordTooLarge
+from streamlog._limits import MAX_HEADER_NAME_BYTES, NAME_MAX_CHARS
+from streamlog.errors import RecordTooLarge
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%s}\Z" % str(NAME_MAX_CHARS - 1))  # noqa: UP031
 _BYTES_LIKE = (bytes, bytearray, memoryview)

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._codec import decode_headers, encode_batch, encode_record  # noqa: F401
-from ._limits import (  # noqa: F401  (the limits the views apply)
+from streamlog._limits import (  # noqa: F401  (the limits the views apply)
     DERIVED_NAME_MAX_CHARS,
     NAME_MAX_CHARS,
     RPC_INDEX_GRACE_S,
@@ -33,8 +32,9 @@ from ._limits import (  # noqa: F401  (the limits the views apply)
     RPC_SERVER_POLL_S,
     VIEW_POLL_S,
 )
-from ._types import Position, Record, Retention, now_ms  # noqa: F401  (now_ms: the views' clock)
-from .errors import (  # noqa: F401
+from streamlog._types import Position, Record, Retention, now_ms  # noqa: F401  (now_ms: the views' clock)
+from streamlog.backends.local.codec import decode_headers, encode_batch, encode_record  # noqa: F401
+from streamlog.errors import (  # noqa: F401
     ConfigMismatch,
     OffsetOutOfRange,
     RecordTooLarge,
@@ -96,7 +96,7 @@ def open_backend(kind: str, where, **options) -> LogBackend:
     ``BACKENDS``.
     """
     if kind == "local":
-        from ._log import open_log
+        from streamlog.backends.local.log import open_log
 
         return open_log(where, **options)
     raise ValueError(f"unknown backend {kind!r}: known backends are {', '.join(BACKENDS)}")
@@ -104,7 +104,7 @@ def open_backend(kind: str, where, **options) -> LogBackend:
 
 def validate_name(value, what: str = "name") -> str:
     """A view, subscription, topic or group name: ``[A-Za-z0-9][A-Za-z0-9._-]{0,199}``."""
-    from ._validate import name
+    from streamlog._validate import name
 
     return name(value, what)
 
@@ -138,7 +138,7 @@ def encode_one(topic: TopicBackend, value, key=None, headers=None,
     Returns ``(batch, timestamp_ms)`` for ``append_with``'s ``build``; raises
     TypeError/ValueError/RecordTooLarge as ``append`` would.
     """
-    from . import _validate
+    from streamlog import _validate
 
     cfg = topic.config  # type: ignore[attr-defined]
     value = _validate.value(value, bool(cfg["compact"]))
@@ -164,8 +164,8 @@ def view_topic(log: LogBackend, name: str) -> TopicBackend:
 # version constants, and the checks the view shares with ``Topic.append``.
 from typing import NamedTuple  # noqa: E402
 
-from . import _validate as _validate_mod  # noqa: E402
-from ._limits import (  # noqa: E402,F401
+from streamlog import _validate as _validate_mod  # noqa: E402
+from streamlog._limits import (  # noqa: E402,F401
     EVENT_INDEX_CACHED_STREAMS,
     EVENT_INDEX_CHUNK_VERSIONS,
     EVENT_INDEX_FLUSH_RECORDS,
@@ -174,7 +174,7 @@ from ._limits import (  # noqa: E402,F401
     EVENT_STREAM_ID_MAX_BYTES,
     EVENT_SUBSCRIBE_BATCH_RECORDS,
 )
-from .errors import CorruptionError  # noqa: E402,F401
+from streamlog.errors import CorruptionError  # noqa: E402,F401
 
 # expected_version of EventStore.append: skip the check (EventStoreDB's -2).
 ANY = -2
@@ -209,8 +209,8 @@ def validate_headers(h) -> list[tuple[bytes, bytes]] | None:
 def on_topic_deleted(namespace: str, fn) -> None:
     """Call ``fn(tx, topic_name)`` inside the transaction that deletes a topic, ``tx``
     a key-value transaction on ``namespace``: a view's state for the topic goes with it."""
-    from ._log import _TOPIC_DELETE_HOOKS
-    from .storage.meta import Tx
+    from streamlog.backends.local.log import _TOPIC_DELETE_HOOKS
+    from streamlog.backends.local.storage.meta import Tx
 
     def hook(meta, txn, topic: str) -> None:
         fn(Tx(txn, meta.db_in(txn, namespace)), topic)
@@ -229,7 +229,7 @@ def group_config(topic: TopicBackend, name: str) -> dict | None:
     or None when there is no such group. Reads only: opens no consumer."""
     import json
 
-    from .groups import _NS, _cfg_key
+    from streamlog.backends.local.groups import _NS, _cfg_key
 
     topic._log._check()  # type: ignore[attr-defined]
     raw = topic._log.kv(_NS).get(_cfg_key(topic.name, name))  # type: ignore[attr-defined]

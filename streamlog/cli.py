@@ -1233,7 +1233,7 @@ def bench_cmd(
     \b
     Example: streamlog bench --records 100000
     """
-    from . import _quickbench
+    from streamlog import _quickbench
 
     if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
         _die(f"{directory}: is a file, not a directory")
@@ -1275,7 +1275,7 @@ def demo_cmd(
     \b
     Example: streamlog demo ./streamlog-demo
     """
-    from . import _demo
+    from streamlog import _demo
 
     if directory is not None and os.path.exists(directory):
         if not os.path.isdir(directory):

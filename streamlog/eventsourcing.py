@@ -75,9 +75,8 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 import streamlog
-
-from . import backend
-from .errors import StoreClosed, WrongExpectedVersion
+from streamlog import backend
+from streamlog.errors import StoreClosed, WrongExpectedVersion
 
 __all__ = [
     "Factory",

@@ -15,10 +15,17 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from . import _codec
-from ._format import BATCH_FIELDS, CRC_START, HEADER_SIZE, LENGTH_CHECK_XOR, MAGIC, VERSION
-from .errors import CorruptionError, TornTail
-from .storage import files
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.codec import (
+    BATCH_FIELDS,
+    CRC_START,
+    HEADER_SIZE,
+    LENGTH_CHECK_XOR,
+    MAGIC,
+    VERSION,
+)
+from streamlog.backends.local.storage import files
+from streamlog.errors import CorruptionError, TornTail
 
 # One struct over the whole batch header, built from the field table so the
 # dump cannot drift from the format (docs/format.md, "Record batch").

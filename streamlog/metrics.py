@@ -23,9 +23,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import _types
-from ._log import _STATS_HOOKS, Log, Topic
-from .errors import CorruptionError
+from streamlog import _types
+from streamlog.backends.local.log import _STATS_HOOKS, Log, Topic
+from streamlog.errors import CorruptionError
 
 # One minute: long enough to smooth bursts, short enough to show a stall
 # (Kafka's MessagesInPerSec reports 1-minute rates too).
@@ -95,7 +95,7 @@ _PARTITION_GAUGES = (
 # Group figures exported per group and per partition (the groups feature's stats hook).
 _GROUP_FIELDS = ("lag", "pending", "redeliveries", "dead_letters", "consumers", "committed")
 # Features that add figures to Log.stats() when imported; imported before reading stats.
-_FEATURE_MODULES = ("streamlog.groups",)
+_FEATURE_MODULES = ("streamlog.backends.local.groups",)
 
 
 def _numeric(v: Any) -> bool:

@@ -38,10 +38,10 @@ import json
 import os
 from typing import NamedTuple
 
-from . import _codec
-from ._log import Log, open_here
-from .errors import StreamlogError, TopicNotFound
-from .storage import files
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.log import Log, open_here
+from streamlog.backends.local.storage import files
+from streamlog.errors import StreamlogError, TopicNotFound
 
 QUARANTINE_DIR = "quarantine"
 MANIFEST_FILE = "repair.json"
@@ -197,7 +197,7 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
 
 def _group_figures(log: Log) -> dict:
     """``{topic: {group: figures}}`` from the groups feature's stats, when it is present."""
-    from .metrics import stats  # imports the groups feature's stats hook when present
+    from streamlog.metrics import stats  # imports the groups feature's stats hook when present
 
     return stats(log).get("groups", {})
 

@@ -7,7 +7,8 @@ import os
 import pytest
 
 import streamlog
-from streamlog import _codec, _ext
+from streamlog import _ext
+from streamlog.backends.local import codec as _codec
 
 
 def pytest_report_header(config):
@@ -17,7 +18,7 @@ def pytest_report_header(config):
 # The codec is the extension unless STREAMLOG_NO_EXTENSIONS=1 asks for the
 # reference; a run must never exercise a different one than it says.
 if os.environ.get("STREAMLOG_NO_EXTENSIONS") == "1":
-    assert not _codec.NATIVE and _codec.encode_record.__module__ == "streamlog._format"
+    assert not _codec.NATIVE and _codec.encode_record.__module__ == "streamlog.backends.local.codec"
 else:
     assert _codec.NATIVE and _codec.encode_record is _ext.encode_record
 

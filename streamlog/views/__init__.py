@@ -9,8 +9,8 @@ any backend that provides it.
 
 from __future__ import annotations
 
-from .. import backend
-from ..backend import ConfigMismatch
+from streamlog import backend
+from streamlog.backend import ConfigMismatch
 
 
 def derive_names(view: str, limit: int | None = None, **suffixes: str) -> dict[str, str]:

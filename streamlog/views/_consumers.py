@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import weakref
 
-from ..backend import StoreClosed, TopicNotFound
+from streamlog.backend import StoreClosed, TopicNotFound
 
 
 class ThreadConsumers:

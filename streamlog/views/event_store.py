@@ -37,9 +37,9 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
-from .. import _ext, _validate, backend
-from .._types import now_ms
-from ..backend import (
+from streamlog import _ext, _validate, backend
+from streamlog._types import now_ms
+from streamlog.backend import (
     ANY,
     NO_STREAM,
     ConfigMismatch,

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import time
 
-from .. import _validate, backend
-from . import check_view_topic, derive_names, ensure_view_group
-from ._consumers import ThreadConsumers
+from streamlog import _validate, backend
+from streamlog.views import check_view_topic, derive_names, ensure_view_group
+from streamlog.views._consumers import ThreadConsumers
 
 DELIVER_AT_MS = "streamlog.deliver-at-ms"
 

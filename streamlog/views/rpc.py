@@ -37,15 +37,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import _validate, backend
-from ..backend import (
+from streamlog import _validate, backend
+from streamlog.backend import (
     RecordTooLarge,
     RemoteError,
     RequestTimeout,
     StoreClosed,
     TopicNotFound,
 )
-from . import check_view_topic, derive_names, ensure_view_group
+from streamlog.views import check_view_topic, derive_names, ensure_view_group
 
 REPLY_TO = "streamlog.reply-to"
 CORRELATION_ID = "streamlog.correlation-id"

@@ -22,9 +22,9 @@ import zlib
 import pytest
 
 import streamlog
-from streamlog import _format
-from streamlog.storage import files
-from streamlog.storage import partition as partition_module
+from streamlog.backends.local.codec import reference as _format
+from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage import partition as partition_module
 from tests.strategies import parse_value, record_value
 
 CTX = multiprocessing.get_context("fork")

@@ -9,8 +9,8 @@ import os
 import pytest
 
 import streamlog
-from streamlog.storage import files
-from streamlog.storage.partition import boot_id
+from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage.partition import boot_id
 
 
 def _pdir(path, topic="t", partition=0) -> str:

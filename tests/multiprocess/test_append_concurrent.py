@@ -13,7 +13,7 @@ import time
 import pytest
 
 import streamlog
-from streamlog import _format
+from streamlog.backends.local.codec import reference as _format
 from tests.strategies import parse_value, record_value
 
 CTX = multiprocessing.get_context("fork")

@@ -18,7 +18,7 @@ import streamlog
 def _small_segments(monkeypatch):
     """Topics these tests create get 1 MiB segments: segments are preallocated, and the
     default 64 MiB per partition would dominate the run time of tests about groups."""
-    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+    monkeypatch.setattr(streamlog.backends.local.log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
 
 CTX = mp.get_context("spawn")
 IDS = [f"evt-{i}" for i in range(2000)]

@@ -10,14 +10,14 @@ from collections import defaultdict
 import pytest
 
 import streamlog
-from streamlog import _codec
+from streamlog.backends.local import codec as _codec
 
 
 @pytest.fixture(autouse=True)
 def _small_segments(monkeypatch):
     """Topics these tests create get 1 MiB segments: segments are preallocated, and the
     default 64 MiB per partition would dominate the run time of tests about groups."""
-    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+    monkeypatch.setattr(streamlog.backends.local.log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
 
 CTX = mp.get_context("spawn")
 KEYS = [b"k%02d" % i for i in range(12)]

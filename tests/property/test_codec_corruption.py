@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlog import _ext, _format
+from streamlog import _ext
+from streamlog.backends.local.codec import reference as _format
 from streamlog.errors import CorruptionError, TornTail
 from tests.strategies import batches
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlog import _ext, _format
+from streamlog import _ext
+from streamlog.backends.local.codec import reference as _format
 from tests.strategies import (
     MAX_DELTA_MS,
     batches,

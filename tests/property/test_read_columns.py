@@ -8,7 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlog import _codec, _ext, _format
+from streamlog import _ext
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.codec import reference as _format
 from streamlog.errors import CorruptionError, TornTail
 from tests.strategies import batches
 

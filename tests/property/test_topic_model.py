@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import streamlog
-from streamlog import OffsetOutOfRange, _format
+from streamlog import OffsetOutOfRange
+from streamlog.backends.local.codec import reference as _format
 from tests.strategies import api_headers, api_keys, api_timestamps, api_values
 
 PARTITIONS = 2

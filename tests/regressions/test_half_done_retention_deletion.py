@@ -5,7 +5,7 @@ only a rebuild after a reboot removed them."""
 import os
 
 import streamlog
-from streamlog.storage import files
+from streamlog.backends.local.storage import files
 
 
 def test_leftovers_of_a_deletion_go_at_the_next_retention_pass(tmp_path):

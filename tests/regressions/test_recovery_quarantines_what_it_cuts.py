@@ -10,7 +10,7 @@ import struct
 import pytest
 
 import streamlog
-from streamlog.storage import files
+from streamlog.backends.local.storage import files
 
 
 def _segments(root, topic="t", partition=0):

@@ -4,7 +4,8 @@ of the data, as the two must agree."""
 
 import pytest
 
-from streamlog import _ext, _format
+from streamlog import _ext
+from streamlog.backends.local.codec import reference as _format
 from streamlog.errors import TornTail
 
 

@@ -10,8 +10,8 @@ import signal
 import pytest
 
 import streamlog
-from streamlog.storage import files
-from streamlog.storage import partition as partition_module
+from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage import partition as partition_module
 
 
 def _roll_and_die(path):

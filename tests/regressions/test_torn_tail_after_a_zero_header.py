@@ -6,7 +6,7 @@ import logging
 import os
 
 import streamlog
-from streamlog.storage import files
+from streamlog.backends.local.storage import files
 
 
 def test_bytes_after_a_zero_header_are_logged_as_a_torn_tail(tmp_path, caplog):

@@ -20,7 +20,7 @@ from streamlog import (
     StreamlogError,
     TopicNotFound,
 )
-from streamlog.storage import files
+from streamlog.backends.local.storage import files
 
 
 def _ends(t) -> list[int]:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import streamlog
 from streamlog import inspection as sl_inspect
 from streamlog import repair as sl_repair
-from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
+from streamlog.backends.local.codec import HEADER_SIZE, RECORD_HEADER_SIZE
 from streamlog.cli import app
 
 VALUE = b"v" * 40

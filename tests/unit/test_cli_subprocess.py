@@ -15,7 +15,7 @@ import pytest
 
 import streamlog
 from streamlog import inspection as sl_inspect
-from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
+from streamlog.backends.local.codec import HEADER_SIZE, RECORD_HEADER_SIZE
 
 TIMEOUT_S = 60
 

@@ -20,7 +20,7 @@ from typer.main import get_command
 import streamlog
 from streamlog import inspection as sl_inspect
 from streamlog import repair as repair_mod
-from streamlog._format import HEADER_SIZE, RECORD_HEADER_SIZE
+from streamlog.backends.local.codec import HEADER_SIZE, RECORD_HEADER_SIZE
 from streamlog.cli import app
 from streamlog.errors import StoreClosed
 

@@ -8,16 +8,17 @@ import time
 import pytest
 
 import streamlog
-from streamlog import RecordTooLarge, _codec
+from streamlog import RecordTooLarge
 from streamlog._types import now_ms
-from streamlog.dedupe import MSG_ID_HEADER, partition_for_msg_id
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.dedupe import MSG_ID_HEADER, partition_for_msg_id
 
 
 @pytest.fixture(autouse=True)
 def _small_segments(monkeypatch):
     """Topics these tests create get 1 MiB segments: segments are preallocated, and the
     default 64 MiB per partition would dominate the run time of tests about groups."""
-    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+    monkeypatch.setattr(streamlog.backends.local.log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
 
 
 def test_repeat_returns_first_position_and_writes_nothing(store):
@@ -96,7 +97,7 @@ def test_index_is_rebuilt_from_the_segments(store):
 def test_entry_for_a_record_never_written_does_not_hide_a_retry(store):
     """An index entry whose record never reached the segment (the process died between
     the LMDB commit and the write) is ignored: the retry is written."""
-    from streamlog import dedupe
+    from streamlog.backends.local import dedupe
 
     t = store.topic("orders")
     t.append(b"other")
@@ -111,7 +112,7 @@ def test_entry_for_a_record_never_written_does_not_hide_a_retry(store):
 def test_index_entries_past_the_end_are_dropped(store):
     """A high-water mark past the partition's end (a write that never happened) is rolled
     back and its entry forgotten."""
-    from streamlog import dedupe
+    from streamlog.backends.local import dedupe
 
     t = store.topic("orders")
     kv = store.kv("dedupe")

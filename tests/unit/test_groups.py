@@ -15,7 +15,7 @@ from streamlog import ConfigMismatch, Lease, Message, StoreClosed, StreamlogErro
 def _small_segments(monkeypatch):
     """Topics these tests create get 1 MiB segments: segments are preallocated, and the
     default 64 MiB per partition would dominate the run time of tests about groups."""
-    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+    monkeypatch.setattr(streamlog.backends.local.log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
 
 
 def fill(t, n, key=None):
@@ -555,7 +555,7 @@ def test_settle_ends_alike_on_both_paths(store, batch):
     message by message); both end alike: a nack of a record's last delivery dead-letters
     it, a defer of a record's last delivery does not (the delivery is refunded, so the
     record comes back instead)."""
-    from streamlog.groups import _DEFER
+    from streamlog.backends.local.groups import _DEFER
 
     t = store.topic("jobs")
     fill(t, 4)
@@ -580,7 +580,7 @@ def test_pending_cap_bounds_leases_and_acks_make_room(store, monkeypatch):
     ack makes room (and wakes a waiting poller)."""
     import threading
 
-    from streamlog import groups
+    from streamlog.backends.local import groups
 
     monkeypatch.setattr(groups, "GROUP_MAX_PENDING_RECORDS", 5)
     t = store.topic("jobs")

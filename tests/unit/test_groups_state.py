@@ -1,10 +1,10 @@
-"""The pure group-state algebra (streamlog._groupstate): runs, acks, leases, rewinds."""
+"""The pure group-state algebra (backends.local.groupstate): runs, acks, leases, rewinds."""
 
 from __future__ import annotations
 
 import random
 
-from streamlog import _groupstate as gs
+from streamlog.backends.local import groupstate as gs
 
 FREE = gs.FREE
 NOW = 1_000_000

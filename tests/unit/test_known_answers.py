@@ -11,9 +11,11 @@ import struct
 import pytest
 
 import streamlog
-from streamlog import _codec, _ext, _format, _limits
-from streamlog.storage import files
-from streamlog.storage.partition import boot_id
+from streamlog import _ext, _limits
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.codec import reference as _format
+from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage.partition import boot_id
 
 CODECS = {"ext": _ext, "format": _format}
 

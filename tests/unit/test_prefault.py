@@ -9,7 +9,7 @@ import threading
 
 import streamlog
 from streamlog import _ext
-from streamlog.storage import prefault
+from streamlog.backends.local.storage import prefault
 
 
 def _mapping(path, size: int, writable: bool = True) -> _ext.Mapping:

@@ -12,7 +12,7 @@ import pytest
 
 import streamlog
 from streamlog import OffsetOutOfRange, Retention
-from streamlog.storage import files
+from streamlog.backends.local.storage import files
 
 CTX = multiprocessing.get_context("fork")
 
@@ -308,7 +308,7 @@ def test_periodic_check_removes_an_idle_topics_records(tmp_path, monkeypatch):
     import threading
 
     from streamlog import _limits
-    from streamlog._log import Log
+    from streamlog.backends.local.log import Log
 
     monkeypatch.setattr(_limits, "RETENTION_CHECK_INTERVAL_S", 0.05)
     checked = threading.Event()

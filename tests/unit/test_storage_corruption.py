@@ -8,8 +8,9 @@ import os
 import pytest
 
 import streamlog
-from streamlog import CorruptionError, _format
-from streamlog.storage import files
+from streamlog import CorruptionError
+from streamlog.backends.local.codec import reference as _format
+from streamlog.backends.local.storage import files
 
 
 def _fill(path, partitions=1, count=120, segment_bytes=1024):

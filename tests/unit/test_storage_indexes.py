@@ -9,8 +9,8 @@ import random
 import numpy as np
 
 import streamlog
-from streamlog import _format
-from streamlog.storage import files
+from streamlog.backends.local.codec import reference as _format
+from streamlog.backends.local.storage import files
 
 
 def _fill(path, n=3000, seed=3):

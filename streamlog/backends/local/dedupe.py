@@ -29,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from . import _codec, _validate
-from ._limits import DEDUPE_CATCHUP_SCAN_RECORDS, DEDUPE_ID_MAX_BYTES, DEDUPE_PRUNE_BATCH
-from ._log import _TOPIC_DELETE_HOOKS
-from ._types import Position, now_ms
-from .storage.meta import Tx
+from streamlog import _validate
+from streamlog._limits import DEDUPE_CATCHUP_SCAN_RECORDS, DEDUPE_ID_MAX_BYTES, DEDUPE_PRUNE_BATCH
+from streamlog._types import Position, now_ms
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.log import _TOPIC_DELETE_HOOKS
+from streamlog.backends.local.storage.meta import Tx
 
 MSG_ID_HEADER = "sl-msg-id"
 _MSG_ID_HEADER_B = MSG_ID_HEADER.encode()

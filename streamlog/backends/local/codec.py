@@ -1,9 +1,14 @@
-"""Reference implementation of the record-batch format of docs/format.md.
+"""The record-batch codec of docs/format.md: a pure-Python reference and its compiled twin.
 
-Small and readable on purpose: ``ext/codec.pxi`` is the fast implementation and
-must produce the same bytes, with the same names, signatures and errors
-(tests/property/test_codec_parity.py checks it). Selected in place of the
-extension only by ``STREAMLOG_NO_EXTENSIONS=1`` (see ``_codec.py``).
+The functions named ``py_*`` are the reference: small and readable on purpose,
+and always importable so that tests hold them beside the compiled sibling
+(``streamlog._ext``, built from ``ext/codec.pxi`` and ``ext/native.pxi``),
+which must produce the same bytes, with the same names, signatures and
+errors (tests/property/test_codec_parity.py checks it). The plain names
+(``encode_batch``, ``read_span``, ...) are what the engine calls: the
+compiled functions, or the reference when ``STREAMLOG_NO_EXTENSIONS=1``
+(slow, for debugging the format). A missing build is an ImportError, never a
+silent fallback.
 
 Everything is little-endian. A batch is a 44-byte header followed by records::
 
@@ -17,12 +22,18 @@ Everything is little-endian. A batch is a 44-byte header followed by records::
 
 from __future__ import annotations
 
+import os
 import struct
+import types
 from collections.abc import Sequence
 
 import crc32c as _crc32c
+import numpy as np
 
-from .errors import CorruptionError, TornTail
+from streamlog import _ext
+from streamlog.errors import CorruptionError, TornTail
+
+NATIVE = os.environ.get("STREAMLOG_NO_EXTENSIONS", "") != "1"
 
 # (name, struct code) in on-disk order; offsets are derived from the sizes so
 # the table in docs/format.md, this module and the extension cannot drift.
@@ -72,7 +83,7 @@ _U64 = struct.Struct("<Q")
 HeaderList = Sequence[tuple[bytes, bytes]]
 
 
-def crc32c(data) -> int:
+def py_crc32c(data) -> int:
     """CRC32C (Castagnoli) of a bytes-like object."""
     return _crc32c.crc32c(data)
 
@@ -89,7 +100,7 @@ def _encode_headers(headers: HeaderList | None) -> bytes:
     return b"".join(parts)
 
 
-def encode_batch(
+def py_encode_batch(
     keys: Sequence[bytes | None] | None,
     values: Sequence,
     headers: Sequence[HeaderList | None] | None,
@@ -140,24 +151,24 @@ def encode_batch(
         )[CRC_START:]
         + records
     )
-    crc = crc32c(tail)
+    crc = py_crc32c(tail)
     return _HEADER.pack(
         0, length, length ^ LENGTH_CHECK_XOR, crc, MAGIC, VERSION, 0, count, first_ts, max_ts
     )[:CRC_START] + tail
 
 
-def encode_record(key, value, headers: HeaderList | None, timestamp_ms: int) -> bytes:
+def py_encode_record(key, value, headers: HeaderList | None, timestamp_ms: int) -> bytes:
     """Encode one record as a batch of one (the per-record append path)."""
-    return encode_batch(None if key is None else [key], [value],
+    return py_encode_batch(None if key is None else [key], [value],
                         None if headers is None else [headers], [timestamp_ms])
 
 
-def set_base_offset(buf, pos: int, base_offset: int) -> None:
+def py_set_base_offset(buf, pos: int, base_offset: int) -> None:
     """Write the base offset of the batch at ``pos`` (outside the CRC range)."""
     _U64.pack_into(buf, pos, base_offset)
 
 
-def batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: bool):
+def py_batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: bool):
     """Check the batch at ``pos`` and return its header fields.
 
     Returns ``(batch_length, record_count, first_timestamp_ms, max_timestamp_ms)``;
@@ -189,7 +200,7 @@ def batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: 
     if magic != MAGIC or version != VERSION:
         raise CorruptionError(None, pos, f"bad magic {magic:#06x} or version {version}")
     if check_crc:
-        actual = crc32c(mv[pos + CRC_START:pos + length])
+        actual = py_crc32c(mv[pos + CRC_START:pos + length])
         if actual != crc:
             raise CorruptionError(None, pos, f"CRC32C mismatch (stored {crc:#010x}, "
                                              f"computed {actual:#010x})")
@@ -203,14 +214,14 @@ def batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_crc: 
     return (length, count, first_ts, max_ts)
 
 
-def decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
+def py_decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
     """Check and decode the batch at ``pos``.
 
     Returns ``(base_offset, batch_length, records)`` with records as tuples
     ``(offset, timestamp_ms, key, value, headers)`` (headers a dict of str to
     bytes). Raises as ``batch_info`` does; an end marker raises TornTail.
     """
-    length, count, first_ts, _ = batch_info(buf, pos, limit, expected_base_offset, True)
+    length, count, first_ts, _ = py_batch_info(buf, pos, limit, expected_base_offset, True)
     if length == 0:
         raise TornTail(pos, "no batch here")
     base = _U64.unpack_from(buf, pos)[0]
@@ -232,7 +243,7 @@ def decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
         p += max(klen, 0)
         value = None if vlen < 0 else bytes(mv[p:p + vlen])
         p += max(vlen, 0)
-        headers = decode_headers(mv[p:p + hlen], pos)
+        headers = py_decode_headers(mv[p:p + hlen], pos)
         p += hlen
         out.append((base + i, first_ts + delta, key, value, headers))
     if p != end:
@@ -240,7 +251,7 @@ def decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
     return base, length, out
 
 
-def decode_headers(raw, batch_pos: int = 0) -> dict[str, bytes]:
+def py_decode_headers(raw, batch_pos: int = 0) -> dict[str, bytes]:
     """Decode a record's header block into a dict of str to bytes."""
     out: dict[str, bytes] = {}
     p, end = 0, len(raw)
@@ -265,7 +276,7 @@ def decode_headers(raw, batch_pos: int = 0) -> dict[str, bytes]:
     return out
 
 
-def murmur2(data: bytes) -> int:
+def py_murmur2(data: bytes) -> int:
     """Kafka's murmur2 (seed 0x9747b28c) as a signed 32-bit int, as the Java client returns."""
     length = len(data)
     seed = 0x9747B28C
@@ -297,6 +308,152 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h >= (1 << 31) else h
 
 
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition Kafka's Java client picks: (murmur2(key) & 0x7fffffff) % partitions."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+def py_partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's Java client picks: (py_murmur2(key) & 0x7fffffff) % partitions."""
+    return (py_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+# ------------------------------------------- reference storage helpers
+# The storage-facing twins (read_span, hop, time_search, scan, read_columns), built on
+# the reference codec with the extension's contracts.
+
+def py_read_span(buf, pos, limit, expected_base, min_offset, max_count, topic, partition,
+                 out, crc_from):
+    limit = min(limit, len(memoryview(buf)))
+    n = 0
+    while n < max_count:
+        length = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[0]
+        if length == 0:
+            return pos, expected_base, True
+        base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
+        for off, ts, key, value, headers in recs:
+            if off >= min_offset:
+                out.append(_ext.Record(topic, partition, off, ts, key, value, headers))
+                n += 1
+        pos += length
+        expected_base = base + len(recs)
+    return pos, expected_base, pos >= limit
+
+
+def py_hop(buf, pos, limit, expected_base, target):
+    limit = min(limit, len(memoryview(buf)))
+    while True:
+        length, count, _, _ = py_batch_info(buf, pos, limit, expected_base, False)
+        if length == 0 or expected_base + count > target:
+            return pos, expected_base
+        pos += length
+        expected_base += count
+
+
+def py_time_search(buf, pos, limit, expected_base, running_max, target_ts):
+    limit = min(limit, len(memoryview(buf)))
+    while True:
+        length = py_batch_info(buf, pos, limit, expected_base, True)[0]
+        if length == 0:
+            return -1, pos, expected_base, running_max
+        base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
+        for off, ts, *_ in recs:
+            running_max = max(running_max, ts)
+            if running_max >= target_ts:
+                return off, pos, expected_base, running_max
+        pos += length
+        expected_base = base + len(recs)
+
+
+def py_scan(buf, pos, limit, expected_base, running_max, last_index_pos, index_out):
+    limit = min(limit, len(memoryview(buf)))
+    while True:
+        try:
+            length, _, _, max_ts = py_batch_info(buf, pos, limit, expected_base, True)
+            if length == 0:
+                return pos, expected_base, running_max, None
+            base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
+        except TornTail as e:
+            return pos, expected_base, running_max, ("torn", e.file_pos, e.reason)
+        except CorruptionError as e:
+            return pos, expected_base, running_max, ("corrupt", e.file_pos, e.reason)
+        if index_out is not None and pos > 0 and pos - last_index_pos >= \
+                _ext.INDEX_INTERVAL_BYTES:
+            index_out.append((base, pos, running_max))
+            last_index_pos = pos
+        running_max = max(running_max, max_ts)
+        pos += length
+        expected_base = base + len(recs)
+
+
+def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_from):
+    limit = min(limit, len(memoryview(buf)))
+    taken = []
+    cont_pos, cont_base, checked = pos, expected_base, pos
+    while len(taken) < max_count:
+        length = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[0]
+        if length == 0:
+            break
+        checked = pos + length
+        base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
+        wanted = [r for r in recs if r[0] >= min_offset][: max_count - len(taken)]
+        taken.extend(wanted)
+        if wanted and wanted[-1][0] < base + len(recs) - 1:
+            cont_pos, cont_base = pos, base
+            break
+        pos += length
+        expected_base = base + len(recs)
+        cont_pos, cont_base = pos, expected_base
+    n = len(taken)
+
+    def column(items):
+        offs = np.zeros(n + 1, dtype=np.int64)
+        data = b"".join(b for b in items if b is not None)
+        np.cumsum([0 if b is None else len(b) for b in items], out=offs[1:])
+        return offs, np.frombuffer(data, dtype=np.uint8).copy(), \
+            np.array([b is None for b in items], dtype=np.bool_)
+
+    vo, vd, vn = column([r[3] for r in taken])
+    ko, kd, kn = column([r[2] for r in taken])
+    cols = {"offsets": np.array([r[0] for r in taken], dtype=np.int64),
+            "timestamps_ms": np.array([r[1] for r in taken], dtype=np.int64),
+            "value_offsets": vo, "value_data": vd, "value_null": vn,
+            "key_offsets": ko, "key_data": kd, "key_null": kn}
+    return cols, cont_pos, cont_base, checked
+
+
+# The reference under the compiled sibling's names, so that a test can hold the
+# two side by side (``{"ext": _ext, "reference": codec.reference}``).
+reference = types.SimpleNamespace(
+    BATCH_FIELDS=BATCH_FIELDS, RECORD_FIELDS=RECORD_FIELDS, BATCH_OFFSETS=BATCH_OFFSETS,
+    RECORD_OFFSETS=RECORD_OFFSETS, HEADER_SIZE=HEADER_SIZE, RECORD_HEADER_SIZE=RECORD_HEADER_SIZE,
+    CRC_START=CRC_START, MAGIC=MAGIC, VERSION=VERSION, LENGTH_CHECK_XOR=LENGTH_CHECK_XOR,
+    _HEADER=_HEADER, _encode_headers=_encode_headers,
+    crc32c=py_crc32c, encode_batch=py_encode_batch, encode_record=py_encode_record,
+    set_base_offset=py_set_base_offset, batch_info=py_batch_info, decode_batch=py_decode_batch,
+    decode_headers=py_decode_headers, murmur2=py_murmur2, partition_for_key=py_partition_for_key,
+    read_span=py_read_span, hop=py_hop, time_search=py_time_search, scan=py_scan,
+    read_columns=py_read_columns,
+)
+
+# ---------------------------------------------------------------- selection
+# The names the engine calls: the compiled twin, or the reference above.
+if NATIVE:
+    from streamlog._ext import (  # noqa: F401
+        batch_info,
+        crc32c,
+        decode_batch,
+        decode_headers,
+        encode_batch,
+        encode_record,
+        hop,
+        murmur2,
+        partition_for_key,
+        read_columns,
+        read_span,
+        scan,
+        set_base_offset,
+        time_search,
+    )
+else:
+    (batch_info, crc32c, decode_batch, decode_headers, encode_batch, encode_record, hop,
+     murmur2, partition_for_key, read_columns, read_span, scan, set_base_offset,
+     time_search) = (
+        py_batch_info, py_crc32c, py_decode_batch, py_decode_headers, py_encode_batch,
+        py_encode_record, py_hop, py_murmur2, py_partition_for_key, py_read_columns,
+        py_read_span, py_scan, py_set_base_offset, py_time_search)

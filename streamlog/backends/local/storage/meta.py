@@ -20,13 +20,13 @@ from typing import Any
 
 import lmdb
 
-from .._limits import (
+from streamlog._limits import (
     HASHED_ID_BYTES,
     LMDB_INITIAL_MAP_BYTES,
     LMDB_MAX_KEY_BYTES,
     LMDB_MAX_READERS,
 )
-from ..errors import ReadOnlyStore, StreamlogError
+from streamlog.errors import ReadOnlyStore, StreamlogError
 
 _MAX_DBS = 64
 

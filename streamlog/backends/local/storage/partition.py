@@ -18,21 +18,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _codec, _ext
-from .._format import BATCH_OFFSETS, HEADER_SIZE, MAGIC
-from .._limits import (
+from streamlog import _ext
+from streamlog._limits import (
     INDEX_INTERVAL_BYTES,
     RECOVERY_POINT_SYNC_S,
     SEGMENT_ALLOCATION_CHUNK_BYTES,
 )
-from ..errors import (
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.codec import BATCH_OFFSETS, HEADER_SIZE, MAGIC
+from streamlog.backends.local.storage import files, prefault
+from streamlog.errors import (
     CorruptionError,
     ReadOnlyStore,
     StoreClosed,
     TopicNotFound,
     TornTail,
 )
-from . import files, prefault
 
 log = logging.getLogger("streamlog")
 

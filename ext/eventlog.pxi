@@ -1,4 +1,4 @@
-# Hot loops of the views (streamlog/views), kept beside the Record they walk.
+# Hot loops of the local event log (streamlog/backends/local/eventlog.py), kept beside the Record they walk.
 
 cdef extern from *:
     """

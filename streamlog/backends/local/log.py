@@ -15,8 +15,8 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _codec, _ext, _limits, _validate
-from ._limits import (
+from streamlog import _ext, _limits, _validate
+from streamlog._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
@@ -27,7 +27,7 @@ from ._limits import (
     MIN_SEGMENT_BYTES,
     SYNC_INTERVAL_S,
 )
-from ._types import (
+from streamlog._types import (
     Position,
     Problem,
     Record,
@@ -37,7 +37,11 @@ from ._types import (
     empty_columns,
     now_ms,
 )
-from .errors import (
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage.meta import Meta
+from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
+from streamlog.errors import (
     ConfigMismatch,
     OffsetOutOfRange,
     ReadOnlyStore,
@@ -45,9 +49,6 @@ from .errors import (
     StreamlogError,
     TopicNotFound,
 )
-from .storage import files
-from .storage.meta import Meta
-from .storage.partition import Partition, boot_id, open_notifier
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
@@ -308,8 +309,8 @@ class Topic:
               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
               start: str = "earliest", dead_letter: str | None = None,
               consumer: str | None = None):
-        """A consumer in group ``name`` of this topic (see streamlog.groups)."""
-        from .groups import open_group
+        """A consumer in group ``name`` of this topic (see streamlog.backends.local.groups)."""
+        from streamlog.backends.local.groups import open_group
 
         return open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
                           max_deliver=max_deliver, backoff_s=backoff_s, start=start,
@@ -317,13 +318,13 @@ class Topic:
 
     def groups(self) -> list[str]:
         """Names of this topic's consumer groups."""
-        from .groups import list_groups
+        from streamlog.backends.local.groups import list_groups
 
         return list_groups(self)
 
     def delete_group(self, name: str) -> None:
         """Delete a group's offsets and leases (its dead-letter topic stays)."""
-        from .groups import delete_group
+        from streamlog.backends.local.groups import delete_group
 
         delete_group(self, name)
 
@@ -495,7 +496,7 @@ class Log:
     # ----------------------------------------------------------------- topics
     def _clamp_groups(self, topic: str, partition: int, end_offset: int) -> None:
         """Recovery cut a torn tail: group positions past the new end move back to it."""
-        from .groups import clamp_to_end
+        from streamlog.backends.local.groups import clamp_to_end
 
         clamp_to_end(self, topic, partition, end_offset)
 
@@ -672,7 +673,7 @@ class Log:
 
     def kv(self, name: str):
         """The key-value namespace ``name`` in the store's LMDB environment (views' state)."""
-        from .storage.meta import KV
+        from streamlog.backends.local.storage.meta import KV
 
         self._check()
         return KV(self._meta, name)
@@ -773,7 +774,7 @@ class Log:
 
     # -------------------------------------------------------------- dedupe
     def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:
-        from .dedupe import dedupe_append
+        from streamlog.backends.local.dedupe import dedupe_append
 
         return dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
 
@@ -781,28 +782,28 @@ class Log:
     def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
         """A point-to-point queue view (see streamlog.views.queue)."""
         self._check()
-        from .views.queue import Queue
+        from streamlog.views.queue import Queue
 
         return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
 
     def pubsub(self, name: str):
         """A fan-out view (see streamlog.views.pubsub)."""
         self._check()
-        from .views.pubsub import PubSub
+        from streamlog.views.pubsub import PubSub
 
         return PubSub(self, name)
 
     def rpc(self, name: str):
         """A request-reply view (see streamlog.views.rpc)."""
         self._check()
-        from .views.rpc import Rpc
+        from streamlog.views.rpc import Rpc
 
         return Rpc(self, name)
 
     def event_store(self, name: str):
         """An event-sourcing view (see streamlog.views.event_store)."""
         self._check()
-        from .views.event_store import EventStore
+        from streamlog.views.event_store import EventStore
 
         return EventStore(self, name)
 

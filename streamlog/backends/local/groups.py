@@ -29,10 +29,8 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from . import _codec, _validate
-from . import _groupstate as gs
-from . import dedupe as _dedupe  # noqa: F401  (registers its topic-deletion hook)
-from ._limits import (
+from streamlog import _validate
+from streamlog._limits import (
     DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
     GROUP_HEARTBEAT_MAX_S,
@@ -40,10 +38,13 @@ from ._limits import (
     GROUP_MEMBER_FORGET_S,
     MAX_MAX_RECORD_BYTES,
 )
-from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
-from ._types import View, now_ms
-from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
-from .storage.meta import Tx
+from streamlog._types import View, now_ms
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local import dedupe as _dedupe  # noqa: F401  (registers its topic-deletion hook)
+from streamlog.backends.local import groupstate as gs
+from streamlog.backends.local.log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from streamlog.backends.local.storage.meta import Tx
+from streamlog.errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 
 MODES = ("shared", "key_shared", "exclusive")
 STARTS = ("earliest", "latest")
