@@ -9,7 +9,7 @@ the contract: every guarantee, and the tests that prove it.
 import logging as _logging
 
 from streamlog._types import Position, Problem, Record, RecordBatch, Retention
-from streamlog.backend import ANY, NO_STREAM, Event
+from streamlog.api import ANY, NO_STREAM, Event
 from streamlog.backends.local.groups import Group, Lease, Message
 from streamlog.backends.local.log import Log, Topic
 from streamlog.backends.local.log import open_log as open  # noqa: A004 - the public name

@@ -162,7 +162,6 @@ def view_topic(log: LogBackend, name: str) -> TopicBackend:
 # --------------------------------------------------------------------------
 # Event store (views/event_store.py): the public Event type, the expected-
 # version constants, and the checks the view shares with ``Topic.append``.
-from typing import NamedTuple  # noqa: E402
 
 from streamlog import _validate as _validate_mod  # noqa: E402
 from streamlog._limits import (  # noqa: E402,F401
@@ -174,24 +173,8 @@ from streamlog._limits import (  # noqa: E402,F401
     EVENT_STREAM_ID_MAX_BYTES,
     EVENT_SUBSCRIBE_BATCH_RECORDS,
 )
+from streamlog.api import ANY, NO_STREAM, Event  # noqa: E402,F401
 from streamlog.errors import CorruptionError  # noqa: E402,F401
-
-# expected_version of EventStore.append: skip the check (EventStoreDB's -2).
-ANY = -2
-# expected_version of EventStore.append: the stream must not exist yet.
-NO_STREAM = -1
-
-
-class Event(NamedTuple):
-    """One event of an event store: its stream, version in the stream (from 0),
-    position in the store (commit order, from 0), timestamp, value and headers."""
-
-    stream_id: str
-    version: int
-    position: int
-    timestamp_ms: int
-    value: bytes
-    headers: dict[str, bytes]
 
 
 def validate_value(v) -> bytes:

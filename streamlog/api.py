@@ -1,0 +1,400 @@
+"""The backend contract: what a storage engine offers, in terms of meaning, not mechanism.
+
+The views (queue, pub-sub, rpc, event store; ``streamlog/views``) and the
+``streamlog.eventsourcing`` recorders are written against these protocols
+only. A backend is a sibling folder of ``streamlog/backends/`` whose store
+class satisfies :class:`Store`; the views then run on it unchanged. The
+embedded engine (``streamlog.backends.local``) is one; docs/backend.md states
+each member's guarantee and names the shared test class that checks it.
+
+Rules every member keeps, on every backend:
+
+* Offsets are dense per partition from 0; a key always maps to the same
+  partition (Kafka's murmur2 of the key, modulo the partition count).
+* Whatever returned successfully is durable per the store's durability
+  setting and visible to every reader of the store, in any process, before
+  the call returns (read your own writes).
+* Bad arguments raise TypeError/ValueError/RecordTooLarge before anything
+  is written; a closed store raises StoreClosed; a deleted topic raises
+  TopicNotFound.
+* Nothing here needs a blocking caller: each wait has an awaitable twin
+  (``Watch.wait_async``), and every other call is short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from streamlog._types import Position, Record, RecordBatch
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "Event",
+    "EventLog",
+    "Group",
+    "Message",
+    "NewEvent",
+    "ReplyBox",
+    "Store",
+    "Topic",
+    "TrackingLog",
+    "Watch",
+]
+
+# expected_version of an event-log append: skip the check (EventStoreDB's -2).
+ANY = -2
+# expected_version of an event-log append: the stream must not exist yet.
+NO_STREAM = -1
+
+Headers = Mapping[str, bytes]
+EncodedHeaders = list[tuple[bytes, bytes]]
+
+
+class Event(NamedTuple):
+    """One event of an event store: its stream, version in the stream (from 0),
+    position in the store (commit order, from 0), timestamp, value and headers."""
+
+    stream_id: str
+    version: int
+    position: int
+    timestamp_ms: int
+    value: bytes
+    headers: dict[str, bytes]
+
+
+class NewEvent(NamedTuple):
+    """An event to commit: its stream (``stream_id`` and its UTF-8 bytes), its value,
+    and its own headers, encoded (the event log adds its stream and version headers)."""
+
+    stream_id: str
+    stream_id_bytes: bytes
+    value: bytes
+    headers: EncodedHeaders | None
+
+
+@runtime_checkable
+class Watch(Protocol):
+    """Wake-ups when something new arrives: the pattern is read ``seq()``, look, then
+    ``wait(seen)``; a change after the read always ends the wait, so none is lost."""
+
+    def seq(self) -> int:
+        """A counter that moves whenever something new arrives (appends, a ``wake``)."""
+        ...
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until ``seq()`` differs from ``seen``, or ``timeout`` seconds pass
+        (False). May return True early (spurious wake-ups are allowed)."""
+        ...
+
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        """As ``wait``, awaited: no thread is held per waiter, and cancelling it
+        leaves nothing behind."""
+        ...
+
+    def wake(self) -> None:
+        """Move the counter without new data: every waiter looks again."""
+        ...
+
+
+@runtime_checkable
+class Message(Protocol):
+    """A record delivered to one consumer of a group, with its lease."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> dict[str, bytes]: ...
+    @property
+    def delivery_count(self) -> int: ...
+
+    def ack(self) -> bool:
+        """Done: never delivered to this group again. False if the lease was lost."""
+        ...
+
+    def nack(self, delay_s: float = 0, error: str | None = None) -> bool:
+        """Deliver again after ``delay_s`` (and the group's backoff); counts toward
+        ``max_deliver``, after which the record goes to the dead-letter topic with
+        ``error``. False if the lease was lost."""
+        ...
+
+    def in_progress(self) -> bool:
+        """Extend the lease by the group's ``ack_wait_s`` from now; False if lost."""
+        ...
+
+
+@runtime_checkable
+class Group(Protocol):
+    """One consumer of a consumer group (modes ``shared``, ``key_shared``, ``exclusive``)."""
+
+    name: str
+
+    def poll(self, max_records: int = 100, timeout: float | None = 1.0) -> list[Message]:
+        """Up to ``max_records`` Messages leased to this consumer, waiting up to
+        ``timeout`` seconds for the first (None: without end). Records appended with
+        ``append_delayed`` are not delivered before their time."""
+        ...
+
+    def lag(self, partition: int | None = None) -> int:
+        """Records not yet acknowledged by the group (in one partition, or all)."""
+        ...
+
+    def dead_letters(self) -> Topic:
+        """The group's dead-letter topic."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group: this consumer's leases go to the others at once."""
+        ...
+
+
+@runtime_checkable
+class Topic(Protocol):
+    """A topic of a store: partitions of dense offsets, groups over them."""
+
+    name: str
+    partitions: int
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The options the topic was created with (``partitions``, ``compact``,
+        ``max_record_bytes``, ``uid`` - equal only for the same incarnation of a name)."""
+        ...
+
+    def append(self, value: Any, key: Any = None, headers: Any = None,
+               timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
+        """Append one record; with ``msg_id``, a repeat inside the topic's dedupe
+        window returns the first append's Position and writes nothing."""
+        ...
+
+    def append_many(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
+                    headers: Sequence[Any] | None = None) -> list[Position]:
+        """Append records; those of one partition land atomically, in order."""
+        ...
+
+    def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
+                       headers: Any = None) -> Position:
+        """Append a record that no group delivers before ``deliver_at_ms`` (epoch ms).
+
+        Readers see it at once; waiting for its time uses no delivery of any
+        group (``max_deliver`` counts only real deliveries)."""
+        ...
+
+    def read(self, partition: int, offset: int = 0,
+             limit: int | None = None) -> Iterator[Record]:
+        """Records from ``offset`` on, in offset order."""
+        ...
+
+    def get(self, partition: int, offset: int) -> Record:
+        """The record at ``offset`` (OffsetOutOfRange when outside the partition)."""
+        ...
+
+    def read_batch(self, partition: int, offset: int, max_records: int) -> RecordBatch:
+        """Records from ``offset`` as numpy columns."""
+        ...
+
+    def start_offset(self, partition: int) -> int:
+        """The first offset still held (retention moves it)."""
+        ...
+
+    def end_offset(self, partition: int) -> int:
+        """The offset the next append to ``partition`` gets."""
+        ...
+
+    def offset_for_time(self, partition: int, timestamp_ms: int) -> int:
+        """The first offset whose timestamp is >= ``timestamp_ms`` (end if none)."""
+        ...
+
+    def watch(self) -> Watch:
+        """Wake-ups on appends to any partition of the topic."""
+        ...
+
+    def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
+              max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
+              start: str = "earliest", dead_letter: str | None = None,
+              consumer: str | None = None) -> Group:
+        """Create-or-open group ``name`` and join it as one consumer."""
+        ...
+
+    def group_config(self, name: str) -> dict[str, Any] | None:
+        """The stored options of group ``name`` (``mode``, ``ack_wait_s``, ...), or None
+        when it does not exist. Opens no consumer."""
+        ...
+
+    def groups(self) -> list[str]:
+        """Names of the topic's groups, sorted."""
+        ...
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group's positions, leases and options."""
+        ...
+
+
+@runtime_checkable
+class EventLog(Protocol):
+    """Versioned event streams in one commit order: an event store's engine.
+
+    Positions are dense from 0 in commit order; a stream's versions are dense
+    from 0. A commit is all or nothing: every event of it lands at
+    contiguous positions, or none does; two commits racing on the same
+    expected version of a stream, in any threads or processes, never both land.
+    """
+
+    name: str
+
+    def commit(self, events: Sequence[NewEvent], expected: Mapping[str, int],
+               first_headers: EncodedHeaders | None = None) -> int:
+        """Append ``events`` (of one or more streams) in one commit; returns the
+        position of the first.
+
+        ``expected`` holds, per stream of the commit, the version its last event
+        must have now (NO_STREAM: none; ANY: no check). WrongExpectedVersion names
+        the first stream that differs, and nothing is written. ``first_headers``
+        ride on the first event (a tracking record committed with the events).
+        """
+        ...
+
+    def last_version(self, stream_id: str) -> int:
+        """The version of the stream's last event, NO_STREAM (-1) when it has none."""
+        ...
+
+    def stream_records(self, stream_id: str, lo: int, hi: int | None, limit: int | None,
+                       backwards: bool = False) -> tuple[int, list[Record]]:
+        """The records of versions ``lo`` to ``hi`` (inclusive; None: the last) of a
+        stream, at most ``limit`` (from the top when ``backwards``); returns the
+        version of the first record returned, and the records in version order."""
+        ...
+
+    def events(self, position: int, max_events: int) -> tuple[list[Event], int]:
+        """Events from ``position`` in commit order, at most ``max_events``; returns
+        them and the position after the last one looked at."""
+        ...
+
+    def end_position(self) -> int:
+        """The position the next event gets."""
+        ...
+
+    def watch(self) -> Watch:
+        """Wake-ups on every commit."""
+        ...
+
+
+@runtime_checkable
+class TrackingLog(Protocol):
+    """Tracking records of an event-processing application: per upstream
+    application, the highest notification id processed, which only grows.
+
+    A tracking record is written alone (``record``) or atomically with the
+    events it produced (``commit_with``): both or neither.
+    """
+
+    name: str
+
+    def record(self, application: str, notification_id: int,
+               headers: EncodedHeaders | None = None) -> None:
+        """Record ``notification_id`` of ``application`` (with ``headers`` on the
+        record). WrongExpectedVersion (expected: the id, actual: the recorded one)
+        unless it is above the recorded one; nothing is written then."""
+        ...
+
+    def commit_with(self, events: EventLog, application: str, notification_id: int,
+                    new_events: Sequence[NewEvent], expected: Mapping[str, int]) -> int:
+        """Commit ``new_events`` to ``events`` and the tracking record in one step
+        (both or neither); returns the first event's position. WrongExpectedVersion
+        from either check, and nothing is written."""
+        ...
+
+    def max_id(self, application: str) -> int | None:
+        """The highest recorded notification id of ``application``, or None."""
+        ...
+
+    def watch(self) -> Watch:
+        """Wake-ups on every tracking record, alone or with events."""
+        ...
+
+
+@runtime_checkable
+class ReplyBox(Protocol):
+    """Replies of a request-reply view, by correlation id: a server ``put``s, the
+    requester waits for and ``take``s its own, never scanning others'."""
+
+    name: str
+
+    def open(self, correlation_id: bytes) -> None:
+        """Announce that a requester waits for ``correlation_id`` (before sending)."""
+        ...
+
+    def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+        """Deliver a reply (``error``: the handler's exception type name, or None).
+        Durable unless the requester waits in this process and takes it directly."""
+        ...
+
+    def take(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """The reply for ``correlation_id`` if it has come (and forget it), else None."""
+        ...
+
+    def close(self, correlation_id: bytes) -> None:
+        """The requester stops waiting (reply taken or timed out)."""
+        ...
+
+    def watch(self) -> Watch:
+        """Wake-ups on every reply put."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """An open store: topics, and the engines the views need beside them."""
+
+    @property
+    def url(self) -> str:
+        """Where the store lives, as a URL (``file:///abs/dir``, ``nats://...``); equal
+        for every handle on one store."""
+        ...
+
+    def raise_if_closed(self) -> None:
+        """StoreClosed if the store was closed (views check before their arguments)."""
+        ...
+
+    def topic(self, name: str, **options: Any) -> Topic:
+        """Create-or-open topic ``name``; ConfigMismatch if it exists with other options."""
+        ...
+
+    def existing_topic(self, name: str) -> Topic:
+        """Open topic ``name``; TopicNotFound if it does not exist."""
+        ...
+
+    def topics(self) -> list[str]:
+        """Names of every topic, sorted."""
+        ...
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic with its groups and every index the store keeps for it."""
+        ...
+
+    def event_log(self, name: str) -> EventLog:
+        """The event log behind event store ``name`` (its topic is ``name``)."""
+        ...
+
+    def tracking_log(self, name: str) -> TrackingLog:
+        """The tracking records of application ``name``."""
+        ...
+
+    def reply_box(self, name: str) -> ReplyBox:
+        """The reply box of reply topic ``name``."""
+        ...
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when the store closes, before its handles stop working."""
+        ...
