@@ -129,3 +129,7 @@ SEGMENT_ALLOCATION_CHUNK_BYTES = 4 * 1024 * 1024
 # file per data sync would double the cost of durability="always". A recovery
 # point that lags only makes recovery after a crash re-validate more.
 RECOVERY_POINT_SYNC_S = 1.0
+
+# Log.stats()'s append_rate_per_s: records whose timestamp falls in the last minute,
+# per second (Kafka's MessagesInPerSec reports 1-minute rates too).
+RATE_WINDOW_S = 60.0

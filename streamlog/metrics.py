@@ -1,8 +1,8 @@
 """Operational figures of a store (the append rate of Log.stats(), Prometheus export).
 
 ``Log.stats()`` gives per-partition counts (records, bytes, segments,
-offsets); this module adds ``append_rate_per_s`` to every partition and
-topic of it (through ``_STATS_HOOKS``), and turns the whole dict into
+offsets); and ``append_rate_per_s`` of every partition and topic; this module
+computes that rate (``append_rate``) and turns the whole dict into
 Prometheus metrics for ``streamlog metrics DIR``. The exporter needs the
 ``metrics`` extra (``pip install 'streamlog-embedded[metrics]'``, i.e.
 ``prometheus_client``); the rate does not.
@@ -23,13 +23,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from streamlog import _types
-from streamlog.backends.local.log import _STATS_HOOKS, Log, Topic
-from streamlog.errors import CorruptionError
+from streamlog._limits import RATE_WINDOW_S as _RATE_WINDOW_S
+from streamlog.backends.local import log as _local_log
+from streamlog.backends.local.log import Log, Topic
 
-# One minute: long enough to smooth bursts, short enough to show a stall
-# (Kafka's MessagesInPerSec reports 1-minute rates too).
-RATE_WINDOW_S = 60.0
+RATE_WINDOW_S = _RATE_WINDOW_S  # one minute: smooths bursts, still shows a stall
 DEFAULT_PORT = 9464  # the port OpenTelemetry's Prometheus exporter uses by default
 DEFAULT_ADDR = "127.0.0.1"  # loopback: exposing figures to the network is opt-in
 
@@ -40,35 +38,7 @@ def append_rate(topic: Topic, partition: int, window_s: float = RATE_WINDOW_S,
 
     Counted from record timestamps: ``end_offset - offset_for_time(now - window)``.
     """
-    if window_s <= 0:
-        raise ValueError(f"window_s must be > 0, not {window_s!r}")
-    now = _types.now_ms() if now_ms is None else now_ms
-    end = topic.end_offset(partition) if end_offset is None else end_offset
-    since = topic.offset_for_time(partition, max(0, now - int(window_s * 1000)))
-    return max(0, end - since) / window_s
-
-
-def _stats_hook(log: Log, topic: Topic, out: dict) -> None:
-    """Add ``append_rate_per_s`` to each partition of ``topic`` in ``out`` and to the topic."""
-    entry = out["topics"].get(topic.name)
-    if entry is None:
-        return
-    now = _types.now_ms()
-    total = 0.0
-    for part in entry["partitions"]:
-        try:
-            rate = append_rate(topic, part["partition"], end_offset=part["end_offset"],
-                               now_ms=now)
-        except CorruptionError:  # figures must not fail on damage; verify reports it
-            part["append_rate_per_s"] = None
-            continue
-        part["append_rate_per_s"] = rate
-        total += rate
-    entry["append_rate_per_s"] = total
-
-
-if _stats_hook not in _STATS_HOOKS:
-    _STATS_HOOKS.append(_stats_hook)
+    return _local_log.append_rate(topic, partition, window_s, end_offset, now_ms)
 
 
 # ---------------------------------------------------------------- Prometheus

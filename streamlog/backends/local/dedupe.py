@@ -33,7 +33,6 @@ from streamlog import _validate
 from streamlog._limits import DEDUPE_CATCHUP_SCAN_RECORDS, DEDUPE_ID_MAX_BYTES, DEDUPE_PRUNE_BATCH
 from streamlog._types import Position, now_ms
 from streamlog.backends.local import codec as _codec
-from streamlog.backends.local.log import _TOPIC_DELETE_HOOKS
 from streamlog.backends.local.storage.meta import Tx
 
 MSG_ID_HEADER = "sl-msg-id"
@@ -208,7 +207,7 @@ def _prune(tx: Tx, name: str, p: int, horizon_ms: int) -> None:
         tx.delete(k)
 
 
-def _drop_topic(meta, txn, topic: str) -> None:
+def drop_topic(meta, txn, topic: str) -> None:
     """Topic deletion hook: the topic's dedupe ids and marks go with it."""
     tx = Tx(txn, meta.db_in(txn, _NS))
     tk = _tk(topic)
@@ -216,4 +215,3 @@ def _drop_topic(meta, txn, topic: str) -> None:
         tx.delete_prefix(prefix)
 
 
-_TOPIC_DELETE_HOOKS.append(_drop_topic)

@@ -27,7 +27,7 @@ import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamlog import _validate
 from streamlog._limits import (
@@ -40,11 +40,12 @@ from streamlog._limits import (
 )
 from streamlog._types import View, now_ms
 from streamlog.backends.local import codec as _codec
-from streamlog.backends.local import dedupe as _dedupe  # noqa: F401  (registers its topic-deletion hook)
 from streamlog.backends.local import groupstate as gs
-from streamlog.backends.local.log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
 from streamlog.backends.local.storage.meta import Tx
 from streamlog.errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
+
+if TYPE_CHECKING:
+    from streamlog.backends.local.log import Topic
 
 MODES = ("shared", "key_shared", "exclusive")
 STARTS = ("earliest", "latest")
@@ -773,7 +774,7 @@ class Group:
             limit = min(MAX_MAX_RECORD_BYTES,
                         self.topic.config["max_record_bytes"] + 64 * 1024)
             cfg = log._create_or_check(name, {"max_record_bytes": limit})
-        self._dlq = Topic(log, name, cfg)
+        self._dlq = log._topic_handle(name, cfg)
         return self._dlq
 
     def _dead_letter(self, jobs: list[tuple[int, int, int, int, str | None]]) -> None:
@@ -1047,7 +1048,7 @@ def _read_keys(part, offset: int, end: int, room: int,
 
 
 # ------------------------------------------------------------------ hooks
-def _drop_topic_groups(meta, txn, topic: str) -> None:
+def drop_topic(meta, txn, topic: str) -> None:
     """Topic deletion hook: its groups' configs, offsets, leases and members go with it."""
     tx = Tx(txn, meta.db_in(txn, _NS))
     tk = _tk(topic)
@@ -1055,7 +1056,7 @@ def _drop_topic_groups(meta, txn, topic: str) -> None:
         tx.delete_prefix(prefix)
 
 
-def _group_stats(log, topic: Topic, out: dict) -> None:
+def stats(log, topic: Topic, out: dict) -> None:
     """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
     prefix = b"c" + _tk(topic.name)
     now = now_ms()
@@ -1094,5 +1095,3 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
         out.setdefault("groups", {})[topic.name] = groups
 
 
-_TOPIC_DELETE_HOOKS.append(_drop_topic_groups)
-_STATS_HOOKS.append(_group_stats)

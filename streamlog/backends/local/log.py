@@ -25,6 +25,7 @@ from streamlog._limits import (
     MAX_PARTITIONS,
     MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
+    RATE_WINDOW_S,
     SYNC_INTERVAL_S,
 )
 from streamlog._types import (
@@ -38,11 +39,13 @@ from streamlog._types import (
     now_ms,
 )
 from streamlog.backends.local import codec as _codec
+from streamlog.backends.local import dedupe, groups
 from streamlog.backends.local.storage import files
 from streamlog.backends.local.storage.meta import Meta
 from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
 from streamlog.errors import (
     ConfigMismatch,
+    CorruptionError,
     OffsetOutOfRange,
     ReadOnlyStore,
     StoreClosed,
@@ -310,23 +313,17 @@ class Topic:
               start: str = "earliest", dead_letter: str | None = None,
               consumer: str | None = None):
         """A consumer in group ``name`` of this topic (see streamlog.backends.local.groups)."""
-        from streamlog.backends.local.groups import open_group
-
-        return open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
+        return groups.open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
                           max_deliver=max_deliver, backoff_s=backoff_s, start=start,
                           dead_letter=dead_letter, consumer=consumer)
 
     def groups(self) -> list[str]:
         """Names of this topic's consumer groups."""
-        from streamlog.backends.local.groups import list_groups
-
-        return list_groups(self)
+        return groups.list_groups(self)
 
     def delete_group(self, name: str) -> None:
         """Delete a group's offsets and leases (its dead-letter topic stays)."""
-        from streamlog.backends.local.groups import delete_group
-
-        delete_group(self, name)
+        groups.delete_group(self, name)
 
 
 class Log:
@@ -496,9 +493,7 @@ class Log:
     # ----------------------------------------------------------------- topics
     def _clamp_groups(self, topic: str, partition: int, end_offset: int) -> None:
         """Recovery cut a torn tail: group positions past the new end move back to it."""
-        from streamlog.backends.local.groups import clamp_to_end
-
-        clamp_to_end(self, topic, partition, end_offset)
+        groups.clamp_to_end(self, topic, partition, end_offset)
 
     def _notifier_of(self, name: str):
         with self._parts_lock:
@@ -627,6 +622,10 @@ class Log:
             raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
         return Topic(self, name, config)
 
+    def _topic_handle(self, name: str, config: dict) -> Topic:
+        """A handle on a topic whose stored config the caller has read."""
+        return Topic(self, name, config)
+
     def topics(self) -> list[str]:
         """Names of every topic, those that views created included, sorted."""
         self._check()
@@ -650,6 +649,10 @@ class Log:
         def drop(txn):
             if not txn.delete(name.encode(), db=self._meta.db(_TOPICS_DB)):
                 return False
+            # Every part that keeps per-topic state in LMDB drops it here, in the
+            # transaction that deletes the topic: all of it goes, or none.
+            groups.drop_topic(self._meta, txn, name)
+            dedupe.drop_topic(self._meta, txn, name)
             for hook in _TOPIC_DELETE_HOOKS:
                 hook(self._meta, txn, name)
             return True
@@ -699,8 +702,8 @@ class Log:
                               "segments": len(segs),
                               "max_timestamp_ms": max_ts if max_ts >= 0 else None})
             out["topics"][name] = {"partitions": parts, "config": t.config}
-            for hook in _STATS_HOOKS:
-                hook(self, t, out)
+            _add_append_rates(t, out)
+            groups.stats(self, t, out)
         return out
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
@@ -774,9 +777,7 @@ class Log:
 
     # -------------------------------------------------------------- dedupe
     def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:
-        from streamlog.backends.local.dedupe import dedupe_append
-
-        return dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
+        return dedupe.dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
 
     # ----------------------------------------------------------------- views
     def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
@@ -826,8 +827,42 @@ def open_here(path) -> int:
 # Functions (meta, txn, topic_name) run inside the transaction that deletes a
 # topic, so the features that keep per-topic state in LMDB drop it with the topic.
 _TOPIC_DELETE_HOOKS: list[Callable] = []
-# Functions (log, topic, stats_dict) that add their figures to Log.stats().
-_STATS_HOOKS: list[Callable] = []
+
+
+def append_rate(topic: Topic, partition: int, window_s: float = RATE_WINDOW_S,
+                end_offset: int | None = None, now_ms_: int | None = None) -> float:
+    """Records per second appended to ``partition`` over the last ``window_s`` seconds.
+
+    Counted from record timestamps: ``end_offset - offset_for_time(now - window)``,
+    so it costs one time-index lookup and no state. Records appended with
+    explicit old ``timestamp_ms`` values do not count as recent.
+    """
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, not {window_s!r}")
+    now = now_ms() if now_ms_ is None else now_ms_
+    end = topic.end_offset(partition) if end_offset is None else end_offset
+    since = topic.offset_for_time(partition, max(0, now - int(window_s * 1000)))
+    return max(0, end - since) / window_s
+
+
+def _add_append_rates(topic: Topic, out: dict) -> None:
+    """Add ``append_rate_per_s`` to each partition of ``topic`` in ``out`` and to the topic;
+    None for a partition whose time lookup hits damaged data (verify reports it)."""
+    entry = out["topics"].get(topic.name)
+    if entry is None:
+        return
+    now = now_ms()
+    total = 0.0
+    for part in entry["partitions"]:
+        try:
+            rate = append_rate(topic, part["partition"], end_offset=part["end_offset"],
+                               now_ms_=now)
+        except CorruptionError:  # figures must not fail on damage
+            part["append_rate_per_s"] = None
+            continue
+        part["append_rate_per_s"] = rate
+        total += rate
+    entry["append_rate_per_s"] = total
 
 
 def _fit_dedupe_window(cfg: dict, requested: dict) -> None:

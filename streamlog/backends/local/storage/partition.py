@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -179,7 +180,7 @@ class Partition:
                 if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
                     os.posix_fallocate(fd, 0, _ext.CONTROL_BYTES)
                 self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, True)
-                self.ctl = _ext.Control(self._ctl_map)
+                self.ctl: _ext.Control | _ClosedControl = _ext.Control(self._ctl_map)
                 state = self.ctl.state(self._boot)
                 if state != "ok":
                     self._cold_start(state)
@@ -575,7 +576,7 @@ class Partition:
             return seg.index, seg.timeindex
 
     def _map_index_files(self, base: int):
-        maps = []
+        maps: list[_ext.Mapping | None] = []
         for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
             p = os.path.join(self.path, files.segment_name(base, suffix))
             try:
@@ -1248,7 +1249,7 @@ class Partition:
                 sizes[b] = 0
         total = sum(sizes.values()) + view[3]
         now_ms = int(time.time() * 1000)
-        doomed = []
+        doomed: list[dict[str, Any]] = []
         for i, b in enumerate(closed):
             nxt = bases[i + 1]
             reason = None
@@ -1417,7 +1418,8 @@ class Partition:
             for m in maps:
                 m.release()  # refused while a caller still holds a view of it
             self._ctl_map.release()
-            self.ctl = _ClosedControl(self.topic, deleted)
+            # A stand-in that refuses every use with StoreClosed/TopicNotFound.
+            self.ctl = _ClosedControl(self.topic, deleted)  # type: ignore[assignment]
 
 
 class _ClosedControl:
