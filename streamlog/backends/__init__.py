@@ -1,0 +1,1 @@
+"""Storage backends behind the one public API: the embedded store and NATS JetStream."""
