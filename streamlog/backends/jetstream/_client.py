@@ -497,6 +497,7 @@ class Connection:
         self._js: Any = None
         self._pulls: dict[tuple[str, str], Any] = {}
         self._last_error: BaseException | None = None
+        self._auth_failed: asyncio.Event | None = None
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -579,6 +580,9 @@ class Connection:
         # operation that is affected raises on its own, so this only logs.
         self._last_error = e
         log.debug("nats %s: %r", self.url, e)
+        if self._auth_failed is not None and "authoriz" in str(e).lower():
+            # Wrong credentials do not get better by retrying until the timeout.
+            self._auth_failed.set()
 
     async def _connect(self, options: dict[str, Any]) -> None:
         url = self.url
@@ -600,15 +604,31 @@ class Connection:
         opts.update(options)
         nc = _NatsClient()
         self._nc = nc
+        self._auth_failed = asyncio.Event()
+        connecting = asyncio.ensure_future(nc.connect(**opts))
+        refused = asyncio.ensure_future(self._auth_failed.wait())
         try:
-            await asyncio.wait_for(nc.connect(**opts), self.connect_timeout)
+            done, _ = await asyncio.wait(
+                {connecting, refused}, timeout=self.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if connecting not in done:
+                connecting.cancel()
+                raise TimeoutError("no server accepted the connection" if refused not in done
+                                   else "authorization refused")
+            connecting.result()
         except (TimeoutError, OSError, nats.errors.Error) as e:
             await self._abandon(nc)
             why = self._last_error or e
+            if refused.done():
+                raise StreamlogError(f"{url}: the server refused the credentials ({why})") from e
             raise StreamlogError(
                 f"{url}: cannot connect within {self.connect_timeout:g} s "
-                f"({type(why).__name__}: {why})"
+                f"({type(why).__name__}: {why or e})"
             ) from e
+        finally:
+            refused.cancel()
+            self._auth_failed = None
         try:
             self.server_version = check_server(nc._server_info, str(url))
             self.max_payload = nc.max_payload
