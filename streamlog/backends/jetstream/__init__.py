@@ -1,0 +1,1 @@
+"""The JetStream backend: streamlog stores kept in NATS JetStream streams and consumers."""

@@ -1,0 +1,650 @@
+"""The conformance suite: behaviours every backend must show, as shared test classes.
+
+A backend's test module subclasses each class once with a harness that says
+how to open a store on fresh storage (see ``test_local.py``); the classes use
+the public API and the contract of ``streamlog.api`` only, never an engine's
+internals. docs/backend.md maps each contract member to the class here that
+checks it. Where a backend cannot give a behaviour exactly, its module
+overrides the test with one named for the difference, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from streamlog import api
+from streamlog.errors import (
+    ConfigMismatch,
+    OffsetOutOfRange,
+    RemoteError,
+    RequestTimeout,
+    StoreClosed,
+    TopicNotFound,
+    WrongExpectedVersion,
+)
+
+
+def _murmur2(data: bytes) -> int:
+    """Kafka's murmur2, written out here so placement is checked against the definition."""
+    m, r = 0x5BD1E995, 24
+    h = (0x9747B28C ^ len(data)) & 0xFFFFFFFF
+    n = len(data) & ~3
+    for i in range(0, n, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    rest = len(data) & 3
+    if rest == 3:
+        h ^= data[n + 2] << 16
+    if rest >= 2:
+        h ^= data[n + 1] << 8
+    if rest >= 1:
+        h ^= data[n]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    return (_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def wait_for(cond, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+class Harness:
+    """How a backend's test module opens stores: override ``open_store``."""
+
+    def open_store(self, where: Any) -> Any:
+        raise NotImplementedError
+
+    def location(self, tmp_path) -> Any:
+        """Fresh storage for one test (a directory; a store name on a server)."""
+        return tmp_path / "store"
+
+    @pytest.fixture
+    def store(self, tmp_path):
+        self._where = self.location(tmp_path)
+        s = self.open_store(self._where)
+        self._open = [s]
+        yield s
+        for s in self._open:
+            s.close()
+
+    def reopen(self, store) -> Any:
+        """Close ``store`` and open the same storage again (closed after the test)."""
+        store.close()
+        s = self.open_store(self._where)
+        self._open.append(s)
+        return s
+
+    def second_handle(self) -> Any:
+        """Another open store on the same storage, as a second process would have."""
+        s = self.open_store(self._where)
+        self._open.append(s)
+        return s
+
+
+# ---------------------------------------------------------------------------- topics
+class TopicContract(Harness):
+    """Appends, reads, placement, headers, timestamps, limits: ``api.Topic``."""
+
+    def test_the_store_and_topic_satisfy_the_protocols(self, store):
+        t = store.topic("proto")
+        assert isinstance(store, api.Store) and isinstance(t, api.Topic)
+        assert isinstance(store.url, str) and store.url
+
+    def test_offsets_are_dense_from_zero_per_partition(self, store):
+        t = store.topic("dense", partitions=3)
+        seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+        for i in range(60):
+            p = t.append(b"%d" % i, key=b"k%d" % i)
+            seen[p.partition].append(p.offset)
+        for p, offs in seen.items():
+            assert offs == list(range(len(offs)))
+            assert t.end_offset(p) == len(offs) and t.start_offset(p) == 0
+
+    def test_keys_go_to_kafkas_murmur2_partition(self, store):
+        t = store.topic("placed", partitions=7)
+        for i in range(50):
+            key = b"customer-%d" % i
+            assert t.append(b"v", key=key).partition == kafka_partition(key, 7)
+        many = t.append_many([b"a", b"b"], keys=[b"x", b"yy"])
+        assert [p.partition for p in many] == [kafka_partition(b"x", 7),
+                                               kafka_partition(b"yy", 7)]
+
+    def test_records_round_trip(self, store):
+        t = store.topic("rt", partitions=1)
+        pos = t.append(b"value", key=b"key", headers={"h1": b"\x00\xff", "h2": "text"},
+                       timestamp_ms=1_700_000_000_123)
+        r = t.get(0, pos.offset)
+        assert (r.topic, r.partition, r.offset) == ("rt", 0, pos.offset)
+        assert (r.key, r.value, r.timestamp_ms) == (b"key", b"value", 1_700_000_000_123)
+        assert r.headers == {"h1": b"\x00\xff", "h2": b"text"}
+        t.append(b"", key=None)
+        r2 = list(t.read(0, 1))[0]
+        assert (r2.key, r2.value, r2.headers) == (None, b"", {})
+
+    def test_read_limits_and_ranges(self, store):
+        t = store.topic("ranges", partitions=1)
+        t.append_many([b"%d" % i for i in range(20)])
+        assert [r.offset for r in t.read(0, 5, 3)] == [5, 6, 7]
+        assert [r.offset for r in t.read(0, 18)] == [18, 19]
+        assert list(t.read(0, 20)) == []
+        with pytest.raises(OffsetOutOfRange):
+            t.get(0, 20)
+        b = t.read_batch(0, 2, 4)
+        assert list(b.offsets) == [2, 3, 4, 5] and b.value(0) == b"2"
+
+    def test_offset_for_time(self, store):
+        t = store.topic("times", partitions=1)
+        for i, ts in enumerate((1000, 2000, 3000)):
+            t.append(b"%d" % i, timestamp_ms=ts)
+        assert t.offset_for_time(0, 0) == 0
+        assert t.offset_for_time(0, 2000) == 1
+        assert t.offset_for_time(0, 2001) == 2
+        assert t.offset_for_time(0, 9999) == 3
+
+    def test_append_many_lands_in_order_per_partition(self, store):
+        t = store.topic("many", partitions=2)
+        values = [b"%d" % i for i in range(100)]
+        keys = [b"k%d" % (i % 5) for i in range(100)]
+        pos = t.append_many(values, keys=keys)
+        for p in (0, 1):
+            got = [(r.key, r.value) for r in t.read(0 if p == 0 else 1)]
+            want = [(k, v) for k, v, q in zip(keys, values, pos) if q.partition == p]
+            assert got == want
+
+    def test_dedupe_by_msg_id(self, store):
+        t = store.topic("dd", partitions=3)
+        first = t.append(b"once", msg_id="order-1")
+        again = t.append(b"twice", msg_id="order-1")
+        assert first == again
+        assert sum(t.end_offset(p) for p in range(3)) == 1
+        assert t.append(b"other", msg_id="order-2") != first
+
+    def test_bad_input_writes_nothing(self, store):
+        t = store.topic("bad", partitions=1)
+        with pytest.raises(TypeError):
+            t.append("not bytes")
+        with pytest.raises(TypeError):
+            t.append(b"v", headers={"h": 5})
+        with pytest.raises(ValueError):
+            store.topic("bad name!")
+        assert t.end_offset(0) == 0
+
+    def test_config_mismatch_and_existing_topic(self, store):
+        store.topic("cfg", partitions=2)
+        with pytest.raises(ConfigMismatch):
+            store.topic("cfg", partitions=3)
+        assert store.existing_topic("cfg").partitions == 2
+        with pytest.raises(TopicNotFound):
+            store.existing_topic("nope")
+
+    def test_delete_topic_takes_its_groups_and_name(self, store):
+        t = store.topic("gone", partitions=1)
+        t.append(b"x")
+        t.group("g").close()
+        store.delete_topic("gone")
+        assert "gone" not in store.topics()
+        with pytest.raises(TopicNotFound):
+            store.existing_topic("gone")
+        again = store.topic("gone", partitions=1)
+        assert again.end_offset(0) == 0 and again.groups() == []
+        with pytest.raises(TopicNotFound):
+            store.delete_topic("never")
+
+    def test_records_survive_reopen(self, store):
+        t = store.topic("kept", partitions=2)
+        pos = t.append_many([b"a", b"b", b"c"], keys=[b"1", b"2", b"3"])
+        store = self.reopen(store)
+        t = store.existing_topic("kept")
+        for p, v in zip(pos, (b"a", b"b", b"c")):
+            assert t.get(p.partition, p.offset).value == v
+
+    def test_a_second_handle_reads_what_the_first_wrote(self, store):
+        t = store.topic("shared", partitions=1)
+        other = self.second_handle()
+        t.append(b"hello")
+        assert [r.value for r in other.existing_topic("shared").read(0)] == [b"hello"]
+
+    def test_closed_store_refuses(self, store):
+        t = store.topic("closing", partitions=1)
+        store.close()
+        with pytest.raises(StoreClosed):
+            t.append(b"x")
+        with pytest.raises(StoreClosed):
+            store.topics()
+
+    def test_watch_wakes_on_append(self, store):
+        t = store.topic("watched", partitions=2)
+        w = t.watch()
+        assert isinstance(w, api.Watch)
+        seen = w.seq()
+        assert w.wait(seen, 0.01) is False
+        threading.Timer(0.05, lambda: t.append(b"x")).start()
+        assert w.wait(seen, 5) is True and w.seq() != seen
+        seen = w.seq()
+        w.wake()
+        assert w.wait(seen, 1) is True
+
+    def test_delayed_append_is_not_delivered_before_its_time(self, store):
+        t = store.topic("later", partitions=1)
+        due = int(time.time() * 1000) + 300
+        t.append_delayed(b"later", due)
+        t.append(b"now")
+        assert [r.value for r in t.read(0)] == [b"later", b"now"]  # readers see both
+        g = t.group("g", max_deliver=1)
+        first = g.poll(10, timeout=0.1)
+        assert [m.value for m in first] == [b"now"]
+        first[0].ack()
+        (m,) = g.poll(10, timeout=5)
+        assert m.value == b"later" and m.delivery_count == 1
+        assert int(time.time() * 1000) >= due
+        m.ack()
+        assert g.lag() == 0
+
+
+# ---------------------------------------------------------------------------- groups
+class GroupContract(Harness):
+    """Group semantics shared by all three modes, and the shared mode's own."""
+
+    def test_each_record_to_one_consumer_and_lag(self, store):
+        t = store.topic("work", partitions=2)
+        t.append_many([b"%d" % i for i in range(40)])
+        a, b = t.group("g", consumer="a"), t.group("g", consumer="b")
+        assert isinstance(a, api.Group)
+        got = []
+        while True:
+            ms = a.poll(7, timeout=0) + b.poll(5, timeout=0)
+            if not ms:
+                break
+            for m in ms:
+                got.append(m.value)
+                assert m.ack()
+        assert sorted(got) == sorted(b"%d" % i for i in range(40))
+        assert a.lag() == 0
+
+    def test_poll_waits_for_an_append(self, store):
+        t = store.topic("wait", partitions=1)
+        g = t.group("g")
+        threading.Timer(0.05, lambda: t.append(b"late")).start()
+        ms = g.poll(10, timeout=5)
+        assert [m.value for m in ms] == [b"late"]
+
+    def test_lease_expiry_redelivers_and_stale_ack_fails(self, store):
+        t = store.topic("lease", partitions=1)
+        t.append(b"x")
+        g = t.group("g", ack_wait_s=0.1)
+        (m,) = g.poll(1, timeout=0)
+        other = t.group("g", ack_wait_s=0.1)
+        (m2,) = other.poll(1, timeout=3)
+        assert (m2.offset, m2.delivery_count) == (0, 2)
+        assert m.ack() is False
+        assert m2.ack() is True
+
+    def test_nack_delay_and_backoff(self, store):
+        t = store.topic("nk", partitions=1)
+        t.append(b"x")
+        g = t.group("g", backoff_s=[0.2])
+        (m,) = g.poll(1, timeout=0)
+        t0 = time.monotonic()
+        m.nack()
+        assert g.poll(1, timeout=0.05) == []
+        (m,) = g.poll(1, timeout=3)
+        assert time.monotonic() - t0 >= 0.2 and m.delivery_count == 2
+        m.ack()
+
+    def test_in_progress_extends_the_lease(self, store):
+        t = store.topic("ip", partitions=1)
+        t.append(b"x")
+        g = t.group("g", ack_wait_s=0.3)
+        (m,) = g.poll(1, timeout=0)
+        other = t.group("g", ack_wait_s=0.3)
+        for _ in range(4):
+            time.sleep(0.1)
+            assert m.in_progress()
+        assert other.poll(1, timeout=0) == []
+        assert m.ack()
+
+    def test_max_deliver_moves_to_dead_letter_with_origin(self, store):
+        t = store.topic("dl", partitions=1)
+        t.append(b"poison", key=b"k")
+        g = t.group("g", max_deliver=2, dead_letter="dl.dead")
+        for _ in range(2):
+            (m,) = g.poll(1, timeout=1)
+            m.nack(error="bad data")
+        assert g.poll(1, timeout=0.1) == []
+        dead = list(g.dead_letters().read(0))
+        assert [r.value for r in dead] == [b"poison"] and dead[0].key == b"k"
+        h = dead[0].headers
+        assert any(b"bad data" in v for v in h.values())
+        assert any(v == b"dl" for v in h.values())
+        assert g.lag() == 0
+
+    def test_positions_survive_reopen(self, store):
+        t = store.topic("pos", partitions=1)
+        t.append_many([b"a", b"b", b"c"])
+        g = t.group("g")
+        (m,) = g.poll(1, timeout=0)
+        m.ack()
+        store = self.reopen(store)
+        g = store.existing_topic("pos").group("g")
+        assert [m.value for m in g.poll(10, timeout=0)] == [b"b", b"c"]
+
+    def test_start_latest_and_seek(self, store):
+        t = store.topic("st", partitions=1)
+        t.append(b"old")
+        g = t.group("g", start="latest")
+        t.append(b"new")
+        assert [m.value for m in g.poll(10, timeout=0)] == [b"new"]
+        g.seek(0, 0)
+        assert [m.value for m in g.poll(10, timeout=0)] == [b"old", b"new"]
+
+    def test_group_config_and_listing(self, store):
+        t = store.topic("gc", partitions=1)
+        assert t.group_config("g") is None
+        t.group("g", mode="key_shared", ack_wait_s=7).close()
+        cfg = t.group_config("g")
+        assert cfg is not None and cfg["mode"] == "key_shared" and cfg["ack_wait_s"] == 7
+        assert t.groups() == ["g"]
+        with pytest.raises(ConfigMismatch):
+            t.group("g", mode="shared")
+        t.delete_group("g")
+        assert t.groups() == [] and t.group_config("g") is None
+
+    def test_close_hands_leases_to_others_at_once(self, store):
+        t = store.topic("cl", partitions=1)
+        t.append(b"x")
+        a = t.group("g", ack_wait_s=60)
+        assert len(a.poll(1, timeout=0)) == 1
+        a.close()
+        b = t.group("g", ack_wait_s=60)
+        (m,) = b.poll(1, timeout=1)
+        assert m.value == b"x"
+
+
+class KeySharedContract(Harness):
+    """key_shared: no key held by two consumers at once, per-key order kept."""
+
+    def test_no_key_held_by_two_consumers(self, store):
+        t = store.topic("ks", partitions=1)
+        for i in range(6):
+            t.append(b"%d" % i, key=b"A" if i % 2 == 0 else b"B")
+        a = t.group("g", mode="key_shared", consumer="a")
+        b = t.group("g", mode="key_shared", consumer="b")
+        (ma,) = a.poll(1, timeout=0)
+        assert ma.key == b"A"
+        mb = b.poll(10, timeout=0)
+        assert {m.key for m in mb} == {b"B"}
+        for m in mb:
+            m.ack()
+        ma2 = a.poll(10, timeout=0)
+        assert [(m.key, m.offset) for m in ma2] == [(b"A", 2), (b"A", 4)]
+
+    def test_redelivery_keeps_key_order(self, store):
+        t = store.topic("ko", partitions=1)
+        for i in range(3):
+            t.append(b"%d" % i, key=b"A")
+        a = t.group("g", mode="key_shared")
+        (first,) = a.poll(1, timeout=0)
+        first.nack(delay_s=0.2)
+        b = t.group("g", mode="key_shared")
+        assert b.poll(10, timeout=0) == []
+        again = b.poll(10, timeout=3)
+        assert [(m.offset, m.delivery_count) for m in again] == [(0, 2), (1, 1), (2, 1)]
+
+
+class ExclusiveContract(Harness):
+    """exclusive: one active consumer; takeover; stale acks refused; redelivery from the
+    oldest unacknowledged record."""
+
+    def test_one_active_consumer_and_takeover(self, store):
+        t = store.topic("ex", partitions=1)
+        t.append_many([b"0", b"1", b"2"])
+        a = t.group("g", mode="exclusive", consumer="a", ack_wait_s=0.2)
+        got = a.poll(2, timeout=0)
+        assert [m.value for m in got] == [b"0", b"1"]
+        got[0].ack()
+        b = t.group("g", mode="exclusive", consumer="b", ack_wait_s=0.2)
+        assert b.poll(10, timeout=0) == []  # a is active
+        taken = b.poll(10, timeout=3)  # a's leases expire: b takes over
+        assert [m.value for m in taken] == [b"1", b"2"]
+        assert got[1].ack() is False  # the old owner's ack is refused
+        for m in taken:
+            assert m.ack()
+        assert b.lag() == 0
+
+
+# ---------------------------------------------------------------------------- views
+class QueueContract(Harness):
+    """The queue view on the backend."""
+
+    def test_each_message_to_one_consumer(self, store):
+        a, b = store.queue("jobs"), store.queue("jobs")
+        for i in range(20):
+            a.put(b"%d" % i)
+        got = []
+        for q in (a, b) * 15:
+            m = q.get(timeout=0.05)
+            if m is not None:
+                got.append(m.value)
+                assert m.ack()
+        assert sorted(got) == sorted(b"%d" % i for i in range(20))
+
+    def test_acks_survive_reopen(self, store):
+        q = store.queue("durable")
+        for v in (b"a", b"b", b"c"):
+            q.put(v)
+        q.get().ack()
+        store = self.reopen(store)
+        q = store.queue("durable")
+        rest = []
+        while (m := q.get(timeout=0.05)) is not None:
+            rest.append(m.value)
+            m.ack()
+        assert rest == [b"b", b"c"]
+
+    def test_redelivery_and_dead_letter(self, store):
+        q = store.queue("flaky", ack_wait_s=0.1, max_deliver=3)
+        q.put(b"poison")
+        counts = []
+        m = q.get(timeout=1)
+        counts.append(m.delivery_count)
+        m.nack()
+        m = q.get(timeout=1)
+        counts.append(m.delivery_count)
+        m = q.get(timeout=2)
+        counts.append(m.delivery_count)
+        m.nack()
+        assert counts == [1, 2, 3]
+        assert q.get(timeout=0.2) is None
+        assert [r.value for r in q.dead_letters().read(0)] == [b"poison"]
+
+    def test_delay_uses_no_delivery(self, store):
+        q = store.queue("timer", max_deliver=1)
+        t0 = time.monotonic()
+        q.put(b"t", delay_s=0.3)
+        assert q.get(timeout=0.1) is None
+        m = q.get(timeout=3)
+        assert m.value == b"t" and time.monotonic() - t0 >= 0.3 and m.delivery_count == 1
+        m.ack()
+        assert q.get(timeout=0.05) is None
+        assert list(q.dead_letters().read(0)) == []
+
+    def test_views_refuse_a_compacted_topic(self, store):
+        store.topic("cq", compact=True)
+        with pytest.raises(ConfigMismatch):
+            store.queue("cq")
+
+
+class PubSubContract(Harness):
+    """The pub-sub view on the backend."""
+
+    def test_fan_out_resume_and_latest(self, store):
+        ps = store.pubsub("feed")
+        ps.publish(b"before")
+        early = ps.subscribe("early")
+        late = ps.subscribe("late", start="latest")
+        ps.publish(b"after")
+        assert [m.value for m in late.listen(timeout=0.1)] == [b"after"]
+        it = early.listen(timeout=0.1)
+        assert next(it).value == b"before"
+        next(it)
+        it.close()
+        store = self.reopen(store)
+        ps = store.pubsub("feed")
+        ps.publish(b"third")
+        assert [m.value for m in ps.subscribe("early").listen(timeout=0.2)] == \
+            [b"after", b"third"]
+        assert [m.value for m in ps.subscribe("late").listen(timeout=0.1)] == [b"third"]
+
+
+class RpcContract(Harness):
+    """The request-reply view on the backend."""
+
+    def test_round_trip_errors_and_concurrency(self, store):
+        rpc = store.rpc("calc")
+
+        def handler(m):
+            if m.value == b"boom":
+                raise RuntimeError("exploded")
+            return m.value[::-1]
+
+        failures = []
+
+        def client(i):
+            for j in range(30):
+                body = b"%d:%d" % (i, j)
+                if rpc.request(body, timeout=10) != body[::-1]:
+                    failures.append(body)
+
+        with rpc.serve(handler, workers=2):
+            with pytest.raises(RemoteError) as exc:
+                rpc.request(b"boom", timeout=5)
+            assert (exc.value.type_name, exc.value.remote_message) == \
+                ("RuntimeError", "exploded")
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        assert failures == []
+
+    def test_reply_from_another_handle(self, store):
+        """A server on a second handle (another process's view of the store) answers."""
+        server_side = self.second_handle()
+        with server_side.rpc("echo").serve(lambda m: m.value + b"!"):
+            assert store.rpc("echo").request(b"hi", timeout=10) == b"hi!"
+
+    def test_expired_request_is_never_served(self, store):
+        rpc = store.rpc("late")
+        with pytest.raises(RequestTimeout):
+            rpc.request(b"x", timeout=0.05)
+        served = []
+        with rpc.serve(lambda m: served.append(m.value) or b"") as server:
+            assert rpc.request(b"y", timeout=5) == b""
+            assert wait_for(lambda: server.expired >= 1)
+        assert served == [b"y"] and server.expired == 1
+
+
+class EventStoreContract(Harness):
+    """The event store view (and so ``api.EventLog``) on the backend."""
+
+    def test_versions_positions_and_expected_versions(self, store):
+        es = store.event_store("bank")
+        # append returns the stream's new last version
+        assert es.append("acc-1", [b"opened", b"deposited"], expected_version=api.NO_STREAM) == 1
+        assert es.append("acc-2", [b"opened"]) == 0
+        with pytest.raises(WrongExpectedVersion) as exc:
+            es.append("acc-1", [b"x"], expected_version=0)
+        assert (exc.value.expected, exc.value.actual) == (0, 1)
+        with pytest.raises(WrongExpectedVersion):
+            es.append("acc-2", [b"x"], expected_version=api.NO_STREAM)
+        es.append("acc-1", [(b"withdrew", {"by": b"atm"})], expected_version=1)
+        evs = es.read("acc-1")
+        assert [(e.version, e.position, e.value) for e in evs] == \
+            [(0, 0, b"opened"), (1, 1, b"deposited"), (2, 3, b"withdrew")]
+        assert evs[2].headers["by"] == b"atm"
+        assert es.last_version("acc-1") == 2 and es.last_version("none") == api.NO_STREAM
+        assert [e.position for e in es.read_all()] == [0, 1, 2, 3]
+        assert [e.stream_id for e in es.read_all(2, limit=1)] == ["acc-2"]
+        assert es.end_position() == 4
+
+    def test_racing_appenders_one_wins(self, store):
+        es = store.event_store("race")
+        es.append("s", [b"0"])
+        results: list[Any] = []
+        barrier = threading.Barrier(4)
+
+        def racer(i):
+            barrier.wait()
+            try:
+                results.append(es.append("s", [b"%d" % i, b"more"], expected_version=0))
+            except WrongExpectedVersion:
+                results.append(None)
+
+        threads = [threading.Thread(target=racer, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert sum(r is not None for r in results) == 1
+        assert es.last_version("s") == 2
+        assert [e.position for e in es.read_all()] == [0, 1, 2]
+
+    def test_versions_survive_reopen(self, store):
+        es = store.event_store("kept")
+        es.append("s", [b"a", b"b"])
+        store = self.reopen(store)
+        es = store.event_store("kept")
+        assert es.last_version("s") == 1
+        with pytest.raises(WrongExpectedVersion):
+            es.append("s", [b"c"], expected_version=0)
+        es.append("s", [b"c"], expected_version=1)
+        assert [e.value for e in es.read("s", from_version=1)] == [b"b", b"c"]
+
+    def test_subscribe_catches_up_then_goes_live(self, store):
+        es = store.event_store("live")
+        es.append("s", [b"old"])
+        sub = es.subscribe(0, timeout=5)
+        it = iter(sub)
+        assert next(it).value == b"old"
+        threading.Timer(0.05, lambda: es.append("t", [b"new"])).start()
+        ev = next(it)
+        assert (ev.stream_id, ev.value, ev.position) == ("t", b"new", 1)
+        sub.close()
+
+    def test_a_second_handle_sees_versions(self, store):
+        es = store.event_store("two")
+        other = self.second_handle().event_store("two")
+        es.append("s", [b"a"])
+        with pytest.raises(WrongExpectedVersion):
+            other.append("s", [b"b"], expected_version=api.NO_STREAM)
+        other.append("s", [b"b"], expected_version=0)
+        assert [e.value for e in es.read("s")] == [b"a", b"b"]
+
+    def test_bad_input_writes_nothing(self, store):
+        es = store.event_store("bad")
+        with pytest.raises(TypeError):
+            es.append("s", [b"ok", 5])
+        with pytest.raises(ValueError):
+            es.append("", [b"x"])
+        with pytest.raises(ValueError):
+            es.append("s", [(b"x", {"es-stream": b"y"})])
+        assert es.end_position() == 0

@@ -1,0 +1,43 @@
+"""The conformance suite on the embedded engine: a store directory per test."""
+
+from __future__ import annotations
+
+import streamlog
+from tests.conformance import suite
+
+
+class Local(suite.Harness):
+    def open_store(self, where):
+        return streamlog.open(where)
+
+
+class TestTopic(Local, suite.TopicContract):
+    pass
+
+
+class TestGroup(Local, suite.GroupContract):
+    pass
+
+
+class TestKeyShared(Local, suite.KeySharedContract):
+    pass
+
+
+class TestExclusive(Local, suite.ExclusiveContract):
+    pass
+
+
+class TestQueue(Local, suite.QueueContract):
+    pass
+
+
+class TestPubSub(Local, suite.PubSubContract):
+    pass
+
+
+class TestRpc(Local, suite.RpcContract):
+    pass
+
+
+class TestEventStore(Local, suite.EventStoreContract):
+    pass
