@@ -428,6 +428,11 @@ class Tx:
         self._txn = txn
         self._db = db
 
+    def raw(self):
+        """The LMDB transaction and database handle, for callers that walk keys with a
+        cursor (keys they use must stay under LMDB's 511-byte limit: no hashing there)."""
+        return self._txn, self._db
+
     def get(self, key: bytes) -> bytes | None:
         v = self._txn.get(key_for(key), db=self._db)
         return None if v is None else bytes(v)
