@@ -115,9 +115,10 @@ class _PartStore:
     it. Used inside one transaction only.
     """
 
-    __slots__ = ("txn", "db", "pkey", "rk", "dk", "kk", "cur", "head", "raw", "old", "loaded")
+    __slots__ = ("txn", "db", "pkey", "rk", "dk", "kk", "cur", "head", "raw", "old", "loaded",
+                 "cache")
 
-    def __init__(self, tx: Tx, pkey: bytes) -> None:
+    def __init__(self, tx: Tx, pkey: bytes, cache: dict | None = None) -> None:
         self.txn, self.db = tx.raw()
         self.pkey = pkey
         self.rk = pkey + b"r"
@@ -128,6 +129,9 @@ class _PartStore:
         self.raw: bytes | None = None
         self.old: gs.PartState | None = None  # decoded JSON of the older layout
         self.loaded: tuple[dict, dict] = ({}, {})  # runs and keys load() read, for save()
+        # A handle's memory of the whole states it last wrote: pkey -> (head, runs, keys).
+        # Every write changes the head (its seq), so an equal head means the same runs.
+        self.cache = cache
 
     def open(self, write: bool, raw: bytes | None = None) -> gs.Head | None:
         """The head (None: no such partition state). ``write``: upgrade an older layout."""
@@ -151,6 +155,8 @@ class _PartStore:
 
     def create(self, st: gs.PartState) -> None:
         self.head = gs.Head()
+        # A random start: a state deleted and created again never repeats an old head.
+        self.head.seq = int.from_bytes(os.urandom(4), "big")
         self.save(st)
 
     def _cursor(self):
@@ -167,8 +173,15 @@ class _PartStore:
         st = gs.PartState.__new__(gs.PartState)
         st.committed, st.next, st.owner, st.epoch = h.committed, h.next, h.owner, h.epoch
         st.redeliveries, st.dead_letters = h.redeliveries, h.dead_letters
-        runs: dict[int, tuple] = {}
-        keys: dict[int, int] = {}
+        c = self.cache.get(self.pkey) if self.cache is not None else None
+        if c is not None and c[0] == self.raw:
+            runs, keys = c[1], c[2]
+            st.runs = [list(r) for r in runs.values()]
+            st.keys = dict(keys)
+            self.loaded = (runs, keys)
+            return st
+        runs = {}
+        keys = {}
         cur = self._cursor()
         rk, n = self.rk, len(self.rk)
         if cur.set_range(rk):
@@ -225,12 +238,16 @@ class _PartStore:
         h.seq = seq
         self.loaded = (new_runs, dict(st.keys))
         self.old = None
-        self.save_head()
+        raw = self.save_head()
+        if self.cache is not None:
+            self.cache[self.pkey] = (raw, new_runs, self.loaded[1])
 
-    def save_head(self) -> None:
+    def save_head(self) -> bytes:
         h = self.head
         h.seq += 1
-        self.txn.put(self.pkey, gs.encode_head(h), db=self.db)
+        raw = gs.encode_head(h)
+        self.txn.put(self.pkey, raw, db=self.db)
+        return raw
 
     # ------------------------------------------- entries (see _groupstate)
     def get(self, lo: int) -> list | None:
@@ -574,6 +591,7 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
@@ -717,7 +735,7 @@ class Group:
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
-                ps = _PartStore(tx, pkeys[p])
+                ps = _PartStore(tx, pkeys[p], self._states_cache)
                 h = ps.open(True, bytes(raw))
                 if mode == "shared" and not reclaim and h.bo == (bo or []) and \
                         h.committed >= v.start_offset:
@@ -812,7 +830,7 @@ class Group:
         states = {}
         stores = {}
         for p, key in enumerate(self._pkeys):
-            ps = stores[p] = _PartStore(tx, key)
+            ps = stores[p] = _PartStore(tx, key, self._states_cache)
             if ps.open(write=True) is None:
                 raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
                                      "deleted")
