@@ -770,6 +770,18 @@ def apply_store(s, ranges: list[tuple[int, int]], change) -> list[tuple[int, int
         while run is not None and run[0] < b:
             lo, hi = run[0], run[1]
             new = change(run)
+            if new is not None and new[0] is None and lo == h.committed and hi <= b:
+                # The usual ack: a whole run at the front of the window is done.
+                s.remove(run)
+                h.committed = hi
+                h.pending -= hi - lo
+                pieces.append((lo, hi, new))
+                fold_store(s)  # may fold acked runs after it too
+                nxt = max(hi, h.committed)
+                if nxt >= b or nxt >= h.next:
+                    break
+                run = s.get(nxt)
+                continue
             if new is not None:
                 x, y = max(a, lo), min(b, hi)
                 s.remove(run)

@@ -36,6 +36,7 @@ from ._limits import (
     DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
     GROUP_HEARTBEAT_MAX_S,
+    GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
     MAX_MAX_RECORD_BYTES,
@@ -592,6 +593,11 @@ class Group:
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
         self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
+        # One-at-a-time consumers (the queue view's get): an ack of one message also
+        # leases the next in its transaction; ``_held`` is (that Message, when leased in
+        # ms) until ``_take_held`` hands it out or back (docs/groups.md).
+        self._ack_leases_next = False
+        self._held: tuple[Message, int] | None = None
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
@@ -919,6 +925,10 @@ class Group:
         now = now_ms()
         pkeys = self._pkeys
         defer_to = now + int(delay_s * 1000)
+        lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
+            self._held is None and self.mode == "shared"
+        if lease_next:
+            views = [View._make(part.view()) for part in self.topic._parts]
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
@@ -929,8 +939,10 @@ class Group:
             dead: list[tuple[int, int, int, int, str | None]] = []
             full = False
             beat = self._heartbeat(tx, cfg, now)
+            opened: dict[int, _PartStore] = {}
+            dirty: dict[int, _PartStore] = {}
             for p, by_epoch in ranges_of.items():
-                ps = _PartStore(tx, pkeys[p])
+                ps = opened[p] = _PartStore(tx, pkeys[p])
                 st = ps.open(write=True)  # the head: only the runs touched are read
                 if st is None:
                     continue
@@ -959,10 +971,25 @@ class Group:
                                           aw, error, dead, p)
                 if changed:
                     ok[p] = changed
-                    ps.save_head()
-            return ok, dead, beat, full
+                    dirty[p] = ps
+            nxt = None
+            if lease_next and ok:
+                nxt = self._lease_one(tx, views, now, aw, md, bo, opened, dirty)
+            for ps in dirty.values():
+                ps.save_head()
+            return ok, dead, beat, full, nxt
 
-        ok, dead, beat, full = self._kv.transact(fn)
+        ok, dead, beat, full, nxt = self._kv.transact(fn)
+        if nxt is not None:
+            p, lo, count = nxt
+            (r,) = _read_range(self.topic._parts[p], lo, lo + 1, self._cache)
+            m = _new_message(Message)
+            m.delivery_count = count
+            m._record = r
+            m._group = self
+            m._epoch = 0
+            m._state = _OPEN
+            self._held = (m, now)
         if beat:
             self._beat_ms = now
         state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
@@ -995,6 +1022,48 @@ class Group:
                 m._state = _NACKED
         self._settled(action, dead, full)
         return out
+
+    def _lease_one(self, tx: Tx, views: list, now: int, aw: int, md: int,
+                   bo: list[int] | None, opened: dict, dirty: dict
+                   ) -> tuple[int, int, int] | None:
+        """Inside an ack's transaction: lease this consumer one more record, if one is
+        deliverable at once by the usual shared poll (else the next poll finds it).
+        ``opened``/``dirty``: the partition stores the ack opened / changed (their
+        heads are written once, by the caller)."""
+        n = len(self._pkeys)
+        for i in range(n):
+            p = (self._rr + i) % n
+            v = views[p]
+            ps = opened.get(p)
+            if ps is None:
+                ps = opened[p] = _PartStore(tx, self._pkeys[p])
+                ps.open(write=True)
+            h = ps.head
+            if h is None or h.bo != (bo or []) or h.committed < v.start_offset:
+                continue
+            res = gs.lease_shared_store(ps, self.consumer, now, 1, v.end_offset, aw, md,
+                                        GROUP_MAX_PENDING_RECORDS, 0)
+            if res.changed:
+                dirty[p] = ps
+            if res.deliver:
+                lo, _, count = res.deliver[0]
+                self._rr = (p + 1) % n
+                return p, lo, count
+        return None
+
+    def _take_held(self) -> Message | None:
+        """The message the last ack leased, if it was leased within the hold limit;
+        otherwise it goes back to the group, its delivery not counted."""
+        held = self._held
+        if held is None:
+            return None
+        self._held = None
+        m, at = held
+        hold_ms = min(GROUP_HOLD_MAX_MS, int(self._cfg["ack_wait_s"] * 100))
+        if now_ms() - at <= hold_ms:
+            return m
+        self._settle([m], _DEFER, 0)
+        return None
 
     def _settled(self, action: int, dead: list[tuple[int, int, int, int, str | None]],
                  full: bool) -> None:
@@ -1167,8 +1236,17 @@ class Group:
         me = self.consumer
         now = now_ms()
         pkeys = self._pkeys
+        held = self._held[0]._record if self._held is not None else None
+        self._held = None
 
         def fn(tx: Tx):
+            if held is not None:  # leased by an ack, never handed out: not a delivery
+                ps = _PartStore(tx, pkeys[held.partition])
+                if ps.open(write=True) is not None and gs.apply_store(
+                        ps, [(held.offset, held.offset + 1)],
+                        lambda r: [gs.FREE, now, max(r[4] - 1, 0), r[5]] if r[2] == me
+                        else None):
+                    ps.save_head()
             for key in pkeys:
                 ps = _PartStore(tx, key)
                 h = ps.open(write=True)
