@@ -770,7 +770,8 @@ def apply_store(s, ranges: list[tuple[int, int]], change) -> list[tuple[int, int
         while run is not None and run[0] < b:
             lo, hi = run[0], run[1]
             new = change(run)
-            if new is not None and new[0] is None and lo == h.committed and hi <= b:
+            if new is not None and new[0] is None and lo == h.committed and a <= lo and \
+                    hi <= b:
                 # The usual ack: a whole run at the front of the window is done.
                 s.remove(run)
                 h.committed = hi

@@ -84,6 +84,7 @@ def test_random_operations_keep_the_layout_consistent_and_drain(store):
         elif x < 0.8 and held[me]:
             pick = rnd.sample(sorted(held[me]), min(len(held[me]), rnd.randint(1, 20)))
             done = op(gs.ack_store, me, gs.to_ranges(pick))
+            assert sorted(o for lo, hi in done for o in range(lo, hi)) == sorted(pick)
             for lo, hi in done:
                 held[me] -= set(range(lo, hi))
         elif x < 0.9 and held[me]:
@@ -106,6 +107,31 @@ def test_random_operations_keep_the_layout_consistent_and_drain(store):
         if st.committed == end:
             break
     assert st.committed == st.next == end and st.runs == []
+
+
+def test_an_ack_inside_a_run_at_the_front_leaves_the_rest_of_it_leased(store):
+    """Two records leased in one run at the front of the window: acking the second
+    leaves the first leased (and acking it then folds both)."""
+    kv = store.kv("groups")
+    key = groups._part_key("t", "g", 0)
+    kv.transact(lambda tx: groups._PartStore(tx, key).create(gs.PartState(0)))
+
+    def op(fn, *args):
+        def run(tx):
+            ps = groups._PartStore(tx, key)
+            ps.open(write=True)
+            out = fn(ps, *args)
+            ps.save_head()
+            return out, check_layout(ps)
+        return kv.transact(run)
+
+    res, _ = op(gs.lease_shared_store, "a", 1000, 2, 10, FAR, 5, 100, 100)
+    assert res.deliver == [(0, 2, 1)]
+    done, st = op(gs.ack_store, "a", [(1, 2)])
+    assert done == [(1, 2)] and st.committed == 0
+    assert st.runs == [[0, 1, "a", 1000 + FAR, 1, None], [1, 2, None, 0, 0, None]]
+    done, st = op(gs.ack_store, "a", [(0, 1)])
+    assert done == [(0, 1)] and (st.committed, st.runs) == (2, [])
 
 
 def _give_back(me, due):
