@@ -450,54 +450,64 @@ def test_queue_get_ack_four_processes(benchmark, pool, bench_dir):
     report(benchmark, fig)
 
 
-def _lease_costs(path: str, pending: int, values: list[bytes]) -> tuple[list[float], list[float]]:
-    """Per-call times of LEASE_OPS poll(1) and ack() calls with ``pending`` leases
-    outstanding (ack_wait_s 600, so none expires): each timed poll leases one new record
-    and each timed ack settles a lease drawn at random, so the count stays put."""
-    rnd = random.Random(pending)
-    perf = time.perf_counter
-    with streamlog.open(path) as log:
-        t = log.topic("bench", segment_bytes=SEGMENT_BYTES)
+class _LeaseLoop:
+    """A store whose group holds ``pending`` leases (ack_wait_s 600, so none expires),
+    one run each (polled one at a time: the worst case of the state)."""
+
+    def __init__(self, path: str, pending: int, values: list[bytes]) -> None:
+        self.log = streamlog.open(path)
+        t = self.log.topic("bench", segment_bytes=SEGMENT_BYTES)
         for i in range(0, len(values), 100):
             t.append_many(values[i:i + 100])
-        g = t.group("leases", ack_wait_s=600)
-        held = []
-        while len(held) < pending:  # one run per lease: the worst case of the state
-            held.extend(g.poll(1, timeout=0))
-        polls, acks = [], []
-        for _ in range(LEASE_OPS):
+        self.g = t.group("leases", ack_wait_s=600)
+        self.held: list = []
+        while len(self.held) < pending:
+            self.held.extend(self.g.poll(1, timeout=0))
+        self.rnd = random.Random(pending)
+        self.polls: list[float] = []
+        self.acks: list[float] = []
+
+    def run(self, n: int) -> None:
+        """``n`` timed poll(1) calls, each leasing one new record, and ``n`` timed acks of
+        a lease drawn at random, so the number outstanding stays put."""
+        perf, g, held = time.perf_counter, self.g, self.held
+        for _ in range(n):
             t0 = perf()
             got = g.poll(1, timeout=0)
-            polls.append(perf() - t0)
+            self.polls.append(perf() - t0)
             assert len(got) == 1
             held.extend(got)
-            i = rnd.randrange(len(held))
+            i = self.rnd.randrange(len(held))
             held[i], held[-1] = held[-1], held[i]
             m = held.pop()
             t0 = perf()
             ok = m.ack()
-            acks.append(perf() - t0)
+            self.acks.append(perf() - t0)
             assert ok
-    return polls, acks
 
 
 def test_poll_and_ack_cost_at_the_lease_limit(benchmark, bench_dir):
     """poll(1) and ack() with the group at its lease limit (GROUP_MAX_PENDING_RECORDS
     leases outstanding, each its own run) against the same calls with 10 outstanding,
-    measured in the same rounds (medians of the per-call times)."""
+    in blocks of 100 alternating between the two stores (medians of per-call times)."""
     limit = GROUP_MAX_PENDING_RECORDS - 1
     values = _values(limit + LEASE_OPS + 100)
     rounds: list[dict[str, list[float]]] = []
 
     def run():
-        out = {}
-        for pending in (10, limit):
-            path = tempfile.mkdtemp(dir=bench_dir)
-            try:
-                out[pending] = _lease_costs(path, pending, values)
-            finally:
-                shutil.rmtree(path, ignore_errors=True)
-        rounds.append(out)
+        path = tempfile.mkdtemp(dir=bench_dir)
+        loops = {}
+        try:
+            for pending in (10, limit):
+                loops[pending] = _LeaseLoop(os.path.join(path, str(pending)), pending, values)
+            for _ in range(LEASE_OPS // 100):  # interleaved: load drifts hit both alike
+                for loop in loops.values():
+                    loop.run(100)
+            rounds.append({p: (loop.polls, loop.acks) for p, loop in loops.items()})
+        finally:
+            for loop in loops.values():
+                loop.log.close()
+            shutil.rmtree(path, ignore_errors=True)
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
     for k, what in ((0, "poll(1)"), (1, "ack()")):
