@@ -628,7 +628,8 @@ def leased_records(st: PartState) -> list[tuple[str, int, int, int]]:
 # lo); ``containing(off)``; ``last()``; ``put(run)`` and ``remove(run)`` (the
 # run and its due-index entry); ``replace(old, new)`` (same first offset);
 # ``due_after(key)`` (the next due-index entry after ``key``, as
-# ``(key, ready_ms, lo)``); ``drop_keys(lo, hi)`` (key hashes of a range).
+# ``(key, ready_ms, lo)``); ``keyed`` (whether key hashes may exist) and
+# ``drop_keys(lo, hi)`` (key hashes of a range).
 
 _HEAD = struct.Struct(">BQqqqqqqH")  # version, seq, committed, next, epoch, rd, dl, pending,
 _HEAD_VERSION = 2                   # owner length (0xFFFF: no owner); then owner, backoff
@@ -808,8 +809,9 @@ def apply_store(s, ranges: list[tuple[int, int]], change) -> list[tuple[int, int
 def ack_store(s, me: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """``ack`` on the indexed layout."""
     pieces = apply_store(s, ranges, lambda r: [None, 0, 0, None] if r[2] == me else None)
-    for x, y, _ in pieces:
-        s.drop_keys(x, y)
+    if s.keyed:
+        for x, y, _ in pieces:
+            s.drop_keys(x, y)
     return [(x, y) for x, y, _ in pieces]
 
 
@@ -821,7 +823,7 @@ def lease_shared_store(s, me: str, now_ms: int, room: int, end_offset: int,
     Redeliveries come from the due index in the order they came due (ties
     by offset): the walk stops at the first entry not due yet, so a poll
     reads only what it hands out, plus one entry. Then new records, as one
-    run (merged into the last run when that is this poll's too).
+    run.
     """
     res = Lease()
     h = s.head
@@ -864,12 +866,9 @@ def lease_shared_store(s, me: str, now_ms: int, room: int, end_offset: int,
     if room > 0 and h.next < end_offset:
         hi = min(end_offset, h.next + room, h.next + max(0, max_pending - h.pending))
         if hi > h.next:
-            last = s.last() if h.next > h.committed else None
-            if last is not None and last[1] == h.next and last[2] == me and \
-                    last[3] == deadline and last[4] == 1 and last[5] is None:
-                s.replace(last, [last[0], hi, me, deadline, 1, None])
-            else:
-                s.put([h.next, hi, me, deadline, 1, None])
+            # Its own run, even beside an equal one: one poll's records stay one run,
+            # and acking them is deleting that run (the usual ack, see apply_store).
+            s.put([h.next, hi, me, deadline, 1, None])
             res.deliver.append((h.next, hi, 1))
             res.taken += hi - h.next
             h.pending += hi - h.next

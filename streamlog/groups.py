@@ -117,7 +117,7 @@ class _PartStore:
     """
 
     __slots__ = ("txn", "db", "pkey", "rk", "dk", "kk", "cur", "head", "raw", "old", "loaded",
-                 "cache")
+                 "cache", "keyed")
 
     def __init__(self, tx: Tx, pkey: bytes, cache: dict | None = None) -> None:
         self.txn, self.db = tx.raw()
@@ -133,6 +133,7 @@ class _PartStore:
         # A handle's memory of the whole states it last wrote: pkey -> (head, runs, keys).
         # Every write changes the head (its seq), so an equal head means the same runs.
         self.cache = cache
+        self.keyed = True  # key hashes may exist (False: a group not in key_shared mode)
 
     def open(self, write: bool, raw: bytes | None = None) -> gs.Head | None:
         """The head (None: no such partition state). ``write``: upgrade an older layout."""
@@ -925,6 +926,7 @@ class Group:
         now = now_ms()
         pkeys = self._pkeys
         defer_to = now + int(delay_s * 1000)
+        keyed = self.mode == "key_shared"
         lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
             self._held is None and self.mode == "shared"
         if lease_next:
@@ -943,6 +945,7 @@ class Group:
             dirty: dict[int, _PartStore] = {}
             for p, by_epoch in ranges_of.items():
                 ps = opened[p] = _PartStore(tx, pkeys[p])
+                ps.keyed = keyed
                 st = ps.open(write=True)  # the head: only the runs touched are read
                 if st is None:
                     continue
