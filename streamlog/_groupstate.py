@@ -24,7 +24,11 @@ every keyed, unacked record in the window, so a key is known to be held without
 reading records again. ``exclusive`` groups keep the partition's ``owner`` and
 an ``epoch`` bumped at each change of owner.
 
-docs/groups.md explains the algorithms; tests/unit/test_groups_state.py proves
+The functions on a PartState (a whole window in memory) serve the operations
+that look at every run; the ``*_store`` functions at the end run the shared
+poll and the settles on the indexed layout in LMDB, entry by entry (no I/O
+here either: the store object does it). docs/groups.md explains the
+algorithms; tests/unit/test_groups_state.py and test_groups_layout.py prove
 them. Not thread-safe: a PartState lives inside one LMDB write transaction.
 """
 
@@ -59,7 +63,7 @@ class PartState:
 
 
 def decode(raw: bytes) -> PartState:
-    """A PartState from its stored JSON."""
+    """A PartState from the JSON value of the older layout (one value per partition)."""
     d = json.loads(raw)
     st = PartState.__new__(PartState)
     st.committed = d["c"]
@@ -75,7 +79,8 @@ def decode(raw: bytes) -> PartState:
 
 
 def encode(st: PartState) -> bytes:
-    """The stored JSON of a PartState (short field names: it is rewritten by every poll)."""
+    """The JSON value of the older layout (stores written before the indexed one hold
+    it; nothing writes it now but tests of that upgrade)."""
     d: dict = {"c": st.committed, "n": st.next, "r": st.runs}
     if st.owner is not None or st.epoch:
         d["o"] = st.owner

@@ -7,10 +7,11 @@ of three modes: ``shared`` (any consumer takes any record), ``key_shared`` (a
 key is held by one consumer at a time) and ``exclusive`` (each partition is
 owned by one live consumer and delivered in order).
 
-All state lives in the store's LMDB environment (namespace ``groups``), one
-value per group and partition (see ``streamlog._groupstate``), so a poll or an
-ack is one LMDB write transaction whatever the number of records, and every
-process of the machine sees the same leases. docs/groups.md describes the
+All state lives in the store's LMDB environment (namespace ``groups``): per
+group and partition a head, one entry per run of offsets and a due index (see
+``_PartStore`` and ``streamlog._groupstate``), so a poll or an ack is one LMDB
+write transaction that touches a few entries whatever the number of records
+and leases, and every process of the machine sees the same leases. docs/groups.md describes the
 layout, the algorithms and the decisions taken where the API leaves a choice.
 """
 
