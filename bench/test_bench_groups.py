@@ -1,5 +1,7 @@
 """Consumer groups across processes: shared-group consumption, fan-out, append-to-poll
-latency, beside the embedded queues a user would otherwise build.
+latency, the queue view's get()+ack() one message at a time, beside the embedded queues
+a user would otherwise build; and, in this process, poll(1) and ack() with the group at
+its lease limit against the same calls with 10 leases outstanding.
 
 Every figure comes from worker processes (``spawn``) that open the store
 themselves; a pool of 4 workers lives for the whole module, so process start-up
