@@ -1,5 +1,7 @@
 """Consumer groups across processes: shared-group consumption, fan-out, append-to-poll
-latency, beside the embedded queues a user would otherwise build.
+latency, the queue view's get()+ack() one message at a time, beside the embedded queues
+a user would otherwise build; and, in this process, poll(1) and ack() with the group at
+its lease limit against the same calls with 10 leases outstanding.
 
 Every figure comes from worker processes (``spawn``) that open the store
 themselves; a pool of 4 workers lives for the whole module, so process start-up
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import shutil
 import sqlite3
 import statistics
@@ -39,6 +42,7 @@ import pytest
 from conftest import Contender, Figure, Goal, paired_rounds, rate, report, spread
 
 import streamlog
+from streamlog._limits import GROUP_MAX_PENDING_RECORDS
 
 WORKERS = 4
 GROUP_RECORDS = 100_000
@@ -49,6 +53,8 @@ POLL_RECORDS = 100
 LATENCY_SAMPLES = 400
 ROUNDS = 3
 VALUE_BYTES = 100
+QUEUE_RECORDS = 20_000
+LEASE_OPS = 1000  # poll(1) + ack pairs timed at each number of outstanding leases
 SEGMENT_BYTES = 32 << 20  # holds a round's records; smaller than the default to preallocate
 CTX = mp.get_context("spawn")
 
@@ -69,6 +75,27 @@ def _prep_group(idx: int, path: str, group: str, mode: str):
                     g.ack(msgs)
                     n += len(msgs)
                 elif g.lag() == 0:
+                    return n
+        finally:
+            log.close()
+    return run
+
+
+def _prep_queue(idx: int, path: str):
+    """A queue consumer written the way most are: get() one message, ack() it."""
+    log = streamlog.open(path)
+    q = log.queue("jobs")
+    q.lag()  # LMDB open, first transaction: outside the timed round
+
+    def run():
+        n = 0
+        try:
+            while True:
+                m = q.get(timeout=0.005)
+                if m is not None:
+                    assert m.ack()
+                    n += 1
+                elif q.lag() == 0:
                     return n
         finally:
             log.close()
@@ -166,7 +193,7 @@ def _prep_pipe(idx: int, fifo: str, samples: int):
     return run
 
 
-_PREP = {"group": _prep_group, "lmdb": _prep_lmdb, "sqlite": _prep_sqlite,
+_PREP = {"group": _prep_group, "queue": _prep_queue, "lmdb": _prep_lmdb, "sqlite": _prep_sqlite,
          "latency": _prep_latency, "pipe": _prep_pipe}
 
 
@@ -264,6 +291,24 @@ def _group_contender(name: str, pool: Pool, bench_dir: str, records: int,
         assert sum(results.values()) == records * len(set(groups)), results
 
     return Contender(name, run, setup, lambda state: shutil.rmtree(state[0], True))
+
+
+def _queue_contender(pool: Pool, bench_dir: str) -> Contender:
+    values = _values(QUEUE_RECORDS)
+
+    def setup():
+        path = tempfile.mkdtemp(dir=bench_dir)
+        with streamlog.open(path) as log:
+            q = log.queue("jobs")
+            for i in range(0, QUEUE_RECORDS, 100):
+                q.topic.append_many(values[i:i + 100])
+        return path, pool.prepare("queue", (path,))
+
+    def run(state):
+        assert sum(pool.start(state[1]).values()) == QUEUE_RECORDS
+
+    return Contender("streamlog queue get+ack", run, setup,
+                     lambda state: shutil.rmtree(state[0], True))
 
 
 def _lmdb_contender(pool: Pool, bench_dir: str) -> Contender:
@@ -390,3 +435,95 @@ def test_append_to_poll_latency(benchmark, pool, bench_dir):
     fig99 = Figure("test_append_to_poll_latency", "append -> poll across processes, p99",
                    p99, "us", {"named pipe hand-off p99": qp[98] / 1000}, rounds=len(ours))
     report(benchmark, fig99)
+
+
+def test_queue_get_ack_four_processes(benchmark, pool, bench_dir):
+    """4 processes each loop ``q.get()`` + ``m.ack()``, one message at a time, over
+    20,000 messages: what most queue users write."""
+    target = _queue_contender(pool, bench_dir)
+    lm = _lmdb_contender(pool, bench_dir)
+    times = paired_rounds(benchmark, target, [lm], rounds=ROUNDS)
+    value = rate(QUEUE_RECORDS, times[target.name])
+    fig = Figure("test_queue_get_ack_four_processes",
+                 "queue get()+ack() one at a time, 4 processes", value, "records/s",
+                 {lm.name: rate(LMDB_RECORDS, times[lm.name])}, rounds=ROUNDS,
+                 spread=spread(times[target.name]))
+    fig.goals = [Goal(">= 1.5x LMDB pop queue", fig.ratio(lm.name), 1.5)]
+    report(benchmark, fig)
+
+
+class _LeaseLoop:
+    """A store whose group holds ``pending`` leases (ack_wait_s 600, so none expires),
+    one run each (polled one at a time: the worst case of the state)."""
+
+    def __init__(self, path: str, pending: int, values: list[bytes]) -> None:
+        self.log = streamlog.open(path)
+        t = self.log.topic("bench", segment_bytes=SEGMENT_BYTES)
+        for i in range(0, len(values), 100):
+            t.append_many(values[i:i + 100])
+        self.g = t.group("leases", ack_wait_s=600)
+        self.held: list = []
+        while len(self.held) < pending:
+            self.held.extend(self.g.poll(1, timeout=0))
+        self.rnd = random.Random(pending)
+        self.polls: list[float] = []
+        self.acks: list[float] = []
+
+    def run(self, n: int) -> None:
+        """``n`` timed poll(1) calls, each leasing one new record, and ``n`` timed acks of
+        a lease drawn at random, so the number outstanding stays put."""
+        perf, g, held = time.perf_counter, self.g, self.held
+        for _ in range(n):
+            t0 = perf()
+            got = g.poll(1, timeout=0)
+            self.polls.append(perf() - t0)
+            assert len(got) == 1
+            held.extend(got)
+            i = self.rnd.randrange(len(held))
+            held[i], held[-1] = held[-1], held[i]
+            m = held.pop()
+            t0 = perf()
+            ok = m.ack()
+            self.acks.append(perf() - t0)
+            assert ok
+
+
+def test_poll_and_ack_cost_at_the_lease_limit(benchmark, bench_dir):
+    """poll(1) and ack() with the group at its lease limit (GROUP_MAX_PENDING_RECORDS
+    leases outstanding, each its own run) against the same calls with 10 outstanding,
+    in blocks of 100 alternating between the two stores (medians of per-call times)."""
+    limit = GROUP_MAX_PENDING_RECORDS - 1
+    values = _values(limit + LEASE_OPS + 100)
+    rounds: list[dict[str, list[float]]] = []
+
+    def run():
+        path = tempfile.mkdtemp(dir=bench_dir)
+        loops = {}
+        try:
+            for pending in (10, limit):
+                loops[pending] = _LeaseLoop(os.path.join(path, str(pending)), pending, values)
+            for _ in range(LEASE_OPS // 100):  # interleaved: load drifts hit both alike
+                for loop in loops.values():
+                    loop.run(100)
+            rounds.append({p: (loop.polls, loop.acks) for p, loop in loops.items()})
+        finally:
+            for loop in loops.values():
+                loop.log.close()
+            shutil.rmtree(path, ignore_errors=True)
+
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    for k, what in ((0, "poll(1)"), (1, "ack()")):
+        per_round = [(statistics.median(r[limit][k]) * 1e6, statistics.median(r[10][k]) * 1e6)
+                     for r in rounds]
+        big = statistics.median(b for b, _ in per_round)
+        small = statistics.median(s for _, s in per_round)
+        ratios = [b / s for b, s in per_round]
+        fig = Figure("test_poll_and_ack_cost_at_the_lease_limit",
+                     f"{what} with {GROUP_MAX_PENDING_RECORDS:,} leases outstanding", big, "us",
+                     {f"{what} with 10 leases outstanding": small}, rounds=len(rounds),
+                     spread=(max(ratios) - min(ratios)) / statistics.median(ratios),
+                     note=f"ratio per round {', '.join(f'{x:.2f}' for x in ratios)}; "
+                          "spread is that of the per-round ratios")
+        fig.goals = [Goal("within 2x of the cost at 10 leases", statistics.median(ratios), 2.0,
+                          higher_is_better=False)]
+        report(benchmark, fig)

@@ -105,6 +105,11 @@ GROUP_DEAD_LETTER_BATCH = 1000
 # A consumer records that it is alive at least this often (and at least four
 # times per ack_wait_s): exclusive groups judge owners by it.
 GROUP_HEARTBEAT_MAX_S = 1.0
+# A one-at-a-time consumer's ack leases it the next record in the same
+# transaction; its next get hands that record out only if it was leased at most
+# this long ago (and at most a tenth of ack_wait_s), so the lease the user gets
+# is nearly whole. Otherwise it goes back without counting a delivery.
+GROUP_HOLD_MAX_MS = 1000
 # Member entries of consumers silent this long (or 10 x ack_wait_s if longer)
 # are dropped when the group is opened: processes that died without close().
 GROUP_MEMBER_FORGET_S = 3600.0

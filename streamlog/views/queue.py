@@ -97,9 +97,15 @@ class Queue:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         g = self._consumers.mine()
+        g._ack_leases_next = True  # see Group._take_held: one write transaction per message
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for m in g.poll(max_records=1, timeout=wait):
+            held = g._take_held()
+            if held is None:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                msgs = g.poll(max_records=1, timeout=wait)
+            else:
+                msgs = [held]
+            for m in msgs:
                 due = due_ms(m)
                 if due is not None:
                     early_ms = due - backend.now_ms()

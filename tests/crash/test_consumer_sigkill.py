@@ -157,3 +157,43 @@ def test_consumers_killed_at_random_moments_lose_nothing(tmp_path):
     # killed before its report was written; the group's state has it: lag 0).
     assert acked <= set(range(total))
     assert len(acked) >= total - 3 * 7
+
+
+def _get_ack_and_hang(path: str, ready) -> None:
+    """Child: a queue consumer's get + ack, which also leases it the next message; hang."""
+    log = streamlog.open(path)
+    q = log.queue("jobs", ack_wait_s=0.6)
+    m = q.get(timeout=5)
+    assert m.offset == 0 and m.ack()
+    ready.set()
+    time.sleep(600)
+
+
+def test_queue_consumer_killed_after_ack_loses_nothing(tmp_path):
+    """A queue consumer killed between an ack and its next get: the ack stays; the
+    message the ack leased to it comes back after ack_wait_s with that delivery counted,
+    and nothing else is held."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        q = log.queue("jobs", ack_wait_s=0.6)
+        q.put(b"0")
+        q.put(b"1")
+        q.put(b"2")
+    ready = CTX.Event()
+    p = CTX.Process(target=_get_ack_and_hang, args=(path, ready))
+    p.start()
+    assert ready.wait(60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+    with streamlog.open(path) as log:
+        q = log.queue("jobs", ack_wait_s=0.6)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 2 and time.monotonic() < deadline:
+            m = q.get(timeout=0.5)
+            if m is not None:
+                got.append((m.offset, m.delivery_count))
+                assert m.ack()
+        assert sorted(got) == [(1, 2), (2, 1)]
+        assert q.get(timeout=0) is None and q.lag() == 0

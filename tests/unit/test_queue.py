@@ -228,3 +228,39 @@ def test_close_releases_leases_at_once(store):
     q1.close()
     m = store.queue("rel").get(timeout=1)
     assert m is not None and m.value == b"x"
+
+
+def test_an_ack_leases_the_next_message_which_close_hands_back_uncounted(store):
+    """get + ack is one write transaction per message: the ack also leases the next
+    message to the same consumer, which its next get returns; closing the handle hands
+    a held message back without counting a delivery."""
+    q = store.queue("jobs")
+    for i in range(3):
+        q.put(b"%d" % i)
+    m = q.get(timeout=0)
+    assert m.ack()
+    other = store.queue("jobs")
+    held = q._consumers.mine()._held[0]
+    assert held.offset == 1
+    got = other.get(timeout=0)  # the held message is leased: another consumer skips it
+    assert got.offset == 2 and got.ack()
+    q.close()
+    again = other.get(timeout=0)
+    assert (again.offset, again.delivery_count) == (1, 1)
+    assert again.ack() and other.lag() == 0
+
+
+def test_a_message_held_past_the_hold_limit_goes_back_uncounted(store, monkeypatch):
+    """The next get hands out a held message only if the ack leased it recently (its
+    lease is then nearly whole); otherwise it goes back, its delivery not counted, and
+    the get polls afresh."""
+    from streamlog import groups
+
+    q = store.queue("jobs")
+    for i in range(2):
+        q.put(b"%d" % i)
+    assert q.get(timeout=0).ack()
+    monkeypatch.setattr(groups, "GROUP_HOLD_MAX_MS", -1)  # every held message is stale
+    m = q.get(timeout=0)
+    assert (m.offset, m.delivery_count) == (1, 1)
+    assert m.ack() and q.lag() == 0

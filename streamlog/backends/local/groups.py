@@ -7,10 +7,11 @@ of three modes: ``shared`` (any consumer takes any record), ``key_shared`` (a
 key is held by one consumer at a time) and ``exclusive`` (each partition is
 owned by one live consumer and delivered in order).
 
-All state lives in the store's LMDB environment (namespace ``groups``), one
-value per group and partition (see ``streamlog._groupstate``), so a poll or an
-ack is one LMDB write transaction whatever the number of records, and every
-process of the machine sees the same leases. docs/groups.md describes the
+All state lives in the store's LMDB environment (namespace ``groups``): per
+group and partition a head, one entry per run of offsets and a due index (see
+``_PartStore`` and ``streamlog._groupstate``), so a poll or an ack is one LMDB
+write transaction that touches a few entries whatever the number of records
+and leases, and every process of the machine sees the same leases. docs/groups.md describes the
 layout, the algorithms and the decisions taken where the API leaves a choice.
 """
 
@@ -34,6 +35,7 @@ from streamlog._limits import (
     DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
     GROUP_HEARTBEAT_MAX_S,
+    GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
     MAX_MAX_RECORD_BYTES,
@@ -97,6 +99,233 @@ def _member_key(topic: str, group: str, consumer: str) -> bytes:
     if len(raw) > _MEMBER_KEY_MAX:  # keep the key under LMDB's limit and the prefix intact
         raw = b"#" + hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
     return _member_prefix(topic, group) + raw
+
+
+_Q = struct.Struct(">Q")
+_QQ = struct.Struct(">QQ")
+_HASH = struct.Struct(">q")  # murmur2 of a key (kept signed as _codec returns it)
+
+
+class _PartStore:
+    """One group's state on one partition in LMDB, in the indexed layout.
+
+    Under the partition's key (``_part_key``) lies the head
+    (``_groupstate.Head``); under that key plus ``r`` + first offset (u64
+    big-endian) one entry per run; plus ``d`` + ready time + first offset
+    (u64, u64) an empty entry per unacked run, the due index; plus ``k`` +
+    offset the murmur2 key hash of each keyed unacked record (key_shared).
+    A value that is JSON is the layout of earlier releases: read as such,
+    and rewritten in this layout by the first write transaction that opens
+    it. Used inside one transaction only.
+    """
+
+    __slots__ = ("txn", "db", "pkey", "rk", "dk", "kk", "cur", "head", "raw", "old", "loaded",
+                 "cache", "keyed")
+
+    def __init__(self, tx: Tx, pkey: bytes, cache: dict | None = None) -> None:
+        self.txn, self.db = tx.raw()
+        self.pkey = pkey
+        self.rk = pkey + b"r"
+        self.dk = pkey + b"d"
+        self.kk = pkey + b"k"
+        self.cur = None
+        self.head: gs.Head | None = None
+        self.raw: bytes | None = None
+        self.old: gs.PartState | None = None  # decoded JSON of the older layout
+        self.loaded: tuple[dict, dict] = ({}, {})  # runs and keys load() read, for save()
+        # A handle's memory of the whole states it last wrote: pkey -> (head, runs, keys).
+        # Every write changes the head (its seq), so an equal head means the same runs.
+        self.cache = cache
+        self.keyed = True  # key hashes may exist (False: a group not in key_shared mode)
+
+    def open(self, write: bool, raw: bytes | None = None) -> gs.Head | None:
+        """The head (None: no such partition state). ``write``: upgrade an older layout."""
+        if raw is None:
+            raw = self.txn.get(self.pkey, db=self.db)
+            if raw is None:
+                return None
+            raw = bytes(raw)
+        self.raw = raw
+        if gs.is_head(raw):
+            self.head = gs.decode_head(raw)
+            return self.head
+        st = gs.decode(raw)
+        self.head = gs.Head()
+        self.head.take(st, None)
+        if write:
+            self.save(st)
+        else:
+            self.old = st
+        return self.head
+
+    def create(self, st: gs.PartState) -> None:
+        self.head = gs.Head()
+        # A random start: a state deleted and created again never repeats an old head.
+        self.head.seq = int.from_bytes(os.urandom(4), "big")
+        self.save(st)
+
+    def _cursor(self):
+        if self.cur is None:
+            self.cur = self.txn.cursor(db=self.db)
+        return self.cur
+
+    # ------------------------------------------------------------ whole state
+    def load(self) -> gs.PartState:
+        """The whole state (a walk over every run: for the operations that need it)."""
+        if self.old is not None:
+            return self.old
+        h = self.head
+        st = gs.PartState.__new__(gs.PartState)
+        st.committed, st.next, st.owner, st.epoch = h.committed, h.next, h.owner, h.epoch
+        st.redeliveries, st.dead_letters = h.redeliveries, h.dead_letters
+        c = self.cache.get(self.pkey) if self.cache is not None else None
+        if c is not None and c[0] == self.raw:
+            runs, keys = c[1], c[2]
+            st.runs = [list(r) for r in runs.values()]
+            st.keys = dict(keys)
+            self.loaded = (runs, keys)
+            return st
+        runs = {}
+        keys = {}
+        cur = self._cursor()
+        rk, n = self.rk, len(self.rk)
+        if cur.set_range(rk):
+            for k, v in cur:
+                if not k.startswith(rk):
+                    break
+                lo = _Q.unpack_from(k, n)[0]
+                runs[lo] = tuple(gs.decode_run(lo, v))
+        kk, n = self.kk, len(self.kk)
+        if cur.set_range(kk):
+            for k, v in cur:
+                if not k.startswith(kk):
+                    break
+                keys[_Q.unpack_from(k, n)[0]] = _HASH.unpack(v)[0]
+        st.runs = [list(r) for r in runs.values()]
+        st.keys = dict(keys)
+        self.loaded = (runs, keys)
+        return st
+
+    def save(self, st: gs.PartState, bo: list[int] | None = None) -> None:
+        """Write ``st`` back: only the runs, index entries and keys that differ from what
+        ``load`` read (everything when the state was in the older layout)."""
+        txn, db = self.txn, self.db
+        old_runs, old_keys = self.loaded
+        h = self.head
+        old_bo = h.bo
+        new_bo = h.bo if bo is None else list(bo)
+        rebo = old_bo != new_bo
+        new_runs = {r[0]: tuple(r) for r in st.runs}
+        for lo, r in old_runs.items():
+            n = new_runs.get(lo)
+            if n == r and not rebo:
+                continue
+            if n is None:
+                txn.delete(self.rk + _Q.pack(lo), db=db)
+            if r[2] is not None:
+                txn.delete(self.dk + _QQ.pack(gs.ready_at(r, old_bo), lo), db=db)
+        for lo, n in new_runs.items():
+            r = old_runs.get(lo)
+            if n == r and not rebo:
+                continue
+            if n != r:
+                txn.put(self.rk + _Q.pack(lo), gs.encode_run(n), db=db)
+            if n[2] is not None:
+                txn.put(self.dk + _QQ.pack(gs.ready_at(n, new_bo), lo), b"", db=db)
+        for o, hv in old_keys.items():
+            if st.keys.get(o) != hv:
+                txn.delete(self.kk + _Q.pack(o), db=db)
+        for o, hv in st.keys.items():
+            if old_keys.get(o) != hv:
+                txn.put(self.kk + _Q.pack(o), _HASH.pack(hv), db=db)
+        seq = h.seq
+        h.take(st, new_bo)
+        h.seq = seq
+        self.loaded = (new_runs, dict(st.keys))
+        self.old = None
+        raw = self.save_head()
+        if self.cache is not None:
+            self.cache[self.pkey] = (raw, new_runs, self.loaded[1])
+
+    def save_head(self) -> bytes:
+        h = self.head
+        h.seq += 1
+        raw = gs.encode_head(h)
+        self.txn.put(self.pkey, raw, db=self.db)
+        return raw
+
+    # ------------------------------------------- entries (see _groupstate)
+    def get(self, lo: int) -> list | None:
+        v = self.txn.get(self.rk + _Q.pack(lo), db=self.db)
+        return None if v is None else gs.decode_run(lo, v)
+
+    def containing(self, off: int) -> list | None:
+        cur = self._cursor()
+        rk = self.rk
+        k = rk + _Q.pack(off)
+        if cur.set_range(k):
+            if cur.key() == k:
+                return gs.decode_run(off, cur.value())
+            if not cur.prev():
+                return None
+        elif not cur.last():
+            return None
+        k = cur.key()
+        if not k.startswith(rk):
+            return None
+        lo = _Q.unpack_from(k, len(rk))[0]
+        run = gs.decode_run(lo, cur.value())
+        return run if run[1] > off else None
+
+    def last(self) -> list | None:
+        return self.containing(self.head.next - 1)
+
+    def put(self, run: list) -> None:
+        txn, db = self.txn, self.db
+        txn.put(self.rk + _Q.pack(run[0]), gs.encode_run(run), db=db)
+        if run[2] is not None:
+            txn.put(self.dk + _QQ.pack(gs.ready_at(run, self.head.bo), run[0]), b"", db=db)
+
+    def remove(self, run: list) -> None:
+        txn, db = self.txn, self.db
+        txn.delete(self.rk + _Q.pack(run[0]), db=db)
+        if run[2] is not None:
+            txn.delete(self.dk + _QQ.pack(gs.ready_at(run, self.head.bo), run[0]), db=db)
+
+    def replace(self, old: list, new: list) -> None:
+        bo = self.head.bo
+        txn, db = self.txn, self.db
+        txn.put(self.rk + _Q.pack(new[0]), gs.encode_run(new), db=db)
+        a = None if old[2] is None else gs.ready_at(old, bo)
+        b = None if new[2] is None else gs.ready_at(new, bo)
+        if a != b:
+            if a is not None:
+                txn.delete(self.dk + _QQ.pack(a, old[0]), db=db)
+            if b is not None:
+                txn.put(self.dk + _QQ.pack(b, new[0]), b"", db=db)
+
+    def due_after(self, key: bytes | None) -> tuple[bytes, int, int] | None:
+        cur = self._cursor()
+        dk = self.dk
+        if not cur.set_range(dk if key is None else key + b"\0"):
+            return None
+        k = cur.key()
+        if not k.startswith(dk):
+            return None
+        ready, lo = _QQ.unpack_from(k, len(dk))
+        return bytes(k), ready, lo
+
+    def drop_keys(self, lo: int, hi: int) -> None:
+        cur = self._cursor()
+        kk, n = self.kk, len(self.kk)
+        if not cur.set_range(kk + _Q.pack(lo)):
+            return
+        while True:
+            k = cur.key()
+            if not k.startswith(kk) or _Q.unpack_from(k, n)[0] >= hi:
+                return
+            if not cur.delete():
+                return
 
 
 # ------------------------------------------------------------ value types
@@ -263,7 +492,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
             tx.put(ckey, _dumps(cfg))
             for p, v in enumerate(views):
                 st = gs.PartState(v.end_offset if opts["start"] == "latest" else v.start_offset)
-                tx.put(_part_key(topic.name, name, p), gs.encode(st))
+                _PartStore(tx, _part_key(topic.name, name, p)).create(st)
             return cfg
         cfg = json.loads(raw)
         if cfg["mode"] != opts["mode"]:
@@ -327,13 +556,12 @@ def clamp_to_end(log, topic: str, partition: int, end_offset: int) -> None:
 
     def fn(tx: Tx):
         for k, _ in tx.scan(prefix):
-            key = _part_key(topic, k[len(prefix):].decode(), partition)
-            raw = tx.get(key)
-            if raw is None:
+            ps = _PartStore(tx, _part_key(topic, k[len(prefix):].decode(), partition))
+            if ps.open(write=True) is None:
                 continue
-            st = gs.decode(raw)
+            st = ps.load()
             if gs.clamp(st, 0, end_offset):
-                tx.put(key, gs.encode(st))
+                ps.save(st)
 
     kv.transact(fn)
 
@@ -368,6 +596,12 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
+        # One-at-a-time consumers (the queue view's get): an ack of one message also
+        # leases the next in its transaction; ``_held`` is (that Message, when leased in
+        # ms) until ``_take_held`` hands it out or back (docs/groups.md).
+        self._ack_leases_next = False
+        self._held: tuple[Message, int] | None = None
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
@@ -472,7 +706,7 @@ class Group:
             due = gs.FOREVER_MS
             beat = self._heartbeat(tx, cfg, now)
             if mode == "exclusive":
-                states, owned, draining, claimed = self._assign(tx, cfg, now)
+                states, owned, draining, claimed, stores = self._assign(tx, cfg, now)
                 for p in order:
                     if p not in owned:
                         continue
@@ -493,7 +727,7 @@ class Group:
                             taken.append((p, res, st.epoch))
                         dirty = dirty or res.changed
                     if dirty:
-                        tx.put(pkeys[p], gs.encode(st))
+                        stores[p].save(st, bo)
                 return cfg, taken, due, beat, {}
             idle = dict(idle_before)  # rebuilt on each run: fn may run twice
             for p in order:
@@ -511,8 +745,27 @@ class Group:
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
-                st = gs.decode(raw)
-                dirty = gs.clamp(st, v.start_offset)
+                ps = _PartStore(tx, pkeys[p], self._states_cache)
+                h = ps.open(True, bytes(raw))
+                if mode == "shared" and not reclaim and h.bo == (bo or []) and \
+                        h.committed >= v.start_offset:
+                    # The usual poll: the indexed layout hands out redeliveries and new
+                    # records touching only the entries it changes.
+                    res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
+                                                GROUP_MAX_PENDING_RECORDS, dead_room)
+                    room -= res.taken
+                    dead_room -= sum(d[1] - d[0] for d in res.dead)
+                    due = min(due, res.due_ms)
+                    if res.deliver or res.dead:
+                        taken.append((p, res, h.epoch))
+                    idle.pop(p, None)
+                    if res.changed:
+                        ps.save_head()
+                    elif res.due_ms > now:
+                        idle[p] = (ps.raw, v.end_offset, v.start_offset, res.due_ms, cfg)
+                    continue
+                st = ps.load()
+                dirty = gs.clamp(st, v.start_offset) or h.bo != (bo or [])
                 if mode == "shared":
                     res = gs.lease_shared(st, me, now, room, v.end_offset, aw, md, bo, reclaim,
                                           GROUP_MAX_PENDING_RECORDS, dead_room)
@@ -527,9 +780,9 @@ class Group:
                     taken.append((p, res, st.epoch))
                 idle.pop(p, None)
                 if dirty or res.changed:
-                    tx.put(pkeys[p], gs.encode(st))
+                    ps.save(st, bo)
                 elif res.due_ms > now:
-                    idle[p] = (raw, v.end_offset, v.start_offset, res.due_ms, cfg)
+                    idle[p] = (ps.raw, v.end_offset, v.start_offset, res.due_ms, cfg)
             return cfg, taken, due, beat, idle
 
         idle_before = self._idle
@@ -567,7 +820,8 @@ class Group:
         partition once none of its leases there is live; a consumer under its
         share claims partitions that are free or whose owner closed or went
         silent for ack_wait_s (bumping the partition's epoch, so the old
-        owner's acks are refused). Returns (states, owned, draining, claimed):
+        owner's acks are refused). Returns (states, owned, draining, claimed,
+        stores):
         ``owned`` includes the ``draining`` partitions (over the share, leases
         still live); released partitions are written back here, ``claimed``
         ones by the caller.
@@ -584,12 +838,13 @@ class Group:
         i = ranked.index(me)
         quota = n_parts // len(ranked) + (1 if i < n_parts % len(ranked) else 0)
         states = {}
+        stores = {}
         for p, key in enumerate(self._pkeys):
-            raw = tx.get(key)
-            if raw is None:
+            ps = stores[p] = _PartStore(tx, key, self._states_cache)
+            if ps.open(write=True) is None:
                 raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
                                      "deleted")
-            states[p] = gs.decode(raw)
+            states[p] = ps.load()
         owned = [p for p in range(n_parts) if states[p].owner == me]
         claimed: set[int] = set()
         draining: set[int] = set()
@@ -600,7 +855,7 @@ class Group:
                 else:
                     states[p].owner = None
                     states[p].epoch += 1
-                    tx.put(self._pkeys[p], gs.encode(states[p]))
+                    stores[p].save(states[p])
             owned = owned[:quota] + sorted(draining)
         elif len(owned) < quota:
             for p in range(n_parts):
@@ -612,7 +867,7 @@ class Group:
                     st.epoch += 1
                     owned.append(p)
                     claimed.add(p)
-        return states, set(owned), draining, claimed
+        return states, set(owned), draining, claimed, stores
 
     # ------------------------------------------------------------ settle
     def ack(self, msgs: Iterable[Message]) -> list[bool]:
@@ -673,6 +928,12 @@ class Group:
         me = self.consumer
         now = now_ms()
         pkeys = self._pkeys
+        defer_to = now + int(delay_s * 1000)
+        keyed = self.mode == "key_shared"
+        lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
+            self._held is None and self.mode == "shared"
+        if lease_next:
+            views = [View._make(part.view()) for part in self.topic._parts]
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
@@ -683,35 +944,58 @@ class Group:
             dead: list[tuple[int, int, int, int, str | None]] = []
             full = False
             beat = self._heartbeat(tx, cfg, now)
+            opened: dict[int, _PartStore] = {}
+            dirty: dict[int, _PartStore] = {}
             for p, by_epoch in ranges_of.items():
-                raw = tx.get(pkeys[p])
-                if raw is None:
+                ps = opened[p] = _PartStore(tx, pkeys[p])
+                ps.keyed = keyed
+                st = ps.open(write=True)  # the head: only the runs touched are read
+                if st is None:
                     continue
-                st = gs.decode(raw)
                 if exclusive and st.owner != me:
                     continue  # taken over: the old owner's calls are refused
                 ranges = by_epoch.get(st.epoch if exclusive else 0)
                 if not ranges:
                     continue
                 if action == _ACK:
-                    if not full and gs.pending_count(st) >= GROUP_MAX_PENDING_RECORDS:
+                    if not full and st.pending >= GROUP_MAX_PENDING_RECORDS:
                         full = True  # pollers may be waiting for room: wake them after
-                    changed = gs.ack(st, me, ranges)
+                    changed = gs.ack_store(ps, me, ranges)
                 elif action == _DEFER:
-                    changed = gs.defer(st, me, ranges, now + int(delay_s * 1000))
+                    changed = [(a, b) for a, b, _ in gs.apply_store(
+                        ps, ranges,
+                        lambda r: [gs.FREE, defer_to, max(r[4] - 1, 0), r[5]] if r[2] == me
+                        else None)]
                 elif action == _EXTEND:
                     if exclusive:  # keep the partition's later leases from expiring first
                         ranges = [(st.committed, st.next)]
-                    changed = gs.extend(st, me, ranges, now + aw)
+                    changed = [(a, b) for a, b, _ in gs.apply_store(
+                        ps, ranges, lambda r: [me, now + aw, r[4], r[5]] if r[2] == me
+                        else None)]
                 else:
-                    changed = _nack_state(st, me, ranges, now, int(delay_s * 1000), bo, md,
+                    changed = _nack_state(ps, me, ranges, now, int(delay_s * 1000), bo, md,
                                           aw, error, dead, p)
                 if changed:
                     ok[p] = changed
-                    tx.put(pkeys[p], gs.encode(st))
-            return ok, dead, beat, full
+                    dirty[p] = ps
+            nxt = None
+            if lease_next and ok:
+                nxt = self._lease_one(tx, views, now, aw, md, bo, opened, dirty)
+            for ps in dirty.values():
+                ps.save_head()
+            return ok, dead, beat, full, nxt
 
-        ok, dead, beat, full = self._kv.transact(fn)
+        ok, dead, beat, full, nxt = self._kv.transact(fn)
+        if nxt is not None:
+            p, lo, count = nxt
+            (r,) = _read_range(self.topic._parts[p], lo, lo + 1, self._cache)
+            m = _new_message(Message)
+            m.delivery_count = count
+            m._record = r
+            m._group = self
+            m._epoch = 0
+            m._state = _OPEN
+            self._held = (m, now)
         if beat:
             self._beat_ms = now
         state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
@@ -744,6 +1028,48 @@ class Group:
                 m._state = _NACKED
         self._settled(action, dead, full)
         return out
+
+    def _lease_one(self, tx: Tx, views: list, now: int, aw: int, md: int,
+                   bo: list[int] | None, opened: dict, dirty: dict
+                   ) -> tuple[int, int, int] | None:
+        """Inside an ack's transaction: lease this consumer one more record, if one is
+        deliverable at once by the usual shared poll (else the next poll finds it).
+        ``opened``/``dirty``: the partition stores the ack opened / changed (their
+        heads are written once, by the caller)."""
+        n = len(self._pkeys)
+        for i in range(n):
+            p = (self._rr + i) % n
+            v = views[p]
+            ps = opened.get(p)
+            if ps is None:
+                ps = opened[p] = _PartStore(tx, self._pkeys[p])
+                ps.open(write=True)
+            h = ps.head
+            if h is None or h.bo != (bo or []) or h.committed < v.start_offset:
+                continue
+            res = gs.lease_shared_store(ps, self.consumer, now, 1, v.end_offset, aw, md,
+                                        GROUP_MAX_PENDING_RECORDS, 0)
+            if res.changed:
+                dirty[p] = ps
+            if res.deliver:
+                lo, _, count = res.deliver[0]
+                self._rr = (p + 1) % n
+                return p, lo, count
+        return None
+
+    def _take_held(self) -> Message | None:
+        """The message the last ack leased, if it was leased within the hold limit;
+        otherwise it goes back to the group, its delivery not counted."""
+        held = self._held
+        if held is None:
+            return None
+        self._held = None
+        m, at = held
+        hold_ms = min(GROUP_HOLD_MAX_MS, int(self._cfg["ack_wait_s"] * 100))
+        if now_ms() - at <= hold_ms:
+            return m
+        self._settle([m], _DEFER, 0)
+        return None
 
     def _settled(self, action: int, dead: list[tuple[int, int, int, int, str | None]],
                  full: bool) -> None:
@@ -816,14 +1142,14 @@ class Group:
 
         def fn(tx: Tx):
             for p, offsets in done.items():
-                raw = tx.get(pkeys[p])
-                if raw is None:
+                ps = _PartStore(tx, pkeys[p])
+                h = ps.open(write=True)
+                if h is None:
                     continue
-                st = gs.decode(raw)
-                changed = gs.ack(st, me, gs.to_ranges(offsets))
+                changed = gs.ack_store(ps, me, gs.to_ranges(offsets))
                 if changed:
-                    st.dead_letters += sum(b - a for a, b in changed)
-                    tx.put(pkeys[p], gs.encode(st))
+                    h.dead_letters += sum(b - a for a, b in changed)
+                    ps.save_head()
 
         self._kv.transact(fn)
 
@@ -836,7 +1162,7 @@ class Group:
             if tx.get(self._ckey) is None:
                 raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
                                      "deleted")
-            return [gs.decode(tx.get(k) or b'{"c":0,"n":0,"r":[]}') for k in self._pkeys]
+            return [_read_state(tx, k) for k in self._pkeys]
 
     def lag(self, partition: int | None = None) -> int:
         """Records not yet acked (in one partition, or all), counting only what retention kept."""
@@ -885,10 +1211,13 @@ class Group:
         def fn(tx: Tx):
             self._load_cfg(tx)
             for p, off in targets.items():
-                raw = tx.get(pkeys[p])
-                st = gs.decode(raw) if raw is not None else gs.PartState()
+                ps = _PartStore(tx, pkeys[p])
+                if ps.open(write=True) is None:
+                    ps.create(gs.PartState(off))
+                    continue
+                st = ps.load()
                 gs.seek(st, off)
-                tx.put(pkeys[p], gs.encode(st))
+                ps.save(st)
 
         self._kv.transact(fn)
         _wake(self.topic)
@@ -913,20 +1242,31 @@ class Group:
         me = self.consumer
         now = now_ms()
         pkeys = self._pkeys
+        held = self._held[0]._record if self._held is not None else None
+        self._held = None
 
         def fn(tx: Tx):
+            if held is not None:  # leased by an ack, never handed out: not a delivery
+                ps = _PartStore(tx, pkeys[held.partition])
+                if ps.open(write=True) is not None and gs.apply_store(
+                        ps, [(held.offset, held.offset + 1)],
+                        lambda r: [gs.FREE, now, max(r[4] - 1, 0), r[5]] if r[2] == me
+                        else None):
+                    ps.save_head()
             for key in pkeys:
-                raw = tx.get(key)
-                if raw is None:
+                ps = _PartStore(tx, key)
+                h = ps.open(write=True)
+                if h is None:
                     continue
-                st = gs.decode(raw)
-                changed = gs.release(st, me, now)
-                if st.owner == me:
-                    st.owner = None
-                    st.epoch += 1
-                    changed = changed or [(0, 0)]
+                changed = gs.apply_store(ps, [(h.committed, h.next)],
+                                         lambda r: [gs.FREE, now, r[4], r[5]] if r[2] == me
+                                         else None)
+                if h.owner == me:
+                    h.owner = None
+                    h.epoch += 1
+                    changed = changed or [(0, 0, [])]
                 if changed:
-                    tx.put(key, gs.encode(st))
+                    ps.save_head()
             tx.delete(self._mkey)
 
         try:
@@ -968,7 +1308,7 @@ def _wake(topic: Topic) -> None:
         pass
 
 
-def _nack_state(st: gs.PartState, me: str, ranges, now: int, delay_ms: int, bo, md: int,
+def _nack_state(ps: _PartStore, me: str, ranges, now: int, delay_ms: int, bo, md: int,
                 aw: int, error, dead: list, p: int) -> list[tuple[int, int]]:
     """Nack ``ranges``; records that used their last delivery stay leased to ``me`` and are
     listed in ``dead`` for the dead-letter topic."""
@@ -980,15 +1320,19 @@ def _nack_state(st: gs.PartState, me: str, ranges, now: int, delay_ms: int, bo, 
             return [me, now + aw, r[4], err]
         return [gs.FREE, now + max(delay_ms, gs.backoff_ms(bo, r[4])), r[4], err]
 
-    changed = gs.apply(st, ranges, change)
-    if changed:
-        for a, b in changed:
-            for run in st.runs:
-                if run[0] <= a < run[1]:
-                    if run[2] == me:
-                        dead.append((p, a, b, run[4], run[5]))
-                    break
-    return changed
+    pieces = gs.apply_store(ps, ranges, change)
+    for a, b, new in pieces:
+        if new[0] == me:
+            dead.append((p, a, b, new[2], new[3]))
+    return [(a, b) for a, b, _ in pieces]
+
+
+def _read_state(tx: Tx, key: bytes) -> gs.PartState:
+    """A partition's whole state, in either layout, for reading (nothing is written)."""
+    ps = _PartStore(tx, key)
+    if ps.open(write=False) is None:
+        return gs.PartState()
+    return ps.load()
 
 
 def _lag_of(st: gs.PartState, start: int, end: int) -> int:
@@ -1072,8 +1416,7 @@ def stats(log, topic: Topic, out: dict) -> None:
                             if now - json.loads(v).get("t", 0) <= aw)
             parts = []
             for p in range(topic.partitions):
-                rawp = tx.get(_part_key(topic.name, name, p))
-                st = gs.decode(rawp) if rawp is not None else gs.PartState()
+                st = _read_state(tx, _part_key(topic.name, name, p))
                 v = View._make(topic._parts[p].view())
                 parts.append({"partition": p, "committed": max(st.committed, v.start_offset),
                               "next": st.next, "end_offset": v.end_offset,

@@ -24,13 +24,18 @@ every keyed, unacked record in the window, so a key is known to be held without
 reading records again. ``exclusive`` groups keep the partition's ``owner`` and
 an ``epoch`` bumped at each change of owner.
 
-docs/groups.md explains the algorithms; tests/unit/test_groups_state.py proves
+The functions on a PartState (a whole window in memory) serve the operations
+that look at every run; the ``*_store`` functions at the end run the shared
+poll and the settles on the indexed layout in LMDB, entry by entry (no I/O
+here either: the store object does it). docs/groups.md explains the
+algorithms; tests/unit/test_groups_state.py and test_groups_layout.py prove
 them. Not thread-safe: a PartState lives inside one LMDB write transaction.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 
 FREE = ""
 FOREVER_MS = 1 << 62  # "no deadline": later than any wall-clock millisecond
@@ -58,7 +63,7 @@ class PartState:
 
 
 def decode(raw: bytes) -> PartState:
-    """A PartState from its stored JSON."""
+    """A PartState from the JSON value of the older layout (one value per partition)."""
     d = json.loads(raw)
     st = PartState.__new__(PartState)
     st.committed = d["c"]
@@ -74,7 +79,8 @@ def decode(raw: bytes) -> PartState:
 
 
 def encode(st: PartState) -> bytes:
-    """The stored JSON of a PartState (short field names: it is rewritten by every poll)."""
+    """The JSON value of the older layout (stores written before the indexed one hold
+    it; nothing writes it now but tests of that upgrade)."""
     d: dict = {"c": st.committed, "n": st.next, "r": st.runs}
     if st.owner is not None or st.epoch:
         d["o"] = st.owner
@@ -612,3 +618,269 @@ def leased_records(st: PartState) -> list[tuple[str, int, int, int]]:
         if owner:
             out.extend((owner, o, due, count) for o in range(lo, hi))
     return out
+
+
+# ------------------------------------------------- the layout in LMDB (indexed)
+# Since the indexed layout, a partition's state is not one value but many small
+# ones (docs/groups.md, "Group state in LMDB"): a *head* (the scalar fields and
+# how many records are pending), one entry per run keyed by its first offset,
+# one entry per unacked run in a *due index* keyed by (ready time, first
+# offset), and one entry per keyed record of a key_shared window. A poll or an
+# ack then reads and writes a few entries, O(log n) each in LMDB's B-tree,
+# however many leases are outstanding. The functions below run the shared
+# poll and every settle on that layout through a store object (groups.py's
+# _PartStore) with these methods: ``head``; ``get(lo)`` (the run starting at
+# lo); ``containing(off)``; ``last()``; ``put(run)`` and ``remove(run)`` (the
+# run and its due-index entry); ``replace(old, new)`` (same first offset);
+# ``due_after(key)`` (the next due-index entry after ``key``, as
+# ``(key, ready_ms, lo)``); ``keyed`` (whether key hashes may exist) and
+# ``drop_keys(lo, hi)`` (key hashes of a range).
+
+_HEAD = struct.Struct(">BQqqqqqqH")  # version, seq, committed, next, epoch, rd, dl, pending,
+_HEAD_VERSION = 2                   # owner length (0xFFFF: no owner); then owner, backoff
+_NO_OWNER = 0xFFFF
+_RUN = struct.Struct(">qqiB")  # hi, due_ms, count, kind; then owner (kind 2), error
+_ACKED, _FREE, _OWNED = 0, 1, 2
+
+
+class Head:
+    """The scalar part of a partition's state in the indexed layout.
+
+    ``pending``: records of the window not acked (kept exact by every
+    operation, so lag and the pending cap cost nothing to compute); ``bo``:
+    the backoff (ms) the due index was computed with; ``seq``: bumped by
+    every change, so equal heads mean an unchanged partition.
+    """
+
+    __slots__ = ("seq", "committed", "next", "owner", "epoch", "redeliveries",
+                 "dead_letters", "pending", "bo")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.committed = self.next = self.epoch = 0
+        self.redeliveries = self.dead_letters = self.pending = 0
+        self.owner: str | None = None
+        self.bo: list[int] = []
+
+    def take(self, st: PartState, bo: list[int] | None) -> None:
+        """Copy the scalar fields of a PartState (and the backoff now indexed)."""
+        self.committed, self.next = st.committed, st.next
+        self.owner, self.epoch = st.owner, st.epoch
+        self.redeliveries, self.dead_letters = st.redeliveries, st.dead_letters
+        self.pending = pending_count(st)
+        self.bo = list(bo or [])
+
+
+def is_head(raw: bytes) -> bool:
+    """Whether a stored partition value is a head (not the JSON of the older layout)."""
+    return raw[:1] == b"\x02"
+
+
+def encode_head(h: Head) -> bytes:
+    ob = b"" if h.owner is None else h.owner.encode()
+    out = _HEAD.pack(_HEAD_VERSION, h.seq, h.committed, h.next, h.epoch, h.redeliveries,
+                     h.dead_letters, h.pending, _NO_OWNER if h.owner is None else len(ob)) + ob
+    if h.bo:
+        out += struct.pack(f">{len(h.bo)}q", *h.bo)
+    return out
+
+
+def decode_head(raw: bytes) -> Head:
+    h = Head.__new__(Head)
+    (_, h.seq, h.committed, h.next, h.epoch, h.redeliveries, h.dead_letters, h.pending,
+     n) = _HEAD.unpack_from(raw)
+    pos = _HEAD.size
+    if n == _NO_OWNER:
+        h.owner = None
+    else:
+        h.owner = raw[pos:pos + n].decode()
+        pos += n
+    k = (len(raw) - pos) // 8
+    h.bo = list(struct.unpack_from(f">{k}q", raw, pos)) if k else []
+    return h
+
+
+def encode_run(run: list) -> bytes:
+    owner = run[2]
+    if owner is None:
+        return _RUN.pack(run[1], 0, 0, _ACKED)
+    if owner == FREE:
+        out = _RUN.pack(run[1], run[3], run[4], _FREE)
+    else:
+        ob = owner.encode()
+        out = _RUN.pack(run[1], run[3], run[4], _OWNED) + struct.pack(">H", len(ob)) + ob
+    if run[5] is not None:
+        out += b"\x01" + run[5].encode()
+    return out
+
+
+def decode_run(lo: int, raw: bytes) -> list:
+    hi, due, count, kind = _RUN.unpack_from(raw)
+    if kind == _ACKED:
+        return [lo, hi, None, 0, 0, None]
+    pos = _RUN.size
+    if kind == _FREE:
+        owner = FREE
+    else:
+        (n,) = struct.unpack_from(">H", raw, pos)
+        owner = raw[pos + 2:pos + 2 + n].decode()
+        pos += 2 + n
+    err = raw[pos + 1:].decode() if len(raw) > pos else None
+    return [lo, hi, owner, due, count, err]
+
+
+def _same_state(a: list, b: list) -> bool:
+    return a[2] == b[2] and (a[2] is None or (a[3] == b[3] and a[4] == b[4] and a[5] == b[5]))
+
+
+def _coalesce_at(s, off: int) -> None:
+    """Merge the run starting at ``off`` into its left neighbour when they share a state."""
+    h = s.head
+    if off <= h.committed or off >= h.next:
+        return
+    right = s.get(off)
+    if right is None:
+        return
+    left = s.containing(off - 1)
+    if left is None or not _same_state(left, right):
+        return
+    s.remove(right)
+    s.replace(left, [left[0], right[1]] + left[2:])
+
+
+def fold_store(s) -> None:
+    """Move the acked prefix of the window into ``committed`` (acked runs never touch,
+    so this deletes at most one run)."""
+    h = s.head
+    while h.committed < h.next:
+        r = s.get(h.committed)
+        if r is None or r[2] is not None:
+            break
+        s.remove(r)
+        h.committed = r[1]
+
+
+def apply_store(s, ranges: list[tuple[int, int]], change) -> list[tuple[int, int, list]]:
+    """``apply`` on the indexed layout: visits only the runs that overlap ``ranges``.
+
+    Returns the ``(lo, hi, new_state)`` pieces that changed; keeps ``pending``
+    exact, merges equal neighbours at the pieces' edges and folds.
+    """
+    h = s.head
+    pieces: list[tuple[int, int, list]] = []
+    for a, b in ranges:
+        a, b = max(a, h.committed), min(b, h.next)
+        if a >= b:
+            continue
+        run = s.containing(a)
+        while run is not None and run[0] < b:
+            lo, hi = run[0], run[1]
+            new = change(run)
+            if new is not None and new[0] is None and lo == h.committed and a <= lo and \
+                    hi <= b:
+                # The usual ack: a whole run at the front of the window is done.
+                s.remove(run)
+                h.committed = hi
+                h.pending -= hi - lo
+                pieces.append((lo, hi, new))
+                fold_store(s)  # may fold acked runs after it too
+                nxt = max(hi, h.committed)
+                if nxt >= b or nxt >= h.next:
+                    break
+                run = s.get(nxt)
+                continue
+            if new is not None:
+                x, y = max(a, lo), min(b, hi)
+                s.remove(run)
+                if x > lo:
+                    s.put([lo, x] + run[2:])
+                s.put([x, y] + new)
+                if y < hi:
+                    s.put([y, hi] + run[2:])
+                if new[0] is None and run[2] is not None:
+                    h.pending -= y - x
+                pieces.append((x, y, new))
+            if hi >= b or hi >= h.next:
+                break
+            run = s.get(hi)
+    if pieces:
+        for x, y, _ in pieces:
+            _coalesce_at(s, y)
+            _coalesce_at(s, x)
+        fold_store(s)
+    return pieces
+
+
+def ack_store(s, me: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``ack`` on the indexed layout."""
+    pieces = apply_store(s, ranges, lambda r: [None, 0, 0, None] if r[2] == me else None)
+    if s.keyed:
+        for x, y, _ in pieces:
+            s.drop_keys(x, y)
+    return [(x, y) for x, y, _ in pieces]
+
+
+def lease_shared_store(s, me: str, now_ms: int, room: int, end_offset: int,
+                       ack_wait_ms: int, max_deliver: int, max_pending: int,
+                       max_dead: int) -> Lease:
+    """``lease_shared`` on the indexed layout (not for a reclaiming consumer).
+
+    Redeliveries come from the due index in the order they came due (ties
+    by offset): the walk stops at the first entry not due yet, so a poll
+    reads only what it hands out, plus one entry. Then new records, as one
+    run.
+    """
+    res = Lease()
+    h = s.head
+    deadline = now_ms + ack_wait_ms
+    key = None
+    while room > 0 or max_dead > 0:
+        e = s.due_after(key)
+        if e is None:
+            break
+        key, ready, lo = e
+        if ready > now_ms:
+            res.due_ms = min(res.due_ms, ready)
+            break
+        run = s.get(lo)
+        lo, hi, _, due, count, err = run
+        if count >= max_deliver:
+            if max_dead <= 0:
+                res.due_ms = now_ms
+                continue
+            take = min(max_dead, hi - lo)
+            max_dead -= take
+            new = [lo, lo + take, me, deadline, count, err]
+            res.dead.append((lo, lo + take, count, err))
+        else:
+            if room <= 0:
+                res.due_ms = now_ms
+                break
+            take = min(room, hi - lo)
+            room -= take
+            new = [lo, lo + take, me, deadline, count + 1, err]
+            res.deliver.append((lo, lo + take, count + 1))
+            res.taken += take
+            if count >= 1:
+                h.redeliveries += take
+        s.remove(run)
+        s.put(new)
+        if lo + take < hi:
+            s.put([lo + take, hi] + run[2:])
+        res.changed = True
+    if room > 0 and h.next < end_offset:
+        hi = min(end_offset, h.next + room, h.next + max(0, max_pending - h.pending))
+        if hi > h.next:
+            # Its own run, even beside an equal one: one poll's records stay one run,
+            # and acking them is deleting that run (the usual ack, see apply_store).
+            s.put([h.next, hi, me, deadline, 1, None])
+            res.deliver.append((h.next, hi, 1))
+            res.taken += hi - h.next
+            h.pending += hi - h.next
+            h.next = hi
+            res.changed = True
+    elif h.next < end_offset:
+        res.due_ms = now_ms
+    if res.deliver:
+        res.deliver = _coalesce(res.deliver)
+    return res

@@ -110,10 +110,16 @@ class _ForkGate:
 _GATE = _ForkGate()
 
 
+# This process's id, kept current across fork(): every transaction checks it (an
+# inherited environment must be reopened), and getpid() is a system call.
+_PID = os.getpid()
+
+
 def _reinit_locks_after_fork() -> None:
     # A thread of the parent may have held these at fork(): the child has no
     # such thread, so the copies would stay locked forever.
-    global _ENVS_LOCK, _GATE
+    global _ENVS_LOCK, _GATE, _PID
+    _PID = os.getpid()
     _ENVS_LOCK = threading.Lock()
     _GATE = _ForkGate()
     for shared in _ENVS.values():
@@ -240,7 +246,7 @@ class Meta:
         return self._env()
 
     def _env(self):
-        if self._shared.pid != os.getpid():  # after fork(): reopen in this process
+        if self._shared.pid != _PID:  # after fork(): reopen in this process
             with self._shared.lock:
                 if self._shared.pid != os.getpid():
                     self._shared = _acquire(self.path, self.durability, self.read_only)
@@ -427,6 +433,11 @@ class Tx:
     def __init__(self, txn, db) -> None:
         self._txn = txn
         self._db = db
+
+    def raw(self):
+        """The LMDB transaction and database handle, for callers that walk keys with a
+        cursor (keys they use must stay under LMDB's 511-byte limit: no hashing there)."""
+        return self._txn, self._db
 
     def get(self, key: bytes) -> bytes | None:
         v = self._txn.get(key_for(key), db=self._db)
