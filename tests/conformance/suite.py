@@ -167,7 +167,7 @@ class TopicContract(Harness):
         pos = t.append_many(values, keys=keys)
         for p in (0, 1):
             got = [(r.key, r.value) for r in t.read(0 if p == 0 else 1)]
-            want = [(k, v) for k, v, q in zip(keys, values, pos) if q.partition == p]
+            want = [(k, v) for k, v, q in zip(keys, values, pos, strict=True) if q.partition == p]
             assert got == want
 
     def test_dedupe_by_msg_id(self, store):
@@ -214,7 +214,7 @@ class TopicContract(Harness):
         pos = t.append_many([b"a", b"b", b"c"], keys=[b"1", b"2", b"3"])
         store = self.reopen(store)
         t = store.existing_topic("kept")
-        for p, v in zip(pos, (b"a", b"b", b"c")):
+        for p, v in zip(pos, (b"a", b"b", b"c"), strict=True):
             assert t.get(p.partition, p.offset).value == v
 
     def test_a_second_handle_reads_what_the_first_wrote(self, store):

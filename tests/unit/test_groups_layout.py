@@ -9,16 +9,16 @@ import random
 import pytest
 
 import streamlog
-from streamlog import _groupstate as gs
-from streamlog import groups
-from streamlog.storage import meta
+from streamlog.backends.local import groups
+from streamlog.backends.local import groupstate as gs
+from streamlog.backends.local.storage import meta
 
 FAR = 600_000
 
 
 @pytest.fixture(autouse=True)
 def _small_segments(monkeypatch):
-    monkeypatch.setattr(streamlog._log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
+    monkeypatch.setattr(streamlog.backends.local.log, "DEFAULT_SEGMENT_BYTES", 1 << 20)
 
 
 def fill(t, n, key=None):
@@ -288,7 +288,7 @@ def test_older_layout_keeps_owner_epoch_and_keys(store):
     far = streamlog._types.now_ms() + FAR
     st = gs.PartState(0)
     st.next = 3
-    h = streamlog._codec.murmur2(b"k")
+    h = streamlog.backends.local.codec.murmur2(b"k")
     st.runs = [[0, 3, "other", far, 1, None]]
     st.keys = {0: h, 1: h, 2: h}
     st.owner, st.epoch = "someone", 7

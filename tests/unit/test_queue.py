@@ -254,7 +254,7 @@ def test_a_message_held_past_the_hold_limit_goes_back_uncounted(store, monkeypat
     """The next get hands out a held message only if the ack leased it recently (its
     lease is then nearly whole); otherwise it goes back, its delivery not counted, and
     the get polls afresh."""
-    from streamlog import groups
+    from streamlog.backends.local import groups
 
     q = store.queue("jobs")
     for i in range(2):

@@ -9,7 +9,7 @@ owned by one live consumer and delivered in order).
 
 All state lives in the store's LMDB environment (namespace ``groups``): per
 group and partition a head, one entry per run of offsets and a due index (see
-``_PartStore`` and ``streamlog._groupstate``), so a poll or an ack is one LMDB
+``_PartStore`` and ``groupstate``), so a poll or an ack is one LMDB
 write transaction that touches a few entries whatever the number of records
 and leases, and every process of the machine sees the same leases. docs/groups.md describes the
 layout, the algorithms and the decisions taken where the API leaves a choice.
