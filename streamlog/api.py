@@ -254,9 +254,10 @@ class EventLog(Protocol):
     name: str
 
     def commit(self, events: Sequence[NewEvent], expected: Mapping[str, int],
-               first_headers: EncodedHeaders | None = None) -> int:
+               first_headers: EncodedHeaders | None = None) -> tuple[int, dict[str, int]]:
         """Append ``events`` (of one or more streams) in one commit; returns the
-        position of the first.
+        position of the first, and per stream of the commit the version of its
+        last event now (an append with ANY learns its versions only here).
 
         ``expected`` holds, per stream of the commit, the version its last event
         must have now (NO_STREAM: none; ANY: no check). WrongExpectedVersion names
@@ -274,6 +275,12 @@ class EventLog(Protocol):
         """The records of versions ``lo`` to ``hi`` (inclusive; None: the last) of a
         stream, at most ``limit`` (from the top when ``backwards``); returns the
         version of the first record returned, and the records in version order."""
+        ...
+
+    def stream_events(self, stream_id: str, lo: int, hi: int | None, limit: int | None,
+                      backwards: bool = False) -> list[Event]:
+        """As ``stream_records``, the events themselves, in version order (the read
+        path of the event store view: no record is made on the way)."""
         ...
 
     def events(self, position: int, max_events: int) -> tuple[list[Event], int]:
