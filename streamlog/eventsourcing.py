@@ -79,7 +79,7 @@ from streamlog._limits import (
     EVENT_SUBSCRIBE_BATCH_RECORDS,
     VIEW_POLL_S,
 )
-from streamlog.api import NO_STREAM, EventLog, NewEvent, TrackingLog
+from streamlog.api import NO_STREAM, EventLog, NewEvent, NewEventFields, TrackingLog
 from streamlog.errors import StoreClosed, WrongExpectedVersion
 
 __all__ = [
@@ -107,7 +107,6 @@ _INTERRUPT_CHECK_S = 0.05
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 _new_object = object.__new__
-_new_tuple = tuple.__new__
 
 
 def _stored_event(originator_id, version: int, topic: str, state: bytes) -> StoredEvent:
@@ -253,12 +252,12 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
         return None
 
     def _plan(self, stored_events: Sequence[StoredEvent]
-              ) -> tuple[list[NewEvent], dict[str, int], dict[str, int]]:
+              ) -> tuple[list[NewEventFields], dict[str, int], dict[str, int]]:
         """Events and per-stream expected versions for ``EventLog.commit``.
 
         IntegrityError (nothing written) for versions that cannot follow the
         stream: duplicates, gaps, or before its first event."""
-        entries: list[NewEvent] = []
+        entries: list[NewEventFields] = []
         streams: dict[str, list] = {}  # stream id -> [id bytes, first version, count]
         sids = self._sids
         topics = self._topics
@@ -295,9 +294,8 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
                     topics.clear()
                 topics[topic] = topic_b
             state = s.state
-            entries.append(_new_tuple(NewEvent, (
-                sid, sid_b, state if type(state) is bytes else bytes(state),
-                [(_HB_TOPIC, topic_b), (_HB_VERSION, b"%d" % ov)])))
+            entries.append((sid, sid_b, state if type(state) is bytes else bytes(state),
+                            [(_HB_TOPIC, topic_b), (_HB_VERSION, b"%d" % ov)]))
         expected: dict[str, int] = {}
         firsts: dict[str, int] = {}
         for sid, (sid_b, start, _) in streams.items():
@@ -312,7 +310,7 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
                 expected[sid] = start - first - 1
         return entries, expected, firsts
 
-    def _commit(self, entries: list[NewEvent], expected: dict[str, int],
+    def _commit(self, entries: list[NewEventFields], expected: dict[str, int],
                 firsts: dict[str, int]) -> int:
         """Write one batch; returns its first position. WrongExpectedVersion -> IntegrityError."""
         try:
@@ -378,7 +376,7 @@ class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
         if not stored_events:
             return []
         for _ in range(100):
-            entries: list[NewEvent] = []
+            entries: list[NewEventFields] = []
             expected: dict[str, int] = {}
             seen: dict[str, set[int]] = {}
             for s in stored_events:

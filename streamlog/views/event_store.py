@@ -27,7 +27,7 @@ from streamlog._limits import (
     EVENT_SUBSCRIBE_BATCH_RECORDS,
     VIEW_POLL_S,
 )
-from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, EventLog, NewEvent, Store
+from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, EventLog, NewEventFields, Store
 from streamlog.errors import ConfigMismatch, StoreClosed, StreamlogError
 
 __all__ = ["EventStore", "Subscription", "Event", "ANY", "NO_STREAM"]
@@ -35,9 +35,6 @@ __all__ = ["EventStore", "Subscription", "Event", "ANY", "NO_STREAM"]
 STREAM_HEADER = "es-stream"
 VERSION_HEADER = "es-version"
 RESERVED_HEADER_PREFIX = "es-"
-
-_new_tuple = tuple.__new__
-
 
 def _stream_id(value: Any) -> tuple[str, bytes]:
     """A stream id: a non-empty str of at most EVENT_STREAM_ID_MAX_BYTES UTF-8 bytes."""
@@ -113,23 +110,22 @@ def _value(v: Any) -> bytes:
     return out
 
 
-def _events(events: Any, sid: str, sid_b: bytes) -> list[NewEvent]:
+def _events(events: Any, sid: str, sid_b: bytes) -> list[NewEventFields]:
     """The events of one append to stream ``sid``: bytes-like values or (value,
-    headers) pairs, as NewEvents."""
+    headers) pairs, as NewEvent fields (plain tuples: this is per event)."""
     if type(events) is not list and type(events) is not tuple and (
             isinstance(events, str | bytes | bytearray | memoryview | Mapping)
             or not isinstance(events, Iterable)):
         raise TypeError("events must be a list of bytes-like values or (value, headers) pairs, "
                         f"not {type(events).__name__}")
-    out: list[NewEvent] = []
+    out: list[NewEventFields] = []
     append = out.append
-    new = _new_tuple
     last_h: Any = None  # one headers object shared by many events: check it once
     last_enc: EncodedHeaders | None = None
     for ev in events:
         t = type(ev)
         if t is bytes:
-            append(new(NewEvent, (sid, sid_b, ev, None)))
+            append((sid, sid_b, ev, None))
         elif t is tuple or t is list or isinstance(ev, tuple | list):
             if len(ev) != 2:
                 raise TypeError(f"an event pair must be (value, headers), not a "
@@ -138,14 +134,14 @@ def _events(events: Any, sid: str, sid_b: bytes) -> list[NewEvent]:
             if type(value) is not bytes:
                 value = _value(value)
             if headers is None:
-                append(new(NewEvent, (sid, sid_b, value, None)))
+                append((sid, sid_b, value, None))
             elif headers is last_h:
-                append(new(NewEvent, (sid, sid_b, value, last_enc)))
+                append((sid, sid_b, value, last_enc))
             else:
                 last_h, last_enc = headers, _user_headers(headers)
-                append(new(NewEvent, (sid, sid_b, value, last_enc)))
+                append((sid, sid_b, value, last_enc))
         else:
-            append(new(NewEvent, (sid, sid_b, _value(ev), None)))
+            append((sid, sid_b, _value(ev), None))
     if not out:
         raise ValueError("events must not be empty: an append writes at least one event")
     return out

@@ -43,7 +43,7 @@ from streamlog._limits import (
     EVENT_STREAM_ID_INLINE_BYTES,
 )
 from streamlog._types import Record, now_ms
-from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, NewEvent, Watch
+from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, NewEventFields, Watch
 from streamlog.backends.local.codec import encode_batch
 from streamlog.errors import CorruptionError, RecordTooLarge, StreamlogError, WrongExpectedVersion
 
@@ -389,18 +389,18 @@ class LocalEventLog:
         return f"LocalEventLog({self.name!r})"
 
     # ---------------------------------------------------------------- commit
-    def commit(self, events: Sequence[NewEvent], expected: Mapping[str, int],
+    def commit(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
                first_headers: EncodedHeaders | None = None) -> tuple[int, dict[str, int]]:
         """Append ``events`` in one batch after checking each stream's expected version
         under the append lock; returns the first position and each stream's new last
         version. WrongExpectedVersion (nothing written) on the first failed check."""
         if len(expected) == 1:
-            for sid, exp in expected.items():
-                base, last = self._commit_one(sid, events[0][1], exp, events, first_headers)
-                return base, {sid: last}
+            (sid, exp), = expected.items()
+            base, last = self._commit_one(sid, events[0][1], exp, events, first_headers)
+            return base, {sid: last}
         return self._commit(events, expected, first_headers)
 
-    def _commit_one(self, sid: str, sid_b: bytes, exp: int, items: Sequence[NewEvent],
+    def _commit_one(self, sid: str, sid_b: bytes, exp: int, items: Sequence[NewEventFields],
                     first_headers: EncodedHeaders | None = None) -> tuple[int, int]:
         """``_commit`` for the events of one stream (every public append): the same
         steps (sharing ``_Index.prepare_check``, ``_check_sizes`` and ``_landed``)
@@ -475,7 +475,7 @@ class LocalEventLog:
             if idx.count >= EVENT_INDEX_FLUSH_RECORDS:
                 idx.flush()
 
-    def _check_sizes(self, entries: Sequence[NewEvent], extra: EncodedHeaders | None,
+    def _check_sizes(self, entries: Sequence[NewEventFields], extra: EncodedHeaders | None,
                      limit: int) -> None:
         """RecordTooLarge for the first event whose value + headers exceed ``limit``."""
         for i, (_, sid_b, value, hdrs) in enumerate(entries):
@@ -488,7 +488,7 @@ class LocalEventLog:
                 raise RecordTooLarge(f"event of {size} bytes (value + headers) exceeds "
                                      f"max_record_bytes={limit} of {self.name!r}")
 
-    def _commit(self, entries: Sequence[NewEvent], expected: Mapping[str, int],
+    def _commit(self, entries: Sequence[NewEventFields], expected: Mapping[str, int],
                 first_headers: EncodedHeaders | None = None) -> tuple[int, dict[str, int]]:
         """``commit`` of events of several streams (a stream's events need not be
         adjacent): one batch, each stream's expected version checked under the

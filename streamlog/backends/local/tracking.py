@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamlog._types import now_ms
-from streamlog.api import EncodedHeaders, EventLog, NewEvent, Watch
+from streamlog.api import EncodedHeaders, EventLog, NewEventFields, Watch
 from streamlog.backends.local.codec import encode_batch
 from streamlog.errors import StoreClosed, WrongExpectedVersion
 
@@ -188,7 +188,7 @@ class LocalTrackingLog:
             raise result
 
     def commit_with(self, events: EventLog, application: str, notification_id: int,
-                    new_events: Sequence[NewEvent], expected: Mapping[str, int]) -> int:
+                    new_events: Sequence[NewEventFields], expected: Mapping[str, int]) -> int:
         """Commit ``new_events`` to ``events`` with the tracking record in the first
         event's headers, deciding under the tracking topic's append lock (no other
         tracking record is written until the events are); returns the first
