@@ -36,6 +36,7 @@ __all__ = [
     "Group",
     "Message",
     "NewEvent",
+    "NewEventFields",
     "ReplyBox",
     "Store",
     "Topic",
@@ -66,12 +67,19 @@ class Event(NamedTuple):
 
 class NewEvent(NamedTuple):
     """An event to commit: its stream (``stream_id`` and its UTF-8 bytes), its value,
-    and its own headers, encoded (the event log adds its stream and version headers)."""
+    and its own headers, encoded (the event log adds its stream and version headers).
+
+    Event logs read the fields by position, so a plain tuple of the same four
+    fields (``NewEventFields``, cheaper to build on a hot path) is accepted too."""
 
     stream_id: str
     stream_id_bytes: bytes
     value: bytes
     headers: EncodedHeaders | None
+
+
+# A NewEvent's fields as a plain tuple (every NewEvent is one).
+NewEventFields = tuple[str, bytes, bytes, EncodedHeaders | None]
 
 
 @runtime_checkable
@@ -253,10 +261,11 @@ class EventLog(Protocol):
 
     name: str
 
-    def commit(self, events: Sequence[NewEvent], expected: Mapping[str, int],
-               first_headers: EncodedHeaders | None = None) -> int:
+    def commit(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
+               first_headers: EncodedHeaders | None = None) -> tuple[int, dict[str, int]]:
         """Append ``events`` (of one or more streams) in one commit; returns the
-        position of the first.
+        position of the first, and per stream of the commit the version of its
+        last event now (an append with ANY learns its versions only here).
 
         ``expected`` holds, per stream of the commit, the version its last event
         must have now (NO_STREAM: none; ANY: no check). WrongExpectedVersion names
@@ -274,6 +283,12 @@ class EventLog(Protocol):
         """The records of versions ``lo`` to ``hi`` (inclusive; None: the last) of a
         stream, at most ``limit`` (from the top when ``backwards``); returns the
         version of the first record returned, and the records in version order."""
+        ...
+
+    def stream_events(self, stream_id: str, lo: int, hi: int | None, limit: int | None,
+                      backwards: bool = False) -> list[Event]:
+        """As ``stream_records``, the events themselves, in version order (the read
+        path of the event store view: no record is made on the way)."""
         ...
 
     def events(self, position: int, max_events: int) -> tuple[list[Event], int]:
@@ -309,7 +324,7 @@ class TrackingLog(Protocol):
         ...
 
     def commit_with(self, events: EventLog, application: str, notification_id: int,
-                    new_events: Sequence[NewEvent], expected: Mapping[str, int]) -> int:
+                    new_events: Sequence[NewEventFields], expected: Mapping[str, int]) -> int:
         """Commit ``new_events`` to ``events`` and the tracking record in one step
         (both or neither); returns the first event's position. WrongExpectedVersion
         from either check, and nothing is written."""

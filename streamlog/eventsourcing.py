@@ -47,12 +47,10 @@ first use.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -75,7 +73,13 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType, resolve_topic
 
 import streamlog
-from streamlog import backend
+from streamlog import _validate
+from streamlog._limits import (
+    EVENT_INDEX_CACHED_STREAMS,
+    EVENT_SUBSCRIBE_BATCH_RECORDS,
+    VIEW_POLL_S,
+)
+from streamlog.api import NO_STREAM, EventLog, NewEvent, NewEventFields, TrackingLog
 from streamlog.errors import StoreClosed, WrongExpectedVersion
 
 __all__ = [
@@ -96,11 +100,6 @@ _HB_TOPIC = TOPIC_HEADER.encode()
 _HB_VERSION = VERSION_HEADER.encode()
 _HB_TRACKING_APP = TRACKING_APP_HEADER.encode()
 _HB_TRACKING_ID = TRACKING_ID_HEADER.encode()
-_KV_NAMESPACE = "eventsourcing"
-# Tracking state is checkpointed to LMDB after this many records were read
-# past the last checkpoint (it is derived from the logs: a lost checkpoint
-# only costs a longer catch-up).
-_TRACKING_CHECKPOINT_RECORDS = 1024
 # Notifications fetched per read of a subscription.
 _SUBSCRIBE_BATCH = 500
 # TrackingRecorder.wait(interrupt=...): how often the interrupt event is looked at.
@@ -239,6 +238,7 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
         super().__init__(log, name, originator_id_type=originator_id_type)
         self.purpose = purpose
         self.store = log.event_store(f"{name}.{purpose}")
+        self._events: EventLog = log.event_log(f"{name}.{purpose}")
         # stream id -> originator version of the stream's first event (it never
         # changes once the stream exists): maps originator versions to versions.
         self._first: dict[str, int] = {}
@@ -251,12 +251,13 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
         self._insert(stored_events)
         return None
 
-    def _plan(self, stored_events: Sequence[StoredEvent]) -> tuple[list, dict, dict]:
-        """Entries and per-stream expected versions for ``EventStore._commit``.
+    def _plan(self, stored_events: Sequence[StoredEvent]
+              ) -> tuple[list[NewEventFields], dict[str, int], dict[str, int]]:
+        """Events and per-stream expected versions for ``EventLog.commit``.
 
         IntegrityError (nothing written) for versions that cannot follow the
         stream: duplicates, gaps, or before its first event."""
-        entries = []
+        entries: list[NewEventFields] = []
         streams: dict[str, list] = {}  # stream id -> [id bytes, first version, count]
         sids = self._sids
         topics = self._topics
@@ -265,7 +266,7 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
             sid = sids.get(oid)
             if sid is None:
                 sid = _stream_id(oid)
-                if len(sids) > backend.EVENT_INDEX_CACHED_STREAMS:
+                if len(sids) > EVENT_INDEX_CACHED_STREAMS:
                     sids.clear()
                 sids[oid] = sid
             ov = s.originator_version
@@ -295,25 +296,25 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
             state = s.state
             entries.append((sid, sid_b, state if type(state) is bytes else bytes(state),
                             [(_HB_TOPIC, topic_b), (_HB_VERSION, b"%d" % ov)]))
-        expected: dict[str, tuple[bytes, int]] = {}
+        expected: dict[str, int] = {}
         firsts: dict[str, int] = {}
         for sid, (sid_b, start, _) in streams.items():
             first = self._first_version(sid, sid_b)
             if first is None:
-                expected[sid] = (sid_b, backend.NO_STREAM)
+                expected[sid] = NO_STREAM
                 firsts[sid] = start
             elif start < first:
                 raise IntegrityError(f"stored event {sid!r} version {start} precedes the "
                                      f"aggregate's first version {first}")
             else:
-                expected[sid] = (sid_b, start - first - 1)
+                expected[sid] = start - first - 1
         return entries, expected, firsts
 
-    def _commit(self, entries: list, expected: dict, firsts: dict,
-                first_headers=None) -> int:
+    def _commit(self, entries: list[NewEventFields], expected: dict[str, int],
+                firsts: dict[str, int]) -> int:
         """Write one batch; returns its first position. WrongExpectedVersion -> IntegrityError."""
         try:
-            base, _ = self.store._commit(entries, expected, first_headers)
+            base, _ = self._events.commit(entries, expected)
         except WrongExpectedVersion as e:
             raise IntegrityError(f"stored event already recorded or out of sequence: "
                                  f"{e}") from e
@@ -330,11 +331,11 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
     def _first_version(self, sid: str, sid_b: bytes) -> int | None:
         first = self._first.get(sid)
         if first is None:
-            _, records = self.store._stream_records(sid, sid_b, 0, 0, 1)
+            _, records = self._events.stream_records(sid, 0, 0, 1)
             if not records:
                 return None
             first = int(records[0].headers[VERSION_HEADER])
-            if len(self._first) > backend.EVENT_INDEX_CACHED_STREAMS:
+            if len(self._first) > EVENT_INDEX_CACHED_STREAMS:
                 self._first.clear()
             self._first[sid] = first
         return first
@@ -354,7 +355,7 @@ class StreamlogAggregateRecorder(StreamlogRecorder, AggregateRecorder):
             hi = lte - first
             if hi < lo:
                 return []
-        bottom, records = self.store._stream_records(sid, sid_b, lo, hi, limit, desc)
+        bottom, records = self._events.stream_records(sid, lo, hi, limit, desc)
         out = []
         append = out.append
         v = first + bottom
@@ -375,26 +376,25 @@ class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
         if not stored_events:
             return []
         for _ in range(100):
-            entries = []
-            expected: dict[str, tuple[bytes, int]] = {}
+            entries: list[NewEventFields] = []
+            expected: dict[str, int] = {}
             seen: dict[str, set[int]] = {}
             for s in stored_events:
                 sid = _stream_id(s.originator_id)
                 sid_b = sid.encode("utf-8")
                 if sid not in seen:
-                    bottom, have = self.store._stream_records(sid, sid_b, 0, None, None)
+                    bottom, have = self._events.stream_records(sid, 0, None, None)
                     seen[sid] = {int(r.headers[VERSION_HEADER]) for r in have}
-                    expected[sid] = (sid_b, bottom + len(have) - 1 if have
-                                     else backend.NO_STREAM)
+                    expected[sid] = bottom + len(have) - 1 if have else NO_STREAM
                 ov = s.originator_version
                 if ov in seen[sid]:
                     raise IntegrityError(f"snapshot of {sid!r} at version {ov} already recorded")
                 seen[sid].add(ov)
-                entries.append((sid, sid_b, bytes(s.state),
-                                [(_HB_TOPIC, s.topic.encode("utf-8")),
-                                 (_HB_VERSION, b"%d" % ov)]))
+                entries.append(NewEvent(sid, sid_b, bytes(s.state),
+                                        [(_HB_TOPIC, s.topic.encode("utf-8")),
+                                         (_HB_VERSION, b"%d" % ov)]))
             try:
-                base, _ = self.store._commit(entries, expected)
+                base, _ = self._events.commit(entries, expected)
             except WrongExpectedVersion:
                 continue  # another writer added a snapshot meanwhile: check again
             return list(range(base + 1, base + 1 + len(entries)))
@@ -404,7 +404,7 @@ class StreamlogSnapshotRecorder(StreamlogAggregateRecorder):
                       lte: int | None = None, desc: bool = False,
                       limit: int | None = None) -> Sequence[StoredEvent]:
         sid = _stream_id(originator_id)
-        _, records = self.store._stream_records(sid, sid.encode("utf-8"), 0, None, None)
+        _, records = self._events.stream_records(sid, 0, None, None)
         rows = []
         for r in records:
             ov = int(r.headers[VERSION_HEADER])
@@ -445,12 +445,12 @@ class StreamlogApplicationRecorder(StreamlogAggregateRecorder, ApplicationRecord
         out: list[Notification] = []
         wanted = set(topics)
         while len(out) < limit:
-            want = limit - len(out) if not wanted else backend.EVENT_SUBSCRIBE_BATCH_RECORDS
+            want = limit - len(out) if not wanted else EVENT_SUBSCRIBE_BATCH_RECORDS
             if last_position is not None:
                 want = min(want, last_position - position + 1)
                 if want <= 0:
                     break
-            events, nxt = self.store._events_from(position, want)
+            events, nxt = self._events.events(position, want)
             for e in events:
                 topic = e.headers[TOPIC_HEADER].decode()
                 if wanted and topic not in wanted:
@@ -481,14 +481,14 @@ class StreamlogSubscription(Subscription[StreamlogApplicationRecorder]):
     def __init__(self, recorder: StreamlogApplicationRecorder, gt: int | None = None,
                  topics: Sequence[str] = ()) -> None:
         super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._topic = recorder.store._topic
+        self._watch = recorder._events.watch()
         self._position = gt or 0
         self._buffer: deque[Notification] = deque()
 
     def stop(self) -> None:
         super().stop()
         try:
-            backend.wake_any(self._topic)
+            self._watch.wake()
         except (StoreClosed, OSError, streamlog.StreamlogError):
             pass
 
@@ -500,7 +500,7 @@ class StreamlogSubscription(Subscription[StreamlogApplicationRecorder]):
                 n = self._buffer.popleft()
                 self._last_notification_id = n.id
                 return n
-            seen = self._topic.notify_seq_any()
+            seen = self._watch.seq()
             batch, nxt = self._recorder._select(self._position, _SUBSCRIBE_BATCH, None,
                                                 self._topics)
             if nxt != self._position:
@@ -509,117 +509,7 @@ class StreamlogSubscription(Subscription[StreamlogApplicationRecorder]):
                 continue
             if self._has_been_stopped:
                 raise StopIteration
-            self._topic.wait_any(seen, backend.VIEW_POLL_S)
-
-
-class _TrackingState:
-    """This process's knowledge of the tracking records of ``<name>``: the maximum
-    notification id per upstream application, read from the tracking topic and
-    from the tracking headers of the events topic, checkpointed to LMDB.
-
-    Thread-safe through ``lock``. Decisions that depend on it are made under the
-    tracking topic's append lock.
-    """
-
-    def __init__(self, log: streamlog.Log, name: str) -> None:
-        self.t_topic = log.topic(f"{name}.tracking", partitions=1)
-        self.e_topic = log.event_store(f"{name}.events")._topic
-        self.kv = log.kv(_KV_NAMESPACE)
-        self.key = name.encode() + b"\0tracking"
-        self.uids = [backend.topic_config(self.t_topic).get("uid"),
-                     backend.topic_config(self.e_topic).get("uid")]
-        self.lock = threading.Lock()
-        self.maxes: dict[str, int] = {}
-        self.t_end = 0
-        self.e_end = 0
-        self.loaded = False
-        self.unsaved = 0
-
-    def sync(self, t_end: int | None = None) -> None:
-        """Read the tracking records appended since the last sync. Caller holds lock."""
-        if t_end is None:
-            t_end = self.t_topic.end_offset(0)
-        e_end = self.e_topic.end_offset(0)
-        if not self.loaded:
-            self._load(t_end, e_end)
-        if t_end < self.t_end or e_end < self.e_end:  # a log lost its tail: read again
-            self.maxes, self.t_end, self.e_end = {}, 0, 0
-        self.unsaved += self._read(self.t_topic, self.t_end, t_end)
-        self.t_end = t_end
-        self.unsaved += self._read(self.e_topic, self.e_end, e_end)
-        self.e_end = e_end
-        if self.unsaved >= _TRACKING_CHECKPOINT_RECORDS:
-            self._save()
-
-    def _read(self, topic, start: int, end: int) -> int:
-        if end <= start:
-            return 0
-        maxes = self.maxes
-        for rec in topic.read(0, start, end - start):
-            h = rec.headers
-            app = h.get(TRACKING_APP_HEADER)
-            if app is not None:
-                app_s = app.decode("utf-8")
-                nid = int(h[TRACKING_ID_HEADER])
-                if maxes.get(app_s, -1) < nid:
-                    maxes[app_s] = nid
-        return end - start
-
-    def _load(self, t_end: int, e_end: int) -> None:
-        self.loaded = True
-        raw = self.kv.get(self.key)
-        if raw is None:
-            return
-        try:
-            cp = json.loads(raw)
-            if cp["uids"] == self.uids and cp["t"] <= t_end and cp["e"] <= e_end:
-                self.maxes = {str(k): int(v) for k, v in cp["max"].items()}
-                self.t_end, self.e_end = int(cp["t"]), int(cp["e"])
-        except (ValueError, KeyError, TypeError):
-            pass  # a checkpoint we cannot use: read the logs from the start
-
-    def _save(self) -> None:
-        cp = {"uids": self.uids, "t": self.t_end, "e": self.e_end, "max": self.maxes}
-        raw = json.dumps(cp, separators=(",", ":")).encode()
-        key = self.key
-
-        def fn(tx):
-            cur = tx.get(key)
-            if cur is not None:
-                try:
-                    old = json.loads(cur)
-                    if old.get("uids") == cp["uids"] and \
-                            (old["t"] > cp["t"] or old["e"] > cp["e"]):
-                        return  # a fresher checkpoint is there already
-                except (ValueError, KeyError, TypeError):
-                    pass
-            tx.put(key, raw)
-
-        self.kv.transact(fn)
-        self.unsaved = 0
-
-
-def _drop_checkpoint(tx, topic: str) -> None:
-    """Topic deletion hook: the tracking checkpoint goes with its tracking topic."""
-    if topic.endswith(".tracking"):
-        tx.delete(topic[:-len(".tracking")].encode() + b"\0tracking")
-
-
-backend.on_topic_deleted(_KV_NAMESPACE, _drop_checkpoint)
-
-_TRACKING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_TRACKING_LOCK = threading.Lock()
-
-
-def _tracking_state(log: streamlog.Log, name: str) -> _TrackingState:
-    with _TRACKING_LOCK:
-        per_log = _TRACKING.get(log)
-        if per_log is None:
-            per_log = _TRACKING[log] = {}
-        state = per_log.get(name)
-        if state is None:
-            state = per_log[name] = _TrackingState(log, name)
-        return state
+            self._watch.wait(seen, VIEW_POLL_S)
 
 
 class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
@@ -631,23 +521,13 @@ class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
     def __init__(self, log: streamlog.Log, name: str, *,
                  originator_id_type: str = "uuid") -> None:
         super().__init__(log, name, originator_id_type=originator_id_type)
-        self._tracking = _tracking_state(log, name)
-
-    def _tracking_check(self, tracking: Tracking, t_end: int) -> IntegrityError | None:
-        st = self._tracking
-        with st.lock:
-            st.sync(t_end)
-            current = st.maxes.get(tracking.application_name)
-        if current is not None and current >= tracking.notification_id:
-            return IntegrityError(f"tracking notification id {tracking.notification_id} of "
-                                  f"{tracking.application_name!r} is not greater than the "
-                                  f"recorded {current}")
-        return None
+        self._tracking: TrackingLog = log.tracking_log(name)
 
     @staticmethod
-    def _tracking_headers(tracking: Tracking) -> list[tuple[bytes, bytes]]:
-        return [(_HB_TRACKING_APP, tracking.application_name.encode("utf-8")),
-                (_HB_TRACKING_ID, b"%d" % tracking.notification_id)]
+    def _tracking_error(tracking: Tracking, e: WrongExpectedVersion) -> IntegrityError:
+        return IntegrityError(f"tracking notification id {tracking.notification_id} of "
+                              f"{tracking.application_name!r} is not greater than the "
+                              f"recorded {e.actual}")
 
     def insert_tracking(self, tracking: Tracking, *, headers=None) -> None:
         """Record ``tracking`` (IntegrityError unless its id is above the recorded one).
@@ -657,30 +537,17 @@ class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
         the tracking position (tests/eventsourcing/test_projection.py counts
         events that way).
         """
-        topic = self._tracking.t_topic
-        extra = backend.validate_headers(headers) or []
+        extra = _validate.headers(headers) or []
         for name, _ in extra:
             if name in (_HB_TRACKING_APP, _HB_TRACKING_ID):
                 raise ValueError(f"header name {name.decode()!r} is reserved for tracking")
-
-        def build(end: int):
-            err = self._tracking_check(tracking, end)
-            if err is not None:
-                return None, 0, 0, err
-            ts = backend.now_ms()
-            data = backend.encode_batch(None, [b""], [self._tracking_headers(tracking) + extra],
-                                        [ts])
-            return data, 1, ts, None
-
-        base, result = topic.append_with(0, build)
-        if base < 0:
-            raise result
+        try:
+            self._tracking.record(tracking.application_name, tracking.notification_id, extra)
+        except WrongExpectedVersion as e:
+            raise self._tracking_error(tracking, e) from None
 
     def max_tracking_id(self, application_name: str) -> int | None:
-        st = self._tracking
-        with st.lock:
-            st.sync()
-            return st.maxes.get(application_name)
+        return self._tracking.max_id(application_name)
 
     def wait(self, application_name: str, notification_id: int | None, timeout: float = 1.0,
              interrupt: threading.Event | None = None) -> None:
@@ -692,9 +559,9 @@ class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
         write bumps, instead of polling with back-off.
         """
         deadline = time.monotonic() + timeout
-        topic = self._tracking.t_topic
+        watch = self._tracking.watch()
         while True:
-            seen = topic.notify_seq_any()
+            seen = watch.seq()
             if self.has_tracking_id(application_name, notification_id):
                 return
             if interrupt is not None and interrupt.is_set():
@@ -703,8 +570,8 @@ class StreamlogTrackingRecorder(StreamlogRecorder, TrackingRecorder):
             if remaining < 0:
                 raise TimeoutError(f"Timed out waiting for notification {notification_id} "
                                    f"from application '{application_name}' to be processed")
-            slice_s = backend.VIEW_POLL_S if interrupt is None else _INTERRUPT_CHECK_S
-            topic.wait_any(seen, min(remaining, slice_s) + 0.001)
+            slice_s = VIEW_POLL_S if interrupt is None else _INTERRUPT_CHECK_S
+            watch.wait(seen, min(remaining, slice_s) + 0.001)
 
 
 class StreamlogProcessRecorder(StreamlogTrackingRecorder, StreamlogApplicationRecorder,
@@ -725,28 +592,18 @@ class StreamlogProcessRecorder(StreamlogTrackingRecorder, StreamlogApplicationRe
             self.insert_tracking(tracking)
             return []
         entries, expected, firsts = self._plan(stored_events)
-
-        def build(end: int):
-            # Under the tracking topic's append lock: no other tracking record can
-            # be written until the events (and their tracking headers) are.
-            err = self._tracking_check(tracking, end)
-            if err is not None:
-                return None, 0, 0, err
-            try:
-                return None, 0, 0, self._commit(entries, expected, firsts,
-                                                self._tracking_headers(tracking))
-            except IntegrityError as e:
-                return None, 0, 0, e
-
-        _, result = self._tracking.t_topic.append_with(0, build)
-        if isinstance(result, BaseException):
-            raise result
-        # The tracking record went to the events topic: wake the tracking waiters.
+        app, nid = tracking.application_name, tracking.notification_id
         try:
-            backend.wake_any(self._tracking.t_topic)
-        except (StoreClosed, OSError):
-            pass
-        return list(range(result + 1, result + 1 + len(entries)))
+            # Both checks and the commit happen under one decision of the tracking
+            # log: no other tracking record can be written until these events are.
+            base = self._tracking.commit_with(self._events, app, nid, entries, expected)
+        except WrongExpectedVersion as e:
+            if e.stream_id == app and e.expected == nid and e.stream_id not in expected:
+                raise self._tracking_error(tracking, e) from None
+            raise IntegrityError(f"stored event already recorded or out of sequence: "
+                                 f"{e}") from e
+        self._first.update(firsts)
+        return list(range(base + 1, base + 1 + len(entries)))
 
 
 # --------------------------------------------------------------------- factory

@@ -11,7 +11,7 @@ import pytest
 
 import streamlog
 from streamlog import ANY, NO_STREAM, Event, WrongExpectedVersion
-from streamlog.views import event_store as es_mod
+from streamlog.backends.local import eventlog as es_mod
 
 
 @pytest.fixture
@@ -494,7 +494,7 @@ def test_event_run_takes_any_backend_s_records():
 
     from streamlog import _ext
     from streamlog.backend import Event
-    from streamlog.views.event_store import STREAM_HEADER, VERSION_HEADER
+    from streamlog.backends.local.eventlog import STREAM_HEADER, VERSION_HEADER
 
     Rec = namedtuple("Rec", "offset timestamp_ms value headers")
 

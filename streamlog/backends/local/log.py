@@ -172,6 +172,11 @@ class Topic:
         """The partition's append counter (a futex word in its shared control block)."""
         return self._part(partition).notify_seq
 
+    def watch(self) -> _TopicWatch:
+        """Wake-ups on appends to any partition of the topic (its wake-up word)."""
+        self._log._check()
+        return _TopicWatch(self._log, self.name)
+
     def append_many(self, values: Sequence, keys: Sequence | None = None,
                     headers: Sequence | None = None) -> list[Position]:
         """Append many records: validated as a whole first, then one batch per partition.
@@ -367,6 +372,10 @@ class Log:
         self._parts_lock = threading.RLock()
         self._topics_cache: dict[str, dict] = {}
         self._closers: list[Callable[[], None]] = []
+        # Event logs and tracking logs by name: one per Log, shared by every handle.
+        self._event_logs: dict[str, Any] = {}
+        self._tracking_logs: dict[str, Any] = {}
+        self._engines_lock = threading.RLock()
         self._stop = threading.Event()
         self._syncer = None
         self._retainer = None
@@ -489,6 +498,35 @@ class Log:
 
     def _on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
+
+    # StoreClosed if the store was closed (the same check, one call fewer on hot paths).
+    raise_if_closed = _check
+
+    # ------------------------------------------------------ event store engines
+    def event_log(self, name: str):
+        """The event log behind event store ``name`` (its single-partition topic
+        ``name``, created if missing); one per Log and name, shared by every handle."""
+        from streamlog.backends.local.eventlog import LocalEventLog
+
+        self._check()
+        topic = self.topic(name, partitions=1)
+        with self._engines_lock:
+            el = self._event_logs.get(name)
+            if el is None or el._topic.config.get("uid") != topic.config.get("uid"):
+                el = self._event_logs[name] = LocalEventLog(self, name, topic)
+            return el
+
+    def tracking_log(self, name: str):
+        """The tracking records of application ``name`` (topic ``<name>.tracking``, and
+        the tracking headers of event log ``<name>.events``); one per Log and name."""
+        from streamlog.backends.local.tracking import LocalTrackingLog
+
+        self._check()
+        with self._engines_lock:
+            tl = self._tracking_logs.get(name)
+            if tl is None:
+                tl = self._tracking_logs[name] = LocalTrackingLog(self, name)
+            return tl
 
     # ----------------------------------------------------------------- topics
     def _clamp_groups(self, topic: str, partition: int, end_offset: int) -> None:
@@ -646,6 +684,9 @@ class Log:
         for part in self._partitions_of(name, config):
             part.mark_deleted()
 
+        from streamlog.backends.local import eventlog, tracking
+        from streamlog.backends.local.storage.meta import Tx
+
         def drop(txn):
             if not txn.delete(name.encode(), db=self._meta.db(_TOPICS_DB)):
                 return False
@@ -655,6 +696,8 @@ class Log:
             dedupe.drop_topic(self._meta, txn, name)
             for hook in _TOPIC_DELETE_HOOKS:
                 hook(self._meta, txn, name)
+            for part in (eventlog, tracking):
+                part.drop_topic(Tx(txn, self._meta.db_in(txn, part.KV_NAMESPACE)), name)
             return True
 
         if not self._meta.write(drop):
@@ -901,6 +944,40 @@ def _retention_loop(log_ref, stop: threading.Event) -> None:
         except Exception as e:  # noqa: BLE001 - retried at the next check
             _logger.warning("streamlog: retention check of %s failed: %s", log.path, e)
         del log
+
+
+class _TopicWatch:
+    """A topic's wake-up word as a Watch: ``seq()``, ``wait(seen, timeout)``, ``wake()``."""
+
+    __slots__ = ("_log", "_name")
+
+    def __init__(self, log: Log, name: str) -> None:
+        self._log = log
+        self._name = name
+
+    def seq(self) -> int:
+        self._log._check()
+        seq: int = self._log._notifier_of(self._name).seq
+        return seq
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        self._log._check()
+        return bool(self._log._notifier_of(self._name).wait(seen, timeout))
+
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while self.seq() == seen:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, 0.005))
+        return True
+
+    def wake(self) -> None:
+        self._log._check()
+        self._log._notifier_of(self._name).notify()
 
 
 class _NoNotifier:
