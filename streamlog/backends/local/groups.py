@@ -42,7 +42,7 @@ from streamlog._types import View, now_ms
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import dedupe as _dedupe  # noqa: F401  (registers its topic-deletion hook)
 from streamlog.backends.local import groupstate as gs
-from streamlog.backends.local.log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from streamlog.backends.local.log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, DELIVER_AT_MS, Topic
 from streamlog.backends.local.storage.meta import Tx
 from streamlog.errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 
@@ -297,6 +297,14 @@ def list_groups(topic: Topic) -> list[str]:
     return sorted(k[len(prefix):].decode() for k, _ in topic._log.kv(_NS).scan(prefix))
 
 
+def group_config(topic: Topic, name: str) -> dict | None:
+    """The stored options of group ``name`` of ``topic``, or None when there is no such
+    group. Reads only: opens no consumer."""
+    topic._log._check()
+    raw = topic._log.kv(_NS).get(_cfg_key(topic.name, name))
+    return None if raw is None else json.loads(raw)
+
+
 def delete_group(topic: Topic, name: str) -> None:
     """Delete a group's offsets, leases and members; its dead-letter topic stays.
 
@@ -541,6 +549,7 @@ class Group:
             self._beat_ms = now
         msgs: list[Message] = []
         jobs = []
+        early: list[tuple[Message, int]] | None = None
         for p, res, epoch in taken:
             part = parts[p]
             for lo, hi, count in res.deliver:
@@ -551,12 +560,56 @@ class Group:
                     m._group = self
                     m._epoch = epoch
                     m._state = _OPEN
+                    if r.headers:  # a record without headers costs this test only
+                        at = _deliver_at(r.headers)
+                        if at is not None and at > now:
+                            if early is None:
+                                early = []
+                            early.append((m, at))
+                            continue
                     msgs.append(m)
             for lo, hi, count, err in res.dead:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
             self._dead_letter(jobs)
+        if early:
+            self._hand_back_early(early)
+            due = min(due, min(at for _, at in early))
         return msgs, due
+
+    def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
+        """Records drawn before their ``streamlog.deliver-at-ms`` go back until then, their
+        delivery refunded (as ``Message.defer``), in one transaction: a delay never uses
+        up ``max_deliver``."""
+        exclusive = self.mode == "exclusive"
+        todo: dict[int, dict[tuple[int, int], list[int]]] = {}
+        for m, at in early:
+            r = m._record
+            todo.setdefault(r.partition, {}).setdefault(
+                (m._epoch if exclusive else 0, at), []).append(r.offset)
+            m._state = _NACKED
+        me = self.consumer
+        pkeys = self._pkeys
+
+        def fn(tx: Tx):
+            for p, by_due in todo.items():
+                raw = tx.get(pkeys[p])
+                if raw is None:
+                    continue
+                st = gs.decode(raw)
+                if exclusive and st.owner != me:
+                    continue  # taken over meanwhile: the new owner delivers them
+                changed = False
+                for (epoch, at), offsets in by_due.items():
+                    if exclusive and epoch != st.epoch:
+                        continue
+                    if gs.defer(st, me, gs.to_ranges(offsets), at):
+                        changed = True
+                if changed:
+                    tx.put(pkeys[p], gs.encode(st))
+
+        self._kv.transact(fn)
+        _wake(self.topic)  # pollers waiting elsewhere learn the new due time
 
     def _assign(self, tx: Tx, cfg: dict, now: int) -> tuple[dict, set, set, set]:
         """Exclusive mode: spread partitions over the live consumers, one owner each.
@@ -988,6 +1041,18 @@ def _nack_state(st: gs.PartState, me: str, ranges, now: int, delay_ms: int, bo, 
                         dead.append((p, a, b, run[4], run[5]))
                     break
     return changed
+
+
+def _deliver_at(headers: dict) -> int | None:
+    """A record's due time from its ``streamlog.deliver-at-ms`` header (None: no delay,
+    or a value that is not ours to interpret: deliver it)."""
+    raw = headers.get(DELIVER_AT_MS)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 def _lag_of(st: gs.PartState, start: int, end: int) -> int:

@@ -52,6 +52,9 @@ from streamlog.errors import (
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
+# The header of a record appended with ``Topic.append_delayed``: its due time (epoch
+# ms), before which no group delivers it (streamlog.backends.local.groups).
+DELIVER_AT_MS = "streamlog.deliver-at-ms"
 _logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
 
@@ -168,6 +171,30 @@ class Topic:
     def notify_seq(self, partition: int) -> int:
         """The partition's append counter (a futex word in its shared control block)."""
         return self._part(partition).notify_seq
+
+    def watch(self) -> _TopicWatch:
+        """Wake-ups on appends to any partition of the topic (its shared wake-up word)."""
+        return _TopicWatch(self._log, self.name)
+
+    def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
+        """Append a record that no group delivers before ``deliver_at_ms`` (epoch ms).
+
+        The due time travels in the record, as header ``streamlog.deliver-at-ms``;
+        readers see the record at once. A group that draws it early hands it back
+        until then without counting a delivery, so a delay never uses up
+        ``max_deliver``. Raises TypeError/ValueError/RecordTooLarge before writing.
+        """
+        self._log._check()
+        if isinstance(deliver_at_ms, bool) or not isinstance(deliver_at_ms, int):
+            raise TypeError(f"deliver_at_ms must be an int, not {type(deliver_at_ms).__name__}")
+        if deliver_at_ms < 0:
+            raise ValueError(f"deliver_at_ms must be >= 0, not {deliver_at_ms}")
+        if headers is not None and not hasattr(headers, "items"):
+            raise TypeError(f"headers must be a mapping of str to bytes, not "
+                            f"{type(headers).__name__}")
+        hdrs = dict(headers) if headers else {}
+        hdrs[DELIVER_AT_MS] = b"%d" % deliver_at_ms
+        return self.append(value, key=key, headers=hdrs)
 
     def append_many(self, values: Sequence, keys: Sequence | None = None,
                     headers: Sequence | None = None) -> list[Position]:
@@ -316,6 +343,13 @@ class Topic:
                           max_deliver=max_deliver, backoff_s=backoff_s, start=start,
                           dead_letter=dead_letter, consumer=consumer)
 
+    def group_config(self, name: str) -> dict | None:
+        """The stored options of group ``name`` (``mode``, ``ack_wait_s``, ...), or None
+        when there is no such group. Reads only: opens no consumer."""
+        from streamlog.backends.local.groups import group_config
+
+        return group_config(self, name)
+
     def groups(self) -> list[str]:
         """Names of this topic's consumer groups."""
         from streamlog.backends.local.groups import list_groups
@@ -432,6 +466,11 @@ class Log:
         if self._closed:
             raise StoreClosed("the store is closed")
 
+    def raise_if_closed(self) -> None:
+        """StoreClosed if the store was closed (views check it before their arguments)."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
     def _read_only_error(self, what: str) -> ReadOnlyStore:
         return ReadOnlyStore(f"{self.path} is open read-only: cannot {what}")
 
@@ -491,6 +530,10 @@ class Log:
         self._meta.close()
 
     def _on_close(self, fn: Callable[[], None]) -> None:
+        self._closers.append(fn)
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when the store closes, before its handles stop working."""
         self._closers.append(fn)
 
     # ----------------------------------------------------------------- topics
@@ -641,6 +684,9 @@ class Log:
         """
         self._check_writable(f"delete topic {name!r}")
         _validate.name(name, "topic name")
+        from streamlog.backends.local import replybox
+        from streamlog.backends.local.storage.meta import Tx
+
         config = self._topic_config(name)
         if config is None:
             raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
@@ -652,6 +698,7 @@ class Log:
                 return False
             for hook in _TOPIC_DELETE_HOOKS:
                 hook(self._meta, txn, name)
+            replybox.drop_topic(Tx(txn, self._meta.db_in(txn, replybox.INDEX_NAMESPACE)), name)
             return True
 
         if not self._meta.write(drop):
@@ -670,6 +717,14 @@ class Log:
         except FileNotFoundError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+    def reply_box(self, name: str):
+        """The reply box of reply topic ``name`` (TopicNotFound if the topic does not exist):
+        replies of a request-reply view by correlation id."""
+        from streamlog.backends.local.replybox import LocalReplyBox
+
+        self._check()
+        return LocalReplyBox(self, name)
 
     def kv(self, name: str):
         """The key-value namespace ``name`` in the store's LMDB environment (views' state)."""
@@ -866,6 +921,38 @@ def _retention_loop(log_ref, stop: threading.Event) -> None:
         except Exception as e:  # noqa: BLE001 - retried at the next check
             _logger.warning("streamlog: retention check of %s failed: %s", log.path, e)
         del log
+
+
+class _TopicWatch:
+    """Wake-ups on appends to any partition of one topic: the topic's shared wake-up word
+    (a futex counter every process of the machine maps)."""
+
+    __slots__ = ("_log", "_name")
+
+    def __init__(self, log: Log, name: str) -> None:
+        self._log = log
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"Watch({self._name!r})"
+
+    def seq(self) -> int:
+        """The counter: moved by every append to the topic and by ``wake``."""
+        log = self._log
+        log._check()
+        return log._notifier_of(self._name).seq
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until ``seq()`` differs from ``seen`` or ``timeout`` seconds pass (False)."""
+        log = self._log
+        log._check()
+        return log._notifier_of(self._name).wait(seen, timeout)
+
+    def wake(self) -> None:
+        """Move the counter without appending: every waiter looks again."""
+        log = self._log
+        log._check()
+        log._notifier_of(self._name).notify()
 
 
 class _NoNotifier:
