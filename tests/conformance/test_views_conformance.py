@@ -12,7 +12,7 @@ import time
 import pytest
 
 from streamlog import backend
-from streamlog.views import rpc as rpc_mod
+from streamlog.backends.local import replybox as rb_mod
 from streamlog.views.pubsub import PubSub
 from streamlog.views.queue import Queue
 from streamlog.views.rpc import Rpc
@@ -134,7 +134,7 @@ def test_pubsub_fan_out_resume_and_latest(log, backend_kind, tmp_path):
 def test_rpc_round_trip_errors_and_concurrency(log, monkeypatch, handover):
     """Replies match requests across 4 concurrent requesters; handler errors come back as
     RemoteError; the server keeps serving."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", handover)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", handover)
     rpc = Rpc(log, "calc")
 
     def handler(m):
