@@ -284,3 +284,27 @@ def test_a_failed_reply_is_retried_and_the_worker_goes_on(store, monkeypatch, ca
         assert rpc.request(b"y", timeout=5) == b"ok"
     assert calls == [1, 2, 1]
     assert "could not reply" in caplog.text
+
+
+def test_reply_box_hands_over_to_an_opened_id_and_indexes_the_rest(store):
+    """Log.reply_box: a put for an id a requester of this process opened is handed over
+    (no record); a put for any other id is a record found through the index, taken once;
+    the handler's error type comes back as a str; close forgets the id."""
+    store.rpc("box")
+    box = store.reply_box("box.replies")
+    replies = store.existing_topic("box.replies")
+    w = box.watch()
+    box.open(b"mine")
+    assert box.take(b"mine") is None
+    seen = w.seq()
+    box.put(b"mine", b"v", None)
+    assert w.wait(seen, 10) is True
+    assert box.take(b"mine") == (b"v", None)
+    box.close(b"mine")
+    assert replies.end_offset(0) == 0  # handed over: nothing written
+    box.put(b"other", b"oops", "KeyError")
+    assert replies.end_offset(0) == 1
+    assert box.take(b"other") == (b"oops", "KeyError")
+    assert box.take(b"other") is None  # taken: its index entry is gone
+    with pytest.raises(streamlog.TopicNotFound):
+        store.reply_box("no.such.replies")
