@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from streamlog._types import Position, Record, RecordBatch
+from streamlog._types import Position, Record, RecordBatch, Retention
 
 __all__ = [
     "ANY",
@@ -367,8 +367,12 @@ class Store(Protocol):
         """StoreClosed if the store was closed (views check before their arguments)."""
         ...
 
-    def topic(self, name: str, **options: Any) -> Topic:
-        """Create-or-open topic ``name``; ConfigMismatch if it exists with other options."""
+    def topic(self, name: str, partitions: int | None = None,
+              retention: Retention | None = None, segment_bytes: int | None = None,
+              max_record_bytes: int | None = None, dedupe_window_s: float | None = None,
+              compact: bool | None = None) -> Topic:
+        """Create-or-open topic ``name``; an option left None means the stored value (or
+        the default for a new topic); ConfigMismatch if it exists with other options."""
         ...
 
     def existing_topic(self, name: str) -> Topic:

@@ -127,6 +127,11 @@ class Message:
     # read through it (C-level getters): a poll builds one Message per record,
     # so every attribute stored here costs each delivery.
     __slots__ = ("_record", "delivery_count", "_group", "_epoch", "_state")
+    _record: Any  # the Record (streamlog._ext.Record)
+    delivery_count: int
+    _group: Group
+    _epoch: int
+    _state: int
 
     _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers",
                "delivery_count")

@@ -13,7 +13,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlog import _ext, _limits, _validate
 from streamlog._limits import (
@@ -49,6 +49,9 @@ from streamlog.errors import (
     StreamlogError,
     TopicNotFound,
 )
+
+if TYPE_CHECKING:
+    from streamlog.backends.local.replybox import LocalReplyBox
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
@@ -718,7 +721,7 @@ class Log:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
-    def reply_box(self, name: str):
+    def reply_box(self, name: str) -> LocalReplyBox:
         """The reply box of reply topic ``name`` (TopicNotFound if the topic does not exist):
         replies of a request-reply view by correlation id."""
         from streamlog.backends.local.replybox import LocalReplyBox
