@@ -177,6 +177,7 @@ class Topic:
 
     def watch(self) -> _TopicWatch:
         """Wake-ups on appends to any partition of the topic (its shared wake-up word)."""
+        self._log._check()
         return _TopicWatch(self._log, self.name)
 
     def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
@@ -536,7 +537,9 @@ class Log:
         self._closers.append(fn)
 
     def on_close(self, fn: Callable[[], None]) -> None:
-        """Call ``fn()`` when the store closes, before its handles stop working."""
+        """Call ``fn()`` when the store closes, before its handles stop working
+        (StoreClosed if it is closed already)."""
+        self._check()
         self._closers.append(fn)
 
     # ----------------------------------------------------------------- topics
