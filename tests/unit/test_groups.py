@@ -681,3 +681,26 @@ def test_group_config_reads_without_joining(store):
     store.close()
     with pytest.raises(StoreClosed):
         t.group_config("g")
+
+
+@pytest.mark.parametrize("mode", ["key_shared", "exclusive"])
+def test_a_delayed_record_keeps_its_order_in_ordered_modes(store, mode):
+    """In key_shared (per key) and exclusive (per partition) groups nothing overtakes a
+    delayed record: records behind it that the same poll drew are held back with it, and
+    both come, in order, as delivery 1, once it is due; other keys are not held up."""
+    from streamlog._types import now_ms
+
+    t = store.topic("ordered")
+    due = now_ms() + 300
+    t.append_delayed(b"a1", due, key=b"a")
+    t.append(b"a2", key=b"a")
+    t.append(b"b1", key=b"b")
+    g = t.group("w", mode=mode)
+    first = g.poll(10, timeout=0)
+    assert [m.value for m in first] == ([b"b1"] if mode == "key_shared" else [])
+    g.ack(first)
+    got = []
+    while len(got) < 3 - len(first):
+        got.extend(g.poll(10, timeout=10))
+    assert now_ms() >= due
+    assert [(m.value, m.delivery_count) for m in got][:2] == [(b"a1", 1), (b"a2", 1)]

@@ -555,6 +555,8 @@ class Group:
         msgs: list[Message] = []
         jobs = []
         early: list[tuple[Message, int]] | None = None
+        held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
+        ordered = mode != "shared"
         for p, res, epoch in taken:
             part = parts[p]
             for lo, hi, count in res.deliver:
@@ -571,7 +573,14 @@ class Group:
                             if early is None:
                                 early = []
                             early.append((m, at))
+                            if ordered:
+                                held.add(p if mode == "exclusive" else (p, r.key))
                             continue
+                    if held and (p if mode == "exclusive" else (p, r.key)) in held:
+                        # In order behind a held-back record: handed back with it (due
+                        # now, and the lease order keeps it behind until that one goes).
+                        early.append((m, now))  # type: ignore[union-attr]
+                        continue
                     msgs.append(m)
             for lo, hi, count, err in res.dead:
                 jobs.append((p, lo, hi, count, err))
