@@ -33,7 +33,7 @@ import pytest
 from conftest import FIGURES, Contender, Figure, Goal, paired_rounds, report, spread
 
 import streamlog
-from streamlog.views import rpc as rpc_mod
+from streamlog.backends.local import replybox as rb_mod
 
 REQUESTS = 500  # sequential round trips per round
 ROUNDS = 5
@@ -124,7 +124,7 @@ def echo_thread():
 @pytest.mark.parametrize("handover", [True, False], ids=["handover", "durable"])
 def test_rpc_round_trip_in_process(benchmark, local_rpc, echo_thread, handover, monkeypatch):
     """Round trips to a server in the same process (hand-over, or the durable reply path)."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", handover)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", handover)
     ours: list[int] = []
     base: list[int] = []
     target = _timed_contender("streamlog rpc", lambda v: local_rpc.request(v, timeout=10), ours)

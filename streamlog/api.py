@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from streamlog._types import Position, Record, RecordBatch
+from streamlog._types import Position, Record, RecordBatch, Retention
 
 __all__ = [
     "ANY",
@@ -148,7 +148,7 @@ class Group(Protocol):
 
     name: str
 
-    def poll(self, max_records: int = 100, timeout: float | None = 1.0) -> list[Message]:
+    def poll(self, max_records: int = 100, timeout: float | None = 1.0) -> Sequence[Message]:
         """Up to ``max_records`` Messages leased to this consumer, waiting up to
         ``timeout`` seconds for the first (None: without end). Records appended with
         ``append_delayed`` are not delivered before their time."""
@@ -156,6 +156,13 @@ class Group(Protocol):
 
     def lag(self, partition: int | None = None) -> int:
         """Records not yet acknowledged by the group (in one partition, or all)."""
+        ...
+
+    def one_at_a_time(self) -> None:
+        """A hint: this consumer polls one record at a time and settles it before its
+        next poll. A backend may then lease the next record in the same step as an
+        ``ack``; nothing a caller can observe changes, except that a record so leased
+        and not polled soon after goes back to the group, its delivery not counted."""
         ...
 
     def dead_letters(self) -> Topic:
@@ -382,8 +389,12 @@ class Store(Protocol):
         """StoreClosed if the store was closed (views check before their arguments)."""
         ...
 
-    def topic(self, name: str, **options: Any) -> Topic:
-        """Create-or-open topic ``name``; ConfigMismatch if it exists with other options."""
+    def topic(self, name: str, partitions: int | None = None,
+              retention: Retention | None = None, segment_bytes: int | None = None,
+              max_record_bytes: int | None = None, dedupe_window_s: float | None = None,
+              compact: bool | None = None) -> Topic:
+        """Create-or-open topic ``name``; an option left None means the stored value (or
+        the default for a new topic); ConfigMismatch if it exists with other options."""
         ...
 
     def existing_topic(self, name: str) -> Topic:

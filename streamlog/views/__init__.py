@@ -1,16 +1,18 @@
-"""Views over the log (queue, pub-sub, request-reply, event store) on ``streamlog.backend``.
+"""Views over the log (queue, pub-sub, request-reply, event store) on ``streamlog.api``.
 
 A view is a thin layer over ordinary topics and consumer groups whose names
 derive from the view's name (docs/views.md lists them); ``log.topics()``
 shows them, and the usual tools (``streamlog describe``, ``groups``) work
-on them. Views import ``streamlog.backend`` only, so they run unchanged on
-any backend that provides it.
+on them. Views import the contract (``streamlog.api``) and the leaf modules
+only, so they run unchanged on any backend that provides it.
 """
 
 from __future__ import annotations
 
-from streamlog import backend
-from streamlog.backend import ConfigMismatch
+from typing import Any
+
+from streamlog import _limits, api
+from streamlog.errors import ConfigMismatch
 
 
 def derive_names(view: str, limit: int | None = None, **suffixes: str) -> dict[str, str]:
@@ -22,7 +24,7 @@ def derive_names(view: str, limit: int | None = None, **suffixes: str) -> dict[s
     (dead-letter topics named by a group: Kafka's 249). ValueError names the
     derived name that would be too long.
     """
-    limit = backend.NAME_MAX_CHARS if limit is None else limit
+    limit = _limits.NAME_MAX_CHARS if limit is None else limit
     out = {}
     for role, suffix in suffixes.items():
         derived = view + suffix
@@ -34,14 +36,15 @@ def derive_names(view: str, limit: int | None = None, **suffixes: str) -> dict[s
     return out
 
 
-def check_view_topic(topic, kind: str, view: str) -> None:
+def check_view_topic(topic: api.Topic, kind: str, view: str) -> None:
     """ConfigMismatch when a topic a view uses was created compacted (it would lose messages)."""
-    if backend.topic_config(topic).get("compact"):
+    if topic.config.get("compact"):
         raise ConfigMismatch(f"topic {topic.name!r} is compacted; {kind} {view!r} needs a "
                              "plain topic (compaction would drop messages)")
 
 
-def ensure_view_group(topic, group: str, kind: str, view: str, **options) -> None:
+def ensure_view_group(topic: api.Topic, group: str, kind: str, view: str,
+                      **options: Any) -> None:
     """Create the group a view derives if it does not exist; ConfigMismatch if it exists
     in another mode.
 
@@ -50,7 +53,7 @@ def ensure_view_group(topic, group: str, kind: str, view: str, **options) -> Non
     groups`` before any consumer runs. Once it exists this is one read: no
     consumer is opened, so a producer-only handle costs no group state.
     """
-    cfg = backend.group_config(topic, group)
+    cfg = topic.group_config(group)
     if cfg is None:
         topic.group(group, **options).close()  # create-or-open, atomically
         return

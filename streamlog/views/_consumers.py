@@ -12,26 +12,32 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any
 
-from streamlog.backend import StoreClosed, TopicNotFound
+from streamlog import api
+from streamlog.errors import StoreClosed, TopicNotFound
 
 
 class ThreadConsumers:
     """The group handles of one view handle, one per consuming thread. Thread-safe."""
 
-    def __init__(self, topic, group: str, **options) -> None:
+    def __init__(self, topic: api.Topic, group: str, one_at_a_time: bool = False,
+                 **options: Any) -> None:
         self._topic = topic
+        self._one_at_a_time = one_at_a_time  # see api.Group.one_at_a_time
         self._group = group
         self._options = options
         self._local = threading.local()
         self._lock = threading.Lock()
         # Weak: the consumer of a thread that ended goes with the thread (its
         # unacked messages come back after ack_wait_s, as after a crash).
-        self._all: weakref.WeakSet = weakref.WeakSet()
+        self._all: weakref.WeakSet[api.Group] = weakref.WeakSet()
         self._closed = False
 
-    def _open(self):
+    def _open(self) -> api.Group:
         g = self._topic.group(self._group, **self._options)
+        if self._one_at_a_time:
+            g.one_at_a_time()
         with self._lock:
             if self._closed:
                 closed = True
@@ -43,9 +49,9 @@ class ThreadConsumers:
             raise StoreClosed("this view handle was closed")
         return g
 
-    def mine(self):
+    def mine(self) -> api.Group:
         """This thread's consumer (opened on first use; ConfigMismatch etc. as Topic.group)."""
-        g = getattr(self._local, "group", None)
+        g: api.Group | None = getattr(self._local, "group", None)
         if g is None:
             if self._closed:
                 raise StoreClosed("this view handle was closed")
@@ -66,7 +72,7 @@ class ThreadConsumers:
             _close_quietly(g)
 
 
-def _close_quietly(g) -> None:
+def _close_quietly(g: api.Group) -> None:
     try:
         g.close()
     except (StoreClosed, TopicNotFound):

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from streamlog import _validate, backend
+from streamlog import _validate, api
+from streamlog._limits import DERIVED_NAME_MAX_CHARS
+from streamlog._types import Position
 from streamlog.views import check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
 
@@ -26,24 +29,24 @@ class PubSub:
     Thread-safe and process-safe.
     """
 
-    def __init__(self, log, name: str) -> None:
-        backend.validate_name(name, "pubsub name")
+    def __init__(self, log: api.Store, name: str) -> None:
+        _validate.name(name, "pubsub name")
         self._log = log
         self.name = name
-        self._topic = backend.view_topic(log, name)
+        self._topic = log.topic(name)
         check_view_topic(self._topic, "pubsub", name)
 
     def __repr__(self) -> str:
         return f"PubSub({self.name!r})"
 
     @property
-    def topic(self):
+    def topic(self) -> api.Topic:
         """The view's topic (its name is the view's name)."""
         return self._topic
 
-    def publish(self, value, key=None, headers=None):
+    def publish(self, value: Any, key: Any = None, headers: Any = None) -> Position:
         """Append a message for every subscription; returns its Position."""
-        self._log._check()
+        self._log.raise_if_closed()
         return self._topic.append(value, key=key, headers=headers)
 
     def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
@@ -54,7 +57,7 @@ class PubSub:
         retained message) or "latest" (only messages published from now on);
         an existing subscription resumes where it stopped whatever ``start`` says.
         """
-        self._log._check()
+        self._log.raise_if_closed()
         return Subscription(self, name, start, ack_wait_s, max_deliver)
 
     def subscriptions(self) -> list[str]:
@@ -63,8 +66,8 @@ class PubSub:
 
     def unsubscribe(self, name: str) -> None:
         """Delete subscription ``name`` and its position (its dead-letter topic stays)."""
-        self._log._check()
-        backend.validate_name(name, "subscription name")
+        self._log.raise_if_closed()
+        _validate.name(name, "subscription name")
         self._topic.delete_group(name)
 
 
@@ -77,12 +80,12 @@ class Subscription:
 
     def __init__(self, pubsub: PubSub, name: str, start: str, ack_wait_s: float,
                  max_deliver: int) -> None:
-        backend.validate_name(name, "subscription name")
+        _validate.name(name, "subscription name")
         if not isinstance(start, str):
             raise TypeError(f"start must be a str, not {type(start).__name__}")
         if start not in _STARTS:
             raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
-        dead_letter = derive_names(f"{pubsub.name}.{name}", backend.DERIVED_NAME_MAX_CHARS,
+        dead_letter = derive_names(f"{pubsub.name}.{name}", DERIVED_NAME_MAX_CHARS,
                                    dead_letter=".dlq")["dead_letter"]
         self.pubsub = pubsub
         self.name = name
@@ -98,7 +101,8 @@ class Subscription:
     def __repr__(self) -> str:
         return f"Subscription({self.pubsub.name!r}, {self.name!r})"
 
-    def listen(self, timeout: float | None = 1.0, auto_ack: bool = True) -> Iterator:
+    def listen(self, timeout: float | None = 1.0,
+               auto_ack: bool = True) -> Iterator[api.Message]:
         """Iterate over messages; ends after ``timeout`` seconds with none (None: never).
 
         With ``auto_ack`` a message is acknowledged when the loop asks for the
@@ -106,14 +110,14 @@ class Subscription:
         back after ``ack_wait_s`` (or at once after ``close()``). With
         ``auto_ack=False`` call ``m.ack()`` yourself.
         """
-        self.pubsub._log._check()
+        self.pubsub._log.raise_if_closed()
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         if not isinstance(auto_ack, bool):
             raise TypeError(f"auto_ack must be a bool, not {type(auto_ack).__name__}")
         return self._listen(timeout, auto_ack)
 
-    def _listen(self, timeout: float | None, auto_ack: bool) -> Iterator:
+    def _listen(self, timeout: float | None, auto_ack: bool) -> Iterator[api.Message]:
         g = self._consumers.mine()  # the consumer of the thread that iterates
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -131,12 +135,12 @@ class Subscription:
 
     def lag(self) -> int:
         """Messages this subscription has not acknowledged yet."""
-        self.pubsub._log._check()
+        self.pubsub._log.raise_if_closed()
         return self._consumers.mine().lag()
 
-    def dead_letters(self):
+    def dead_letters(self) -> api.Topic:
         """The subscription's dead-letter topic (``<pubsub>.<subscription>.dlq``)."""
-        self.pubsub._log._check()
+        self.pubsub._log.raise_if_closed()
         return self._consumers.mine().dead_letters()
 
     def close(self) -> None:

@@ -7,26 +7,28 @@ in any thread or process; an unacknowledged message comes back after
 ``ack_wait_s``, and after ``max_deliver`` deliveries it moves to the
 dead-letter topic.
 
-Delayed delivery (``put(delay_s=)``) travels in the record: the header
-``streamlog.deliver-at-ms`` holds the due time (epoch milliseconds). A
-consumer that draws a message before it is due puts it back until then
-without counting a delivery (see ``_defer``), so a delay never uses up
-``max_deliver``.
+Delayed delivery (``put(delay_s=)``) is the topic's delayed append
+(``Topic.append_delayed``): no consumer of the group gets the message before
+it is due, and waiting for it uses no delivery, so a delay never uses up
+``max_deliver``. On the embedded engine the due time travels in the record,
+as header ``streamlog.deliver-at-ms`` (epoch milliseconds).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
-from streamlog import _validate, backend
+from streamlog import _validate, api
+from streamlog._types import Position, now_ms
 from streamlog.views import check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
 
 DELIVER_AT_MS = "streamlog.deliver-at-ms"
 
 
-def due_ms(message) -> int | None:
+def due_ms(message: api.Message) -> int | None:
     """The time a delayed message is due (epoch ms), or None when it carries no delay."""
     raw = message.headers.get(DELIVER_AT_MS)
     if raw is None:
@@ -45,16 +47,18 @@ class Queue:
     Process-safe: every process that opens the queue shares its messages.
     """
 
-    def __init__(self, log, name: str, ack_wait_s: float = 30, max_deliver: int = 5) -> None:
-        backend.validate_name(name, "queue name")
+    def __init__(self, log: api.Store, name: str, ack_wait_s: float = 30,
+                 max_deliver: int = 5) -> None:
+        _validate.name(name, "queue name")
         names = derive_names(name, group=".queue", dead_letter=".dlq")
         self._log = log
         self.name = name
         self.group_name: str = names["group"]
         self.dead_letter_topic: str = names["dead_letter"]
-        self._topic = backend.view_topic(log, name)
+        self._topic = log.topic(name)
         check_view_topic(self._topic, "queue", name)
-        self._consumers = ThreadConsumers(self._topic, self.group_name, mode="shared",
+        self._consumers = ThreadConsumers(self._topic, self.group_name, one_at_a_time=True,
+                                          mode="shared",
                                           ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                                           dead_letter=self.dead_letter_topic)
         # The group exists from now on (a group of that name in another mode is
@@ -67,63 +71,49 @@ class Queue:
         return f"Queue({self.name!r})"
 
     @property
-    def topic(self):
+    def topic(self) -> api.Topic:
         """The queue's topic (its name is the queue's name)."""
         return self._topic
 
-    def put(self, value, key=None, headers=None, delay_s: float = 0):
+    def put(self, value: Any, key: Any = None, headers: Any = None,
+            delay_s: float = 0) -> Position:
         """Append a message; with ``delay_s`` > 0 no consumer gets it before that many seconds.
 
         Returns its Position. Raises TypeError/ValueError/RecordTooLarge before
         writing anything.
         """
-        self._log._check()
-        delay_s = _validate.seconds(delay_s, "delay_s")
-        if delay_s > 0:
-            if headers is not None and not hasattr(headers, "items"):
-                raise TypeError(f"headers must be a mapping of str to bytes, not "
-                                f"{type(headers).__name__}")
-            headers = dict(headers) if headers else {}
-            headers[DELIVER_AT_MS] = b"%d" % (backend.now_ms() + math.ceil(delay_s * 1000))
+        self._log.raise_if_closed()
+        delay = _validate.seconds(delay_s, "delay_s") or 0.0
+        if delay > 0:
+            return self._topic.append_delayed(value, now_ms() + math.ceil(delay * 1000),
+                                              key=key, headers=headers)
         return self._topic.append(value, key=key, headers=headers)
 
-    def get(self, timeout: float | None = 1.0):
+    def get(self, timeout: float | None = 1.0) -> api.Message | None:
         """The next message (a group Message: ``ack()``, ``nack(delay_s=)``), or None.
 
         Blocks up to ``timeout`` seconds (None: until a message comes).
         """
-        self._log._check()
+        self._log.raise_if_closed()
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         g = self._consumers.mine()
-        g._ack_leases_next = True  # see Group._take_held: one write transaction per message
         while True:
-            held = g._take_held()
-            if held is None:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                msgs = g.poll(max_records=1, timeout=wait)
-            else:
-                msgs = [held]
-            for m in msgs:
-                due = due_ms(m)
-                if due is not None:
-                    early_ms = due - backend.now_ms()
-                    if early_ms > 0:
-                        backend.defer(m, early_ms / 1000)
-                        continue
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            for m in g.poll(max_records=1, timeout=wait):
                 return m
             if deadline is not None and time.monotonic() >= deadline:
                 return None
 
-    def dead_letters(self):
+    def dead_letters(self) -> api.Topic:
         """The dead-letter topic (``<name>.dlq``): messages that used up ``max_deliver``."""
-        self._log._check()
+        self._log.raise_if_closed()
         return self._consumers.mine().dead_letters()
 
     def lag(self) -> int:
         """Messages not yet acknowledged (delayed ones included)."""
-        self._log._check()
+        self._log.raise_if_closed()
         return self._consumers.mine().lag()
 
     def close(self) -> None:

@@ -487,6 +487,13 @@ class QueueContract(Harness):
         assert q.get(timeout=0.05) is None
         assert list(q.dead_letters().read(0)) == []
 
+    def test_view_names_derive_and_show(self, store):
+        """Each view's topics are ordinary topics named after the view."""
+        store.queue("q1")
+        store.pubsub("p1")
+        store.rpc("r1")
+        assert {"q1", "p1", "r1.requests", "r1.replies"} <= set(store.topics())
+
     def test_views_refuse_a_compacted_topic(self, store):
         store.topic("cq", compact=True)
         with pytest.raises(ConfigMismatch):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 import streamlog
+from streamlog.backends.local import replybox
 from tests.conformance import suite
 
 
@@ -41,3 +44,12 @@ class TestRpc(Local, suite.RpcContract):
 
 class TestEventStore(Local, suite.EventStoreContract):
     pass
+
+
+class TestRpcDurablePath(Local, suite.RpcContract):
+    """The same rpc behaviours with the in-process hand-over off: every reply takes the
+    durable path (a reply record and its index entry), as between processes."""
+
+    @pytest.fixture(autouse=True)
+    def _no_handover(self, monkeypatch):
+        monkeypatch.setattr(replybox, "IN_PROCESS_HANDOVER", False)

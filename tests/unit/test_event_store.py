@@ -217,7 +217,7 @@ def test_streams_across_index_chunks_and_flushes(store):
     """Long streams (many index chunks, several LMDB flushes, a tail in memory) read
     back exactly, forwards and backwards, from any version."""
     es = store.event_store("big")
-    n = (streamlog.backend.EVENT_INDEX_FLUSH_RECORDS * 2 + 300) // 10 * 10
+    n = (streamlog._limits.EVENT_INDEX_FLUSH_RECORDS * 2 + 300) // 10 * 10
     for i in range(0, n, 10):
         es.append("s", [b"%d" % j for j in range(i, i + 10)], expected_version=i - 1)
         es.append(f"t{i % 7}", [b"x"])
@@ -263,7 +263,7 @@ def test_index_rebuilt_when_its_lmdb_entries_are_removed(tmp_path):
     """With the store's index entries deleted from LMDB, reads and version checks are
     rebuilt from the log (the segments are the source of truth)."""
     path = tmp_path / "s"
-    n = streamlog.backend.EVENT_INDEX_FLUSH_RECORDS + 200
+    n = streamlog._limits.EVENT_INDEX_FLUSH_RECORDS + 200
     with streamlog.open(path) as log:
         es = log.event_store("bank")
         for i in range(n):
@@ -317,7 +317,7 @@ def test_index_disagreeing_with_the_log_is_rebuilt(tmp_path):
     """Damaged LMDB entries (a wrong last version, wrong positions) are caught against
     the log and the index is rebuilt from it; reads and checks stay right."""
     path = tmp_path / "s"
-    n = streamlog.backend.EVENT_INDEX_FLUSH_RECORDS + 100
+    n = streamlog._limits.EVENT_INDEX_FLUSH_RECORDS + 100
     with streamlog.open(path) as log:
         es = log.event_store("bank")
         for i in range(n):
@@ -475,7 +475,7 @@ def test_subscription_close_from_another_thread_ends_a_waiting_iteration(es):
     started = time.monotonic()
     sub.close()
     assert done.wait(5)
-    assert time.monotonic() - started < streamlog.backend.VIEW_POLL_S
+    assert time.monotonic() - started < streamlog._limits.VIEW_POLL_S
     t.join()
     assert result == []
 
@@ -493,7 +493,7 @@ def test_event_run_takes_any_backend_s_records():
     from collections import namedtuple
 
     from streamlog import _ext
-    from streamlog.backend import Event
+    from streamlog.api import Event
     from streamlog.backends.local.eventlog import STREAM_HEADER, VERSION_HEADER
 
     Rec = namedtuple("Rec", "offset timestamp_ms value headers")

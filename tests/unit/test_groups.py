@@ -594,3 +594,113 @@ def test_pending_cap_bounds_leases_and_acks_make_room(store, monkeypatch):
     more = b.poll(100, timeout=10)
     timer.join()
     assert [m.offset for m in more] == [5, 6]
+
+
+def test_append_delayed_is_held_back_by_poll_until_due(store):
+    """A record appended with append_delayed is readable at once, but no poll delivers it
+    before its due time: a poll that draws it early hands it back (its delivery refunded)
+    and keeps waiting within its timeout, then delivers it once due, as delivery 1."""
+    from streamlog._types import now_ms
+
+    t = store.topic("later")
+    g = t.group("w", max_deliver=1)
+    due = now_ms() + 300
+    pos = t.append_delayed(b"x", due, key=b"k", headers={"h": b"1"})
+    rec = t.get(*pos)
+    assert rec.value == b"x" and rec.key == b"k" and rec.headers["h"] == b"1"
+    assert int(rec.headers["streamlog.deliver-at-ms"]) == due
+    assert g.poll(10, timeout=0) == []
+    (m,) = g.poll(10, timeout=10)  # one call: it waits past the hand-back until due
+    assert now_ms() >= due
+    assert (m.offset, m.delivery_count) == (pos.offset, 1)
+    assert m.ack() is True
+    assert list(g.dead_letters().read(0)) == []
+    assert g.lag() == 0
+
+
+def test_poll_delivers_what_is_due_and_holds_back_the_rest(store):
+    """In one poll, records without a due time (or past it) are delivered and an early
+    one is held back; records behind it are not held up."""
+    from streamlog._types import now_ms
+
+    t = store.topic("mixed")
+    t.append(b"a")
+    t.append_delayed(b"b", now_ms() + 60_000)
+    t.append_delayed(b"c", now_ms() - 1)
+    t.append(b"d", headers={"streamlog.deliver-at-ms": b"not a number"})
+    g = t.group("w")
+    got = g.poll(10, timeout=0)
+    assert [m.value for m in got] == [b"a", b"c", b"d"]
+    g.ack(got)
+    assert g.poll(10, timeout=0) == []
+    assert g.lag() == 1
+    # another consumer of the group does not get it either
+    assert t.group("w").poll(10, timeout=0) == []
+
+
+def test_append_delayed_refuses_bad_input_before_writing(store):
+    """A non-int or negative due time, or headers that are not a mapping, raise before
+    anything is appended."""
+    t = store.topic("bad")
+    with pytest.raises(TypeError):
+        t.append_delayed(b"x", 1.5)
+    with pytest.raises(TypeError):
+        t.append_delayed(b"x", True)
+    with pytest.raises(ValueError):
+        t.append_delayed(b"x", -1)
+    with pytest.raises(TypeError):
+        t.append_delayed(b"x", 0, headers=[("a", b"b")])
+    with pytest.raises(TypeError):
+        t.append_delayed("x", 0)
+    assert t.end_offset(0) == 0
+
+
+def test_topic_watch_moves_on_append_and_wake(store):
+    """Topic.watch(): seq() moves on an append and on wake(); wait() returns at once for
+    an old seq and times out (False) when nothing moves it."""
+    t = store.topic("w")
+    w = t.watch()
+    s0 = w.seq()
+    assert w.wait(s0, 0.01) is False
+    t.append(b"x")
+    s1 = w.seq()
+    assert s1 != s0 and w.wait(s0, 10) is True
+    w.wake()
+    assert w.seq() != s1
+
+
+def test_group_config_reads_without_joining(store):
+    """Topic.group_config(name): the stored options, None for a missing group; no
+    consumer is registered by reading them."""
+    t = store.topic("cfg")
+    assert t.group_config("g") is None
+    t.group("g", mode="key_shared", ack_wait_s=7).close()
+    cfg = t.group_config("g")
+    assert cfg["mode"] == "key_shared" and cfg["ack_wait_s"] == 7.0
+    assert store.stats()["groups"]["cfg"]["g"]["consumers"] == 0
+    store.close()
+    with pytest.raises(StoreClosed):
+        t.group_config("g")
+
+
+@pytest.mark.parametrize("mode", ["key_shared", "exclusive"])
+def test_a_delayed_record_keeps_its_order_in_ordered_modes(store, mode):
+    """In key_shared (per key) and exclusive (per partition) groups nothing overtakes a
+    delayed record: records behind it that the same poll drew are held back with it, and
+    both come, in order, as delivery 1, once it is due; other keys are not held up."""
+    from streamlog._types import now_ms
+
+    t = store.topic("ordered")
+    due = now_ms() + 300
+    t.append_delayed(b"a1", due, key=b"a")
+    t.append(b"a2", key=b"a")
+    t.append(b"b1", key=b"b")
+    g = t.group("w", mode=mode)
+    first = g.poll(10, timeout=0)
+    assert [m.value for m in first] == ([b"b1"] if mode == "key_shared" else [])
+    g.ack(first)
+    got = []
+    while len(got) < 3 - len(first):
+        got.extend(g.poll(10, timeout=10))
+    assert now_ms() >= due
+    assert [(m.value, m.delivery_count) for m in got][:2] == [(b"a1", 1), (b"a2", 1)]

@@ -129,7 +129,7 @@ def test_delayed_put_is_not_delivered_before_its_time(store):
     m = q.get(timeout=3)
     assert m.value == b"later" and time.monotonic() - t0 >= 0.4
     assert m.delivery_count == 1
-    assert int(m.headers[queue_mod.DELIVER_AT_MS]) <= streamlog.backend.now_ms()
+    assert int(m.headers[queue_mod.DELIVER_AT_MS]) <= streamlog._types.now_ms()
     m.ack()
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import streamlog
+from streamlog.backends.local import replybox as rb_mod
 from streamlog.views import rpc as rpc_mod
 
 
@@ -27,7 +28,7 @@ def upper(m):
 @pytest.fixture(params=[True, False], ids=["handover", "durable"])
 def reply_path(request, monkeypatch):
     """Run a test with the in-process hand-over on, then with every reply on the log."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", request.param)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", request.param)
     return request.param
 
 
@@ -66,7 +67,7 @@ def test_eight_threads_of_200_requests_each_get_their_own_reply(store, reply_pat
 def test_durable_replies_are_indexed_then_the_index_entry_is_dropped(store, monkeypatch):
     """On the durable path a reply is a record on <name>.replies found through the
     correlation index, whose entry the requester deletes after reading it."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", False)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", False)
     rpc = store.rpc("svc")
     with rpc.serve(upper):
         assert rpc.request(b"a") == b"A"
@@ -77,7 +78,7 @@ def test_durable_replies_are_indexed_then_the_index_entry_is_dropped(store, monk
     assert req.headers[rpc_mod.CORRELATION_ID] == corr
     assert req.headers[rpc_mod.REPLY_TO] == b"svc.replies"
     assert int(req.headers[rpc_mod.DEADLINE_MS]) > req.timestamp_ms
-    assert store.kv(rpc_mod.INDEX_NAMESPACE).scan(b"svc.replies\0") == []
+    assert store.kv(rb_mod.INDEX_NAMESPACE).scan(b"svc.replies\0") == []
 
 
 def test_handover_writes_no_reply_record(store):
@@ -139,7 +140,7 @@ def test_handler_returning_a_non_bytes_value_is_a_remote_type_error(store, reply
 
 def test_a_reply_too_large_for_the_reply_topic_is_a_remote_error(store, monkeypatch):
     """A reply over the reply topic's max_record_bytes comes back as RecordTooLarge."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", False)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", False)
     store.topic("big.replies", max_record_bytes=1024)
     rpc = store.rpc("big")
     with rpc.serve(lambda m: b"x" * 4096):
@@ -227,37 +228,37 @@ def test_closing_the_store_stops_its_servers(tmp_path):
 
 def test_prune_removes_only_entries_long_past_their_deadline(store):
     """The correlation index prune deletes entries past deadline + grace, keeps the rest."""
-    kv = store.kv(rpc_mod.INDEX_NAMESPACE)
-    now = streamlog.backend.now_ms()
-    old = rpc_mod.index_key("p.replies", b"%012x" % (now - 60_000) + b"a")
-    young = rpc_mod.index_key("p.replies", b"%012x" % (now + 1_000) + b"b")
-    other = rpc_mod.index_key("q.replies", b"%012x" % (now - 60_000) + b"c")
+    kv = store.kv(rb_mod.INDEX_NAMESPACE)
+    now = streamlog._types.now_ms()
+    old = rb_mod.index_key("p.replies", b"%012x" % (now - 60_000) + b"a")
+    young = rb_mod.index_key("p.replies", b"%012x" % (now + 1_000) + b"b")
+    other = rb_mod.index_key("q.replies", b"%012x" % (now - 60_000) + b"c")
     for k in (old, young, other):
         kv.put(k, b"\0" * 12)
-    assert rpc_mod.prune_index(kv, "p.replies") == 1
+    assert rb_mod.prune_index(kv, "p.replies") == 1
     assert kv.get(old) is None and kv.get(young) is not None and kv.get(other) is not None
 
 
 def test_a_stale_index_entry_is_not_taken_for_a_reply(store, monkeypatch):
     """An index entry pointing at a record with another correlation id is ignored."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", False)
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", False)
     rpc = store.rpc("st")
     store.existing_topic("st.replies").append(b"someone else's",
                                               headers={rpc_mod.CORRELATION_ID: b"zzz"})
-    key = rpc_mod.index_key("st.replies", b"mine")
-    store.kv(rpc_mod.INDEX_NAMESPACE).put(key, rpc_mod._INDEX_VALUE.pack(0, 0))
-    assert rpc._lookup(key, b"mine") is None
-    store.kv(rpc_mod.INDEX_NAMESPACE).put(key, rpc_mod._INDEX_VALUE.pack(0, 5))
-    assert rpc._lookup(key, b"mine") is None  # past the end: not appended yet
+    key = rb_mod.index_key("st.replies", b"mine")
+    store.kv(rb_mod.INDEX_NAMESPACE).put(key, rb_mod._INDEX_VALUE.pack(0, 0))
+    assert rpc._box._lookup(b"mine", key) is None
+    store.kv(rb_mod.INDEX_NAMESPACE).put(key, rb_mod._INDEX_VALUE.pack(0, 5))
+    assert rpc._box._lookup(b"mine", key) is None  # past the end: not appended yet
 
 
 def test_deleting_the_reply_topic_drops_its_index_entries(store):
     """delete_topic on a reply topic removes that topic's correlation entries, no others."""
-    kv = store.kv(rpc_mod.INDEX_NAMESPACE)
+    kv = store.kv(rb_mod.INDEX_NAMESPACE)
     store.rpc("gone")
     store.rpc("kept")
-    kv.put(rpc_mod.index_key("gone.replies", b"a"), b"\0" * 12)
-    kv.put(rpc_mod.index_key("kept.replies", b"b"), b"\0" * 12)
+    kv.put(rb_mod.index_key("gone.replies", b"a"), b"\0" * 12)
+    kv.put(rb_mod.index_key("kept.replies", b"b"), b"\0" * 12)
     store.delete_topic("gone.replies")
     assert kv.scan(b"gone.replies\0") == []
     assert len(kv.scan(b"kept.replies\0")) == 1
@@ -266,8 +267,8 @@ def test_deleting_the_reply_topic_drops_its_index_entries(store):
 def test_a_failed_reply_is_retried_and_the_worker_goes_on(store, monkeypatch, caplog):
     """When writing a reply fails (say, a full disk), the server logs it, hands the request
     back, and answers it on the next delivery; the worker keeps serving."""
-    monkeypatch.setattr(rpc_mod, "IN_PROCESS_HANDOVER", False)
-    real = rpc_mod.backend.encode_one
+    monkeypatch.setattr(rb_mod, "IN_PROCESS_HANDOVER", False)
+    real = rb_mod.encode_one
     failures = [OSError(28, "No space left on device")]
 
     def flaky(*args, **kwargs):
@@ -275,7 +276,7 @@ def test_a_failed_reply_is_retried_and_the_worker_goes_on(store, monkeypatch, ca
             raise failures.pop()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rpc_mod.backend, "encode_one", flaky)
+    monkeypatch.setattr(rb_mod, "encode_one", flaky)
     calls = []
     rpc = store.rpc("flaky")
     with rpc.serve(lambda m: calls.append(m.delivery_count) or b"ok"):
@@ -283,3 +284,27 @@ def test_a_failed_reply_is_retried_and_the_worker_goes_on(store, monkeypatch, ca
         assert rpc.request(b"y", timeout=5) == b"ok"
     assert calls == [1, 2, 1]
     assert "could not reply" in caplog.text
+
+
+def test_reply_box_hands_over_to_an_opened_id_and_indexes_the_rest(store):
+    """Log.reply_box: a put for an id a requester of this process opened is handed over
+    (no record); a put for any other id is a record found through the index, taken once;
+    the handler's error type comes back as a str; close forgets the id."""
+    store.rpc("box")
+    box = store.reply_box("box.replies")
+    replies = store.existing_topic("box.replies")
+    w = box.watch()
+    box.open(b"mine")
+    assert box.take(b"mine") is None
+    seen = w.seq()
+    box.put(b"mine", b"v", None)
+    assert w.wait(seen, 10) is True
+    assert box.take(b"mine") == (b"v", None)
+    box.close(b"mine")
+    assert replies.end_offset(0) == 0  # handed over: nothing written
+    box.put(b"other", b"oops", "KeyError")
+    assert replies.end_offset(0) == 1
+    assert box.take(b"other") == (b"oops", "KeyError")
+    assert box.take(b"other") is None  # taken: its index entry is gone
+    with pytest.raises(streamlog.TopicNotFound):
+        store.reply_box("no.such.replies")

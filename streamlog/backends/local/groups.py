@@ -49,6 +49,10 @@ from streamlog.errors import ConfigMismatch, RecordTooLarge, StoreClosed, Stream
 if TYPE_CHECKING:
     from streamlog.backends.local.log import Topic
 
+# The header of a record appended with ``Topic.append_delayed``: its due time (epoch
+# ms), before which no group delivers it (``poll`` hands it back uncounted).
+DELIVER_AT_MS = "streamlog.deliver-at-ms"
+
 MODES = ("shared", "key_shared", "exclusive")
 STARTS = ("earliest", "latest")
 _NS = "groups"
@@ -129,7 +133,7 @@ class _PartStore:
         self.dk = pkey + b"d"
         self.kk = pkey + b"k"
         self.cur = None
-        self.head: gs.Head | None = None
+        self.head: gs.Head = None  # type: ignore[assignment]  # None until open() finds one
         self.raw: bytes | None = None
         self.old: gs.PartState | None = None  # decoded JSON of the older layout
         self.loaded: tuple[dict, dict] = ({}, {})  # runs and keys load() read, for save()
@@ -357,6 +361,11 @@ class Message:
     # read through it (C-level getters): a poll builds one Message per record,
     # so every attribute stored here costs each delivery.
     __slots__ = ("_record", "delivery_count", "_group", "_epoch", "_state")
+    _record: Any  # the Record (streamlog._ext.Record)
+    delivery_count: int
+    _group: Group
+    _epoch: int
+    _state: int
 
     _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers",
                "delivery_count")
@@ -443,7 +452,7 @@ def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, ba
             raise TypeError("backoff_s must be a sequence of seconds")
         backoff = []
         for i, b in enumerate(backoff_s):
-            backoff.append(_validate.seconds(b, f"backoff_s[{i}]"))
+            backoff.append(_validate.seconds(b, f"backoff_s[{i}]") or 0.0)
         backoff = backoff or None
     if not isinstance(start, str):
         raise TypeError(f"start must be a str, not {type(start).__name__}")
@@ -525,6 +534,14 @@ def list_groups(topic: Topic) -> list[str]:
     topic._log._check()
     prefix = b"c" + _tk(topic.name)
     return sorted(k[len(prefix):].decode() for k, _ in topic._log.kv(_NS).scan(prefix))
+
+
+def group_config(topic: Topic, name: str) -> dict | None:
+    """The stored options of group ``name`` of ``topic``, or None when there is no such
+    group. Reads only: opens no consumer."""
+    topic._log._check()
+    raw = topic._log.kv(_NS).get(_cfg_key(topic.name, name))
+    return None if raw is None else json.loads(raw)
 
 
 def delete_group(topic: Topic, name: str) -> None:
@@ -664,6 +681,10 @@ class Group:
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        if self._held is not None:
+            held = self._take_held()
+            if held is not None:
+                return [held]
         t0 = time.monotonic()
         topic = self.topic
         while True:
@@ -747,6 +768,7 @@ class Group:
                     continue
                 ps = _PartStore(tx, pkeys[p], self._states_cache)
                 h = ps.open(True, bytes(raw))
+                assert h is not None  # raw is a state: open() decodes it
                 if mode == "shared" and not reclaim and h.bo == (bo or []) and \
                         h.committed >= v.start_offset:
                     # The usual poll: the indexed layout hands out redeliveries and new
@@ -795,6 +817,9 @@ class Group:
             self._beat_ms = now
         msgs: list[Message] = []
         jobs = []
+        early: list[tuple[Message, int]] | None = None
+        held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
+        ordered = mode != "shared"
         for p, res, epoch in taken:
             part = parts[p]
             for lo, hi, count in res.deliver:
@@ -805,14 +830,71 @@ class Group:
                     m._group = self
                     m._epoch = epoch
                     m._state = _OPEN
+                    if r.headers:  # a record without headers costs this test only
+                        at = _deliver_at(r.headers)
+                        if at is not None and at > now:
+                            if early is None:
+                                early = []
+                            early.append((m, at))
+                            if ordered:
+                                held.add(p if mode == "exclusive" else (p, r.key))
+                            continue
+                    if held and (p if mode == "exclusive" else (p, r.key)) in held:
+                        # In order behind a held-back record: handed back with it (due
+                        # now, and the lease order keeps it behind until that one goes).
+                        early.append((m, now))  # type: ignore[union-attr]
+                        continue
                     msgs.append(m)
             for lo, hi, count, err in res.dead:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
             self._dead_letter(jobs)
+        if early:
+            self._hand_back_early(early)
+            due = min(due, min(at for _, at in early))
         return msgs, due
 
-    def _assign(self, tx: Tx, cfg: dict, now: int) -> tuple[dict, set, set, set]:
+    def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
+        """Records drawn before their ``streamlog.deliver-at-ms`` go back until then, their
+        delivery refunded (as ``Message.defer``), in one transaction: a delay never uses
+        up ``max_deliver``."""
+        exclusive = self.mode == "exclusive"
+        todo: dict[int, dict[tuple[int, int], list[int]]] = {}
+        for m, at in early:
+            r = m._record
+            todo.setdefault(r.partition, {}).setdefault(
+                (m._epoch if exclusive else 0, at), []).append(r.offset)
+            m._state = _NACKED
+        me = self.consumer
+        pkeys = self._pkeys
+
+        keyed = self.mode == "key_shared"
+
+        def fn(tx: Tx):
+            for p, by_due in todo.items():
+                ps = _PartStore(tx, pkeys[p])
+                ps.keyed = keyed
+                st = ps.open(write=True)
+                if st is None:
+                    continue
+                if exclusive and st.owner != me:
+                    continue  # taken over meanwhile: the new owner delivers them
+                changed = False
+                for (epoch, at), offsets in by_due.items():
+                    if exclusive and epoch != st.epoch:
+                        continue
+                    if gs.apply_store(ps, gs.to_ranges(offsets),
+                                      lambda r, at=at: [gs.FREE, at, max(r[4] - 1, 0), r[5]]
+                                      if r[2] == me else None):
+                        changed = True
+                if changed:
+                    ps.save_head()
+
+        self._kv.transact(fn)
+        _wake(self.topic)  # pollers waiting elsewhere learn the new due time
+
+    def _assign(self, tx: Tx, cfg: dict, now: int
+                ) -> tuple[dict, set, set, set, dict[int, _PartStore]]:
         """Exclusive mode: spread partitions over the live consumers, one owner each.
 
         Sticky: a live owner keeps its partitions; a consumer over its fair
@@ -885,7 +967,7 @@ class Group:
                 error: str | None = None) -> list[bool]:
         self._log._check()  # before the arguments: a closed store refuses whatever they are
         if action in (_NACK, _DEFER):
-            delay_s = _validate.seconds(delay_s, "delay_s")
+            delay_s = _validate.seconds(delay_s, "delay_s") or 0.0
             if error is not None and not isinstance(error, str):
                 raise TypeError(f"error must be a str or None, not {type(error).__name__}")
         n = len(msgs)
@@ -1057,17 +1139,33 @@ class Group:
                 return p, lo, count
         return None
 
+    def one_at_a_time(self) -> None:
+        """A hint that this consumer polls one record at a time and settles it before
+        its next poll (the queue view's ``get``): an ``ack`` of one message then also
+        leases the next in its transaction, and the next ``poll`` hands that one out,
+        so the pair costs one LMDB write transaction, not two. A message held so
+        longer than ``GROUP_HOLD_MAX_MS`` (or a tenth of ``ack_wait_s``) goes back
+        to the group, its delivery not counted; ``close`` hands it back too."""
+        self._log._check()
+        self._ack_leases_next = True
+
     def _take_held(self) -> Message | None:
-        """The message the last ack leased, if it was leased within the hold limit;
-        otherwise it goes back to the group, its delivery not counted."""
+        """The message the last ack leased, if it was leased within the hold limit and
+        is due; otherwise it goes back to the group, its delivery not counted."""
         held = self._held
         if held is None:
             return None
         self._held = None
         m, at = held
         hold_ms = min(GROUP_HOLD_MAX_MS, int(self._cfg["ack_wait_s"] * 100))
-        if now_ms() - at <= hold_ms:
-            return m
+        now = now_ms()
+        if now - at <= hold_ms:
+            r = m._record
+            due = _deliver_at(r.headers) if r.headers else None
+            if due is None or due <= now:
+                return m
+            self._hand_back_early([(m, due)])
+            return None
         self._settle([m], _DEFER, 0)
         return None
 
@@ -1333,6 +1431,18 @@ def _read_state(tx: Tx, key: bytes) -> gs.PartState:
     if ps.open(write=False) is None:
         return gs.PartState()
     return ps.load()
+
+
+def _deliver_at(headers: dict) -> int | None:
+    """A record's due time from its ``streamlog.deliver-at-ms`` header (None: no delay,
+    or a value that is not ours to interpret: deliver it)."""
+    raw = headers.get(DELIVER_AT_MS)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None
 
 
 def _lag_of(st: gs.PartState, start: int, end: int) -> int:

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
+from typing import Any
 
 FREE = ""
 FOREVER_MS = 1 << 62  # "no deadline": later than any wall-clock millisecond
@@ -102,7 +104,7 @@ def backoff_ms(backoff: list[int] | None, count: int) -> int:
     return backoff[min(count, len(backoff)) - 1]
 
 
-def ready_at(run: list, backoff: list[int] | None) -> int:
+def ready_at(run: Sequence[Any], backoff: list[int] | None) -> int:
     """When a run that is not acked may be delivered (again)."""
     if run[2] == FREE:
         return run[3]
@@ -613,7 +615,7 @@ def has_live_lease(st: PartState, me: str, now_ms: int) -> bool:
 
 def leased_records(st: PartState) -> list[tuple[str, int, int, int]]:
     """``(consumer, offset, deadline_ms, count)`` for every leased record of the window."""
-    out = []
+    out: list[tuple[str, int, int, int]] = []
     for lo, hi, owner, due, count, _ in st.runs:
         if owner:
             out.extend((owner, o, due, count) for o in range(lo, hi))
@@ -700,7 +702,7 @@ def decode_head(raw: bytes) -> Head:
     return h
 
 
-def encode_run(run: list) -> bytes:
+def encode_run(run: Sequence[Any]) -> bytes:
     owner = run[2]
     if owner is None:
         return _RUN.pack(run[1], 0, 0, _ACKED)

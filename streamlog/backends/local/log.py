@@ -13,7 +13,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlog import _ext, _limits, _validate
 from streamlog._limits import (
@@ -39,9 +39,10 @@ from streamlog._types import (
     now_ms,
 )
 from streamlog.backends.local import codec as _codec
-from streamlog.backends.local import dedupe, groups
+from streamlog.backends.local import dedupe, eventlog, groups, replybox, tracking
+from streamlog.backends.local.groups import DELIVER_AT_MS
 from streamlog.backends.local.storage import files
-from streamlog.backends.local.storage.meta import Meta
+from streamlog.backends.local.storage.meta import Meta, Tx
 from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
 from streamlog.errors import (
     ConfigMismatch,
@@ -52,6 +53,9 @@ from streamlog.errors import (
     StreamlogError,
     TopicNotFound,
 )
+
+if TYPE_CHECKING:
+    from streamlog.backends.local.replybox import LocalReplyBox
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
@@ -86,7 +90,8 @@ class Topic:
             # (validation, headers, msg_id, a full segment) comes back to Python.
             self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
                                            self._append_slow, self._write_slow, sync, Position)
-            self.append = self._appender.append  # instance attribute: skips one call layer
+            # instance attribute: skips one call layer
+            self.append = self._appender.append  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r}, partitions={self.partitions})"
@@ -125,8 +130,9 @@ class Topic:
         hdrs = _validate.headers(headers) if headers is not None else None
         ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         if msg_id is not None:
-            return self._log._dedupe_append(self, value, key, hdrs, ts,
-                                            _validate.msg_id(msg_id))
+            mid = _validate.msg_id(msg_id)
+            assert mid is not None  # msg_id was not None
+            return self._log._dedupe_append(self, value, key, hdrs, ts, mid)
         if (len(value) if value is not None else 0) + (len(key) if key is not None else 0) \
                 > self._max_record or hdrs:
             _validate.record_size(key, value, hdrs, self._max_record)
@@ -173,9 +179,29 @@ class Topic:
         return self._part(partition).notify_seq
 
     def watch(self) -> _TopicWatch:
-        """Wake-ups on appends to any partition of the topic (its wake-up word)."""
+        """Wake-ups on appends to any partition of the topic (its shared wake-up word)."""
         self._log._check()
         return _TopicWatch(self._log, self.name)
+
+    def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
+        """Append a record that no group delivers before ``deliver_at_ms`` (epoch ms).
+
+        The due time travels in the record, as header ``streamlog.deliver-at-ms``;
+        readers see the record at once. A group that draws it early hands it back
+        until then without counting a delivery, so a delay never uses up
+        ``max_deliver``. Raises TypeError/ValueError/RecordTooLarge before writing.
+        """
+        self._log._check()
+        if isinstance(deliver_at_ms, bool) or not isinstance(deliver_at_ms, int):
+            raise TypeError(f"deliver_at_ms must be an int, not {type(deliver_at_ms).__name__}")
+        if deliver_at_ms < 0:
+            raise ValueError(f"deliver_at_ms must be >= 0, not {deliver_at_ms}")
+        if headers is not None and not hasattr(headers, "items"):
+            raise TypeError(f"headers must be a mapping of str to bytes, not "
+                            f"{type(headers).__name__}")
+        hdrs = dict(headers) if headers else {}
+        hdrs[DELIVER_AT_MS] = b"%d" % deliver_at_ms
+        return self.append(value, key=key, headers=hdrs)
 
     def append_many(self, values: Sequence, keys: Sequence | None = None,
                     headers: Sequence | None = None) -> list[Position]:
@@ -220,7 +246,8 @@ class Topic:
         limit = self._max_record
         for i in range(n):
             v = vals[i]
-            size = (len(v) if v is not None else 0) + (len(ks[i]) if ks and ks[i] else 0)
+            k = ks[i] if ks else None
+            size = (len(v) if v is not None else 0) + (len(k) if k else 0)
             if size > limit or (hs and hs[i]):
                 _validate.record_size(ks[i] if ks else None, v, hs[i] if hs else None, limit)
         ts = now_ms()
@@ -321,6 +348,13 @@ class Topic:
         return groups.open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
                           max_deliver=max_deliver, backoff_s=backoff_s, start=start,
                           dead_letter=dead_letter, consumer=consumer)
+
+    def group_config(self, name: str) -> dict | None:
+        """The stored options of group ``name`` (``mode``, ``ack_wait_s``, ...), or None
+        when there is no such group. Reads only: opens no consumer."""
+        from streamlog.backends.local.groups import group_config
+
+        return group_config(self, name)
 
     def groups(self) -> list[str]:
         """Names of this topic's consumer groups."""
@@ -499,34 +533,36 @@ class Log:
     def _on_close(self, fn: Callable[[], None]) -> None:
         self._closers.append(fn)
 
-    # StoreClosed if the store was closed (the same check, one call fewer on hot paths).
+    # StoreClosed if the store was closed: views check it before their arguments (the
+    # same function as _check, one call fewer on hot paths).
     raise_if_closed = _check
 
     # ------------------------------------------------------ event store engines
     def event_log(self, name: str):
         """The event log behind event store ``name`` (its single-partition topic
         ``name``, created if missing); one per Log and name, shared by every handle."""
-        from streamlog.backends.local.eventlog import LocalEventLog
-
         self._check()
         topic = self.topic(name, partitions=1)
         with self._engines_lock:
             el = self._event_logs.get(name)
             if el is None or el._topic.config.get("uid") != topic.config.get("uid"):
-                el = self._event_logs[name] = LocalEventLog(self, name, topic)
+                el = self._event_logs[name] = eventlog.LocalEventLog(self, name, topic)
             return el
 
     def tracking_log(self, name: str):
         """The tracking records of application ``name`` (topic ``<name>.tracking``, and
         the tracking headers of event log ``<name>.events``); one per Log and name."""
-        from streamlog.backends.local.tracking import LocalTrackingLog
-
         self._check()
         with self._engines_lock:
             tl = self._tracking_logs.get(name)
             if tl is None:
-                tl = self._tracking_logs[name] = LocalTrackingLog(self, name)
+                tl = self._tracking_logs[name] = tracking.LocalTrackingLog(self, name)
             return tl
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when the store closes, before its handles stop working
+        (StoreClosed if it is closed already)."""
+        self._check()
+        self._closers.append(fn)
 
     # ----------------------------------------------------------------- topics
     def _clamp_groups(self, topic: str, partition: int, end_offset: int) -> None:
@@ -684,8 +720,6 @@ class Log:
         for part in self._partitions_of(name, config):
             part.mark_deleted()
 
-        from streamlog.backends.local import eventlog, tracking
-        from streamlog.backends.local.storage.meta import Tx
 
         def drop(txn):
             if not txn.delete(name.encode(), db=self._meta.db(_TOPICS_DB)):
@@ -694,10 +728,9 @@ class Log:
             # transaction that deletes the topic: all of it goes, or none.
             groups.drop_topic(self._meta, txn, name)
             dedupe.drop_topic(self._meta, txn, name)
-            for hook in _TOPIC_DELETE_HOOKS:
-                hook(self._meta, txn, name)
             for part in (eventlog, tracking):
                 part.drop_topic(Tx(txn, self._meta.db_in(txn, part.KV_NAMESPACE)), name)
+            replybox.drop_topic(Tx(txn, self._meta.db_in(txn, replybox.INDEX_NAMESPACE)), name)
             return True
 
         if not self._meta.write(drop):
@@ -705,9 +738,9 @@ class Log:
         with self._parts_lock:
             self._notifiers.pop(name, None)
             for p in range(config["partitions"]):
-                part = self._parts.pop((name, p), None)
-                if part is not None:
-                    part.close()
+                gone = self._parts.pop((name, p), None)
+                if gone is not None:
+                    gone.close()
         tdir = files.topic_dir(self.path, name)
         trash = os.path.join(self.path, files.TOPICS_DIR,
                              f"{files.TRASH_PREFIX}{name}-{uuid.uuid4().hex}")
@@ -716,6 +749,14 @@ class Log:
         except FileNotFoundError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+    def reply_box(self, name: str) -> LocalReplyBox:
+        """The reply box of reply topic ``name`` (TopicNotFound if the topic does not exist):
+        replies of a request-reply view by correlation id."""
+        from streamlog.backends.local.replybox import LocalReplyBox
+
+        self._check()
+        return LocalReplyBox(self, name)
 
     def kv(self, name: str):
         """The key-value namespace ``name`` in the store's LMDB environment (views' state)."""
@@ -867,9 +908,6 @@ def open_here(path) -> int:
                if not log._closed and log._pid == pid and os.path.realpath(log.path) == real)
 
 
-# Functions (meta, txn, topic_name) run inside the transaction that deletes a
-# topic, so the features that keep per-topic state in LMDB drop it with the topic.
-_TOPIC_DELETE_HOOKS: list[Callable] = []
 
 
 def append_rate(topic: Topic, partition: int, window_s: float = RATE_WINDOW_S,
@@ -947,7 +985,8 @@ def _retention_loop(log_ref, stop: threading.Event) -> None:
 
 
 class _TopicWatch:
-    """A topic's wake-up word as a Watch: ``seq()``, ``wait(seen, timeout)``, ``wake()``."""
+    """Wake-ups on appends to any partition of one topic: the topic's shared wake-up word
+    (a futex counter every process of the machine maps)."""
 
     __slots__ = ("_log", "_name")
 
@@ -955,16 +994,23 @@ class _TopicWatch:
         self._log = log
         self._name = name
 
+    def __repr__(self) -> str:
+        return f"Watch({self._name!r})"
+
     def seq(self) -> int:
-        self._log._check()
-        seq: int = self._log._notifier_of(self._name).seq
-        return seq
+        """The counter: moved by every append to the topic and by ``wake``."""
+        log = self._log
+        log._check()
+        return log._notifier_of(self._name).seq
 
     def wait(self, seen: int, timeout: float) -> bool:
-        self._log._check()
-        return bool(self._log._notifier_of(self._name).wait(seen, timeout))
+        """Block until ``seq()`` differs from ``seen`` or ``timeout`` seconds pass (False)."""
+        log = self._log
+        log._check()
+        return log._notifier_of(self._name).wait(seen, timeout)
 
     async def wait_async(self, seen: int, timeout: float) -> bool:
+        """As ``wait``, awaited."""
         import asyncio
 
         deadline = time.monotonic() + timeout
@@ -976,8 +1022,10 @@ class _TopicWatch:
         return True
 
     def wake(self) -> None:
-        self._log._check()
-        self._log._notifier_of(self._name).notify()
+        """Move the counter without appending: every waiter looks again."""
+        log = self._log
+        log._check()
+        log._notifier_of(self._name).notify()
 
 
 class _NoNotifier:

@@ -180,7 +180,7 @@ class Partition:
                 if os.fstat(fd).st_size < _ext.CONTROL_BYTES:
                     os.posix_fallocate(fd, 0, _ext.CONTROL_BYTES)
                 self._ctl_map = _ext.Mapping(fd, _ext.CONTROL_BYTES, True)
-                self.ctl: _ext.Control | _ClosedControl = _ext.Control(self._ctl_map)
+                self.ctl: _ext.Control = _ext.Control(self._ctl_map)
                 state = self.ctl.state(self._boot)
                 if state != "ok":
                     self._cold_start(state)
