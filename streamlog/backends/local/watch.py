@@ -170,6 +170,13 @@ class _Watcher:
                 vals.append(cur)
                 counted.append(w.counted)
             self._passed()
+            timeout = -1.0 if words else _IDLE_EXIT_S
+            if not all(counted):
+                timeout = _UNCOUNTED_SLICE_S
+            addrs.append(self._ctl.address)
+            vals.append(ctl_seen)
+            counted.append(True)
+            # Last before the sleep: a woken loop thread wants the GIL this one holds.
             for loop, moved in posts.items():
                 try:
                     loop.call_soon_threadsafe(reg.fire, loop, moved)
@@ -181,12 +188,6 @@ class _Watcher:
                     woken = words[0]
                 del words
                 continue
-            timeout = -1.0 if words else _IDLE_EXIT_S
-            if not all(counted):
-                timeout = _UNCOUNTED_SLICE_S
-            addrs.append(self._ctl.address)
-            vals.append(ctl_seen)
-            counted.append(True)
             rc = _ext.futex_waitv(addrs, vals, counted, timeout)
             if 0 <= rc < len(words):
                 woken = words[rc]
@@ -272,7 +273,6 @@ class _Registry:
         """On ``loop``'s thread: resolve its waiters whose word moved past what they saw
         (all of a word's waiters when ``force``: it was woken)."""
         ready: list[asyncio.Future[bool]] = []
-        dropped = []
         with self.lock:
             for w, force in words:
                 by_seen = w.loops.get(loop)
@@ -283,12 +283,12 @@ class _Registry:
                     ready.extend(by_seen.pop(seen))
                 if not by_seen:
                     del w.loops[loop]
-                    if self._drop_if_empty(w):
-                        dropped.append(w)
-        for w in dropped:
-            w.watcher.poke()
-        if ready:
-            loop.call_soon(_resolve, ready, 0)
+                    # Out of the table; the watcher is not woken for it: it has just
+                    # woken for this word and stops sleeping on it at its next wake-up
+                    # (at the latest the word's next move), which saves a wake-up per
+                    # resolved wait.
+                    self._drop_if_empty(w)
+        _resolve(ready, 0)  # the first chunk now: a wake-up costs the loop one callback
 
     def forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Drop every waiter of a closed loop."""
