@@ -103,6 +103,8 @@ async def test_timeout_returns_false_and_unregisters(store):
     _, n = _notifier(store, "t")
     assert await watch.wait_async(n, n.seq, 0.05) is False
     assert await watch.wait_async(n, n.seq, 0) is False
+    with pytest.raises(ValueError):
+        await watch.wait_async(n, n.seq, float("nan"))
     _assert_nothing_left(n)
 
 

@@ -65,7 +65,7 @@ _UNCOUNTED_SLICE_S = 0.05
 _FALLBACK_SLICE_S = 0.25
 # Waiters resolved per loop callback: resolving ten thousand at once would hold
 # the loop for milliseconds. In asyncio's debug mode each resolution records a
-# stack (about 0.1 ms), hence far fewer per callback there.
+# stack (tens of microseconds), hence far fewer per callback there.
 _RESOLVE_CHUNK = 512
 _RESOLVE_CHUNK_DEBUG = 16
 
@@ -372,6 +372,8 @@ async def wait_async(source: Any, seen: int, timeout: float | None) -> bool:
     blocking wait, it may return True early: callers look again.
     """
     loop = asyncio.get_running_loop()
+    if timeout is not None and not timeout == timeout:  # NaN would never fire
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
     desc = _describe(source)
     if desc is None:
         cur = source.seq
