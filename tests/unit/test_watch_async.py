@@ -252,8 +252,7 @@ async def test_closing_the_store_wakes_its_waiters(tmp_path):
 
 def _cpu_wait_ns() -> int:
     """Nanoseconds the calling thread and the watcher threads have spent runnable but
-    waiting for a CPU (the kernel's schedstat run delay): the loop thread also waits
-    when it needs the GIL that a preempted watcher thread holds."""
+    waiting for a CPU (the kernel's schedstat run delay)."""
     total = 0
     tids = ["thread-self"] + [f"self/task/{w.thread.native_id}"
                               for w in list(watch._registry.watchers)]
@@ -293,30 +292,40 @@ def _owner(handle: asyncio.Handle) -> str:
 
 @pytest.mark.asyncio
 async def test_no_streamlog_callback_blocks_the_loop(store, tmp_path, caplog, monkeypatch):
-    """asyncio's debug mode reports every loop callback that takes longer than 5 ms.
-    None of those may be streamlog's own (the resolutions of waiters, the timeouts)
-    unless the excess was spent waiting for a CPU (the machine is shared; the kernel's
-    run-queue wait per thread tells) or in the garbage collector (a pause of the
-    whole process, whatever code it interrupts)."""
+    """asyncio's debug mode reports every loop callback that takes longer than 5 ms
+    (wall time). None of those may be streamlog's own (the resolutions of waiters, the
+    timeouts) for its own work: on a shared machine a callback's wall time also holds
+    waits for a CPU, for the GIL held by another thread of the process, and pauses of
+    the garbage collector, so what is asserted is (1) the callback's time on the CPU
+    stays under 5 ms (its work is bounded: the chunking) and (2) its wall time, less
+    the waits for a CPU the kernel reports and the collector's pauses, stays far
+    below any wait's length (it never sleeps: a blocking wait or sync inside it would
+    show as tens of milliseconds or more)."""
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
     loop.slow_callback_duration = 0.005
     caplog.set_level(logging.WARNING, logger="asyncio")
-    # (owner, wall s, wall less the waits for a CPU and the collector's pauses s)
-    held: list[tuple[str, float, float]] = []
+    # (owner, wall s, wall less the waits for a CPU and the collector's pauses s, CPU s)
+    held: list[tuple[str, float, float, float]] = []
     run = asyncio.events.Handle._run
     gc_clock = _GcClock()
 
     def timed_run(handle: asyncio.Handle) -> None:
-        t0, w0, g0 = loop.time(), _cpu_wait_ns(), gc_clock.total
+        t0, w0, g0, c0 = loop.time(), _cpu_wait_ns(), gc_clock.total, time.thread_time()
         run(handle)
         wall = loop.time() - t0
         if wall > loop.slow_callback_duration:
             excused = (_cpu_wait_ns() - w0) / 1e9 + gc_clock.total - g0
-            held.append((_owner(handle), wall, wall - excused))
+            held.append((_owner(handle), wall, wall - excused, time.thread_time() - c0))
 
     monkeypatch.setattr(asyncio.events.Handle, "_run", timed_run)
     gc.callbacks.append(gc_clock)
+    # Another thread of the test process that holds the GIL (a store's background
+    # threads, left-overs of other tests) keeps the loop thread waiting up to the
+    # switch interval per hand-over, 5 ms by default: shorter here, so that what
+    # is measured is streamlog's callbacks, not the GIL's schedule.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)
     try:
         topics = [_notifier(store, f"b{i}") for i in range(10)]
         words = [n for _, n in topics] + [_private_word() for _ in range(140)]
@@ -342,6 +351,7 @@ async def test_no_streamlog_callback_blocks_the_loop(store, tmp_path, caplog, mo
         results = await asyncio.gather(*tasks)
         assert all(r is True for i, r in enumerate(results) if i % 7)
     finally:
+        sys.setswitchinterval(switch)
         gc.callbacks.remove(gc_clock)
         monkeypatch.undo()
         loop.set_debug(False)
@@ -349,8 +359,9 @@ async def test_no_streamlog_callback_blocks_the_loop(store, tmp_path, caplog, mo
     assert len(reported) >= len(held) > 0 or not held  # the same callbacks asyncio reports
     # streamlog's own loop callbacks; a registration runs inside the waiting task's
     # step, together with the caller's code and asyncio's debug bookkeeping
-    ours = [(who, wall, busy) for who, wall, busy in held if who.startswith("streamlog.")]
-    assert [h for h in ours if h[2] > 0.005] == []
+    ours = [h for h in held if h[0].startswith("streamlog.")]
+    assert [h for h in ours if h[3] > 0.005] == []  # on the CPU
+    assert [h for h in ours if h[2] > 0.05] == []  # asleep
     _assert_nothing_left(*words)
 
 
