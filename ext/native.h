@@ -136,6 +136,59 @@ static inline int sl_wait_ro(uint32_t *word, uint32_t expected, double timeout_s
     }
 }
 
+/* futex_waitv (Linux 5.16): sleep on up to 128 words at once. Declared here
+   when the C library's headers predate it. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+#ifndef FUTEX_32
+#define FUTEX_32 2
+#endif
+#define SL_WAITV_MAX 128
+
+typedef struct {
+    uint64_t val;
+    uint64_t uaddr;
+    uint32_t flags;
+    uint32_t reserved;
+} sl_futex_waitv;
+
+/* Sleep until one of n process-shared words differs from its expected value,
+   or timeout_s passes (< 0: no end). Word i is the uint32 at addrs[i]; when
+   counted[i], the uint32 after it counts waiters (the layout sl_wait uses) and
+   is raised for the sleep, so that a writer's sl_notify issues its wake-up.
+   Returns the index of a word woken (>= 0), or -errno: -EAGAIN (a word already
+   differed), -ETIMEDOUT, -EINTR, -ENOSYS (kernel older than 5.16), -EINVAL. */
+static inline int sl_waitv(const uint64_t *addrs, const uint32_t *vals,
+                           const unsigned char *counted, unsigned n, double timeout_s) {
+    sl_futex_waitv w[SL_WAITV_MAX];
+    struct timespec ts, *tp = NULL;
+    unsigned i;
+    long rc;
+    int err;
+    if (n > SL_WAITV_MAX) return -EINVAL;
+    for (i = 0; i < n; i++) {
+        w[i].val = vals[i];
+        w[i].uaddr = addrs[i];
+        w[i].flags = FUTEX_32;  /* shared: the words live in MAP_SHARED files */
+        w[i].reserved = 0;
+        if (counted[i]) __atomic_add_fetch((uint32_t *)(uintptr_t)(addrs[i] + 4), 1, __ATOMIC_ACQ_REL);
+    }
+    if (timeout_s >= 0) {  /* futex_waitv takes an absolute time */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)timeout_s;
+        ts.tv_nsec += (long)((timeout_s - (double)(time_t)timeout_s) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec += 1; ts.tv_nsec -= 1000000000L; }
+        tp = &ts;
+    }
+    rc = syscall(SYS_futex_waitv, n ? w : NULL, n, 0, tp, CLOCK_MONOTONIC);
+    err = errno;
+    for (i = 0; i < n; i++) {
+        if (counted[i]) __atomic_sub_fetch((uint32_t *)(uintptr_t)(addrs[i] + 4), 1, __ATOMIC_ACQ_REL);
+    }
+    return rc >= 0 ? (int)rc : -err;
+}
+
 static inline int sl_mutex_init(sl_control *c) {
     pthread_mutexattr_t attr;
     int rc = pthread_mutexattr_init(&attr);

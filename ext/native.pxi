@@ -12,6 +12,7 @@ cdef extern from *:
     """
     int SL_MADV_POPULATE_READ
 from libc.errno cimport errno, EBUSY
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
 from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME, CLOCK_MONOTONIC
 
@@ -67,6 +68,9 @@ cdef extern from "native.h":
     void sl_notify(uint32_t *word, uint32_t *waiters) nogil
     int sl_wait(uint32_t *word, uint32_t *waiters, uint32_t expected, double timeout_s) nogil
     int sl_wait_ro(uint32_t *word, uint32_t expected, double timeout_s) nogil
+    int sl_waitv(const uint64_t *addrs, const uint32_t *vals, const unsigned char *counted,
+                 unsigned n, double timeout_s) nogil
+    enum: SL_WAITV_MAX
     int sl_mutex_init(sl_control *c) nogil
     uint64_t sl_load64(const uint64_t *p) nogil
     uint32_t sl_load32(const uint32_t *p) nogil
@@ -912,6 +916,10 @@ cdef class Control:
         def __get__(self): return bool(sl_load32(&self.c.flags) & SL_FLAG_DELETED)
     property notify_seq:
         def __get__(self): return sl_load32(&self.c.notify_seq)
+    property notify_address:
+        """Address of the ``notify_seq`` futex word (its waiter count follows it),
+        for ``futex_waitv``; valid while this object's mapping lives."""
+        def __get__(self): return <uintptr_t>&self.c.notify_seq
 
     def mark_deleted(self):
         """Flag the partition deleted so every handle in every process refuses it."""
@@ -1228,6 +1236,10 @@ cdef class Notifier:
 
     property seq:
         def __get__(self): return sl_load32(self.word)
+    property address:
+        """Address of the futex word (its waiter count follows it), for
+        ``futex_waitv``; valid while this object's mapping lives."""
+        def __get__(self): return <uintptr_t>self.word
 
     def wait(self, uint32_t seen, double timeout):
         """Block (GIL released) until the word moves past ``seen``; False on timeout."""
@@ -1244,6 +1256,39 @@ cdef class Notifier:
         if not self.m.writable:
             raise PermissionError("the notifier is mapped read-only")
         sl_notify(self.word, self.word + 1)
+
+
+WAITV_MAX = SL_WAITV_MAX
+
+
+def futex_waitv(addresses, values, counted, double timeout):
+    """Sleep (GIL released) until one of the futex words at ``addresses`` differs
+    from its entry in ``values``, or ``timeout`` seconds pass (< 0: no end).
+
+    Each address must be a 32-bit word of a mapping the caller keeps alive for
+    the call (``Notifier.address``, ``Control.notify_address``); where
+    ``counted`` is true the word's waiter count (the word after it) is raised
+    for the sleep so that appenders issue their wake-up. At most ``WAITV_MAX``
+    words. Returns the index of a word woken (>= 0) or -errno: -EAGAIN (a word
+    already differed), -ETIMEDOUT, -EINTR, -ENOSYS (a kernel before 5.16).
+    """
+    cdef uint64_t addrs[SL_WAITV_MAX]
+    cdef uint32_t vals[SL_WAITV_MAX]
+    cdef unsigned char cnt[SL_WAITV_MAX]
+    cdef unsigned n = len(addresses)
+    cdef unsigned i
+    cdef int rc
+    if n > <unsigned>SL_WAITV_MAX or len(values) != n or len(counted) != n:
+        raise ValueError(f"futex_waitv takes up to {SL_WAITV_MAX} words, with one value and flag each")
+    for i in range(n):
+        addrs[i] = addresses[i]
+        if addrs[i] == 0 or addrs[i] % 4:
+            raise ValueError("a futex word address must be non-zero and 4-byte aligned")
+        vals[i] = values[i]
+        cnt[i] = 1 if counted[i] else 0
+    with nogil:
+        rc = sl_waitv(addrs, vals, cnt, n, timeout)
+    return rc
 
 
 
