@@ -10,6 +10,7 @@ overrides the test with one named for the difference, never a silent skip.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -242,6 +243,19 @@ class TopicContract(Harness):
         seen = w.seq()
         w.wake()
         assert w.wait(seen, 1) is True
+
+    def test_watch_can_be_awaited(self, store):
+        """``wait_async`` ends on an append from another thread, and times out with False."""
+        t = store.topic("awaited", partitions=1)
+        w = t.watch()
+
+        async def main():
+            seen = w.seq()
+            assert await w.wait_async(seen, 0.01) is False
+            threading.Timer(0.05, lambda: t.append(b"x")).start()
+            return await w.wait_async(seen, 5)
+
+        assert asyncio.run(main()) is True
 
     def test_delayed_append_is_not_delivered_before_its_time(self, store):
         t = store.topic("later", partitions=1)

@@ -40,6 +40,7 @@ from streamlog._types import (
 )
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import dedupe, eventlog, groups, replybox, tracking
+from streamlog.backends.local import watch as _watch
 from streamlog.backends.local.groups import DELIVER_AT_MS
 from streamlog.backends.local.storage import files
 from streamlog.backends.local.storage.meta import Meta, Tx
@@ -1010,16 +1011,11 @@ class _TopicWatch:
         return log._notifier_of(self._name).wait(seen, timeout)
 
     async def wait_async(self, seen: int, timeout: float) -> bool:
-        """As ``wait``, awaited."""
-        import asyncio
-
-        deadline = time.monotonic() + timeout
-        while self.seq() == seen:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            await asyncio.sleep(min(remaining, 0.005))
-        return True
+        """As ``wait``, awaited on the caller's loop: the process's watcher thread sleeps
+        on the word for every waiter at once (streamlog.backends.local.watch)."""
+        log = self._log
+        log._check()
+        return await _watch.wait_async(log._notifier_of(self._name), seen, timeout)
 
     def wake(self) -> None:
         """Move the counter without appending: every waiter looks again."""
