@@ -40,7 +40,7 @@ from ._limits import (
     GROUP_MEMBER_FORGET_S,
     MAX_MAX_RECORD_BYTES,
 )
-from ._log import _STATS_HOOKS, _TOPIC_DELETE_HOOKS, Topic
+from ._log import _STATS_HOOKS, _TOPIC_ALTER_HOOKS, _TOPIC_DELETE_HOOKS, Topic
 from ._types import View, now_ms
 from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
 from .storage.meta import Tx
@@ -65,6 +65,9 @@ DLQ_TIMESTAMP_MS = "sl-dlq-timestamp-ms"
 DLQ_TOMBSTONE = "sl-dlq-tombstone"
 
 _ACK, _NACK, _EXTEND, _DEFER = 0, 1, 2, 3
+# A partition the group has no state for yet (added by Log.alter_topic after the group
+# was made, by a process that had not seen the change): its first record on.
+_FRESH = gs.encode(gs.PartState(0))
 # Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
 _OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
 
@@ -249,6 +252,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
                              dead_letter, consumer)
+    topic._refresh()  # the partitions as of now (another process may have added some)
     # also raises TopicNotFound for a deleted topic
     views = [View._make(p.view()) for p in topic._parts]
     ckey = _cfg_key(topic.name, name)
@@ -447,7 +451,17 @@ class Group:
             topic.wait_any(seq, min(wait, 3600.0))
             self._check()
 
+    def _sync_partitions(self) -> None:
+        """Follow a topic that grew (``Log.alter_topic``, in any process): the group takes
+        the new partitions, each from its first record."""
+        self.topic._refresh()
+        n = len(self.topic._parts)
+        if n != len(self._pkeys):
+            self._pkeys = [_part_key(self.topic.name, self.name, p) for p in range(n)]
+            self._idle = {}
+
     def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
+        self._sync_partitions()
         topic = self.topic
         parts = topic._parts
         views = [View._make(p.view()) for p in parts]
@@ -496,10 +510,7 @@ class Group:
             idle = dict(idle_before)  # rebuilt on each run: fn may run twice
             for p in order:
                 v = views[p]
-                raw = tx.get(pkeys[p])
-                if raw is None:
-                    raise StreamlogError(f"group {self.name!r} of topic {topic.name!r} "
-                                         "was deleted")
+                raw = tx.get(pkeys[p]) or _FRESH  # (_load_cfg found the group)
                 if room <= 0 and dead_room <= 0:
                     break
                 c = idle_before.get(p)
@@ -583,11 +594,7 @@ class Group:
         quota = n_parts // len(ranked) + (1 if i < n_parts % len(ranked) else 0)
         states = {}
         for p, key in enumerate(self._pkeys):
-            raw = tx.get(key)
-            if raw is None:
-                raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
-                                     "deleted")
-            states[p] = gs.decode(raw)
+            states[p] = gs.decode(tx.get(key) or _FRESH)  # (_load_cfg found the group)
         owned = [p for p in range(n_parts) if states[p].owner == me]
         claimed: set[int] = set()
         draining: set[int] = set()
@@ -828,6 +835,7 @@ class Group:
     # ------------------------------------------------------------- inspect
     def _states(self) -> list[gs.PartState]:
         self._log._check()
+        self._sync_partitions()
         db = self._log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
         with self._log._meta.read() as txn:
             tx = Tx(txn, db)
@@ -866,6 +874,7 @@ class Group:
         An offset below the start (retention) or past the end is clamped.
         """
         self._check()
+        self._sync_partitions()
         partition = _validate.partition(partition, self.topic.partitions)
         offset = _validate.offset(offset)
         v = View._make(self.topic._parts[partition].view())
@@ -875,6 +884,7 @@ class Group:
         """Seek every partition to its first record at or after ``timestamp_ms``."""
         self._check()
         ts = _validate.timestamp(timestamp_ms)
+        self._sync_partitions()
         self._seek({p: self.topic.offset_for_time(p, ts) for p in range(self.topic.partitions)})
 
     def _seek(self, targets: dict[int, int]) -> None:
@@ -1093,5 +1103,21 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
         out.setdefault("groups", {})[topic.name] = groups
 
 
+def _grow_topic_groups(meta, txn, topic: str, old: dict, new: dict) -> None:
+    """Topic alteration hook: every group of a topic that grew starts each new partition
+    at offset 0, its first record (as Kafka does for partitions added to a topic)."""
+    if new["partitions"] <= old["partitions"]:
+        return
+    tx = Tx(txn, meta.db_in(txn, _NS))
+    prefix = b"c" + _tk(topic)
+    for k, _ in tx.scan(prefix):
+        group = k[len(prefix):].decode()
+        for p in range(old["partitions"], new["partitions"]):
+            key = _part_key(topic, group, p)
+            if tx.get(key) is None:
+                tx.put(key, _FRESH)
+
+
 _TOPIC_DELETE_HOOKS.append(_drop_topic_groups)
+_TOPIC_ALTER_HOOKS.append(_grow_topic_groups)
 _STATS_HOOKS.append(_group_stats)
