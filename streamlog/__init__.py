@@ -15,6 +15,7 @@ from .backend import ANY, NO_STREAM, Event
 from .errors import (
     ConfigMismatch,
     CorruptionError,
+    GroupActive,
     OffsetOutOfRange,
     ReadOnlyStore,
     RecordTooLarge,
@@ -25,7 +26,7 @@ from .errors import (
     TopicNotFound,
     WrongExpectedVersion,
 )
-from .groups import Group, Lease, Message
+from .groups import Group, GroupReset, Lease, Message
 
 __version__ = "0.1.0"
 
@@ -47,6 +48,7 @@ __all__ = [
     "Group",
     "Message",
     "Lease",
+    "GroupReset",
     "Event",
     "ANY",
     "NO_STREAM",
@@ -61,4 +63,5 @@ __all__ = [
     "RemoteError",
     "StoreClosed",
     "ReadOnlyStore",
+    "GroupActive",
 ]

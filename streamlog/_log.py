@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import logging
@@ -370,11 +371,48 @@ class Topic:
 
         return list_groups(self)
 
-    def delete_group(self, name: str) -> None:
-        """Delete a group's offsets and leases (its dead-letter topic stays)."""
-        from .groups import delete_group
+    def delete_group(self, name: str, force: bool = True) -> None:
+        """Delete a group's offsets and leases (its dead-letter topic stays).
 
-        delete_group(self, name)
+        With ``force=False`` it is refused (GroupActive, nothing deleted) while
+        the group has live consumers, and a missing group is a StreamlogError;
+        the default deletes whatever the group's state, and a missing group is
+        not an error.
+        """
+        from .groups import delete_group, delete_group_checked
+
+        if force is True:
+            delete_group(self, name)
+        elif force is False:
+            delete_group_checked(self, name, force=False)
+        else:
+            raise TypeError(f"force must be a bool, not {type(force).__name__}")
+
+    def group_consumers(self, name: str) -> list[str]:
+        """The live consumers of group ``name``: those that polled within its ack_wait_s
+        (a polling consumer beats at least that often) from a process that still runs,
+        and did not close. StreamlogError when there is no such group."""
+        from .groups import group_consumers
+
+        return group_consumers(self, name)
+
+    def reset_group(self, name: str, to: str | int | datetime.datetime,
+                    dry_run: bool = False, force: bool = False) -> list:
+        """Move group ``name`` on every partition, as ``kafka-consumer-groups --reset-offsets``.
+
+        ``to`` is ``"earliest"`` (the first retained record), ``"latest"`` (the
+        end: only records appended from now on), an offset (clamped to each
+        partition's [start, end]) or an aware ``datetime`` (the first record
+        at or after it, by the running maximum timestamp). Records before the
+        new position count as done, those from it on are delivered (again);
+        outstanding leases are dropped. Returns a ``GroupReset`` per
+        partition (old and new position). With ``dry_run`` nothing changes.
+        Refused (GroupActive, nothing changed) while the group has live
+        consumers unless ``force``; a missing group is a StreamlogError.
+        """
+        from .groups import reset_group
+
+        return reset_group(self, name, to, dry_run=dry_run, force=force)
 
 
 class Log:

@@ -42,7 +42,7 @@ from ._limits import (
 )
 from ._log import _STATS_HOOKS, _TOPIC_ALTER_HOOKS, _TOPIC_DELETE_HOOKS, Topic
 from ._types import View, now_ms
-from .errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
+from .errors import ConfigMismatch, GroupActive, RecordTooLarge, StoreClosed, StreamlogError
 from .storage.meta import Tx
 
 MODES = ("shared", "key_shared", "exclusive")
@@ -114,6 +114,17 @@ class Lease(NamedTuple):
     offset: int
     deadline: float
     delivery_count: int
+
+
+class GroupReset(NamedTuple):
+    """One partition of a group's reset (``Topic.reset_group``): its position before
+    (``old``, the first offset not done) and after (``new``), and the partition's offsets."""
+
+    partition: int
+    old: int
+    new: int
+    start_offset: int
+    end_offset: int
 
 
 class Message:
@@ -317,6 +328,160 @@ def delete_group(topic: Topic, name: str) -> None:
     topic._log.kv(_NS).transact(fn)
 
 
+def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` of this machine still runs (True when it cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def _live_members(tx: Tx, topic: str, group: str, cfg: dict, now: int) -> list[str]:
+    """Consumers of the group that are alive: a heartbeat within ack_wait_s (a consumer
+    beats at least every ack_wait_s / 4 while it polls, and its entry goes when it closes)
+    from a process that still runs."""
+    aw = int(cfg["ack_wait_s"] * 1000)
+    out = []
+    for _, v in tx.scan(_member_prefix(topic, group)):
+        d = json.loads(v)
+        if now - d.get("t", 0) <= aw and _pid_alive(d.get("p")):
+            out.append(d["c"])
+    return sorted(out)
+
+
+def group_consumers(topic: Topic, name: str) -> list[str]:
+    """The live consumers of group ``name`` (see ``_live_members``); StreamlogError when
+    the topic has no such group."""
+    log = topic._log
+    log._check()
+    _validate.name(name, "group name")
+    db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
+    with log._meta.read() as txn:
+        tx = Tx(txn, db)
+        raw = tx.get(_cfg_key(topic.name, name))
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        return _live_members(tx, topic.name, name, json.loads(raw), now_ms())
+
+
+def _no_group(topic: Topic, name: str, tx: Tx) -> StreamlogError:
+    prefix = b"c" + _tk(topic.name)
+    known = [k[len(prefix):].decode() for k, _ in tx.scan(prefix)]
+    hint = f" (groups: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" \
+        if known else " (it has no groups)"
+    return StreamlogError(f"topic {topic.name!r} has no group {name!r}{hint}")
+
+
+def _refuse_active(topic: Topic, name: str, live: list[str], what: str) -> GroupActive:
+    shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+    return GroupActive(f"group {name!r} of topic {topic.name!r} has {len(live)} live "
+                       f"consumer{'s' if len(live) != 1 else ''} ({shown}): stop them before "
+                       f"you {what} it, or force it (their leases are dropped and they go "
+                       "on from the new positions)", live)
+
+
+def reset_group(topic: Topic, name: str, to, dry_run: bool = False,
+                force: bool = False) -> list[GroupReset]:
+    """Move group ``name`` on every partition (``Topic.reset_group`` documents ``to``)."""
+    import datetime as _dt
+
+    log = topic._log
+    log._check()
+    _validate.name(name, "group name")
+    if not isinstance(dry_run, bool) or not isinstance(force, bool):
+        raise TypeError("dry_run and force must be bools")
+    if isinstance(to, str):
+        if to not in ("earliest", "latest"):
+            raise ValueError(f"to must be 'earliest', 'latest', an offset or a datetime, "
+                             f"not {to!r}")
+    elif isinstance(to, _dt.datetime):
+        if to.tzinfo is None:
+            raise ValueError("to: a datetime needs a time zone (e.g. datetime.UTC), or the "
+                             "position would depend on this machine's")
+    elif isinstance(to, bool) or not isinstance(to, int):
+        raise TypeError(f"to must be 'earliest', 'latest', an offset (int) or a datetime, "
+                        f"not {type(to).__name__}")
+    else:
+        _validate.offset(to)
+    if not dry_run:
+        log._check_writable(f"reset group {name!r}")
+    topic._refresh()
+    n = topic.partitions
+    views = [View._make(topic._parts[p].view()) for p in range(n)]
+    targets = {}
+    for p, v in enumerate(views):
+        if to == "earliest":
+            targets[p] = v.start_offset
+        elif to == "latest":
+            targets[p] = v.end_offset
+        elif isinstance(to, _dt.datetime):
+            ms = int(to.timestamp() * 1000)
+            targets[p] = topic.offset_for_time(p, max(ms, 0))
+        else:
+            targets[p] = min(max(to, v.start_offset), v.end_offset)  # clamped, as Kafka does
+    ckey = _cfg_key(topic.name, name)
+
+    def plan(tx: Tx, now: int) -> tuple[list[GroupReset], list[str]]:
+        raw = tx.get(ckey)
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        live = _live_members(tx, topic.name, name, json.loads(raw), now)
+        rows = []
+        for p, v in enumerate(views):
+            st = gs.decode(tx.get(_part_key(topic.name, name, p)) or _FRESH)
+            rows.append(GroupReset(p, max(st.committed, v.start_offset), targets[p],
+                                   v.start_offset, v.end_offset))
+        return rows, live
+
+    if dry_run:
+        db = log._meta.db(_NS)
+        with log._meta.read() as txn:
+            rows, _ = plan(Tx(txn, db), now_ms())
+        return rows
+
+    def fn(tx: Tx):
+        rows, live = plan(tx, now_ms())
+        if live and not force:
+            raise _refuse_active(topic, name, live, "reset")
+        for p, off in targets.items():
+            key = _part_key(topic.name, name, p)
+            st = gs.decode(tx.get(key) or _FRESH)
+            gs.seek(st, off)
+            st.epoch += 1  # an exclusive owner's acks of what it held before are refused
+            tx.put(key, gs.encode(st))
+        return rows
+
+    rows = log.kv(_NS).transact(fn)
+    _wake(topic)
+    return rows
+
+
+def delete_group_checked(topic: Topic, name: str, force: bool) -> None:
+    """Delete group ``name``, refusing (GroupActive) while it has live consumers unless
+    ``force``, and (StreamlogError) when there is no such group; one transaction."""
+    topic._log._check_writable(f"delete group {name!r}")
+    _validate.name(name, "group name")
+
+    def fn(tx: Tx):
+        raw = tx.get(_cfg_key(topic.name, name))
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        live = _live_members(tx, topic.name, name, json.loads(raw), now_ms())
+        if live and not force:
+            raise _refuse_active(topic, name, live, "delete")
+        tx.delete(_cfg_key(topic.name, name))
+        tx.delete_prefix(_part_prefix(topic.name, name))
+        tx.delete_prefix(_member_prefix(topic.name, name))
+
+    topic._log.kv(_NS).transact(fn)
+    _wake(topic)
+
+
 def clamp_to_end(log, topic: str, partition: int, end_offset: int) -> None:
     """Move every group of ``topic`` back to ``end_offset`` on ``partition``.
 
@@ -417,7 +582,7 @@ class Group:
         """Record that this consumer is alive, at most once per heartbeat interval."""
         if now - self._beat_ms < self._beat_interval_ms(cfg):
             return False
-        tx.put(self._mkey, _dumps({"c": self.consumer, "t": now}))
+        tx.put(self._mkey, _dumps({"c": self.consumer, "t": now, "p": os.getpid()}))
         return True
 
     # ---------------------------------------------------------------- poll
