@@ -832,12 +832,14 @@ class Log:
                 hook(self._meta, txn, name, cur, cfg)
             return cfg
 
-        if new["partitions"] > config["partitions"]:
-            _logger.warning("topic %r grows from %d to %d partitions: keys map to partitions "
-                            "anew (a key's later records may go to another partition than "
-                            "its earlier ones; per-key order holds from now on)", name,
-                            config["partitions"], new["partitions"])
         cfg = self._meta.write(write)
+        if cfg["partitions"] > config["partitions"]:
+            _logger.warning("topic %r grew from %d to %d partitions: keys map to partitions "
+                            "anew (murmur2(key) %% %d), so a key's later records may go to "
+                            "another partition than its earlier ones and per-key order holds "
+                            "only from now on; every group starts the new partitions at "
+                            "offset 0", name, config["partitions"], cfg["partitions"],
+                            cfg["partitions"])
         # Publish: every process compares this word with the one it last read its copy
         # of the options at (a crash before this store keeps the old options there until
         # the topic is opened again; the catalogue has the new ones).

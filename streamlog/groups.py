@@ -1240,9 +1240,7 @@ def _group_stats(log, topic: Topic, out: dict) -> None:
         for k, raw in tx.scan(prefix):
             name = k[len(prefix):].decode()
             cfg = json.loads(raw)
-            aw = int(cfg["ack_wait_s"] * 1000)
-            consumers = sum(1 for _, v in tx.scan(_member_prefix(topic.name, name))
-                            if now - json.loads(v).get("t", 0) <= aw)
+            consumers = len(_live_members(tx, topic.name, name, cfg, now))
             parts = []
             for p in range(topic.partitions):
                 rawp = tx.get(_part_key(topic.name, name, p))
