@@ -542,7 +542,7 @@ class EventStore:
         self._log._check()
         idx = self._index
         n = len(items)
-        limit = self._max_record
+        limit = backend.topic_config(self._topic)["max_record_bytes"]  # (alter_topic)
         extra = list(first_headers) if first_headers else None
         values = [e[0] for e in items]
         sh = (_HB_STREAM, sid_b)
@@ -638,7 +638,7 @@ class EventStore:
         self._log._check()
         idx = self._index
         n = len(entries)
-        limit = self._max_record
+        limit = backend.topic_config(self._topic)["max_record_bytes"]  # (alter_topic)
         extra = list(first_headers) if first_headers else None
         values = [e[2] for e in entries]
 
