@@ -1179,9 +1179,9 @@ def groups_cmd(
     unless --force.
 
     \b
-    Examples: streamlog groups ./data orders
-              streamlog groups ./data orders billing --to-datetime 2026-01-31T12:00Z --yes
-              streamlog groups ./data orders billing --delete --yes
+    Example: streamlog groups ./data orders
+    Example: streamlog groups ./data orders billing --to-datetime 2026-01-31T12:00Z --yes
+    Example: streamlog groups ./data orders billing --delete --yes
     """
     resets = [o for o, given in (("--to-earliest", to_earliest), ("--to-latest", to_latest),
                                  ("--to-offset", to_offset is not None),
