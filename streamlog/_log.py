@@ -301,7 +301,8 @@ class Topic:
     # ------------------------------------------------------------------ read
     def _part(self, partition) -> Partition:
         self._log._check()
-        self._refresh()
+        if self._notifier.config_word != self._seen:
+            self._refresh()
         return self._parts[_validate.partition(partition, self._n)]
 
     def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
@@ -381,6 +382,7 @@ class Topic:
         """
         from .groups import delete_group, delete_group_checked
 
+        self._log._check()
         if force is True:
             delete_group(self, name)
         elif force is False:

@@ -977,11 +977,21 @@ def _read_up_to_damage(t: streamlog.Topic, p: int, offset: int, want: int,
 
 
 def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
-            follow: bool, limit: int | None, timeout: float | None) -> None:
-    """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up)."""
+            follow: bool, limit: int | None, timeout: float | None,
+            grow: bool = False) -> None:
+    """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up).
+
+    ``grow``: every partition is followed, so partitions that another process adds
+    (``streamlog alter --partitions``) are followed too, from their first record."""
     idle_since = time.monotonic()
     while True:
         seen = t.notify_seq_any() if follow else 0
+        if follow and grow and t.partitions > len(positions):
+            added = {p: t.start_offset(p) for p in range(len(positions), t.partitions)}
+            positions.update(added)
+            typer.echo(f"topic {t.name} grew to {_plural(t.partitions, 'partition')}: "
+                       f"following {', '.join(f'{p}@{o}' for p, o in added.items())} too",
+                       err=True)
         got = 0
         for p in positions:
             while True:
@@ -1093,7 +1103,7 @@ def consume_cmd(
             _clamp_to_end(t, positions, from_offset)
         if follow:
             _announce(t, positions)
-        _follow(t, positions, printer, follow, limit, timeout)
+        _follow(t, positions, printer, follow, limit, timeout, grow=partition is None)
 
 
 def _clamp_to_end(t: streamlog.Topic, positions: dict[int, int], from_offset: int) -> None:
@@ -1139,7 +1149,7 @@ def tail_cmd(
         parts = _check_partition(t, partition)
         positions = {p: t.end_offset(p) for p in parts}
         _announce(t, positions)
-        _follow(t, positions, _Printer(fmt), True, limit, timeout)
+        _follow(t, positions, _Printer(fmt), True, limit, timeout, grow=partition is None)
 
 
 # ------------------------------------------------------------------ groups

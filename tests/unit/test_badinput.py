@@ -506,7 +506,7 @@ _PLAUSIBLE = {
     "timeout": 0, "delay_s": 0, "error": None, "msgs": [], "stream_id": "s",
     "events": [b"e"], "expected_version": -1, "from_version": 0, "from_position": 0,
     "build": lambda end: (b"", 0), "handler": lambda m: b"", "progress": None,
-    "dry_run": True, "start": "earliest", "mode": "shared",
+    "dry_run": True, "start": "earliest", "mode": "shared", "to": "earliest",
 }
 # Closing is idempotent: a handle may be closed (or stopped) after its store.
 _LIFECYCLE = {"close", "stop"}

@@ -138,6 +138,23 @@ def test_a_consumer_process_sees_partitions_that_alter_adds(data):
         child.communicate(timeout=TIMEOUT_S)
 
 
+def test_tail_follows_partitions_that_alter_adds(data):
+    """`tail` (every partition) follows the new partitions from their first record."""
+    child = start("tail", data, "orders", "--format", "json", "--timeout", "60")
+    try:
+        wait_for_line(child.stderr, "following orders")
+        proc = sl("alter", data, "orders", "--partitions", "3")
+        assert proc.returncode == 0, proc.stderr
+        assert "following 2@0 too" in wait_for_line(child.stderr, "grew to 3 partitions")
+        with streamlog.open(data) as log:
+            log.existing_topic("orders").append(b"in-2", key=keys_for(2, 3))
+        line = json.loads(wait_for_line(child.stdout, "in-2"))
+        assert (line["partition"], line["offset"]) == (2, 0)
+    finally:
+        child.kill()
+        child.communicate(timeout=TIMEOUT_S)
+
+
 # ------------------------------------------------------------------ groups
 def positions(path, group="billing") -> list[int]:
     with streamlog.open(path, read_only=True) as log:
