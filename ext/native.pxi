@@ -1305,6 +1305,15 @@ cdef class Appender:
         self.position = position
         self.rr = 0
 
+    def reconfigure(self, list writers, Py_ssize_t max_record, sync, uint32_t seen):
+        """Take a topic's changed options in place (more partitions, another record limit),
+        so that a caller holding this bound ``append`` keeps the fast path."""
+        self.writers = writers
+        self.n = len(writers)
+        self.max_record = max_record
+        self.sync = sync
+        self.config_seen = seen
+
     def watch(self, Notifier notifier, uint32_t seen):
         """Hand every call to ``slow`` once the topic's configuration counter moves past
         ``seen`` (another process changed the topic's options: partitions, limits)."""

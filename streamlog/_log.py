@@ -97,8 +97,12 @@ class Topic:
             # The C fast path takes the common call; anything it does not handle
             # (validation, headers, msg_id, a full segment, options another process
             # changed) comes back to Python.
-            appender = _ext.Appender([p.writer for p in parts], self._max_record,
-                                     self._append_slow, self._write_slow, sync, Position)
+            writers = [p.writer for p in parts]
+            if self._appender is not None:  # changed options: in place, so that a bound
+                self._appender.reconfigure(writers, self._max_record, sync, seen)  # append
+                return  # a caller keeps stays on the fast path
+            appender = _ext.Appender(writers, self._max_record, self._append_slow,
+                                     self._write_slow, sync, Position)
             appender.watch(self._notifier, seen)
             self._appender = appender
             self.append = appender.append  # instance attribute: skips one call layer

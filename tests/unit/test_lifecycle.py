@@ -297,3 +297,16 @@ def test_a_consumer_whose_process_died_is_not_live(tmp_path):
             assert t.reset_group("g", "earliest")[0].new == 0
     finally:
         child.close()
+
+
+def test_a_bound_append_kept_across_the_change_uses_the_new_partitions(log):
+    """``append = t.append`` taken before the change keeps working on the fast path: the
+    same appender object takes the new options in place."""
+    t = log.topic("orders", partitions=2)
+    append = t.append
+    log.alter_topic("orders", partitions=4, max_record_bytes=10)
+    assert {append(b"v", key=k).partition for k in keys_for(3, 4, 3) + keys_for(2, 4, 3)} \
+        == {2, 3}
+    with pytest.raises(streamlog.RecordTooLarge):
+        append(b"x" * 11)
+    assert append.__self__ is t._appender and t.append == append
