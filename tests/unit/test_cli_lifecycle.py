@@ -5,13 +5,17 @@ resets and deletion, with their refusals; and a consumer process that sees the p
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
 
 import streamlog
 from streamlog import _codec
 
-from .test_cli_subprocess import TIMEOUT_S, sl, start, wait_for_line
+from .test_cli_subprocess import _ENV, TIMEOUT_S, sl, start, wait_for_line
 
 
 def keys_for(partition: int, partitions: int) -> bytes:
@@ -52,6 +56,26 @@ def test_delete_without_yes_refuses_off_a_terminal_and_keeps_the_topic(data):
     assert "topic 'orders'" in out and "2 partitions, 10 records" in out and "billing" in out
     assert err.startswith("error: deletion of topic 'orders' not done") and "--yes" in err
     assert config(data)["partitions"] == 2
+
+
+@pytest.mark.parametrize("answer, deleted", [(b"n\n", False), (b"y\n", True)])
+def test_delete_asks_on_a_terminal(data, answer, deleted):
+    """On a terminal, delete asks; "n" keeps the topic (exit 1), "y" deletes it."""
+    master, slave = pty.openpty()
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "streamlog", "delete", str(data),
+                                  "orders"], stdin=slave, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=_ENV)
+        os.write(master, answer)
+        out, err = child.communicate(timeout=TIMEOUT_S)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert (child.returncode == 0) is deleted, err
+    with streamlog.open(data, read_only=True) as log:
+        assert ("orders" not in log.topics()) is deleted
+    if not deleted:
+        assert b"not done (not confirmed)" in err
 
 
 def test_delete_with_yes(data):
