@@ -81,6 +81,9 @@ cdef extern from *:
     static inline void sl_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline void sl_atomic_or_u32(uint32_t *p, uint32_t v) { __atomic_or_fetch(p, v, __ATOMIC_ACQ_REL); }
     static inline void sl_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int sl_cas_u32(uint32_t *p, uint32_t expected, uint32_t v) {
+        return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
     static inline void sl_atomic_max_u64(uint64_t *p, uint64_t v) {
         uint64_t cur = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
@@ -90,6 +93,7 @@ cdef extern from *:
     void sl_atomic_store_u64(uint64_t *p, uint64_t v) nogil
     void sl_atomic_or_u32(uint32_t *p, uint32_t v) nogil
     void sl_atomic_store_u32(uint32_t *p, uint32_t v) nogil
+    int sl_cas_u32(uint32_t *p, uint32_t expected, uint32_t v) nogil
     void sl_atomic_max_u64(uint64_t *p, uint64_t v) nogil
 
 
@@ -1260,6 +1264,13 @@ cdef class Notifier:
         if not self.m.writable or self.m.length < 12:
             raise PermissionError("the notifier is mapped read-only")
         sl_atomic_store_u32(self.word + 2, value)
+
+    def swap_config_word(self, uint32_t expected, uint32_t value):
+        """Set the configuration counter to ``value`` if it still is ``expected``; True
+        when it was set (a writer of a newer value in between wins)."""
+        if not self.m.writable or self.m.length < 12:
+            raise PermissionError("the notifier is mapped read-only")
+        return bool(sl_cas_u32(self.word + 2, expected, value))
 
 
 

@@ -73,9 +73,16 @@ class Topic:
         self._notifier = log._notifier_of(name)
         seen = self._notifier.config_word
         if seen != config.get("generation", 0) & 0xFFFFFFFF:
-            # The options changed since the caller read them (or that change's publication
-            # was lost in a crash): read them again, after the counter.
+            # The options changed since the caller read them, or their change is not
+            # published yet, or its publication was lost with a process that died in
+            # between: read them again, after the counter, and publish what we read unless
+            # a newer change did meanwhile (the other processes then take it too).
             config = log._topic_config(name) or config
+            gen = config.get("generation", 0) & 0xFFFFFFFF
+            if gen != seen and not log.read_only and \
+                    self._notifier.swap_config_word(seen, gen):
+                seen = gen
+                self._notifier.notify()
         self._load(config, seen)
 
     def _load(self, config: dict, seen: int) -> None:
@@ -847,8 +854,8 @@ class Log:
                             "offset 0", name, config["partitions"], cfg["partitions"],
                             cfg["partitions"])
         # Publish: every process compares this word with the one it last read its copy
-        # of the options at (a crash before this store keeps the old options there until
-        # the topic is opened again; the catalogue has the new ones).
+        # of the options at. (Should this process die before the store, the next handle
+        # any process opens on the topic publishes the catalogue's generation instead.)
         notifier = self._notifier_of(name)
         notifier.set_config_word(cfg["generation"] & 0xFFFFFFFF)
         notifier.notify()  # consumers waiting for records look again (new partitions)

@@ -310,3 +310,23 @@ def test_a_bound_append_kept_across_the_change_uses_the_new_partitions(log):
     with pytest.raises(streamlog.RecordTooLarge):
         append(b"x" * 11)
     assert append.__self__ is t._appender and t.append == append
+
+
+def test_a_change_whose_publication_was_lost_is_published_by_the_next_opener(tmp_path):
+    """The altering process died between writing the catalogue and bumping the shared
+    counter: the next handle any process opens on the topic publishes the change, and
+    the handles already open take it then."""
+    import json
+
+    with streamlog.open(tmp_path / "data") as log:
+        t = log.topic("orders", partitions=2)
+        old = t.append  # a handle (and its fast path) from before the change
+        cfg = dict(t.config, partitions=3, generation=1)
+        log._partitions_of("orders", cfg)  # what alter_topic does before the catalogue
+        log._meta.write(lambda txn: txn.put(b"orders", json.dumps(cfg).encode(),
+                                            db=log._meta.db_in(txn, "topics")))
+        assert t.partitions == 2  # nothing published: the open handle cannot know yet
+        with streamlog.open(tmp_path / "data") as other:
+            assert other.existing_topic("orders").partitions == 3  # reads and publishes
+        assert t.partitions == 3
+        assert old(b"v", key=keys_for(2, 3)[0]).partition == 2
