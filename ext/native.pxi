@@ -84,6 +84,10 @@ cdef extern from *:
     static inline void sl_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
     static inline void sl_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline void sl_atomic_or_u32(uint32_t *p, uint32_t v) { __atomic_or_fetch(p, v, __ATOMIC_ACQ_REL); }
+    static inline void sl_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int sl_cas_u32(uint32_t *p, uint32_t expected, uint32_t v) {
+        return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
     static inline void sl_atomic_max_u64(uint64_t *p, uint64_t v) {
         uint64_t cur = __atomic_load_n(p, __ATOMIC_ACQUIRE);
         while (cur < v && !__atomic_compare_exchange_n(p, &cur, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
@@ -92,6 +96,8 @@ cdef extern from *:
     void sl_fence() nogil
     void sl_atomic_store_u64(uint64_t *p, uint64_t v) nogil
     void sl_atomic_or_u32(uint32_t *p, uint32_t v) nogil
+    void sl_atomic_store_u32(uint32_t *p, uint32_t v) nogil
+    int sl_cas_u32(uint32_t *p, uint32_t expected, uint32_t v) nogil
     void sl_atomic_max_u64(uint64_t *p, uint64_t v) nogil
 
 
@@ -1257,6 +1263,27 @@ cdef class Notifier:
             raise PermissionError("the notifier is mapped read-only")
         sl_notify(self.word, self.word + 1)
 
+    property config_word:
+        """The topic's configuration counter (the third word of the file): every change of
+        the topic's stored options moves it, so each process sees that its copy is stale."""
+        def __get__(self):
+            if self.m.length < 12:
+                return 0
+            return sl_load32(self.word + 2)
+
+    def set_config_word(self, uint32_t value):
+        """Publish a change of the topic's stored options to every process (see config_word)."""
+        if not self.m.writable or self.m.length < 12:
+            raise PermissionError("the notifier is mapped read-only")
+        sl_atomic_store_u32(self.word + 2, value)
+
+    def swap_config_word(self, uint32_t expected, uint32_t value):
+        """Set the configuration counter to ``value`` if it still is ``expected``; True
+        when it was set (a writer of a newer value in between wins)."""
+        if not self.m.writable or self.m.length < 12:
+            raise PermissionError("the notifier is mapped read-only")
+        return bool(sl_cas_u32(self.word + 2, expected, value))
+
 
 WAITV_MAX = SL_WAITV_MAX
 
@@ -1319,8 +1346,12 @@ cdef class Appender:
     cdef object slow_write
     cdef object sync
     cdef object position
+    cdef Notifier watched
+    cdef uint32_t *config_word
+    cdef uint32_t config_seen
 
     def __cinit__(self, list writers, Py_ssize_t max_record, slow, slow_write, sync, position):
+        self.config_word = NULL
         self.writers = writers
         self.n = len(writers)
         self.max_record = max_record
@@ -1330,6 +1361,24 @@ cdef class Appender:
         self.position = position
         self.rr = 0
 
+    def reconfigure(self, list writers, Py_ssize_t max_record, sync, uint32_t seen):
+        """Take a topic's changed options in place (more partitions, another record limit),
+        so that a caller holding this bound ``append`` keeps the fast path."""
+        self.writers = writers
+        self.n = len(writers)
+        self.max_record = max_record
+        self.sync = sync
+        self.config_seen = seen
+
+    def watch(self, Notifier notifier, uint32_t seen):
+        """Hand every call to ``slow`` once the topic's configuration counter moves past
+        ``seen`` (another process changed the topic's options: partitions, limits)."""
+        if notifier.m.length < 12:
+            return
+        self.watched = notifier
+        self.config_word = notifier.word + 2
+        self.config_seen = seen
+
     def append(self, value, key=None, headers=None, timestamp_ms=None, msg_id=None):
         """Append one record; see Topic.append."""
         cdef int64_t ts, r
@@ -1338,7 +1387,8 @@ cdef class Appender:
         cdef uint32_t h
         cdef Writer w
         if headers is not None or msg_id is not None or type(value) is not bytes \
-                or (key is not None and type(key) is not bytes):
+                or (key is not None and type(key) is not bytes) \
+                or (self.config_word != NULL and sl_load32(self.config_word) != self.config_seen):
             return self.slow(value, key, headers, timestamp_ms, msg_id)
         if timestamp_ms is None:
             ts = _now_ms()

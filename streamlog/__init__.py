@@ -10,12 +10,13 @@ import logging as _logging
 
 from streamlog._types import Position, Problem, Record, RecordBatch, Retention
 from streamlog.api import ANY, NO_STREAM, Event
-from streamlog.backends.local.groups import Group, Lease, Message
+from streamlog.backends.local.groups import Group, GroupReset, Lease, Message
 from streamlog.backends.local.log import Log, Topic
 from streamlog.backends.local.log import open_log as open  # noqa: A004 - the public name
 from streamlog.errors import (
     ConfigMismatch,
     CorruptionError,
+    GroupActive,
     OffsetOutOfRange,
     ReadOnlyStore,
     RecordTooLarge,
@@ -47,6 +48,7 @@ __all__ = [
     "Group",
     "Message",
     "Lease",
+    "GroupReset",
     "Event",
     "ANY",
     "NO_STREAM",
@@ -61,4 +63,5 @@ __all__ = [
     "RemoteError",
     "StoreClosed",
     "ReadOnlyStore",
+    "GroupActive",
 ]

@@ -178,8 +178,15 @@ class Group(Protocol):
 class Topic(Protocol):
     """A topic of a store: partitions of dense offsets, groups over them."""
 
-    name: str
-    partitions: int
+    @property
+    def name(self) -> str:
+        """The topic's name."""
+        ...
+
+    @property
+    def partitions(self) -> int:
+        """The partition count (it only grows: a store may add partitions)."""
+        ...
 
     @property
     def config(self) -> Mapping[str, Any]:

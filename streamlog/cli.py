@@ -602,6 +602,175 @@ def _group_names(t: streamlog.Topic) -> list[str]:
 
 
 # ----------------------------------------------------------------- produce
+def _live_by_group(t: streamlog.Topic) -> dict[str, list[str]]:
+    """group -> its live consumers, for the topic's groups that have any."""
+    out = {}
+    for g in _group_names(t):
+        try:
+            live = t.group_consumers(g)
+        except streamlog.StreamlogError:  # deleted meanwhile
+            continue
+        if live:
+            out[g] = live
+    return out
+
+
+def _confirm_or_refuse(question: str, yes: bool, what: str) -> None:
+    """Go on with --yes; ask on a terminal; refuse (exit 1, nothing changed) otherwise: a
+    script that forgot --yes must not hang on a question nor read its stdin as an answer."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        _die(f"{what} not done: stdin is not a terminal to confirm on; pass --yes")
+    if not typer.confirm(question, default=False):
+        _die(f"{what} not done (not confirmed)")
+
+
+# ------------------------------------------------------------------ delete
+@app.command("delete")
+@_guard
+def delete_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    force: bool = typer.Option(False, "--force",
+                               help="Delete even while groups of the topic have live "
+                                    "consumers."),
+) -> None:
+    """Delete a topic: its records, its partitions' files and its consumer groups.
+
+    Shows what would go first and asks (on a terminal; elsewhere --yes is
+    needed). Refused while a group of the topic has live consumers, unless
+    --force. Dead-letter topics of its groups stay. Cannot be undone.
+
+    \b
+    Example: streamlog delete ./data orders --yes
+    """
+    with _open_existing(directory, durability="always", read_only=False) as log:
+        t = _topic(log, topic)
+        stats = _metrics.stats(log)
+        parts = (stats["topics"].get(t.name) or {}).get("partitions") or []
+        groups = _group_names(t)
+        live = _live_by_group(t)
+        records = sum(p["records"] for p in parts)
+        size = sum(p["bytes"] for p in parts)
+        typer.echo(f"topic {t.name!r} in {log.path}: {_plural(t.partitions, 'partition')}, "
+                   f"{records:,} records ({_human_bytes(size)}), "
+                   f"groups: {', '.join(groups) if groups else '-'}")
+        if live and not force:
+            who = "; ".join(f"{g}: {', '.join(c[:3])}{', ...' if len(c) > 3 else ''}"
+                            for g, c in live.items())
+            _die(f"topic {t.name!r} not deleted: groups have live consumers ({who}); stop "
+                 "them first, or pass --force (their next call raises TopicNotFound)")
+        _confirm_or_refuse(f"Delete topic {t.name!r} and everything in it?", yes,
+                           f"deletion of topic {t.name!r}")
+        log.delete_topic(t.name)
+    typer.echo(f"deleted topic {t.name!r}: {records:,} records, "
+               f"{_plural(len(groups), 'group')}")
+
+
+# ------------------------------------------------------------------- alter
+def _optional_size(text: str | None, option: str) -> int | None | str:
+    """A size, "none" (no limit), or None when the option was left out."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", "-1", "unlimited"):
+        return "none"
+    value = _parse_size(text, option)
+    _in_range(value, text, option, 1, None, _human_bytes, " (none removes the limit)")
+    return value
+
+
+@app.command("alter")
+@_guard
+def alter_cmd(
+    directory: str = DIR_ARG,
+    topic: str = TOPIC_ARG,
+    retention_bytes: str | None = typer.Option(
+        None, "--retention-bytes",
+        help="Keep at most this much per partition, e.g. 10GiB; none: no size limit."),
+    retention_age: str | None = typer.Option(
+        None, "--retention-age",
+        help="Drop closed segments older than this, e.g. 7d; none: no age limit."),
+    partitions: int | None = typer.Option(
+        None, "--partitions", "-p", min=1,
+        help="Grow the topic to this many partitions (they only grow; keys map anew)."),
+    dedupe_window: str | None = typer.Option(
+        None, "--dedupe-window", help="How long a msg_id is remembered, e.g. 10m."),
+    max_record_bytes: str | None = typer.Option(
+        None, "--max-record-bytes", help="Largest record, e.g. 1MiB."),
+) -> None:
+    """Change a topic's retention, dedupe window, record limit or partition count.
+
+    Processes that have the topic open take the change at their next call.
+    Partitions only grow; keys then map to partitions anew (as in Kafka), so
+    a key's later records may land in another partition than its earlier ones.
+    Groups start the new partitions at their first record.
+
+    \b
+    Example: streamlog alter ./data orders --retention-age 3d --partitions 6
+    """
+    rb = _optional_size(retention_bytes, "--retention-bytes")
+    ra: float | str | None = None
+    if retention_age is not None:
+        if retention_age.strip().lower() in ("none", "-1", "unlimited"):
+            ra = "none"
+        else:
+            ra = _parse_age(retention_age, "--retention-age")
+            if ra <= 0:
+                _die(f"--retention-age {_shown(retention_age)}: must be more than 0 seconds "
+                     "(none removes the limit)", 2)
+    dw = None
+    if dedupe_window is not None:
+        dw = _parse_age(dedupe_window, "--dedupe-window")
+    mrb = None
+    if max_record_bytes is not None:
+        mrb = _parse_size(max_record_bytes, "--max-record-bytes")
+        _in_range(mrb, max_record_bytes, "--max-record-bytes", 1, MAX_MAX_RECORD_BYTES,
+                  _human_bytes)
+    if rb is None and ra is None and partitions is None and dw is None and mrb is None:
+        _die("nothing to alter: give --retention-bytes, --retention-age, --partitions, "
+             "--dedupe-window or --max-record-bytes", 2)
+    with _open_existing(directory, durability="always", read_only=False) as log:
+        t = _topic(log, topic)
+        before = dict(t.config)
+        retention = None
+        if rb is not None or ra is not None:
+            old_b, old_a = before.get("retention") or (None, None)
+            new_b = old_b if rb is None else (None if rb == "none" else rb)
+            new_a = old_a if ra is None else (None if ra == "none" else ra)
+            retention = streamlog.Retention(new_b, new_a)
+        if partitions is not None and partitions < t.partitions:
+            _die(f"--partitions {partitions}: topic {t.name!r} has {t.partitions}; partitions "
+                 "only grow (records and group positions live in the partitions that exist)")
+        after = log.alter_topic(t.name, retention=retention, dedupe_window_s=dw,
+                                max_record_bytes=mrb, partitions=partitions).config
+    rows = []
+    for key, label, show in (("partitions", "partitions", str),
+                             ("retention", "retention", _show_retention),
+                             ("dedupe_window_s", "dedupe window", _human_age),
+                             ("max_record_bytes", "max record", _human_bytes)):
+        if before.get(key) != after.get(key):
+            rows.append((label, show(before.get(key)), show(after.get(key))))
+    if not rows:
+        typer.echo(f"topic {t.name!r}: nothing changed (the options were already so)")
+        return
+    table = Table(title=f"topic {t.name!r} altered", title_justify="left")
+    for col in ("option", "before", "after"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    _out().print(table)
+    # (growing the partitions: alter_topic's warning on stderr says that keys map anew)
+
+
+def _show_retention(r) -> str:
+    if not r or all(x is None for x in r):
+        return "keep everything"
+    return f"max {_human_bytes(r[0]) if r[0] is not None else '-'} per partition, " \
+        f"max age {_human_age(r[1])}"
+
+
 def _parse_headers(items: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -808,11 +977,21 @@ def _read_up_to_damage(t: streamlog.Topic, p: int, offset: int, want: int,
 
 
 def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
-            follow: bool, limit: int | None, timeout: float | None) -> None:
-    """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up)."""
+            follow: bool, limit: int | None, timeout: float | None,
+            grow: bool = False) -> None:
+    """Print records from ``positions`` on; with ``follow``, wait for more (topic-wide wake-up).
+
+    ``grow``: every partition is followed, so partitions that another process adds
+    (``streamlog alter --partitions``) are followed too, from their first record."""
     idle_since = time.monotonic()
     while True:
         seen = t.notify_seq_any() if follow else 0
+        if follow and grow and t.partitions > len(positions):
+            added = {p: t.start_offset(p) for p in range(len(positions), t.partitions)}
+            positions.update(added)
+            typer.echo(f"topic {t.name} grew to {_plural(t.partitions, 'partition')}: "
+                       f"following {', '.join(f'{p}@{o}' for p, o in added.items())} too",
+                       err=True)
         got = 0
         for p in positions:
             while True:
@@ -924,7 +1103,7 @@ def consume_cmd(
             _clamp_to_end(t, positions, from_offset)
         if follow:
             _announce(t, positions)
-        _follow(t, positions, printer, follow, limit, timeout)
+        _follow(t, positions, printer, follow, limit, timeout, grow=partition is None)
 
 
 def _clamp_to_end(t: streamlog.Topic, positions: dict[int, int], from_offset: int) -> None:
@@ -970,7 +1149,7 @@ def tail_cmd(
         parts = _check_partition(t, partition)
         positions = {p: t.end_offset(p) for p in parts}
         _announce(t, positions)
-        _follow(t, positions, _Printer(fmt), True, limit, timeout)
+        _follow(t, positions, _Printer(fmt), True, limit, timeout, grow=partition is None)
 
 
 # ------------------------------------------------------------------ groups
@@ -980,13 +1159,75 @@ def groups_cmd(
     directory: str = DIR_ARG,
     topic: str | None = typer.Argument(None, metavar="TOPIC",
                                        help="Only this topic's groups."),
+    group: str | None = typer.Argument(None, metavar="GROUP",
+                                       help="The group to reset or delete."),
+    to_earliest: bool = typer.Option(False, "--to-earliest",
+                                     help="Reset GROUP to the first retained record."),
+    to_latest: bool = typer.Option(False, "--to-latest",
+                                   help="Reset GROUP to the end (only new records)."),
+    to_offset: int | None = typer.Option(None, "--to-offset", min=0,
+                                         help="Reset GROUP to this offset in every "
+                                              "partition (clamped to each one's range)."),
+    to_datetime: str | None = typer.Option(None, "--to-datetime",
+                                           help="Reset GROUP to the first record at or "
+                                                "after this ISO 8601 time (UTC unless it "
+                                                "names a zone)."),
+    delete: bool = typer.Option(False, "--delete", help="Delete GROUP."),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="Apply the reset (without it only the table is shown); "
+                                  "delete without asking."),
+    force: bool = typer.Option(False, "--force",
+                               help="Reset or delete even while GROUP has live consumers."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show consumer groups: lag per group and partition, pending leases, dead letters.
+    """Show consumer groups (lag per group and partition, pending leases, dead letters);
+    or reset or delete one group.
+
+    A reset shows each partition's old and new position, and changes
+    nothing without --yes. A reset or delete is refused while the group has
+    live consumers (a poll within its ack_wait_s from a running process),
+    unless --force.
 
     \b
     Example: streamlog groups ./data orders
+    Example: streamlog groups ./data orders billing --to-datetime 2026-01-31T12:00Z --yes
+    Example: streamlog groups ./data orders billing --delete --yes
     """
+    resets = [o for o, given in (("--to-earliest", to_earliest), ("--to-latest", to_latest),
+                                 ("--to-offset", to_offset is not None),
+                                 ("--to-datetime", to_datetime is not None)) if given]
+    if len(resets) > 1:
+        _die(f"{' and '.join(resets)}: give one reset target", 2)
+    if resets and delete:
+        _die(f"{resets[0]} and --delete: reset or delete, not both", 2)
+    if (resets or delete) and (topic is None or group is None):
+        _die(f"{resets[0] if resets else '--delete'} needs TOPIC and GROUP "
+             "(streamlog groups DIR TOPIC GROUP ...)", 2)
+    if group is not None and not resets and not delete:
+        _die(f"GROUP {group!r} given without --to-earliest, --to-latest, --to-offset, "
+             "--to-datetime or --delete (leave GROUP out to list the topic's groups)", 2)
+    if group is not None:
+        try:
+            _name_rule(group, "group name")
+        except ValueError as e:
+            _die(f"GROUP {_shown(group)}: {e}", 2)
+    if (yes or force) and not resets and not delete:
+        _die(f"{'--yes' if yes else '--force'} applies only to a reset or --delete", 2)
+    to: Any = None
+    if to_earliest:
+        to = "earliest"
+    elif to_latest:
+        to = "latest"
+    elif to_offset is not None:
+        to = to_offset
+    elif to_datetime is not None:
+        to = _parse_datetime(to_datetime)
+    if delete:
+        _delete_group(directory, topic, group, yes, force)  # type: ignore[arg-type]
+        return
+    if to is not None:
+        _reset_group(directory, topic, group, to, yes, force, as_json)  # type: ignore[arg-type]
+        return
     with _open_existing(directory) as log:
         if topic is not None:
             _topic(log, topic)
@@ -1017,6 +1258,91 @@ def groups_cmd(
                       *(f"{r[k]:,}" if k in r else "" for k, _ in cols),
                       style="bold" if whole else None)
     _out().print(table)
+
+
+def _parse_datetime(text: str):
+    """``2026-01-31T12:00:00Z``, ``2026-01-31 12:00+02:00``, ``2026-01-31``: an aware
+    datetime (UTC when the text names no zone)."""
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        _die(f"--to-datetime {_shown(text)}: expected an ISO 8601 time such as "
+             "2026-01-31T12:00:00Z", 2)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
+
+
+def _live_note(t: streamlog.Topic, group: str) -> list[str]:
+    try:
+        return t.group_consumers(group)
+    except streamlog.StreamlogError as e:
+        _die(str(e))
+
+
+def _reset_group(directory: str, topic: str, group: str, to: Any, yes: bool, force: bool,
+                 as_json: bool) -> None:
+    with _open_existing(directory, durability="always", read_only=not yes) as log:
+        t = _topic(log, topic)
+        live = _live_note(t, group)
+        if yes:
+            try:
+                rows = t.reset_group(group, to, force=force)
+            except streamlog.GroupActive as e:
+                _show_reset(t, group, t.reset_group(group, to, dry_run=True), as_json,
+                            applied=False)
+                _die(f"{e} (--force)")
+        else:
+            rows = t.reset_group(group, to, dry_run=True)
+    _show_reset(t, group, rows, as_json, applied=yes)
+    if not yes:
+        note = "nothing changed: pass --yes to apply"
+        if live and not force:
+            note += (f" (it would be refused: {_plural(len(live), 'live consumer')}; "
+                     "stop them first or add --force)")
+        typer.echo(note, err=True)
+    elif live:
+        typer.echo(f"forced: {_plural(len(live), 'live consumer')} lost their leases and go on "
+                   "from the new positions", err=True)
+
+
+def _show_reset(t: streamlog.Topic, group: str, rows: list, as_json: bool,
+                applied: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"topic": t.name, "group": group, "applied": applied,
+                               "partitions": [r._asdict() for r in rows]}, indent=2))
+        return
+    title = f"group {group!r} of {t.name!r}: " + ("reset" if applied else "reset plan")
+    table = Table(title=title, title_justify="left")
+    for col in ("partition", "old position", "new position", "change", "end offset",
+                "lag after"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        change = r.new - r.old
+        table.add_row(str(r.partition), f"{r.old:,}", f"{r.new:,}",
+                      f"{change:+,}" if change else "0", f"{r.end_offset:,}",
+                      f"{r.end_offset - r.new:,}")
+    _out().print(table)
+
+
+def _delete_group(directory: str, topic: str, group: str, yes: bool, force: bool) -> None:
+    with _open_existing(directory, durability="always", read_only=False) as log:
+        t = _topic(log, topic)
+        live = _live_note(t, group)
+        stats = _metrics.stats(log).get("groups", {}).get(t.name, {}).get(group) or {}
+        typer.echo(f"group {group!r} of topic {t.name!r}: lag {stats.get('lag', 0):,}, "
+                   f"{_plural(stats.get('pending', 0), 'pending lease')}, "
+                   f"{_plural(len(live), 'live consumer')}; its dead-letter topic "
+                   f"{stats.get('dead_letter', '-')!r} stays")
+        if live and not force:
+            _die(f"group {group!r} not deleted: it has {_plural(len(live), 'live consumer')} "
+                 f"({', '.join(live[:5])}); stop them first, or pass --force")
+        _confirm_or_refuse(f"Delete group {group!r} of topic {t.name!r}?", yes,
+                           f"deletion of group {group!r}")
+        t.delete_group(group, force=force)
+    typer.echo(f"deleted group {group!r} of topic {t.name!r}")
 
 
 # -------------------------------------------------------------------- dump

@@ -103,6 +103,15 @@ class ReadOnlyStore(StreamlogError, PermissionError):
     """A write was asked of a store opened with ``read_only=True``; nothing was written."""
 
 
+class GroupActive(StreamlogError):
+    """A consumer group has live consumers, so moving or deleting its positions was refused
+    (``force=True`` does it anyway); nothing was changed. ``consumers`` names them."""
+
+    def __init__(self, message: str, consumers: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.consumers = list(consumers or [])
+
+
 __all__ = [
     "StreamlogError",
     "TopicNotFound",
@@ -115,4 +124,5 @@ __all__ = [
     "RemoteError",
     "StoreClosed",
     "ReadOnlyStore",
+    "GroupActive",
 ]

@@ -50,7 +50,13 @@ class WithStore(TestCase):
     def setUp(self) -> None:
         super().setUp()
         self.tmp = tempfile.mkdtemp(prefix="streamlog-es-")
-        self.log = streamlog.open(self.tmp, durability=self.durability)
+        self.log = self.open_store(self.tmp)
+
+    def open_store(self, tmp: str):
+        """The store the recorders run on: a directory here. A backend's module
+        subclasses these cases with its own ``open_store`` (the shared recorder
+        cases of the conformance suite)."""
+        return streamlog.open(tmp, durability=self.durability)
 
     def tearDown(self) -> None:
         self.log.close()

@@ -508,6 +508,7 @@ _PLAUSIBLE = {
     "build": lambda end: (b"", 0), "handler": lambda m: b"", "progress": None,
     "dry_run": True, "start": "earliest", "mode": "shared", "fn": lambda: None,
     "deliver_at_ms": 0,
+    "to": "earliest",
 }
 # Closing is idempotent: a handle may be closed (or stopped) after its store.
 _LIFECYCLE = {"close", "stop"}

@@ -15,8 +15,8 @@ import streamlog
 from streamlog import inspection as sl_inspect
 from streamlog.cli import app
 
-COMMANDS = ["topics", "create", "describe", "produce", "consume", "tail", "groups", "dump",
-            "verify", "repair", "retention", "bench", "demo", "metrics"]
+COMMANDS = ["topics", "create", "describe", "alter", "delete", "produce", "consume", "tail",
+            "groups", "dump", "verify", "repair", "retention", "bench", "demo", "metrics"]
 
 
 def run(*args: str, input: str | bytes | None = None):

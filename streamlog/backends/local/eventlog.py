@@ -381,7 +381,6 @@ class LocalEventLog:
         self._log = log
         self.name = name
         self._topic = topic
-        self._max_record: int = topic.config["max_record_bytes"]
         self._index = _Index(log, name, topic)
         log._on_close(self._index.flush_quietly)
 
@@ -409,7 +408,7 @@ class LocalEventLog:
         self._log._check()
         idx = self._index
         n = len(items)
-        limit = self._max_record
+        limit = self._topic.config["max_record_bytes"]  # read each time: alter_topic may change it
         extra = list(first_headers) if first_headers else None
         values = [e[2] for e in items]
         sh = (_HB_STREAM, sid_b)
@@ -496,7 +495,7 @@ class LocalEventLog:
         self._log._check()
         idx = self._index
         n = len(entries)
-        limit = self._max_record
+        limit = self._topic.config["max_record_bytes"]  # read each time: alter_topic may change it
         extra = list(first_headers) if first_headers else None
         values = [e[2] for e in entries]
         sid_bytes: dict[str, bytes] = {}

@@ -44,7 +44,13 @@ from streamlog._types import View, now_ms
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import groupstate as gs
 from streamlog.backends.local.storage.meta import Tx
-from streamlog.errors import ConfigMismatch, RecordTooLarge, StoreClosed, StreamlogError
+from streamlog.errors import (
+    ConfigMismatch,
+    GroupActive,
+    RecordTooLarge,
+    StoreClosed,
+    StreamlogError,
+)
 
 if TYPE_CHECKING:
     from streamlog.backends.local.log import Topic
@@ -73,6 +79,9 @@ DLQ_TIMESTAMP_MS = "sl-dlq-timestamp-ms"
 DLQ_TOMBSTONE = "sl-dlq-tombstone"
 
 _ACK, _NACK, _EXTEND, _DEFER = 0, 1, 2, 3
+# A partition the group has no state for yet (added by Log.alter_topic after the group
+# was made, by a process that had not seen the change): its first record on.
+_FRESH = gs.encode(gs.PartState(0))
 # Message._state: 0 unsettled, 1 acked, 2 ack refused (lease lost), 3 nacked.
 _OPEN, _ACKED, _LOST, _NACKED = 0, 1, 2, 3
 
@@ -348,6 +357,17 @@ class Lease(NamedTuple):
     delivery_count: int
 
 
+class GroupReset(NamedTuple):
+    """One partition of a group's reset (``Topic.reset_group``): its position before
+    (``old``, the first offset not done) and after (``new``), and the partition's offsets."""
+
+    partition: int
+    old: int
+    new: int
+    start_offset: int
+    end_offset: int
+
+
 class Message:
     """A record delivered by ``Group.poll``: the Record fields plus ``delivery_count``.
 
@@ -489,6 +509,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
                              dead_letter, consumer)
+    topic._refresh()  # the partitions as of now (another process may have added some)
     # also raises TopicNotFound for a deleted topic
     views = [View._make(p.view()) for p in topic._parts]
     ckey = _cfg_key(topic.name, name)
@@ -559,6 +580,163 @@ def delete_group(topic: Topic, name: str) -> None:
         tx.delete_prefix(_member_prefix(topic.name, name))
 
     topic._log.kv(_NS).transact(fn)
+
+
+def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` of this machine still runs (True when it cannot be told)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, under another user
+        return True
+    return True
+
+
+def _live_members(tx: Tx, topic: str, group: str, cfg: dict, now: int) -> list[str]:
+    """Consumers of the group that are alive: a heartbeat within ack_wait_s (a consumer
+    beats at least every ack_wait_s / 4 while it polls, and its entry goes when it closes)
+    from a process that still runs."""
+    aw = int(cfg["ack_wait_s"] * 1000)
+    out = []
+    for _, v in tx.scan(_member_prefix(topic, group)):
+        d = json.loads(v)
+        if now - d.get("t", 0) <= aw and _pid_alive(d.get("p")):
+            out.append(d["c"])
+    return sorted(out)
+
+
+def group_consumers(topic: Topic, name: str) -> list[str]:
+    """The live consumers of group ``name`` (see ``_live_members``); StreamlogError when
+    the topic has no such group."""
+    log = topic._log
+    log._check()
+    _validate.name(name, "group name")
+    db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
+    with log._meta.read() as txn:
+        tx = Tx(txn, db)
+        raw = tx.get(_cfg_key(topic.name, name))
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        return _live_members(tx, topic.name, name, json.loads(raw), now_ms())
+
+
+def _no_group(topic: Topic, name: str, tx: Tx) -> StreamlogError:
+    prefix = b"c" + _tk(topic.name)
+    known = [k[len(prefix):].decode() for k, _ in tx.scan(prefix)]
+    hint = f" (groups: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" \
+        if known else " (it has no groups)"
+    return StreamlogError(f"topic {topic.name!r} has no group {name!r}{hint}")
+
+
+def _refuse_active(topic: Topic, name: str, live: list[str], what: str) -> GroupActive:
+    shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+    return GroupActive(f"group {name!r} of topic {topic.name!r} has {len(live)} live "
+                       f"consumer{'s' if len(live) != 1 else ''} ({shown}): stop them before "
+                       f"you {what} it, or force it (their leases are dropped and they go "
+                       "on from the new positions)", live)
+
+
+def reset_group(topic: Topic, name: str, to, dry_run: bool = False,
+                force: bool = False) -> list[GroupReset]:
+    """Move group ``name`` on every partition (``Topic.reset_group`` documents ``to``)."""
+    import datetime as _dt
+
+    log = topic._log
+    log._check()
+    _validate.name(name, "group name")
+    if not isinstance(dry_run, bool) or not isinstance(force, bool):
+        raise TypeError("dry_run and force must be bools")
+    if isinstance(to, str):
+        if to not in ("earliest", "latest"):
+            raise ValueError(f"to must be 'earliest', 'latest', an offset or a datetime, "
+                             f"not {to!r}")
+    elif isinstance(to, _dt.datetime):
+        if to.tzinfo is None:
+            raise ValueError("to: a datetime needs a time zone (e.g. datetime.UTC), or the "
+                             "position would depend on this machine's")
+    elif isinstance(to, bool) or not isinstance(to, int):
+        raise TypeError(f"to must be 'earliest', 'latest', an offset (int) or a datetime, "
+                        f"not {type(to).__name__}")
+    else:
+        _validate.offset(to)
+    if not dry_run:
+        log._check_writable(f"reset group {name!r}")
+    topic._refresh()
+    n = topic.partitions
+    views = [View._make(topic._parts[p].view()) for p in range(n)]
+    targets = {}
+    for p, v in enumerate(views):
+        if to == "earliest":
+            targets[p] = v.start_offset
+        elif to == "latest":
+            targets[p] = v.end_offset
+        elif isinstance(to, _dt.datetime):
+            ms = int(to.timestamp() * 1000)
+            targets[p] = topic.offset_for_time(p, max(ms, 0))
+        else:
+            targets[p] = min(max(to, v.start_offset), v.end_offset)  # clamped, as Kafka does
+    ckey = _cfg_key(topic.name, name)
+
+    def plan(tx: Tx, now: int) -> tuple[list[GroupReset], list[str]]:
+        raw = tx.get(ckey)
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        live = _live_members(tx, topic.name, name, json.loads(raw), now)
+        rows = []
+        for p, v in enumerate(views):
+            h = _PartStore(tx, _part_key(topic.name, name, p)).open(False)
+            committed = 0 if h is None else h.committed
+            rows.append(GroupReset(p, max(committed, v.start_offset), targets[p],
+                                   v.start_offset, v.end_offset))
+        return rows, live
+
+    if dry_run:
+        db = log._meta.db(_NS)
+        with log._meta.read() as txn:
+            rows, _ = plan(Tx(txn, db), now_ms())
+        return rows
+
+    def fn(tx: Tx):
+        rows, live = plan(tx, now_ms())
+        if live and not force:
+            raise _refuse_active(topic, name, live, "reset")
+        for p, off in targets.items():
+            ps = _PartStore(tx, _part_key(topic.name, name, p))
+            if ps.open(write=True) is None:
+                ps.create(gs.PartState(0))
+            st = ps.load()
+            gs.seek(st, off)
+            st.epoch += 1  # an exclusive owner's acks of what it held before are refused
+            ps.save(st)
+        return rows
+
+    rows = log.kv(_NS).transact(fn)
+    _wake(topic)
+    return rows
+
+
+def delete_group_checked(topic: Topic, name: str, force: bool) -> None:
+    """Delete group ``name``, refusing (GroupActive) while it has live consumers unless
+    ``force``, and (StreamlogError) when there is no such group; one transaction."""
+    topic._log._check_writable(f"delete group {name!r}")
+    _validate.name(name, "group name")
+
+    def fn(tx: Tx):
+        raw = tx.get(_cfg_key(topic.name, name))
+        if raw is None:
+            raise _no_group(topic, name, tx)
+        live = _live_members(tx, topic.name, name, json.loads(raw), now_ms())
+        if live and not force:
+            raise _refuse_active(topic, name, live, "delete")
+        tx.delete(_cfg_key(topic.name, name))
+        tx.delete_prefix(_part_prefix(topic.name, name))
+        tx.delete_prefix(_member_prefix(topic.name, name))
+
+    topic._log.kv(_NS).transact(fn)
+    _wake(topic)
 
 
 def clamp_to_end(log, topic: str, partition: int, end_offset: int) -> None:
@@ -666,7 +844,7 @@ class Group:
         """Record that this consumer is alive, at most once per heartbeat interval."""
         if now - self._beat_ms < self._beat_interval_ms(cfg):
             return False
-        tx.put(self._mkey, _dumps({"c": self.consumer, "t": now}))
+        tx.put(self._mkey, _dumps({"c": self.consumer, "t": now, "p": os.getpid()}))
         return True
 
     # ---------------------------------------------------------------- poll
@@ -704,7 +882,17 @@ class Group:
             topic.wait_any(seq, min(wait, 3600.0))
             self._check()
 
+    def _sync_partitions(self) -> None:
+        """Follow a topic that grew (``Log.alter_topic``, in any process): the group takes
+        the new partitions, each from its first record."""
+        self.topic._refresh()
+        n = len(self.topic._parts)
+        if n != len(self._pkeys):
+            self._pkeys = [_part_key(self.topic.name, self.name, p) for p in range(n)]
+            self._idle = {}
+
     def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
+        self._sync_partitions()
         topic = self.topic
         parts = topic._parts
         views = [View._make(p.view()) for p in parts]
@@ -753,10 +941,7 @@ class Group:
             idle = dict(idle_before)  # rebuilt on each run: fn may run twice
             for p in order:
                 v = views[p]
-                raw = tx.get(pkeys[p])
-                if raw is None:
-                    raise StreamlogError(f"group {self.name!r} of topic {topic.name!r} "
-                                         "was deleted")
+                raw = tx.get(pkeys[p]) or _FRESH  # (_load_cfg found the group)
                 if room <= 0 and dead_room <= 0:
                     break
                 c = idle_before.get(p)
@@ -924,8 +1109,9 @@ class Group:
         for p, key in enumerate(self._pkeys):
             ps = stores[p] = _PartStore(tx, key, self._states_cache)
             if ps.open(write=True) is None:
-                raise StreamlogError(f"group {self.name!r} of topic {self.topic.name!r} was "
-                                     "deleted")
+                # A partition the topic grew by, with no state yet (_load_cfg found the
+                # group): it starts at offset 0, as on_topic_grown writes it.
+                ps.create(gs.PartState(0))
             states[p] = ps.load()
         owned = [p for p in range(n_parts) if states[p].owner == me]
         claimed: set[int] = set()
@@ -1254,6 +1440,7 @@ class Group:
     # ------------------------------------------------------------- inspect
     def _states(self) -> list[gs.PartState]:
         self._log._check()
+        self._sync_partitions()
         db = self._log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
         with self._log._meta.read() as txn:
             tx = Tx(txn, db)
@@ -1292,6 +1479,7 @@ class Group:
         An offset below the start (retention) or past the end is clamped.
         """
         self._check()
+        self._sync_partitions()
         partition = _validate.partition(partition, self.topic.partitions)
         offset = _validate.offset(offset)
         v = View._make(self.topic._parts[partition].view())
@@ -1301,6 +1489,7 @@ class Group:
         """Seek every partition to its first record at or after ``timestamp_ms``."""
         self._check()
         ts = _validate.timestamp(timestamp_ms)
+        self._sync_partitions()
         self._seek({p: self.topic.offset_for_time(p, ts) for p in range(self.topic.partitions)})
 
     def _seek(self, targets: dict[int, int]) -> None:
@@ -1521,9 +1710,7 @@ def stats(log, topic: Topic, out: dict) -> None:
         for k, raw in tx.scan(prefix):
             name = k[len(prefix):].decode()
             cfg = json.loads(raw)
-            aw = int(cfg["ack_wait_s"] * 1000)
-            consumers = sum(1 for _, v in tx.scan(_member_prefix(topic.name, name))
-                            if now - json.loads(v).get("t", 0) <= aw)
+            consumers = len(_live_members(tx, topic.name, name, cfg, now))
             parts = []
             for p in range(topic.partitions):
                 st = _read_state(tx, _part_key(topic.name, name, p))
@@ -1547,4 +1734,19 @@ def stats(log, topic: Topic, out: dict) -> None:
     if groups:
         out.setdefault("groups", {})[topic.name] = groups
 
+
+def on_topic_grown(meta, txn, topic: str, old: dict, new: dict) -> None:
+    """Called by ``alter_topic`` in its transaction: every group of a topic that grew
+    starts each new partition at offset 0, its first record (as Kafka does for
+    partitions added to a topic)."""
+    if new["partitions"] <= old["partitions"]:
+        return
+    tx = Tx(txn, meta.db_in(txn, _NS))
+    prefix = b"c" + _tk(topic)
+    for k, _ in tx.scan(prefix):
+        group = k[len(prefix):].decode()
+        for p in range(old["partitions"], new["partitions"]):
+            ps = _PartStore(tx, _part_key(topic, group, p))
+            if ps.open(write=True) is None:
+                ps.create(gs.PartState(0))
 

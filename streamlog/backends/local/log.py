@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import json
 import logging
@@ -73,33 +74,90 @@ class Topic:
     def __init__(self, log: Log, name: str, config: dict) -> None:
         self._log = log
         self.name = name
-        self.partitions: int = config["partitions"]
-        self.config = config
-        self._max_record = config["max_record_bytes"]
-        self._allow_none = bool(config["compact"])
-        self._parts: list[Partition] = log._partitions_of(name, config)
         self._rr = itertools.count()
         self._encode_record = _codec.encode_record
         self._pfk = _codec.partition_for_key
-        self._appender = None
+        self._appender: _ext.Appender | None = None
+        log._partitions_of(name, config)  # first: it opens the wake-up file afresh if needed
+        self._notifier = log._notifier_of(name)
+        seen = self._notifier.config_word
+        if seen != config.get("generation", 0) & 0xFFFFFFFF:
+            # The options changed since the caller read them, or their change is not
+            # published yet, or its publication was lost with a process that died in
+            # between: read them again, after the counter, and publish what we read unless
+            # a newer change did meanwhile (the other processes then take it too).
+            config = log._topic_config(name) or config
+            gen = config.get("generation", 0) & 0xFFFFFFFF
+            if gen != seen and not log.read_only and \
+                    self._notifier.swap_config_word(seen, gen):
+                seen = gen
+                self._notifier.notify()
+        self._load(config, seen)
+
+    def _load(self, config: dict, seen: int) -> None:
+        """Take ``config`` (read after the configuration counter was ``seen``) as this handle's
+        options: partitions, limits, and the fast path built on them."""
+        log = self._log
+        parts = log._partitions_of(self.name, config)
+        # The partitions before their count: another thread may be picking one meanwhile.
+        self._parts: list[Partition] = parts
+        self._n = config["partitions"]
+        self._config = config
+        self._max_record = config["max_record_bytes"]
+        self._allow_none = bool(config["compact"])
+        self._seen = seen
         sync = None
         if log.durability == "always":
-            parts = self._parts
             sync = lambda p, end: parts[p].sync_to(end)  # noqa: E731
         if _codec.NATIVE and not log.read_only:
             # The C fast path takes the common call; anything it does not handle
-            # (validation, headers, msg_id, a full segment) comes back to Python.
-            self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
-                                           self._append_slow, self._write_slow, sync, Position)
+            # (validation, headers, msg_id, a full segment, options another process
+            # changed) comes back to Python.
+            writers = [p.writer for p in parts]
+            if self._appender is not None:  # changed options: in place, so that a bound
+                self._appender.reconfigure(writers, self._max_record, sync, seen)  # append
+                return  # a caller keeps stays on the fast path
+            appender = _ext.Appender(writers, self._max_record, self._append_slow,
+                                     self._write_slow, sync, Position)
+            appender.watch(self._notifier, seen)
+            self._appender = appender
             # instance attribute: skips one call layer
-            self.append = self._appender.append  # type: ignore[method-assign]
+            self.append = appender.append  # type: ignore[method-assign]
+
+    def _refresh(self) -> None:
+        """Take the topic's stored options again if any process changed them since this
+        handle read them (``Log.alter_topic``): one load of a shared word when they did not."""
+        word = self._notifier.config_word
+        if word == self._seen:
+            return
+        self._log._check()
+        with self._log._parts_lock:
+            word = self._notifier.config_word
+            if word == self._seen:
+                return
+            config = self._log._topic_config(self.name)
+            if config is None:
+                raise TopicNotFound(f"topic {self.name!r} does not exist in {self._log.path}")
+            self._load(config, word)
+
+    @property
+    def partitions(self) -> int:
+        """Number of partitions (it only grows: see ``Log.alter_topic``)."""
+        self._refresh()
+        return self._n
+
+    @property
+    def config(self) -> dict:
+        """The topic's stored options (as of the last change any process made)."""
+        self._refresh()
+        return self._config
 
     def __repr__(self) -> str:
-        return f"Topic({self.name!r}, partitions={self.partitions})"
+        return f"Topic({self.name!r}, partitions={self._n})"
 
     # ---------------------------------------------------------------- append
     def _partition_of(self, key: bytes | None) -> int:
-        n = self.partitions
+        n = self._n
         if n == 1:
             return 0
         if key is None:
@@ -124,6 +182,7 @@ class Topic:
             raise StoreClosed("the store is closed")
         if self._log.read_only:
             raise self._log._read_only_error(f"append to topic {self.name!r}")
+        self._refresh()
         if type(value) is not bytes:
             value = _validate.value(value, self._allow_none)
         if key is not None and type(key) is not bytes:
@@ -215,6 +274,7 @@ class Topic:
             raise StoreClosed("the store is closed")
         if self._log.read_only:
             raise self._log._read_only_error(f"append to topic {self.name!r}")
+        self._refresh()
         if headers is None and self._appender is not None:
             # One C pass validates and encodes the common shape (lists of bytes).
             ts = now_ms()
@@ -252,7 +312,7 @@ class Topic:
             if size > limit or (hs and hs[i]):
                 _validate.record_size(ks[i] if ks else None, v, hs[i] if hs else None, limit)
         ts = now_ms()
-        if self.partitions == 1:
+        if self._n == 1:
             groups = {0: list(range(n))}
         else:
             groups = {}
@@ -289,7 +349,9 @@ class Topic:
     # ------------------------------------------------------------------ read
     def _part(self, partition) -> Partition:
         self._log._check()
-        return self._parts[_validate.partition(partition, self.partitions)]
+        if self._notifier.config_word != self._seen:
+            self._refresh()
+        return self._parts[_validate.partition(partition, self._n)]
 
     def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
         """Records of ``partition`` from ``offset`` until the end (or ``limit`` records).
@@ -361,9 +423,43 @@ class Topic:
         """Names of this topic's consumer groups."""
         return groups.list_groups(self)
 
-    def delete_group(self, name: str) -> None:
-        """Delete a group's offsets and leases (its dead-letter topic stays)."""
-        groups.delete_group(self, name)
+    def delete_group(self, name: str, force: bool = True) -> None:
+        """Delete a group's offsets and leases (its dead-letter topic stays).
+
+        With ``force=False`` it is refused (GroupActive, nothing deleted) while
+        the group has live consumers, and a missing group is a StreamlogError;
+        the default deletes whatever the group's state, and a missing group is
+        not an error.
+        """
+        self._log._check()
+        if force is True:
+            groups.delete_group(self, name)
+        elif force is False:
+            groups.delete_group_checked(self, name, force=False)
+        else:
+            raise TypeError(f"force must be a bool, not {type(force).__name__}")
+
+    def group_consumers(self, name: str) -> list[str]:
+        """The live consumers of group ``name``: those that polled within its ack_wait_s
+        (a polling consumer beats at least that often) from a process that still runs,
+        and did not close. StreamlogError when there is no such group."""
+        return groups.group_consumers(self, name)
+
+    def reset_group(self, name: str, to: str | int | datetime.datetime,
+                    dry_run: bool = False, force: bool = False) -> list:
+        """Move group ``name`` on every partition, as ``kafka-consumer-groups --reset-offsets``.
+
+        ``to`` is ``"earliest"`` (the first retained record), ``"latest"`` (the
+        end: only records appended from now on), an offset (clamped to each
+        partition's [start, end]) or an aware ``datetime`` (the first record
+        at or after it, by the running maximum timestamp). Records before the
+        new position count as done, those from it on are delivered (again);
+        outstanding leases are dropped. Returns a ``GroupReset`` per
+        partition (old and new position). With ``dry_run`` nothing changes.
+        Refused (GroupActive, nothing changed) while the group has live
+        consumers unless ``force``; a missing group is a StreamlogError.
+        """
+        return groups.reset_group(self, name, to, dry_run=dry_run, force=force)
 
 
 class Log:
@@ -583,15 +679,21 @@ class Log:
         out = []
         with self._parts_lock:
             notifier = None
+            live = False  # a partition of this very topic is open here: keep its wake-up file
             for p in range(config["partitions"]):
                 part = self._parts.get((name, p))
                 if part is not None and part.ctl.deleted:
                     part.close()
                     part = None
+                if part is not None:
+                    live = True
+                    r = config.get("retention")
+                    part.retention = None if r is None else tuple(r)  # altered meanwhile
                 if part is None:
                     r = config.get("retention")
                     if notifier is None:
-                        self._notifiers.pop(name, None)
+                        if not live:  # a topic of that name was deleted: its file went too
+                            self._notifiers.pop(name, None)
                         notifier = self._notifier_of(name)
                     part = Partition(self.path, name, p, config["segment_bytes"],
                                      self.durability, self._boot,
@@ -758,6 +860,131 @@ class Log:
 
         self._check()
         return LocalReplyBox(self, name)
+    def alter_topic(self, name: str, retention: Retention | None = None,
+                    dedupe_window_s: float | None = None, max_record_bytes: int | None = None,
+                    partitions: int | None = None) -> Topic:
+        """Change a topic's stored options; returns a handle with the new ones.
+
+        None leaves an option as it is; ``Retention(None, None)`` removes the
+        retention limits. Every argument is checked before anything is written
+        (TypeError/ValueError, TopicNotFound); giving nothing to change is a
+        ValueError. Every process that has the topic open takes the new options
+        at its next call on it: appends use the new partition count and record
+        limit, retention runs with the new limits, consumers see the new
+        partitions.
+
+        ``partitions`` only grows (fewer is a ValueError: records and groups
+        live in the partitions that exist). As in Kafka, growing the topic makes
+        keys map anew: ``murmur2(key) % partitions`` sends a key's later records
+        to another partition than its earlier ones, so per-key order holds only
+        among the records appended after the change. Every consumer group starts
+        each new partition at offset 0 (its first record). The topics of an
+        event store (one commit order, every event kept) and of its tracking
+        records keep one partition and no retention: such a change is refused.
+        """
+        self._check_writable(f"alter topic {name!r}")
+        _validate.name(name, "topic name")
+        changes: dict[str, Any] = {}
+        if retention is not None:
+            if not isinstance(retention, Retention):
+                raise TypeError("retention must be a streamlog.Retention")
+            mb, ma = retention
+            if mb is not None:
+                _validate.positive_int(mb, "retention.max_bytes", 0)
+            if ma is not None:
+                _validate.seconds(ma, "retention.max_age_s", allow_zero=False)
+            changes["retention"] = None if mb is None and ma is None else [mb, ma]
+        if dedupe_window_s is not None:
+            changes["dedupe_window_s"] = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+        if max_record_bytes is not None:
+            changes["max_record_bytes"] = _validate.positive_int(
+                max_record_bytes, "max_record_bytes", 1, MAX_MAX_RECORD_BYTES)
+        if partitions is not None:
+            changes["partitions"] = _validate.positive_int(partitions, "partitions", 1,
+                                                           MAX_PARTITIONS)
+        if not changes:
+            raise ValueError("nothing to alter: give retention, dedupe_window_s, "
+                             "max_record_bytes or partitions")
+        config = self._topic_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
+        new = self._altered(name, config, changes)
+        if new["partitions"] > config["partitions"]:
+            # The new partitions' files first: a crash before the catalogue names them
+            # leaves empty directories that a later growth simply uses.
+            self._partitions_of(name, new)
+
+        def write(txn):
+            db = self._meta.db_in(txn, _TOPICS_DB)
+            raw = txn.get(name.encode(), db=db)
+            if raw is None:
+                raise TopicNotFound(f"topic {name!r} does not exist in {self.path}")
+            cur = json.loads(raw)
+            if cur.get("uid") != config.get("uid"):
+                raise TopicNotFound(f"topic {name!r} was deleted meanwhile")
+            cfg = self._altered(name, cur, changes, owners=False)  # against another change's
+            cfg["generation"] = cur.get("generation", 0) + 1
+            txn.put(name.encode(), json.dumps(cfg).encode(), db=db)
+            groups.on_topic_grown(self._meta, txn, name, cur, cfg)
+            return cfg
+
+        cfg = self._meta.write(write)
+        if cfg["partitions"] > config["partitions"]:
+            _logger.warning("topic %r grew from %d to %d partitions: keys map to partitions "
+                            "anew (murmur2(key) %% %d), so a key's later records may go to "
+                            "another partition than its earlier ones and per-key order holds "
+                            "only from now on; every group starts the new partitions at "
+                            "offset 0", name, config["partitions"], cfg["partitions"],
+                            cfg["partitions"])
+        # Publish: every process compares this word with the one it last read its copy
+        # of the options at. (Should this process die before the store, the next handle
+        # any process opens on the topic publishes the catalogue's generation instead.)
+        notifier = self._notifier_of(name)
+        notifier.set_config_word(cfg["generation"] & 0xFFFFFFFF)
+        notifier.notify()  # consumers waiting for records look again (new partitions)
+        return self.existing_topic(name)
+
+    def _altered(self, name: str, config: dict, changes: dict, owners: bool = True) -> dict:
+        """``config`` with ``changes`` applied, or the reason it cannot be (ValueError).
+
+        ``owners``: also refuse what would break a view that owns the topic (this reads
+        the store: not inside a write transaction)."""
+        new = dict(config)
+        new.update(changes)
+        if new["partitions"] < config["partitions"]:
+            raise ValueError(f"topic {name!r} has {config['partitions']} partitions: they only "
+                             f"grow, not to {new['partitions']} (records and group positions "
+                             "live in the partitions that exist)")
+        max_age_s = (new.get("retention") or (None, None))[1]
+        if "dedupe_window_s" not in changes and max_age_s is not None and \
+                new.get("dedupe_window_s") is not None and new["dedupe_window_s"] > max_age_s:
+            # As at creation: a window left as it was follows a retention that got shorter
+            # (an id must not outlive its record); one given with it must fit.
+            new["dedupe_window_s"] = float(max_age_s)
+        _validate.dedupe_within_retention(new.get("dedupe_window_s"), new.get("retention"))
+        if owners and (new["partitions"] != config["partitions"] or changes.get("retention")):
+            owner = self._single_order_owner(name)
+            if owner is not None:
+                what = "partitions" if new["partitions"] != config["partitions"] else "retention"
+                raise ValueError(f"topic {name!r} is {owner}: it keeps one partition and every "
+                                 f"record, so its {what} cannot change")
+        return new
+
+    def _single_order_owner(self, name: str) -> str | None:
+        """What needs ``name`` to stay one partition that keeps everything: an event store
+        (its index in namespace ``event_store``) or an event-sourced application's
+        tracking topic; None for any other topic."""
+        if self.kv("event_store").get(name.encode() + b"\0m") is not None:
+            return f"the event store {name!r}"
+        if name.endswith(".tracking") and \
+                self.kv("eventsourcing").get(name[:-len(".tracking")].encode() + b"\0tracking") \
+                is not None:
+            return f"the tracking topic of application {name[:-len('.tracking')]!r}"
+        if name.endswith(".events") and \
+                self.kv("eventsourcing").get(name[:-len(".events")].encode() + b"\0tracking") \
+                is not None:
+            return f"the events topic of application {name[:-len('.events')]!r}"
+        return None
 
     def kv(self, name: str):
         """The key-value namespace ``name`` in the store's LMDB environment (views' state)."""
@@ -1029,6 +1256,7 @@ class _NoNotifier:
     exist yet: waits simply time out (in short steps), and callers look again."""
 
     seq = 0
+    config_word = 0
 
     def wait(self, seen: int, timeout: float) -> bool:
         time.sleep(max(0.0, min(timeout, 0.05)))
@@ -1042,9 +1270,11 @@ def _open_notifier_read_only(topic_path: str):
     except FileNotFoundError:
         return _NoNotifier()
     try:
-        if os.fstat(fd).st_size < 8:
+        size = os.fstat(fd).st_size
+        if size < 8:
             return _NoNotifier()
-        return _ext.Notifier(_ext.Mapping(fd, 8, False))
+        # 16 bytes: the wake-up word, its waiter count and the configuration counter
+        return _ext.Notifier(_ext.Mapping(fd, 16 if size >= 16 else 8, False))
     finally:
         os.close(fd)
 
