@@ -10,9 +10,9 @@ import logging as _logging
 
 from streamlog._types import Position, Problem, Record, RecordBatch, Retention
 from streamlog.api import ANY, NO_STREAM, Event
+from streamlog.backends import open_store as open  # noqa: A004 - the public name
 from streamlog.backends.local.groups import Group, Lease, Message
 from streamlog.backends.local.log import Log, Topic
-from streamlog.backends.local.log import open_log as open  # noqa: A004 - the public name
 from streamlog.errors import (
     ConfigMismatch,
     CorruptionError,
