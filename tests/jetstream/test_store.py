@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ import streamlog
 from streamlog.backends.jetstream import _naming as naming
 from streamlog.backends.jetstream._client import Connection, StoredMsg
 from streamlog.backends.jetstream.log import JetStreamLog, _committed_end
+from streamlog.backends.jetstream.server import NatsServer
 from streamlog.errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -339,6 +341,34 @@ def test_closing_the_store_wakes_its_waiters(log):
     assert w.wait(seen, 10)
     with pytest.raises(StoreClosed):
         t.watch()
+
+
+def test_a_watch_outlives_a_server_restart(tmp_path):
+    """A restarted server forgets the watch's in-memory consumers; the store creates
+    them again when its connection comes back, and appends wake waiters again."""
+    server = NatsServer.start_single(tmp_path)
+    try:
+        url = f"{server.client_url}/w"
+        with streamlog.open(url) as a:
+            t = a.topic("w")
+            w = t.watch()
+            stream = t.stream_name(0)
+            server.restart()
+            deadline = time.monotonic() + 30
+            with streamlog.open(url) as b:
+                info = b._conn.api
+                while b._conn.run(info(f"STREAM.INFO.{stream}"))["state"].get(
+                        "consumer_count", 0) == 0:
+                    assert time.monotonic() < deadline, "the watch consumer never came back"
+                    w.wait(w.seq(), 0.05)  # paced by the store's own wake-ups
+                tb = b.existing_topic("w")
+                for i in range(2):
+                    seen = w.seq()
+                    tb.append(b"%d" % i)
+                    assert w.wait(seen, 10)
+                assert t.end_offset(0) == 2
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- operations

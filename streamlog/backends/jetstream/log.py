@@ -96,6 +96,8 @@ class _Notifier:
         self.cond = threading.Condition()
         self.async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = set()
         self.subs: list[Any] = []
+        # (stream, deliver subject, consumer name) per partition.
+        self.consumers: list[list[str]] = []
 
     def bump(self) -> None:
         with self.cond:
@@ -571,8 +573,17 @@ class JetStreamLog:
         self._closers: list[Callable[[], None]] = []
         self._notifiers: dict[str, _Notifier] = {}
         self._lock = threading.Lock()
-        self._conn = Connection(parsed, connect_timeout=connect_timeout,
-                                nats_options=nats_options)
+        options = dict(nats_options or {})
+        user_reconnected = options.get("reconnected_cb")
+
+        async def reconnected() -> None:
+            if user_reconnected is not None:
+                await user_reconnected()
+            # Not awaited here: the client waits for this callback before it goes on.
+            asyncio.ensure_future(self._rewatch())
+
+        options["reconnected_cb"] = reconnected
+        self._conn = Connection(parsed, connect_timeout=connect_timeout, nats_options=options)
 
     # ---------------------------------------------------------------- identity
     @property
@@ -808,28 +819,45 @@ class JetStreamLog:
             n = _Notifier()
             conn = self._conn
 
-            async def subscribe() -> list[Any]:
-                subs = []
-
+            async def subscribe() -> None:
                 async def on_msg(_msg) -> None:
                     n.bump()
 
                 for p in range(topic.partitions):
                     inbox = conn.nc.new_inbox()
-                    sub = await conn.nc.subscribe(inbox, cb=on_msg)
-                    subs.append(sub)
+                    n.subs.append(await conn.nc.subscribe(inbox, cb=on_msg))
                     stream = topic.stream_name(p)
-                    await conn.api(f"CONSUMER.CREATE.{stream}", {
-                        "stream_name": stream,
-                        "config": {"deliver_subject": inbox, "deliver_policy": "new",
-                                   "ack_policy": "none", "headers_only": True,
-                                   "mem_storage": True, "num_replicas": 1,
-                                   "inactive_threshold": int(WATCH_INACTIVE_S * _NS)}})
-                return subs
+                    n.consumers.append(
+                        [stream, inbox, await _watch_consumer(conn, stream, inbox)])
 
-            n.subs = topic._run(subscribe())
+            topic._run(subscribe())
             self._notifiers[topic.name] = n
             return n
+
+    async def _rewatch(self) -> None:
+        """After a reconnect: create again every watch consumer the server no longer has
+        (a restarted server forgets them), then wake every waiter to look again."""
+        conn = self._conn
+        for _attempt in range(40):  # a restarted server needs a moment for JetStream
+            missing = False
+            for n in list(self._notifiers.values()):
+                for entry in n.consumers:
+                    stream, inbox, name = entry
+                    try:
+                        await conn.consumer_info(stream, name)
+                    except NotFound:
+                        try:
+                            entry[2] = await _watch_consumer(conn, stream, inbox)
+                        except NotFound:
+                            pass  # the topic is gone: nothing to watch
+                        except (JetStreamError, TimeoutError):
+                            missing = True
+                    except (JetStreamError, TimeoutError):
+                        missing = True
+                n.bump()
+            if not missing or self._closed:
+                return
+            await asyncio.sleep(0.25)
 
     # -------------------------------------------------------------- operations
     def stats(self) -> dict:
@@ -951,6 +979,17 @@ class JetStreamLog:
     def reply_box(self, name: str):
         """The reply box of reply topic ``name``: not on this backend yet."""
         raise NotImplementedError(f"reply boxes are not available on {BACKEND} yet")
+
+
+async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:
+    """Create a watch's consumer on ``stream`` delivering to ``inbox``; its name."""
+    resp = await conn.api(f"CONSUMER.CREATE.{stream}", {
+        "stream_name": stream,
+        "config": {"deliver_subject": inbox, "deliver_policy": "new",
+                   "ack_policy": "none", "headers_only": True,
+                   "mem_storage": True, "num_replicas": 1,
+                   "inactive_threshold": int(WATCH_INACTIVE_S * _NS)}})
+    return str(resp["name"])
 
 
 def _config_of(stream_config: Mapping[str, Any], store: str, topic: str) -> dict | None:
