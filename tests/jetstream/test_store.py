@@ -274,6 +274,18 @@ def test_the_record_timestamp_is_the_appends(log):
     assert t.offset_for_time(0, 6) == 1
 
 
+def test_long_reads_come_in_chunks_without_gaps(log):
+    t = log.topic("long")
+    for _ in range(3):
+        t.append_many([b"%d" % i for i in range(250)])
+    assert [r.offset for r in t.read(0)] == list(range(750))
+    assert [r.offset for r in t.read(0, 100, 400)] == list(range(100, 500))
+    assert [r.offset for r in t.read(0, 740, 400)] == list(range(740, 750))
+    b = t.read_batch(0, 10, 600)
+    assert list(b.offsets) == list(range(10, 610))
+    assert [bytes(b.value(i)) for i in (0, 599)] == [b"10", b"109"]
+
+
 def test_read_batch_columns(log):
     t = log.topic("cols")
     t.append_many([b"a", b"bb", b"ccc"], keys=[None, b"k", b""])
@@ -404,10 +416,13 @@ def test_replicas_apply_to_every_stream_and_reads_see_writes_on_any_node(nats_cl
     r = streamlog.open(f"nats://{follower.host_port}/{store_name}")
     try:
         tw, tr = w.existing_topic("r3"), r.existing_topic("r3")
+        w_ = tr.watch()
         for i in range(50):
+            seen = w_.seq()
             pos = tw.append(b"%d" % i, key=b"same")
             assert tr.end_offset(pos.partition) == pos.offset + 1
             assert [x.value for x in tr.read(pos.partition, pos.offset)] == [b"%d" % i]
+            assert w_.wait(seen, 10)  # the reader's watch, on another node, wakes too
     finally:
         w.close()
         r.close()
