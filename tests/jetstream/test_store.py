@@ -14,8 +14,10 @@ import pytest
 import streamlog
 from streamlog.backends.jetstream import _naming as naming
 from streamlog.backends.jetstream._client import Connection, StoredMsg
+from streamlog.backends.jetstream._records import partition_for_msg_id
 from streamlog.backends.jetstream.log import JetStreamLog, _committed_end
 from streamlog.backends.jetstream.server import NatsServer
+from streamlog.backends.local.dedupe import partition_for_msg_id as local_partition_for_msg_id
 from streamlog.errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -263,6 +265,16 @@ def test_keys_and_msg_ids_of_any_bytes_round_trip(log):
         a = t.append(b"once", msg_id=mid)
         assert t.append(b"again", msg_id=mid) == a
     assert sum(t.end_offset(p) for p in range(4)) == 10
+
+
+def test_keyless_records_with_a_msg_id_land_where_the_embedded_store_puts_them(log,
+                                                                              tmp_path):
+    with streamlog.open(tmp_path / "local") as local:
+        lt, jt = local.topic("ids", partitions=5), log.topic("ids", partitions=5)
+        for i in range(40):
+            mid = b"order-%d" % i
+            assert jt.append(b"v", msg_id=mid).partition == lt.append(b"v", msg_id=mid).partition
+            assert partition_for_msg_id(mid, 5) == local_partition_for_msg_id(mid, 5)
 
 
 def test_the_record_timestamp_is_the_appends(log):
