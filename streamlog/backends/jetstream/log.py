@@ -26,7 +26,7 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,10 +58,12 @@ from ._client import (
     H_BATCH_COMMIT,
     H_BATCH_ID,
     H_BATCH_SEQ,
+    BatchAck,
     Connection,
     JetStreamError,
     NotFound,
     OutMsg,
+    PubAck,
     StoredMsg,
     StreamState,
     parse_url,
@@ -276,7 +278,7 @@ class JetStreamTopic:
         store = self._store
         store._check_writable(f"append to topic {self.name!r}")
         if type(value) is not bytes:
-            value = _validate.value(value, False)
+            value = _value(value)
         if key is not None and type(key) is not bytes:
             key = _validate.key(key)
         hdrs = _validate.headers(headers) if headers is not None else None
@@ -315,7 +317,7 @@ class JetStreamTopic:
                 raise ValueError(f"headers has {len(headers)} entries for {n} values")
         if n == 0:
             return []
-        vals = [v if type(v) is bytes else _validate.value(v, False) for v in values]
+        vals = [v if type(v) is bytes else _value(v) for v in values]
         ks = [None] * n if keys is None else [
             k if k is None or type(k) is bytes else _validate.key(k) for k in keys]
         hs = [None] * n if headers is None else [_validate.headers(h) for h in headers]
@@ -335,7 +337,7 @@ class JetStreamTopic:
         parts = list(by_part.items())
 
         async def send() -> list[int]:
-            jobs = []
+            jobs: list[Coroutine[Any, Any, PubAck | BatchAck]] = []
             for p, idxs in parts:
                 if len(idxs) == 1:
                     i = idxs[0]
@@ -344,7 +346,7 @@ class JetStreamTopic:
                     jobs.append(conn.publish_batch(
                         [OutMsg(self._subjects[p], vals[i], wires[i]) for i in idxs]))
             acks = await asyncio.gather(*jobs)
-            return [a.seq if hasattr(a, "duplicate") else a.first_seq for a in acks]
+            return [a.seq if isinstance(a, PubAck) else a.first_seq for a in acks]
 
         firsts = self._run(send())
         out: list[Position | None] = [None] * n
@@ -501,6 +503,13 @@ class JetStreamTopic:
         groups.delete_group(self, name)
 
 
+def _value(v: Any) -> bytes:
+    """A record value: bytes-like (no tombstones on JetStream: compaction is not here)."""
+    out = _validate.value(v, False)
+    assert out is not None  # allow_none=False never returns None
+    return out
+
+
 def _committed_end(tail: StoredMsg, end: int) -> int:
     """``end`` (a stream's last sequence, whose message is ``tail``), moved before the
     first message of an atomic batch the server is still storing."""
@@ -515,7 +524,7 @@ def _committed_end(tail: StoredMsg, end: int) -> int:
 
 def _columns(recs: list[Record]) -> dict:
     n = len(recs)
-    vlen = np.fromiter((len(r.value) for r in recs), np.int64, n)
+    vlen = np.fromiter((len(r.value or b"") for r in recs), np.int64, n)
     klen = np.fromiter((len(r.key) if r.key is not None else 0 for r in recs), np.int64, n)
     voff = np.zeros(n + 1, np.int64)
     np.cumsum(vlen, out=voff[1:])
@@ -525,7 +534,7 @@ def _columns(recs: list[Record]) -> dict:
         "offsets": np.fromiter((r.offset for r in recs), np.int64, n),
         "timestamps_ms": np.fromiter((r.timestamp_ms for r in recs), np.int64, n),
         "value_offsets": voff,
-        "value_data": np.frombuffer(b"".join(r.value for r in recs), np.uint8).copy(),
+        "value_data": np.frombuffer(b"".join(r.value or b"" for r in recs), np.uint8).copy(),
         "value_null": np.zeros(n, np.bool_),
         "key_offsets": koff,
         "key_data": np.frombuffer(b"".join(r.key or b"" for r in recs), np.uint8).copy(),
@@ -561,7 +570,8 @@ class JetStreamLog:
                              f"not {durability!r}")
         if not isinstance(read_only, bool):
             raise TypeError(f"read_only must be a bool, not {type(read_only).__name__}")
-        connect_timeout = _validate.seconds(connect_timeout, "connect_timeout", allow_zero=False)
+        timeout_s = float(_validate.seconds(connect_timeout, "connect_timeout",
+                                            allow_zero=False) or CONNECT_TIMEOUT_S)
         if nats_options is not None and not isinstance(nats_options, Mapping):
             raise TypeError(f"nats_options must be a mapping, not {type(nats_options).__name__}")
         self._nurl = parsed
@@ -583,7 +593,7 @@ class JetStreamLog:
             asyncio.ensure_future(self._rewatch())
 
         options["reconnected_cb"] = reconnected
-        self._conn = Connection(parsed, connect_timeout=connect_timeout, nats_options=options)
+        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options)
 
     # ---------------------------------------------------------------- identity
     @property
@@ -659,7 +669,7 @@ class JetStreamLog:
     def _create(self, name: str, requested: dict) -> dict:
         """Create the topic's streams, partition 0 (which holds the options) last; or
         return the options of the topic someone else created meanwhile."""
-        cfg = {"partitions": DEFAULT_PARTITIONS, "retention": None,
+        cfg: dict[str, Any] = {"partitions": DEFAULT_PARTITIONS, "retention": None,
                "segment_bytes": DEFAULT_SEGMENT_BYTES,
                "max_record_bytes": self._conn.max_payload,
                "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
