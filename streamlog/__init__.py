@@ -2,7 +2,8 @@
 
 One directory holds topics; a topic is a set of partitions; a partition is an
 append-only log of CRC32C-checked record batches. Queues, pub-sub,
-request-reply and event streams are views over the log. docs/ states
+request-reply and event streams are views over the log. The same API runs
+on NATS JetStream: ``streamlog.open("nats://host:4222/store")``. docs/ states
 the contract: every guarantee, and the tests that prove it.
 """
 
