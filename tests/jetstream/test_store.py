@@ -208,6 +208,39 @@ def test_config_is_kept_with_a_uid_per_incarnation(js_url):
         assert s.topic("c", partitions=3).config["uid"] != cfg["uid"]
 
 
+def test_clients_creating_one_topic_at_once_get_the_same_topic(js_url):
+    handles = [streamlog.open(js_url) for _ in range(4)]
+    try:
+        for round_, parts in enumerate(((3, 3, 3, 3), (2, 2, 5, 5))):
+            barrier = threading.Barrier(len(handles))
+            got: list = [None] * len(handles)
+
+            def create(i, parts=parts, barrier=barrier, got=got, round_=round_):
+                barrier.wait()
+                try:
+                    got[i] = handles[i].topic(f"race{round_}", partitions=parts[i]).config
+                except ConfigMismatch as e:
+                    got[i] = e
+
+            threads = [threading.Thread(target=create, args=(i,)) for i in range(len(handles))]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            configs = [g for g in got if isinstance(g, dict)]
+            assert len({c["uid"] for c in configs}) == 1  # one incarnation, one winner
+            winner = configs[0]["partitions"]
+            # Everyone who asked for the winner's partitions has the topic; the others
+            # got ConfigMismatch.
+            for g, want in zip(got, parts, strict=True):
+                assert isinstance(g, dict) == (want == winner)
+            t = handles[0].existing_topic(f"race{round_}")
+            assert [t.end_offset(p) for p in range(winner)] == [0] * winner
+    finally:
+        for h in handles:
+            h.close()
+
+
 def test_compaction_is_not_implemented_here(log):
     with pytest.raises(NotImplementedError, match="JetStream"):
         log.topic("compacted", compact=True)

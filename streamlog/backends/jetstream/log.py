@@ -896,7 +896,11 @@ class JetStreamLog:
             if entry["config"] is None:  # a creation or deletion under way: not a topic
                 del out["topics"][name]
                 continue
-            entry["partitions"].sort(key=lambda x: x["partition"])
+            # Streams past the topic's partitions are left by a creator that lost a
+            # race with other options: no part of the topic.
+            entry["partitions"] = sorted(
+                (x for x in entry["partitions"] if x["partition"] < entry["config"]["partitions"]),
+                key=lambda x: x["partition"])
         return out
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
