@@ -175,6 +175,11 @@ def test_topic_options_become_stream_limits(log, conn, store_name):
         assert cfg["duplicate_window"] == 60 * 10**9
         assert cfg["allow_atomic"] and cfg["deny_delete"] and cfg["num_replicas"] == 1
         assert cfg["subjects"] == naming.stream_subjects(store_name, "lim", p)
+    # A window of 0 turns dedupe off; the server's shortest window is 100 ms.
+    t = log.topic("nodedupe", dedupe_window_s=0)
+    assert t.append(b"a", msg_id="m") != t.append(b"b", msg_id="m")
+    with pytest.raises(ValueError, match="0.1 s"):
+        log.topic("tiny", dedupe_window_s=0.05)
     # A short retention brings the default dedupe window down with it.
     log.topic("short", retention=streamlog.Retention(max_age_s=30))
     assert log.existing_topic("short").config["dedupe_window_s"] == 30

@@ -78,6 +78,8 @@ DURABILITY_MODES = ("always", "interval", "never")
 META_CONFIG = "streamlog.config"
 # The server's error for a stream name in use with another configuration.
 ERR_STREAM_NAME_IN_USE = 10058
+# The shortest duplicate window nats-server accepts (a window of 0 sends no msg ids).
+MIN_DEDUPE_WINDOW_S = 0.1
 # Records per direct-get request of a range read.
 READ_CHUNK = 256
 # How long a watch's ephemeral consumers outlive a handle that vanished without closing.
@@ -183,6 +185,7 @@ class JetStreamTopic:
         self.partitions: int = config["partitions"]
         self._config = config
         self._max_record = int(config["max_record_bytes"])
+        self._dedupe = float(config["dedupe_window_s"]) > 0
         self._streams = [_naming.stream_name(self.store_name, name, p)
                          for p in range(self.partitions)]
         self._subjects = [_naming.partition_subject(self.store_name, name, p)
@@ -284,7 +287,7 @@ class JetStreamTopic:
         hdrs = _validate.headers(headers) if headers is not None else None
         ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         mid = _validate.msg_id(msg_id)
-        mid_text = None if mid is None else _records.msg_id_header(mid)
+        mid_text = None if mid is None or not self._dedupe else _records.msg_id_header(mid)
         wire = self._encode(value, key, hdrs, ts, mid_text)
         p = self._partition_of(key, mid)
         ack = self._run(self._conn.publish(self._subjects[p], value, wire,
@@ -663,8 +666,8 @@ class JetStreamLog:
         return {"replicas": self.replicas,
                 "max_bytes": -1 if mb is None else int(mb),
                 "max_age_s": 0 if ma is None else float(ma),
-                # 0 would mean the server's default of 2 minutes: 1 ns is "no window".
-                "duplicate_window_s": window if window > 0 else 1e-9}
+                # Window 0: msg ids are not sent at all (the server's smallest is 100 ms).
+                "duplicate_window_s": max(window, MIN_DEDUPE_WINDOW_S)}
 
     def _create(self, name: str, requested: dict) -> dict:
         """Create the topic's streams, partition 0 (which holds the options) last; or
@@ -742,7 +745,11 @@ class JetStreamLog:
                                  "cannot hold such a record")
             requested["max_record_bytes"] = mrb
         if dedupe_window_s is not None:
-            requested["dedupe_window_s"] = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+            window = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+            if window is not None and 0 < window < MIN_DEDUPE_WINDOW_S:
+                raise ValueError(f"dedupe_window_s={window:g}: the shortest dedupe window on "
+                                 f"JetStream is {MIN_DEDUPE_WINDOW_S:g} s (0 turns dedupe off)")
+            requested["dedupe_window_s"] = window
         if compact is not None:
             if not isinstance(compact, bool):
                 raise TypeError("compact must be a bool")
