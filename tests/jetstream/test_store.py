@@ -148,6 +148,20 @@ def test_delete_topic_never_touches_another_stores_streams(nats_server, store_na
         b.close()
 
 
+def test_long_and_dotted_topic_names_round_trip(log):
+    long_name = "a." * 99 + "z"  # 199 characters: its stream name is hashed
+    names = sorted([long_name, "a", "a.0", "a_0", "a-0"])
+    for n in names:
+        log.topic(n, partitions=2).append(n.encode(), key=b"k")
+    assert log.topics() == names
+    assert log.existing_topic(long_name).stream_name(0).startswith("SLH_")
+    for n in names:
+        t = log.existing_topic(n)
+        assert [r.value for p in range(2) for r in t.read(p)] == [n.encode()]
+    log.delete_topic(long_name)
+    assert log.topics() == sorted(set(names) - {long_name})
+
+
 def test_a_deleted_topics_handles_raise_topic_not_found(log):
     t = log.topic("gone", partitions=2)
     t.append(b"x", key=b"k")
