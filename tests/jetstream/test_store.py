@@ -371,6 +371,32 @@ def test_reads_never_end_inside_a_batch_being_stored():
     assert _committed_end(msg(12), 12) == 12
 
 
+@pytest.mark.parametrize("total, unfinished", [(10, 3), (2000, 3), (2000, 1000), (600, 0)])
+def test_a_read_ending_inside_an_unfinished_batch_stops_before_it(log, monkeypatch, total,
+                                                                  unfinished):
+    """The stream as the server has it while storing a batch: its last ``unfinished``
+    messages carry a batch id without the commit. Reads (short, chunked, limited)
+    never return any of them."""
+    t = log.topic("partial")
+    msgs = [StoredMsg(seq, "s", b"%d" % seq, {"SL-Ts": "1"}, 0) for seq in range(1, total + 1)]
+    for k in range(unfinished):
+        msgs[total - unfinished + k] = msgs[total - unfinished + k]._replace(
+            headers={"SL-Ts": "1", "Nats-Batch-Id": "b", "Nats-Batch-Sequence": str(k + 1)})
+    monkeypatch.setattr(t, "_bounds", lambda p: (0, total))
+    monkeypatch.setattr(t, "_range", lambda p, offset, count, last: msgs[offset:offset + min(
+        count, last - offset)])
+
+    def run(coro):  # the read of the last message, through the leader
+        coro.close()
+        return msgs[total - 1]
+
+    monkeypatch.setattr(t, "_run", run)
+    done = total - unfinished
+    assert [r.offset for r in t.read(0)] == list(range(done))
+    assert [r.offset for r in t.read(0, 5, 2000)] == list(range(5, done))
+    assert len(t.read_batch(0, 0, total)) == done
+
+
 def test_reopen_reads_what_was_written_from_another_connection(js_url):
     with streamlog.open(js_url) as s:
         t = s.topic("kept", partitions=3)

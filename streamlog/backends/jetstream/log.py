@@ -394,26 +394,30 @@ class JetStreamTopic:
         return self._read(p, max(offset, start), end, limit)
 
     def _read(self, p: int, offset: int, end: int, limit: int | None) -> Iterator[Record]:
-        first = True
+        checked = False
         while offset < end and (limit is None or limit > 0):
             want = READ_CHUNK if limit is None else min(READ_CHUNK, limit)
             msgs = self._range(p, offset, want, end)
-            if first:
-                first = False
-                # The server stores an atomic batch one message at a time: when the
-                # end falls inside a batch whose commit is not stored yet, the read
-                # ends before that batch, so no reader sees part of one.
-                tail = msgs[-1] if msgs and msgs[-1].seq == end else None
-                if tail is None and offset + want < end:
+            if not msgs:
+                return
+            # The server stores an atomic batch one message at a time: when the end
+            # falls inside a batch whose commit is not stored yet, the read ends before
+            # that batch, so no reader sees part of one. A batch holds at most
+            # ATOMIC_BATCH_MAX_MSGS messages, so only a chunk that reaches that close
+            # to the end needs to look at the last message.
+            if not checked and msgs[-1].seq > end - ATOMIC_BATCH_MAX_MSGS:
+                checked = True
+                tail = msgs[-1] if msgs[-1].seq == end else None
+                if tail is None:
                     try:
                         tail = self._run(self._conn.get_message(self._streams[p], end))
-                    except NotFound:
+                    except NotFound:  # removed by retention meanwhile
                         tail = None
                 if tail is not None:
                     end = _committed_end(tail, end)
                     msgs = [m for m in msgs if m.seq <= end]
-            if not msgs:
-                return
+                    if not msgs:
+                        return
             for m in msgs:
                 yield self._record(p, m)
             if limit is not None:
