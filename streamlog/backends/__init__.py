@@ -27,8 +27,14 @@ def open_store(where: str | os.PathLike, **options: Any) -> Any:
     if isinstance(where, str) and "://" in where:
         scheme = where.split("://", 1)[0].lower()
         if scheme in JETSTREAM_SCHEMES:
-            from streamlog.backends.jetstream.log import open_store as open_jetstream
-
+            try:
+                from streamlog.backends.jetstream.log import open_store as open_jetstream
+            except ModuleNotFoundError as e:
+                if e.name != "nats" and not (e.name or "").startswith("nats."):
+                    raise
+                raise ModuleNotFoundError(
+                    f"{scheme}:// stores need the NATS client nats-py: "
+                    'pip install "streamlog-embedded[nats]"', name=e.name) from e
             return open_jetstream(where, **options)
         if scheme == "file":
             parsed = urllib.parse.urlsplit(where)

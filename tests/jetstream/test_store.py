@@ -62,6 +62,17 @@ def test_malformed_urls_and_unknown_schemes_are_value_errors(url):
         streamlog.open(url)
 
 
+def test_without_the_nats_client_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    for name in list(sys.modules):
+        if name.startswith("streamlog.backends.jetstream"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    with pytest.raises(ModuleNotFoundError, match=r"nats-py: pip install .*\[nats\]"):
+        streamlog.open("nats://127.0.0.1:4222/s")
+
+
 @pytest.mark.parametrize("options", [{"replicas": 0}, {"replicas": 6},
                                      {"durability": "sometimes"}, {"connect_timeout": 0}])
 def test_bad_options_are_refused_before_connecting(options):
