@@ -205,6 +205,9 @@ def test_topic_options_become_stream_limits(log, conn, store_name):
     assert t.append(b"a", msg_id="m") != t.append(b"b", msg_id="m")
     with pytest.raises(ValueError, match="0.1 s"):
         log.topic("tiny", dedupe_window_s=0.05)
+    with pytest.raises(ValueError, match="0.1 s"):
+        log.topic("young", retention=streamlog.Retention(max_age_s=0.05))
+    assert "tiny" not in log.topics() and "young" not in log.topics()
     # A short retention brings the default dedupe window down with it.
     log.topic("short", retention=streamlog.Retention(max_age_s=30))
     assert log.existing_topic("short").config["dedupe_window_s"] == 30

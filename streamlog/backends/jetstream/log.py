@@ -80,6 +80,8 @@ META_CONFIG = "streamlog.config"
 ERR_STREAM_NAME_IN_USE = 10058
 # The shortest duplicate window nats-server accepts (a window of 0 sends no msg ids).
 MIN_DEDUPE_WINDOW_S = 0.1
+# The shortest stream max_age nats-server accepts.
+MIN_MAX_AGE_S = 0.1
 # Records per direct-get request of a range read.
 READ_CHUNK = 256
 # How long a watch's ephemeral consumers outlive a handle that vanished without closing.
@@ -737,6 +739,9 @@ class JetStreamLog:
         if retention is not None:
             if not isinstance(retention, Retention):
                 raise TypeError("retention must be a streamlog.Retention")
+            if retention.max_age_s is not None and retention.max_age_s < MIN_MAX_AGE_S:
+                raise ValueError(f"retention max_age_s={retention.max_age_s:g}: the shortest "
+                                 f"max age on JetStream is {MIN_MAX_AGE_S:g} s")
             requested["retention"] = [retention.max_bytes, retention.max_age_s]
         if segment_bytes is not None:
             requested["segment_bytes"] = _validate.positive_int(
