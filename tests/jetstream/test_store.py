@@ -108,6 +108,15 @@ def test_durability_is_accepted_and_read_only_refuses_writes(js_url):
         assert r.topics() == ["t"]
 
 
+def test_more_replicas_than_servers_is_refused_when_a_topic_is_created(js_url):
+    with streamlog.open(js_url, replicas=3) as s:
+        with pytest.raises(StreamlogError, match="cannot create topic 't'.*replicas"):
+            s.topic("t", partitions=2)
+        assert s.topics() == []
+        with streamlog.open(js_url) as r1:  # nothing was left behind
+            assert r1.topic("t", partitions=2).partitions == 2
+
+
 def test_nats_options_reach_the_client(js_url):
     with streamlog.open(js_url, nats_options={"name": "my-app"}) as s:
         assert s._conn.nc.options["name"] == "my-app"
