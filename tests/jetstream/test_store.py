@@ -321,7 +321,8 @@ def test_application_headers_named_like_directives_are_plain_headers(log):
     t = log.topic("hdrs")
     odd = {"Nats-Msg-Id": "dup", "Nats-Expected-Last-Sequence": "999",
            "nats-rollup": "all", "SL-Key": "not the key", "Status": "503", "a b": "c",
-           "ünï": "cödé", "bin": b"\x00\r\n\xff", "spaced": " x ", "tilde": "~x", "e": ""}
+           "ünï": "cödé", "bin": b"\x00\r\n\xff", "spaced": " x ", "tilde": "~x", "e": "",
+           "x!#$%&'*+.^_`|~-y": "v: w", "": "empty name", "a:b": "colon"}
     first = t.append(b"1", headers=odd)
     second = t.append(b"2", headers=odd)  # not deduplicated: the id is the application's
     assert (first.offset, second.offset) == (0, 1)
