@@ -540,3 +540,41 @@ def test_replicas_apply_to_every_stream_and_reads_see_writes_on_any_node(nats_cl
     finally:
         w.close()
         r.close()
+
+
+def test_appends_with_msg_ids_ride_out_the_loss_of_the_stream_leader(nats_cluster, store_name):
+    """A producer connected to a follower appends 300 records with msg ids; after 100
+    the stream leader is SIGKILLed. Every append returns (resent while there is no
+    leader, deduplicated by its id), at the offset it returned, once, densely."""
+    url = f"{nats_cluster.url}/{store_name}"
+    with streamlog.open(url, replicas=3) as s:
+        name = s.topic("failover").stream_name(0)
+    leader = nats_cluster.wait_stream_leader(name)
+    follower = next(n for n in nats_cluster.nodes if n is not leader)
+    total, positions, errors = 300, [], []
+    hundred = threading.Event()
+    with streamlog.open(f"nats://{follower.host_port}/{store_name}") as s:
+        t = s.existing_topic("failover")
+
+        def producer():
+            try:
+                for i in range(total):
+                    positions.append(t.append(b"%d" % i, msg_id=f"rec-{i}"))
+                    if i == 99:
+                        hundred.set()
+            except BaseException as e:  # reported by the test thread
+                errors.append(e)
+                hundred.set()
+
+        th = threading.Thread(target=producer)
+        th.start()
+        assert hundred.wait(60)
+        leader.kill()
+        th.join(120)
+        try:
+            assert not errors, errors
+            assert [p.offset for p in positions] == list(range(total))
+            assert [r.value for r in t.read(0)] == [b"%d" % i for i in range(total)]
+        finally:
+            leader.restart()
+            nats_cluster.wait_healthy()

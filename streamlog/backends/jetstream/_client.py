@@ -52,6 +52,7 @@ __all__ = [
     "Delivery",
     "JetStreamError",
     "NatsURL",
+    "NoResponders",
     "NotFound",
     "OutMsg",
     "PubAck",
@@ -149,6 +150,11 @@ class WrongLastSequence(JetStreamError):
         self.actual = int(m.group(1)) if m else None
 
 
+class NoResponders(TimeoutError):
+    """Nothing listened on the subject: no stream leader (an election, or no such
+    stream). The request reached no stream, so sending it again cannot store it twice."""
+
+
 def _from_api_error(e: nats.js.errors.APIError) -> JetStreamError:
     desc = e.description or type(e).__name__
     if e.err_code == ERR_WRONG_LAST_SEQUENCE:
@@ -186,7 +192,7 @@ class _translate:
             raise _from_api_error(exc) from exc
         if isinstance(exc, nats.js.errors.NoStreamResponseError | nats.errors.NoRespondersError):
             # No stream leader answered: during an election, or no such stream.
-            raise TimeoutError(f"{self.what}: no JetStream responder (no stream leader?)") from exc
+            raise NoResponders(f"{self.what}: no JetStream responder (no stream leader?)") from exc
         if isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
             raise TimeoutError(f"{self.what}: no answer from the server in time") from exc
         if isinstance(exc, nats.errors.Error):

@@ -27,6 +27,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ from ._client import (
     BatchAck,
     Connection,
     JetStreamError,
+    NoResponders,
     NotFound,
     OutMsg,
     PubAck,
@@ -82,6 +84,11 @@ ERR_STREAM_NAME_IN_USE = 10058
 MIN_DEDUPE_WINDOW_S = 0.1
 # The shortest stream max_age nats-server accepts.
 MIN_MAX_AGE_S = 0.1
+# How long an append keeps trying while a partition's stream has no leader: longer
+# than the 4-9 s raft election after a stream leader is lost.
+LEADERLESS_WAIT_S = 30.0
+# Pause between those attempts.
+LEADERLESS_RETRY_S = 0.1
 # Records per direct-get request of a range read.
 READ_CHUNK = 256
 # How long a watch's ephemeral consumers outlive a handle that vanished without closing.
@@ -235,6 +242,37 @@ class JetStreamTopic:
     def _state(self, p: int) -> StreamState:
         return self._run(self._conn.stream_info(self._streams[p]))
 
+    async def _sending(self, p: int, make: Callable[[], Coroutine[Any, Any, Any]],
+                       idempotent: bool) -> Any:
+        """Await ``make()`` (a publish to partition ``p``), sending it again while the
+        stream has no leader: a request nobody received (no responders, a 503) is
+        resent; one whose answer did not come in time only when ``idempotent`` (it
+        carries a msg id), since it may have been stored. Gives up after
+        LEADERLESS_WAIT_S; a deleted stream raises NotFound."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEADERLESS_WAIT_S
+        while True:
+            try:
+                return await make()
+            except NoResponders:
+                if loop.time() >= deadline:
+                    raise
+            except TimeoutError:
+                if not idempotent or loop.time() >= deadline:
+                    raise
+            except NotFound:
+                raise
+            except JetStreamError as e:
+                if e.code != 503 or loop.time() >= deadline:
+                    raise
+            try:  # a deleted topic has no responders either
+                await self._conn.stream_info(self._streams[p])
+            except NotFound:
+                raise
+            except (TimeoutError, JetStreamError):
+                pass  # no leader to answer yet
+            await asyncio.sleep(LEADERLESS_RETRY_S)
+
     def _partition_of(self, key: bytes | None, msg_id: bytes | None) -> int:
         n = self.partitions
         if n == 1:
@@ -292,8 +330,10 @@ class JetStreamTopic:
         mid_text = None if mid is None or not self._dedupe else _records.msg_id_header(mid)
         wire = self._encode(value, key, hdrs, ts, mid_text)
         p = self._partition_of(key, mid)
-        ack = self._run(self._conn.publish(self._subjects[p], value, wire,
-                                           msg_id=mid_text))
+        conn, subject = self._conn, self._subjects[p]
+        ack = self._run(self._sending(
+            p, lambda: conn.publish(subject, value, wire, msg_id=mid_text),
+            idempotent=mid_text is not None))
         if not ack.duplicate:
             self._appended()
         return _tuple_new(Position, (p, ack.seq - 1))
@@ -342,14 +382,11 @@ class JetStreamTopic:
         parts = list(by_part.items())
 
         async def send() -> list[int]:
-            jobs: list[Coroutine[Any, Any, PubAck | BatchAck]] = []
+            jobs: list[Coroutine[Any, Any, Any]] = []
             for p, idxs in parts:
-                if len(idxs) == 1:
-                    i = idxs[0]
-                    jobs.append(conn.publish(self._subjects[p], vals[i], wires[i]))
-                else:
-                    jobs.append(conn.publish_batch(
-                        [OutMsg(self._subjects[p], vals[i], wires[i]) for i in idxs]))
+                batch = [OutMsg(self._subjects[p], vals[i], wires[i]) for i in idxs]
+                jobs.append(self._sending(p, partial(_publish_share, conn, batch),
+                                          idempotent=False))
             acks = await asyncio.gather(*jobs)
             return [a.seq if isinstance(a, PubAck) else a.first_seq for a in acks]
 
@@ -510,6 +547,15 @@ class JetStreamTopic:
     def delete_group(self, name: str) -> None:
         """Delete a group's positions, leases and options."""
         groups.delete_group(self, name)
+
+
+async def _publish_share(conn: Connection, batch: list[OutMsg]) -> PubAck | BatchAck:
+    """One partition's share of an append_many: a plain publish for one record, else
+    one atomic batch."""
+    if len(batch) == 1:
+        m = batch[0]
+        return await conn.publish(m.subject, m.payload, m.headers)
+    return await conn.publish_batch(batch)
 
 
 def _value(v: Any) -> bytes:
