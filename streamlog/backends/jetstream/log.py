@@ -28,7 +28,7 @@ import threading
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -72,6 +72,8 @@ from ._client import (
 )
 
 __all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
+
+T = TypeVar("T")
 
 #: How the backend names itself in messages.
 BACKEND = "the JetStream backend"
@@ -240,7 +242,13 @@ class JetStreamTopic:
         return _validate.partition(partition, self.partitions)
 
     def _state(self, p: int) -> StreamState:
-        return self._run(self._conn.stream_info(self._streams[p]))
+        conn, stream = self._conn, self._streams[p]
+        return self._run(_reading(lambda: conn.stream_info(stream)))
+
+    def _get_message(self, p: int, seq: int) -> Coroutine[Any, Any, StoredMsg]:
+        """Read message ``seq`` of partition ``p`` through the stream leader."""
+        conn, stream = self._conn, self._streams[p]
+        return _reading(lambda: conn.get_message(stream, seq))
 
     async def _sending(self, p: int, make: Callable[[], Coroutine[Any, Any, Any]],
                        idempotent: bool) -> Any:
@@ -416,9 +424,9 @@ class JetStreamTopic:
 
     def _range(self, p: int, offset: int, count: int, last_seq: int) -> list[StoredMsg]:
         """Up to ``count`` messages from ``offset`` on, never past ``last_seq``."""
-        msgs = self._run(self._conn.get_range(self._streams[p], offset + 1,
-                                              min(count, last_seq - offset),
-                                              known_last_seq=last_seq))
+        conn, stream = self._conn, self._streams[p]
+        msgs = self._run(_reading(lambda: conn.get_range(
+            stream, offset + 1, min(count, last_seq - offset), known_last_seq=last_seq)))
         return [m for m in msgs if m.seq <= last_seq]
 
     def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
@@ -449,7 +457,7 @@ class JetStreamTopic:
                 tail = msgs[-1] if msgs[-1].seq == end else None
                 if tail is None:
                     try:
-                        tail = self._run(self._conn.get_message(self._streams[p], end))
+                        tail = self._run(self._get_message(p, end))
                     except NotFound:  # removed by retention meanwhile
                         tail = None
                 if tail is not None:
@@ -469,7 +477,7 @@ class JetStreamTopic:
         p = self._partition(partition)
         offset = _validate.offset(offset)
         try:
-            m = self._conn.run(self._conn.get_message(self._streams[p], offset + 1))
+            m = self._conn.run(self._get_message(p, offset + 1))
         except NotFound:
             start, end = self._bounds(p)  # TopicNotFound when the stream is gone
             raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
@@ -496,11 +504,10 @@ class JetStreamTopic:
         ts = _validate.timestamp(timestamp_ms)
         start, end = self._bounds(p)
         lo, hi = start, end  # answer in [lo, hi]
-        stream = self._streams[p]
         while lo < hi:
             mid = (lo + hi) // 2
             try:
-                m = self._run(self._conn.get_message(stream, mid + 1))
+                m = self._run(self._get_message(p, mid + 1))
             except NotFound:  # removed by retention meanwhile: look later
                 lo = mid + 1
                 continue
@@ -547,6 +554,26 @@ class JetStreamTopic:
     def delete_group(self, name: str) -> None:
         """Delete a group's positions, leases and options."""
         groups.delete_group(self, name)
+
+
+async def _reading(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Await ``make()`` (a read), asking again while the stream has no leader to answer
+    (no responders, a timeout, a 503), for up to LEADERLESS_WAIT_S; reads change
+    nothing, so asking again is always safe."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEADERLESS_WAIT_S
+    while True:
+        try:
+            return await make()
+        except NotFound:
+            raise
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise
+        except JetStreamError as e:
+            if e.code != 503 or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(LEADERLESS_RETRY_S)
 
 
 async def _publish_share(conn: Connection, batch: list[OutMsg]) -> PubAck | BatchAck:
