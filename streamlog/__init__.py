@@ -2,7 +2,8 @@
 
 One directory holds topics; a topic is a set of partitions; a partition is an
 append-only log of CRC32C-checked record batches. Queues, pub-sub,
-request-reply and event streams are views over the log. docs/ states
+request-reply and event streams are views over the log. The same API runs
+on NATS JetStream: ``streamlog.open("nats://host:4222/store")``. docs/ states
 the contract: every guarantee, and the tests that prove it.
 """
 
@@ -10,9 +11,9 @@ import logging as _logging
 
 from streamlog._types import Position, Problem, Record, RecordBatch, Retention
 from streamlog.api import ANY, NO_STREAM, Event
+from streamlog.backends import open_store as open  # noqa: A004 - the public name
 from streamlog.backends.local.groups import Group, GroupReset, Lease, Message
 from streamlog.backends.local.log import Log, Topic
-from streamlog.backends.local.log import open_log as open  # noqa: A004 - the public name
 from streamlog.errors import (
     ConfigMismatch,
     CorruptionError,

@@ -29,3 +29,14 @@ def store(tmp_path):
     log = streamlog.open(tmp_path / "store")
     yield log
     log.close()
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    """One JetStream node on free ports for the whole session (the JetStream tests and
+    the conformance suite on JetStream share it; each test uses its own store name)."""
+    from streamlog.backends.jetstream.server import NatsServer
+
+    server = NatsServer.start_single(tmp_path_factory.mktemp("nats-single"))
+    yield server
+    server.stop()

@@ -1,5 +1,6 @@
-"""Real nats-server processes for the JetStream tests: one node per session, a 3-node
-cluster per module, and a fresh store name per test so tests share servers safely."""
+"""Real nats-server processes for the JetStream tests: a 3-node cluster per module and a
+fresh store name per test, so tests share servers safely (the single node of the
+session is ``nats_server`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ import os
 import pytest
 
 from streamlog.backends.jetstream._client import Connection
-from streamlog.backends.jetstream.server import JetStreamCluster, NatsServer
+from streamlog.backends.jetstream.server import JetStreamCluster
 
 _store_numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory):
-    """One JetStream node on free ports for the whole session."""
-    server = NatsServer.start_single(tmp_path_factory.mktemp("nats-single"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -378,11 +378,12 @@ def test_unreadable_format_file_is_refused(tmp_path):
     assert files.FORMAT_FILE in str(ei.value)
 
 
-@pytest.mark.parametrize("url, scheme", [("nats://x", "nats"), ("nats://host:4222/s", "nats"),
+@pytest.mark.parametrize("url, scheme", [("kafka://broker:9092/x", "kafka"),
                                         ("s3://bucket/x", "s3")])
 def test_remote_schemes_are_value_errors_naming_the_scheme(tmp_path, monkeypatch, url,
                                                            scheme):
-    """open("nats://...") raises ValueError naming the scheme (and creates nothing)."""
+    """open() of a URL whose scheme no backend serves raises ValueError naming the scheme
+    (and creates nothing); nats:// and tls:// open JetStream stores."""
     monkeypatch.chdir(tmp_path)  # restored after: later tests' subprocesses import from here
     with pytest.raises(ValueError) as ei:
         streamlog.open(url)

@@ -471,10 +471,6 @@ class Log:
     """
 
     def __init__(self, path, durability: str = "interval", read_only: bool = False) -> None:
-        if isinstance(path, str) and "://" in path:
-            scheme = path.split("://", 1)[0]
-            raise ValueError(f"unsupported store scheme {scheme!r}:// "
-                             "(only local directories are supported for now)")
         path = _validate.path(path)
         if not isinstance(durability, str):
             raise TypeError(f"durability must be a str, not {type(durability).__name__}")

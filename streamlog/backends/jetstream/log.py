@@ -1,0 +1,1117 @@
+"""A streamlog store on NATS JetStream: ``streamlog.open("nats://host:4222/shop")``.
+
+:class:`JetStreamLog` is the store (``streamlog.api.Store``), one
+:class:`~._client.Connection` per handle; :class:`JetStreamTopic` a topic
+(``streamlog.api.Topic``). docs/backends.md describes the mapping:
+
+* one stream per topic partition (names in ``_naming``), offset = sequence - 1;
+* the record's value is the message payload; timestamp, key and the
+  application's headers ride in headers (``_records``);
+* the topic's options (partitions, retention, limits, ``uid``...) are JSON
+  in the metadata of partition 0's stream, which is created last and deleted
+  last: a topic exists exactly while that stream does;
+* retention by size and age are the streams' ``max_bytes`` and ``max_age``,
+  the dedupe window their ``duplicate_window``;
+* ``append_many`` sends each partition's share as one atomic batch;
+* every read first asks the stream leader where the stream ends, so a read
+  after an append on any handle sees it.
+
+Consumer groups and delayed appends live in ``groups``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import numpy as np
+
+from streamlog import _ext, _validate
+from streamlog._limits import (
+    DEFAULT_DEDUPE_WINDOW_S,
+    DEFAULT_PARTITIONS,
+    DEFAULT_SEGMENT_BYTES,
+    MAX_PARTITIONS,
+    MAX_SEGMENT_BYTES,
+    MIN_SEGMENT_BYTES,
+)
+from streamlog._types import Position, Problem, Record, RecordBatch, Retention, now_ms
+from streamlog.errors import (
+    ConfigMismatch,
+    OffsetOutOfRange,
+    ReadOnlyStore,
+    RecordTooLarge,
+    StoreClosed,
+    StreamlogError,
+    TopicNotFound,
+)
+
+from . import _naming, _records, groups
+from ._client import (
+    ATOMIC_BATCH_MAX_MSGS,
+    CONNECT_TIMEOUT_S,
+    H_BATCH_COMMIT,
+    H_BATCH_ID,
+    H_BATCH_SEQ,
+    BatchAck,
+    Connection,
+    JetStreamError,
+    NoResponders,
+    NotFound,
+    OutMsg,
+    PubAck,
+    StoredMsg,
+    StreamState,
+    parse_url,
+)
+
+__all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
+
+T = TypeVar("T")
+
+#: How the backend names itself in messages.
+BACKEND = "the JetStream backend"
+DURABILITY_MODES = ("always", "interval", "never")
+#: Metadata key of partition 0's stream that holds the topic's options (JSON).
+META_CONFIG = "streamlog.config"
+# The server's error for a stream name in use with another configuration.
+ERR_STREAM_NAME_IN_USE = 10058
+# The shortest duplicate window nats-server accepts (a window of 0 sends no msg ids).
+MIN_DEDUPE_WINDOW_S = 0.1
+# The shortest stream max_age nats-server accepts.
+MIN_MAX_AGE_S = 0.1
+# How long an append keeps trying while a partition's stream has no leader: longer
+# than the 4-9 s raft election after a stream leader is lost.
+LEADERLESS_WAIT_S = 30.0
+# Pause between those attempts.
+LEADERLESS_RETRY_S = 0.1
+# Records per direct-get request of a range read.
+READ_CHUNK = 256
+# How long a watch's ephemeral consumers outlive a handle that vanished without closing.
+WATCH_INACTIVE_S = 30.0
+_NS = 1_000_000_000
+_tuple_new = tuple.__new__
+
+
+# --------------------------------------------------------------------------- wake-ups
+
+
+class _Notifier:
+    """A counter bumped on every append to a topic, with threads and coroutines waiting
+    for it to move."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.cond = threading.Condition()
+        self.async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = set()
+        self.subs: list[Any] = []
+        # (stream, deliver subject, consumer name) per partition.
+        self.consumers: list[list[str]] = []
+
+    def bump(self) -> None:
+        with self.cond:
+            self.seq += 1
+            self.cond.notify_all()
+            waiters = list(self.async_waiters)
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop is closed: its waiter is gone
+                pass
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class JetStreamWatch:
+    """Wake-ups on appends to one topic (``streamlog.api.Watch``).
+
+    Fed by an ephemeral, headers-only push consumer per partition stream that
+    delivers each new message once it is stored, so a wake-up always comes
+    after the record is readable; appends through the same store handle also
+    wake at once.
+    """
+
+    def __init__(self, notifier: _Notifier, store: JetStreamLog) -> None:
+        self._n = notifier
+        self._store = store
+
+    def seq(self) -> int:
+        """A counter that moves on every append to the topic (and on ``wake``)."""
+        return self._n.seq
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until ``seq()`` differs from ``seen`` (True) or ``timeout`` s pass (False)."""
+        n = self._n
+        with n.cond:
+            return n.cond.wait_for(lambda: n.seq != seen or self._store._closed,
+                                   max(0.0, timeout))
+
+    async def wait_async(self, seen: int, timeout: float) -> bool:
+        """As ``wait``, awaited on the caller's event loop; holds no thread."""
+        n = self._n
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        entry = (loop, fut)
+        with n.cond:
+            if n.seq != seen or self._store._closed:
+                return True
+            n.async_waiters.add(entry)
+        try:
+            await asyncio.wait_for(fut, max(0.0, timeout))
+            return True
+        except TimeoutError:
+            return n.seq != seen
+        finally:
+            with n.cond:
+                n.async_waiters.discard(entry)
+
+    def wake(self) -> None:
+        """Move the counter without an append: every waiter looks again."""
+        self._n.bump()
+
+
+# --------------------------------------------------------------------------- topics
+
+
+class JetStreamTopic:
+    """A topic of a JetStream store (``streamlog.api.Topic``): one stream per partition.
+
+    Thread-safe and cheap; handles of one store share its connection.
+    """
+
+    def __init__(self, store: JetStreamLog, name: str, config: dict) -> None:
+        self._store = store
+        self._conn = store._conn
+        self.store_name = store.store_name
+        self.name = name
+        self.partitions: int = config["partitions"]
+        self._config = config
+        self._max_record = int(config["max_record_bytes"])
+        self._dedupe = float(config["dedupe_window_s"]) > 0
+        self._streams = [_naming.stream_name(self.store_name, name, p)
+                         for p in range(self.partitions)]
+        self._subjects = [_naming.partition_subject(self.store_name, name, p)
+                          for p in range(self.partitions)]
+        self._rr = itertools.count()
+
+    def __repr__(self) -> str:
+        return f"JetStreamTopic({self.name!r}, partitions={self.partitions})"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options the topic was created with (``partitions``, ``retention``,
+        ``max_record_bytes``, ``dedupe_window_s``, ``compact``, ``uid``...)."""
+        return dict(self._config)
+
+    def stream_name(self, partition: int) -> str:
+        """The JetStream stream that holds ``partition``."""
+        return self._streams[partition]
+
+    def subject(self, partition: int) -> str:
+        """The subject records of ``partition`` are published to."""
+        return self._subjects[partition]
+
+    # ------------------------------------------------------------------ helpers
+    def _run(self, coro):
+        """Run a coroutine on the store's connection; a vanished stream is TopicNotFound."""
+        try:
+            return self._conn.run(coro)
+        except NotFound as e:
+            if self._store._closed:
+                raise StoreClosed("the store is closed") from None
+            raise TopicNotFound(f"topic {self.name!r} does not exist in "
+                                f"{self._store.url} ({e.description})") from None
+        except TimeoutError:
+            # A publish to a subject no stream owns has no responder: a deleted topic.
+            if not self._store._closed and self._store._read_config(self.name) is None:
+                raise TopicNotFound(f"topic {self.name!r} does not exist in "
+                                    f"{self._store.url}") from None
+            raise
+
+    def _partition(self, partition) -> int:
+        self._store._check()
+        return _validate.partition(partition, self.partitions)
+
+    def _state(self, p: int) -> StreamState:
+        conn, stream = self._conn, self._streams[p]
+        return self._run(_reading(lambda: conn.stream_info(stream)))
+
+    def _get_message(self, p: int, seq: int) -> Coroutine[Any, Any, StoredMsg]:
+        """Read message ``seq`` of partition ``p`` through the stream leader."""
+        conn, stream = self._conn, self._streams[p]
+        return _reading(lambda: conn.get_message(stream, seq))
+
+    async def _sending(self, p: int, make: Callable[[], Coroutine[Any, Any, Any]],
+                       idempotent: bool) -> Any:
+        """Await ``make()`` (a publish to partition ``p``), sending it again while the
+        stream has no leader: a request nobody received (no responders, a 503) is
+        resent; one whose answer did not come in time only when ``idempotent`` (it
+        carries a msg id), since it may have been stored. Gives up after
+        LEADERLESS_WAIT_S; a deleted stream raises NotFound."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEADERLESS_WAIT_S
+        while True:
+            try:
+                return await make()
+            except NoResponders:
+                if loop.time() >= deadline:
+                    raise
+            except TimeoutError:
+                if not idempotent or loop.time() >= deadline:
+                    raise
+            except NotFound:
+                raise
+            except JetStreamError as e:
+                if e.code != 503 or loop.time() >= deadline:
+                    raise
+            try:  # a deleted topic has no responders either
+                await self._conn.stream_info(self._streams[p])
+            except NotFound:
+                raise
+            except (TimeoutError, JetStreamError):
+                pass  # no leader to answer yet
+            await asyncio.sleep(LEADERLESS_RETRY_S)
+
+    def _partition_of(self, key: bytes | None, msg_id: bytes | None) -> int:
+        n = self.partitions
+        if n == 1:
+            return 0
+        if key is not None:
+            return _ext.partition_for_key(key, n)
+        if msg_id is not None:
+            return _records.partition_for_msg_id(msg_id, n)
+        return next(self._rr) % n
+
+    def _encode(self, value: bytes, key: bytes | None, hdrs, ts: int,
+                msg_id_text: str | None = None) -> dict[str, str]:
+        """The record's headers, after checking its size against the topic's and the
+        server's limits (RecordTooLarge)."""
+        if (len(value) + (len(key) if key is not None else 0) > self._max_record) or hdrs:
+            _validate.record_size(key, value, hdrs, self._max_record)
+        wire = _records.encode_headers(key, hdrs, ts)
+        extra = 0 if msg_id_text is None else len("Nats-Msg-Id") + len(msg_id_text) + 4
+        size = _records.wire_size(len(value), wire) + extra
+        limit = self._conn.max_payload
+        if size > limit:
+            raise RecordTooLarge(f"record of {size} bytes as a NATS message (value, key and "
+                                 f"headers with streamlog's own) exceeds the server's "
+                                 f"max_payload={limit}")
+        return wire
+
+    def _record(self, p: int, m: StoredMsg) -> Record:
+        h = m.headers
+        return Record(self.name, p, m.seq - 1, _records.timestamp_of(h, m.time_ns),
+                      _records.decode_key(h), m.data, _records.decode_headers(h))
+
+    def _appended(self) -> None:
+        n = self._store._notifiers.get(self.name)
+        if n is not None:
+            n.bump()
+
+    # ------------------------------------------------------------------ append
+    def append(self, value, key=None, headers=None, timestamp_ms: int | None = None,
+               msg_id=None) -> Position:
+        """Append one record; returns its Position once the stream acknowledged it.
+
+        With ``msg_id``, a repeat inside the topic's dedupe window returns the
+        first append's Position and stores nothing (JetStream's ``Nats-Msg-Id``).
+        TypeError/ValueError/RecordTooLarge before anything is sent.
+        """
+        store = self._store
+        store._check_writable(f"append to topic {self.name!r}")
+        if type(value) is not bytes:
+            value = _value(value)
+        if key is not None and type(key) is not bytes:
+            key = _validate.key(key)
+        hdrs = _validate.headers(headers) if headers is not None else None
+        ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
+        mid = _validate.msg_id(msg_id)
+        mid_text = None if mid is None or not self._dedupe else _records.msg_id_header(mid)
+        wire = self._encode(value, key, hdrs, ts, mid_text)
+        p = self._partition_of(key, mid)
+        conn, subject = self._conn, self._subjects[p]
+        ack = self._run(self._sending(
+            p, lambda: conn.publish(subject, value, wire, msg_id=mid_text),
+            idempotent=mid_text is not None))
+        if not ack.duplicate:
+            self._appended()
+        return _tuple_new(Position, (p, ack.seq - 1))
+
+    def append_many(self, values: Sequence, keys: Sequence | None = None,
+                    headers: Sequence | None = None) -> list[Position]:
+        """Append records: validated as a whole first, then each partition's share as one
+        atomic batch (all of it is stored, or none).
+
+        More than 1,000 records for one partition (the server's batch limit)
+        is a ValueError before anything is sent.
+        """
+        self._store._check_writable(f"append to topic {self.name!r}")
+        if isinstance(values, str | bytes | bytearray | memoryview) or \
+                not hasattr(values, "__iter__"):
+            raise TypeError("values must be a sequence of bytes-like values")
+        values = list(values)
+        n = len(values)
+        if keys is not None:
+            keys = list(keys)
+            if len(keys) != n:
+                raise ValueError(f"keys has {len(keys)} entries for {n} values")
+        if headers is not None:
+            headers = list(headers)
+            if len(headers) != n:
+                raise ValueError(f"headers has {len(headers)} entries for {n} values")
+        if n == 0:
+            return []
+        vals = [v if type(v) is bytes else _value(v) for v in values]
+        ks = [None] * n if keys is None else [
+            k if k is None or type(k) is bytes else _validate.key(k) for k in keys]
+        hs = [None] * n if headers is None else [_validate.headers(h) for h in headers]
+        ts = now_ms()
+        wires = [self._encode(vals[i], ks[i], hs[i], ts) for i in range(n)]
+        by_part: dict[int, list[int]] = {}
+        for i in range(n):
+            by_part.setdefault(self._partition_of(ks[i], None), []).append(i)
+        for p, idxs in by_part.items():
+            if len(idxs) > ATOMIC_BATCH_MAX_MSGS:
+                raise ValueError(
+                    f"append_many: {len(idxs)} records for partition {p} of topic "
+                    f"{self.name!r}; on JetStream one atomic append holds at most "
+                    f"{ATOMIC_BATCH_MAX_MSGS} records per partition (the server's batch "
+                    f"limit): split the call")
+        conn = self._conn
+        parts = list(by_part.items())
+
+        async def send() -> list[int]:
+            jobs: list[Coroutine[Any, Any, Any]] = []
+            for p, idxs in parts:
+                batch = [OutMsg(self._subjects[p], vals[i], wires[i]) for i in idxs]
+                jobs.append(self._sending(p, partial(_publish_share, conn, batch),
+                                          idempotent=False))
+            acks = await asyncio.gather(*jobs)
+            return [a.seq if isinstance(a, PubAck) else a.first_seq for a in acks]
+
+        firsts = self._run(send())
+        out: list[Position | None] = [None] * n
+        for (p, idxs), first in zip(parts, firsts, strict=True):
+            for j, i in enumerate(idxs):
+                out[i] = _tuple_new(Position, (p, first - 1 + j))
+        self._appended()
+        return out  # type: ignore[return-value]
+
+    def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
+        """Append a record no group delivers before ``deliver_at_ms`` (see ``groups``)."""
+        return groups.append_delayed(self, value, deliver_at_ms, key, headers)
+
+    def flush(self) -> None:
+        """Nothing to do: every append returned after the server acknowledged it."""
+        self._store._check()
+
+    # -------------------------------------------------------------------- read
+    def _bounds(self, p: int) -> tuple[int, int]:
+        """(start_offset, end_offset) of partition ``p`` as the stream leader has them."""
+        st = self._state(p)
+        end = st.last_seq
+        start = st.first_seq - 1 if st.messages else end
+        return start, end
+
+    def _range(self, p: int, offset: int, count: int, last_seq: int) -> list[StoredMsg]:
+        """Up to ``count`` messages from ``offset`` on, never past ``last_seq``."""
+        conn, stream = self._conn, self._streams[p]
+        msgs = self._run(_reading(lambda: conn.get_range(
+            stream, offset + 1, min(count, last_seq - offset), known_last_seq=last_seq)))
+        return [m for m in msgs if m.seq <= last_seq]
+
+    def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
+        """Records of ``partition`` from ``offset`` until the end as it was when the read
+        began (or ``limit`` records). An offset below start_offset starts there; one at
+        or past the end yields nothing."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        if limit is not None:
+            limit = _validate.positive_int(limit, "limit", minimum=0)
+        start, end = self._bounds(p)
+        return self._read(p, max(offset, start), end, limit)
+
+    def _read(self, p: int, offset: int, end: int, limit: int | None) -> Iterator[Record]:
+        checked = False
+        while offset < end and (limit is None or limit > 0):
+            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit)
+            msgs = self._range(p, offset, want, end)
+            if not msgs:
+                return
+            # The server stores an atomic batch one message at a time: when the end
+            # falls inside a batch whose commit is not stored yet, the read ends before
+            # that batch, so no reader sees part of one. A batch holds at most
+            # ATOMIC_BATCH_MAX_MSGS messages, so only a chunk that reaches that close
+            # to the end needs to look at the last message.
+            if not checked and msgs[-1].seq > end - ATOMIC_BATCH_MAX_MSGS:
+                checked = True
+                tail = msgs[-1] if msgs[-1].seq == end else None
+                if tail is None:
+                    try:
+                        tail = self._run(self._get_message(p, end))
+                    except NotFound:  # removed by retention meanwhile
+                        tail = None
+                if tail is not None:
+                    end = _committed_end(tail, end)
+                    msgs = [m for m in msgs if m.seq <= end]
+                    if not msgs:
+                        return
+            for m in msgs:
+                yield self._record(p, m)
+            if limit is not None:
+                limit -= len(msgs)
+            offset = msgs[-1].seq
+
+    def get(self, partition: int, offset: int) -> Record:
+        """The record at ``offset``, read through the stream leader;
+        OffsetOutOfRange outside [start_offset, end_offset)."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        try:
+            m = self._conn.run(self._get_message(p, offset + 1))
+        except NotFound:
+            start, end = self._bounds(p)  # TopicNotFound when the stream is gone
+            raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
+                                   f"{self.name}/{p}") from None
+        return self._record(p, m)
+
+    def start_offset(self, partition: int) -> int:
+        """First offset still held by ``partition`` (retention moves it)."""
+        return self._bounds(self._partition(partition))[0]
+
+    def end_offset(self, partition: int) -> int:
+        """The offset the next append to ``partition`` gets."""
+        return self._bounds(self._partition(partition))[1]
+
+    def offset_for_time(self, partition: int, timestamp_ms: int) -> int:
+        """Earliest offset whose timestamp is >= ``timestamp_ms``; end_offset if none.
+
+        A binary search over the partition's sequences by the records'
+        timestamps (one read through the leader per step): exact when
+        timestamps do not decrease along the partition, as they do for
+        appends that take the clock.
+        """
+        p = self._partition(partition)
+        ts = _validate.timestamp(timestamp_ms)
+        start, end = self._bounds(p)
+        lo, hi = start, end  # answer in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                m = self._run(self._get_message(p, mid + 1))
+            except NotFound:  # removed by retention meanwhile: look later
+                lo = mid + 1
+                continue
+            if _records.timestamp_of(m.headers, m.time_ns) >= ts:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def read_batch(self, partition: int, offset: int, max_records: int) -> RecordBatch:
+        """Up to ``max_records`` records from ``offset`` as numpy columns."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        max_records = _validate.positive_int(max_records, "max_records", minimum=0)
+        recs: list[Record] = []
+        if max_records:
+            start, end = self._bounds(p)
+            recs = list(self._read(p, max(offset, start), end, max_records))
+        return RecordBatch(self.name, p, _columns(recs))
+
+    def watch(self) -> JetStreamWatch:
+        """Wake-ups on appends to any partition of the topic (by any client)."""
+        self._store._check()
+        return JetStreamWatch(self._store._notifier_of(self), self._store)
+
+    # ------------------------------------------------------------------ groups
+    def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
+              max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
+              start: str = "earliest", dead_letter: str | None = None,
+              consumer: str | None = None):
+        """Create-or-open consumer group ``name`` and join it as one consumer."""
+        return groups.open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
+                                 max_deliver=max_deliver, backoff_s=backoff_s, start=start,
+                                 dead_letter=dead_letter, consumer=consumer)
+
+    def group_config(self, name: str) -> dict[str, Any] | None:
+        """The stored options of group ``name``, or None when it does not exist."""
+        return groups.group_config(self, name)
+
+    def groups(self) -> list[str]:
+        """Names of this topic's consumer groups, sorted."""
+        return groups.list_groups(self)
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group's positions, leases and options."""
+        groups.delete_group(self, name)
+
+
+async def _reading(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Await ``make()`` (a read), asking again while the stream has no leader to answer
+    (no responders, a timeout, a 503), for up to LEADERLESS_WAIT_S; reads change
+    nothing, so asking again is always safe."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEADERLESS_WAIT_S
+    while True:
+        try:
+            return await make()
+        except NotFound:
+            raise
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise
+        except JetStreamError as e:
+            if e.code != 503 or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(LEADERLESS_RETRY_S)
+
+
+async def _publish_share(conn: Connection, batch: list[OutMsg]) -> PubAck | BatchAck:
+    """One partition's share of an append_many: a plain publish for one record, else
+    one atomic batch."""
+    if len(batch) == 1:
+        m = batch[0]
+        return await conn.publish(m.subject, m.payload, m.headers)
+    return await conn.publish_batch(batch)
+
+
+def _value(v: Any) -> bytes:
+    """A record value: bytes-like (no tombstones on JetStream: compaction is not here)."""
+    out = _validate.value(v, False)
+    assert out is not None  # allow_none=False never returns None
+    return out
+
+
+def _committed_end(tail: StoredMsg, end: int) -> int:
+    """``end`` (a stream's last sequence, whose message is ``tail``), moved before the
+    first message of an atomic batch the server is still storing."""
+    h = tail.headers
+    if H_BATCH_ID in h and H_BATCH_COMMIT not in h:
+        try:
+            return end - int(h.get(H_BATCH_SEQ, "1"))
+        except ValueError:
+            return end
+    return end
+
+
+def _columns(recs: list[Record]) -> dict:
+    n = len(recs)
+    vlen = np.fromiter((len(r.value or b"") for r in recs), np.int64, n)
+    klen = np.fromiter((len(r.key) if r.key is not None else 0 for r in recs), np.int64, n)
+    voff = np.zeros(n + 1, np.int64)
+    np.cumsum(vlen, out=voff[1:])
+    koff = np.zeros(n + 1, np.int64)
+    np.cumsum(klen, out=koff[1:])
+    return {
+        "offsets": np.fromiter((r.offset for r in recs), np.int64, n),
+        "timestamps_ms": np.fromiter((r.timestamp_ms for r in recs), np.int64, n),
+        "value_offsets": voff,
+        "value_data": np.frombuffer(b"".join(r.value or b"" for r in recs), np.uint8).copy(),
+        "value_null": np.zeros(n, np.bool_),
+        "key_offsets": koff,
+        "key_data": np.frombuffer(b"".join(r.key or b"" for r in recs), np.uint8).copy(),
+        "key_null": np.fromiter((r.key is None for r in recs), np.bool_, n),
+    }
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class JetStreamLog:
+    """An open store on NATS JetStream (``streamlog.api.Store``). Thread-safe; share one
+    per process.
+
+    ``replicas`` (1-5) is the replication of every stream the store creates;
+    ``durability`` is accepted and changes nothing on the wire (the servers'
+    ``sync_interval`` decides, see docs/backends.md); ``read_only`` refuses
+    every write with ReadOnlyStore; ``nats_options`` go to the NATS client.
+    """
+
+    def __init__(self, url: str, *, replicas: int = 1, durability: str = "interval",
+                 read_only: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S,
+                 nats_options: Mapping[str, Any] | None = None) -> None:
+        parsed = parse_url(url)
+        if isinstance(replicas, bool) or not isinstance(replicas, int):
+            raise TypeError(f"replicas must be an int, not {type(replicas).__name__}")
+        if not 1 <= replicas <= 5:
+            raise ValueError(f"replicas must be 1 to 5, not {replicas}")
+        if not isinstance(durability, str):
+            raise TypeError(f"durability must be a str, not {type(durability).__name__}")
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, "
+                             f"not {durability!r}")
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only must be a bool, not {type(read_only).__name__}")
+        timeout_s = float(_validate.seconds(connect_timeout, "connect_timeout",
+                                            allow_zero=False) or CONNECT_TIMEOUT_S)
+        if nats_options is not None and not isinstance(nats_options, Mapping):
+            raise TypeError(f"nats_options must be a mapping, not {type(nats_options).__name__}")
+        self._nurl = parsed
+        self.store_name = parsed.store
+        self.replicas = replicas
+        self.durability = durability
+        self.read_only = read_only
+        self._closed = False
+        self._closers: list[Callable[[], None]] = []
+        self._notifiers: dict[str, _Notifier] = {}
+        self._lock = threading.Lock()
+        options = dict(nats_options or {})
+        user_reconnected = options.get("reconnected_cb")
+
+        async def reconnected() -> None:
+            if user_reconnected is not None:
+                await user_reconnected()
+            # Not awaited here: the client waits for this callback before it goes on.
+            asyncio.ensure_future(self._rewatch())
+
+        options["reconnected_cb"] = reconnected
+        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options)
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def url(self) -> str:
+        """The store's URL (password or token shown as ``***``); readable after close."""
+        return str(self._nurl)
+
+    def __repr__(self) -> str:
+        return f"<streamlog.JetStreamLog {self.url}{' (closed)' if self._closed else ''}>"
+
+    # --------------------------------------------------------------- lifecycle
+    def raise_if_closed(self) -> None:
+        """StoreClosed if the store was closed."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    _check = raise_if_closed
+
+    def _check_writable(self, what: str) -> None:
+        self._check()
+        if self.read_only:
+            raise ReadOnlyStore(f"{self.url} is open read-only: cannot {what}")
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` when the store closes, before its handles stop working."""
+        self._closers.append(fn)
+
+    _on_close = on_close
+
+    def __enter__(self) -> JetStreamLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the store (idempotent): its watches stop, the connection closes, and
+        every handle into it raises StoreClosed. Nothing on the server changes."""
+        if self._closed:
+            return
+        for fn in reversed(self._closers):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - closing must reach every handle
+                pass
+        self._closers.clear()
+        self._closed = True
+        with self._lock:
+            notifiers = list(self._notifiers.values())
+            self._notifiers.clear()
+        for n in notifiers:
+            n.bump()  # waiters wake and find the store closed
+        self._conn.close()  # the server drops the watches' consumers after a while
+
+    # ------------------------------------------------------------------ topics
+    def _read_config(self, name: str) -> dict | None:
+        try:
+            st = self._conn.run(self._conn.stream_info(
+                _naming.stream_name(self.store_name, name, 0)))
+        except NotFound:
+            return None
+        return _config_of(st.config, self.store_name, name)
+
+    def _stream_limits(self, cfg: dict) -> dict[str, Any]:
+        mb, ma = cfg["retention"] or (None, None)
+        window = float(cfg["dedupe_window_s"])
+        return {"replicas": self.replicas,
+                "max_bytes": -1 if mb is None else int(mb),
+                "max_age_s": 0 if ma is None else float(ma),
+                # Window 0: msg ids are not sent at all (the server's smallest is 100 ms).
+                "duplicate_window_s": max(window, MIN_DEDUPE_WINDOW_S)}
+
+    def _create(self, name: str, requested: dict) -> dict:
+        """Create the topic's streams, partition 0 (which holds the options) last; or
+        return the options of the topic someone else created meanwhile."""
+        cfg: dict[str, Any] = {"partitions": DEFAULT_PARTITIONS, "retention": None,
+               "segment_bytes": DEFAULT_SEGMENT_BYTES,
+               "max_record_bytes": self._conn.max_payload,
+               "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
+               "created_ms": now_ms(), "uid": uuid.uuid4().hex}
+        cfg.update(requested)
+        max_age_s = (cfg.get("retention") or (None, None))[1]
+        if "dedupe_window_s" not in requested and max_age_s is not None:
+            cfg["dedupe_window_s"] = min(cfg["dedupe_window_s"], float(max_age_s))
+        limits = self._stream_limits(cfg)
+        store = self.store_name
+        conn = self._conn
+        for p in reversed(range(cfg["partitions"])):
+            meta = _naming.stream_metadata(store, name, p)
+            if p == 0:
+                meta[META_CONFIG] = json.dumps(cfg, sort_keys=True)
+            stream = _naming.stream_name(store, name, p)
+            subjects = _naming.stream_subjects(store, name, p)
+            for attempt in range(2):
+                try:
+                    conn.run(conn.ensure_stream(stream, subjects, metadata=meta, **limits))
+                    break
+                except JetStreamError as e:
+                    if e.err_code != ERR_STREAM_NAME_IN_USE:
+                        raise StreamlogError(f"{self.url}: cannot create topic {name!r}: "
+                                             f"{e.description}") from None
+                    existing = self._read_config(name)
+                    if existing is not None:
+                        return existing  # created meanwhile: the caller compares
+                    if attempt or p == 0:
+                        raise ConfigMismatch(f"topic {name!r} is being created with other "
+                                             "options by another client") from None
+                    # A partition left by a creation that never finished (no partition
+                    # 0, so no topic): it holds nothing of a topic; replace it.
+                    try:
+                        conn.run(conn.delete_stream(stream))
+                    except NotFound:
+                        pass
+        return cfg
+
+    def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
+              segment_bytes: int | None = None, max_record_bytes: int | None = None,
+              dedupe_window_s: float | None = None, compact: bool | None = None
+              ) -> JetStreamTopic:
+        """Create or open topic ``name``.
+
+        None means the stored value of an existing topic, or the default for a
+        new one (``max_record_bytes``: the server's ``max_payload``); a value
+        that differs from the stored one raises ConfigMismatch and changes
+        nothing. ``segment_bytes`` is stored and checked but shapes nothing on
+        JetStream; ``compact=True`` is NotImplementedError.
+        """
+        self._check()
+        _validate.name(name, "topic name")
+        requested: dict[str, Any] = {}
+        if partitions is not None:
+            requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
+                                                             MAX_PARTITIONS)
+        if retention is not None:
+            if not isinstance(retention, Retention):
+                raise TypeError("retention must be a streamlog.Retention")
+            if retention.max_age_s is not None and retention.max_age_s < MIN_MAX_AGE_S:
+                raise ValueError(f"retention max_age_s={retention.max_age_s:g}: the shortest "
+                                 f"max age on JetStream is {MIN_MAX_AGE_S:g} s")
+            requested["retention"] = [retention.max_bytes, retention.max_age_s]
+        if segment_bytes is not None:
+            requested["segment_bytes"] = _validate.positive_int(
+                segment_bytes, "segment_bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+        if max_record_bytes is not None:
+            mrb = _validate.positive_int(max_record_bytes, "max_record_bytes", 1)
+            if mrb > self._conn.max_payload:
+                raise ValueError(f"max_record_bytes={mrb} is larger than the server's "
+                                 f"max_payload={self._conn.max_payload}: a NATS message "
+                                 "cannot hold such a record")
+            requested["max_record_bytes"] = mrb
+        if dedupe_window_s is not None:
+            window = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+            if window is not None and 0 < window < MIN_DEDUPE_WINDOW_S:
+                raise ValueError(f"dedupe_window_s={window:g}: the shortest dedupe window on "
+                                 f"JetStream is {MIN_DEDUPE_WINDOW_S:g} s (0 turns dedupe off)")
+            requested["dedupe_window_s"] = window
+        if compact is not None:
+            if not isinstance(compact, bool):
+                raise TypeError("compact must be a bool")
+            if compact:
+                raise NotImplementedError(f"compacted topics are not available on {BACKEND} "
+                                          "yet (compact=True)")
+            requested["compact"] = False
+        _validate.dedupe_within_retention(requested.get("dedupe_window_s"),
+                                          requested.get("retention"))
+        config = self._read_config(name)
+        if config is None:
+            self._check_writable(f"create topic {name!r}")
+            config = self._create(name, requested)
+        diffs = [f"{k}={v!r} (stored: {config.get(k)!r})" for k, v in requested.items()
+                 if config.get(k) != v]
+        if diffs:
+            raise ConfigMismatch(f"topic {name!r} exists with other options: {', '.join(diffs)}")
+        if "dedupe_window_s" in requested:
+            _validate.dedupe_within_retention(config.get("dedupe_window_s"),
+                                              config.get("retention"))
+        return JetStreamTopic(self, name, config)
+
+    def existing_topic(self, name: str) -> JetStreamTopic:
+        """Open a topic that must exist (TopicNotFound otherwise)."""
+        self._check()
+        _validate.name(name, "topic name")
+        config = self._read_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.url}")
+        return JetStreamTopic(self, name, config)
+
+    def _streams(self) -> list[dict]:
+        """Stream infos (config and state) of every stream of this store."""
+        out: list[dict] = []
+        subject = _naming.store_subjects(self.store_name)
+        while True:
+            resp = self._conn.run(self._conn.api("STREAM.LIST",
+                                                 {"subject": subject, "offset": len(out)}))
+            page = resp.get("streams") or []
+            out.extend(page)
+            if not page or len(out) >= resp.get("total", 0):
+                return out
+
+    def topics(self) -> list[str]:
+        """Names of every topic of this store (and no other store's), sorted."""
+        self._check()
+        names = []
+        for info in self._streams():
+            meta = info["config"].get("metadata") or {}
+            if meta.get(_naming.META_STORE) == self.store_name and \
+                    meta.get(_naming.META_PARTITION) == "0" and META_CONFIG in meta:
+                names.append(meta[_naming.META_TOPIC])
+        return sorted(names)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic: its groups, then its streams (partition 0, which makes it
+        a topic, last). TopicNotFound if missing. Only this store's streams are touched."""
+        self._check_writable(f"delete topic {name!r}")
+        _validate.name(name, "topic name")
+        config = self._read_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.url}")
+        t = JetStreamTopic(self, name, config)
+        for g in groups.list_groups(t):
+            groups.delete_group(t, g)
+        for p in reversed(range(t.partitions)):
+            try:
+                self._conn.run(self._conn.delete_stream(t.stream_name(p)))
+            except NotFound:
+                if p == 0:
+                    raise TopicNotFound(f"topic {name!r} does not exist in {self.url}") \
+                        from None
+        with self._lock:
+            n = self._notifiers.pop(name, None)
+        if n is not None:
+            n.bump()
+
+    # ----------------------------------------------------------------- watches
+    def _notifier_of(self, topic: JetStreamTopic) -> _Notifier:
+        with self._lock:
+            n = self._notifiers.get(topic.name)
+            if n is not None:
+                return n
+            n = _Notifier()
+            conn = self._conn
+
+            async def subscribe() -> None:
+                async def on_msg(_msg) -> None:
+                    n.bump()
+
+                for p in range(topic.partitions):
+                    inbox = conn.nc.new_inbox()
+                    n.subs.append(await conn.nc.subscribe(inbox, cb=on_msg))
+                    stream = topic.stream_name(p)
+                    n.consumers.append(
+                        [stream, inbox, await _watch_consumer(conn, stream, inbox)])
+
+            topic._run(subscribe())
+            self._notifiers[topic.name] = n
+            return n
+
+    async def _rewatch(self) -> None:
+        """After a reconnect: create again every watch consumer the server no longer has
+        (a restarted server forgets them), then wake every waiter to look again."""
+        conn = self._conn
+        for _attempt in range(40):  # a restarted server needs a moment for JetStream
+            missing = False
+            for n in list(self._notifiers.values()):
+                for entry in n.consumers:
+                    stream, inbox, name = entry
+                    try:
+                        await conn.consumer_info(stream, name)
+                    except NotFound:
+                        try:
+                            entry[2] = await _watch_consumer(conn, stream, inbox)
+                        except NotFound:
+                            pass  # the topic is gone: nothing to watch
+                        except (JetStreamError, TimeoutError):
+                            missing = True
+                    except (JetStreamError, TimeoutError):
+                        missing = True
+                n.bump()
+            if not missing or self._closed:
+                return
+            await asyncio.sleep(0.25)
+
+    # -------------------------------------------------------------- operations
+    def stats(self) -> dict:
+        """Figures per topic and partition (offsets, records, bytes) from the servers."""
+        self._check()
+        out: dict[str, Any] = {"url": self.url, "path": self.url, "topics": {}, "groups": {}}
+        for info in self._streams():
+            meta = info["config"].get("metadata") or {}
+            if meta.get(_naming.META_STORE) != self.store_name:
+                continue
+            topic = meta.get(_naming.META_TOPIC)
+            st = info.get("state", {})
+            entry = out["topics"].setdefault(topic, {"partitions": [], "config": None})
+            if META_CONFIG in meta:
+                entry["config"] = json.loads(meta[META_CONFIG])
+            end = st.get("last_seq", 0)
+            start = st.get("first_seq", 1) - 1 if st.get("messages") else end
+            entry["partitions"].append({
+                "partition": int(meta.get(_naming.META_PARTITION, 0)),
+                "stream": info["config"]["name"], "start_offset": start, "end_offset": end,
+                "records": end - start, "bytes": st.get("bytes", 0),
+                "replicas": info["config"].get("num_replicas", 1),
+                "leader": (info.get("cluster") or {}).get("leader")})
+        for name in list(out["topics"]):
+            entry = out["topics"][name]
+            if entry["config"] is None:  # a creation or deletion under way: not a topic
+                del out["topics"][name]
+                continue
+            # Streams past the topic's partitions are left by a creator that lost a
+            # race with other options: no part of the topic.
+            entry["partitions"] = sorted(
+                (x for x in entry["partitions"] if x["partition"] < entry["config"]["partitions"]),
+                key=lambda x: x["partition"])
+        return out
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
+        """Check, on the servers, that every topic's streams are whole and dense. [] when
+        healthy.
+
+        Per partition: the stream exists with the metadata naming its store,
+        topic and partition; it owns exactly its subjects; message deletes
+        are denied and atomic batches allowed; and its sequences have no
+        hole (``messages = last_seq - first_seq + 1``, no deleted message),
+        which is what keeps offsets dense. Record contents are the servers'
+        to check (their own checksums); ``progress(done, total)`` is called
+        per topic.
+        """
+        self._check()
+        names = self.topics()
+        problems: list[Problem] = []
+        for i, name in enumerate(names):
+            config = self._read_config(name)
+            if config is None:
+                continue
+            for p in range(config["partitions"]):
+                stream = _naming.stream_name(self.store_name, name, p)
+                for reason in self._check_stream(name, p, stream):
+                    problems.append(Problem(stream, 0, reason, name, p, "corrupt"))
+            if progress is not None:
+                progress(i + 1, len(names))
+        return problems
+
+    def _check_stream(self, name: str, p: int, stream: str) -> list[str]:
+        try:
+            resp = self._conn.run(self._conn.api(f"STREAM.INFO.{stream}"))
+        except NotFound:
+            return [f"stream {stream} of partition {p} is missing"]
+        cfg, st = resp["config"], resp.get("state", {})
+        out = []
+        meta = cfg.get("metadata") or {}
+        want = _naming.stream_metadata(self.store_name, name, p)
+        if any(meta.get(k) != v for k, v in want.items()):
+            out.append(f"stream metadata {({k: meta.get(k) for k in want})} does not name "
+                       f"store {self.store_name!r}, topic {name!r}, partition {p}")
+        if sorted(cfg.get("subjects") or []) != sorted(
+                _naming.stream_subjects(self.store_name, name, p)):
+            out.append(f"stream subjects {cfg.get('subjects')} are not the partition's")
+        if not cfg.get("deny_delete") or not cfg.get("allow_atomic"):
+            out.append("stream allows message deletes or refuses atomic batches")
+        msgs, first, last = st.get("messages", 0), st.get("first_seq", 0), st.get("last_seq", 0)
+        if st.get("num_deleted") or (msgs and msgs != last - first + 1):
+            out.append(f"sequences {first}..{last} hold {msgs} messages "
+                       f"({st.get('num_deleted', 0)} deleted): offsets are not dense")
+        return out
+
+    # ------------------------------------------------------------------- views
+    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
+        """A point-to-point queue view (see streamlog.views.queue)."""
+        self._check()
+        from streamlog.views.queue import Queue
+
+        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+
+    def pubsub(self, name: str):
+        """A fan-out view (see streamlog.views.pubsub)."""
+        self._check()
+        from streamlog.views.pubsub import PubSub
+
+        return PubSub(self, name)
+
+    def rpc(self, name: str):
+        """A request-reply view (see streamlog.views.rpc)."""
+        self._check()
+        from streamlog.views.rpc import Rpc
+
+        return Rpc(self, name)
+
+    def event_store(self, name: str):
+        """An event-sourcing view (see streamlog.views.event_store)."""
+        self._check()
+        from streamlog.views.event_store import EventStore
+
+        return EventStore(self, name)
+
+    def event_log(self, name: str):
+        """The event log behind event store ``name``: not on this backend yet."""
+        raise NotImplementedError(f"event logs are not available on {BACKEND} yet")
+
+    def tracking_log(self, name: str):
+        """Tracking records of application ``name``: not on this backend yet."""
+        raise NotImplementedError(f"tracking logs are not available on {BACKEND} yet")
+
+    def reply_box(self, name: str):
+        """The reply box of reply topic ``name``: not on this backend yet."""
+        raise NotImplementedError(f"reply boxes are not available on {BACKEND} yet")
+
+
+async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:
+    """Create a watch's consumer on ``stream`` delivering to ``inbox``; its name."""
+    resp = await conn.api(f"CONSUMER.CREATE.{stream}", {
+        "stream_name": stream,
+        "config": {"deliver_subject": inbox, "deliver_policy": "new",
+                   "ack_policy": "none", "headers_only": True,
+                   "mem_storage": True, "num_replicas": 1,
+                   "inactive_threshold": int(WATCH_INACTIVE_S * _NS)}})
+    return str(resp["name"])
+
+
+def _config_of(stream_config: Mapping[str, Any], store: str, topic: str) -> dict | None:
+    """The topic options kept in partition 0's stream metadata (None: not a topic of
+    this store)."""
+    meta = stream_config.get("metadata") or {}
+    raw = meta.get(META_CONFIG)
+    if raw is None or meta.get(_naming.META_STORE) != store or \
+            meta.get(_naming.META_TOPIC) != topic:
+        return None
+    return json.loads(raw)
+
+
+def open_store(url: str, **options: Any) -> JetStreamLog:
+    """Open the store named by a ``nats://`` or ``tls://`` URL (``streamlog.open``).
+
+    Options: ``replicas`` (1-5), ``durability``, ``read_only``,
+    ``connect_timeout`` (seconds), ``nats_options``. A malformed URL is a
+    ValueError; a server that cannot be reached, lacks JetStream or is too old
+    is a StreamlogError naming the URL; nothing is created on open.
+    """
+    return JetStreamLog(url, **options)
