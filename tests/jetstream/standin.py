@@ -101,7 +101,7 @@ class StandInTopic:
         keys = keys or [None] * len(values)
         return [self.append(v, key=k) for v, k in zip(values, keys, strict=True)]
 
-    def _record_of(self, p: int, stored) -> Record:
+    def _record(self, p: int, stored) -> Record:
         h = stored.headers
         key = base64.b64decode(h["Sl-Key"]) if "Sl-Key" in h else None
         headers = {k: base64.b64decode(v) for k, v in json.loads(h.get("Sl-H", "{}")).items()}
@@ -113,7 +113,7 @@ class StandInTopic:
             m = self._conn.run(self._conn.get_message(self.stream_name(p), offset + 1))
         except NotFound:
             raise OffsetOutOfRange(offset) from None
-        return self._record_of(p, m)
+        return self._record(p, m)
 
     def end_offset(self, p: int) -> int:
         return self._conn.run(self._conn.stream_info(self.stream_name(p))).last_seq

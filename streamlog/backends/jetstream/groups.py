@@ -834,7 +834,7 @@ class Group:
                 seq = md_.sequence.stream
                 stored = StoredMsg(seq, msg.subject, msg.data, dict(msg.headers or {}),
                                    int(md_.timestamp.timestamp() * _NS) if md_.timestamp else 0)
-                rec = self.topic._record_of(p, stored)
+                rec = self.topic._record(p, stored)
                 items.append((rec, md_.num_delivered, msg.reply, t_deliv))
             items.sort(key=lambda it: it[0].offset)
             # Deferrals (and nack errors) of records delivered before.
