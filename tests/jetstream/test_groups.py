@@ -523,3 +523,74 @@ def test_exclusive_delivers_in_offset_order(store):
         offsets += [m.offset for m in ms]
         g.ack(ms)
     assert offsets == list(range(20))
+
+
+def test_exclusive_nack_restarts_the_partition_at_that_record(store):
+    t = store.topic("ex5")
+    t.append_many([b"0", b"1", b"2"])
+    g = t.group("g", mode="exclusive")
+    ms = g.poll(10, timeout=0)
+    assert [m.offset for m in ms] == [0, 1, 2]
+    assert ms[0].nack()
+    assert ms[1].ack() is False  # handed back with the record before it
+    again = g.poll(10, timeout=2)
+    assert [(m.offset, m.delivery_count) for m in again] == [(0, 2), (1, 1), (2, 1)]
+    assert again[0].nack(delay_s=0.3)
+    t.append(b"3")
+    assert g.poll(10, timeout=0.1) == []  # nothing overtakes the record waiting
+    later = []
+    while len(later) < 4:
+        later += g.poll(10, timeout=2)
+    assert [(m.offset, m.delivery_count) for m in later] == [(0, 3), (1, 1), (2, 1), (3, 1)]
+    assert g.ack(later) == [True] * 4
+    assert g.lag() == 0
+
+
+# ------------------------------------------- where JetStream differs (docs/backends.md)
+def test_an_ack_after_the_lease_ran_out_is_refused_even_if_nobody_took_the_record(store):
+    """The embedded store accepts a late ack until another consumer takes the record;
+    JetStream may already have redelivered it, which a client cannot see, so the ack is
+    refused once the lease (and its backoff) ran out, and the record comes again."""
+    t = store.topic("late")
+    t.append(b"x")
+    g = t.group("g", ack_wait_s=0.1)
+    (m,) = g.poll(1, timeout=0)
+    time.sleep(0.3)  # the lease runs out with nobody polling
+    assert m.ack() is False
+    (again,) = g.poll(1, timeout=2)
+    assert again.delivery_count == 2 and again.ack()
+
+
+def test_a_restarted_named_consumer_gets_its_leases_back_only_when_they_expire(stores):
+    """The embedded store hands a named consumer's live leases back to it at once
+    when it comes back; JetStream's leases belong to no consumer name, so they come
+    back when they expire, to whichever consumer polls."""
+    s1 = stores()
+    t = s1.topic("rn")
+    t.append(b"x")
+    g = t.group("g", consumer="worker-1", ack_wait_s=0.5)
+    (m,) = g.poll(1, timeout=0)
+    s1._closers.clear()  # the process dies: the lease is not handed back
+    s1.close()
+    t = stores().existing_topic("rn")
+    g = t.group("g", consumer="worker-1", ack_wait_s=0.5)
+    assert g.poll(1, timeout=0) == []
+    (again,) = g.poll(1, timeout=3)
+    assert (again.offset, again.delivery_count) == (0, 2)
+
+
+def test_backoff_after_an_expired_lease_runs_from_when_the_record_is_next_drawn(store):
+    """After a lease expires, the embedded store makes the record deliverable at
+    expiry + backoff; on JetStream the server redelivers at expiry and the consumer
+    that draws it holds it back for the backoff from then, so with nobody polling in
+    between the record comes later than on the embedded store, never earlier."""
+    t = store.topic("bx")
+    t.append(b"x")
+    g = t.group("g", ack_wait_s=0.1, backoff_s=[0.3])
+    (m,) = g.poll(1, timeout=0)
+    time.sleep(0.6)  # expiry (0.1) + backoff (0.3) have passed, nobody polled
+    assert g.poll(1, timeout=0) == []  # the embedded store would deliver it now
+    t0 = time.monotonic()
+    (again,) = g.poll(1, timeout=3)
+    assert again.delivery_count == 2 and time.monotonic() - t0 >= 0.25
+    assert again.ack()

@@ -666,6 +666,7 @@ class Group:
         self._out: dict[tuple[int, int], Message] = {}  # (partition, offset) -> open Message
         self._owned: dict[int, int] = {}  # exclusive: partition -> epoch
         self._draining: set[int] = set()
+        self._hold: dict[int, float] = {}  # exclusive: partition -> not fetched before
         self._beat_at = -math.inf
         self._streams = [topic.stream_name(p) for p in range(topic.partitions)]
         ref = weakref.ref(self)
@@ -802,7 +803,9 @@ class Group:
 
     def _parts(self) -> list[int]:
         if self.mode == "exclusive":
-            return sorted(p for p in self._owned if p not in self._draining)
+            now = time.monotonic()
+            return sorted(p for p in self._owned
+                          if p not in self._draining and self._hold.get(p, 0) <= now)
         return list(range(self.topic.partitions))
 
     async def _admit(self, room: int, out: list[Message], dead: list) -> bool:
@@ -1109,6 +1112,7 @@ class Group:
         sends: list[tuple[Message, bytes]] = []
         dead: list = []
         notes: list[Message] = []
+        revoked: list[Message] = []
         bo = cfg.get("backoff_s")
         for m, ok in zip(msgs, valid, strict=True):
             if not ok:
@@ -1132,9 +1136,16 @@ class Group:
                 sends.append((m, _nak(wait) if wait > 0 else b"-NAK"))
                 if error is not None or (bo and m._keyed is None):
                     notes.append(m)
-        if notes:
+                if self.mode == "exclusive":
+                    revoked.extend(self._rewind(m, wait, msgs))
+        revoked = list({id(m): m for m in revoked}.values())
+        if notes or revoked:
             # Before the nak: the redelivery must find what it needs to know.
-            await asyncio.gather(*(self._note(m, action, error) for m in notes))
+            await asyncio.gather(*(self._note(m, action, error) for m in notes),
+                                 *(self._note(m, _DEFER, None) for m in revoked))
+        for m in revoked:  # after the record they queued behind: redelivered in order
+            hold = self._hold.get(m.partition, 0) - now_m
+            sends.append((m, _nak(hold) if hold > 0 else b"-NAK"))
         answers = await _requests(self._conn.nc, [(m._reply, p) for m, p in sends])
         good = {id(m): a for (m, _), a in zip(sends, answers, strict=True)}
         now = now_ms()
@@ -1158,6 +1169,9 @@ class Group:
             if cleanup:
                 await asyncio.gather(*(self._kv.delete(self._rkey(m.partition, m._gen, m.offset))
                                        for m in cleanup))
+        for m in revoked:
+            m._state = _LOST
+            self._out.pop((m.partition, m.offset), None)
         res = []
         for m, ok in zip(msgs, valid, strict=True):
             if not ok:
@@ -1185,6 +1199,17 @@ class Group:
             jobs.append((m.partition, m._gen, m._record, m.delivery_count, err, m._reply,
                          m._keyed is not None))
         return res, jobs
+
+    def _rewind(self, m: Message, wait: float, settling: list[Message]) -> list[Message]:
+        """exclusive: a record handed back restarts its partition there. The later
+        records this consumer holds go back too, without counting their delivery, and
+        the partition is not fetched from until the record is due: nothing overtakes it."""
+        if wait > 0:
+            self._hold[m.partition] = max(self._hold.get(m.partition, 0),
+                                          time.monotonic() + wait)
+        return [o for (p, off), o in sorted(self._out.items())
+                if p == m.partition and off > m.offset and o._state == _OPEN
+                and o not in settling]
 
     async def _note(self, m: Message, action: int, error: str | None) -> None:
         """Keep on the server what a record's next delivery needs: a nack's error
