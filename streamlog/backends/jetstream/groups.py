@@ -1425,22 +1425,39 @@ def _nak(delay_s: float) -> bytes:
 
 
 async def _requests(nc, items: list[tuple[str, bytes]]) -> list[bool]:
-    """Send acks (or naks, progress, terms) as requests, pipelined; each answer is True
-    when the consumer took it, False when it is gone (no responder)."""
+    """Send acks (or naks, progress, terms) as requests, pipelined, and await every
+    answer: True when the consumer took it, False when it is gone (no responder: a
+    seek, a deleted group). One reply subscription for the whole batch."""
     if not items:
         return []
+    n = len(items)
+    answers: list[bool | None] = [None] * n
+    left = [n]
+    done = asyncio.get_running_loop().create_future()
 
-    async def one(subject: str, payload: bytes) -> bool:
+    async def on_reply(msg) -> None:
+        i = int(msg.subject.rsplit(".", 1)[1])
+        if answers[i] is None:
+            status = (msg.headers or {}).get("Status") if msg.headers else None
+            answers[i] = status is None or not status.startswith("5")
+            left[0] -= 1
+            if left[0] == 0 and not done.done():
+                done.set_result(None)
+
+    inbox = nc.new_inbox()
+    with _translate("acknowledgements"):
+        sub = await nc.subscribe(inbox + ".*", cb=on_reply)
         try:
-            await nc.request(subject, payload, timeout=10.0)
-        except Exception as e:
-            if _is(e, "NoRespondersError"):
-                return False  # the consumer is gone (a seek, a deleted group)
-            with _translate(f"ack {subject}"):
-                raise
-        return True
-
-    return list(await asyncio.gather(*(one(s, p) for s, p in items)))
+            for i, (subject, payload) in enumerate(items):
+                await nc.publish(subject, payload, reply=f"{inbox}.{i}")
+            try:
+                await asyncio.wait_for(asyncio.shield(done), 10.0)
+            except TimeoutError:
+                raise TimeoutError(f"{left[0]} of {n} acknowledgements got no answer "
+                                   "from the server in time") from None
+        finally:
+            await sub.unsubscribe()
+    return [bool(a) for a in answers]
 
 
 def _as_list(msgs) -> list:
