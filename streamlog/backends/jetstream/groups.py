@@ -850,8 +850,8 @@ class Group:
                 for it, (v, _) in zip(again, vals, strict=True):
                     if v:
                         extra[it[0].offset] = v
-            if self.mode == "key_shared" and any(it[0].key is not None for it in items):
-                decided = await self._key_window(p, gen, items, extra, now, room - len(out))
+            if self.mode == "key_shared" and items:
+                decided = await self._key_window(p, gen, items, now, room - len(out))
             else:
                 decided = None
             epoch = self._owned.get(p, 0)
@@ -918,14 +918,17 @@ class Group:
         await self._kv.put(self._rkey(p, gen, offset), v)
 
     # ---------------------------------------------------------- key_shared
-    async def _key_window(self, p: int, gen: int, items: list, extra: dict, now: int,
-                          room: int) -> dict[int, tuple[str | None, int]]:
+    async def _key_window(self, p: int, gen: int, items: list, now: int,
+                          room: int) -> dict[int, tuple[str | None, int, float]]:
         """key_shared: decide, in one compare-and-set of the partition's window, which
         keyed records this consumer takes, which it hands back (a key held by another
-        consumer, or an earlier record of the key waiting), which wait for their time.
+        consumer, an earlier record of the key waiting, or an earlier record not yet
+        seen by any consumer's decision, whose key is unknown), which wait for their time.
 
-        Returns offset -> (verdict, deliveries handed back so far): verdict None
-        (take), "skip" or "defer".
+        The window holds ``f``, the lowest offset not decided yet, ``dn``, the offsets
+        decided above it, and ``e``, the keyed records not acknowledged yet. Returns
+        offset -> (verdict, deliveries handed back so far, wait): verdict None (take),
+        "skip" or "defer".
         """
         key = f"{self._base}.k.{p}.{gen}"
         me = self.consumer
@@ -933,21 +936,34 @@ class Group:
         md = cfg["max_deliver"]
         while True:
             win, rev = await self._kv.get(key)
-            win = dict(win or {})
+            if win is None:
+                # A new window starts at the first record the consumer has not had acked.
+                st = await self._conn.consumer_info(self._streams[p], consumer_name(self.name, gen))
+                win = {"f": st.ack_floor_stream_seq, "dn": [], "e": {}}
+            entries: dict[str, list] = win["e"]
+            f: int = win["f"]
+            dn = set(win["dn"])
             decided: dict[int, tuple[str | None, int, float]] = {}
             blocked_keys: set[str] = set()
             taken = 0
             for rec, dc, _reply, _t in items:
+                off = rec.offset
+                if off < f or off in dn:
+                    pass  # decided before (a redelivery)
+                else:
+                    dn.add(off)
+                while f in dn:
+                    dn.discard(f)
+                    f += 1
                 if rec.key is None:
                     continue
-                off = rec.offset
                 h = _key_hash(rec.key)
-                e = win.get(str(off))
+                e = entries.get(str(off))
                 skips = e[3] if e else 0
                 eff = dc - skips
-                blocked = h in blocked_keys
+                blocked = h in blocked_keys or f < off  # an undecided record before it
                 if not blocked:
-                    for o2, (h2, owner, until, _s, _ok) in win.items():
+                    for o2, (h2, owner, until, _s, _ok) in entries.items():
                         if h2 != h or int(o2) == off:
                             continue
                         live = until > now
@@ -964,18 +980,20 @@ class Group:
                 elif eff <= md and dc > 1 and e is not None and e[4] != dc:
                     wait_s = _backoff_s(cfg, eff - 1)  # back after its lease ran out
                 if blocked or (eff <= md and taken >= room):
-                    win[str(off)] = [h, "", now, skips + 1, dc + 1]
+                    entries[str(off)] = [h, "", now, skips + 1, dc + 1]
                     decided[off] = ("skip", skips, 0.0)
                     blocked_keys.add(h)
                 elif wait_s > 0:
-                    win[str(off)] = [h, "", now + int(wait_s * 1000), skips + 1, dc + 1]
+                    entries[str(off)] = [h, "", now + int(wait_s * 1000), skips + 1, dc + 1]
                     decided[off] = ("defer", skips, wait_s)
                     blocked_keys.add(h)
                 else:
                     if eff <= md:
                         taken += 1
-                        win[str(off)] = [h, me, now + int(_lease_s(cfg, eff) * 1000), skips, 0]
+                        entries[str(off)] = [h, me, now + int(_lease_s(cfg, eff) * 1000),
+                                             skips, 0]
                     decided[off] = (None, skips, 0.0)
+            win = {"f": f, "dn": sorted(dn), "e": entries}
             if await self._kv.cas(key, win, rev):
                 return decided
 
@@ -988,13 +1006,14 @@ class Group:
             if not win:
                 return
             changed = False
+            entries = win["e"]
             for m in msgs:
-                e = win.get(str(m.offset))
+                e = entries.get(str(m.offset))
                 if e is None or e[1] != me:
                     continue
                 changed = True
                 if action == _ACK:
-                    del win[str(m.offset)]
+                    del entries[str(m.offset)]
                 elif action == _EXTEND:
                     e[2] = until
                 else:
@@ -1286,7 +1305,7 @@ class Group:
                 if not win:
                     break
                 for off in offs:
-                    win.pop(str(off), None)
+                    win["e"].pop(str(off), None)
                 if await self._kv.cas(key, win, rev):
                     break
 
