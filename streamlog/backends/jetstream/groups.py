@@ -943,6 +943,12 @@ class Group:
             entries: dict[str, list] = win["e"]
             f: int = win["f"]
             dn = set(win["dn"])
+            if items and f < items[0][0].offset:
+                # Records retention removed before anyone drew them are decided too.
+                start, _ = await _stream_bounds(self.topic, p)
+                if start > f:
+                    f = start
+                    dn = {o for o in dn if o >= f}
             decided: dict[int, tuple[str | None, int, float]] = {}
             blocked_keys: set[str] = set()
             taken = 0
