@@ -743,3 +743,36 @@ def test_a_killed_server_redelivers_rather_than_loses(tmp_path):
         s.close()
     finally:
         server.stop()
+
+
+def test_a_poll_waiting_across_a_server_restart_gets_what_comes_after(tmp_path):
+    """A waiting pull request dies with the server; the poll notices, rides out the
+    reconnect, and receives a record appended once the server is back."""
+    from streamlog.backends.jetstream.server import NatsServer
+
+    server = NatsServer.start_single(tmp_path / "nats")
+    try:
+        s = StandInStore(f"{server.client_url}/rw")
+        t = s.topic("r")
+        g = t.group("g")
+        result: list = []
+        th = threading.Thread(target=lambda: result.append(g.poll(10, timeout=20)))
+        th.start()
+        deadline = time.monotonic() + 10
+        while info(t, "g").num_waiting == 0:  # the poll's request waits on the server
+            assert time.monotonic() < deadline
+        server.restart()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                t.append(b"after")
+                break
+            except (TimeoutError, StreamlogError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        th.join(30)
+        assert [m.value for m in result[0]] == [b"after"]
+        assert result[0][0].ack()
+        s.close()
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -77,6 +78,8 @@ __all__ = [
     "open_group",
 ]
 
+log = logging.getLogger("streamlog.jetstream")
+
 MODES = ("shared", "key_shared", "exclusive")
 STARTS = ("earliest", "latest")
 
@@ -101,6 +104,11 @@ _LONG_POLL_S = 5.0
 #: How long a poll that found only records it must hand back (a key held by
 #: another consumer) waits before it looks again.
 _SKIP_WAIT_S = 0.02
+#: Pause between attempts of a poll that lost its connection.
+_RETRY_PAUSE_S = 0.1
+#: How long after its end a pull request the server never answered counts as ended
+#: (a server restart forgets waiting requests).
+_REQUEST_GRACE_S = 2.0
 #: How long a delivery may take from the server to this process, at most, for the
 #: local lease deadline (never later than the server's): a tenth of ack_wait_s if less.
 _TRANSIT_MARGIN_S = 0.05
@@ -596,6 +604,7 @@ class _Puller:
         self.buf: deque = deque()
         self.open: dict[int, int] = {}  # partition -> deliveries its open request still may bring
         self.sent: dict[int, float] = {}  # partition -> when its last request was sent
+        self.ends: dict[int, float] = {}  # partition -> when its open request ends at the latest
         self.missing: set[int] = set()  # partitions whose consumer did not answer (gone)
         self.event: asyncio.Event | None = None
 
@@ -633,8 +642,19 @@ class _Puller:
         else:
             body["expires"] = max(int(expires_s * _NS), 1_000_000)
         self.open[p] = batch
-        self.sent[p] = time.monotonic()
+        self.sent[p] = now = time.monotonic()
+        # A server restart or a lost connection forgets requests without answering:
+        # one is taken for ended once it should have expired (or, without wait, soon).
+        self.ends[p] = now + (expires_s or 0.0) + _REQUEST_GRACE_S
         await nc.publish(subject, json.dumps(body).encode(), reply=f"{self.inbox}.{p}")
+
+    def is_open(self, p: int) -> bool:
+        if p not in self.open:
+            return False
+        if time.monotonic() > self.ends.get(p, 0.0):
+            del self.open[p]
+            return False
+        return True
 
     async def stop(self) -> None:
         if self.sub is not None:
@@ -727,7 +747,22 @@ class Group:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         end = math.inf if timeout is None else time.monotonic() + timeout
         while True:
-            msgs, dead = self._conn.run(self._apoll(max_records, end))
+            try:
+                msgs, dead = self._conn.run(self._apoll(max_records, end))
+            except (TimeoutError, JetStreamError) as e:
+                # A lost connection or a server restarting: the client reconnects on
+                # its own; the poll rides it out until its timeout, as a Kafka
+                # consumer's does. Anything else (or a live connection) is raised.
+                nc = self._conn.nc
+                if nc.is_connected and not isinstance(e, TimeoutError):
+                    raise
+                log.warning("poll of group %r: %s; retrying", self.name, e)
+                self._check()
+                left = end - time.monotonic()
+                if left <= 0:
+                    return []
+                time.sleep(min(left, _RETRY_PAUSE_S))
+                continue
             if dead:
                 self._dead_letter(dead)
             if msgs or time.monotonic() >= end:
@@ -761,13 +796,16 @@ class Group:
                 if room <= 0:
                     break
                 p = parts[(self._rr + i) % n]
-                if p in pl.open:
+                if pl.is_open(p):
                     continue
                 assert pl.event is not None
                 pl.event.clear()
                 await pl.request(nc, self._pull_subject(p), p, room, None)
-                while p in pl.open:
-                    await pl.event.wait()
+                while pl.is_open(p):
+                    try:
+                        await asyncio.wait_for(pl.event.wait(), _REQUEST_GRACE_S)
+                    except TimeoutError:
+                        pass
                     pl.event.clear()
                 skipped |= await self._admit(max_records - len(out), out, dead)
             self._rr += 1
@@ -788,11 +826,11 @@ class Group:
             assert pl.event is not None
             pl.event.clear()
             for p in parts:
-                if p not in pl.open:
+                if not pl.is_open(p):
                     await pl.request(nc, self._pull_subject(p), p, 1, wait)
             give_up = time.monotonic() + wait
             while not pl.buf and not pl.missing and time.monotonic() < give_up:
-                if not parts or not any(p in pl.open for p in parts):
+                if not parts or not any(pl.is_open(p) for p in parts):
                     await asyncio.sleep(max(0.0, give_up - time.monotonic()))
                     break
                 try:
