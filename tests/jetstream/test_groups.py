@@ -776,3 +776,19 @@ def test_a_poll_waiting_across_a_server_restart_gets_what_comes_after(tmp_path):
         s.close()
     finally:
         server.stop()
+
+
+def test_group_stats(store):
+    t = store.topic("gs", partitions=2)
+    t.append_many([b"%d" % i for i in range(4)])
+    g = t.group("g", mode="exclusive", consumer="a")
+    ms = g.poll(10, timeout=0)
+    g.ack(ms[:1])
+    t.group("h").close()
+    st = groups.group_stats(t)
+    assert sorted(st) == ["g", "h"]
+    assert st["g"]["mode"] == "exclusive" and st["g"]["consumers"] == ["a"]
+    assert st["g"]["lag"] == 3 and st["g"]["pending"] == 3
+    assert [p["owner"] for p in st["g"]["partitions"]] == ["a", "a"]
+    assert sum(p["end_offset"] for p in st["g"]["partitions"]) == 4
+    assert st["h"]["lag"] == 4 and st["h"]["pending"] == 0

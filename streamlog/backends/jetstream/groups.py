@@ -74,6 +74,7 @@ __all__ = [
     "append_delayed",
     "delete_group",
     "group_config",
+    "group_stats",
     "list_groups",
     "open_group",
 ]
@@ -556,6 +557,59 @@ async def _delete(topic, name: str) -> None:
             except NotFound:
                 pass
     await kv.purge_prefix(base)
+
+
+def group_stats(topic) -> dict[str, dict]:
+    """Figures of every group of ``topic`` from the servers, as ``stats()["groups"]``
+    shows them: options, ``lag``, ``pending`` (delivered, not acknowledged),
+    ``redeliveries`` (messages the server is redelivering now), and per partition
+    ``committed`` (every offset below it acknowledged), ``next`` (the first offset
+    never delivered), ``end_offset``, ``lag``, ``pending``, ``redeliveries``, and the
+    ``owner`` in an exclusive group (with ``consumers``: the live ones)."""
+    _check_store(topic)
+    return topic._conn.run(_group_stats(topic))
+
+
+async def _group_stats(topic) -> dict[str, dict]:
+    kv = _kv(topic)
+    out: dict[str, dict] = {}
+    keys = await kv.keys(f"{_naming.encode_token(topic.name)}.*.cfg")
+    for name in sorted(_naming.decode_token(k.split(".")[1]) for k in keys):
+        base = _base(topic.name, name)
+        cfg, _ = await kv.get(base + ".cfg")
+        if cfg is None:
+            continue
+        x = None
+        if cfg["mode"] == "exclusive":
+            x, _ = await kv.get(base + ".x")
+        entry: dict[str, Any] = {k: cfg[k] for k in ("mode", "ack_wait_s", "max_deliver",
+                                                     "backoff_s", "dead_letter")}
+        parts = []
+        for p in range(topic.partitions):
+            gen = cfg["parts"][p][0]
+            try:
+                st = await topic._conn.consumer_info(topic.stream_name(p),
+                                                     consumer_name(name, gen))
+            except NotFound:
+                continue
+            _, end = await _stream_bounds(topic, p)
+            part = {"partition": p, "committed": st.ack_floor_stream_seq,
+                    "next": st.delivered_stream_seq, "end_offset": end,
+                    "lag": st.num_pending + st.num_ack_pending,
+                    "pending": st.num_ack_pending, "redeliveries": st.num_redelivered}
+            if x is not None:
+                part["owner"] = x["o"][p][0] if p < len(x["o"]) else None
+            parts.append(part)
+        for k in ("lag", "pending", "redeliveries"):
+            entry[k] = sum(part[k] for part in parts)
+        if x is not None:
+            now = now_ms()
+            live_ms = int((cfg["ack_wait_s"] + min(GROUP_HEARTBEAT_MAX_S,
+                                                   cfg["ack_wait_s"] / 4)) * 1000)
+            entry["consumers"] = sorted(c for c, t in x["m"].items() if now - t <= live_ms)
+        entry["partitions"] = parts
+        out[name] = entry
+    return out
 
 
 def append_delayed(topic, value, deliver_at_ms: int, key=None, headers=None) -> Position:
