@@ -11,7 +11,17 @@ import pytest
 
 from streamlog.backends.jetstream import groups
 from streamlog.errors import ConfigMismatch, StoreClosed, StreamlogError
-from tests.jetstream.standin import StandInStore
+from tests.jetstream.standin import StandInStore as _StandIn
+
+try:  # the JetStream store, where this build has it; else the minimal stand-in topic
+    from streamlog.backends.jetstream.log import open_store as _open_store
+except ImportError:
+    _open_store = None
+
+
+def open_js_store(url: str):
+    """Open a store at ``url`` on the JetStream backend (or its stand-in)."""
+    return _open_store(url) if _open_store is not None else _StandIn(url)
 
 
 @pytest.fixture
@@ -19,7 +29,7 @@ def stores(js_url):
     opened = []
 
     def open_store():
-        s = StandInStore(js_url)
+        s = open_js_store(js_url)
         opened.append(s)
         return s
 
@@ -641,7 +651,7 @@ def test_threads_of_a_key_shared_group_never_hold_one_key_at_once(store):
 
 
 def _consume(url: str, out, barrier) -> None:
-    s = StandInStore(url)
+    s = open_js_store(url)
     g = s.existing_topic("mp").group("g")
     barrier.wait()
     got = []
@@ -681,7 +691,7 @@ def test_a_server_restart_under_a_running_consumer_loses_nothing(tmp_path):
 
     server = NatsServer.start_single(tmp_path / "nats")
     try:
-        s = StandInStore(f"{server.client_url}/rs")
+        s = open_js_store(f"{server.client_url}/rs")
         t = s.topic("r")
         t.append_many([b"%d" % i for i in range(4)])
         g = t.group("g", ack_wait_s=0.5, max_deliver=2)
@@ -719,7 +729,7 @@ def test_a_killed_server_redelivers_rather_than_loses(tmp_path):
 
     server = NatsServer.start_single(tmp_path / "nats")
     try:
-        s = StandInStore(f"{server.client_url}/rk")
+        s = open_js_store(f"{server.client_url}/rk")
         t = s.topic("r")
         t.append_many([b"%d" % i for i in range(6)])
         g = t.group("g", ack_wait_s=0.5)
@@ -752,7 +762,7 @@ def test_a_poll_waiting_across_a_server_restart_gets_what_comes_after(tmp_path):
 
     server = NatsServer.start_single(tmp_path / "nats")
     try:
-        s = StandInStore(f"{server.client_url}/rw")
+        s = open_js_store(f"{server.client_url}/rw")
         t = s.topic("r")
         g = t.group("g")
         result: list = []
