@@ -18,10 +18,10 @@ from tests.conformance.suite import kafka_partition
 
 
 class StandInStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, replicas: int = 1) -> None:
         self._conn = Connection(url)
         self.store_name = self._conn.url.store
-        self.replicas = 1
+        self.replicas = replicas
         self._closed = False
         self._closers: list = []
 
@@ -45,7 +45,7 @@ class StandInStore:
         for p in range(partitions):
             self._conn.run(self._conn.ensure_stream(
                 naming.stream_name(self.store_name, name, p),
-                naming.stream_subjects(self.store_name, name, p),
+                naming.stream_subjects(self.store_name, name, p), replicas=self.replicas,
                 metadata=naming.stream_metadata(self.store_name, name, p)))
         return StandInTopic(self, name, partitions)
 

@@ -19,9 +19,11 @@ except ImportError:
     _open_store = None
 
 
-def open_js_store(url: str):
+def open_js_store(url: str, replicas: int = 1):
     """Open a store at ``url`` on the JetStream backend (or its stand-in)."""
-    return _open_store(url) if _open_store is not None else _StandIn(url)
+    if _open_store is not None:
+        return _open_store(url, replicas=replicas)
+    return _StandIn(url, replicas=replicas)
 
 
 @pytest.fixture

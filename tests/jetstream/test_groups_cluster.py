@@ -1,0 +1,47 @@
+"""Consumer groups on a 3-node cluster: the stream leader SIGKILLed while a group
+consumes; every record is acknowledged by the group in the end, none lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from streamlog.errors import StreamlogError
+from tests.jetstream.test_groups import open_js_store
+
+ELECTION_BOUND_S = 60.0
+
+
+def test_sigkill_of_the_stream_leader_while_a_group_consumes(nats_cluster, store_name):
+    total = 300
+    s = open_js_store(f"{nats_cluster.url}/{store_name}", replicas=3)
+    try:
+        t = s.topic("jobs")
+        t.append_many([b"%d" % i for i in range(total)])
+        g = t.group("g", ack_wait_s=2, max_deliver=100)
+        seen: dict[bytes, int] = {}
+        acked = 0
+        killed = restart = None
+        deadline = time.monotonic() + ELECTION_BOUND_S
+        while True:
+            assert time.monotonic() < deadline, (len(seen), total)
+            try:
+                ms = g.poll(20, timeout=1)
+                for m in ms:
+                    seen[m.value] = max(seen.get(m.value, 0), m.delivery_count)
+                acked += sum(g.ack(ms))
+                if not ms and len(seen) == total and g.lag() == 0:
+                    break
+            except (TimeoutError, StreamlogError):
+                continue  # the election: the records come again
+            if killed is None and acked >= 100:
+                killed = nats_cluster.wait_stream_leader(t.stream_name(0))
+                killed.kill()
+                restart = threading.Timer(3.0, killed.restart)
+                restart.start()
+        assert restart is not None
+        restart.join()
+        assert sorted(seen) == sorted(b"%d" % i for i in range(total))
+        assert g.lag() == 0
+    finally:
+        s.close()
