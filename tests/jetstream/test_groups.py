@@ -303,7 +303,8 @@ def test_group_config_listing_mismatch_and_delete(store):
     assert t.group_config("g")["ack_wait_s"] == 3
     st = info(t, "g")
     assert st.config["ack_wait"] == 3 * 10**9 and "backoff" not in st.config
-    assert st.config["max_ack_pending"] == 20_000 and st.config["max_waiting"] == 4096
+    assert st.config["max_ack_pending"] == 5_000 and st.config["max_waiting"] == 4096
+    assert info(t, "h").config["max_ack_pending"] == 20_000
     live = t.group("h")
     t.delete_group("g")
     t.delete_group("h")

@@ -98,6 +98,10 @@ DLQ_TOMBSTONE = "sl-dlq-tombstone"
 #: no group delivers the record.
 DELIVER_AT_MS = "streamlog.deliver-at-ms"
 
+#: Records a key_shared group holds leased per partition: each has an entry in the
+#: partition's key window, one KV value rewritten by every poll (well under the
+#: server's 1 MB message size).
+KEY_SHARED_MAX_PENDING = 5_000
 #: Pull requests a partition consumer keeps waiting at once (one per polling handle).
 MAX_WAITING_PULLS = 4096
 #: How long one waiting pull lasts at most; a poll that waits longer renews it.
@@ -438,7 +442,8 @@ def _consumer_config(topic, name: str, cfg: dict, p: int) -> dict:
         # kept under it (nats-server 2.15); the backoff is applied here.
         "ack_wait": int(cfg["ack_wait_s"] * _NS),
         "max_deliver": -1,  # counted here: deferrals are not deliveries
-        "max_ack_pending": GROUP_MAX_PENDING_RECORDS,
+        "max_ack_pending": (KEY_SHARED_MAX_PENDING if cfg["mode"] == "key_shared"
+                            else GROUP_MAX_PENDING_RECORDS),
         "max_waiting": MAX_WAITING_PULLS,
         "replay_policy": "instant",
         "num_replicas": 0,
@@ -803,6 +808,11 @@ class Group:
         while True:
             try:
                 msgs, dead = self._conn.run(self._apoll(max_records, end))
+            except NotFound as e:
+                if self._conn.nc.is_connected:
+                    raise TopicNotFound(f"topic {self.topic.name!r} does not exist "
+                                        f"({e.description})") from None
+                raise
             except (TimeoutError, JetStreamError) as e:
                 # A lost connection or a server restarting: the client reconnects on
                 # its own; the poll rides it out until its timeout, as a Kafka
