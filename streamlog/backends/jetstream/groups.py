@@ -16,9 +16,11 @@ key                    value (JSON)
 ``r.<p>.<gen>.<off>``  a record's deferrals (deliveries handed back without
                        counting: ``append_delayed`` waits) and the error
                        text of its last ``nack(error=)``
-``k.<p>.<gen>``        key_shared: the keyed records of the partition's
-                       window (key hash, holder, lease or due time,
-                       deliveries handed back)
+``k.<p>.<gen>``        key_shared: the partition's window: the lowest
+                       offset no consumer decided on yet, the decided ones
+                       above it, and the keyed records not acknowledged
+                       (key hash, holder, lease or due time, deliveries
+                       handed back, the delivery expected without backoff)
 ``x``                  exclusive: live members (heartbeats) and each
                        partition's owner and epoch
 =====================  ==================================================
