@@ -395,7 +395,7 @@ def test_a_delayed_record_waits_without_using_a_delivery(store):
 
 def test_a_deferred_record_still_dead_letters_after_max_deliver(store):
     t = store.topic("later2")
-    t.append_delayed(b"later", int(time.time() * 1000) + 200)
+    t.append_delayed(b"later", int(time.time() * 1000) + 1000)
     g = t.group("g", max_deliver=2)
     assert g.poll(1, timeout=0) == []
     counts = []
@@ -413,7 +413,7 @@ def test_defer_hands_back_without_counting(store):
     t.append(b"x")
     g = t.group("g", max_deliver=1)
     (m,) = g.poll(1, timeout=0)
-    assert m.defer(0.2)
+    assert m.defer(1.0)
     assert g.poll(1, timeout=0) == []
     (m,) = g.poll(1, timeout=3)
     assert m.delivery_count == 1 and m.ack()
@@ -444,7 +444,7 @@ def test_key_shared_redelivery_keeps_key_order(store):
     t.append(b"free")
     a = t.group("g", mode="key_shared")
     (first,) = a.poll(1, timeout=0)
-    assert first.nack(delay_s=0.3)
+    assert first.nack(delay_s=1.0)
     b = t.group("g", mode="key_shared")
     # keyless records go to anyone; A's later records wait for offset 0
     assert [m.value for m in b.poll(10, timeout=0)] == [b"free"]
@@ -547,7 +547,7 @@ def test_exclusive_nack_restarts_the_partition_at_that_record(store):
     assert ms[1].ack() is False  # handed back with the record before it
     again = g.poll(10, timeout=2)
     assert [(m.offset, m.delivery_count) for m in again] == [(0, 2), (1, 1), (2, 1)]
-    assert again[0].nack(delay_s=0.3)
+    assert again[0].nack(delay_s=1.0)
     t.append(b"3")
     assert g.poll(10, timeout=0.1) == []  # nothing overtakes the record waiting
     later = []
