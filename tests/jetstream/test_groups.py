@@ -804,3 +804,15 @@ def test_group_stats(store):
     assert [p["owner"] for p in st["g"]["partitions"]] == ["a", "a"]
     assert sum(p["end_offset"] for p in st["g"]["partitions"]) == 4
     assert st["h"]["lag"] == 4 and st["h"]["pending"] == 0
+
+
+def test_exclusive_in_progress_keeps_the_whole_batch(store):
+    t = store.topic("ex6")
+    t.append_many([b"0", b"1", b"2"])
+    g = t.group("g", mode="exclusive", ack_wait_s=1.0)
+    ms = g.poll(10, timeout=0)
+    for _ in range(4):  # 4 x 0.4 s: past the first leases
+        time.sleep(0.4)
+        assert ms[0].in_progress()
+    assert g.ack(ms) == [True, True, True]  # none of the later leases ran out
+    assert g.poll(10, timeout=0) == [] and g.lag() == 0

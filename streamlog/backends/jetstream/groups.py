@@ -1253,6 +1253,12 @@ class Group:
                 sends.append((m, b"+ACK"))
             elif action == _EXTEND:
                 sends.append((m, b"+WPI"))
+                if self.mode == "exclusive":
+                    # The owner's later leases of the partition too: none of the
+                    # batch expires before the record being worked on.
+                    sends.extend((o, b"+WPI") for (p, _off), o in self._out.items()
+                                 if p == m.partition and o._state == _OPEN
+                                 and o not in msgs and all(o is not x for x, _ in sends))
             elif action == _DEFER:
                 sends.append((m, _nak(delay_s) if delay_s > 0 else b"-NAK"))
                 if m._keyed is None:
@@ -1301,6 +1307,10 @@ class Group:
         for m in revoked:
             m._state = _LOST
             self._out.pop((m.partition, m.offset), None)
+        if action == _EXTEND:
+            for m, _ in sends:
+                if good[id(m)]:
+                    m._deadline = now_m + _lease_s(cfg, m.delivery_count)
         res = []
         for m, ok in zip(msgs, valid, strict=True):
             if not ok:
@@ -1312,8 +1322,6 @@ class Group:
             a = good[id(m)]
             res.append(a)
             if action == _EXTEND:
-                if a:
-                    m._deadline = now_m + _lease_s(cfg, m.delivery_count)
                 continue
             m._state = (_ACKED if a else _LOST) if action == _ACK else _NACKED
             self._out.pop((m.partition, m.offset), None)
