@@ -816,3 +816,39 @@ def test_exclusive_in_progress_keeps_the_whole_batch(store):
         assert ms[0].in_progress()
     assert g.ack(ms) == [True, True, True]  # none of the later leases ran out
     assert g.poll(10, timeout=0) == [] and g.lag() == 0
+
+
+def _own_and_hang(url: str, ready) -> None:
+    s = open_js_store(url)
+    g = s.existing_topic("exk").group("g", mode="exclusive", consumer="child", ack_wait_s=1.0)
+    ms = g.poll(3, timeout=5)
+    ms[0].ack()
+    ready.put([m.offset for m in ms])
+    time.sleep(60)  # killed here, holding the partition and two leases
+
+
+def test_exclusive_takeover_after_the_owner_is_killed(store, js_url):
+    import multiprocessing
+    import os
+    import signal
+
+    t = store.topic("exk")
+    t.append_many([b"%d" % i for i in range(5)])
+    t.group("g", mode="exclusive", ack_wait_s=1.0).close()
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    child = ctx.Process(target=_own_and_hang, args=(js_url, ready))
+    child.start()
+    assert ready.get(timeout=60) == [0, 1, 2]
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    g = t.group("g", mode="exclusive", consumer="parent", ack_wait_s=1.0)
+    got = []
+    deadline = time.monotonic() + 10
+    while len(got) < 4:
+        assert time.monotonic() < deadline
+        ms = g.poll(10, timeout=1)
+        got += [(m.offset, m.delivery_count) for m in ms]
+        assert g.ack(ms) == [True] * len(ms)
+    assert got == [(1, 2), (2, 2), (3, 1), (4, 1)]  # from the oldest unacked, in order
+    assert g.lag() == 0
