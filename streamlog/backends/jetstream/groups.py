@@ -476,7 +476,7 @@ async def _stream_bounds(topic, p: int) -> tuple[int, int]:
 
 
 # -------------------------------------------------------------------- open
-def open_group(topic, name: str, mode: str = "shared", ack_wait_s: float = 30,
+def open_group(topic: Any, name: str, mode: str = "shared", ack_wait_s: float = 30,
                max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
                start: str = "earliest", dead_letter: str | None = None,
                consumer: str | None = None) -> Group:
@@ -524,7 +524,7 @@ async def _open(topic, name: str, opts: dict) -> dict:
     return cfg
 
 
-def group_config(topic, name: str) -> dict | None:
+def group_config(topic: Any, name: str) -> dict | None:
     """The stored options of group ``name``, or None when it does not exist."""
     _check_store(topic)
     _validate.name(name, "group name")
@@ -532,14 +532,14 @@ def group_config(topic, name: str) -> dict | None:
     return None if cfg is None else _public(cfg)
 
 
-def list_groups(topic) -> list[str]:
+def list_groups(topic: Any) -> list[str]:
     """Names of ``topic``'s groups, sorted."""
     _check_store(topic)
     keys = topic._conn.run(_kv(topic).keys(f"{_naming.encode_token(topic.name)}.*.cfg"))
     return sorted(_naming.decode_token(k.split(".")[1]) for k in keys)
 
 
-def delete_group(topic, name: str) -> None:
+def delete_group(topic: Any, name: str) -> None:
     """Delete a group's consumers (positions, leases) and its stored state.
 
     Its dead-letter topic stays. A missing group is not an error. Open
@@ -566,7 +566,7 @@ async def _delete(topic, name: str) -> None:
     await kv.purge_prefix(base)
 
 
-def group_stats(topic) -> dict[str, dict]:
+def group_stats(topic: Any) -> dict[str, dict]:
     """Figures of every group of ``topic`` from the servers, as ``stats()["groups"]``
     shows them: options, ``lag``, ``pending`` (delivered, not acknowledged),
     ``redeliveries`` (messages the server is redelivering now), and per partition
@@ -619,7 +619,8 @@ async def _group_stats(topic) -> dict[str, dict]:
     return out
 
 
-def append_delayed(topic, value, deliver_at_ms: int, key=None, headers=None) -> Position:
+def append_delayed(topic: Any, value: Any, deliver_at_ms: int, key: Any = None,
+                   headers: Any = None) -> Position:
     """Append a record that no group delivers before ``deliver_at_ms`` (epoch ms).
 
     Readers see it at once, with the header ``streamlog.deliver-at-ms``. A
