@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from streamlog._limits import MAX_HEADER_NAME_BYTES, NAME_MAX_CHARS
+from streamlog._limits import DERIVED_NAME_MAX_CHARS, MAX_HEADER_NAME_BYTES, NAME_MAX_CHARS
 from streamlog.errors import RecordTooLarge
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%s}\Z" % str(NAME_MAX_CHARS - 1))  # noqa: UP031
@@ -184,3 +184,79 @@ def dedupe_within_retention(dedupe_window_s: float | None, retention) -> None:
         raise ValueError(f"dedupe_window_s={dedupe_window_s:g} is longer than the retention "
                          f"max_age_s={max_age_s:g}: a repeat inside the window could name a "
                          "record retention removed (make the window at most max_age_s)")
+
+
+GROUP_MODES = ("shared", "key_shared", "exclusive")
+GROUP_STARTS = ("earliest", "latest")
+
+
+def group_options(topic: str, group: str, mode, ack_wait_s, max_deliver, backoff_s, start,
+                  dead_letter, consumer) -> dict:
+    """The options of group ``group`` of topic ``topic``, checked as every backend checks
+    them (TypeError/ValueError before anything is created); the dead-letter topic
+    defaults to ``<topic>.<group>.dlq``."""
+    name(group, "group name")
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, not {type(mode).__name__}")
+    if mode not in GROUP_MODES:
+        raise ValueError(f"mode must be one of {', '.join(GROUP_MODES)}, not {mode!r}")
+    seconds(ack_wait_s, "ack_wait_s", allow_zero=False)
+    max_deliver = positive_int(max_deliver, "max_deliver", 1)
+    backoff: list[float] | None = None
+    if backoff_s is not None:
+        if isinstance(backoff_s, str | bytes) or not isinstance(backoff_s, Iterable):
+            raise TypeError("backoff_s must be a sequence of seconds")
+        backoff = []
+        for i, b in enumerate(backoff_s):
+            backoff.append(seconds(b, f"backoff_s[{i}]") or 0.0)
+        backoff = backoff or None
+    if not isinstance(start, str):
+        raise TypeError(f"start must be a str, not {type(start).__name__}")
+    if start not in GROUP_STARTS:
+        raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
+    if dead_letter is None:
+        dead_letter = f"{topic}.{group}.dlq"
+        if len(dead_letter) > DERIVED_NAME_MAX_CHARS:
+            raise ValueError(f"the dead-letter topic name {dead_letter[:40]!r}... would be "
+                             f"{len(dead_letter)} characters (at most "
+                             f"{DERIVED_NAME_MAX_CHARS}): pass dead_letter=")
+    else:
+        name(dead_letter, "dead_letter topic name")
+    if dead_letter == topic:
+        raise ValueError("a group's dead-letter topic cannot be its own topic")
+    if consumer is not None:
+        name(consumer, "consumer name")
+    return {"mode": mode, "ack_wait_s": float(ack_wait_s), "max_deliver": max_deliver,
+            "backoff_s": backoff, "start": start, "dead_letter": dead_letter}
+
+
+# The header of a record appended with ``append_delayed``: its due time (epoch ms), before
+# which no group delivers it.
+DELIVER_AT_MS = "streamlog.deliver-at-ms"
+
+
+def delayed_headers(headers, deliver_at_ms) -> dict:
+    """The headers of a delayed append: the caller's (a mapping) plus the due time
+    (an epoch-ms int >= 0); TypeError/ValueError before anything is written."""
+    if isinstance(deliver_at_ms, bool) or not isinstance(deliver_at_ms, int):
+        raise TypeError(f"deliver_at_ms must be an int, not {type(deliver_at_ms).__name__}")
+    if deliver_at_ms < 0:
+        raise ValueError(f"deliver_at_ms must be >= 0, not {deliver_at_ms}")
+    if headers is not None and not hasattr(headers, "items"):
+        raise TypeError(f"headers must be a mapping of str to bytes, not "
+                        f"{type(headers).__name__}")
+    hdrs = dict(headers) if headers else {}
+    hdrs[DELIVER_AT_MS] = b"%d" % deliver_at_ms
+    return hdrs
+
+
+def deliver_at(headers: Mapping[str, bytes]) -> int | None:
+    """A record's due time from its ``streamlog.deliver-at-ms`` header (None: no delay,
+    or a value that is not ours to interpret: deliver it)."""
+    raw = headers.get(DELIVER_AT_MS)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None

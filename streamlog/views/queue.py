@@ -25,18 +25,12 @@ from streamlog._types import Position, now_ms
 from streamlog.views import check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
 
-DELIVER_AT_MS = "streamlog.deliver-at-ms"
+DELIVER_AT_MS = _validate.DELIVER_AT_MS
 
 
 def due_ms(message: api.Message) -> int | None:
     """The time a delayed message is due (epoch ms), or None when it carries no delay."""
-    raw = message.headers.get(DELIVER_AT_MS)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None  # not ours to interpret: deliver it
+    return _validate.deliver_at(message.headers)
 
 
 class Queue:

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamlog import _validate
 from streamlog._limits import (
-    DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
     GROUP_HEARTBEAT_MAX_S,
     GROUP_HOLD_MAX_MS,
@@ -57,10 +56,10 @@ if TYPE_CHECKING:
 
 # The header of a record appended with ``Topic.append_delayed``: its due time (epoch
 # ms), before which no group delivers it (``poll`` hands it back uncounted).
-DELIVER_AT_MS = "streamlog.deliver-at-ms"
+DELIVER_AT_MS = _validate.DELIVER_AT_MS
 
-MODES = ("shared", "key_shared", "exclusive")
-STARTS = ("earliest", "latest")
+MODES = _validate.GROUP_MODES
+STARTS = _validate.GROUP_STARTS
 _NS = "groups"
 _P = struct.Struct(">I")
 _MAX_OFFSET = 1 << 63
@@ -457,41 +456,10 @@ _new_message = Message.__new__
 
 
 # ------------------------------------------------------------- validation
-def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, backoff_s,
-                      start, dead_letter, consumer) -> dict:
-    _validate.name(name, "group name")
-    if not isinstance(mode, str):
-        raise TypeError(f"mode must be a str, not {type(mode).__name__}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    _validate.seconds(ack_wait_s, "ack_wait_s", allow_zero=False)
-    max_deliver = _validate.positive_int(max_deliver, "max_deliver", 1)
-    backoff: list[float] | None = None
-    if backoff_s is not None:
-        if isinstance(backoff_s, str | bytes) or not isinstance(backoff_s, Iterable):
-            raise TypeError("backoff_s must be a sequence of seconds")
-        backoff = []
-        for i, b in enumerate(backoff_s):
-            backoff.append(_validate.seconds(b, f"backoff_s[{i}]") or 0.0)
-        backoff = backoff or None
-    if not isinstance(start, str):
-        raise TypeError(f"start must be a str, not {type(start).__name__}")
-    if start not in STARTS:
-        raise ValueError(f"start must be 'earliest' or 'latest', not {start!r}")
-    if dead_letter is None:
-        dead_letter = f"{topic.name}.{name}.dlq"
-        if len(dead_letter) > DERIVED_NAME_MAX_CHARS:
-            raise ValueError(f"the dead-letter topic name {dead_letter[:40]!r}... would be "
-                             f"{len(dead_letter)} characters (at most "
-                             f"{DERIVED_NAME_MAX_CHARS}): pass dead_letter=")
-    else:
-        _validate.name(dead_letter, "dead_letter topic name")
-    if dead_letter == topic.name:
-        raise ValueError("a group's dead-letter topic cannot be its own topic")
-    if consumer is not None:
-        _validate.name(consumer, "consumer name")
-    return {"mode": mode, "ack_wait_s": float(ack_wait_s), "max_deliver": max_deliver,
-            "backoff_s": backoff, "start": start, "dead_letter": dead_letter}
+def _validate_options(topic, name: str, mode, ack_wait_s, max_deliver, backoff_s, start,
+                      dead_letter, consumer) -> dict:
+    return _validate.group_options(topic.name, name, mode, ack_wait_s, max_deliver, backoff_s,
+                                   start, dead_letter, consumer)
 
 
 # ------------------------------------------------------------------- open
@@ -1622,16 +1590,7 @@ def _read_state(tx: Tx, key: bytes) -> gs.PartState:
     return ps.load()
 
 
-def _deliver_at(headers: dict) -> int | None:
-    """A record's due time from its ``streamlog.deliver-at-ms`` header (None: no delay,
-    or a value that is not ours to interpret: deliver it)."""
-    raw = headers.get(DELIVER_AT_MS)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
+_deliver_at = _validate.deliver_at
 
 
 def _lag_of(st: gs.PartState, start: int, end: int) -> int:

@@ -42,7 +42,6 @@ from streamlog._types import (
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import dedupe, eventlog, groups, replybox, tracking
 from streamlog.backends.local import watch as _watch
-from streamlog.backends.local.groups import DELIVER_AT_MS
 from streamlog.backends.local.storage import files
 from streamlog.backends.local.storage.meta import Meta, Tx
 from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
@@ -252,15 +251,7 @@ class Topic:
         ``max_deliver``. Raises TypeError/ValueError/RecordTooLarge before writing.
         """
         self._log._check()
-        if isinstance(deliver_at_ms, bool) or not isinstance(deliver_at_ms, int):
-            raise TypeError(f"deliver_at_ms must be an int, not {type(deliver_at_ms).__name__}")
-        if deliver_at_ms < 0:
-            raise ValueError(f"deliver_at_ms must be >= 0, not {deliver_at_ms}")
-        if headers is not None and not hasattr(headers, "items"):
-            raise TypeError(f"headers must be a mapping of str to bytes, not "
-                            f"{type(headers).__name__}")
-        hdrs = dict(headers) if headers else {}
-        hdrs[DELIVER_AT_MS] = b"%d" % deliver_at_ms
+        hdrs = _validate.delayed_headers(headers, deliver_at_ms)
         return self.append(value, key=key, headers=hdrs)
 
     def append_many(self, values: Sequence, keys: Sequence | None = None,
