@@ -8,7 +8,15 @@ the contract: every guarantee, and the tests that prove it.
 
 import logging as _logging
 
-from streamlog._types import Position, Problem, Record, RecordBatch, Retention
+from streamlog._types import (
+    CompactionResult,
+    Position,
+    Problem,
+    Record,
+    RecordBatch,
+    Retention,
+    TableChange,
+)
 from streamlog.api import ANY, NO_STREAM, Event
 from streamlog.backends.local.groups import Group, Lease, Message
 from streamlog.backends.local.log import Log, Topic
@@ -44,6 +52,8 @@ __all__ = [
     "Record",
     "RecordBatch",
     "Retention",
+    "CompactionResult",
+    "TableChange",
     "Group",
     "Message",
     "Lease",

@@ -29,6 +29,7 @@ from streamlog._limits import (
     SYNC_INTERVAL_S,
 )
 from streamlog._types import (
+    CompactionResult,
     Position,
     Problem,
     Record,
@@ -39,8 +40,8 @@ from streamlog._types import (
     now_ms,
 )
 from streamlog.backends.local import codec as _codec
-from streamlog.backends.local import dedupe, groups
-from streamlog.backends.local.storage import files
+from streamlog.backends.local import dedupe, groups, table
+from streamlog.backends.local.storage import compaction, files
 from streamlog.backends.local.storage.meta import Meta
 from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
 from streamlog.errors import (
@@ -86,6 +87,12 @@ class Topic:
             # (validation, headers, msg_id, a full segment) comes back to Python.
             self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
                                            self._append_slow, self._write_slow, sync, Position)
+            self._appender.need_key = self._allow_none  # compacted: every record needs a key
+        if self._allow_none and not log.read_only:
+            bg = compaction.Background.ensure(log)
+            for p in self._parts:
+                p.compacted = True
+                p.on_roll = bg.wake
             self.append = self._appender.append  # instance attribute: skips one call layer
 
     def __repr__(self) -> str:
@@ -122,6 +129,8 @@ class Topic:
             value = _validate.value(value, self._allow_none)
         if key is not None and type(key) is not bytes:
             key = _validate.key(key)
+        elif key is None and self._allow_none:
+            raise ValueError(f"topic {self.name!r} is compacted: every record needs a key")
         hdrs = _validate.headers(headers) if headers is not None else None
         ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         if msg_id is not None:
@@ -209,6 +218,8 @@ class Topic:
         ks = None
         if keys is not None:
             ks = [k if k is None or type(k) is bytes else _validate.key(k) for k in keys]
+        if self._allow_none and (ks is None or any(k is None for k in ks)):
+            raise ValueError(f"topic {self.name!r} is compacted: every record needs a key")
         hs = None
         if headers is not None:
             hs = [_validate.headers(h) for h in headers]
@@ -280,7 +291,11 @@ class Topic:
             raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
                                    f"{self.name}/{partition}")
         rec = part.get(offset)
-        if rec is None:  # removed by retention between the check and the read
+        if rec is None:
+            if self._allow_none and offset >= part.start_offset():
+                raise OffsetOutOfRange(f"offset {offset} of {self.name}/{partition} was "
+                                       "compacted away (a newer record of its key superseded it)")
+            # removed by retention between the check and the read
             raise OffsetOutOfRange(f"offset {offset} of {self.name}/{partition} is gone")
         return rec
 
@@ -370,6 +385,7 @@ class Log:
         self._stop = threading.Event()
         self._syncer = None
         self._retainer = None
+        self._compactor: compaction.Background | None = None
         if read_only:
             return
         if durability == "interval":
@@ -469,6 +485,8 @@ class Log:
         retainer = self._retainer
         if retainer is not None and retainer is not threading.current_thread():
             retainer.join()  # a retention pass in progress ends before the files close
+        if self._compactor is not None:
+            self._compactor.stop()  # a compaction in progress ends before the files close
         with self._parts_lock:
             for p in self._parts.values():
                 p.close()
@@ -528,8 +546,13 @@ class Log:
 
     def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
               segment_bytes: int | None = None, max_record_bytes: int | None = None,
-              dedupe_window_s: float | None = None, compact: bool | None = None) -> Topic:
+              dedupe_window_s: float | None = None, compact: bool | None = None,
+              delete_retention_s: float | None = None) -> Topic:
         """Create or open topic ``name``.
+
+        ``compact=True``: compaction keeps the newest record of every key
+        (docs/tables.md); a tombstone (value None) is dropped
+        ``delete_retention_s`` (default a day) after it was written.
 
         None means the stored value of an existing topic, or the default for
         a new one; a value that differs from the stored one raises
@@ -562,6 +585,9 @@ class Log:
             if not isinstance(compact, bool):
                 raise TypeError("compact must be a bool")
             requested["compact"] = compact
+        if delete_retention_s is not None:
+            requested["delete_retention_s"] = _validate.seconds(delete_retention_s,
+                                                                "delete_retention_s")
         # Both given here: refused before anything is created; a window given for an
         # existing topic is checked against its stored retention below.
         _validate.dedupe_within_retention(requested.get("dedupe_window_s"),
@@ -589,6 +615,7 @@ class Log:
                        "segment_bytes": DEFAULT_SEGMENT_BYTES,
                        "max_record_bytes": DEFAULT_MAX_RECORD_BYTES,
                        "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
+                       "delete_retention_s": _limits.DEFAULT_DELETE_RETENTION_S,
                        "created_ms": now_ms(), "uid": uuid.uuid4().hex}
                 cfg.update(requested)
                 _fit_dedupe_window(cfg, requested)
@@ -597,6 +624,7 @@ class Log:
             config = self._meta.write(create)
         else:
             config = json.loads(raw)
+        config.setdefault("delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)
         diffs = [f"{k}={v!r} (stored: {config.get(k)!r})" for k, v in requested.items()
                  if config.get(k) != v]
         if diffs:
@@ -653,6 +681,7 @@ class Log:
             # transaction that deletes the topic: all of it goes, or none.
             groups.drop_topic(self._meta, txn, name)
             dedupe.drop_topic(self._meta, txn, name)
+            table.drop_topic(self._meta, txn, name)
             for hook in _TOPIC_DELETE_HOOKS:
                 hook(self._meta, txn, name)
             return True
@@ -774,6 +803,26 @@ class Log:
                 _logger.warning("streamlog: retention of topic %r in %s failed: %s", name,
                                 self.path, e)
         return out
+
+    # ------------------------------------------------------------ compaction
+    def compact(self, topic: str, progress: Callable[[int, int], None] | None = None
+                ) -> CompactionResult:
+        """Compact a ``compact=True`` topic now: every partition keeps the newest record
+        of each key in its closed segments (docs/tables.md). Waits for a compaction
+        of the same partition running in another process, then runs its own.
+        ``progress(done, total)`` is called as the work goes on. ConfigMismatch on a
+        topic that is not compacted."""
+        self._check_writable(f"compact topic {topic!r}")
+        t = self.existing_topic(topic)
+        if not t.config.get("compact"):
+            raise ConfigMismatch(f"topic {topic!r} is not compacted (compact=False)")
+        return compaction.compact_topic(self, t, progress)
+
+    def table(self, name: str):
+        """The compacted topic ``name`` seen as key -> newest value (docs/tables.md);
+        the topic is created with ``compact=True`` if missing."""
+        self._check()
+        return table.Table(self, name)
 
     # -------------------------------------------------------------- dedupe
     def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:

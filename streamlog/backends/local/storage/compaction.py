@@ -1,0 +1,566 @@
+"""Log compaction of one partition: keep the newest record of every key.
+
+Kafka's log cleaner is the model (docs/format.md, "Compaction"):
+
+1. **Key map.** Over the *dirty* section (closed segments written since the
+   last compaction, from the checkpoint ``compact.checkpoint`` on) build a map
+   of key hash (BLAKE2b, 16 bytes) -> newest offset. The map holds at most
+   ``COMPACTION_MAX_KEYS`` keys: when the next segment would take it past that,
+   the map stops at that segment, this compaction covers what the map covers,
+   and the next one goes on from there (as Kafka's dedupe buffer does). A
+   single segment is always taken whole, so the bound is the larger of the
+   limit and one segment's keys.
+2. **Rewrite.** Every closed segment from the partition's start to the end of
+   the map's section is rewritten: a record goes when the map holds a newer
+   offset of its key, and a tombstone (``value=None``) also goes once it is
+   older than ``delete_retention_s``. Offsets never change: each run of
+   removed records becomes a *gap batch* (a bare header covering those
+   offsets, format.md). Batches kept whole are copied byte for byte. Each
+   segment keeps its name, its base and its end offset.
+3. **Swap.** Rewritten segments are written as ``<base>.cleaned`` (and their
+   indexes as ``<base>.cleaned.index``/``.cleaned.timeindex``) and synced; then,
+   under the partition's append lock (so no roll or retention step runs
+   meanwhile), renamed to ``<base>.swap`` in offset order, then each over its
+   ``<base>.log`` (one atomic rename: readers see the old file or the new
+   one), indexes after it; a new generation is published so other processes
+   drop their maps of the old files.
+
+Recovery (before every compaction and when a partition is opened for
+writing, always under the compaction lock): ``.swap`` files are installed,
+``.cleaned`` ones deleted. Segments are swapped oldest first, and a record is
+only removed in favour of a newer one at a higher offset, so whatever prefix
+of a compaction was installed when a process died leaves every key's newest
+record in place: the partition is as before, as after, or as after a
+compaction of fewer segments, never with a lost newest value.
+
+One compaction per partition at a time, across processes: an ``flock`` on
+``compact.lock`` in the partition's directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.storage import files
+from streamlog.errors import CorruptionError, TornTail
+
+_HASH_BYTES = 16  # BLAKE2b digest per key in the map (Kafka's cleaner keeps an MD5)
+
+
+class CompactionLock:
+    """The partition's compaction lock (``flock`` on ``compact.lock``).
+
+    ``blocking=False``: ``acquired`` is False when another process (or thread)
+    holds it. Held until ``release()`` / the end of the ``with`` block.
+    """
+
+    def __init__(self, part_dir: str, blocking: bool = True) -> None:
+        self._fd = os.open(os.path.join(part_dir, files.COMPACT_LOCK_FILE),
+                           os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            self.acquired = True
+        except BlockingIOError:
+            self.acquired = False
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+    def __enter__(self) -> CompactionLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def key_hash(key: bytes) -> bytes:
+    return hashlib.blake2b(key, digest_size=_HASH_BYTES).digest()
+
+
+# ------------------------------------------------------------------ recovery
+def needs_recovery(part_dir: str) -> bool:
+    try:
+        swaps, cleaned = files.compaction_leftovers(part_dir)
+    except FileNotFoundError:
+        return False
+    return bool(swaps or cleaned)
+
+
+def recover(part) -> None:
+    """Finish or undo a compaction that a killed process left (compaction lock held):
+    install every ``.swap``, delete every ``.cleaned``."""
+    swaps, cleaned = files.compaction_leftovers(part.path)
+    if swaps:
+        part.ctl.lock()
+        try:
+            for base in swaps:
+                swap = os.path.join(part.path, files.segment_name(base, files.SWAP_SUFFIX))
+                live = os.path.join(part.path, files.segment_name(base))
+                if not os.path.exists(live):
+                    os.unlink(swap)  # retention removed the segment meanwhile
+                    continue
+                os.rename(swap, live)
+                _write_index_files(part, base, *_index_entries_of_file(part, base))
+            files.fsync_dir(part.path)
+            part.ctl.publish(generation=part.ctl.view()[0] + 1)
+        finally:
+            part.ctl.unlock()
+    for name in files.compaction_leftovers(part.path)[1]:
+        try:
+            os.unlink(os.path.join(part.path, name))
+        except FileNotFoundError:
+            pass
+
+
+def recover_if_needed(part) -> None:
+    """At open for writing: finish a dead process's compaction, unless one is running."""
+    if not needs_recovery(part.path):
+        return
+    lock = CompactionLock(part.path, blocking=False)
+    try:
+        if lock.acquired:
+            recover(part)
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------- indexes
+def _running_before(part, base: int) -> int:
+    path = os.path.join(part.path, files.segment_name(base, files.TIMEINDEX_SUFFIX))
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+        if len(raw) == 8:
+            return int(np.frombuffer(raw, dtype="<i8")[0])
+    except FileNotFoundError:
+        pass
+    return part._running_max_before(base, files.list_segments(part.path))
+
+
+def _index_entries(data, base: int, running: int) -> tuple[bytes, bytes]:
+    """The trimmed .index/.timeindex of a closed segment holding ``data`` (I4, I8)."""
+    entries: list = []
+    pos, _, _, problem = _codec.scan(data, 0, len(data), base, running, 0, entries)
+    if problem is not None:
+        raise CorruptionError(None, problem[1], problem[2])
+    idx = np.zeros((len(entries) + 1, 2), dtype="<u4")
+    tidx = np.zeros(len(entries) + 1, dtype=[("ts", "<i8"), ("rel", "<u4")])
+    tidx[0] = (running, 0)
+    for i, (off, file_pos, run_before) in enumerate(entries, start=1):
+        idx[i] = (off - base, file_pos)
+        tidx[i] = (run_before, off - base)
+    return idx.tobytes(), tidx.tobytes()
+
+
+def _index_entries_of_file(part, base: int) -> tuple[bytes, bytes]:
+    with open(os.path.join(part.path, files.segment_name(base)), "rb") as f:
+        data = f.read()
+    return _index_entries(data, base, _running_before(part, base))
+
+
+def _write_index_files(part, base: int, idx: bytes, tidx: bytes) -> None:
+    """Write index files under temporary names and rename them into place."""
+    for suffix, data in ((files.TIMEINDEX_SUFFIX, tidx), (files.INDEX_SUFFIX, idx)):
+        final = os.path.join(part.path, files.segment_name(base, suffix))
+        tmp = os.path.join(part.path, files.segment_name(base, files.CLEANED_SUFFIX + suffix))
+        _write_file(tmp, data)
+        os.rename(tmp, final)
+
+
+def _write_file(path: str, data) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- checkpoint
+def _checkpoint(part) -> int:
+    try:
+        with open(os.path.join(part.path, files.COMPACT_CHECKPOINT_FILE)) as f:
+            return int(json.load(f)["cleaned_to"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _set_checkpoint(part, offset: int) -> None:
+    path = os.path.join(part.path, files.COMPACT_CHECKPOINT_FILE)
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"cleaned_to": offset}, f)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ the pass
+def _read_segment(part, base: int) -> bytes:
+    with open(os.path.join(part.path, files.segment_name(base)), "rb") as f:
+        return f.read()
+
+
+def _batches(data: bytes, base: int, path: str):
+    """(pos, base, length, count, first_ts, max_ts, records) of every batch; records is []
+    for a gap batch. Raises CorruptionError naming the file."""
+    pos, expected, n = 0, base, len(data)
+    while True:
+        try:
+            length, count, first_ts, max_ts = _codec.batch_info(data, pos, n, expected, True)
+            if length == 0:
+                return
+            _, _, recs = _codec.decode_batch(data, pos, n, expected)
+        except (CorruptionError, TornTail) as e:
+            raise CorruptionError(path, e.file_pos, getattr(e, "reason", str(e))) from None
+        yield pos, expected, length, count, first_ts, max_ts, recs
+        pos += length
+        expected += count
+
+
+def _segment_keys(data: bytes, base: int, path: str) -> dict[bytes, int]:
+    out: dict[bytes, int] = {}
+    for _pos, _base, _length, _count, _f, _m, recs in _batches(data, base, path):
+        for off, _ts, key, _value, _headers in recs:
+            if key is not None:
+                out[key_hash(key)] = off
+    return out
+
+
+def _rewrite(data: bytes, base: int, path: str, keymap: dict[bytes, int],
+             tombstone_before_ms: int) -> tuple[bytearray, int] | None:
+    """The segment without superseded records and expired tombstones, or None when
+    nothing goes. Returns (new bytes, records removed)."""
+    out = bytearray()
+    removed = 0
+    gap: list[int] | None = None  # [base, count, first_ts, max_ts] of the pending gap
+
+    def flush_gap() -> None:
+        nonlocal gap
+        if gap is not None:
+            out.extend(_codec.encode_gap(*gap))
+            gap = None
+
+    def add_gap(off: int, count: int, first_ts: int, max_ts: int) -> None:
+        nonlocal gap
+        if gap is not None and gap[0] + gap[1] == off:
+            gap[1] += count
+            gap[2] = min(gap[2], first_ts)
+            gap[3] = max(gap[3], max_ts)
+        else:
+            flush_gap()
+            gap = [off, count, first_ts, max_ts]
+
+    for pos, batch_base, length, count, first_ts, max_ts, recs in _batches(data, base, path):
+        if not recs:  # a gap batch already
+            add_gap(batch_base, count, first_ts, max_ts)
+            continue
+        keep = []
+        for rec in recs:
+            off, ts, key, value, _headers = rec
+            newest = keymap.get(key_hash(key), -1) if key is not None else -1
+            keep.append(not (newest > off or (value is None and ts < tombstone_before_ms)))
+        if all(keep):
+            flush_gap()
+            out.extend(data[pos:pos + length])
+            continue
+        removed += keep.count(False)
+        i = 0
+        while i < len(recs):
+            j = i
+            while j < len(recs) and keep[j] == keep[i]:
+                j += 1
+            run = recs[i:j]
+            if keep[i]:
+                flush_gap()
+                batch = bytearray(_codec.encode_batch(
+                    [r[2] for r in run], [r[3] for r in run],
+                    [[(k.encode(), v) for k, v in r[4].items()] for r in run],
+                    [r[1] for r in run]))
+                _codec.set_base_offset(batch, 0, run[0][0])
+                out.extend(batch)
+            else:
+                stamps = [r[1] for r in run]
+                add_gap(run[0][0], len(run), min(stamps), max(stamps))
+            i = j
+    flush_gap()
+    if removed == 0:
+        return None
+    return out, removed
+
+
+def compact_partition(part, delete_retention_s: float, max_keys: int,
+                      progress: Callable[[int, int], None] | None = None,
+                      blocking: bool = True, min_superseded: float = 0.0) -> dict | None:
+    """One compaction of ``part``; returns its figures, or None when the lock was busy
+    (``blocking=False``). ``min_superseded``: do nothing unless at least this share of
+    the closed bytes would go (the background trigger)."""
+    lock = CompactionLock(part.path, blocking=blocking)
+    try:
+        if not lock.acquired:
+            return None
+        recover(part)
+        try:
+            return _compact_locked(part, delete_retention_s, max_keys, progress, min_superseded)
+        except FileNotFoundError:  # retention removed a segment under us: next time
+            for name in files.compaction_leftovers(part.path)[1]:
+                os.unlink(os.path.join(part.path, name))
+            return {"records_removed": 0, "bytes_freed": 0, "segments_rewritten": 0}
+    finally:
+        lock.release()
+
+
+def _closed_segments(part) -> tuple[list[int], int]:
+    view = part.view()
+    start, active = view[5], view[1]
+    bases = [b for b in files.list_segments(part.path) if b < active]
+    # keep the segments that hold offsets >= start (the first may start below it)
+    bases = [b for i, b in enumerate(bases)
+             if (bases[i + 1] if i + 1 < len(bases) else active) > start]
+    return bases, active
+
+
+def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
+                    min_superseded: float) -> dict:
+    result = {"records_removed": 0, "bytes_freed": 0, "segments_rewritten": 0}
+    bases, active = _closed_segments(part)
+    if not bases:
+        return result
+    ends = bases[1:] + [active]
+    cleaned_to = _checkpoint(part)
+    dirty = [i for i, b in enumerate(bases) if ends[i] > cleaned_to]
+    sizes = {b: os.stat(os.path.join(part.path, files.segment_name(b))).st_size for b in bases}
+    total = sum(sizes.values())
+    work = total * 2 or 1
+    done = 0
+    # 1. the key map over the dirty section, at most max_keys keys
+    keymap: dict[bytes, int] = {}
+    map_end = cleaned_to
+    last = -1
+    for i in dirty:
+        seg_keys = _segment_keys(_read_segment(part, bases[i]), bases[i],
+                                 os.path.join(part.path, files.segment_name(bases[i])))
+        new = sum(1 for k in seg_keys if k not in keymap)
+        if keymap and len(keymap) + new > max_keys:
+            break
+        keymap.update(seg_keys)
+        map_end, last = ends[i], i
+        done += sizes[bases[i]]
+        if progress is not None:
+            progress(done, work)
+    if last < 0:
+        # everything is clean: only tombstones can have expired since
+        last = len(bases) - 1
+        map_end = max(cleaned_to, ends[last])
+    # 2. rewrite every closed segment up to the end of the map's section
+    tombstone_before = int(time.time() * 1000) - int(delete_retention_s * 1000)
+    plans = []
+    for i in range(last + 1):
+        b = bases[i]
+        path = os.path.join(part.path, files.segment_name(b))
+        data = _read_segment(part, b)
+        # A tombstone goes once both it and its segment's last append (the file's
+        # mtime, which a rewrite keeps) are older than delete_retention_s: a
+        # timestamp set by the writer cannot make it go early.
+        closed_ms = os.stat(path).st_mtime_ns // 1_000_000
+        new = _rewrite(data, b, path, keymap,
+                       tombstone_before if closed_ms < tombstone_before else -1)
+        done += sizes[b]
+        if progress is not None:
+            progress(min(done, work), work)
+        if new is None:
+            continue
+        plans.append((b, data, new[0], new[1], os.stat(path)))
+    if min_superseded and total and \
+            sum(len(p[1]) - len(p[2]) for p in plans) < min_superseded * total:
+        return result
+    for b, _data, new, _, st in plans:
+        idx, tidx = _index_entries(new, b, _running_before(part, b))
+        cleaned = os.path.join(part.path, files.segment_name(b, files.CLEANED_SUFFIX))
+        _write_file(cleaned, new)
+        os.utime(cleaned, ns=(st.st_atime_ns, st.st_mtime_ns))  # when it was last appended to
+        for suffix, blob in ((files.INDEX_SUFFIX, idx), (files.TIMEINDEX_SUFFIX, tidx)):
+            _write_file(os.path.join(part.path,
+                                     files.segment_name(b, files.CLEANED_SUFFIX + suffix)), blob)
+    if plans:
+        files.fsync_dir(part.path)
+        _swap(part, plans, result)
+    _set_checkpoint(part, map_end)
+    if progress is not None:
+        progress(work, work)
+    return result
+
+
+def _swap(part, plans: list, result: dict) -> None:
+    """Install the rewritten segments: .cleaned -> .swap (all, oldest first), then each
+    .swap over its .log and its indexes after it. Under the append lock: no roll or
+    retention step of any process runs meanwhile."""
+    part.ctl.lock()
+    try:
+        view = part.ctl.view()
+        live = set(files.list_segments(part.path))
+        todo = []
+        for b, data, new, removed, _ in plans:
+            cleaned = os.path.join(part.path, files.segment_name(b, files.CLEANED_SUFFIX))
+            if b not in live or b >= view[1]:  # retention removed it meanwhile
+                for suffix in ("", files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
+                    os.unlink(cleaned + suffix)
+                continue
+            os.rename(cleaned, os.path.join(part.path, files.segment_name(b, files.SWAP_SUFFIX)))
+            todo.append((b, data, new, removed))
+        files.fsync_dir(part.path)
+        for b, data, new, removed in todo:
+            os.rename(os.path.join(part.path, files.segment_name(b, files.SWAP_SUFFIX)),
+                      os.path.join(part.path, files.segment_name(b)))
+            for suffix in (files.TIMEINDEX_SUFFIX, files.INDEX_SUFFIX):
+                os.rename(os.path.join(part.path,
+                                       files.segment_name(b, files.CLEANED_SUFFIX + suffix)),
+                          os.path.join(part.path, files.segment_name(b, suffix)))
+            result["records_removed"] += removed
+            result["bytes_freed"] += len(data) - len(new)
+            result["segments_rewritten"] += 1
+        files.fsync_dir(part.path)
+        if todo:
+            part.ctl.publish(generation=view[0] + 1)
+    finally:
+        part.ctl.unlock()
+
+
+def superseded_estimate(part) -> float:
+    """Share of the closed bytes written since the last compaction (Kafka's dirty
+    ratio): an upper bound of what a compaction could remove, read without decoding."""
+    bases, active = _closed_segments(part)
+    if not bases:
+        return 0.0
+    ends = bases[1:] + [active]
+    cleaned_to = _checkpoint(part)
+    total = dirty = 0
+    for b, e in zip(bases, ends, strict=True):
+        size = os.stat(os.path.join(part.path, files.segment_name(b))).st_size
+        total += size
+        if e > cleaned_to:
+            dirty += size
+    return dirty / total if total else 0.0
+
+
+# ------------------------------------------------------------------ the topic
+def compact_topic(log, topic, progress: Callable[[int, int], None] | None = None,
+                  blocking: bool = True, min_superseded: float = 0.0):
+    """Compact every partition of ``topic`` (a Topic of ``log``); CompactionResult."""
+    from streamlog import _limits
+    from streamlog._types import CompactionResult
+
+    # Gap batches are format 2: a store of format 1 says so before the first is written.
+    files.upgrade_format(log.path)
+    retention_s = float(topic.config.get("delete_retention_s",
+                                         _limits.DEFAULT_DELETE_RETENTION_S))
+    parts = topic._parts
+    totals = [0, 0, 0]
+    for i, part in enumerate(parts):
+        cb = None
+        if progress is not None:
+            def cb(done: int, total: int, i: int = i) -> None:
+                progress(i * 1000 + done * 1000 // max(total, 1), len(parts) * 1000)
+        r = compact_partition(part, retention_s, _limits.COMPACTION_MAX_KEYS, cb,
+                              blocking=blocking, min_superseded=min_superseded)
+        if r is None:
+            continue
+        totals[0] += r["records_removed"]
+        totals[1] += r["bytes_freed"]
+        totals[2] += r["segments_rewritten"]
+    if progress is not None:
+        progress(len(parts) * 1000, len(parts) * 1000)
+    return CompactionResult(*totals)
+
+
+class Background:
+    """Background compaction of one Log (a thread, started by the first compacted
+    topic opened for writing). Every COMPACTION_CHECK_INTERVAL_S, and after each
+    roll of a compacted partition in this process, each compacted topic this
+    process has open is looked at: a partition whose closed bytes are at least
+    COMPACTION_MIN_SUPERSEDED dirty (written since its last compaction) is
+    planned, and compacted when at least that share of its closed bytes would
+    go. A partition another process is compacting is skipped (never waited for).
+    """
+
+    def __init__(self, log) -> None:
+        import threading
+        import weakref
+
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._planned: dict[tuple[str, int], int] = {}  # partition -> closed end planned at
+        self._thread = threading.Thread(target=self._run, args=(weakref.ref(log),),
+                                        name="streamlog-compactor", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def ensure(cls, log) -> Background:
+        with log._parts_lock:
+            if log._compactor is None:
+                log._compactor = cls(log)
+            return log._compactor
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        import threading
+
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self, log_ref) -> None:
+        from streamlog import _limits
+
+        while not self._halt.is_set():
+            self._wake.wait(_limits.COMPACTION_CHECK_INTERVAL_S)
+            self._wake.clear()
+            if self._halt.is_set():
+                return
+            log = log_ref()
+            if log is None or log._closed:
+                return
+            try:
+                self.check(log)
+            except Exception as e:  # noqa: BLE001 - retried at the next check
+                import logging
+
+                logging.getLogger("streamlog").warning(
+                    "streamlog: background compaction in %s failed: %s", log.path, e)
+            del log
+
+    def check(self, log) -> None:
+        from streamlog import _limits
+
+        with log._parts_lock:
+            parts = [p for p in log._parts.values() if getattr(p, "compacted", False)]
+        for part in parts:
+            if self._halt.is_set() or log._closed or part._closed:
+                return
+            bases, active = _closed_segments(part)
+            key = (part.topic, part.partition)
+            if not bases or self._planned.get(key) == active:
+                continue  # nothing new closed since the last plan
+            if superseded_estimate(part) < _limits.COMPACTION_MIN_SUPERSEDED:
+                continue
+            self._planned[key] = active
+            topic = log.existing_topic(part.topic)
+            files.upgrade_format(log.path)
+            compact_partition(part, float(topic.config.get(
+                "delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)),
+                _limits.COMPACTION_MAX_KEYS, blocking=False,
+                min_superseded=_limits.COMPACTION_MIN_SUPERSEDED)
