@@ -115,19 +115,34 @@ class Table:
     def _hwm_key(self, p: int) -> bytes:
         return self._mark + b"h" + _U32.pack(p)
 
-    def _catch_up(self, partitions) -> None:
-        """Bring the index up to the published end of each of ``partitions``."""
+    def _catch_up(self, partitions) -> dict:
+        """Bring the index up to the published end of each of ``partitions``.
+
+        A read-only store cannot write the index: the records past it are read into
+        an overlay instead, returned as {key: (key, partition, offset, value or None)}
+        (empty when the index is current, as it always is for a writable store).
+        """
         parts = self._topic._parts
         ends = {p: parts[p].end_offset() for p in partitions}
         db = self._meta.db(_NS)
         with self._meta.read() as txn:
-            behind = [p for p in partitions
-                      if _hwm_of(txn.get(self._hwm_key(p), db=db))[0] < ends[p]]
+            hwms = {p: _hwm_of(txn.get(self._hwm_key(p), db=db)) for p in partitions}
+        behind = [p for p in partitions if hwms[p][0] < ends[p]]
         if not behind:
-            return
+            return {}
+        if self._log.read_only:
+            overlay: dict = {}
+            for p in behind:
+                for rec in parts[p].read(max(hwms[p][0], parts[p].start_offset())):
+                    if rec.offset >= ends[p]:
+                        break
+                    if rec.key is not None:
+                        overlay[rec.key] = (rec.key, p, rec.offset, rec.value)
+            return overlay
         while behind:
             behind = self._meta.write(functools.partial(self._apply, db=db, partitions=behind,
                                                         ends=ends))
+        return {}
 
     def _apply(self, txn, db, partitions, ends) -> list[int]:
         """Apply up to TABLE_CATCHUP_RECORDS records (one write transaction); returns the
@@ -225,7 +240,10 @@ class Table:
     # ---------------------------------------------------------------- reads
     def _raw(self, k: bytes):
         p = self._topic._partition_of(k)
-        self._catch_up([p])
+        overlay = self._catch_up([p])
+        if k in overlay:
+            e = overlay[k]
+            return None if e[3] is None else e
         db = self._meta.db(_NS)
         with self._meta.read() as txn:
             raw = txn.get(self._ikey(k), db=db)
@@ -262,7 +280,8 @@ class Table:
 
     def __len__(self) -> int:
         self._check()
-        self._catch_up(range(self._topic.partitions))
+        if self._catch_up(range(self._topic.partitions)):
+            return len(self._scan())
         db = self._meta.db(_NS)
         with self._meta.read() as txn:
             raw = txn.get(self._mark + b"n", db=db)
@@ -270,7 +289,7 @@ class Table:
 
     def _scan(self) -> list[tuple[bytes, int, int, bytes]]:
         self._check()
-        self._catch_up(range(self._topic.partitions))
+        overlay = self._catch_up(range(self._topic.partitions))
         db = self._meta.db(_NS)
         out, hashed = [], []
         n = len(self._data)
@@ -284,6 +303,10 @@ class Table:
                     (out if k[n] == ord("k") else hashed).append(e)
         if hashed:  # long keys are stored by hash: put them in key order too
             out = sorted(out + hashed)
+        if overlay:
+            merged = {e[0]: e for e in out}
+            merged.update(overlay)
+            out = sorted(e for e in merged.values() if e[3] is not None)
         return out
 
     def keys(self) -> list[bytes]:
