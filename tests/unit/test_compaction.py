@@ -288,3 +288,49 @@ def test_store_of_the_previous_format_opens_reads_and_upgrades(tmp_path, no_back
         assert sorted(tbl.keys()) == [b"k%d" % i for i in range(7) if i != 3]
         assert tbl["k4"] == b"v4-53"
         assert log.verify() == []
+
+
+def test_background_compaction_runs_when_half_the_closed_bytes_are_superseded(
+        tmp_path, monkeypatch):
+    """A process with the store open for writing compacts a partition by itself (woken
+    by its rolls) once at least half of the closed bytes would go; not before."""
+    import threading
+
+    checked = threading.Event()
+    real = compaction.Background.check
+
+    def check(self, log):
+        real(self, log)
+        checked.set()
+
+    monkeypatch.setattr(compaction.Background, "check", check)
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("c", compact=True, segment_bytes=1024)
+        for i in range(40):  # distinct keys: nothing superseded, nothing compacted
+            t.append(b"v%d" % i + b"." * 30, key=b"u%d" % i)
+        assert checked.wait(30)
+        assert len(list(t.read(0))) == 40
+        _fill(t, n=300, keys=5)
+        deadline = time.monotonic() + 30
+        while len(list(t.read(0))) == t.end_offset(0):  # until records are gone
+            checked.clear()
+            _fill(t, n=20, keys=5)  # more rolls, more checks
+            assert checked.wait(max(deadline - time.monotonic(), 0.1))
+            assert time.monotonic() < deadline
+        # only superseded records went: every u-key (never superseded) is still there
+        assert len([r for r in t.read(0) if r.key.startswith(b"u")]) == 40
+
+
+def test_cli_compact_reports_what_it_did(tmp_path, no_background):
+    from typer.testing import CliRunner
+
+    from streamlog.cli import app
+
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("c", compact=True, segment_bytes=1024)
+        _fill(t)
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "s"), "c"])
+    assert res.exit_code == 0, res.output
+    assert "records removed" in res.output and "rewritten" in res.output
+    res = CliRunner().invoke(app, ["compact", str(tmp_path / "s"), "missing"])
+    assert res.exit_code != 0
