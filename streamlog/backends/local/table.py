@@ -35,6 +35,8 @@ from streamlog import _validate
 from streamlog._limits import DEFAULT_DELETE_RETENTION_S, LMDB_MAX_KEY_BYTES, VIEW_POLL_S
 from streamlog._types import Position, TableChange
 from streamlog.backends.local import codec as _codec
+from streamlog.backends.local.storage import meta as _meta_mod
+from streamlog.backends.local.storage.meta import _MISSING as _MISSING_DB
 from streamlog.errors import ConfigMismatch, StoreClosed, WrongExpectedVersion
 
 _NS = "table"
@@ -45,7 +47,12 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 # Records applied per LMDB write transaction while catching up: bounds how long
 # one catch-up holds LMDB's writer lock.
-TABLE_CATCHUP_RECORDS = 10_000
+TABLE_CATCHUP_RECORDS = 50_000
+# get() remembers up to this many values per partition and handle, each valid only
+# while the partition has not changed since it was read (hot keys of a read-mostly
+# table skip LMDB; any append anywhere invalidates them).
+TABLE_CACHE_KEYS = 1024
+_MISS = object()
 
 
 def drop_topic(meta, txn, topic: str) -> None:
@@ -87,6 +94,15 @@ class Table:
         self._retention_ms = int(1000 * float(topic.config.get(
             "delete_retention_s", DEFAULT_DELETE_RETENTION_S)))
         self._inline_max = LMDB_MAX_KEY_BYTES - len(self._data) - 1
+        # for the fast paths of put() and get()
+        self._append = topic.append
+        self._parts = topic._parts
+        self._nparts = topic.partitions
+        self._pfk = lambda k: _codec.partition_for_key(k, topic.partitions)
+        self._kprefix = self._data + b"k"
+        self._hwm_keys = [self._hwm_key(p) for p in range(topic.partitions)]
+        self._fast_env = self._fast_db = None
+        self._cache: list[tuple[tuple, dict]] = [((-1, -1), {}) for _ in range(topic.partitions)]
 
     def __repr__(self) -> str:
         return f"Table({self.name!r})"
@@ -163,22 +179,37 @@ class Table:
                 count = self._reset(txn, db)
                 hwm = -1
             off = max(hwm, parts[p].start_offset())
-            for rec in parts[p].read(off, min(budget, ends[p] - off)):
-                if rec.offset >= ends[p]:
-                    break
-                key = rec.key
-                off = rec.offset + 1
-                budget -= 1
-                if key is None:
-                    continue  # (a keyless record of a store written before compaction existed)
-                ik = self._ikey(key)
-                if rec.value is None:
+            cols = parts[p].read_columns(off, min(budget, ends[p] - off)) if budget else None
+            offs = cols["offsets"].tolist() if cols is not None else []
+            while offs and offs[-1] >= ends[p]:
+                offs.pop()
+            n = len(offs)
+            budget -= n
+            if n:
+                kd, vd = cols["key_data"].tobytes(), cols["value_data"].tobytes()
+                ko, vo = cols["key_offsets"].tolist(), cols["value_offsets"].tolist()
+                kn, vn = cols["key_null"].tolist(), cols["value_null"].tolist()
+                last: dict[bytes, tuple[int, bytes | None]] = {}  # the newest op per key
+                for i in range(n):
+                    if not kn[i]:  # (keyless records predate compaction: not in a table)
+                        last[kd[ko[i]:ko[i + 1]]] = (offs[i], None if vn[i] else
+                                                     vd[vo[i]:vo[i + 1]])
+                puts, dels = [], []
+                for key, (o, v) in last.items():
+                    if v is None:
+                        dels.append(self._ikey(key))
+                    else:
+                        puts.append((self._ikey(key), self._entry(key, p, o, v)))
+                if puts:
+                    get = txn.get
+                    count += sum(1 for ik, _ in puts if get(ik, db=db) is None)
+                    txn.cursor(db=db).putmulti(puts, dupdata=False, overwrite=True)
+                for ik in dels:
                     if txn.delete(ik, db=db):
                         count -= 1
-                else:
-                    if txn.get(ik, db=db) is None:
-                        count += 1
-                    txn.put(ik, self._entry(key, p, rec.offset, rec.value), db=db)
+                off = offs[-1] + 1
+            elif cols is not None:
+                off = ends[p]  # nothing but removed offsets up to the end
             txn.put(self._hwm_key(p), _HWM.pack(off, now), db=db)
             if off < ends[p]:
                 still.append(p)
@@ -192,6 +223,8 @@ class Table:
     # --------------------------------------------------------------- writes
     def put(self, key, value) -> Position:
         """Set ``key`` to ``value`` (an append to the topic); its Position."""
+        if type(key) is bytes and type(value) is bytes:
+            return self._append(value, key)  # the topic's own fast path checks the rest
         self._check()
         if value is None:
             raise TypeError("value must be bytes-like: use delete() to remove a key")
@@ -257,8 +290,39 @@ class Table:
 
     def get(self, key, default=None) -> bytes | None:
         """The newest value of ``key``, or ``default`` when it has none."""
-        self._check()
-        e = self._raw(_key(key))
+        if self._log._closed:
+            raise StoreClosed("the store is closed")
+        k = key if type(key) is bytes else _key(key)
+        if len(k) <= self._inline_max:
+            p = self._pfk(k) if self._nparts > 1 else 0
+            ctl = self._parts[p].ctl
+            end = ctl.end_offset()
+            # Values read since the partition last changed: valid while its end and
+            # append counter are those they were read at (any append, in any process,
+            # moves the counter; compaction never changes a key's newest value).
+            stamp = (end, ctl.notify_seq)
+            cache = self._cache[p]
+            if cache[0] == stamp:
+                v = cache[1].get(k, _MISS)
+                if v is not _MISS:
+                    return default if v is None else v
+            else:
+                cache = self._cache[p] = (stamp, {})
+            # else one read transaction: the index is current for the key's partition
+            # (its mark at or past the published end): read the entry
+            env = self._meta._env()
+            if self._fast_env is not env:
+                self._fast_env, self._fast_db = env, self._meta.db(_NS)
+            if self._fast_db is not _MISSING_DB:
+                with _meta_mod._GATE, env.begin(db=self._fast_db) as txn:
+                    mark = txn.get(self._hwm_keys[p])
+                    if mark is not None and _U64.unpack_from(mark)[0] >= end:
+                        raw = txn.get(self._kprefix + k)
+                        v = None if raw is None else raw[12:]
+                        if len(cache[1]) < TABLE_CACHE_KEYS:
+                            cache[1][k] = v
+                        return default if v is None else v
+        e = self._raw(k)
         return default if e is None else e[3]
 
     def position(self, key) -> Position | None:

@@ -52,7 +52,11 @@ from streamlog.backends.local import codec as _codec
 from streamlog.backends.local.storage import files
 from streamlog.errors import CorruptionError, TornTail
 
-_HASH_BYTES = 16  # BLAKE2b digest per key in the map (Kafka's cleaner keeps an MD5)
+# A key in the map: the key itself when it has at most 16 bytes, else its 17-byte
+# BLAKE2b digest (the lengths differ, so the two kinds never collide). Kafka's
+# cleaner keeps an MD5 of every key.
+_SHORT_KEY_BYTES = 16
+_HASH_BYTES = 17
 
 
 class CompactionLock:
@@ -84,6 +88,8 @@ class CompactionLock:
 
 
 def key_hash(key: bytes) -> bytes:
+    if len(key) <= _SHORT_KEY_BYTES:
+        return key
     return hashlib.blake2b(key, digest_size=_HASH_BYTES).digest()
 
 
@@ -212,29 +218,25 @@ def _read_segment(part, base: int) -> bytes:
         return f.read()
 
 
-def _batches(data: bytes, base: int, path: str):
-    """(pos, base, length, count, first_ts, max_ts, records) of every batch; records is []
-    for a gap batch. Raises CorruptionError naming the file."""
-    pos, expected, n = 0, base, len(data)
-    while True:
-        try:
-            length, count, first_ts, max_ts = _codec.batch_info(data, pos, n, expected, True)
-            if length == 0:
-                return
-            _, _, recs = _codec.decode_batch(data, pos, n, expected)
-        except (CorruptionError, TornTail) as e:
-            raise CorruptionError(path, e.file_pos, getattr(e, "reason", str(e))) from None
-        yield pos, expected, length, count, first_ts, max_ts, recs
-        pos += length
-        expected += count
+def _columns(data: bytes, base: int, path: str) -> tuple:
+    """(offsets, map keys or None, value_null, timestamps) of every record, as lists
+    (one columnar decode; CRCs checked)."""
+    try:
+        cols = _codec.read_columns(data, 0, len(data), base, base, 1 << 62, 0)[0]
+    except (CorruptionError, TornTail) as e:
+        raise CorruptionError(path, e.file_pos, getattr(e, "reason", str(e))) from None
+    kd = cols["key_data"].tobytes()
+    ko = cols["key_offsets"].tolist()
+    kn = cols["key_null"].tolist()
+    keys = [None if kn[i] else key_hash(kd[ko[i]:ko[i + 1]]) for i in range(len(kn))]
+    return (cols["offsets"].tolist(), keys, cols["value_null"].tolist(),
+            cols["timestamps_ms"].tolist())
 
 
 def _segment_keys(data: bytes, base: int, path: str) -> dict[bytes, int]:
-    out: dict[bytes, int] = {}
-    for _pos, _base, _length, _count, _f, _m, recs in _batches(data, base, path):
-        for off, _ts, key, _value, _headers in recs:
-            if key is not None:
-                out[key_hash(key)] = off
+    offs, keys, _, _ = _columns(data, base, path)
+    out = dict(zip(keys, offs, strict=True))
+    out.pop(None, None)
     return out
 
 
@@ -262,42 +264,63 @@ def _rewrite(data: bytes, base: int, path: str, keymap: dict[bytes, int],
             flush_gap()
             gap = [off, count, first_ts, max_ts]
 
-    for pos, batch_base, length, count, first_ts, max_ts, recs in _batches(data, base, path):
-        if not recs:  # a gap batch already
+    offs, keys, nulls, stamps = _columns(data, base, path)
+    get = keymap.get
+    keep_all = [not ((k is not None and get(k, -1) > o) or (z and t < tombstone_before_ms))
+                for o, k, z, t in zip(offs, keys, nulls, stamps, strict=True)]
+    if all(keep_all):
+        return None
+    j = 0  # index of the batch's first record in the columns
+    pos, batch_base, n = 0, base, len(data)
+    while True:
+        length, count, first_ts, max_ts = _codec.batch_info(data, pos, n, batch_base, False)
+        if length == 0:
+            break
+        is_gap = data[pos + ATTR_AT] == _codec.ATTR_GAP
+        nrec = 0 if is_gap else count
+        keep = keep_all[j:j + nrec]
+        j += nrec
+        if is_gap:  # a gap batch already
             add_gap(batch_base, count, first_ts, max_ts)
-            continue
-        keep = []
-        for rec in recs:
-            off, ts, key, value, _headers = rec
-            newest = keymap.get(key_hash(key), -1) if key is not None else -1
-            keep.append(not (newest > off or (value is None and ts < tombstone_before_ms)))
-        if all(keep):
+        elif all(keep):
             flush_gap()
             out.extend(data[pos:pos + length])
-            continue
-        removed += keep.count(False)
-        i = 0
-        while i < len(recs):
-            j = i
-            while j < len(recs) and keep[j] == keep[i]:
-                j += 1
-            run = recs[i:j]
-            if keep[i]:
-                flush_gap()
-                batch = bytearray(_codec.encode_batch(
-                    [r[2] for r in run], [r[3] for r in run],
-                    [[(k.encode(), v) for k, v in r[4].items()] for r in run],
-                    [r[1] for r in run]))
-                _codec.set_base_offset(batch, 0, run[0][0])
-                out.extend(batch)
-            else:
-                stamps = [r[1] for r in run]
-                add_gap(run[0][0], len(run), min(stamps), max(stamps))
-            i = j
+        elif not any(keep):
+            add_gap(batch_base, count, first_ts, max_ts)
+            removed += count
+        else:
+            removed += keep.count(False)
+            _, _, recs = _codec.decode_batch(data, pos, n, batch_base)
+            _split(recs, keep, out, flush_gap, add_gap)
+        pos += length
+        batch_base += count
     flush_gap()
-    if removed == 0:
-        return None
     return out, removed
+
+
+ATTR_AT = _codec.BATCH_OFFSETS["attributes"]
+
+
+def _split(recs, keep, out, flush_gap, add_gap) -> None:
+    """Re-encode the kept runs of a batch (each a batch of its own), and gaps between."""
+    i = 0
+    while i < len(recs):
+        j = i
+        while j < len(recs) and keep[j] == keep[i]:
+            j += 1
+        run = recs[i:j]
+        if keep[i]:
+            flush_gap()
+            batch = bytearray(_codec.encode_batch(
+                [r[2] for r in run], [r[3] for r in run],
+                [[(k.encode(), v) for k, v in r[4].items()] for r in run],
+                [r[1] for r in run]))
+            _codec.set_base_offset(batch, 0, run[0][0])
+            out.extend(batch)
+        else:
+            stamps = [r[1] for r in run]
+            add_gap(run[0][0], len(run), min(stamps), max(stamps))
+        i = j
 
 
 def compact_partition(part, delete_retention_s: float, max_keys: int,
