@@ -334,3 +334,18 @@ def test_cli_compact_reports_what_it_did(tmp_path, no_background):
     assert "records removed" in res.output and "rewritten" in res.output
     res = CliRunner().invoke(app, ["compact", str(tmp_path / "s"), "missing"])
     assert res.exit_code != 0
+
+
+def test_groups_on_a_compacted_topic_count_and_get_what_remains(store, no_background):
+    t = store.topic("c", compact=True, segment_bytes=1024)
+    g = t.group("g")
+    _fill(t, n=200)
+    assert g.lag() == 200
+    store.compact("c")
+    remaining = [r.offset for r in t.read(0)]
+    assert g.lag() == len(remaining) < 200
+    got = []
+    while msgs := g.poll(50, timeout=0):
+        got.extend(m.offset for m in msgs)
+        g.ack(msgs)
+    assert got == remaining and g.lag() == 0

@@ -88,6 +88,8 @@ class Topic:
             self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
                                            self._append_slow, self._write_slow, sync, Position)
             self._appender.need_key = self._allow_none  # compacted: every record needs a key
+        for p in self._parts:
+            p.compacted_topic = self._allow_none
         if self._allow_none and not log.read_only:
             bg = compaction.Background.ensure(log)
             for p in self._parts:

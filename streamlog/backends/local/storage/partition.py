@@ -90,6 +90,7 @@ class Segment:
     verified_to: int = 0  # bytes from 0 whose CRCs this process has checked
     active_mapped: bool = False  # mapped at capacity while active: remap once closed
     ino: int = 0  # inode of the file mapped: compaction replaces a closed segment's file
+    gaps: list | None = None  # (base, count) of its gap batches, once looked up
 
 
 class Partition:
@@ -113,6 +114,7 @@ class Partition:
         # the new end is published: the Log moves its groups back to it.
         self.on_cut = on_cut
         self.compacted = False  # set by a compacted topic's handle (background compaction)
+        self.compacted_topic = False  # the topic is compacted (set by every handle)
         self.on_roll = None  # called after a roll (wakes background compaction)
         self._boot = boot
         self._cache_lock = threading.RLock()
@@ -536,6 +538,7 @@ class Partition:
         seg.size = -1
         seg.verified_to = 0
         seg.ino = 0
+        seg.gaps = None
         fd = self._fds.pop(seg.base, None)
         if fd is not None:
             os.close(fd)
@@ -1177,6 +1180,39 @@ class Partition:
             if len(more["offsets"]):
                 cols = _concat_columns(cols, more)
         return cols
+
+    def removed_between(self, lo: int, hi: int) -> int:
+        """How many offsets of ``[lo, hi)`` compaction removed (covered by gap batches).
+        Only closed segments can hold gaps; each one's are looked up once per file."""
+        view = self.view()
+        bases = self._bases
+        total = 0
+        for i, b in enumerate(bases[:-1]):
+            if bases[i + 1] <= lo or b >= hi:
+                continue
+            seg = self._segments.get(b)
+            if seg is None:
+                continue
+            try:
+                m = self._map(seg, False, view[4])
+                if seg.gaps is None:
+                    gaps, pos, base, limit = [], 0, b, len(m)
+                    attr = BATCH_OFFSETS["attributes"]
+                    mv = memoryview(m)
+                    while True:
+                        length, count, _, _ = _codec.batch_info(m, pos, limit, base, False)
+                        if length == 0:
+                            break
+                        if mv[pos + attr] == _codec.ATTR_GAP:
+                            gaps.append((base, count))
+                        pos += length
+                        base += count
+                    seg.gaps = gaps
+            except (_SegmentGone, CorruptionError, TornTail):
+                continue
+            for g, n in seg.gaps:
+                total += max(0, min(g + n, hi) - max(g, lo))
+        return total
 
     def _next_base(self, seg: Segment) -> int:
         bases = self._bases
