@@ -16,7 +16,7 @@ from streamlog import inspection as sl_inspect
 from streamlog.cli import app
 
 COMMANDS = ["topics", "create", "describe", "produce", "consume", "tail", "groups", "dump",
-            "verify", "repair", "retention", "bench", "demo", "metrics"]
+            "verify", "repair", "retention", "compact", "bench", "demo", "metrics"]
 
 
 def run(*args: str, input: str | bytes | None = None):
@@ -413,7 +413,7 @@ def test_groups_shows_lag_per_group_and_partition(data):
 # ---------------------------------------------------------------- bad paths
 READ_COMMANDS = [["topics"], ["describe", "t"], ["consume", "t"], ["tail", "t"], ["groups"],
                  ["dump", "t"], ["verify"], ["repair", "--yes"], ["retention"],
-                 ["metrics", "--once"], ["produce", "t"]]
+                 ["metrics", "--once"], ["produce", "t"], ["compact", "t"]]
 
 
 @pytest.mark.parametrize("cmd", READ_COMMANDS, ids=lambda c: c[0])
