@@ -566,8 +566,9 @@ def test_demo_runs_its_tour_in_a_temporary_directory():
     result = run("demo")
     assert result.exit_code == 0, result.output
     for title in ("Topics, partitions and keyed appends", "read_batch", "offset_for_time",
-                  "Retention", "verify"):
+                  "Retention", "verify", "Compaction and tables"):
         assert title in result.stdout
+    assert "was compacted away" in result.stdout
     assert "failed" not in result.stdout
     # epoch ms come with their ISO 8601 UTC time; counts read as words
     assert "t0 = 1700000000000 ms (2023-11-14T22:13:20.000Z)" in result.stdout
