@@ -146,3 +146,38 @@ def test_index_is_rebuilt_identical_and_survives_compaction(tmp_path):
         tbl = log.table("t")
         assert tbl.items() == sorted(want.items()) and len(tbl) == len(want)
         assert tbl[b"k1"] == b"new" and b"k2" not in tbl and tbl.get(b"zz") == b"fresh"
+
+
+def test_an_index_that_slept_past_delete_retention_never_keeps_a_dropped_key(tmp_path,
+                                                                              monkeypatch):
+    """A tombstone that compaction dropped before the index saw it: the index, last
+    caught up more than delete_retention_s ago, is rebuilt, so the key is gone."""
+    import time
+
+    from streamlog.backends.local import table as table_mod
+    from streamlog.backends.local.storage import compaction, files
+
+    monkeypatch.setattr(compaction.Background, "check", lambda self, log: None)
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("t", compact=True, segment_bytes=1024, delete_retention_s=60)
+        tbl = log.table("t")
+        tbl.put("gone", b"old value")
+        assert tbl["gone"] == b"old value"  # the index has seen it
+        long_ago = int(time.time() * 1000) - 3_600_000
+        t.append(None, key=b"gone", timestamp_ms=long_ago)
+        for i in range(60):
+            t.append(b"x" * 30, key=b"k%d" % (i % 3), timestamp_ms=long_ago)
+        pdir = files.partition_dir(log.path, "t", 0)
+        for b in files.list_segments(pdir)[:-1]:
+            os.utime(os.path.join(pdir, files.segment_name(b)),
+                     (long_ago / 1000, long_ago / 1000))
+        log.compact("t")
+        assert all(r.key != b"gone" for r in t.read(0))  # value and tombstone both gone
+        # the index was last caught up "an hour ago"
+        mark = tbl._hwm_key(0)
+        db = log._meta.db("table")
+        with log._meta.read() as txn:
+            off, _ = table_mod._HWM.unpack(txn.get(mark, db=db))
+        log._meta.write(lambda txn: txn.put(mark, table_mod._HWM.pack(off, long_ago), db=db))
+        assert "gone" not in tbl and tbl.get("gone") is None
+        assert sorted(tbl.keys()) == [b"k0", b"k1", b"k2"]

@@ -17,9 +17,10 @@ partitions' published ends, in one LMDB write transaction per
 ``TABLE_CATCHUP_RECORDS`` records, so a ``get`` sees every append that returned
 before it in any process. Every process shares the one index (no copy per
 process). Deleted, it is rebuilt from the topic on the next read. An index
-that was last caught up more than ``delete_retention_s`` ago may have missed a
-tombstone that compaction has since dropped, so it is rebuilt from the topic
-instead of caught up.
+that was last caught up more than ``delete_retention_s`` ago, and whose unread
+part of the topic has had records removed by compaction since, may have missed
+a tombstone that compaction dropped, so it is rebuilt from the topic instead of
+caught up.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class Table:
             hwm, at = _hwm_of(txn.get(self._hwm_key(p), db=db))
             if hwm >= ends[p]:
                 continue
-            if 0 <= hwm and at + self._retention_ms < now and hwm > parts[p].start_offset():
+            if 0 <= hwm and at + self._retention_ms < now and hwm > parts[p].start_offset() \
+                    and parts[p].removed_between(hwm, ends[p]):
                 # compaction may have dropped a tombstone this index never saw: rebuild
                 count = self._reset(txn, db)
                 hwm = -1
