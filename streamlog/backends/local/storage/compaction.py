@@ -226,9 +226,14 @@ def _columns(data: bytes, base: int, path: str) -> tuple:
     except (CorruptionError, TornTail) as e:
         raise CorruptionError(path, e.file_pos, getattr(e, "reason", str(e))) from None
     kd = cols["key_data"].tobytes()
-    ko = cols["key_offsets"].tolist()
-    kn = cols["key_null"].tolist()
-    keys = [None if kn[i] else key_hash(kd[ko[i]:ko[i + 1]]) for i in range(len(kn))]
+    kos = cols["key_offsets"]
+    ko = kos.tolist()
+    if len(ko) > 1 and int(np.diff(kos).max()) <= _SHORT_KEY_BYTES:
+        keys = [kd[a:b] for a, b in zip(ko, ko[1:])]  # short keys are their own map key
+    else:
+        keys = [key_hash(kd[a:b]) for a, b in zip(ko, ko[1:])]
+    for i in np.flatnonzero(cols["key_null"]).tolist():
+        keys[i] = None
     return (cols["offsets"].tolist(), keys, cols["value_null"].tolist(),
             cols["timestamps_ms"].tolist())
 
