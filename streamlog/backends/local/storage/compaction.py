@@ -229,24 +229,31 @@ def _columns(data: bytes, base: int, path: str) -> tuple:
     kos = cols["key_offsets"]
     ko = kos.tolist()
     if len(ko) > 1 and int(np.diff(kos).max()) <= _SHORT_KEY_BYTES:
-        keys = [kd[a:b] for a, b in zip(ko, ko[1:])]  # short keys are their own map key
+        keys = [kd[a:b] for a, b in zip(ko, ko[1:], strict=False)]  # short: their own map key
     else:
-        keys = [key_hash(kd[a:b]) for a, b in zip(ko, ko[1:])]
+        keys = [key_hash(kd[a:b]) for a, b in zip(ko, ko[1:], strict=False)]
     for i in np.flatnonzero(cols["key_null"]).tolist():
         keys[i] = None
     return (cols["offsets"].tolist(), keys, cols["value_null"].tolist(),
             cols["timestamps_ms"].tolist())
 
 
-def _segment_keys(data: bytes, base: int, path: str) -> dict[bytes, int]:
-    offs, keys, _, _ = _columns(data, base, path)
+def _segment_keys(data: bytes, base: int, path: str, cols: tuple | None = None
+                  ) -> dict[bytes, int]:
+    offs, keys, _, _ = cols if cols is not None else _columns(data, base, path)
     out = dict(zip(keys, offs, strict=True))
     out.pop(None, None)
     return out
 
 
+# Records whose decoded columns the key-map pass keeps for the rewrite pass (about
+# 140 bytes each in Python lists: ~70 MB), instead of decoding those segments twice.
+_REUSE_RECORDS = 500_000
+
+
 def _rewrite(data: bytes, base: int, path: str, keymap: dict[bytes, int],
-             tombstone_before_ms: int) -> tuple[bytearray, int] | None:
+             tombstone_before_ms: int, cols: tuple | None = None
+             ) -> tuple[bytearray, int] | None:
     """The segment without superseded records and expired tombstones, or None when
     nothing goes. Returns (new bytes, records removed)."""
     out = bytearray()
@@ -269,7 +276,7 @@ def _rewrite(data: bytes, base: int, path: str, keymap: dict[bytes, int],
             flush_gap()
             gap = [off, count, first_ts, max_ts]
 
-    offs, keys, nulls, stamps = _columns(data, base, path)
+    offs, keys, nulls, stamps = cols if cols is not None else _columns(data, base, path)
     get = keymap.get
     keep_all = [not ((k is not None and get(k, -1) > o) or (z and t < tombstone_before_ms))
                 for o, k, z, t in zip(offs, keys, nulls, stamps, strict=True)]
@@ -376,12 +383,18 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
     keymap: dict[bytes, int] = {}
     map_end = cleaned_to
     last = -1
+    reuse: dict[int, tuple] = {}
+    reused = 0
     for i in dirty:
-        seg_keys = _segment_keys(_read_segment(part, bases[i]), bases[i],
-                                 os.path.join(part.path, files.segment_name(bases[i])))
+        data = _read_segment(part, bases[i])
+        cols = _columns(data, bases[i], os.path.join(part.path, files.segment_name(bases[i])))
+        seg_keys = _segment_keys(data, bases[i], "", cols)
         new = sum(1 for k in seg_keys if k not in keymap)
         if keymap and len(keymap) + new > max_keys:
             break
+        if reused + len(cols[0]) <= _REUSE_RECORDS:
+            reuse[bases[i]] = (data, cols)
+            reused += len(cols[0])
         keymap.update(seg_keys)
         map_end, last = ends[i], i
         done += sizes[bases[i]]
@@ -397,13 +410,13 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
     for i in range(last + 1):
         b = bases[i]
         path = os.path.join(part.path, files.segment_name(b))
-        data = _read_segment(part, b)
+        data, cols = reuse.pop(b, None) or (_read_segment(part, b), None)
         # A tombstone goes once both it and its segment's last append (the file's
         # mtime, which a rewrite keeps) are older than delete_retention_s: a
         # timestamp set by the writer cannot make it go early.
         closed_ms = os.stat(path).st_mtime_ns // 1_000_000
         new = _rewrite(data, b, path, keymap,
-                       tombstone_before if closed_ms < tombstone_before else -1)
+                       tombstone_before if closed_ms < tombstone_before else -1, cols)
         done += sizes[b]
         if progress is not None:
             progress(min(done, work), work)
