@@ -349,3 +349,22 @@ def test_groups_on_a_compacted_topic_count_and_get_what_remains(store, no_backgr
         got.extend(m.offset for m in msgs)
         g.ack(msgs)
     assert got == remaining and g.lag() == 0
+
+
+@pytest.mark.parametrize("key_bytes", [0, 1, 16, 17, 600])
+def test_keys_of_every_length_compact_alike(store, no_background, key_bytes):
+    """Keys up to 16 bytes are their own map key, longer ones a digest: both compact
+    the same; the empty key is a key."""
+    t = store.topic("c", compact=True, segment_bytes=1024)
+    model = {}
+    for i in range(200):
+        k = (b"%d" % (i % 6)).rjust(key_bytes, b"x")[-key_bytes:] if key_bytes else b""
+        if key_bytes == 1:
+            k = b"%d" % (i % 6)
+        pos = t.append(b"value-%d" % i, key=k)
+        model[pos.offset] = (k, b"value-%d" % i)
+    store.compact("c")
+    recs = _check_against(t, model)
+    closed = _closed_end(t)
+    newest_closed = _newest({o: kv for o, kv in model.items() if o < closed})
+    assert all(newest_closed[r.key][0] == r.offset for r in recs if r.offset < closed)
