@@ -236,7 +236,10 @@ def _columns(data: bytes, base: int, path: str) -> tuple:
         # (length byte + key, zero-padded; a keyless record gets length 255)
         rows = np.zeros((n, _SHORT_KEY_BYTES + 1), dtype=np.uint8)
         rows[:, 0] = np.where(kn, 255, lens)
-        if len(kd):
+        width = int(lens[0])
+        if width and not kn.any() and int(lens.min()) == int(lens.max()) == width:
+            rows[:, 1:1 + width] = kd.reshape(n, width)
+        elif len(kd):
             rec = np.repeat(np.arange(n), lens)
             rows[rec, np.arange(len(kd)) - np.repeat(ko[:-1], lens) + 1] = kd
         uniq, inverse = np.unique(rows.view(np.dtype((np.void, _SHORT_KEY_BYTES + 1))).ravel(),
