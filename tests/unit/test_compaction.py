@@ -368,3 +368,28 @@ def test_keys_of_every_length_compact_alike(store, no_background, key_bytes):
     closed = _closed_end(t)
     newest_closed = _newest({o: kv for o, kv in model.items() if o < closed})
     assert all(newest_closed[r.key][0] == r.offset for r in recs if r.offset < closed)
+
+
+def test_a_writer_that_never_opened_the_topic_compacts_it_in_the_background(
+        tmp_path, monkeypatch):
+    import threading
+
+    from streamlog import _limits
+
+    real = compaction.Background.check
+    monkeypatch.setattr(compaction.Background, "check", lambda self, log: None)
+    with streamlog.open(tmp_path / "s") as log:
+        model = _fill(log.topic("c", compact=True, segment_bytes=1024), n=300, keys=5)
+    checked = threading.Event()
+
+    def check(self, log):
+        real(self, log)
+        checked.set()
+
+    monkeypatch.setattr(compaction.Background, "check", check)
+    monkeypatch.setattr(_limits, "COMPACTION_CHECK_INTERVAL_S", 0.05)
+    with streamlog.open(tmp_path / "s") as log:  # opens no topic handle itself
+        assert checked.wait(30)
+        t = log.existing_topic("c")
+        assert len(list(t.read(0))) < len(model)
+        _check_against(t, model)

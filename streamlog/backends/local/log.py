@@ -410,6 +410,8 @@ class Log:
                                           args=(weakref.ref(self), self._stop),
                                           name="streamlog-retention", daemon=True)
         self._retainer.start()
+        # compacted topics are compacted in the background by writers (storage/compaction.py)
+        compaction.Background.start_if_needed(self)
 
     def _check_format(self) -> None:
         fpath = os.path.join(self.path, files.FORMAT_FILE)

@@ -550,10 +550,10 @@ def compact_topic(log, topic, progress: Callable[[int, int], None] | None = None
 
 
 class Background:
-    """Background compaction of one Log (a thread, started by the first compacted
-    topic opened for writing). Every COMPACTION_CHECK_INTERVAL_S, and after each
-    roll of a compacted partition in this process, each compacted topic this
-    process has open is looked at: a partition whose closed bytes are at least
+    """Background compaction of one Log open for writing (a thread, started when the
+    store has a compacted topic). Every COMPACTION_CHECK_INTERVAL_S, and after each
+    roll of a compacted partition in this process, every compacted topic of the
+    store is looked at: a partition whose closed bytes are at least
     COMPACTION_MIN_SUPERSEDED dirty (written since its last compaction) is
     planned, and compacted when at least that share of its closed bytes would
     go. A partition another process is compacting is skipped (never waited for).
@@ -569,6 +569,12 @@ class Background:
         self._thread = threading.Thread(target=self._run, args=(weakref.ref(log),),
                                         name="streamlog-compactor", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def start_if_needed(cls, log) -> None:
+        """At open: start when the catalogue holds a compacted topic."""
+        if any(cfg.get("compact") for _, cfg in _catalogue(log)):
+            cls.ensure(log)
 
     @classmethod
     def ensure(cls, log) -> Background:
@@ -611,6 +617,12 @@ class Background:
     def check(self, log) -> None:
         from streamlog import _limits
 
+        for name, cfg in _catalogue(log):
+            if cfg.get("compact") and not log._closed:
+                try:
+                    log.existing_topic(name)  # opens its partitions (marked compacted)
+                except Exception:  # noqa: BLE001 - deleted meanwhile
+                    continue
         with log._parts_lock:
             parts = [p for p in log._parts.values() if getattr(p, "compacted", False)]
         for part in parts:
@@ -629,3 +641,13 @@ class Background:
                 "delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)),
                 _limits.COMPACTION_MAX_KEYS, blocking=False,
                 min_superseded=_limits.COMPACTION_MIN_SUPERSEDED)
+
+
+def _catalogue(log) -> list[tuple[str, dict]]:
+    """(name, options) of every topic of the store."""
+    out = []
+    for name in log.topics():
+        cfg = log._topic_config(name)
+        if cfg is not None:
+            out.append((name, cfg))
+    return out
