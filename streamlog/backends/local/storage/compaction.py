@@ -359,6 +359,10 @@ def _split(recs, keep, out, flush_gap, add_gap) -> None:
         i = j
 
 
+class Stopped(Exception):
+    """Raised by a progress callback to abandon a compaction (nothing is installed)."""
+
+
 def compact_partition(part, delete_retention_s: float, max_keys: int,
                       progress: Callable[[int, int], None] | None = None,
                       blocking: bool = True, min_superseded: float = 0.0) -> dict | None:
@@ -372,9 +376,12 @@ def compact_partition(part, delete_retention_s: float, max_keys: int,
         recover(part)
         try:
             return _compact_locked(part, delete_retention_s, max_keys, progress, min_superseded)
-        except FileNotFoundError:  # retention removed a segment under us: next time
+        except (FileNotFoundError, Stopped) as e:
+            # retention removed a segment under us, or the store is closing: next time
             for name in files.compaction_leftovers(part.path)[1]:
                 os.unlink(os.path.join(part.path, name))
+            if isinstance(e, Stopped):
+                return None
             return {"records_removed": 0, "bytes_freed": 0, "segments_rewritten": 0}
     finally:
         lock.release()
@@ -586,6 +593,10 @@ class Background:
     def wake(self) -> None:
         self._wake.set()
 
+    def _stop_check(self, done: int, total: int) -> None:
+        if self._halt.is_set():  # the Log is closing: abandon, between two segments
+            raise Stopped()
+
     def stop(self) -> None:
         import threading
 
@@ -639,7 +650,7 @@ class Background:
             files.upgrade_format(log.path)
             compact_partition(part, float(topic.config.get(
                 "delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)),
-                _limits.COMPACTION_MAX_KEYS, blocking=False,
+                _limits.COMPACTION_MAX_KEYS, self._stop_check, blocking=False,
                 min_superseded=_limits.COMPACTION_MIN_SUPERSEDED)
 
 
