@@ -245,6 +245,7 @@ def test_unfinished_compaction_is_completed_or_undone_on_open(tmp_path, no_backg
         new, _ = compaction._rewrite(data, bases[0], "x", newest, -1)
         data1 = compaction._read_segment(part, bases[1])
         new1, _ = compaction._rewrite(data1, bases[1], "x", newest, -1)
+    open(os.path.join(pdir, files.COMPACT_LOCK_FILE), "wb").close()  # a compaction's first step
     with open(os.path.join(pdir, files.segment_name(bases[0], ".swap")), "wb") as f:
         f.write(new)
     with open(os.path.join(pdir, files.segment_name(bases[1], ".cleaned")), "wb") as f:

@@ -95,6 +95,8 @@ def key_hash(key: bytes) -> bytes:
 
 # ------------------------------------------------------------------ recovery
 def needs_recovery(part_dir: str) -> bool:
+    if not os.path.exists(os.path.join(part_dir, files.COMPACT_LOCK_FILE)):
+        return False  # never compacted (the lock file is made by the first compaction)
     try:
         swaps, cleaned = files.compaction_leftovers(part_dir)
     except FileNotFoundError:

@@ -510,8 +510,9 @@ class Partition:
                     seg.active_mapped = False
             # A closed segment whose file compaction replaced (a new inode under
             # the same name): map the new file, with its own indexes.
-            for b in keep[:-1]:
-                self._forget_if_replaced(self._segments[b])
+            if self.compacted_topic:
+                for b in keep[:-1]:
+                    self._forget_if_replaced(self._segments[b])
             # The active segment's bytes past its end may have been cut and
             # written again (a torn tail): check its CRCs anew.
             self._segments[keep[-1]].verified_to = 0
