@@ -88,6 +88,7 @@ class Topic:
             self._appender = _ext.Appender([p.writer for p in self._parts], self._max_record,
                                            self._append_slow, self._write_slow, sync, Position)
             self._appender.need_key = self._allow_none  # compacted: every record needs a key
+            self.append = self._appender.append  # instance attribute: skips one call layer
         for p in self._parts:
             p.compacted_topic = self._allow_none
         if self._allow_none and not log.read_only:
@@ -95,7 +96,6 @@ class Topic:
             for p in self._parts:
                 p.compacted = True
                 p.on_roll = bg.wake
-            self.append = self._appender.append  # instance attribute: skips one call layer
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r}, partitions={self.partitions})"
