@@ -450,23 +450,25 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
         closed_ms = os.stat(path).st_mtime_ns // 1_000_000
         new = _rewrite(data, b, path, keymap,
                        tombstone_before if closed_ms < tombstone_before else -1, cols)
+        if new is not None:
+            # written now, so that one segment at a time is in memory
+            st = os.stat(path)
+            idx, tidx = _index_entries(new[0], b, _running_before(part, b))
+            cleaned = os.path.join(part.path, files.segment_name(b, files.CLEANED_SUFFIX))
+            _write_file(cleaned, new[0])
+            os.utime(cleaned, ns=(st.st_atime_ns, st.st_mtime_ns))  # its last append's time
+            for suffix, blob in ((files.INDEX_SUFFIX, idx), (files.TIMEINDEX_SUFFIX, tidx)):
+                _write_file(cleaned + suffix, blob)
+            plans.append((b, len(data), len(new[0]), new[1]))
+        del data, new
         done += sizes[b]
         if progress is not None:
             progress(min(done, work), work)
-        if new is None:
-            continue
-        plans.append((b, data, new[0], new[1], os.stat(path)))
     if min_superseded and total and \
-            sum(len(p[1]) - len(p[2]) for p in plans) < min_superseded * total:
+            sum(old - new for _, old, new, _ in plans) < min_superseded * total:
+        for name in files.compaction_leftovers(part.path)[1]:
+            os.unlink(os.path.join(part.path, name))
         return result
-    for b, _data, new, _, st in plans:
-        idx, tidx = _index_entries(new, b, _running_before(part, b))
-        cleaned = os.path.join(part.path, files.segment_name(b, files.CLEANED_SUFFIX))
-        _write_file(cleaned, new)
-        os.utime(cleaned, ns=(st.st_atime_ns, st.st_mtime_ns))  # when it was last appended to
-        for suffix, blob in ((files.INDEX_SUFFIX, idx), (files.TIMEINDEX_SUFFIX, tidx)):
-            _write_file(os.path.join(part.path,
-                                     files.segment_name(b, files.CLEANED_SUFFIX + suffix)), blob)
     if plans:
         files.fsync_dir(part.path)
         _swap(part, plans, result)
@@ -485,16 +487,16 @@ def _swap(part, plans: list, result: dict) -> None:
         view = part.ctl.view()
         live = set(files.list_segments(part.path))
         todo = []
-        for b, data, new, removed, _ in plans:
+        for b, old_size, new_size, removed in plans:
             cleaned = os.path.join(part.path, files.segment_name(b, files.CLEANED_SUFFIX))
             if b not in live or b >= view[1]:  # retention removed it meanwhile
                 for suffix in ("", files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
                     os.unlink(cleaned + suffix)
                 continue
             os.rename(cleaned, os.path.join(part.path, files.segment_name(b, files.SWAP_SUFFIX)))
-            todo.append((b, data, new, removed))
+            todo.append((b, old_size, new_size, removed))
         files.fsync_dir(part.path)
-        for b, data, new, removed in todo:
+        for b, old_size, new_size, removed in todo:
             os.rename(os.path.join(part.path, files.segment_name(b, files.SWAP_SUFFIX)),
                       os.path.join(part.path, files.segment_name(b)))
             for suffix in (files.TIMEINDEX_SUFFIX, files.INDEX_SUFFIX):
@@ -502,7 +504,7 @@ def _swap(part, plans: list, result: dict) -> None:
                                        files.segment_name(b, files.CLEANED_SUFFIX + suffix)),
                           os.path.join(part.path, files.segment_name(b, suffix)))
             result["records_removed"] += removed
-            result["bytes_freed"] += len(data) - len(new)
+            result["bytes_freed"] += old_size - new_size
             result["segments_rewritten"] += 1
         files.fsync_dir(part.path)
         if todo:
