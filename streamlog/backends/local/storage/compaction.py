@@ -269,10 +269,11 @@ def _segment_keys(data: bytes, base: int, path: str, cols: tuple | None = None
     return out
 
 
-# Records whose segment bytes and decoded columns (about 26 bytes a record) the
-# key-map pass keeps for the rewrite pass, instead of reading and decoding those
-# segments twice: about 70 MB for records of 100 bytes.
+# The key-map pass keeps the bytes and decoded columns (about 26 bytes a record) of
+# its first segments, up to these bounds, for the rewrite pass instead of reading
+# and decoding them twice.
 _REUSE_RECORDS = 500_000
+_REUSE_BYTES = 64 * 1024 * 1024
 
 
 def _rewrite(data: bytes, base: int, path: str, keymap: dict[bytes, int],
@@ -417,7 +418,7 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
     map_end = cleaned_to
     last = -1
     reuse: dict[int, tuple] = {}
-    reused = 0
+    reused = reused_bytes = 0
     for i in dirty:
         data = _read_segment(part, bases[i])
         cols = _columns(data, bases[i], os.path.join(part.path, files.segment_name(bases[i])))
@@ -425,9 +426,10 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
         new = sum(1 for k in seg_keys if k not in keymap)
         if keymap and len(keymap) + new > max_keys:
             break
-        if reused + len(cols[0]) <= _REUSE_RECORDS:
+        if reused + len(cols[0]) <= _REUSE_RECORDS and reused_bytes + len(data) <= _REUSE_BYTES:
             reuse[bases[i]] = (data, cols)
             reused += len(cols[0])
+            reused_bytes += len(data)
         keymap.update(seg_keys)
         map_end, last = ends[i], i
         done += sizes[bases[i]]
