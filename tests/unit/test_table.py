@@ -181,3 +181,23 @@ def test_an_index_that_slept_past_delete_retention_never_keeps_a_dropped_key(tmp
         log._meta.write(lambda txn: txn.put(mark, table_mod._HWM.pack(off, long_ago), db=db))
         assert "gone" not in tbl and tbl.get("gone") is None
         assert sorted(tbl.keys()) == [b"k0", b"k1", b"k2"]
+
+
+def _delete_topic(path, conn):
+    with streamlog.open(path) as log:
+        log.delete_topic("t")
+    conn.send(True)
+    os._exit(0)
+
+
+def test_a_table_whose_topic_another_process_deleted_says_so(store):
+    tbl = store.table("t")
+    tbl.put("k", b"v")
+    assert tbl.get("k") == b"v"  # remembered by this handle now
+    r, w = CTX.Pipe(duplex=False)
+    child = CTX.Process(target=_delete_topic, args=(store.path, w))
+    child.start()
+    assert r.recv()
+    child.join(30)
+    with pytest.raises(streamlog.TopicNotFound):
+        tbl.get("k")

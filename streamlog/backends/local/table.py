@@ -38,7 +38,7 @@ from streamlog._types import Position, TableChange
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local.storage import meta as _meta_mod
 from streamlog.backends.local.storage.meta import _MISSING as _MISSING_DB
-from streamlog.errors import ConfigMismatch, StoreClosed, WrongExpectedVersion
+from streamlog.errors import ConfigMismatch, StoreClosed, TopicNotFound, WrongExpectedVersion
 
 _NS = "table"
 _REQUIRED: Any = object()  # update()'s expected_offset has no default
@@ -298,6 +298,8 @@ class Table:
         if len(k) <= self._inline_max:
             p = self._pfk(k) if self._nparts > 1 else 0
             ctl = self._parts[p].ctl
+            if ctl.deleted:
+                raise TopicNotFound(f"topic {self.name!r} was deleted")
             end = ctl.end_offset()
             # Values read since the partition last changed: valid while its end and
             # append counter are those they were read at (any append, in any process,
