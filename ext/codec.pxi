@@ -63,8 +63,10 @@ DEF R_OFF_HLEN = 12
 DEF RHDR = 16
 DEF MAGIC_C = 0x4C53
 DEF VERSION_C = 1
+DEF ATTR_GAP_C = 1  # attributes bit 0: a gap batch (offsets removed by compaction, no records)
 
 HEADER_SIZE = HDR
+ATTR_GAP = ATTR_GAP_C
 RECORD_HEADER_SIZE = RHDR
 CRC_START = OFF_MAGIC
 MAGIC = MAGIC_C
@@ -325,7 +327,8 @@ def set_base_offset(buf, Py_ssize_t pos, uint64_t base_offset):
 cdef struct BatchInfo:
     uint64_t base_offset
     Py_ssize_t length
-    uint32_t count
+    uint32_t count     # offsets the batch covers
+    uint32_t nrec      # records it holds: count, or 0 for a gap batch
     int64_t first_ts
     int64_t max_ts
 
@@ -356,7 +359,7 @@ cdef int _batch_info(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t limit,
         return 1
     if (length ^ check) != LENGTH_XOR:
         raise CorruptionError(None, pos, "batch length fails its check word")
-    if length < HDR + RHDR:
+    if length < HDR + RHDR and not (length == HDR and p[OFF_ATTR] == ATTR_GAP_C):
         raise CorruptionError(None, pos, f"batch length {length} is below the minimum")
     if length > avail:
         raise TornTail(pos, f"batch of {length} bytes but only {avail} remain")
@@ -369,11 +372,14 @@ cdef int _batch_info(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t limit,
         if actual != crc:
             raise CorruptionError(None, pos, f"CRC32C mismatch (stored {crc:#010x}, "
                                              f"computed {actual:#010x})")
-    if p[OFF_ATTR] != 0:
+    if p[OFF_ATTR] & ~ATTR_GAP_C:
         raise CorruptionError(None, pos, f"reserved attribute bits set ({p[OFF_ATTR]:#04x})")
+    if p[OFF_ATTR] == ATTR_GAP_C and length != HDR:
+        raise CorruptionError(None, pos, "a gap batch holds records")
     info.base_offset = sl_get_u64le(p + OFF_BASE)
     info.length = length
     info.count = sl_get_u32le(p + OFF_COUNT)
+    info.nrec = 0 if p[OFF_ATTR] == ATTR_GAP_C else info.count
     info.first_ts = sl_get_i64le(p + OFF_FIRST_TS)
     info.max_ts = sl_get_i64le(p + OFF_MAX_TS)
     if info.count == 0 or info.max_ts < info.first_ts:
@@ -483,7 +489,7 @@ def decode_batch(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base_of
     end = pos + info.length
     p = pos + HDR
     out = []
-    for i in range(info.count):
+    for i in range(info.nrec):
         _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
         out.append((info.base_offset + i, r.ts, _bytes_or_none(v.p, r.kpos, r.klen),
                     _bytes_or_none(v.p, r.vpos, r.vlen), _decode_headers(v.p + r.hpos, r.hlen, pos)))

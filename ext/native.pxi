@@ -370,7 +370,7 @@ def read_span(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int6
         off = <int64_t>info.base_offset
         if off + <int64_t>info.count > min_offset:
             p = pos + HDR
-            for i in range(info.count):
+            for i in range(info.nrec):
                 _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
                 if off + i >= min_offset:
                     out.append(_make_record(topic, partition, off + i, r.ts, v.p, &r))
@@ -420,7 +420,7 @@ def time_search(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
         end = pos + info.length
         if info.max_ts >= target_ts and info.max_ts > running_max:
             p = pos + HDR
-            for i in range(info.count):
+            for i in range(info.nrec):
                 _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
                 if r.ts > running_max:
                     running_max = r.ts
@@ -457,7 +457,7 @@ def scan(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base, int64_t r
                 return pos, expected_base, running_max, None
             end = pos + info.length
             p = pos + HDR
-            for i in range(info.count):
+            for i in range(info.nrec):
                 _next_record(v.p, &p, end, info.first_ts, pos, i, &r)
                 _decode_headers(v.p + r.hpos, r.hlen, pos)
             if p != end:
@@ -629,17 +629,17 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
             off = <int64_t>info.base_offset
             skip = <Py_ssize_t>(min_offset - off) if min_offset > off else 0
             take = 0
-            if skip < <Py_ssize_t>info.count:
-                take = <Py_ssize_t>info.count - skip
+            if skip < <Py_ssize_t>info.nrec:
+                take = <Py_ssize_t>info.nrec - skip
                 if take > max_count - n:
                     take = max_count - n
                 n += take
-                body = <Py_ssize_t>info.length - HDR - <Py_ssize_t>info.count * RHDR
+                body = <Py_ssize_t>info.length - HDR - <Py_ssize_t>info.nrec * RHDR
                 if body > 0:
                     bound += body
             q += info.length
             base = off + info.count
-            if take > 0 and skip + take < <Py_ssize_t>info.count:
+            if take > 0 and skip + take < <Py_ssize_t>info.nrec:
                 cont_pos = q - info.length  # stopped inside this batch: continue from its start
                 cont_base = off
             else:
@@ -680,7 +680,7 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
         while q < stop:
             end = q + sl_get_u32le(b + q + OFF_LEN)
             off = <int64_t>sl_get_u64le(b + q + OFF_BASE)
-            cnt = sl_get_u32le(b + q + OFF_COUNT)
+            cnt = 0 if b[q + OFF_ATTR] == ATTR_GAP_C else sl_get_u32le(b + q + OFF_COUNT)
             first_ts = sl_get_i64le(b + q + OFF_FIRST_TS)
             p = q + HDR
             for i in range(cnt):
@@ -740,7 +740,7 @@ cdef int _check_framing(const unsigned char *b, Py_ssize_t q, Py_ssize_t stop) e
         end = q + sl_get_u32le(b + q + OFF_LEN)
         first_ts = sl_get_i64le(b + q + OFF_FIRST_TS)
         p = q + HDR
-        for i in range(sl_get_u32le(b + q + OFF_COUNT)):
+        for i in range(0 if b[q + OFF_ATTR] == ATTR_GAP_C else sl_get_u32le(b + q + OFF_COUNT)):
             _next_record(b, &p, end, first_ts, q, i, &r)
         if p != end:
             raise CorruptionError(None, q, "records do not fill the batch exactly")
@@ -1349,9 +1349,11 @@ cdef class Appender:
     cdef Notifier watched
     cdef uint32_t *config_word
     cdef uint32_t config_seen
+    cdef public bint need_key  # a compacted topic: a keyless append goes to ``slow`` (refused)
 
     def __cinit__(self, list writers, Py_ssize_t max_record, slow, slow_write, sync, position):
         self.config_word = NULL
+        self.need_key = False
         self.writers = writers
         self.n = len(writers)
         self.max_record = max_record
@@ -1388,6 +1390,7 @@ cdef class Appender:
         cdef Writer w
         if headers is not None or msg_id is not None or type(value) is not bytes \
                 or (key is not None and type(key) is not bytes) \
+                or (key is None and self.need_key) \
                 or (self.config_word != NULL and sl_load32(self.config_word) != self.config_seen):
             return self.slow(value, key, headers, timestamp_ms, msg_id)
         if timestamp_ms is None:
@@ -1422,7 +1425,7 @@ cdef class Appender:
         cdef Py_ssize_t n, i, total = HDR, klen, vlen, p
         cdef char *out_p
         cdef object v, k
-        if self.n != 1 or type(values) is not list:
+        if self.n != 1 or type(values) is not list or (keys is None and self.need_key):
             return None
         n = len(<list>values)
         if n == 0 or (keys is not None and (type(keys) is not list or len(<list>keys) != n)):
@@ -1435,6 +1438,8 @@ cdef class Appender:
             klen = 0
             if keys is not None:
                 k = (<list>keys)[i]
+                if k is None and self.need_key:
+                    return None
                 if k is not None:
                     if type(k) is not bytes:
                         return None

@@ -9,7 +9,15 @@ the contract: every guarantee, and the tests that prove it.
 
 import logging as _logging
 
-from streamlog._types import Position, Problem, Record, RecordBatch, Retention
+from streamlog._types import (
+    CompactionResult,
+    Position,
+    Problem,
+    Record,
+    RecordBatch,
+    Retention,
+    TableChange,
+)
 from streamlog.api import ANY, NO_STREAM, Event
 from streamlog.backends import open_store as open  # noqa: A004 - the public name
 from streamlog.backends.local.groups import Group, GroupReset, Lease, Message
@@ -46,6 +54,8 @@ __all__ = [
     "Record",
     "RecordBatch",
     "Retention",
+    "CompactionResult",
+    "TableChange",
     "Group",
     "Message",
     "Lease",

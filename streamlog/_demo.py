@@ -230,6 +230,35 @@ class _Tour:
         self.say(f"event store 'bank': stream account-1 at version {v}, "
                  f"{len(events)} events; a stale writer is {conflict}")
 
+    def table(self) -> None:
+        """Compaction and tables: a local read model"""
+        if not hasattr(self.log, "table"):
+            raise _Missing("Log.table")
+        # The order service's events carry the customer's data; the shipping
+        # service keeps the newest data per customer, with no call back.
+        self.log.topic("shipping-customers", compact=True, segment_bytes=256 * 1024)
+        customers = self.log.table("shipping-customers")
+        t0 = time.perf_counter()
+        for i in range(20_000):
+            customers.put(f"customer-{i % 100}", b'{"address": "%d Quay St"}' % i)
+        secs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(20_000):
+            customers.get(f"customer-{i % 100}")
+        get_secs = time.perf_counter() - t0
+        res = self.log.compact("shipping-customers")
+        self.say(f"table 'shipping-customers': 20,000 puts over {len(customers)} keys in "
+                 f"{secs:.3f} s ({_rate(20_000, secs)}), 20,000 gets in {get_secs:.3f} s "
+                 f"({_rate(20_000, get_secs)})")
+        try:
+            self.log.existing_topic("shipping-customers").get(0, 7)
+            first = "still there"
+        except streamlog.OffsetOutOfRange as e:
+            first = str(e).split(" (")[0]
+        self.say(f"customer-7 -> {customers['customer-7'].decode()}; compaction removed "
+                 f"{res.records_removed:,} superseded records ({res.bytes_freed:,} bytes); "
+                 f"offsets never change: {first}")
+
     def stats(self) -> None:
         """Figures: stats"""
         stats = self.log.stats()
@@ -248,7 +277,7 @@ class _Tour:
 _STEPS: list[Callable[[_Tour], None]] = [
     _Tour.topics, _Tour.append_many, _Tour.reads, _Tour.read_batch, _Tour.time_index,
     _Tour.retention, _Tour.verify, _Tour.groups, _Tour.queue, _Tour.pubsub, _Tour.rpc,
-    _Tour.event_store, _Tour.stats,
+    _Tour.event_store, _Tour.table, _Tour.stats,
 ]
 
 

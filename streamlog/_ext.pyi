@@ -5,6 +5,7 @@ from typing import Any
 
 HEADER_SIZE: int
 RECORD_HEADER_SIZE: int
+ATTR_GAP: int
 CRC_START: int
 MAGIC: int
 VERSION: int
@@ -142,6 +143,7 @@ class Notifier:
     def swap_config_word(self, expected: int, value: int) -> bool: ...
 
 class Appender:
+    need_key: bool
     def __init__(self, writers: list[Writer], max_record: int, slow: Any, slow_write: Any,
                  sync: Any, position: Any) -> None: ...
     def reconfigure(self, writers: list[Writer], max_record: int, sync: Any,

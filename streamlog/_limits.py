@@ -138,3 +138,20 @@ RECOVERY_POINT_SYNC_S = 1.0
 # Log.stats()'s append_rate_per_s: records whose timestamp falls in the last minute,
 # per second (Kafka's MessagesInPerSec reports 1-minute rates too).
 RATE_WINDOW_S = 60.0
+
+# Compaction (storage/compaction.py). Kafka's delete.retention.ms default: a
+# tombstone stays a day after it was written, so a consumer that reads the
+# topic at least daily sees every deletion.
+DEFAULT_DELETE_RETENTION_S = 86_400.0
+# The key map of one compaction holds at most this many keys (a 16-byte BLAKE2b
+# hash and an offset each, about 130 bytes in a Python dict: ~130 MB at the
+# limit, Kafka's cleaner dedupe buffer is 128 MB). Past it, a compaction covers
+# the segments whose keys fit (at least one whole segment) and the next one goes
+# on from there: memory stays bounded whatever the topic's size.
+COMPACTION_MAX_KEYS = 1_000_000
+# Background compaction: a process that has a compacted topic open for writing
+# looks at its partitions this often (and after every roll it makes); a
+# partition is compacted when at least COMPACTION_MIN_SUPERSEDED of its closed
+# bytes would go (Kafka's min.cleanable.dirty.ratio, 0.5).
+COMPACTION_CHECK_INTERVAL_S = 30.0
+COMPACTION_MIN_SUPERSEDED = 0.5

@@ -83,6 +83,22 @@ class Retention(_RetentionFields):
         return type(self)(**{**self._asdict(), **changes})
 
 
+class CompactionResult(NamedTuple):
+    """What ``Log.compact()`` did: records removed, bytes given back, segments rewritten."""
+
+    records_removed: int
+    bytes_freed: int
+    segments_rewritten: int
+
+
+class TableChange(NamedTuple):
+    """One change of a table seen by ``Table.watch()``: ``value`` None means deleted."""
+
+    key: bytes
+    value: bytes | None
+    position: Position
+
+
 class Problem(NamedTuple):
     """One damaged place found by ``Log.verify()``."""
 

@@ -1543,6 +1543,34 @@ def retention_cmd(
                f"{'s' if len(gone) != 1 else ''} ({_human_bytes(total)})")
 
 
+# ---------------------------------------------------------------- compact
+@app.command("compact")
+@_guard
+def compact_cmd(
+    directory: str = DIR_ARG,
+    topic: str = typer.Argument(..., metavar="TOPIC", help="A topic created with compact=True."),
+) -> None:
+    """Compact a topic now: keep the newest record of each key in its closed segments.
+
+    Offsets do not change; tombstones older than the topic's delete_retention_s
+    go too. Waits for a compaction of the same partition in another process.
+
+    \b
+    Example: streamlog compact ./data customers
+    """
+    with _open_existing(directory, durability="interval", read_only=False) as log:
+        with _progress() as prog:
+            task = prog.add_task(f"compacting {topic}", total=None)
+
+            def step(done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total)
+
+            res = log.compact(topic, progress=step)
+    typer.echo(f"compacted {topic}: {_plural(res.records_removed, 'record')} removed, "
+               f"{_human_bytes(res.bytes_freed)} freed, "
+               f"{_plural(res.segments_rewritten, 'segment')} rewritten")
+
+
 # ------------------------------------------------------------------- bench
 @app.command("bench")
 @_guard

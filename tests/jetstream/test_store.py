@@ -580,3 +580,12 @@ def test_appends_with_msg_ids_ride_out_the_loss_of_the_stream_leader(nats_cluste
         finally:
             leader.restart()
             nats_cluster.wait_healthy()
+
+
+def test_compaction_and_tables_say_they_are_not_on_jetstream_yet(js_url):
+    """compact=True, log.compact and log.table raise NotImplementedError naming the backend."""
+    with streamlog.open(js_url) as log:
+        for call in (lambda: log.topic("c", compact=True), lambda: log.compact("c"),
+                     lambda: log.table("c")):
+            with pytest.raises(NotImplementedError, match="JetStream"):
+                call()

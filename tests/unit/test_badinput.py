@@ -510,6 +510,7 @@ _PLAUSIBLE = {
     "dry_run": True, "start": "earliest", "mode": "shared", "fn": lambda: None,
     "deliver_at_ms": 0,
     "to": "earliest",
+    "topic": "t", "expected_offset": 0,
 }
 # Closing is idempotent: a handle may be closed (or stopped) after its store.
 _LIFECYCLE = {"close", "stop"}
@@ -565,15 +566,17 @@ def closed_handles(tmp_path):
     es.append("s", [b"e1", b"e2"])
     es_sub = es.subscribe(0, timeout=0)
     next(es_sub)  # one event buffered: a closed store must not hand it out either
+    tbl = log.table("tbl")
+    tbl.put("k", b"v")
     handles = {"Log": log, "Topic": t, "Group": g, "Message": m, "QueueMessage": qm,
                "Queue": q, "PubSub": ps, "Subscription": sub, "Rpc": rpc,
-               "EventStore": es, "EventStoreSubscription": es_sub}
+               "EventStore": es, "EventStoreSubscription": es_sub, "Table": tbl}
     log.close()
     return handles
 
 
 _HANDLE_KINDS = ["Log", "Topic", "Group", "Message", "QueueMessage", "Queue", "PubSub",
-                 "Subscription", "Rpc", "EventStore", "EventStoreSubscription"]
+                 "Subscription", "Rpc", "EventStore", "EventStoreSubscription", "Table"]
 
 
 @pytest.mark.parametrize("kind", _HANDLE_KINDS)

@@ -16,7 +16,8 @@ from streamlog import inspection as sl_inspect
 from streamlog.cli import app
 
 COMMANDS = ["topics", "create", "describe", "alter", "delete", "produce", "consume", "tail",
-            "groups", "dump", "verify", "repair", "retention", "bench", "demo", "metrics"]
+            "groups", "dump", "verify", "repair", "retention", "compact", "bench", "demo",
+            "metrics"]
 
 
 def run(*args: str, input: str | bytes | None = None):
@@ -413,7 +414,7 @@ def test_groups_shows_lag_per_group_and_partition(data):
 # ---------------------------------------------------------------- bad paths
 READ_COMMANDS = [["topics"], ["describe", "t"], ["consume", "t"], ["tail", "t"], ["groups"],
                  ["dump", "t"], ["verify"], ["repair", "--yes"], ["retention"],
-                 ["metrics", "--once"], ["produce", "t"]]
+                 ["metrics", "--once"], ["produce", "t"], ["compact", "t"]]
 
 
 @pytest.mark.parametrize("cmd", READ_COMMANDS, ids=lambda c: c[0])
@@ -566,8 +567,9 @@ def test_demo_runs_its_tour_in_a_temporary_directory():
     result = run("demo")
     assert result.exit_code == 0, result.output
     for title in ("Topics, partitions and keyed appends", "read_batch", "offset_for_time",
-                  "Retention", "verify"):
+                  "Retention", "verify", "Compaction and tables"):
         assert title in result.stdout
+    assert "was compacted away" in result.stdout
     assert "failed" not in result.stdout
     # epoch ms come with their ISO 8601 UTC time; counts read as words
     assert "t0 = 1700000000000 ms (2023-11-14T22:13:20.000Z)" in result.stdout

@@ -16,6 +16,7 @@ from streamlog.backends.local import codec as _codec
 from streamlog.backends.local.codec import reference as _format
 from streamlog.backends.local.storage import files
 from streamlog.backends.local.storage.partition import boot_id
+from streamlog.errors import CorruptionError
 
 CODECS = {"ext": _ext, "format": _format}
 
@@ -130,6 +131,43 @@ def test_pinned_batch_encoding(codec):
     ]
 
 
+# A gap batch (format 2): base 7, 3 offsets removed, timestamps 1700000000000..009.
+PINNED_GAP_HEX = ("07000000000000002c000000d3ffffff3daaf6bd534c0101030000000068e5cf8b01"
+                  "00000968e5cf8b010000")
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_pinned_gap_batch_I2(codec):
+    """A gap batch is a bare 44-byte header with attributes bit 0 set: it covers
+    record_count offsets (dense offsets, I2) and yields no records."""
+    c = CODECS[codec]
+    gap = bytes.fromhex(PINNED_GAP_HEX)
+    assert _codec.encode_gap(7, 3, 1700000000000, 1700000000009) == gap
+    assert gap[c.BATCH_OFFSETS["attributes"]] == c.ATTR_GAP == 1
+    assert struct.unpack_from("<I", gap, 16)[0] == _format.crc32c(gap[20:])
+    assert c.batch_info(gap, 0, len(gap), 7, True) == (44, 3, 1700000000000, 1700000000009)
+    assert c.decode_batch(gap, 0, len(gap), 7) == (7, 44, [])
+    rec = bytearray(c.encode_batch([b"k"], [b"v"], None, [1700000000010]))
+    c.set_base_offset(rec, 0, 10)
+    buf = gap + bytes(rec)
+    out: list = []
+    assert c.read_span(buf, 0, len(buf), 7, 0, 10, "t", 0, out, 0) == (len(buf), 11, True)
+    assert [(r.offset, r.key, r.value) for r in out] == [(10, b"k", b"v")]
+    assert c.hop(buf, 0, len(buf), 7, 9) == (0, 7)  # an offset in the gap: its gap batch
+    assert c.hop(buf, 0, len(buf), 7, 10) == (44, 10)
+    assert c.time_search(buf, 0, len(buf), 7, -1, 1700000000005)[0] == 7
+    assert list(c.read_columns(buf, 0, len(buf), 7, 0, 10, 0)[0]["offsets"]) == [10]
+    # a gap batch never holds records, and no other attribute bit is defined
+    with pytest.raises(CorruptionError, match="minimum|gap batch"):
+        bad = bytearray(rec)
+        bad[c.BATCH_OFFSETS["attributes"]] = 1
+        c.batch_info(bytes(bad), 0, len(bad), 10, False)
+    bad = bytearray(gap)
+    bad[c.BATCH_OFFSETS["attributes"]] = 2
+    with pytest.raises(CorruptionError):
+        c.batch_info(bytes(bad), 0, len(bad), 7, False)
+
+
 @pytest.mark.parametrize("codec", sorted(CODECS))
 def test_set_base_offset_writes_u64_le_outside_the_crc_I3(codec):
     """The base offset is the first 8 bytes, little-endian, and leaves the CRC valid (I3)."""
@@ -161,7 +199,7 @@ def test_control_block_and_file_names_on_disk(tmp_path):
         assert all(len(n) == 24 and n[:20].isdigit() for n in logs)
         assert len(logs) > 1
         with open(os.path.join(log.path, files.FORMAT_FILE)) as f:
-            assert '"format": 1' in f.read()
+            assert '"format": 2' in f.read()
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, 65_535, 65_536, 300_001])

@@ -1071,6 +1071,16 @@ class JetStreamLog:
 
         return EventStore(self, name)
 
+    def compact(self, topic: str, progress=None):
+        """Compaction: not on this backend yet (compacted topics cannot be created here)."""
+        self._check()
+        raise NotImplementedError(f"compaction is not available on {BACKEND} yet")
+
+    def table(self, name: str):
+        """Tables over compacted topics: not on this backend yet."""
+        self._check()
+        raise NotImplementedError(f"tables are not available on {BACKEND} yet")
+
     def event_log(self, name: str):
         """The event log behind event store ``name``: not on this backend yet."""
         raise NotImplementedError(f"event logs are not available on {BACKEND} yet")

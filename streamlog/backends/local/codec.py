@@ -73,6 +73,9 @@ CRC_START = BATCH_OFFSETS["magic"]
 MAGIC = 0x4C53  # b"SL" little-endian
 VERSION = 1
 LENGTH_CHECK_XOR = 0xFFFFFFFF
+# attributes bit 0: a gap batch, a bare header covering ``record_count`` offsets
+# whose records compaction removed (docs/format.md, I2). No other bit is defined.
+ATTR_GAP = 1
 
 _HEADER = struct.Struct("<" + "".join(code for _, code in BATCH_FIELDS))
 _RECORD = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS))
@@ -157,6 +160,21 @@ def py_encode_batch(
     )[:CRC_START] + tail
 
 
+def encode_gap(base_offset: int, count: int, first_ts: int, max_ts: int) -> bytes:
+    """A gap batch: ``count`` offsets from ``base_offset`` whose records compaction
+    removed. A bare header (no records) with attributes bit 0 set; its timestamps
+    keep the removed records' range, so the running maximum timestamp of the
+    partition (the time index) is the same after compaction as before. Only
+    compaction writes these, so the base offset is stamped here."""
+    if count < 1 or max_ts < first_ts:
+        raise ValueError("a gap covers at least one offset, with max_ts >= first_ts")
+    length = HEADER_SIZE
+    head = _HEADER.pack(base_offset, length, length ^ LENGTH_CHECK_XOR, 0, MAGIC, VERSION,
+                        ATTR_GAP, count, first_ts, max_ts)
+    crc = py_crc32c(head[CRC_START:])
+    return head[:BATCH_OFFSETS["crc"]] + _U32.pack(crc) + head[CRC_START:]
+
+
 def py_encode_record(key, value, headers: HeaderList | None, timestamp_ms: int) -> bytes:
     """Encode one record as a batch of one (the per-record append path)."""
     return py_encode_batch(None if key is None else [key], [value],
@@ -193,7 +211,9 @@ def py_batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_cr
         return (0, 0, 0, 0)
     if length ^ check != LENGTH_CHECK_XOR:
         raise CorruptionError(None, pos, "batch length fails its check word")
-    if length < HEADER_SIZE + RECORD_HEADER_SIZE:
+    attrs = mv[pos + BATCH_OFFSETS["attributes"]]
+    if length < HEADER_SIZE + RECORD_HEADER_SIZE and not (length == HEADER_SIZE
+                                                           and attrs == ATTR_GAP):
         raise CorruptionError(None, pos, f"batch length {length} is below the minimum")
     if length > avail:
         raise TornTail(pos, f"batch of {length} bytes but only {avail} remain")
@@ -204,8 +224,10 @@ def py_batch_info(buf, pos: int, limit: int, expected_base_offset: int, check_cr
         if actual != crc:
             raise CorruptionError(None, pos, f"CRC32C mismatch (stored {crc:#010x}, "
                                              f"computed {actual:#010x})")
-    if attrs != 0:
+    if attrs & ~ATTR_GAP:
         raise CorruptionError(None, pos, f"reserved attribute bits set ({attrs:#04x})")
+    if attrs == ATTR_GAP and length != HEADER_SIZE:
+        raise CorruptionError(None, pos, "a gap batch holds records")
     if count == 0 or max_ts < first_ts:
         raise CorruptionError(None, pos, "record count or timestamps out of range")
     if expected_base_offset >= 0 and base != expected_base_offset:
@@ -229,6 +251,8 @@ def py_decode_batch(buf, pos: int, limit: int, expected_base_offset: int = -1):
     end = pos + length
     p = pos + HEADER_SIZE
     out = []
+    if mv[pos + BATCH_OFFSETS["attributes"]] == ATTR_GAP:
+        count = 0  # a gap batch: offsets removed by compaction, no records
     for i in range(count):
         if p + RECORD_HEADER_SIZE > end:
             raise CorruptionError(None, pos, f"record {i} header runs past the batch end")
@@ -325,13 +349,14 @@ def py_read_span(buf, pos, limit, expected_base, min_offset, max_count, topic, p
         length = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[0]
         if length == 0:
             return pos, expected_base, True
+        length, count = py_batch_info(buf, pos, limit, expected_base, False)[:2]
         base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
         for off, ts, key, value, headers in recs:
             if off >= min_offset:
                 out.append(_ext.Record(topic, partition, off, ts, key, value, headers))
                 n += 1
         pos += length
-        expected_base = base + len(recs)
+        expected_base = base + count
     return pos, expected_base, pos >= limit
 
 
@@ -348,7 +373,7 @@ def py_hop(buf, pos, limit, expected_base, target):
 def py_time_search(buf, pos, limit, expected_base, running_max, target_ts):
     limit = min(limit, len(memoryview(buf)))
     while True:
-        length = py_batch_info(buf, pos, limit, expected_base, True)[0]
+        length, count, _, max_ts = py_batch_info(buf, pos, limit, expected_base, True)
         if length == 0:
             return -1, pos, expected_base, running_max
         base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
@@ -356,15 +381,18 @@ def py_time_search(buf, pos, limit, expected_base, running_max, target_ts):
             running_max = max(running_max, ts)
             if running_max >= target_ts:
                 return off, pos, expected_base, running_max
+        running_max = max(running_max, max_ts)  # a gap batch keeps its removed records' maximum
+        if running_max >= target_ts:
+            return base, pos, expected_base, running_max
         pos += length
-        expected_base = base + len(recs)
+        expected_base = base + count
 
 
 def py_scan(buf, pos, limit, expected_base, running_max, last_index_pos, index_out):
     limit = min(limit, len(memoryview(buf)))
     while True:
         try:
-            length, _, _, max_ts = py_batch_info(buf, pos, limit, expected_base, True)
+            length, count, _, max_ts = py_batch_info(buf, pos, limit, expected_base, True)
             if length == 0:
                 return pos, expected_base, running_max, None
             base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
@@ -378,7 +406,7 @@ def py_scan(buf, pos, limit, expected_base, running_max, last_index_pos, index_o
             last_index_pos = pos
         running_max = max(running_max, max_ts)
         pos += length
-        expected_base = base + len(recs)
+        expected_base = base + count
 
 
 def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_from):
@@ -386,7 +414,7 @@ def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_f
     taken = []
     cont_pos, cont_base, checked = pos, expected_base, pos
     while len(taken) < max_count:
-        length = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[0]
+        length, count = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[:2]
         if length == 0:
             break
         checked = pos + length
@@ -397,7 +425,7 @@ def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_f
             cont_pos, cont_base = pos, base
             break
         pos += length
-        expected_base = base + len(recs)
+        expected_base = base + count
         cont_pos, cont_base = pos, expected_base
     n = len(taken)
 
@@ -423,6 +451,7 @@ reference = types.SimpleNamespace(
     BATCH_FIELDS=BATCH_FIELDS, RECORD_FIELDS=RECORD_FIELDS, BATCH_OFFSETS=BATCH_OFFSETS,
     RECORD_OFFSETS=RECORD_OFFSETS, HEADER_SIZE=HEADER_SIZE, RECORD_HEADER_SIZE=RECORD_HEADER_SIZE,
     CRC_START=CRC_START, MAGIC=MAGIC, VERSION=VERSION, LENGTH_CHECK_XOR=LENGTH_CHECK_XOR,
+    ATTR_GAP=ATTR_GAP,
     _HEADER=_HEADER, _encode_headers=_encode_headers,
     crc32c=py_crc32c, encode_batch=py_encode_batch, encode_record=py_encode_record,
     set_base_offset=py_set_base_offset, batch_info=py_batch_info, decode_batch=py_decode_batch,

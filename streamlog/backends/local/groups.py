@@ -765,6 +765,7 @@ class Group:
         # ms) until ``_take_held`` hands it out or back (docs/groups.md).
         self._ack_leases_next = False
         self._held: tuple[Message, int] | None = None
+        self._removed_acked = False  # the last poll acked offsets compaction removed
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
@@ -838,6 +839,8 @@ class Group:
             msgs, due_ms = self._poll_once(max_records)
             if msgs:
                 return msgs
+            if self._removed_acked:  # leased only offsets compaction removed: look again
+                continue
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:
                 return []
@@ -973,9 +976,12 @@ class Group:
         early: list[tuple[Message, int]] | None = None
         held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
         ordered = mode != "shared"
+        removed: list[tuple[int, int, list[tuple[int, int]]]] = []
+        self._removed_acked = False
         for p, res, epoch in taken:
             part = parts[p]
             for lo, hi, count in res.deliver:
+                first = len(msgs)
                 for r in _read_range(part, lo, hi, self._cache):
                     m = _new_message(Message)
                     m.delivery_count = count
@@ -998,6 +1004,11 @@ class Group:
                         early.append((m, now))  # type: ignore[union-attr]
                         continue
                     msgs.append(m)
+                if part.compacted_topic and len(msgs) - first < hi - lo:
+                    # offsets compaction removed: nothing to deliver, done at once
+                    have = {m._record.offset for m in msgs[first:]}
+                    gone = gs.to_ranges([o for o in range(lo, hi) if o not in have])
+                    removed.append((p, epoch, gone))
             for lo, hi, count, err in res.dead:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
@@ -1005,6 +1016,8 @@ class Group:
         if early:
             self._hand_back_early(early)
             due = min(due, min(at for _, at in early))
+        if removed:
+            self._ack_removed(removed)
         return msgs, due
 
     def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
@@ -1045,6 +1058,31 @@ class Group:
 
         self._kv.transact(fn)
         _wake(self.topic)  # pollers waiting elsewhere learn the new due time
+
+
+    def _ack_removed(self, removed: list[tuple[int, int, list[tuple[int, int]]]]) -> None:
+        """Ack leased offsets of a compacted topic that hold no record any more."""
+        me = self.consumer
+        exclusive = self.mode == "exclusive"
+        pkeys = self._pkeys
+        keyed = self.mode == "key_shared"
+
+        def fn(tx: Tx) -> bool:
+            done = False
+            for p, epoch, ranges in removed:
+                ps = _PartStore(tx, pkeys[p])
+                ps.keyed = keyed
+                h = ps.open(write=True)
+                if h is None:
+                    continue
+                if exclusive and (h.owner != me or h.epoch != epoch):
+                    continue
+                if gs.ack_store(ps, me, ranges):
+                    ps.save_head()
+                    done = True
+            return done
+
+        self._removed_acked = self._kv.transact(fn)
 
     def _assign(self, tx: Tx, cfg: dict, now: int
                 ) -> tuple[dict, set, set, set, dict[int, _PartStore]]:
@@ -1428,7 +1466,7 @@ class Group:
             if partition is not None and p != partition:
                 continue
             v = View._make(self.topic._parts[p].view())
-            total += _lag_of(st, v.start_offset, v.end_offset)
+            total += _lag_of(st, v.start_offset, v.end_offset, self.topic._parts[p])
         return total
 
     def pending(self) -> list[Lease]:
@@ -1593,11 +1631,14 @@ def _read_state(tx: Tx, key: bytes) -> gs.PartState:
 _deliver_at = _validate.deliver_at
 
 
-def _lag_of(st: gs.PartState, start: int, end: int) -> int:
+def _lag_of(st: gs.PartState, start: int, end: int, part=None) -> int:
     c = max(st.committed, start)
     if end <= c:
         return 0
-    return (end - c) - gs.acked_count(st, c)
+    lag = (end - c) - gs.acked_count(st, c)
+    if part is not None and part.compacted_topic:
+        lag -= part.removed_between(c, end)  # compaction removed them: nothing to consume
+    return max(lag, 0)
 
 
 def _read_range(part, lo: int, hi: int, cache: dict | None = None) -> list:
@@ -1676,7 +1717,8 @@ def stats(log, topic: Topic, out: dict) -> None:
                 v = View._make(topic._parts[p].view())
                 parts.append({"partition": p, "committed": max(st.committed, v.start_offset),
                               "next": st.next, "end_offset": v.end_offset,
-                              "lag": _lag_of(st, v.start_offset, v.end_offset),
+                              "lag": _lag_of(st, v.start_offset, v.end_offset,
+                                             topic._parts[p]),
                               "pending": sum(r[1] - r[0] for r in st.runs if r[2]),
                               "redeliveries": st.redeliveries,
                               "dead_letters": st.dead_letters, "owner": st.owner})

@@ -30,6 +30,7 @@ from streamlog._limits import (
     SYNC_INTERVAL_S,
 )
 from streamlog._types import (
+    CompactionResult,
     Position,
     Problem,
     Record,
@@ -40,9 +41,9 @@ from streamlog._types import (
     now_ms,
 )
 from streamlog.backends.local import codec as _codec
-from streamlog.backends.local import dedupe, eventlog, groups, replybox, tracking
+from streamlog.backends.local import dedupe, eventlog, groups, replybox, table, tracking
 from streamlog.backends.local import watch as _watch
-from streamlog.backends.local.storage import files
+from streamlog.backends.local.storage import compaction, files
 from streamlog.backends.local.storage.meta import Meta, Tx
 from streamlog.backends.local.storage.partition import Partition, boot_id, open_notifier
 from streamlog.errors import (
@@ -115,13 +116,22 @@ class Topic:
             writers = [p.writer for p in parts]
             if self._appender is not None:  # changed options: in place, so that a bound
                 self._appender.reconfigure(writers, self._max_record, sync, seen)  # append
-                return  # a caller keeps stays on the fast path
-            appender = _ext.Appender(writers, self._max_record, self._append_slow,
-                                     self._write_slow, sync, Position)
-            appender.watch(self._notifier, seen)
-            self._appender = appender
-            # instance attribute: skips one call layer
-            self.append = appender.append  # type: ignore[method-assign]
+                self._appender.need_key = self._allow_none  # a caller keeps stays fast
+            else:
+                appender = _ext.Appender(writers, self._max_record, self._append_slow,
+                                         self._write_slow, sync, Position)
+                appender.need_key = self._allow_none  # compacted: every record needs a key
+                appender.watch(self._notifier, seen)
+                self._appender = appender
+                # instance attribute: skips one call layer
+                self.append = appender.append  # type: ignore[method-assign]
+        for p in parts:
+            p.compacted_topic = self._allow_none
+        if self._allow_none and not log.read_only:
+            bg = compaction.Background.ensure(log)
+            for p in parts:
+                p.compacted = True
+                p.on_roll = bg.wake
 
     def _refresh(self) -> None:
         """Take the topic's stored options again if any process changed them since this
@@ -186,6 +196,8 @@ class Topic:
             value = _validate.value(value, self._allow_none)
         if key is not None and type(key) is not bytes:
             key = _validate.key(key)
+        elif key is None and self._allow_none:
+            raise ValueError(f"topic {self.name!r} is compacted: every record needs a key")
         hdrs = _validate.headers(headers) if headers is not None else None
         ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         if msg_id is not None:
@@ -292,6 +304,8 @@ class Topic:
         ks = None
         if keys is not None:
             ks = [k if k is None or type(k) is bytes else _validate.key(k) for k in keys]
+        if self._allow_none and (ks is None or any(k is None for k in ks)):
+            raise ValueError(f"topic {self.name!r} is compacted: every record needs a key")
         hs = None
         if headers is not None:
             hs = [_validate.headers(h) for h in headers]
@@ -366,7 +380,11 @@ class Topic:
             raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
                                    f"{self.name}/{partition}")
         rec = part.get(offset)
-        if rec is None:  # removed by retention between the check and the read
+        if rec is None:
+            if self._allow_none and offset >= part.start_offset():
+                raise OffsetOutOfRange(f"offset {offset} of {self.name}/{partition} was "
+                                       "compacted away (a newer record of its key superseded it)")
+            # removed by retention between the check and the read
             raise OffsetOutOfRange(f"offset {offset} of {self.name}/{partition} is gone")
         return rec
 
@@ -497,6 +515,7 @@ class Log:
         self._stop = threading.Event()
         self._syncer = None
         self._retainer = None
+        self._compactor: compaction.Background | None = None
         if read_only:
             return
         if durability == "interval":
@@ -519,6 +538,8 @@ class Log:
                                           args=(weakref.ref(self), self._stop),
                                           name="streamlog-retention", daemon=True)
         self._retainer.start()
+        # compacted topics are compacted in the background by writers (storage/compaction.py)
+        compaction.Background.start_if_needed(self)
 
     def _check_format(self) -> None:
         fpath = os.path.join(self.path, files.FORMAT_FILE)
@@ -596,6 +617,8 @@ class Log:
         retainer = self._retainer
         if retainer is not None and retainer is not threading.current_thread():
             retainer.join()  # a retention pass in progress ends before the files close
+        if self._compactor is not None:
+            self._compactor.stop()  # a compaction in progress ends before the files close
         with self._parts_lock:
             for p in self._parts.values():
                 p.close()
@@ -692,8 +715,13 @@ class Log:
 
     def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
               segment_bytes: int | None = None, max_record_bytes: int | None = None,
-              dedupe_window_s: float | None = None, compact: bool | None = None) -> Topic:
+              dedupe_window_s: float | None = None, compact: bool | None = None,
+              delete_retention_s: float | None = None) -> Topic:
         """Create or open topic ``name``.
+
+        ``compact=True``: compaction keeps the newest record of every key
+        (docs/tables.md); a tombstone (value None) is dropped
+        ``delete_retention_s`` (default a day) after it was written.
 
         None means the stored value of an existing topic, or the default for
         a new one; a value that differs from the stored one raises
@@ -726,6 +754,9 @@ class Log:
             if not isinstance(compact, bool):
                 raise TypeError("compact must be a bool")
             requested["compact"] = compact
+        if delete_retention_s is not None:
+            requested["delete_retention_s"] = _validate.seconds(delete_retention_s,
+                                                                "delete_retention_s")
         # Both given here: refused before anything is created; a window given for an
         # existing topic is checked against its stored retention below.
         _validate.dedupe_within_retention(requested.get("dedupe_window_s"),
@@ -753,6 +784,7 @@ class Log:
                        "segment_bytes": DEFAULT_SEGMENT_BYTES,
                        "max_record_bytes": DEFAULT_MAX_RECORD_BYTES,
                        "dedupe_window_s": float(DEFAULT_DEDUPE_WINDOW_S), "compact": False,
+                       "delete_retention_s": _limits.DEFAULT_DELETE_RETENTION_S,
                        "created_ms": now_ms(), "uid": uuid.uuid4().hex}
                 cfg.update(requested)
                 _fit_dedupe_window(cfg, requested)
@@ -761,6 +793,7 @@ class Log:
             config = self._meta.write(create)
         else:
             config = json.loads(raw)
+        config.setdefault("delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)
         diffs = [f"{k}={v!r} (stored: {config.get(k)!r})" for k, v in requested.items()
                  if config.get(k) != v]
         if diffs:
@@ -821,6 +854,7 @@ class Log:
             for part in (eventlog, tracking):
                 part.drop_topic(Tx(txn, self._meta.db_in(txn, part.KV_NAMESPACE)), name)
             replybox.drop_topic(Tx(txn, self._meta.db_in(txn, replybox.INDEX_NAMESPACE)), name)
+            table.drop_topic(self._meta, txn, name)
             return True
 
         if not self._meta.write(drop):
@@ -1073,6 +1107,26 @@ class Log:
                 _logger.warning("streamlog: retention of topic %r in %s failed: %s", name,
                                 self.path, e)
         return out
+
+    # ------------------------------------------------------------ compaction
+    def compact(self, topic: str, progress: Callable[[int, int], None] | None = None
+                ) -> CompactionResult:
+        """Compact a ``compact=True`` topic now: every partition keeps the newest record
+        of each key in its closed segments (docs/tables.md). Waits for a compaction
+        of the same partition running in another process, then runs its own.
+        ``progress(done, total)`` is called as the work goes on. ConfigMismatch on a
+        topic that is not compacted."""
+        self._check_writable(f"compact topic {topic!r}")
+        t = self.existing_topic(topic)
+        if not t.config.get("compact"):
+            raise ConfigMismatch(f"topic {topic!r} is not compacted (compact=False)")
+        return compaction.compact_topic(self, t, progress)
+
+    def table(self, name: str):
+        """The compacted topic ``name`` seen as key -> newest value (docs/tables.md);
+        the topic is created with ``compact=True`` if missing."""
+        self._check()
+        return table.Table(self, name)
 
     # -------------------------------------------------------------- dedupe
     def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:

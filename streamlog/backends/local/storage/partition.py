@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,8 @@ class Segment:
     index_maps: tuple | None = None
     verified_to: int = 0  # bytes from 0 whose CRCs this process has checked
     active_mapped: bool = False  # mapped at capacity while active: remap once closed
+    ino: int = 0  # inode of the file mapped: compaction replaces a closed segment's file
+    gaps: list | None = None  # (base, count) of its gap batches, once looked up
 
 
 class Partition:
@@ -111,6 +114,10 @@ class Partition:
         # Called as on_cut(topic, partition, new_end) when a torn tail is cut, before
         # the new end is published: the Log moves its groups back to it.
         self.on_cut = on_cut
+        self.compacted = False  # set by a compacted topic's handle (background compaction)
+        self.compacted_topic = False  # the topic is compacted (set by every handle)
+        # called after a roll (wakes background compaction)
+        self.on_roll: Callable[[], None] | None = None
         self._boot = boot
         self._cache_lock = threading.RLock()
         self._segments: dict[int, Segment] = {}
@@ -155,6 +162,10 @@ class Partition:
             finally:
                 self.ctl.unlock()
         self._check_file_size()
+        if not read_only:
+            # a compaction that a killed process left half-installed (storage/compaction.py)
+            from streamlog.backends.local.storage import compaction
+            compaction.recover_if_needed(self)
 
     # ----------------------------------------------------------------- open
     def _check_file_size(self) -> None:
@@ -499,11 +510,42 @@ class Partition:
                     seg.index = seg.timeindex = None
                     seg.size = -1
                     seg.active_mapped = False
+            # A closed segment whose file compaction replaced (a new inode under
+            # the same name): map the new file, with its own indexes.
+            if self.compacted_topic:
+                for b in keep[:-1]:
+                    self._forget_if_replaced(self._segments[b])
             # The active segment's bytes past its end may have been cut and
             # written again (a torn tail): check its CRCs anew.
             self._segments[keep[-1]].verified_to = 0
             self._bases = keep
             self._gen_seen = gen
+
+    def _forget_if_replaced(self, seg: Segment) -> bool:
+        """Drop this process's map, descriptor and indexes of a segment whose file was
+        replaced by compaction since it was mapped (cache lock held). True if so."""
+        fd = self._fds.get(seg.base)
+        if fd is None and seg.mapping is None:
+            return False
+        try:
+            ino = os.stat(seg.path).st_ino
+        except FileNotFoundError:
+            return False
+        mapped = seg.ino if seg.mapping is not None else (os.fstat(fd).st_ino if fd is not None
+                                                          else ino)
+        if ino == mapped and (fd is None or os.fstat(fd).st_ino == ino):
+            return False
+        seg.mapping = None
+        seg.index_maps = None
+        seg.index = seg.timeindex = None
+        seg.size = -1
+        seg.verified_to = 0
+        seg.ino = 0
+        seg.gaps = None
+        fd = self._fds.pop(seg.base, None)
+        if fd is not None:
+            os.close(fd)
+        return True
 
     def _fd(self, base: int) -> int:
         fd = self._fds.get(base)
@@ -538,8 +580,10 @@ class Partition:
             if active:
                 seg.mapping = _ext.Mapping(fd, capacity, not self.read_only)
                 seg.active_mapped = True
+                seg.ino = os.fstat(fd).st_ino
             else:
-                seg.size = os.fstat(fd).st_size
+                st = os.fstat(fd)
+                seg.size, seg.ino = st.st_size, st.st_ino
                 seg.mapping = _ext.Mapping(fd, seg.size, False)
             seg.index = None
             return seg.mapping
@@ -833,6 +877,8 @@ class Partition:
         self._attach_locked()
         if retain and self.retention is not None:
             self._apply_retention_locked(False)
+        if self.on_roll is not None:
+            self.on_roll()
 
     def _reserve_locked(self, need: int) -> None:
         """Allocate the active segment's blocks a chunk past the next ``need`` bytes.
@@ -966,9 +1012,12 @@ class Partition:
         # (A closed segment mapped before the roll trimmed it is longer than the
         # file; a closed one that lost data fails the read's own checks, I2.)
         try:
-            return min(end, os.stat(seg.path).st_size)
+            st = os.stat(seg.path)
         except FileNotFoundError:
             raise _SegmentGone() from None
+        if not active and seg.ino and st.st_ino != seg.ino:
+            raise _SegmentGone()  # compaction replaced the file: map the new one
+        return min(end, st.st_size)
 
     def _locate(self, seg: Segment, active: bool, view, m, offset: int,
                 limit: int) -> tuple[int, int]:
@@ -983,7 +1032,19 @@ class Partition:
         try:
             return _codec.hop(m, pos, limit, base, offset)
         except (CorruptionError, TornTail) as e:
-            raise CorruptionError(seg.path, e.file_pos, e.reason) from None
+            err = e
+            if pos and not active:
+                # The index files belong to another version of this segment (compaction
+                # replaced the .log and its indexes one rename at a time while this
+                # process mapped them): hop from the segment's start instead, and
+                # load the indexes again next time. Byte 0 is always a batch start.
+                seg.index = seg.timeindex = None
+                seg.index_maps = None
+                try:
+                    return _codec.hop(m, 0, limit, seg.base, offset)
+                except (CorruptionError, TornTail) as e2:
+                    err = e2
+            raise CorruptionError(seg.path, err.file_pos, err.reason) from None
 
     def read_into(self, offset: int, max_count: int, out: list, cursor=None):
         """Append records from ``offset`` on to ``out`` (whole batches, about ``max_count``).
@@ -1007,7 +1068,8 @@ class Partition:
                 cursor = None
                 continue
             try:
-                if cursor is not None and cursor[0] == seg.base:
+                if cursor is not None and cursor[0] == seg.base and \
+                        (cursor[1] == 0 or len(cursor) < 4 or cursor[3] == seg.ino):
                     pos, base = cursor[1], cursor[2]
                 else:
                     pos, base = self._locate(seg, active, view, m, offset, limit)
@@ -1026,9 +1088,9 @@ class Partition:
             if pos <= seg.verified_to < new_pos:
                 seg.verified_to = new_pos
             if not ended:
-                return (seg.base, new_pos, next_base)
+                return (seg.base, new_pos, next_base, seg.ino)
             if active:
-                return (seg.base, new_pos, next_base) if new_pos == view[3] else None
+                return (seg.base, new_pos, next_base, seg.ino) if new_pos == view[3] else None
             # end of a closed segment: the next one must continue the offsets (I2)
             bases = self._bases
             if seg.base not in bases:  # another thread's retention removed it meanwhile
@@ -1122,6 +1184,39 @@ class Partition:
                 cols = _concat_columns(cols, more)
         return cols
 
+    def removed_between(self, lo: int, hi: int) -> int:
+        """How many offsets of ``[lo, hi)`` compaction removed (covered by gap batches).
+        Only closed segments can hold gaps; each one's are looked up once per file."""
+        view = self.view()
+        bases = self._bases
+        total = 0
+        for i, b in enumerate(bases[:-1]):
+            if bases[i + 1] <= lo or b >= hi:
+                continue
+            seg = self._segments.get(b)
+            if seg is None:
+                continue
+            try:
+                m = self._map(seg, False, view[4])
+                if seg.gaps is None:
+                    gaps, pos, base, limit = [], 0, b, len(m)
+                    attr = BATCH_OFFSETS["attributes"]
+                    mv = memoryview(m)
+                    while True:
+                        length, count, _, _ = _codec.batch_info(m, pos, limit, base, False)
+                        if length == 0:
+                            break
+                        if mv[pos + attr] == _codec.ATTR_GAP:
+                            gaps.append((base, count))
+                        pos += length
+                        base += count
+                    seg.gaps = gaps
+            except (_SegmentGone, CorruptionError, TornTail):
+                continue
+            for g, n in seg.gaps:
+                total += max(0, min(g + n, hi) - max(g, lo))
+        return total
+
     def _next_base(self, seg: Segment) -> int:
         bases = self._bases
         if seg.base not in bases:  # removed meanwhile: the caller moves to the start
@@ -1161,7 +1256,16 @@ class Partition:
                 pos, base, running = int(idx[i, 1]), seg.base + int(idx[i, 0]), int(tidx[i])
         try:
             limit = self._limit(seg, active, view, m)
-            off, _, _, _ = _codec.time_search(m, pos, limit, base, running, timestamp_ms)
+            try:
+                off, _, _, _ = _codec.time_search(m, pos, limit, base, running, timestamp_ms)
+            except (CorruptionError, TornTail):
+                if active or not pos:
+                    raise
+                # index files of another version of this segment (see _locate)
+                seg.index = seg.timeindex = None
+                seg.index_maps = None
+                off, _, _, _ = _codec.time_search(m, 0, limit, seg.base, _NO_TIMESTAMP if
+                                                  tidx is None else int(tidx[0]), timestamp_ms)
         except (CorruptionError, TornTail) as e:
             if active and self._tail_damaged(view):
                 return self._offset_for_time(timestamp_ms)
