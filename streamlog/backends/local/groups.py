@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamlog import _validate
+from streamlog import _tracing, _validate
 from streamlog._limits import (
     DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
@@ -869,6 +869,9 @@ class Group:
             seq = topic.notify_seq_any()  # before looking: an append after this wakes us
             msgs, due_ms = self._poll_once(max_records)
             if msgs:
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, topic.name, msgs)
                 return msgs
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from streamlog import _ext, _limits, _validate
+from streamlog import _ext, _limits, _tracing, _validate
 from streamlog._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
@@ -93,6 +93,12 @@ class Topic:
                 seen = gen
                 self._notifier.notify()
         self._load(config, seen)
+        tracer = _tracing.tracer()
+        if tracer is not None:
+            # Tracing is decided when the handle is made: without a tracer provider the
+            # append stays the bare C fast path, with one it goes through a producer span.
+            self.append = _tracing.traced_append(  # type: ignore[method-assign]
+                tracer, name, self.append)
 
     def _load(self, config: dict, seen: int) -> None:
         """Take ``config`` (read after the configuration counter was ``seen``) as this handle's
