@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
+_OPS_DB = "ops"  # operational counters (retention runs per topic)
 _logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
 
@@ -840,6 +841,7 @@ class Log:
             for part in (eventlog, tracking):
                 part.drop_topic(Tx(txn, self._meta.db_in(txn, part.KV_NAMESPACE)), name)
             replybox.drop_topic(Tx(txn, self._meta.db_in(txn, replybox.INDEX_NAMESPACE)), name)
+            txn.delete(name.encode(), db=self._meta.db_in(txn, _OPS_DB))  # its counters
             return True
 
         if not self._meta.write(drop):
@@ -1022,6 +1024,9 @@ class Log:
             out["topics"][name] = {"partitions": parts, "config": t.config}
             _add_append_rates(t, out)
             groups.stats(self, t, out)
+        # Retention runs per topic: runs, segments/records/bytes removed, last run.
+        out["retention"] = {k: v for k, v in self._retention_counters().items()
+                            if k in out["topics"]}
         return out
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
@@ -1062,9 +1067,39 @@ class Log:
                 t = self.existing_topic(name)
             except TopicNotFound:
                 continue
+            removed: list[dict] = []
             for part in t._parts:
-                out.extend(part.apply_retention(dry_run=dry_run))
+                removed.extend(part.apply_retention(dry_run=dry_run))
+            if not dry_run:
+                self._count_retention_run(name, removed)
+            out.extend(removed)
         return out
+
+    def _count_retention_run(self, topic: str, removed: list[dict]) -> None:
+        """Add one retention run of ``topic`` (and what it removed) to the store's counters:
+        ``stats()["retention"]``, kept in the metadata so every process sees them."""
+        key = topic.encode()
+
+        def bump(txn):
+            db = self._meta.db_in(txn, _OPS_DB)
+            raw = txn.get(key, db=db)
+            c = json.loads(raw) if raw else {"runs": 0, "segments": 0, "records": 0, "bytes": 0}
+            c["runs"] += 1
+            c["segments"] += len(removed)
+            c["records"] += sum(d["end_offset"] - d["base_offset"] for d in removed)
+            c["bytes"] += sum(d["bytes"] for d in removed)
+            c["last_run_ms"] = now_ms()
+            txn.put(key, json.dumps(c).encode(), db=db)
+
+        try:
+            self._meta.write(bump)
+        except (OSError, StreamlogError) as e:  # a figure: never fails the retention itself
+            _logger.warning("streamlog: could not count the retention run of %r: %s", topic, e)
+
+    def _retention_counters(self) -> dict:
+        db = self._meta.db(_OPS_DB)  # before the txn: a first open creates the db
+        with self._meta.read() as txn:
+            return {k.decode(): json.loads(v) for k, v in txn.cursor(db=db)}
 
     def _retain_idle(self) -> list[dict]:
         """Apply retention to every topic that has a policy (on open, then periodically).
@@ -1084,8 +1119,12 @@ class Log:
             if self._closed:
                 break
             try:
+                removed: list[dict] = []
                 for part in self._partitions_of(name, config):
-                    out.extend(part.apply_retention())
+                    removed.extend(part.apply_retention())
+                out.extend(removed)
+                if not self.read_only:
+                    self._count_retention_run(name, removed)
             except TopicNotFound:
                 continue  # deleted meanwhile
             except (OSError, StreamlogError) as e:
