@@ -155,3 +155,26 @@ def test_retention_runs_are_counted_across_processes_and_exported(tmp_path):
     assert _samples(text, "streamlog_retention_runs_total")['topic="t"'] == c["runs"]
     assert _samples(text, "streamlog_retention_removed_records_total")['topic="t"'] == c["records"]
     assert _samples(text, "streamlog_retention_last_run_timestamp_seconds")['topic="t"'] > 0
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_exporter_serves(store):
+    """Every metric name in docs/grafana-dashboard.json is one a real scrape carries."""
+    import json
+    import pathlib
+    import re
+
+    from streamlog import Retention
+
+    dash = json.loads((pathlib.Path(__file__).resolve().parents[2] / "docs"
+                       / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\bstreamlog_[a-z_]+", e)}
+    assert len(names) >= 10
+    t = store.topic("orders", retention=Retention(max_age_s=3600))
+    t.append_many([b"x"] * 5)
+    g = t.group("billing")
+    g.poll(max_records=2, timeout=1.0)  # a lease and unsettled records: the ages exist
+    store.apply_retention()
+    served = set(re.findall(r"^(streamlog_[a-z_]+)", metrics.render(store).decode(), re.M))
+    assert names <= served, names - served
+    g.close()
