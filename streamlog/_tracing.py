@@ -162,7 +162,8 @@ def receive(tr: Any, topic: str, messages: list[Any]) -> None:
 
 
 class Processing:
-    """A ``process`` CONSUMER span for one delivered message, made current until ``end()``.
+    """A ``process`` CONSUMER span for one delivered message, made current until ``end()``
+    (a CLIENT span with ``client=True``: an rpc request waiting for its reply).
 
     For views that hand a message to the caller (``listen``, ``get``, a subscription):
     the span covers the caller's work on it until the view is asked for the next one.
@@ -172,11 +173,12 @@ class Processing:
 
     def __init__(self, tr: Any, destination: str, operation: str, headers: Any,
                  partition: int | None = None, offset: int | None = None,
-                 attributes: dict[str, Any] | None = None) -> None:
+                 attributes: dict[str, Any] | None = None, client: bool = False) -> None:
         attrs = _attrs(destination, "process", operation, partition, offset)
         if attributes:
             attrs.update(attributes)
-        self._span = tr.start_span(f"{operation} {destination}", kind=_trace.SpanKind.CONSUMER,
+        kind = _trace.SpanKind.CLIENT if client else _trace.SpanKind.CONSUMER
+        self._span = tr.start_span(f"{operation} {destination}", kind=kind,
                                    links=links_of([headers]), attributes=attrs)
         self._token = _otel_context.attach(_trace.set_span_in_context(self._span))
 

@@ -139,7 +139,8 @@ class Rpc:
             # The request's span: the append's producer span is its child, and the
             # wait for the reply its time.
             with _tracing.Processing(tracer, self._requests.name, "request", None, None,
-                                     None, {"messaging.operation.type": "send"}):
+                                     None, {"messaging.operation.type": "send"},
+                                     client=True):
                 return self._request(value, timeout, hdrs, corr, deadline)
         return self._request(value, timeout, hdrs, corr, deadline)
 

@@ -158,6 +158,7 @@ def test_rpc_request_and_serve_are_traced_end_to_end(store, spans):
     (producer,) = [s for s in finished if s.kind == trace.SpanKind.PRODUCER
                    and s.attributes["messaging.destination.name"] == "calc.requests"]
     (serve,) = [s for s in finished if s.name == "serve calc.requests"]
+    assert request.kind == trace.SpanKind.CLIENT
     assert producer.parent.span_id == request.context.span_id
     assert _linked_to(serve, producer)
     assert serve.attributes["messaging.operation.type"] == "process"
