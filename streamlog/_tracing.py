@@ -125,6 +125,36 @@ def traced_append(tr: Any, topic: str, append: Callable[..., Any]) -> Callable[.
     return append_traced
 
 
+def traced_append_many(tr: Any, topic: str,
+                       append_many: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a topic handle's ``append_many``: one PRODUCER span for the call, its context
+    in every record's headers."""
+    kind = _trace.SpanKind.PRODUCER
+    span_name = f"send {topic}"
+
+    def append_many_traced(values: Any, keys: Any = None, headers: Any = None) -> Any:
+        if isinstance(values, str | bytes | bytearray | memoryview) or \
+                not hasattr(values, "__iter__"):
+            return append_many(values, keys, headers)  # its own clear error
+        values = list(values)
+        if headers is not None:
+            headers = list(headers)
+            if len(headers) != len(values) or \
+                    any(h is not None and not hasattr(h, "items") for h in headers):
+                return append_many(values, keys, headers)  # its own clear error
+        with tr.start_as_current_span(span_name, kind=kind, attributes=_attrs(
+                topic, "send", "send", count=len(values))):
+            ctx = inject(None)
+            if headers is None:
+                hs = [ctx] * len(values)
+            else:
+                hs = [{**h, **ctx} if h else ctx for h in headers]
+            return append_many(values, keys, hs)
+
+    append_many_traced.__doc__ = append_many.__doc__
+    return append_many_traced
+
+
 def producer_span(tr: Any, topic: str, count: int) -> Any:
     """A PRODUCER span (a context manager) for an append of ``count`` records made elsewhere
     (the event store's commits): inject its context with ``inject`` inside it."""

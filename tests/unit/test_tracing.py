@@ -81,6 +81,22 @@ def test_append_injects_traceparent_and_records_a_producer_span(store, spans):
     assert a["messaging.message.id"] == f"{pos.partition}-{pos.offset}"
 
 
+def test_append_many_records_one_producer_span_and_every_record_carries_it(store, spans):
+    t = store.topic("orders", partitions=2)
+    positions = t.append_many([b"a", b"b", b"c"], keys=[b"1", b"2", b"3"],
+                              headers=[None, {"x": b"1"}, {}])
+    (producer,) = _by_kind(spans, trace.SpanKind.PRODUCER)
+    assert producer.attributes["messaging.batch.message_count"] == 3
+    tid = format(producer.context.trace_id, "032x")
+    recs = [t.get(p.partition, p.offset) for p in positions]
+    assert all(r.headers["traceparent"].decode().split("-")[1] == tid for r in recs)
+    assert recs[1].headers["x"] == b"1"
+    with pytest.raises(ValueError):
+        t.append_many([b"a", b"b"], headers=[None])  # the same error as without tracing
+    with pytest.raises(TypeError):
+        t.append_many(b"ab")
+
+
 def test_append_under_a_current_span_is_its_child(store, spans):
     t = store.topic("orders")
     with trace.get_tracer("app").start_as_current_span("checkout") as parent:

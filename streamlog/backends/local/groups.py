@@ -862,6 +862,9 @@ class Group:
         if self._held is not None:
             held = self._take_held()
             if held is not None:
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, self.topic.name, [held])
                 return [held]
         t0 = time.monotonic()
         topic = self.topic

@@ -100,6 +100,8 @@ class Topic:
             # append stays the bare C fast path, with one it goes through a producer span.
             self.append = _tracing.traced_append(  # type: ignore[method-assign]
                 tracer, name, self.append)
+            self.append_many = _tracing.traced_append_many(  # type: ignore[method-assign]
+                tracer, name, self.append_many)
 
     def _load(self, config: dict, seen: int) -> None:
         """Take ``config`` (read after the configuration counter was ``seen``) as this handle's
