@@ -1,6 +1,6 @@
 """Interleaved A/B of the per-record append loop between two source trees.
 
-    python bench/ab_append.py A_TREE B_TREE [--rounds 5] [--records 100000] [--passes 9]
+    python bench/ab_append.py A_TREE B_TREE [--rounds 5] [--records 50000] [--passes 15]
 
 Each round runs one fresh process per tree, alternating which goes first, each timing
 the same ``Topic.append(value, key=key)`` loop as ``test_append_per_record`` (durability
@@ -58,8 +58,8 @@ def main() -> None:
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--passes", type=int, default=9)
+    ap.add_argument("--records", type=int, default=50_000)
+    ap.add_argument("--passes", type=int, default=15)
     args = ap.parse_args()
     a_rates, b_rates = [], []
     print("round  A records/CPU-s  B records/CPU-s  B/A")
