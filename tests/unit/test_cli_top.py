@@ -144,3 +144,20 @@ def test_groups_table_keeps_whole_cells_at_80_columns(busy):
     assert "orders-eu-central-with-a-long-name/billing-service-consumers(shared)" in flat
     assert "orders-eu-central-with-a-long-name/analytics(exclusive)" in flat
     assert "dead" in text and "letters" in text
+
+
+def test_metrics_once_exports_lag_ages_and_dead_letters_of_a_store(busy):
+    r = sl("metrics", busy, "--once")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    topic = 'topic="orders-eu-central-with-a-long-name"'
+    line = next(x for x in text.splitlines()
+                if x.startswith("streamlog_group_dead_letters{") and "billing" in x)
+    assert topic in line and line.endswith(" 1.0")
+    assert any(x.startswith("streamlog_group_partition_lag{") and 'group="analytics"' in x
+               for x in text.splitlines())
+    assert any(x.startswith("streamlog_group_oldest_unacked_age_seconds{")
+               for x in text.splitlines())
+    # The consumers closed, so their leases went back: no lease, no lease age.
+    assert not any(x.startswith("streamlog_group_oldest_lease_age_seconds{")
+                   for x in text.splitlines())
