@@ -25,6 +25,7 @@ from typing import Any
 
 import typer
 import typer.core
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -1239,25 +1240,29 @@ def groups_cmd(
     if not rows:
         typer.echo("no consumer groups" + (f" on topic {topic!r}" if topic else ""))
         return
-    cols = (("committed", "committed"), ("lag", "lag"), ("pending", "pending leases"),
-            ("redeliveries", "redeliveries"), ("dead_letters", "dead letters"),
-            ("consumers", "live consumers"))
+    _out().print(_groups_table(rows))
+
+
+def _groups_table(rows: list[dict]) -> Table:
+    """The groups listing, readable at 80 columns: one row per group ("topic / group
+    (mode)") then one per partition ("p0", "p1", ...); names fold onto more lines
+    instead of being cut, numbers never wrap."""
+    cols = (("committed", "committed"), ("lag", "lag"), ("pending", "leased"),
+            ("redeliveries", "re-\ndelivered"), ("dead_letters", "dead\nletters"),
+            ("consumers", "live"))
     cols = tuple(c for c in cols if any(c[0] in r for r in rows))
-    table = Table(title="consumer groups", title_justify="left")
-    table.add_column("topic")
-    table.add_column("group")
-    table.add_column("mode")
-    table.add_column("partition", justify="right")
+    table = Table(title="consumer groups", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    table.add_column("topic / group (mode)", overflow="fold", min_width=12)
     for _, title in cols:
-        table.add_column(title, justify="right")
+        table.add_column(title, justify="right", no_wrap=True)
     for r in rows:
         whole = "partition" not in r
-        table.add_row(r["topic"] if whole else "", r["group"] if whole else "",
-                      str(r.get("mode") or "") if whole else "",
-                      "all" if whole else str(r["partition"]),
-                      *(f"{r[k]:,}" if k in r else "" for k, _ in cols),
+        name = f"{r['topic']} / {r['group']} ({r.get('mode') or '?'})" if whole \
+            else f"  p{r['partition']}"
+        table.add_row(name, *(f"{r[k]:,}" if k in r else "" for k, _ in cols),
                       style="bold" if whole else None)
-    _out().print(table)
+    return table
 
 
 def _parse_datetime(text: str):
@@ -1643,6 +1648,137 @@ def demo_cmd(
 
 
 # ----------------------------------------------------------------- metrics
+@app.command("top")
+@_guard
+def top_cmd(
+    directory: str = DIR_ARG,
+    interval: float = typer.Option(1.0, "--interval", min=0.1, max=3600,
+                                   help="Seconds between refreshes."),
+    once: bool = typer.Option(False, "--once",
+                              help="Print one frame (two samples INTERVAL apart) and exit."),
+) -> None:
+    """A live view of a running store: append rate per topic; lag, its trend, ack rate,
+    leases, dead letters and the oldest unsettled record per group. Read-only.
+
+    Rates are measured between two refreshes (the "1 min" column: over the last
+    minute, from record timestamps). Ctrl-C quits.
+
+    \b
+    Example: streamlog top ./data
+    Example: streamlog top ./data --once --interval 2
+    """
+    with _open_existing(directory) as log:
+        sampler = _TopSampler(log)
+        sampler.sample()
+        if once:
+            time.sleep(interval)
+            _out().print(sampler.render(sampler.sample()))
+            return
+        from rich.live import Live
+
+        console = Console()
+        try:
+            with Live(sampler.render(None), console=console, auto_refresh=False,
+                      screen=console.is_terminal, transient=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(sampler.render(sampler.sample()), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+class _TopSampler:
+    """Successive ``stats()`` samples of a store and the rates between the last two."""
+
+    def __init__(self, log: streamlog.Log) -> None:
+        self.log = log
+        self.prev: dict | None = None
+        self.prev_t = 0.0
+        self.cur: dict | None = None
+        self.cur_t = 0.0
+
+    def sample(self) -> float | None:
+        """Take a sample; returns the seconds since the previous one (None for the first)."""
+        self.prev, self.prev_t = self.cur, self.cur_t
+        self.cur, self.cur_t = _metrics.stats(self.log), time.monotonic()
+        return None if self.prev is None else self.cur_t - self.prev_t
+
+    def _topic_ends(self, stats: dict | None, topic: str) -> int | None:
+        info = (stats or {}).get("topics", {}).get(topic)
+        return None if info is None else sum(p["end_offset"] for p in info["partitions"])
+
+    def _group(self, stats: dict | None, topic: str, group: str) -> dict | None:
+        return ((stats or {}).get("groups") or {}).get(topic, {}).get(group)
+
+    def render(self, dt: float | None) -> Any:
+        from rich.console import Group as RichGroup
+
+        stats = self.cur or {}
+        stamp = time.strftime("%H:%M:%S")
+        head = f"streamlog top  {self.log.path}  {stamp}"
+        topics = Table(title=head, title_justify="left", box=box.SIMPLE_HEAD,
+                       pad_edge=False)
+        topics.add_column("topic", overflow="fold", min_width=12)
+        for title in ("parts", "records", "appends/s", "1 min/s", "size"):
+            topics.add_column(title, justify="right", no_wrap=True)
+        for name, info in sorted(stats.get("topics", {}).items()):
+            parts = info["partitions"]
+            end = sum(p["end_offset"] for p in parts)
+            before = self._topic_ends(self.prev, name)
+            rate = "" if dt is None or before is None else _rate(max(0, end - before) / dt)
+            minute = info.get("append_rate_per_s")
+            topics.add_row(name, str(len(parts)), f"{sum(p['records'] for p in parts):,}",
+                           rate, "" if minute is None else _rate(minute),
+                           _human_bytes(sum(p["bytes"] for p in parts)))
+        groups = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        groups.add_column("topic / group", overflow="fold", min_width=12)
+        for title in ("lag", "trend/s", "acks/s", "leased", "dead\nletters",
+                      "oldest\nlease", "oldest\nunacked"):
+            groups.add_column(title, justify="right", no_wrap=True)
+        n = 0
+        for topic, gs in sorted((stats.get("groups") or {}).items()):
+            ends = self._topic_ends(stats, topic) or 0
+            ends_before = self._topic_ends(self.prev, topic)
+            for gname, g in sorted(gs.items()):
+                n += 1
+                before = self._group(self.prev, topic, gname)
+                trend = acks = ""
+                if dt is not None and before is not None and ends_before is not None:
+                    d_lag = (g["lag"] - before["lag"]) / dt
+                    trend = ("↑ " if d_lag > 0 else "↓ " if d_lag < 0 else "→ ") + \
+                        _rate(abs(d_lag))
+                    settled = (ends - g["lag"]) - (ends_before - before["lag"])
+                    acks = _rate(max(0, settled) / dt)
+                groups.add_row(f"{topic} / {gname}", f"{g['lag']:,}", trend, acks,
+                               f"{g['pending']:,}", f"{g['dead_letters']:,}",
+                               _age(g.get("oldest_lease_age_seconds")),
+                               _age(g.get("oldest_unacked_age_seconds")),
+                               style="bold red" if g["dead_letters"] else None)
+        parts: list[Any] = [topics]
+        parts.append(groups if n else "no consumer groups")
+        parts.append("trend: lag change per second; acks/s: records settled per second "
+                     "(acked or dead-lettered); Ctrl-C quits")
+        return RichGroup(*parts)
+
+
+def _rate(x: float) -> str:
+    if x >= 10_000:
+        return f"{x / 1000:,.0f}k"
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
 @app.command("metrics")
 @_guard
 def metrics_cmd(

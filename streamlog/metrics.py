@@ -63,7 +63,21 @@ _PARTITION_GAUGES = (
      "Records per second appended over the last minute (from record timestamps)."),
 )
 # Group figures exported per group and per partition (the groups feature's stats hook).
-_GROUP_FIELDS = ("lag", "pending", "redeliveries", "dead_letters", "consumers", "committed")
+_GROUP_FIELDS = ("lag", "pending", "redeliveries", "dead_letters", "consumers", "committed",
+                 "oldest_unacked_age_seconds", "oldest_lease_age_seconds")
+_GROUP_HELP = {
+    "oldest_unacked_age_seconds": "Seconds since the oldest record the group has not settled "
+                                  "was appended (absent when caught up)",
+    "oldest_lease_age_seconds": "Seconds since the oldest lease still held was taken or "
+                                "renewed (absent when none is held)",
+}
+# Retention runs per topic (counted by every process that applies retention).
+_RETENTION_COUNTERS = (
+    ("runs", "streamlog_retention_runs", "Retention runs applied to the topic."),
+    ("segments", "streamlog_retention_removed_segments", "Segments retention removed."),
+    ("records", "streamlog_retention_removed_records", "Records retention removed."),
+    ("bytes", "streamlog_retention_removed_bytes", "Bytes retention removed."),
+)
 # Features that add figures to Log.stats() when imported; imported before reading stats.
 _FEATURE_MODULES = ("streamlog.backends.local.groups",)
 
@@ -159,13 +173,25 @@ class StoreCollector:
                 k = (field, per_part)
                 if k not in gfams:
                     name = f"streamlog_group_{'partition_' if per_part else ''}{field}"
+                    what = _GROUP_HELP.get(field, f"Consumer group {field.replace('_', ' ')}")
                     gfams[k] = core.GaugeMetricFamily(
-                        name, f"Consumer group {field.replace('_', ' ')}"
-                              f"{' per partition' if per_part else ''}.",
+                        name, f"{what}{' per partition' if per_part else ''}.",
                         labels=["topic", "group"] + (["partition"] if per_part else []))
                 lv = [row["topic"], row["group"]] + ([str(row["partition"])] if per_part else [])
                 gfams[k].add_metric(lv, row[field])
         yield from gfams.values()
+        rfams = {key: core.CounterMetricFamily(name, doc, labels=["topic"])
+                 for key, name, doc in _RETENTION_COUNTERS}
+        last = core.GaugeMetricFamily("streamlog_retention_last_run_timestamp_seconds",
+                                      "When retention last ran on the topic (Unix seconds).",
+                                      labels=["topic"])
+        for tname, c in sorted((figures.get("retention") or {}).items()):
+            for key, _, _ in _RETENTION_COUNTERS:
+                rfams[key].add_metric([tname], c.get(key, 0))
+            if c.get("last_run_ms") is not None:
+                last.add_metric([tname], c["last_run_ms"] / 1000.0)
+        yield from rfams.values()
+        yield last
         took = core.GaugeMetricFamily("streamlog_stats_duration_seconds",
                                       "Time the last scrape spent reading the store's figures.")
         took.add_metric([], time.perf_counter() - t0)

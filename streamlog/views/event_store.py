@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from streamlog import _validate
+from streamlog import _tracing, _validate
 from streamlog._limits import (
     EVENT_STREAM_ID_MAX_BYTES,
     EVENT_SUBSCRIBE_BATCH_RECORDS,
@@ -147,6 +147,21 @@ def _events(events: Any, sid: str, sid_b: bytes) -> list[NewEventFields]:
     return out
 
 
+def _traced_events(events: list[Any] | tuple[Any, ...]) -> list[Any]:
+    """The events with the current trace context added to each one's headers."""
+    ctx = _tracing.inject(None)
+    out: list[Any] = []
+    for ev in events:
+        if isinstance(ev, tuple | list):
+            if len(ev) == 2 and (ev[1] is None or isinstance(ev[1], Mapping)):
+                out.append((ev[0], {**ev[1], **ctx} if ev[1] else ctx))
+            else:
+                out.append(ev)  # malformed: _events says why
+        else:
+            out.append((ev, ctx))
+    return out
+
+
 class EventStore:
     """An event-sourcing view: streams of versioned events in one commit order.
 
@@ -183,6 +198,12 @@ class EventStore:
         self._log.raise_if_closed()
         sid, sid_b = _stream_id(stream_id)
         expected = _expected_version(expected_version)
+        tracer = _tracing.tracer()
+        if tracer is not None and type(events) in (list, tuple):
+            # One producer span per commit; every event carries its context.
+            with _tracing.producer_span(tracer, self.name, len(events)):
+                items = _events(_traced_events(events), sid, sid_b)
+                return self._events.commit(items, {sid: expected})[1][sid]
         items = _events(events, sid, sid_b)
         return self._events.commit(items, {sid: expected})[1][sid]
 
@@ -271,6 +292,8 @@ class Subscription:
         self._timeout = timeout
         self._buffer: deque[Event] = deque()
         self._closed = False
+        self._tracer = _tracing.tracer()
+        self._span: _tracing.Processing | None = None
 
     @property
     def position(self) -> int:
@@ -281,6 +304,19 @@ class Subscription:
         return self
 
     def __next__(self) -> Event:
+        if self._span is not None:  # the caller is done with the previous event
+            self._span.end()
+            self._span = None
+        event = self._next()
+        if self._tracer is not None:
+            # A process span from the event's delivery until the next one is asked for.
+            self._span = _tracing.Processing(
+                self._tracer, self._store.name, "subscribe", event.headers, 0,
+                event.position, {"messaging.streamlog.stream_id": event.stream_id,
+                                 "messaging.streamlog.version": event.version})
+        return event
+
+    def _next(self) -> Event:
         # a closed store hands out nothing, not even buffered events
         self._store._log.raise_if_closed()
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
@@ -310,6 +346,9 @@ class Subscription:
         if self._closed:
             return
         self._closed = True
+        span, self._span = self._span, None
+        if span is not None:
+            span.end()
         self._buffer.clear()
         try:
             self._watch.wake()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from streamlog import _validate, api
+from streamlog import _tracing, _validate, api
 from streamlog._limits import DERIVED_NAME_MAX_CHARS
 from streamlog._types import Position
 from streamlog.views import check_view_topic, derive_names, ensure_view_group
@@ -120,12 +120,26 @@ class Subscription:
     def _listen(self, timeout: float | None, auto_ack: bool) -> Iterator[api.Message]:
         g = self._consumers.mine()  # the consumer of the thread that iterates
         deadline = None if timeout is None else time.monotonic() + timeout
+        tracer = _tracing.tracer()
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            msgs = g.poll(max_records=1, timeout=wait)
+            if tracer is None:
+                msgs = g.poll(max_records=1, timeout=wait)
+            else:
+                msgs = _tracing.view_poll(g, 1, wait)
             if msgs:
                 m = msgs[0]
-                yield m
+                if tracer is None:
+                    yield m
+                else:
+                    # A process span from the message's delivery until the loop asks
+                    # for the next one (or breaks off), current meanwhile.
+                    span = _tracing.Processing(tracer, m.topic, "listen", m.headers,
+                                               m.partition, m.offset)
+                    try:
+                        yield m
+                    finally:
+                        span.end()
                 if auto_ack:
                     m.ack()  # the loop asked for the next one: this one is done
                 if timeout is not None:

@@ -20,7 +20,7 @@ import math
 import time
 from typing import Any
 
-from streamlog import _validate, api
+from streamlog import _tracing, _validate, api
 from streamlog._types import Position, now_ms
 from streamlog.views import check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
@@ -93,8 +93,17 @@ class Queue:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         g = self._consumers.mine()
+        tracer = _tracing.tracer()
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if tracer is not None:
+                got: list[api.Message] = _tracing.view_poll(g, 1, wait)
+                for m in got:
+                    # A receive span: the message leaves the view with the caller.
+                    _tracing.Processing(tracer, m.topic, "get", m.headers, m.partition,
+                                        m.offset, {"messaging.operation.type": "receive"}).end()
+                    return m
+                continue
             for m in g.poll(max_records=1, timeout=wait):
                 return m
             if deadline is not None and time.monotonic() >= deadline:

@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from streamlog import _validate, api
+from streamlog import _tracing, _validate, api
 from streamlog._limits import RPC_SERVER_POLL_S
 from streamlog._types import now_ms
 from streamlog.errors import (
@@ -134,6 +134,18 @@ class Rpc:
         hdrs[REPLY_TO] = self.reply_topic_name
         hdrs[CORRELATION_ID] = corr
         hdrs[DEADLINE_MS] = b"%d" % deadline_ms
+        tracer = _tracing.tracer()
+        if tracer is not None:
+            # The request's span: the append's producer span is its child, and the
+            # wait for the reply its time.
+            with _tracing.Processing(tracer, self._requests.name, "request", None, None,
+                                     None, {"messaging.operation.type": "send"},
+                                     client=True):
+                return self._request(value, timeout, hdrs, corr, deadline)
+        return self._request(value, timeout, hdrs, corr, deadline)
+
+    def _request(self, value: Any, timeout: float, hdrs: dict[str, bytes], corr: bytes,
+                 deadline: float) -> bytes:
         box = self._box
         watch = self._watch
         box.open(corr)
@@ -242,8 +254,16 @@ class Server:
     def _work(self, group: api.Group) -> None:
         try:
             while not self._stopping.is_set():
-                for m in group.poll(max_records=1, timeout=RPC_SERVER_POLL_S):
-                    self._handle(m)
+                tracer = _tracing.tracer()
+                if tracer is None:
+                    for m in group.poll(max_records=1, timeout=RPC_SERVER_POLL_S):
+                        self._handle(m)
+                    continue
+                for m in _tracing.view_poll(group, 1, RPC_SERVER_POLL_S):
+                    # A process span around the handler and the reply.
+                    with _tracing.Processing(tracer, m.topic, "serve", m.headers,
+                                             m.partition, m.offset):
+                        self._handle(m)
         except (StoreClosed, TopicNotFound):
             return  # the store closed or the view's topic went away: nothing left to serve
         finally:

@@ -18,7 +18,7 @@ PKG = ROOT / "streamlog"
 
 # Modules that import nothing of the package but each other (the bottom layer).
 LEAVES = {"streamlog.errors", "streamlog._types", "streamlog._limits", "streamlog._validate",
-          "streamlog._ext", "streamlog._humanize"}
+          "streamlog._ext", "streamlog._humanize", "streamlog._tracing"}
 CONTRACT = "streamlog.api"
 
 

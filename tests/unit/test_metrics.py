@@ -100,3 +100,81 @@ def test_server_serves_on_loopback_and_stops_on_close(store):
             'partition="0",topic="s"': 1.0}
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(server.url, timeout=2)
+
+
+def test_group_ages_and_dead_letters_are_exported_per_group_and_partition(store):
+    """Oldest unsettled record's age (from its timestamp), oldest lease's age, dead letters."""
+    t = store.topic("jobs", partitions=2)
+    old = _now_ms() - 120_000
+    t.append(b"a", key=b"k1", timestamp_ms=old)
+    t.append(b"b", key=b"k1", timestamp_ms=old + 1000)
+    g = t.group("workers", ack_wait_s=30, max_deliver=1)
+    (m,) = g.poll(max_records=1, timeout=1.0)  # leased, not acked
+    stats = metrics.stats(store)
+    info = stats["groups"]["jobs"]["workers"]
+    assert info["oldest_unacked_age_seconds"] >= 120
+    assert 0 <= info["oldest_lease_age_seconds"] < 30
+    text = metrics.render(store).decode()
+    ages = _samples(text, "streamlog_group_oldest_unacked_age_seconds")
+    assert list(ages) == ['group="workers",topic="jobs"'] and ages[list(ages)[0]] >= 120
+    per_part = _samples(text, "streamlog_group_partition_oldest_unacked_age_seconds")
+    assert len(per_part) == 1  # only the partition that holds the records has an age
+    assert _samples(text, "streamlog_group_oldest_lease_age_seconds")
+    m.nack(error="boom")  # max_deliver=1: dead-lettered
+    g.ack(g.poll(max_records=10, timeout=1.0))
+    text = metrics.render(store).decode()
+    assert _samples(text, "streamlog_group_dead_letters") == {'group="workers",topic="jobs"': 1.0}
+    assert _samples(text, "streamlog_group_oldest_unacked_age_seconds") == {}  # caught up
+    assert _samples(text, "streamlog_group_oldest_lease_age_seconds") == {}
+    g.close()
+
+
+def test_retention_runs_are_counted_across_processes_and_exported(tmp_path):
+    """Each retention pass adds to per-topic counters in the store, seen by any process."""
+    import streamlog
+    from streamlog import Retention
+
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        t = log.topic("t", segment_bytes=1024)
+        old = _now_ms() - 3_600_000
+        for i in range(200):
+            t.append(b"x" * 50, timestamp_ms=old + i)
+        t.append(b"fresh")
+        log.alter_topic("t", retention=Retention(max_age_s=60))
+        before = metrics.stats(log)["retention"].get("t", {"runs": 0, "records": 0})
+        removed = log.apply_retention()
+        log.apply_retention(dry_run=True)  # a dry run is not a run
+        assert removed
+    with streamlog.open(path, read_only=True) as log:
+        c = metrics.stats(log)["retention"]["t"]
+        assert c["runs"] == before["runs"] + 1
+        assert c["records"] - before["records"] == sum(
+            d["end_offset"] - d["base_offset"] for d in removed)
+        text = metrics.render(log).decode()
+    assert _samples(text, "streamlog_retention_runs_total")['topic="t"'] == c["runs"]
+    assert _samples(text, "streamlog_retention_removed_records_total")['topic="t"'] == c["records"]
+    assert _samples(text, "streamlog_retention_last_run_timestamp_seconds")['topic="t"'] > 0
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_exporter_serves(store):
+    """Every metric name in docs/grafana-dashboard.json is one a real scrape carries."""
+    import json
+    import pathlib
+    import re
+
+    from streamlog import Retention
+
+    dash = json.loads((pathlib.Path(__file__).resolve().parents[2] / "docs"
+                       / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    names = {n for e in exprs for n in re.findall(r"\bstreamlog_[a-z_]+", e)}
+    assert len(names) >= 10
+    t = store.topic("orders", retention=Retention(max_age_s=3600))
+    t.append_many([b"x"] * 5)
+    g = t.group("billing")
+    g.poll(max_records=2, timeout=1.0)  # a lease and unsettled records: the ages exist
+    store.apply_retention()
+    served = set(re.findall(r"^(streamlog_[a-z_]+)", metrics.render(store).decode(), re.M))
+    assert names <= served, names - served
+    g.close()

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamlog import _validate
+from streamlog import _tracing, _validate
 from streamlog._limits import (
     GROUP_DEAD_LETTER_BATCH,
     GROUP_HEARTBEAT_MAX_S,
@@ -831,6 +831,9 @@ class Group:
         if self._held is not None:
             held = self._take_held()
             if held is not None:
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, self.topic.name, [held])
                 return [held]
         t0 = time.monotonic()
         topic = self.topic
@@ -838,6 +841,9 @@ class Group:
             seq = topic.notify_seq_any()  # before looking: an append after this wakes us
             msgs, due_ms = self._poll_once(max_records)
             if msgs:
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, topic.name, msgs)
                 return msgs
             if self._removed_acked:  # leased only offsets compaction removed: look again
                 continue
@@ -1712,16 +1718,20 @@ def stats(log, topic: Topic, out: dict) -> None:
             cfg = json.loads(raw)
             consumers = len(_live_members(tx, topic.name, name, cfg, now))
             parts = []
+            wait_ms = int(cfg["ack_wait_s"] * 1000)
             for p in range(topic.partitions):
                 st = _read_state(tx, _part_key(topic.name, name, p))
                 v = View._make(topic._parts[p].view())
+                lag = _lag_of(st, v.start_offset, v.end_offset, topic._parts[p])
                 parts.append({"partition": p, "committed": max(st.committed, v.start_offset),
                               "next": st.next, "end_offset": v.end_offset,
-                              "lag": _lag_of(st, v.start_offset, v.end_offset,
-                                             topic._parts[p]),
+                              "lag": lag,
                               "pending": sum(r[1] - r[0] for r in st.runs if r[2]),
                               "redeliveries": st.redeliveries,
-                              "dead_letters": st.dead_letters, "owner": st.owner})
+                              "dead_letters": st.dead_letters, "owner": st.owner,
+                              "oldest_unacked_age_seconds": _oldest_unacked_age(
+                                  topic, p, st, v, lag, now),
+                              "oldest_lease_age_seconds": _oldest_lease_age(st, wait_ms, now)})
             groups[name] = {
                 "mode": cfg["mode"], "ack_wait_s": cfg["ack_wait_s"],
                 "max_deliver": cfg["max_deliver"], "dead_letter": cfg["dead_letter"],
@@ -1730,10 +1740,50 @@ def stats(log, topic: Topic, out: dict) -> None:
                 "pending": sum(x["pending"] for x in parts),
                 "redeliveries": sum(x["redeliveries"] for x in parts),
                 "dead_letters": sum(x["dead_letters"] for x in parts),
+                "oldest_unacked_age_seconds": _max_or_none(
+                    x["oldest_unacked_age_seconds"] for x in parts),
+                "oldest_lease_age_seconds": _max_or_none(
+                    x["oldest_lease_age_seconds"] for x in parts),
                 "partitions": parts,
             }
     if groups:
         out.setdefault("groups", {})[topic.name] = groups
+
+
+def _max_or_none(values) -> float | None:
+    got = [x for x in values if x is not None]
+    return max(got) if got else None
+
+
+def _oldest_unacked_age(topic: Topic, p: int, st, v, lag: int, now: int) -> float | None:
+    """Seconds since the oldest record the group has not settled was appended (its first
+    unsettled offset's timestamp); None when it is caught up or the record is unreadable."""
+    if lag <= 0:
+        return None
+    off = max(st.committed, v.start_offset)
+    for r in st.runs:  # the first run not acked (the acked prefix is folded already)
+        if r[2] is not None and r[1] > off:
+            off = max(off, r[0])
+            break
+    else:
+        off = max(off, st.next)
+    if off >= v.end_offset:
+        return None
+    try:
+        ts = topic.get(p, off).timestamp_ms
+    except (StreamlogError, OSError, LookupError):
+        return None
+    return max(0.0, (now - ts) / 1000)
+
+
+def _oldest_lease_age(st, wait_ms: int, now: int) -> float | None:
+    """Seconds since the oldest lease still held was taken (or last renewed by
+    ``in_progress``): its deadline less the group's ``ack_wait_s``."""
+    starts = [r[3] - wait_ms for r in st.runs
+              if r[2] is not None and r[2] != gs.FREE and r[3] < gs.FOREVER_MS]
+    if not starts:
+        return None
+    return max(0.0, (now - min(starts)) / 1000)
 
 
 def on_topic_grown(meta, txn, topic: str, old: dict, new: dict) -> None:

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from streamlog import _ext, _limits, _validate
+from streamlog import _ext, _limits, _tracing, _validate
 from streamlog._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 DURABILITY_MODES = ("always", "interval", "never")
 _TOPICS_DB = "topics"
+_OPS_DB = "ops"  # operational counters (retention runs per topic)
 _logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
 
@@ -93,6 +94,14 @@ class Topic:
                 seen = gen
                 self._notifier.notify()
         self._load(config, seen)
+        tracer = _tracing.tracer()
+        if tracer is not None:
+            # Tracing is decided when the handle is made: without a tracer provider the
+            # append stays the bare C fast path, with one it goes through a producer span.
+            self.append = _tracing.traced_append(  # type: ignore[method-assign]
+                tracer, name, self.append)
+            self.append_many = _tracing.traced_append_many(  # type: ignore[method-assign]
+                tracer, name, self.append_many)
 
     def _load(self, config: dict, seen: int) -> None:
         """Take ``config`` (read after the configuration counter was ``seen``) as this handle's
@@ -855,6 +864,7 @@ class Log:
                 part.drop_topic(Tx(txn, self._meta.db_in(txn, part.KV_NAMESPACE)), name)
             replybox.drop_topic(Tx(txn, self._meta.db_in(txn, replybox.INDEX_NAMESPACE)), name)
             table.drop_topic(self._meta, txn, name)
+            txn.delete(name.encode(), db=self._meta.db_in(txn, _OPS_DB))  # its counters
             return True
 
         if not self._meta.write(drop):
@@ -1037,6 +1047,9 @@ class Log:
             out["topics"][name] = {"partitions": parts, "config": t.config}
             _add_append_rates(t, out)
             groups.stats(self, t, out)
+        # Retention runs per topic: runs, segments/records/bytes removed, last run.
+        out["retention"] = {k: v for k, v in self._retention_counters().items()
+                            if k in out["topics"]}
         return out
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
@@ -1077,9 +1090,39 @@ class Log:
                 t = self.existing_topic(name)
             except TopicNotFound:
                 continue
+            removed: list[dict] = []
             for part in t._parts:
-                out.extend(part.apply_retention(dry_run=dry_run))
+                removed.extend(part.apply_retention(dry_run=dry_run))
+            if not dry_run:
+                self._count_retention_run(name, removed)
+            out.extend(removed)
         return out
+
+    def _count_retention_run(self, topic: str, removed: list[dict]) -> None:
+        """Add one retention run of ``topic`` (and what it removed) to the store's counters:
+        ``stats()["retention"]``, kept in the metadata so every process sees them."""
+        key = topic.encode()
+
+        def bump(txn):
+            db = self._meta.db_in(txn, _OPS_DB)
+            raw = txn.get(key, db=db)
+            c = json.loads(raw) if raw else {"runs": 0, "segments": 0, "records": 0, "bytes": 0}
+            c["runs"] += 1
+            c["segments"] += len(removed)
+            c["records"] += sum(d["end_offset"] - d["base_offset"] for d in removed)
+            c["bytes"] += sum(d["bytes"] for d in removed)
+            c["last_run_ms"] = now_ms()
+            txn.put(key, json.dumps(c).encode(), db=db)
+
+        try:
+            self._meta.write(bump)
+        except (OSError, StreamlogError) as e:  # a figure: never fails the retention itself
+            _logger.warning("streamlog: could not count the retention run of %r: %s", topic, e)
+
+    def _retention_counters(self) -> dict:
+        db = self._meta.db(_OPS_DB)  # before the txn: a first open creates the db
+        with self._meta.read() as txn:
+            return {k.decode(): json.loads(v) for k, v in txn.cursor(db=db)}
 
     def _retain_idle(self) -> list[dict]:
         """Apply retention to every topic that has a policy (on open, then periodically).
@@ -1099,8 +1142,12 @@ class Log:
             if self._closed:
                 break
             try:
+                removed: list[dict] = []
                 for part in self._partitions_of(name, config):
-                    out.extend(part.apply_retention())
+                    removed.extend(part.apply_retention())
+                out.extend(removed)
+                if not self.read_only:
+                    self._count_retention_run(name, removed)
             except TopicNotFound:
                 continue  # deleted meanwhile
             except (OSError, StreamlogError) as e:
