@@ -458,7 +458,7 @@ _new_message = Message.__new__
 
 # ------------------------------------------------------------- validation
 def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, backoff_s,
-                      start, dead_letter, consumer) -> dict:
+                      start, dead_letter, consumer, subjects=None) -> dict:
     _validate.name(name, "group name")
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a str, not {type(mode).__name__}")
@@ -490,25 +490,31 @@ def _validate_options(topic: Topic, name: str, mode, ack_wait_s, max_deliver, ba
         raise ValueError("a group's dead-letter topic cannot be its own topic")
     if consumer is not None:
         _validate.name(consumer, "consumer name")
-    return {"mode": mode, "ack_wait_s": float(ack_wait_s), "max_deliver": max_deliver,
+    opts = {"mode": mode, "ack_wait_s": float(ack_wait_s), "max_deliver": max_deliver,
             "backoff_s": backoff, "start": start, "dead_letter": dead_letter}
+    # Stored only when given, so that a group's stored options stay as they were.
+    opts["subjects"] = _validate.subjects(subjects)
+    return opts
 
 
 # ------------------------------------------------------------------- open
 def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float = 30,
                max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
                start: str = "earliest", dead_letter: str | None = None,
-               consumer: str | None = None) -> Group:
+               consumer: str | None = None, subjects: Sequence[str] | None = None) -> Group:
     """Create or join group ``name`` of ``topic`` and return a handle that is one consumer.
 
     A different ``mode`` than the stored one raises ConfigMismatch and changes
     nothing; other options replace the stored ones (``start`` matters only
     when the group is created: "latest" fixes each partition's end then).
+    ``subjects`` (NATS wildcards) is the group's subject filter: records whose
+    ``subject`` header matches none of them are acknowledged for the group by
+    the poll that leases them, and never handed out.
     """
     log = topic._log
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
-                             dead_letter, consumer)
+                             dead_letter, consumer, subjects)
     topic._refresh()  # the partitions as of now (another process may have added some)
     # also raises TopicNotFound for a deleted topic
     views = [View._make(p.view()) for p in topic._parts]
@@ -528,7 +534,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
         if cfg["mode"] != opts["mode"]:
             raise ConfigMismatch(f"group {name!r} of topic {topic.name!r} exists with "
                                  f"mode={cfg['mode']!r}, not {opts['mode']!r}")
-        if any(cfg.get(k) != v for k, v in opts.items()):
+        if any(cfg.get(k) != v for k, v in opts.items()):  # (subjects: None = absent)
             cfg.update(opts)
             tx.put(ckey, _dumps(cfg))
         _forget_members(tx, topic.name, name, now, cfg)
@@ -800,6 +806,8 @@ class Group:
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
+        self._skipped = 0  # records the subject filter dropped in the last look
+        self._filter: tuple[Any, Any] = (None, None)  # (subjects, compiled pattern)
         # A clean close of the store is a clean close of its consumers: their leases go
         # back at once (a crash keeps them until ack_wait_s, or until the same consumer
         # name comes back). A weak reference: the store does not keep handles alive.
@@ -870,6 +878,8 @@ class Group:
             msgs, due_ms = self._poll_once(max_records)
             if msgs:
                 return msgs
+            if self._skipped:
+                continue  # the look only passed over records the filter drops: look on
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:
                 return []
@@ -1003,6 +1013,13 @@ class Group:
         msgs: list[Message] = []
         jobs = []
         early: list[tuple[Message, int]] | None = None
+        subjects = cfg.get("subjects")
+        skip: list[Message] = []
+        match = None
+        if subjects:
+            if self._filter[0] != subjects:
+                self._filter = (subjects, _validate.subject_regex(subjects).match)
+            match = self._filter[1]
         held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
         ordered = mode != "shared"
         for p, res, epoch in taken:
@@ -1015,6 +1032,11 @@ class Group:
                     m._group = self
                     m._epoch = epoch
                     m._state = _OPEN
+                    if match is not None:
+                        subj = r.headers.get(_validate.SUBJECT_HEADER)
+                        if subj is None or match(subj) is None:
+                            skip.append(m)  # not for this group: done, never handed out
+                            continue
                     if r.headers:  # a record without headers costs this test only
                         at = _deliver_at(r.headers)
                         if at is not None and at > now:
@@ -1034,6 +1056,9 @@ class Group:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
             self._dead_letter(jobs)
+        self._skipped = len(skip)
+        if skip:
+            self._settle(skip, _ACK)
         if early:
             self._hand_back_early(early)
             due = min(due, min(at for _, at in early))
@@ -1347,6 +1372,14 @@ class Group:
         now = now_ms()
         if now - at <= hold_ms:
             r = m._record
+            subjects = self._cfg.get("subjects")
+            if subjects:
+                if self._filter[0] != subjects:
+                    self._filter = (subjects, _validate.subject_regex(subjects).match)
+                subj = r.headers.get(_validate.SUBJECT_HEADER)
+                if subj is None or self._filter[1](subj) is None:
+                    self._settle([m], _ACK)  # not for this group: done
+                    return None
             due = _deliver_at(r.headers) if r.headers else None
             if due is None or due <= now:
                 return m
