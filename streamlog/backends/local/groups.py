@@ -867,7 +867,7 @@ class Group:
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        if self._held is not None:
+        while self._held is not None:  # (an ack of a filtered-out one may hold the next)
             held = self._take_held()
             if held is not None:
                 return [held]
