@@ -34,6 +34,8 @@ from streamlog import _validate
 from streamlog._limits import (
     DERIVED_NAME_MAX_CHARS,
     GROUP_DEAD_LETTER_BATCH,
+    GROUP_FILTER_LEASE_RECORDS,
+    GROUP_FILTER_SCAN_RECORDS,
     GROUP_HEARTBEAT_MAX_S,
     GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
@@ -913,9 +915,12 @@ class Group:
         n = len(parts)
         order = [(self._rr + i) % n for i in range(n)]
         pkeys = self._pkeys
+        scanned = [0]  # records the filter dropped inside the transaction (last run of fn)
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
+            scanned[0] = 0
+            flt = self._subject_match(cfg)
             aw = int(cfg["ack_wait_s"] * 1000)
             md = cfg["max_deliver"]
             bo = [int(b * 1000) for b in cfg["backoff_s"]] if cfg["backoff_s"] else None
@@ -968,8 +973,12 @@ class Group:
                         h.committed >= v.start_offset:
                     # The usual poll: the indexed layout hands out redeliveries and new
                     # records touching only the entries it changes.
-                    res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
-                                                GROUP_MAX_PENDING_RECORDS, dead_room)
+                    if flt is not None:
+                        res = self._lease_filtered(ps, parts[p], flt, me, now, room,
+                                                   v.end_offset, aw, md, dead_room, scanned)
+                    else:
+                        res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
+                                                    GROUP_MAX_PENDING_RECORDS, dead_room)
                     room -= res.taken
                     dead_room -= sum(d[1] - d[0] for d in res.dead)
                     due = min(due, res.due_ms)
@@ -1056,13 +1065,71 @@ class Group:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
             self._dead_letter(jobs)
-        self._skipped = len(skip)
+        self._skipped = len(skip) + scanned[0]
         if skip:
             self._settle(skip, _ACK)
         if early:
             self._hand_back_early(early)
             due = min(due, min(at for _, at in early))
         return msgs, due
+
+    def _subject_match(self, cfg: dict):
+        """The compiled ``match`` of the group's subject filter, or None without one."""
+        subjects = cfg.get("subjects")
+        if not subjects:
+            return None
+        if self._filter[0] != subjects:
+            self._filter = (subjects, _validate.subject_regex(subjects).match)
+        return self._filter[1]
+
+    def _lease_filtered(self, ps: _PartStore, part, match, me: str, now: int, room: int,
+                        end: int, aw: int, md: int, dead_room: int,
+                        scanned: list[int]) -> gs.Lease:
+        """The shared poll of a group with a subject filter, inside its transaction:
+        lease, look at each leased record's subject, acknowledge those that do not match
+        at once (they are never handed out), and lease on until ``room`` records match
+        or GROUP_FILTER_SCAN_RECORDS were looked at. Leases take GROUP_FILTER_LEASE_RECORDS
+        at a time; matching records beyond the poll's room go back to the group at once,
+        their delivery not counted. Returns the matching deliveries as one Lease
+        (one-record ranges)."""
+        out = gs.Lease()
+        looked = 0
+        while room > 0 and looked < GROUP_FILTER_SCAN_RECORDS:
+            res = gs.lease_shared_store(ps, me, now, max(room, GROUP_FILTER_LEASE_RECORDS),
+                                        end, aw, md, GROUP_MAX_PENDING_RECORDS, dead_room)
+            out.dead.extend(res.dead)
+            dead_room -= sum(d[1] - d[0] for d in res.dead)
+            out.due_ms = min(out.due_ms, res.due_ms)
+            out.changed = out.changed or res.changed
+            if not res.deliver:
+                break
+            drop: list[int] = []
+            back: list[int] = []
+            for lo, hi, count in res.deliver:
+                for r in _read_range(part, lo, hi, self._cache):
+                    subj = r.headers.get(_validate.SUBJECT_HEADER) if r.headers else None
+                    if subj is not None and match(subj) is not None:
+                        if room > 0:
+                            out.deliver.append((r.offset, r.offset + 1, count))
+                            out.taken += 1
+                            room -= 1
+                        else:  # over the poll's room: back to the group, uncounted
+                            back.append(r.offset)
+                    else:
+                        drop.append(r.offset)
+                looked += hi - lo
+            if drop:
+                gs.ack_store(ps, me, gs.to_ranges(drop))
+                scanned[0] += len(drop)
+            if back:
+                gs.apply_store(ps, gs.to_ranges(back),
+                               lambda run: [gs.FREE, now, max(run[4] - 1, 0), run[5]]
+                               if run[2] == me else None)
+        else:
+            # Stopped by room or the scan limit, not by an empty lease: records may be
+            # deliverable now, so this partition must not be taken as idle.
+            out.due_ms = min(out.due_ms, now)
+        return out
 
     def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
         """Records drawn before their ``streamlog.deliver-at-ms`` go back until then, their
