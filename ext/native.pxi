@@ -1381,13 +1381,16 @@ cdef class Appender:
         self.config_word = notifier.word + 2
         self.config_seen = seen
 
-    def append(self, value, key=None, headers=None, timestamp_ms=None, msg_id=None):
+    def append(self, value, key=None, headers=None, timestamp_ms=None, msg_id=None,
+               subject=None):
         """Append one record; see Topic.append."""
         cdef int64_t ts, r
         cdef Py_ssize_t klen = 0
         cdef int p = 0
         cdef uint32_t h
         cdef Writer w
+        if subject is not None:
+            return self.slow(value, key, headers, timestamp_ms, msg_id, subject)
         if headers is not None or msg_id is not None or type(value) is not bytes \
                 or (key is not None and type(key) is not bytes) \
                 or (key is None and self.need_key) \

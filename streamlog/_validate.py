@@ -260,3 +260,71 @@ def deliver_at(headers: Mapping[str, bytes]) -> int | None:
         return int(raw)
     except ValueError:
         return None
+# The header a record's subject travels in (``append(..., subject=)``).
+SUBJECT_HEADER = "subject"
+_SUBJECT_BAD = re.compile(r"[\s*>]")
+
+
+def subject(s) -> str:
+    """A record's subject: dot-separated non-empty tokens, no whitespace, no wildcards."""
+    if not isinstance(s, str):
+        raise TypeError(f"subject must be a str, not {type(s).__name__}")
+    if not s or "" in s.split(".") or _SUBJECT_BAD.search(s):
+        raise ValueError(f"subject {s[:80]!r} must be non-empty dot-separated tokens without "
+                         "whitespace or wildcards (like 'orders.eu.created')")
+    return s
+
+
+def subject_pattern(s) -> str:
+    """A subject filter: tokens, where ``*`` is any one token and a last ``>`` the rest."""
+    if not isinstance(s, str):
+        raise TypeError(f"a subject filter must be a str, not {type(s).__name__}")
+    toks = s.split(".")
+    bad = (not s or any(not t or re.search(r"\s", t) for t in toks)
+           or any(("*" in t and t != "*") or (">" in t and t != ">") for t in toks)
+           or ">" in toks[:-1])
+    if bad:
+        raise ValueError(f"subject filter {s[:80]!r} must be dot-separated tokens, where '*' "
+                         "stands for one token and a last '>' for one or more")
+    return s
+
+
+def subjects(patterns) -> list[str] | None:
+    """The ``subjects=`` option of a group: None, or a non-empty list of filters (sorted,
+    without repeats, so that equal filters compare equal in the stored options)."""
+    if patterns is None:
+        return None
+    if isinstance(patterns, str) or not hasattr(patterns, "__iter__"):
+        raise TypeError(f"subjects must be a list of str, not {type(patterns).__name__}")
+    out = sorted({subject_pattern(p) for p in patterns})
+    if not out:
+        raise ValueError("subjects must not be empty (None: every record)")
+    return out
+
+
+def subject_regex(patterns: list[str]) -> re.Pattern[bytes]:
+    """One compiled pattern matching the UTF-8 subjects that any of ``patterns`` matches."""
+    alts = []
+    for p in patterns:
+        parts = []
+        for t in p.split("."):
+            if t == "*":
+                parts.append(rb"[^.]+")
+            elif t == ">":
+                parts.append(rb".+")
+            else:
+                parts.append(re.escape(t.encode("utf-8")))
+        alts.append(rb"\.".join(parts))
+    return re.compile(rb"(?:" + rb"|".join(alts) + rb")\Z")
+
+
+def with_subject(h, s) -> dict:
+    """``h`` (headers, a mapping or None) with header ``subject`` set to ``s``."""
+    subject(s)
+    if h is None:
+        return {SUBJECT_HEADER: s}
+    if not isinstance(h, Mapping):
+        raise TypeError(f"headers must be a mapping of str to bytes, not {type(h).__name__}")
+    out = dict(h)
+    out[SUBJECT_HEADER] = s
+    return out

@@ -195,9 +195,12 @@ class Topic(Protocol):
         ...
 
     def append(self, value: Any, key: Any = None, headers: Any = None,
-               timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
+               timestamp_ms: int | None = None, msg_id: Any = None,
+               subject: str | None = None) -> Position:
         """Append one record; with ``msg_id``, a repeat inside the topic's dedupe
-        window returns the first append's Position and writes nothing."""
+        window returns the first append's Position and writes nothing. ``subject``
+        (dot-separated tokens) is stored as header ``subject``: groups opened with
+        ``subjects=`` filter on it."""
         ...
 
     def append_many(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
@@ -245,8 +248,13 @@ class Topic(Protocol):
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
               start: str = "earliest", dead_letter: str | None = None,
-              consumer: str | None = None) -> Group:
-        """Create-or-open group ``name`` and join it as one consumer."""
+              consumer: str | None = None, subjects: Sequence[str] | None = None) -> Group:
+        """Create-or-open group ``name`` and join it as one consumer.
+
+        With ``subjects`` (NATS wildcards: ``*`` one token, a last ``>`` the
+        rest) the group delivers only records whose subject matches one of
+        them; the others count as done for the group without a delivery. The
+        filter is a stored option of the group (ConfigMismatch if it differs)."""
         ...
 
     def group_config(self, name: str) -> dict[str, Any] | None:

@@ -126,3 +126,20 @@ __all__ = [
     "ReadOnlyStore",
     "GroupActive",
 ]
+
+
+class DecodeError(StreamlogError, ValueError):
+    """A stored value does not decode with the reading handle's serializer.
+
+    ``topic``, ``partition`` and ``offset`` say which record; the serializer's
+    own error is the ``__cause__``.
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, serializer: str,
+                 cause: BaseException) -> None:
+        super().__init__(f"record {offset} of topic {topic!r} partition {partition} does not "
+                         f"decode with serializer {serializer!r}: {type(cause).__name__}: {cause}")
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.serializer = serializer

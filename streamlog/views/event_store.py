@@ -29,6 +29,7 @@ from streamlog._limits import (
 )
 from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, EventLog, NewEventFields, Store
 from streamlog.errors import ConfigMismatch, StoreClosed, StreamlogError
+from streamlog.views import _serde
 
 __all__ = ["EventStore", "Subscription", "Event", "ANY", "NO_STREAM"]
 
@@ -162,6 +163,29 @@ def _traced_events(events: list[Any] | tuple[Any, ...]) -> list[Any]:
     return out
 
 
+def _stamped(stamp: _serde.Stamp, events: Any) -> list[Any]:
+    """The events of an append by a handle with a serializer, encoded: a value, or a
+    ``(value, headers)`` tuple (only a tuple: a list is a value), each with the
+    handle's ``content-type`` / ``schema-version`` headers."""
+    if isinstance(events, str | bytes | bytearray | memoryview | Mapping) or \
+            not isinstance(events, Iterable):
+        raise TypeError("events must be a list of values or (value, headers) tuples, "
+                        f"not {type(events).__name__}")
+    out: list[Any] = []
+    for ev in events:
+        if type(ev) is tuple:
+            if len(ev) != 2:
+                raise TypeError(f"an event pair must be (value, headers), not a "
+                                f"{len(ev)}-item tuple")
+            value, headers = ev
+        else:
+            value, headers = ev, None
+        if value is None:
+            raise TypeError("an event's value must not be None")
+        out.append((stamp.value(value), stamp.headers(headers)))
+    return out
+
+
 class EventStore:
     """An event-sourcing view: streams of versioned events in one commit order.
 
@@ -169,8 +193,10 @@ class EventStore:
     append to and read the same store at once.
     """
 
-    def __init__(self, log: Store, name: str) -> None:
+    def __init__(self, log: Store, name: str, serializer: Any = None,
+                 schema_version: int | str | None = None) -> None:
         _validate.name(name, "event store name")
+        self._stamp = _serde.check(serializer, schema_version)
         topic = log.topic(name, partitions=1)
         cfg = topic.config
         retention = cfg.get("retention") or (None, None)
@@ -189,7 +215,9 @@ class EventStore:
         """Append ``events`` to stream ``stream_id``; returns the stream's new last version.
 
         ``events`` is a non-empty list of bytes-like values or ``(value, headers)``
-        pairs. ``expected_version`` is the version of the stream's last event,
+        pairs (with a serializer: values it encodes, or ``(value, headers)``
+        tuples; a list is then a value, not a pair). ``expected_version`` is
+        the version of the stream's last event,
         NO_STREAM for a stream that must not exist yet, or ANY. All events of
         the call are written (one batch, contiguous positions and versions) or
         none: WrongExpectedVersion(expected, actual) when the check fails.
@@ -198,6 +226,8 @@ class EventStore:
         self._log.raise_if_closed()
         sid, sid_b = _stream_id(stream_id)
         expected = _expected_version(expected_version)
+        if self._stamp is not None:
+            events = _stamped(self._stamp, events)
         tracer = _tracing.tracer()
         if tracer is not None and type(events) in (list, tuple):
             # One producer span per commit; every event carries its context.
@@ -206,6 +236,14 @@ class EventStore:
                 return self._events.commit(items, {sid: expected})[1][sid]
         items = _events(events, sid, sid_b)
         return self._events.commit(items, {sid: expected})[1][sid]
+
+    def _decoded(self, events: list[Event]) -> list[Event]:
+        """``events`` with values decoded by the handle's serializer (if it has one)."""
+        stamp = self._stamp
+        if stamp is None or stamp.codec is None:
+            return events
+        return [e._replace(value=stamp.decode(e.value, self.name, 0, e.position))
+                for e in events]
 
     # ------------------------------------------------------------------ read
     def read(self, stream_id: str, from_version: int = 0, limit: int | None = None,
@@ -227,7 +265,7 @@ class EventStore:
         events = self._events.stream_events(sid, lo, None, limit, backwards)
         if backwards:
             events.reverse()
-        return events
+        return self._decoded(events)
 
     def last_version(self, stream_id: str) -> int:
         """The version of the stream's last event, NO_STREAM (-1) for an unknown stream."""
@@ -249,7 +287,7 @@ class EventStore:
             if limit is not None:
                 want = min(want, limit - len(out))
             events, nxt = self._events.events(position, want)
-            out.extend(events)
+            out.extend(self._decoded(events))
             if nxt == position:
                 break
             position = nxt
@@ -329,7 +367,7 @@ class Subscription:
             events, nxt = self._events.events(self._position, EVENT_SUBSCRIBE_BATCH_RECORDS)
             if nxt != self._position:
                 self._position = nxt
-                self._buffer.extend(events)
+                self._buffer.extend(self._store._decoded(events))
                 continue
             wait = VIEW_POLL_S
             if deadline is not None:

@@ -11,13 +11,13 @@ subscribing again by name resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from streamlog import _tracing, _validate, api
 from streamlog._limits import DERIVED_NAME_MAX_CHARS
 from streamlog._types import Position
-from streamlog.views import check_view_topic, derive_names, ensure_view_group
+from streamlog.views import _serde, check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
 
 _STARTS = ("earliest", "latest")
@@ -29,12 +29,15 @@ class PubSub:
     Thread-safe and process-safe.
     """
 
-    def __init__(self, log: api.Store, name: str) -> None:
+    def __init__(self, log: api.Store, name: str, serializer: Any = None,
+                 schema_version: int | str | None = None) -> None:
         _validate.name(name, "pubsub name")
+        stamp = _serde.check(serializer, schema_version)
         self._log = log
         self.name = name
-        self._topic = log.topic(name)
-        check_view_topic(self._topic, "pubsub", name)
+        raw = log.topic(name)
+        check_view_topic(raw, "pubsub", name)
+        self._topic: api.Topic = raw if stamp is None else _serde.SerializedTopic(raw, stamp)
 
     def __repr__(self) -> str:
         return f"PubSub({self.name!r})"
@@ -44,21 +47,29 @@ class PubSub:
         """The view's topic (its name is the view's name)."""
         return self._topic
 
-    def publish(self, value: Any, key: Any = None, headers: Any = None) -> Position:
-        """Append a message for every subscription; returns its Position."""
+    def publish(self, value: Any, key: Any = None, headers: Any = None,
+                subject: str | None = None) -> Position:
+        """Append a message for every subscription; returns its Position.
+
+        ``subject`` is stored as the record's subject: subscriptions made with
+        ``subjects=`` get only the messages whose subject matches."""
         self._log.raise_if_closed()
+        if subject is not None:
+            return self._topic.append(value, key=key, headers=headers, subject=subject)
         return self._topic.append(value, key=key, headers=headers)
 
     def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
-                  max_deliver: int = 5) -> Subscription:
+                  max_deliver: int = 5, subjects: Sequence[str] | None = None) -> Subscription:
         """The durable subscription ``name``: created on first use, resumed after.
 
         ``start`` applies when the subscription is created: "earliest" (every
         retained message) or "latest" (only messages published from now on);
         an existing subscription resumes where it stopped whatever ``start`` says.
+        ``subjects`` (NATS wildcards ``*`` and ``>``) keeps only messages whose
+        subject matches; the others count as done for the subscription.
         """
         self._log.raise_if_closed()
-        return Subscription(self, name, start, ack_wait_s, max_deliver)
+        return Subscription(self, name, start, ack_wait_s, max_deliver, subjects)
 
     def subscriptions(self) -> list[str]:
         """Names of the topic's groups: the subscriptions (and any other group on the topic)."""
@@ -79,7 +90,7 @@ class Subscription:
     """
 
     def __init__(self, pubsub: PubSub, name: str, start: str, ack_wait_s: float,
-                 max_deliver: int) -> None:
+                 max_deliver: int, subjects: Sequence[str] | None = None) -> None:
         _validate.name(name, "subscription name")
         if not isinstance(start, str):
             raise TypeError(f"start must be a str, not {type(start).__name__}")
@@ -90,13 +101,16 @@ class Subscription:
         self.pubsub = pubsub
         self.name = name
         self.dead_letter_topic = dead_letter
+        filters: dict[str, Any] = {}
+        if subjects is not None:
+            filters["subjects"] = _validate.subjects(subjects)
         self._consumers = ThreadConsumers(pubsub._topic, name, mode="shared",
                                           ack_wait_s=ack_wait_s, max_deliver=max_deliver,
-                                          start=start, dead_letter=dead_letter)
+                                          start=start, dead_letter=dead_letter, **filters)
         # Create the group now: "latest" means the end of the topic at subscribe().
         ensure_view_group(pubsub._topic, name, "subscription", name, mode="shared",
                           ack_wait_s=ack_wait_s, max_deliver=max_deliver, start=start,
-                          dead_letter=dead_letter)
+                          dead_letter=dead_letter, **filters)
 
     def __repr__(self) -> str:
         return f"Subscription({self.pubsub.name!r}, {self.name!r})"

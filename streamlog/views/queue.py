@@ -22,7 +22,7 @@ from typing import Any
 
 from streamlog import _tracing, _validate, api
 from streamlog._types import Position, now_ms
-from streamlog.views import check_view_topic, derive_names, ensure_view_group
+from streamlog.views import _serde, check_view_topic, derive_names, ensure_view_group
 from streamlog.views._consumers import ThreadConsumers
 
 DELIVER_AT_MS = _validate.DELIVER_AT_MS
@@ -42,15 +42,18 @@ class Queue:
     """
 
     def __init__(self, log: api.Store, name: str, ack_wait_s: float = 30,
-                 max_deliver: int = 5) -> None:
+                 max_deliver: int = 5, serializer: Any = None,
+                 schema_version: int | str | None = None) -> None:
         _validate.name(name, "queue name")
+        stamp = _serde.check(serializer, schema_version)
         names = derive_names(name, group=".queue", dead_letter=".dlq")
         self._log = log
         self.name = name
         self.group_name: str = names["group"]
         self.dead_letter_topic: str = names["dead_letter"]
-        self._topic = log.topic(name)
-        check_view_topic(self._topic, "queue", name)
+        raw = log.topic(name)
+        check_view_topic(raw, "queue", name)
+        self._topic: api.Topic = raw if stamp is None else _serde.SerializedTopic(raw, stamp)
         self._consumers = ThreadConsumers(self._topic, self.group_name, one_at_a_time=True,
                                           mode="shared",
                                           ack_wait_s=ack_wait_s, max_deliver=max_deliver,
@@ -66,18 +69,20 @@ class Queue:
 
     @property
     def topic(self) -> api.Topic:
-        """The queue's topic (its name is the queue's name)."""
+        """The queue's topic (its name is the queue's name), with the queue's serializer."""
         return self._topic
 
     def put(self, value: Any, key: Any = None, headers: Any = None,
-            delay_s: float = 0) -> Position:
+            delay_s: float = 0, subject: str | None = None) -> Position:
         """Append a message; with ``delay_s`` > 0 no consumer gets it before that many seconds.
 
         Returns its Position. Raises TypeError/ValueError/RecordTooLarge before
-        writing anything.
+        writing anything. ``subject`` is stored as the record's subject.
         """
         self._log.raise_if_closed()
         delay = _validate.seconds(delay_s, "delay_s") or 0.0
+        if subject is not None:
+            headers = _validate.with_subject(headers, subject)
         if delay > 0:
             return self._topic.append_delayed(value, now_ms() + math.ceil(delay * 1000),
                                               key=key, headers=headers)
@@ -86,7 +91,10 @@ class Queue:
     def get(self, timeout: float | None = 1.0) -> api.Message | None:
         """The next message (a group Message: ``ack()``, ``nack(delay_s=)``), or None.
 
-        Blocks up to ``timeout`` seconds (None: until a message comes).
+        Blocks up to ``timeout`` seconds (None: until a message comes). With a
+        serializer, ``value`` is decoded; a message that does not decode is not
+        returned: it is nacked with the DecodeError (one delivery toward
+        ``max_deliver``, then the dead-letter topic) and the wait goes on.
         """
         self._log.raise_if_closed()
         if timeout is not None:

@@ -45,7 +45,7 @@ from streamlog.errors import (
     StoreClosed,
     TopicNotFound,
 )
-from streamlog.views import check_view_topic, derive_names, ensure_view_group
+from streamlog.views import _serde, check_view_topic, derive_names, ensure_view_group
 
 REPLY_TO = "streamlog.reply-to"
 CORRELATION_ID = "streamlog.correlation-id"
@@ -81,8 +81,10 @@ class Rpc:
     handle, and servers run their own worker threads.
     """
 
-    def __init__(self, log: api.Store, name: str) -> None:
+    def __init__(self, log: api.Store, name: str, serializer: Any = None,
+                 schema_version: int | str | None = None) -> None:
         _validate.name(name, "rpc name")
+        self._stamp = _serde.check(serializer, schema_version)
         names = derive_names(name, requests=".requests", replies=".replies",
                              servers=".servers", dead_letter=".requests.dlq")
         self._log = log
@@ -91,9 +93,11 @@ class Rpc:
         self.reply_topic_name: str = names["replies"]
         self.server_group: str = names["servers"]
         self.dead_letter_topic: str = names["dead_letter"]
-        self._requests = log.topic(self.request_topic_name)
+        raw = log.topic(self.request_topic_name)
+        self._requests: api.Topic = raw if self._stamp is None else \
+            _serde.SerializedTopic(raw, self._stamp)
         self._replies = log.topic(self.reply_topic_name)
-        check_view_topic(self._requests, "rpc", name)
+        check_view_topic(raw, "rpc", name)
         check_view_topic(self._replies, "rpc", name)
         ensure_view_group(self._requests, self.server_group, "rpc", name, mode="shared",
                           dead_letter=self.dead_letter_topic)
@@ -105,7 +109,7 @@ class Rpc:
 
     @property
     def requests(self) -> api.Topic:
-        """The request topic (``<name>.requests``)."""
+        """The request topic (``<name>.requests``), with the rpc's serializer."""
         return self._requests
 
     @property
@@ -114,8 +118,9 @@ class Rpc:
         return self._replies
 
     # -------------------------------------------------------------- requester
-    def request(self, value: Any, timeout: float = 1.0, headers: Any = None) -> bytes:
-        """Send ``value`` to a server and return its reply (bytes).
+    def request(self, value: Any, timeout: float = 1.0, headers: Any = None) -> Any:
+        """Send ``value`` to a server and return its reply (bytes; with a serializer,
+        both are Python objects, encoded and decoded with it).
 
         Raises RequestTimeout when no reply came within ``timeout`` seconds
         (the request is then never served: servers drop it at its deadline),
@@ -145,7 +150,7 @@ class Rpc:
         return self._request(value, timeout, hdrs, corr, deadline)
 
     def _request(self, value: Any, timeout: float, hdrs: dict[str, bytes], corr: bytes,
-                 deadline: float) -> bytes:
+                 deadline: float) -> Any:
         box = self._box
         watch = self._watch
         box.open(corr)
@@ -163,7 +168,10 @@ class Rpc:
                 seen = watch.seq()
                 reply = box.take(corr)
                 if reply is not None:
-                    return _unpack(reply)
+                    out = _unpack(reply)
+                    if self._stamp is not None:
+                        return self._stamp.decode(out, self.reply_topic_name, -1, -1)
+                    return out
                 if deadline - time.monotonic() <= 0:
                     raise RequestTimeout(f"no reply on rpc {self.name!r} within {timeout} s "
                                          f"(correlation id {corr.decode()})")
@@ -176,7 +184,8 @@ class Rpc:
         """Start ``workers`` threads that answer requests with ``handler(message)``.
 
         ``handler`` gets the request as a group Message and returns a bytes-like
-        reply; an exception it raises goes back to the requester as RemoteError
+        reply (with a serializer: the request's value decoded, and any value the
+        serializer encodes); an exception it raises goes back to the requester as RemoteError
         and the server goes on. Returns the running Server (``stop()`` it, or use
         it as a context manager).
         """
@@ -289,7 +298,10 @@ class Server:
         err: str | None = None
         try:
             out = self.handler(m)
-            if isinstance(out, bytes):
+            stamp = self.rpc._stamp
+            if stamp is not None and stamp.codec is not None:
+                value = stamp.codec.encode(out)
+            elif isinstance(out, bytes):
                 value = out
             elif isinstance(out, bytearray | memoryview):
                 value = bytes(out)

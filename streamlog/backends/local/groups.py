@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from streamlog import _tracing, _validate
 from streamlog._limits import (
     GROUP_DEAD_LETTER_BATCH,
+    GROUP_FILTER_LEASE_RECORDS,
+    GROUP_FILTER_SCAN_RECORDS,
     GROUP_HEARTBEAT_MAX_S,
     GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
@@ -457,26 +459,32 @@ _new_message = Message.__new__
 
 # ------------------------------------------------------------- validation
 def _validate_options(topic, name: str, mode, ack_wait_s, max_deliver, backoff_s, start,
-                      dead_letter, consumer) -> dict:
-    return _validate.group_options(topic.name, name, mode, ack_wait_s, max_deliver, backoff_s,
+                      dead_letter, consumer, subjects=None) -> dict:
+    opts = _validate.group_options(topic.name, name, mode, ack_wait_s, max_deliver, backoff_s,
                                    start, dead_letter, consumer)
+    # Stored only when given, so that a group's stored options stay as they were.
+    opts["subjects"] = _validate.subjects(subjects)
+    return opts
 
 
 # ------------------------------------------------------------------- open
 def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float = 30,
                max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
                start: str = "earliest", dead_letter: str | None = None,
-               consumer: str | None = None) -> Group:
+               consumer: str | None = None, subjects: Sequence[str] | None = None) -> Group:
     """Create or join group ``name`` of ``topic`` and return a handle that is one consumer.
 
     A different ``mode`` than the stored one raises ConfigMismatch and changes
     nothing; other options replace the stored ones (``start`` matters only
     when the group is created: "latest" fixes each partition's end then).
+    ``subjects`` (NATS wildcards) is the group's subject filter: records whose
+    ``subject`` header matches none of them are acknowledged for the group by
+    the poll that leases them, and never handed out.
     """
     log = topic._log
     log._check()
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
-                             dead_letter, consumer)
+                             dead_letter, consumer, subjects)
     topic._refresh()  # the partitions as of now (another process may have added some)
     # also raises TopicNotFound for a deleted topic
     views = [View._make(p.view()) for p in topic._parts]
@@ -496,7 +504,7 @@ def open_group(topic: Topic, name: str, mode: str = "shared", ack_wait_s: float 
         if cfg["mode"] != opts["mode"]:
             raise ConfigMismatch(f"group {name!r} of topic {topic.name!r} exists with "
                                  f"mode={cfg['mode']!r}, not {opts['mode']!r}")
-        if any(cfg.get(k) != v for k, v in opts.items()):
+        if any(cfg.get(k) != v for k, v in opts.items()):  # (subjects: None = absent)
             cfg.update(opts)
             tx.put(ckey, _dumps(cfg))
         _forget_members(tx, topic.name, name, now, cfg)
@@ -769,6 +777,8 @@ class Group:
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
+        self._skipped = 0  # records the subject filter dropped in the last look
+        self._filter: tuple[Any, Any] = (None, None)  # (subjects, compiled pattern)
         # A clean close of the store is a clean close of its consumers: their leases go
         # back at once (a crash keeps them until ack_wait_s, or until the same consumer
         # name comes back). A weak reference: the store does not keep handles alive.
@@ -828,7 +838,7 @@ class Group:
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        if self._held is not None:
+        while self._held is not None:  # (an ack of a filtered-out one may hold the next)
             held = self._take_held()
             if held is not None:
                 tracer = _tracing.tracer()
@@ -847,6 +857,8 @@ class Group:
                 return msgs
             if self._removed_acked:  # leased only offsets compaction removed: look again
                 continue
+            if self._skipped:
+                continue  # the look only passed over records the filter drops: look on
             wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
             if wait <= 0:
                 return []
@@ -880,9 +892,12 @@ class Group:
         n = len(parts)
         order = [(self._rr + i) % n for i in range(n)]
         pkeys = self._pkeys
+        scanned = [0]  # records the filter dropped inside the transaction (last run of fn)
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
+            scanned[0] = 0
+            flt = self._subject_match(cfg)
             aw = int(cfg["ack_wait_s"] * 1000)
             md = cfg["max_deliver"]
             bo = [int(b * 1000) for b in cfg["backoff_s"]] if cfg["backoff_s"] else None
@@ -935,8 +950,12 @@ class Group:
                         h.committed >= v.start_offset:
                     # The usual poll: the indexed layout hands out redeliveries and new
                     # records touching only the entries it changes.
-                    res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
-                                                GROUP_MAX_PENDING_RECORDS, dead_room)
+                    if flt is not None:
+                        res = self._lease_filtered(ps, parts[p], flt, me, now, room,
+                                                   v.end_offset, aw, md, dead_room, scanned)
+                    else:
+                        res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
+                                                    GROUP_MAX_PENDING_RECORDS, dead_room)
                     room -= res.taken
                     dead_room -= sum(d[1] - d[0] for d in res.dead)
                     due = min(due, res.due_ms)
@@ -980,6 +999,13 @@ class Group:
         msgs: list[Message] = []
         jobs = []
         early: list[tuple[Message, int]] | None = None
+        subjects = cfg.get("subjects")
+        skip: list[Message] = []
+        match = None
+        if subjects:
+            if self._filter[0] != subjects:
+                self._filter = (subjects, _validate.subject_regex(subjects).match)
+            match = self._filter[1]
         held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
         ordered = mode != "shared"
         removed: list[tuple[int, int, list[tuple[int, int]]]] = []
@@ -995,6 +1021,11 @@ class Group:
                     m._group = self
                     m._epoch = epoch
                     m._state = _OPEN
+                    if match is not None:
+                        subj = r.headers.get(_validate.SUBJECT_HEADER)
+                        if subj is None or match(subj) is None:
+                            skip.append(m)  # not for this group: done, never handed out
+                            continue
                     if r.headers:  # a record without headers costs this test only
                         at = _deliver_at(r.headers)
                         if at is not None and at > now:
@@ -1019,12 +1050,73 @@ class Group:
                 jobs.append((p, lo, hi, count, err))
         if jobs:
             self._dead_letter(jobs)
+        self._skipped = len(skip) + scanned[0]
+        if skip:
+            self._settle(skip, _ACK)
         if early:
             self._hand_back_early(early)
             due = min(due, min(at for _, at in early))
         if removed:
             self._ack_removed(removed)
         return msgs, due
+
+    def _subject_match(self, cfg: dict):
+        """The compiled ``match`` of the group's subject filter, or None without one."""
+        subjects = cfg.get("subjects")
+        if not subjects:
+            return None
+        if self._filter[0] != subjects:
+            self._filter = (subjects, _validate.subject_regex(subjects).match)
+        return self._filter[1]
+
+    def _lease_filtered(self, ps: _PartStore, part, match, me: str, now: int, room: int,
+                        end: int, aw: int, md: int, dead_room: int,
+                        scanned: list[int]) -> gs.Lease:
+        """The shared poll of a group with a subject filter, inside its transaction:
+        lease, look at each leased record's subject, acknowledge those that do not match
+        at once (they are never handed out), and lease on until ``room`` records match
+        or GROUP_FILTER_SCAN_RECORDS were looked at. Leases take GROUP_FILTER_LEASE_RECORDS
+        at a time; matching records beyond the poll's room go back to the group at once,
+        their delivery not counted. Returns the matching deliveries as one Lease
+        (one-record ranges)."""
+        out = gs.Lease()
+        looked = 0
+        while room > 0 and looked < GROUP_FILTER_SCAN_RECORDS:
+            res = gs.lease_shared_store(ps, me, now, max(room, GROUP_FILTER_LEASE_RECORDS),
+                                        end, aw, md, GROUP_MAX_PENDING_RECORDS, dead_room)
+            out.dead.extend(res.dead)
+            dead_room -= sum(d[1] - d[0] for d in res.dead)
+            out.due_ms = min(out.due_ms, res.due_ms)
+            out.changed = out.changed or res.changed
+            if not res.deliver:
+                break
+            drop: list[int] = []
+            back: list[int] = []
+            for lo, hi, count in res.deliver:
+                for r in _read_range(part, lo, hi, self._cache):
+                    subj = r.headers.get(_validate.SUBJECT_HEADER) if r.headers else None
+                    if subj is not None and match(subj) is not None:
+                        if room > 0:
+                            out.deliver.append((r.offset, r.offset + 1, count))
+                            out.taken += 1
+                            room -= 1
+                        else:  # over the poll's room: back to the group, uncounted
+                            back.append(r.offset)
+                    else:
+                        drop.append(r.offset)
+                looked += hi - lo
+            if drop:
+                gs.ack_store(ps, me, gs.to_ranges(drop))
+                scanned[0] += len(drop)
+            if back:
+                gs.apply_store(ps, gs.to_ranges(back),
+                               lambda run: [gs.FREE, now, max(run[4] - 1, 0), run[5]]
+                               if run[2] == me else None)
+        else:
+            # Stopped by room or the scan limit, not by an empty lease: records may be
+            # deliverable now, so this partition must not be taken as idle.
+            out.due_ms = min(out.due_ms, now)
+        return out
 
     def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
         """Records drawn before their ``streamlog.deliver-at-ms`` go back until then, their
@@ -1359,6 +1451,14 @@ class Group:
         now = now_ms()
         if now - at <= hold_ms:
             r = m._record
+            subjects = self._cfg.get("subjects")
+            if subjects:
+                if self._filter[0] != subjects:
+                    self._filter = (subjects, _validate.subject_regex(subjects).match)
+                subj = r.headers.get(_validate.SUBJECT_HEADER)
+                if subj is None or self._filter[1](subj) is None:
+                    self._settle([m], _ACK)  # not for this group: done
+                    return None
             due = _deliver_at(r.headers) if r.headers else None
             if due is None or due <= now:
                 return m

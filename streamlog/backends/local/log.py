@@ -183,24 +183,29 @@ class Topic:
         return self._pfk(key, n)
 
     def append(self, value, key=None, headers=None, timestamp_ms: int | None = None,
-               msg_id=None) -> Position:
+               msg_id=None, subject: str | None = None) -> Position:
         """Append one record; returns its Position once the bytes are in the OS.
 
         Raises TypeError/ValueError/RecordTooLarge before writing anything.
         With ``msg_id``, a repeat inside the topic's dedupe window returns the
-        first append's position and writes nothing.
+        first append's position and writes nothing. ``subject`` (dot-separated
+        tokens, e.g. ``"orders.eu.created"``) is stored as header ``subject``;
+        groups opened with ``subjects=`` deliver only records whose subject matches.
         """
-        return self._append_slow(value, key, headers, timestamp_ms, msg_id)
+        return self._append_slow(value, key, headers, timestamp_ms, msg_id, subject)
 
     def _write_slow(self, p: int, data: bytes, count: int, max_ts: int) -> int:
         return self._parts[p]._append_slow(data, count, max_ts)
 
-    def _append_slow(self, value, key, headers, timestamp_ms, msg_id) -> Position:
+    def _append_slow(self, value, key, headers, timestamp_ms, msg_id,
+                     subject=None) -> Position:
         if self._log._closed:
             raise StoreClosed("the store is closed")
         if self._log.read_only:
             raise self._log._read_only_error(f"append to topic {self.name!r}")
         self._refresh()
+        if subject is not None:
+            headers = _validate.with_subject(headers, subject)
         if type(value) is not bytes:
             value = _validate.value(value, self._allow_none)
         if key is not None and type(key) is not bytes:
@@ -424,11 +429,14 @@ class Topic:
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
               start: str = "earliest", dead_letter: str | None = None,
-              consumer: str | None = None):
-        """A consumer in group ``name`` of this topic (see streamlog.backends.local.groups)."""
+              consumer: str | None = None, subjects: Sequence[str] | None = None):
+        """A consumer in group ``name`` of this topic (see streamlog.backends.local.groups).
+
+        With ``subjects`` (NATS wildcards: ``*`` one token, a last ``>`` the
+        rest) it delivers only records appended with a matching ``subject``."""
         return groups.open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
                           max_deliver=max_deliver, backoff_s=backoff_s, start=start,
-                          dead_letter=dead_letter, consumer=consumer)
+                          dead_letter=dead_letter, consumer=consumer, subjects=subjects)
 
     def group_config(self, name: str) -> dict | None:
         """The stored options of group ``name`` (``mode``, ``ack_wait_s``, ...), or None
@@ -725,7 +733,8 @@ class Log:
     def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
               segment_bytes: int | None = None, max_record_bytes: int | None = None,
               dedupe_window_s: float | None = None, compact: bool | None = None,
-              delete_retention_s: float | None = None) -> Topic:
+              delete_retention_s: float | None = None,
+              serializer: Any = None, schema_version: int | str | None = None) -> Topic:
         """Create or open topic ``name``.
 
         ``compact=True``: compaction keeps the newest record of every key
@@ -735,9 +744,23 @@ class Log:
         None means the stored value of an existing topic, or the default for
         a new one; a value that differs from the stored one raises
         ConfigMismatch and changes nothing.
+
+        ``serializer`` ("json", "msgpack", "str", "bytes" or an object with
+        ``dumps``/``loads``) and ``schema_version`` are options of the handle,
+        not of the topic: the handle returned then encodes values on append
+        (writing headers ``content-type`` and ``schema-version``) and decodes
+        them on read and in its groups (docs/messages.md).
         """
         self._check()
         _validate.name(name, "topic name")
+        if serializer is not None or schema_version is not None:
+            from streamlog.views import _serde
+
+            stamp = _serde.check(serializer, schema_version)
+            raw = self.topic(name, partitions, retention, segment_bytes, max_record_bytes,
+                             dedupe_window_s, compact, delete_retention_s)
+            assert stamp is not None  # a serializer or a schema version was given
+            return _serde.SerializedTopic(raw, stamp)  # type: ignore[return-value]
         requested: dict[str, Any] = {}
         if partitions is not None:
             requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
@@ -1180,33 +1203,37 @@ class Log:
         return dedupe.dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
 
     # ----------------------------------------------------------------- views
-    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
+    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5,
+              serializer: Any = None, schema_version: int | str | None = None):
         """A point-to-point queue view (see streamlog.views.queue)."""
         self._check()
         from streamlog.views.queue import Queue
 
-        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                     serializer=serializer, schema_version=schema_version)
 
-    def pubsub(self, name: str):
+    def pubsub(self, name: str, serializer: Any = None,
+               schema_version: int | str | None = None):
         """A fan-out view (see streamlog.views.pubsub)."""
         self._check()
         from streamlog.views.pubsub import PubSub
 
-        return PubSub(self, name)
+        return PubSub(self, name, serializer=serializer, schema_version=schema_version)
 
-    def rpc(self, name: str):
+    def rpc(self, name: str, serializer: Any = None, schema_version: int | str | None = None):
         """A request-reply view (see streamlog.views.rpc)."""
         self._check()
         from streamlog.views.rpc import Rpc
 
-        return Rpc(self, name)
+        return Rpc(self, name, serializer=serializer, schema_version=schema_version)
 
-    def event_store(self, name: str):
+    def event_store(self, name: str, serializer: Any = None,
+                    schema_version: int | str | None = None):
         """An event-sourcing view (see streamlog.views.event_store)."""
         self._check()
         from streamlog.views.event_store import EventStore
 
-        return EventStore(self, name)
+        return EventStore(self, name, serializer=serializer, schema_version=schema_version)
 
 
 # Every Log of this process (weakly): repair asks whether a store is still open here.
