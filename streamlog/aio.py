@@ -149,6 +149,8 @@ class AsyncStore:
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` in the executor. A cancelled caller stops waiting; ``fn`` still runs
         to its end (nothing is left half-done)."""
+        if self._closed:
+            raise StoreClosed(f"store {self.store.url} is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
@@ -164,8 +166,11 @@ class AsyncStore:
         if self._closed:
             return
         self._closed = True
-        await self._run(self.store.close)
-        self._pool.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._pool, self.store.close)
+        finally:
+            self._pool.shutdown(wait=False)
 
     # --------------------------------------------------------------- topics
     async def topic(self, name: str, partitions: int | None = None,
