@@ -130,6 +130,7 @@ class AsyncStore:
         self.store = store
         self._pool = executor
         self._slow_writes = slow_writes
+        self._warm: set[str] = set()  # topics every partition of which holds a record
         self._closed = False
 
     def __repr__(self) -> str:
@@ -159,6 +160,24 @@ class AsyncStore:
         if self._slow_writes:
             return await self._run(fn, *args, **kwargs)
         return fn(*args, **kwargs)
+
+    async def _append(self, topic: api.Topic, fn: Callable[..., T], *args: Any,
+                      **kwargs: Any) -> T:
+        """A write that appends to ``topic``: inline, unless every write fsyncs or a
+        partition of the topic is still empty (its first append creates and maps the
+        segment file: milliseconds of disk work)."""
+        if self._slow_writes or not self._is_warm(topic):
+            return await self._run(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def _is_warm(self, topic: api.Topic) -> bool:
+        name = topic.name
+        if name in self._warm:
+            return True
+        if all(topic.end_offset(p) > 0 for p in range(topic.partitions)):
+            self._warm.add(name)
+            return True
+        return False
 
     async def close(self) -> None:
         """Close the store (idempotent): every group handle's leases go back, waits end
@@ -193,6 +212,7 @@ class AsyncStore:
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic with its groups."""
+        self._warm.discard(name)
         await self._run(self.store.delete_topic, name)
 
     # ---------------------------------------------------------------- views
@@ -216,7 +236,8 @@ class AsyncStore:
     async def event_store(self, name: str) -> AsyncEventStore:
         """The event store ``name``."""
         self.store.raise_if_closed()
-        return AsyncEventStore(self, await self._run(_es.EventStore, self.store, name))
+        es = await self._run(_es.EventStore, self.store, name)
+        return AsyncEventStore(self, es, await self._run(self.store.topic, name))
 
 
 class AsyncWatch:
@@ -271,21 +292,21 @@ class AsyncTopic:
     async def append(self, value: Any, key: Any = None, headers: Any = None,
                      timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
         """Append one record (see ``Topic.append``)."""
-        return await self._as._write(self.sync.append, value, key=key, headers=headers,
-                                     timestamp_ms=timestamp_ms, msg_id=msg_id)
+        return await self._as._append(self.sync, self.sync.append, value, key=key,
+                                      headers=headers, timestamp_ms=timestamp_ms, msg_id=msg_id)
 
     async def append_many(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
                           headers: Sequence[Any] | None = None) -> list[Position]:
         """Append records; large batches run in the executor."""
-        if self._as._slow_writes or (hasattr(values, "__len__")
-                                     and len(values) > INLINE_READ_RECORDS):
+        if hasattr(values, "__len__") and len(values) > INLINE_READ_RECORDS:
             return await self._as._run(self.sync.append_many, values, keys=keys, headers=headers)
-        return self.sync.append_many(values, keys=keys, headers=headers)
+        return await self._as._append(self.sync, self.sync.append_many, values, keys=keys,
+                                      headers=headers)
 
     async def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
                              headers: Any = None) -> Position:
-        return await self._as._write(self.sync.append_delayed, value, deliver_at_ms, key=key,
-                                     headers=headers)
+        return await self._as._append(self.sync, self.sync.append_delayed, value, deliver_at_ms,
+                                      key=key, headers=headers)
 
     async def read(self, partition: int, offset: int = 0,
                    limit: int | None = None) -> list[Record]:
@@ -599,8 +620,8 @@ class AsyncQueue:
     async def put(self, value: Any, key: Any = None, headers: Any = None,
                   delay_s: float = 0) -> Position:
         """Append a message (see ``Queue.put``)."""
-        return await self._as._write(self.sync.put, value, key=key, headers=headers,
-                                     delay_s=delay_s)
+        return await self._as._append(self.sync.topic, self.sync.put, value, key=key,
+                                      headers=headers, delay_s=delay_s)
 
     async def get(self, timeout: float | None = 1.0) -> AsyncMessage | None:
         """The next message, or None after ``timeout`` seconds (None: no end)."""
@@ -636,7 +657,8 @@ class AsyncPubSub:
         return f"AsyncPubSub({self.name!r})"
 
     async def publish(self, value: Any, key: Any = None, headers: Any = None) -> Position:
-        return await self._as._write(self.sync.publish, value, key=key, headers=headers)
+        return await self._as._append(self.sync.topic, self.sync.publish, value, key=key,
+                                      headers=headers)
 
     async def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
                         max_deliver: int = 5) -> AsyncSubscription:
@@ -747,7 +769,8 @@ class AsyncRpc:
         box.open(corr)
         try:
             seen = watch.seq()
-            await self._as._write(self.sync.requests.append, value, headers=hdrs)
+            await self._as._append(self.sync.requests, self.sync.requests.append, value,
+                                   headers=hdrs)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
@@ -885,18 +908,19 @@ class AsyncServer:
             except (TopicNotFound, ValueError, TypeError):
                 return
         try:
-            await rpc._as._write(box.put, corr, value, err)
+            await rpc._as._append(rpc.sync.replies, box.put, corr, value, err)
         except RecordTooLarge as e:
             value, err = _rpc._describe(e)
-            await rpc._as._write(box.put, corr, value[:1024], err)
+            await rpc._as._append(rpc.sync.replies, box.put, corr, value[:1024], err)
 
 
 class AsyncEventStore:
     """An event store for asyncio: ``append``, ``read``, ``read_all``, ``subscribe``."""
 
-    def __init__(self, astore: AsyncStore, es: _es.EventStore) -> None:
+    def __init__(self, astore: AsyncStore, es: _es.EventStore, topic: api.Topic) -> None:
         self._as = astore
         self.sync = es
+        self._topic = topic
         self.name = es.name
 
     def __repr__(self) -> str:
@@ -904,9 +928,9 @@ class AsyncEventStore:
 
     async def append(self, stream_id: str, events: Any, expected_version: int = api.ANY) -> int:
         """Append ``events`` to a stream (see ``EventStore.append``)."""
-        if not self._as._slow_writes and isinstance(events, list | tuple) and \
-                len(events) <= INLINE_READ_RECORDS:
-            return self.sync.append(stream_id, events, expected_version)
+        if isinstance(events, list | tuple) and len(events) <= INLINE_READ_RECORDS:
+            return await self._as._append(self._topic, self.sync.append, stream_id, events,
+                                          expected_version)
         return await self._as._run(self.sync.append, stream_id, events, expected_version)
 
     async def read(self, stream_id: str, from_version: int = 0, limit: int | None = None,
