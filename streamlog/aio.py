@@ -78,6 +78,9 @@ INLINE_READ_RECORDS = 1000
 # Records one pump poll leases at most (for all the waiters it serves).
 PUMP_MAX_RECORDS = 1000
 DEFAULT_MAX_WORKERS = 4
+# Appends of a topic with an empty partition that go to the executor (the first append
+# to a partition creates its segment file) before its appends run inline regardless.
+COLD_APPENDS = 64
 
 
 async def open(url: Any, *, max_workers: int = DEFAULT_MAX_WORKERS,  # noqa: A001
@@ -130,7 +133,8 @@ class AsyncStore:
         self.store = store
         self._pool = executor
         self._slow_writes = slow_writes
-        self._warm: set[str] = set()  # topics every partition of which holds a record
+        self._warm: set[str] = set()  # topics whose appends run inline
+        self._cold: dict[str, int] = {}  # appends sent to the executor, per cold topic
         self._closed = False
 
     def __repr__(self) -> str:
@@ -171,12 +175,19 @@ class AsyncStore:
         return fn(*args, **kwargs)
 
     def _is_warm(self, topic: api.Topic) -> bool:
+        """Every partition holds a record, or this store has sent COLD_APPENDS appends
+        of the topic to the executor already (a partition its keys never reach must not
+        keep every append off the loop)."""
         name = topic.name
         if name in self._warm:
             return True
-        if all(topic.end_offset(p) > 0 for p in range(topic.partitions)):
+        cold = self._cold.get(name, 0)
+        if cold >= COLD_APPENDS or all(topic.end_offset(p) > 0
+                                       for p in range(topic.partitions)):
             self._warm.add(name)
+            self._cold.pop(name, None)
             return True
+        self._cold[name] = cold + 1
         return False
 
     async def close(self) -> None:
@@ -213,6 +224,7 @@ class AsyncStore:
     async def delete_topic(self, name: str) -> None:
         """Delete a topic with its groups."""
         self._warm.discard(name)
+        self._cold.pop(name, None)
         await self._run(self.store.delete_topic, name)
 
     # ---------------------------------------------------------------- views

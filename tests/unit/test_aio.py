@@ -177,6 +177,28 @@ async def test_durability_always_writes_in_the_executor(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_first_appends_to_empty_partitions_go_to_the_executor(tmp_path):
+    async with await sla.open(tmp_path / "s") as log:
+        t = await log.topic("fresh", partitions=2)
+        where: list[str] = []
+        real = t.sync.append
+
+        def spy(*a, **k):
+            where.append(threading.current_thread().name)
+            return real(*a, **k)
+
+        t.sync.append = spy  # type: ignore[method-assign]
+        p0 = await t.append(b"a", key=b"k")
+        assert where[-1].startswith("streamlog-aio")  # creates a segment: off the loop
+        for i in range(100):  # until the other partition holds a record too
+            if (await t.append(b"probe", key=b"%d" % i)).partition != p0.partition:
+                break
+        await t.append(b"b", key=b"k")
+        assert where[-1] == threading.current_thread().name  # both hold records: inline
+        assert [r.value for r in await t.read(p0.partition)][0] == b"a"
+
+
+@pytest.mark.asyncio
 async def test_closing_the_store_ends_waiting_gets(tmp_path):
     log = await sla.open(tmp_path / "s")
     q = await log.queue("q")
