@@ -486,7 +486,10 @@ class AsyncGroup:
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        if not self._waiters:  # nobody ahead: one look inline
+        waiters = self._waiters
+        while waiters and waiters[0].fut.done():  # timed out or cancelled: gone
+            waiters.popleft()
+        if not waiters:  # nobody ahead: one look inline
             got = await self._try(max_records)
             if got or timeout == 0:
                 return self._wrap(got)
