@@ -455,6 +455,7 @@ class AsyncGroup:
         self._watch = topic.watch()
         self._waiters: deque[_Waiter] = deque()
         self._pump_task: asyncio.Task[None] | None = None
+        self._direct = False  # a poll is waiting for itself (see _poll_direct)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -489,8 +490,10 @@ class AsyncGroup:
         waiters = self._waiters
         while waiters and waiters[0].fut.done():  # timed out or cancelled: gone
             waiters.popleft()
-        if not waiters:  # nobody ahead: one look inline
-            got = await self._try(max_records)
+        if not waiters:
+            if not self._direct:
+                return await self._poll_direct(max_records, timeout)
+            got = await self._try(max_records)  # nobody queued ahead: one look inline
             if got or timeout == 0:
                 return self._wrap(got)
         loop = asyncio.get_running_loop()
@@ -512,6 +515,31 @@ class AsyncGroup:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    async def _poll_direct(self, max_records: int,
+                           timeout: float | None) -> list[AsyncMessage]:
+        """The one waiter that polls for itself (no hop through the pump): the common
+        case of one consumer task per group handle. Others that come meanwhile queue
+        for the pump."""
+        self._direct = True
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                seen = self._watch.seq()
+                got = await self._try(max_records)
+                if got:
+                    return self._wrap(got)
+                wait = WAIT_SLICE_S
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return []
+                    wait = min(wait, remaining)
+                await self._watch.wait_async(seen, wait)
+                if self._closed:
+                    raise StoreClosed(f"group handle of {self.name!r} is closed")
+        finally:
+            self._direct = False
 
     async def _pump(self) -> None:
         waiters = self._waiters
@@ -586,6 +614,8 @@ class AsyncGroup:
         self._waiters.clear()
         try:
             self.sync.close()
+            if self._direct:
+                self._watch.wake()  # the poll waiting for itself looks again and sees it
         except (StoreClosed, TopicNotFound):
             pass
 
