@@ -395,3 +395,58 @@ async def test_no_streamlog_call_blocks_the_loop(tmp_path, monkeypatch, caplog):
     finally:
         await log.close()
     assert d.blocked() == [], d.blocked()
+
+
+@pytest.mark.asyncio
+async def test_closing_a_group_ends_its_polls_and_hands_leases_back(tmp_path):
+    async with await sla.open(tmp_path / "s") as log:
+        t = await log.topic("t", partitions=1)
+        g = await t.group("g")
+        polls = [asyncio.create_task(g.poll(1, timeout=60)) for _ in range(5)]
+        await _until(lambda: _live(g) == 5)  # one polling for itself, four queued
+        await g.close()
+        for r in await asyncio.gather(*polls, return_exceptions=True):
+            assert isinstance(r, StoreClosed)
+        await t.append(b"x")
+        other = await t.group("g")
+        (m,) = await other.poll(1, timeout=5)
+        assert (m.value, m.delivery_count) == (b"x", 1)
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_request_is_not_served_after_its_deadline(tmp_path):
+    async with await sla.open(tmp_path / "s") as log:
+        rpc = await log.rpc("svc")
+        req = asyncio.create_task(rpc.request(b"late", timeout=0.05))
+        reqs = rpc.sync.requests
+        await _until(lambda: sum(reqs.end_offset(p) for p in range(reqs.partitions)) == 1)
+        req.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await req
+        await asyncio.sleep(0.1)  # past the request's deadline (what is tested, not a barrier)
+        served: list[bytes] = []
+
+        def handler(m):
+            served.append(m.value)
+            return b"ok"
+
+        async with await rpc.serve(handler) as server:
+            assert await rpc.request(b"now", timeout=10) == b"ok"
+            await _until(lambda: server.expired == 1, rounds=10_000_000)
+        assert served == [b"now"]
+
+
+@pytest.mark.asyncio
+async def test_listen_acks_as_it_moves_on_and_close_hands_back_the_last(tmp_path):
+    async with await sla.open(tmp_path / "s") as log:
+        ps = await log.pubsub("feed")
+        for i in range(3):
+            await ps.publish(b"%d" % i)
+        async with await ps.subscribe("a", ack_wait_s=60) as sub:
+            async for m in sub.listen(timeout=5):
+                if m.value == b"1":
+                    break  # 0 was acked when the loop asked for 1; 1 stays unacked
+        again = await ps.subscribe("a")
+        got = [m.value async for m in again.listen(timeout=0.2)]
+        assert got == [b"1", b"2"]  # 1 came back at once: the handle was closed
+        assert await again.lag() == 0
