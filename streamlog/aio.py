@@ -102,8 +102,7 @@ async def open(url: Any, *, max_workers: int = DEFAULT_MAX_WORKERS,  # noqa: A00
     except BaseException:
         pool.shutdown(wait=False)
         raise
-    slow_writes = getattr(store, "durability", None) == "always"
-    return AsyncStore(store, pool, slow_writes=slow_writes)
+    return AsyncStore(store, pool)
 
 
 def _open_sync(url: Any, **options: Any) -> api.Store:
@@ -128,10 +127,16 @@ class AsyncStore:
     loop after). ``store`` is the sync store beneath, shared with threads.
     """
 
-    def __init__(self, store: api.Store, executor: concurrent.futures.Executor,
-                 slow_writes: bool = False) -> None:
+    def __init__(self, store: api.Store, executor: concurrent.futures.Executor | None = None,
+                 slow_writes: bool | None = None) -> None:
+        """Wrap an open sync store. ``executor`` runs the long disk work (default: a
+        pool of DEFAULT_MAX_WORKERS threads); ``slow_writes`` sends every write to it
+        (default: when the store fsyncs each write, ``durability="always"``)."""
+        if slow_writes is None:
+            slow_writes = getattr(store, "durability", None) == "always"
         self.store = store
-        self._pool = executor
+        self._pool = executor or concurrent.futures.ThreadPoolExecutor(
+            DEFAULT_MAX_WORKERS, thread_name_prefix="streamlog-aio")
         self._slow_writes = slow_writes
         self._warm: set[str] = set()  # topics whose appends run inline
         self._cold: dict[str, int] = {}  # appends sent to the executor, per cold topic
