@@ -141,6 +141,12 @@ class Message(Protocol):
         """Extend the lease by the group's ``ack_wait_s`` from now; False if lost."""
         ...
 
+    def defer(self, delay_s: float) -> bool:
+        """Hand the record back until ``delay_s`` from now without counting this
+        delivery (no ``max_deliver`` use, no backoff): for a record drawn but not
+        processed, e.g. leased for a waiter that was cancelled. False if lost."""
+        ...
+
 
 @runtime_checkable
 class Group(Protocol):
@@ -152,6 +158,16 @@ class Group(Protocol):
         """Up to ``max_records`` Messages leased to this consumer, waiting up to
         ``timeout`` seconds for the first (None: without end). Records appended with
         ``append_delayed`` are not delivered before their time."""
+        ...
+
+    def ack(self, msgs: Sequence[Any]) -> list[bool]:
+        """Ack many of this consumer's messages at once (one step where the backend
+        can); each answer is that message's ``ack()`` answer."""
+        ...
+
+    def nack(self, msgs: Sequence[Any], delay_s: float = 0,
+             error: str | None = None) -> list[bool]:
+        """Nack many of this consumer's messages at once (see ``Message.nack``)."""
         ...
 
     def lag(self, partition: int | None = None) -> int:
@@ -434,6 +450,11 @@ class Store(Protocol):
 
     def reply_box(self, name: str) -> ReplyBox:
         """The reply box of reply topic ``name``."""
+        ...
+
+    def close(self) -> None:
+        """Close the store (idempotent): its group handles leave their groups (leases go
+        back at once), waits end, and every later call raises StoreClosed."""
         ...
 
     def on_close(self, fn: Callable[[], None]) -> None:
