@@ -106,6 +106,9 @@ _DIRECT_GET_HEADERS = frozenset(
     }
 )
 _API = "$JS.API"
+# How often a call waiting for its result checks whether another thread closed the
+# connection (its loop then never finishes the call).
+_CLOSED_CHECK_S = 0.5
 _NS = 1_000_000_000
 
 # JetStream API error codes this module tells apart.
@@ -549,10 +552,20 @@ class Connection:
             task.add_done_callback(lambda _t: done.release())
 
         self._loop.call_soon_threadsafe(start)
-        if not done.acquire(timeout=-1 if timeout is None else timeout):
-            # Runs after start() (callbacks run in order), so the task exists.
-            self._loop.call_soon_threadsafe(lambda: box[0].cancel())
-            raise TimeoutError(f"{self.url}: no result within {timeout} s")
+        waited = 0.0
+        while not done.acquire(timeout=_CLOSED_CHECK_S if timeout is None
+                               else min(_CLOSED_CHECK_S, timeout - waited)):
+            waited += _CLOSED_CHECK_S
+            if self._closed and not self._loop.is_running():
+                # Closed by another thread while this call waited: its loop stopped
+                # and will never run the call (or finish it).
+                if not box:
+                    coro.close()
+                raise StreamlogError(f"{self.url}: the connection is closed")
+            if timeout is not None and waited >= timeout:
+                # Runs after start() (callbacks run in order), so the task exists.
+                self._loop.call_soon_threadsafe(lambda: box[0].cancel())
+                raise TimeoutError(f"{self.url}: no result within {timeout} s")
         return box[0].result()
 
     def close(self) -> None:
