@@ -671,6 +671,7 @@ class JetStreamLog:
         self._closers: list[Callable[[], None]] = []
         self._notifiers: dict[str, _Notifier] = {}
         self._event_logs: dict[str, JetStreamEventLog] = {}
+        self._reply_boxes: dict[str, JetStreamReplyBox] = {}
         self._lock = threading.Lock()
         options = dict(nats_options or {})
         user_reconnected = options.get("reconnected_cb")
@@ -913,6 +914,8 @@ class JetStreamLog:
                         from None
         with self._lock:
             n = self._notifiers.pop(name, None)
+            self._reply_boxes.pop(name, None)
+            self._event_logs.pop(name, None)
         if n is not None:
             n.bump()
 
@@ -1096,9 +1099,17 @@ class JetStreamLog:
         return JetStreamTrackingLog(self, name)
 
     def reply_box(self, name: str) -> JetStreamReplyBox:
-        """The reply box of reply topic ``name`` (see ``replybox``)."""
+        """The reply box of reply topic ``name`` (see ``replybox``), one per name and
+        handle: its reply consumer and wake-ups are shared by every requester here."""
         self._check()
-        return JetStreamReplyBox(self, name)
+        with self._lock:
+            box = self._reply_boxes.get(name)
+        if box is None:
+            n = _Notifier()
+            box = JetStreamReplyBox(self, name, JetStreamWatch(n, self), n.bump)
+            with self._lock:
+                box = self._reply_boxes.setdefault(name, box)
+        return box
 
 
 async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:
