@@ -53,17 +53,14 @@ class TestQueue(JetStream, suite.QueueContract):
     test_compacted_topics_do_not_exist_on_jetstream_yet = test_views_refuse_a_compacted_topic
     test_views_refuse_a_compacted_topic = None  # replaced by the test above, named for it
 
-    def test_view_names_derive_and_show_rpc_not_on_jetstream_yet(self, store):
-        """Queue and pub-sub topics are ordinary topics named after the view; the rpc view
-        needs a reply box, which the JetStream backend does not have yet."""
-        store.queue("q1")
-        store.pubsub("p1")
-        assert {"q1", "p1"} <= set(store.topics())
-        with pytest.raises(NotImplementedError, match="JetStream"):
-            store.rpc("r1")
-
-    test_view_names_derive_and_show = None  # replaced by the test above, named for it
-
 
 class TestPubSub(JetStream, suite.PubSubContract):
+    pass
+
+
+class TestRpc(JetStream, suite.RpcContract):
+    pass
+
+
+class TestEventStore(JetStream, suite.EventStoreContract):
     pass

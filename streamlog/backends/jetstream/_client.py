@@ -106,6 +106,9 @@ _DIRECT_GET_HEADERS = frozenset(
     }
 )
 _API = "$JS.API"
+# How often a call waiting for its result checks whether another thread closed the
+# connection (its loop then never finishes the call).
+_CLOSED_CHECK_S = 0.5
 _NS = 1_000_000_000
 
 # JetStream API error codes this module tells apart.
@@ -549,10 +552,20 @@ class Connection:
             task.add_done_callback(lambda _t: done.release())
 
         self._loop.call_soon_threadsafe(start)
-        if not done.acquire(timeout=-1 if timeout is None else timeout):
-            # Runs after start() (callbacks run in order), so the task exists.
-            self._loop.call_soon_threadsafe(lambda: box[0].cancel())
-            raise TimeoutError(f"{self.url}: no result within {timeout} s")
+        waited = 0.0
+        while not done.acquire(timeout=_CLOSED_CHECK_S if timeout is None
+                               else min(_CLOSED_CHECK_S, timeout - waited)):
+            waited += _CLOSED_CHECK_S
+            if self._closed and not self._loop.is_running():
+                # Closed by another thread while this call waited: its loop stopped
+                # and will never run the call (or finish it).
+                if not box:
+                    coro.close()
+                raise StreamlogError(f"{self.url}: the connection is closed")
+            if timeout is not None and waited >= timeout:
+                # Runs after start() (callbacks run in order), so the task exists.
+                self._loop.call_soon_threadsafe(lambda: box[0].cancel())
+                raise TimeoutError(f"{self.url}: no result within {timeout} s")
         return box[0].result()
 
     def close(self) -> None:
@@ -884,12 +897,31 @@ class Connection:
 
     # -- reading -----------------------------------------------------------
 
-    async def get_message(self, stream: str, seq: int) -> StoredMsg:
-        """The message at ``seq``, read through the stream leader (reads its own writes).
+    async def get_message(self, stream: str, seq: int, *,
+                          next_by_subj: str | None = None) -> StoredMsg:
+        """The message at ``seq``, read through the stream leader (reads its own writes);
+        with ``next_by_subj``, the first message at or after ``seq`` on that subject.
 
         NotFound if there is none (purged, or past the end).
         """
-        resp = await self.api(f"STREAM.MSG.GET.{stream}", {"seq": seq})
+        req: dict[str, Any] = {"seq": seq}
+        if next_by_subj is not None:
+            req["next_by_subj"] = next_by_subj
+        return self._stored(await self.api(f"STREAM.MSG.GET.{stream}", req))
+
+    async def get_last_message(self, stream: str, subject: str) -> StoredMsg | None:
+        """The last message on ``subject`` (wildcards allowed), read through the stream
+        leader; None if the subject has none (NotFound if the stream does not exist)."""
+        try:
+            resp = await self.api(f"STREAM.MSG.GET.{stream}", {"last_by_subj": subject})
+        except NotFound as e:
+            if e.err_code == ERR_NO_MESSAGE_FOUND:
+                return None
+            raise
+        return self._stored(resp)
+
+    @staticmethod
+    def _stored(resp: Mapping[str, Any]) -> StoredMsg:
         m = resp["message"]
         raw_hdrs = base64.b64decode(m["hdrs"]) if m.get("hdrs") else b""
         return StoredMsg(
@@ -909,6 +941,7 @@ class Connection:
         max_bytes: int | None = None,
         known_last_seq: int | None = None,
         timeout: float | None = None,
+        next_by_subj: str | None = None,
     ) -> list[StoredMsg]:
         """Up to ``max_count`` messages from ``start_seq`` on, in order, in one batch direct get.
 
@@ -918,12 +951,18 @@ class Connection:
         leader's stream info): messages up to it that the answering replica
         did not have yet are then read through the leader, so the result
         never stops short of it.
+
+        With ``next_by_subj`` only messages on that subject count (``known_last_seq``
+        is then ignored: the caller checks what it got).
         """
         if start_seq < 1 or max_count < 1:
             raise ValueError(f"need start_seq >= 1, max_count >= 1; got {start_seq}, {max_count}")
         req: dict[str, Any] = {"seq": start_seq, "batch": max_count}
         if max_bytes is not None:
             req["max_bytes"] = max_bytes
+        if next_by_subj is not None:
+            req["next_by_subj"] = next_by_subj
+            known_last_seq = None
         out: list[StoredMsg] = []
         nc = self.nc
         inbox = nc.new_inbox()

@@ -29,6 +29,7 @@ metadata (:func:`stream_metadata`), which is what listings read back.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_STREAM_NAME_LEN",
     "STORE_NAME_RE",
     "decode_token",
+    "entry_subject",
     "encode_token",
     "partition_subject",
     "store_subjects",
@@ -115,6 +117,23 @@ def stream_subjects(store: str, topic: str, partition: int) -> list[str]:
     """The subjects a partition stream owns: its own and every one below it."""
     base = partition_subject(store, topic, partition)
     return [base, f"{base}.>"]
+
+
+# Ids longer than this (UTF-8 bytes) go into a subject as a SHA-256 digest.
+ENTRY_ID_MAX_BYTES = 180
+
+
+def entry_subject(partition_subject: str, kind: str, ident: bytes) -> str:
+    """The subject of one keyed entry below a partition's subject (which its stream
+    owns): ``<partition subject>.<kind>.<id>``, the id as an unpadded base64url token
+    prefixed ``b`` (``h`` + SHA-256 hex for ids over ENTRY_ID_MAX_BYTES). Kinds: ``e``
+    events of one event stream, ``t`` tracking records of one application, ``r`` the
+    reply of one correlation id."""
+    if len(ident) > ENTRY_ID_MAX_BYTES:
+        token = "h" + hashlib.sha256(ident).hexdigest()
+    else:
+        token = "b" + base64.urlsafe_b64encode(ident).rstrip(b"=").decode("ascii")
+    return f"{partition_subject}.{kind}.{token}"
 
 
 def store_subjects(store: str) -> str:

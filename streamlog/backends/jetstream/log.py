@@ -70,6 +70,8 @@ from ._client import (
     StreamState,
     parse_url,
 )
+from .eventlog import JetStreamEventLog, JetStreamTrackingLog
+from .replybox import JetStreamReplyBox
 
 __all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
 
@@ -236,6 +238,10 @@ class JetStreamTopic:
                 raise TopicNotFound(f"topic {self.name!r} does not exist in "
                                     f"{self._store.url}") from None
             raise
+
+    def _read_run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run the read ``make()`` makes, asking again while the stream has no leader."""
+        return self._run(_reading(make))
 
     def _partition(self, partition) -> int:
         self._store._check()
@@ -664,6 +670,8 @@ class JetStreamLog:
         self._closed = False
         self._closers: list[Callable[[], None]] = []
         self._notifiers: dict[str, _Notifier] = {}
+        self._event_logs: dict[str, JetStreamEventLog] = {}
+        self._reply_boxes: dict[str, JetStreamReplyBox] = {}
         self._lock = threading.Lock()
         options = dict(nats_options or {})
         user_reconnected = options.get("reconnected_cb")
@@ -906,6 +914,8 @@ class JetStreamLog:
                         from None
         with self._lock:
             n = self._notifiers.pop(name, None)
+            self._reply_boxes.pop(name, None)
+            self._event_logs.pop(name, None)
         if n is not None:
             n.bump()
 
@@ -1081,17 +1091,35 @@ class JetStreamLog:
         self._check()
         raise NotImplementedError(f"tables are not available on {BACKEND} yet")
 
-    def event_log(self, name: str):
-        """The event log behind event store ``name``: not on this backend yet."""
-        raise NotImplementedError(f"event logs are not available on {BACKEND} yet")
+    def event_log(self, name: str) -> JetStreamEventLog:
+        """The event log behind event store ``name`` (its single-partition topic
+        ``name``), one per name and handle (see ``eventlog``)."""
+        self._check()
+        with self._lock:
+            log = self._event_logs.get(name)
+        if log is None:
+            log = JetStreamEventLog(self, name)
+            with self._lock:
+                log = self._event_logs.setdefault(name, log)
+        return log
 
-    def tracking_log(self, name: str):
-        """Tracking records of application ``name``: not on this backend yet."""
-        raise NotImplementedError(f"tracking logs are not available on {BACKEND} yet")
+    def tracking_log(self, name: str) -> JetStreamTrackingLog:
+        """Tracking records of application ``name`` (in the event log ``<name>.events``)."""
+        self._check()
+        return JetStreamTrackingLog(self, name)
 
-    def reply_box(self, name: str):
-        """The reply box of reply topic ``name``: not on this backend yet."""
-        raise NotImplementedError(f"reply boxes are not available on {BACKEND} yet")
+    def reply_box(self, name: str) -> JetStreamReplyBox:
+        """The reply box of reply topic ``name`` (see ``replybox``), one per name and
+        handle: its reply consumer and wake-ups are shared by every requester here."""
+        self._check()
+        with self._lock:
+            box = self._reply_boxes.get(name)
+        if box is None:
+            n = _Notifier()
+            box = JetStreamReplyBox(self, name, JetStreamWatch(n, self), n.bump)
+            with self._lock:
+                box = self._reply_boxes.setdefault(name, box)
+        return box
 
 
 async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:

@@ -1,0 +1,151 @@
+"""The reply box of a request-reply view on JetStream: replies by correlation id.
+
+A reply is one record of the reply topic (partition 0), published on its own
+subject below the partition's subject: ``<partition subject>.r.<correlation
+id token>`` (``_naming.entry_subject``), with the headers
+``streamlog.correlation-id`` and, for a handler error, ``streamlog.error-type``.
+Each reply box (one per store handle and reply topic) has an ephemeral push
+consumer on ``<partition subject>.r.>``: a reply for a requester waiting on
+this handle is kept as it is delivered and wakes that requester alone, which
+then takes it from memory. A reply the consumer did not deliver (one sent
+before the box existed, or while a restarted server had forgotten the
+consumer) is found with one get-last-by-subject through the stream leader,
+at the latest when the request's deadline wakes the requester. Requesters
+never scan other requesters' replies and never poll on a timer.
+
+Every reply takes this durable path, also when the requester waits in the
+same process (the embedded store hands those over in memory). Reply records
+stay in the reply topic until its retention drops them, as on the embedded
+store; a reply to a requester that is gone is never read again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from streamlog._types import now_ms
+from streamlog.api import Watch
+
+from . import _naming, _records
+
+__all__ = ["CORRELATION_ID", "ERROR_TYPE", "JetStreamReplyBox"]
+
+# The headers a reply record carries (the rpc view names the same ones).
+CORRELATION_ID = "streamlog.correlation-id"
+ERROR_TYPE = "streamlog.error-type"
+# How long the reply consumer of a handle that vanished without closing outlives it.
+REPLY_CONSUMER_INACTIVE_S = 30.0
+_HB_CORRELATION_ID = CORRELATION_ID.encode()
+_HB_ERROR_TYPE = ERROR_TYPE.encode()
+
+
+class JetStreamReplyBox:
+    """The replies of reply topic ``name`` by correlation id (``streamlog.api.ReplyBox``).
+
+    Thread-safe. TopicNotFound when the reply topic does not exist.
+    """
+
+    def __init__(self, store: Any, name: str, watch: Watch | None = None,
+                 wake: Callable[[], None] | None = None) -> None:
+        self._store = store
+        self.name = name
+        self._topic = store.existing_topic(name)
+        self._conn = store._conn
+        self._stream = self._topic.stream_name(0)
+        self._psubject = self._topic.subject(0)
+        self._lock = threading.Lock()
+        self._waiting: set[bytes] = set()
+        self._replies: dict[bytes, tuple[bytes, str | None]] = {}
+        if watch is None or wake is None:
+            self._watch: Watch = self._topic.watch()
+            return
+        # The fast path: every reply delivered to this handle as it is stored; one
+        # for a requester waiting here is kept and wakes it (and no one else).
+        self._watch = watch
+        self._wake = wake
+        self._topic._run(self._subscribe())
+
+    async def _subscribe(self) -> None:
+        nc = self._conn.nc
+        inbox = nc.new_inbox()
+
+        async def on_msg(msg: Any) -> None:
+            hdrs = msg.headers or {}
+            if hdrs.get("Status"):
+                return
+            h = _records.decode_headers(hdrs)
+            cid = h.get(CORRELATION_ID)
+            if cid is None:
+                return
+            with self._lock:
+                if cid not in self._waiting:
+                    return
+                err = h.get(ERROR_TYPE)
+                self._replies[cid] = (msg.data or b"",
+                                      None if err is None else err.decode("utf-8", "replace"))
+            self._wake()
+
+        await nc.subscribe(inbox, cb=on_msg)
+        await self._conn.api(f"CONSUMER.CREATE.{self._stream}", {
+            "stream_name": self._stream,
+            "config": {"deliver_subject": inbox, "deliver_policy": "new",
+                       "filter_subject": f"{self._psubject}.r.>",
+                       "ack_policy": "none", "mem_storage": True, "num_replicas": 1,
+                       "inactive_threshold": int(REPLY_CONSUMER_INACTIVE_S * 1e9)}})
+
+    def __repr__(self) -> str:
+        return f"JetStreamReplyBox({self.name!r})"
+
+    def _subject(self, correlation_id: bytes) -> str:
+        return _naming.entry_subject(self._psubject, "r", correlation_id)
+
+    def watch(self) -> Watch:
+        """Wake-ups on every reply put (the reply topic's watch)."""
+        return self._watch
+
+    def open(self, correlation_id: bytes) -> None:
+        """A requester here waits for ``correlation_id``: its reply is kept when delivered."""
+        with self._lock:
+            self._waiting.add(correlation_id)
+
+    def close(self, correlation_id: bytes) -> None:
+        """The requester stops waiting (the reply record stays under the topic's retention)."""
+        with self._lock:
+            self._waiting.discard(correlation_id)
+            self._replies.pop(correlation_id, None)
+
+    def take(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """The reply if it has come (delivered to this handle, else read through the
+        stream leader), else None."""
+        with self._lock:
+            got = self._replies.pop(correlation_id, None)
+        if got is not None:
+            return got
+        conn, stream, subject = self._conn, self._stream, self._subject(correlation_id)
+        topic = self._topic
+        m = topic._read_run(lambda: conn.get_last_message(stream, subject))
+        if m is None:
+            return None
+        rec = topic._record(0, m)
+        if rec.headers.get(CORRELATION_ID) != correlation_id:
+            return None  # a hashed subject shared with another id (never seen)
+        err = rec.headers.get(ERROR_TYPE)
+        return rec.value or b"", None if err is None else err.decode("utf-8", "replace")
+
+    def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+        """Deliver a reply: a record of the reply topic on the correlation id's subject.
+
+        Raises RecordTooLarge (nothing written) when the reply does not fit a record.
+        """
+        self._store._check_writable(f"reply to {self.name!r}")
+        topic, conn = self._topic, self._conn
+        hdrs = [(_HB_CORRELATION_ID, correlation_id)]
+        if error is not None:
+            hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
+        wire = topic._encode(value, None, hdrs, now_ms())
+        subject = self._subject(correlation_id)
+        topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
+                                  idempotent=False))
+        topic._appended()

@@ -1,0 +1,153 @@
+"""Event logs, tracking logs and reply boxes on JetStream: what the conformance suite
+does not reach (real processes racing, atomic multi-stream commits, the subjects)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+import streamlog
+from streamlog.api import ANY, NO_STREAM, NewEvent
+from streamlog.errors import WrongExpectedVersion
+
+_CTX = mp.get_context("spawn")
+ROUNDS = 8
+
+
+def _ev(sid: str, value: bytes) -> NewEvent:
+    return NewEvent(sid, sid.encode(), value, None)
+
+
+def _race_expected(url: str, barrier, wins, me: int) -> None:
+    """Each round: wait for the other process, then append to one new stream."""
+    with streamlog.open(url) as log:
+        es = log.event_store("bank")
+        for r in range(ROUNDS):
+            barrier.wait()
+            try:
+                es.append(f"acc-{r}", [b"p%d" % me], expected_version=NO_STREAM)
+                wins.put((r, me))
+            except WrongExpectedVersion as e:
+                assert e.actual == 0, e
+            barrier.wait()
+
+
+def _race_any(url: str, barrier, n: int) -> None:
+    with streamlog.open(url) as log:
+        es = log.event_store("bank")
+        barrier.wait()
+        for i in range(n):
+            es.append("shared", [b"%d" % i])
+
+
+def _race_tracking(url: str, barrier, wins, me: int) -> None:
+    with streamlog.open(url) as log:
+        tr = log.tracking_log("proc")
+        ev = log.event_log("proc.events")
+        for nid in range(1, ROUNDS + 1):
+            barrier.wait()
+            try:
+                tr.commit_with(ev, "up", nid, [_ev(f"o-{nid}", b"p%d" % me)], {f"o-{nid}": ANY})
+                wins.put((nid, me))
+            except WrongExpectedVersion as e:
+                assert e.actual == nid, e
+            barrier.wait()
+
+
+def _run(target, url, extra, procs=2):
+    barrier = _CTX.Barrier(procs)
+    ps = [_CTX.Process(target=target, args=(url, barrier, *extra(i))) for i in range(procs)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(60)
+        assert p.exitcode == 0
+
+
+def _drain(q) -> list:
+    out = []
+    while not q.empty():
+        out.append(q.get())
+    return out
+
+
+def test_two_processes_on_one_expected_version_exactly_one_wins(js_url):
+    wins = _CTX.Queue()
+    _run(_race_expected, js_url, lambda i: (wins, i))
+    got = sorted(_drain(wins))
+    assert [r for r, _ in got] == list(range(ROUNDS))  # one winner per round
+    with streamlog.open(js_url) as log:
+        es = log.event_store("bank")
+        for r, me in got:
+            evs = es.read(f"acc-{r}")
+            assert [(e.version, e.value) for e in evs] == [(0, b"p%d" % me)]
+
+
+def test_any_appenders_racing_keep_versions_dense(js_url):
+    _run(_race_any, js_url, lambda i: (20,))
+    with streamlog.open(js_url) as log:
+        es = log.event_store("bank")
+        evs = es.read("shared")
+        assert [e.version for e in evs] == list(range(40))
+        assert es.last_version("shared") == 39
+        assert sorted(e.value for e in evs) == sorted([b"%d" % i for i in range(20)] * 2)
+
+
+def test_tracking_records_racing_in_two_processes_exactly_one_wins(js_url):
+    wins = _CTX.Queue()
+    _run(_race_tracking, js_url, lambda i: (wins, i))
+    got = sorted(_drain(wins))
+    assert [n for n, _ in got] == list(range(1, ROUNDS + 1))
+    with streamlog.open(js_url) as log:
+        assert log.tracking_log("proc").max_id("up") == ROUNDS
+        ev = log.event_log("proc.events")
+        events, _ = ev.events(0, 1000)
+        assert sorted(e.stream_id for e in events) == sorted(f"o-{n}" for n in range(1, ROUNDS + 1))
+
+
+def test_a_rejected_multi_stream_commit_stores_nothing(js_url):
+    with streamlog.open(js_url) as log:
+        ev = log.event_log("bank")
+        ev.commit([_ev("a", b"a0")], {"a": NO_STREAM})
+        end = log.topic("bank").end_offset(0)
+        with pytest.raises(WrongExpectedVersion) as exc:
+            ev.commit([_ev("b", b"b0"), _ev("a", b"a1"), _ev("b", b"b1")],
+                      {"b": NO_STREAM, "a": 5})
+        assert (exc.value.expected, exc.value.actual, exc.value.stream_id) == (5, 0, "a")
+        assert log.topic("bank").end_offset(0) == end
+        # the same commit with the right expectation lands whole, interleaved as sent
+        pos, versions = ev.commit([_ev("b", b"b0"), _ev("a", b"a1"), _ev("b", b"b1")],
+                                  {"b": NO_STREAM, "a": 0})
+        assert (pos, versions) == (1, {"b": 1, "a": 1})
+        events, nxt = ev.events(0, 10)
+        assert [(e.stream_id, e.version, e.position) for e in events] == \
+            [("a", 0, 0), ("b", 0, 1), ("a", 1, 2), ("b", 1, 3)]
+        assert nxt == ev.end_position() == 4
+
+
+def test_a_stale_cache_in_another_handle_is_corrected_by_the_server(js_url):
+    with streamlog.open(js_url) as one, streamlog.open(js_url) as two:
+        e1, e2 = one.event_store("bank"), two.event_store("bank")
+        e1.append("s", [b"x"], expected_version=NO_STREAM)
+        assert e2.append("s", [b"y"], expected_version=0) == 1  # two never saw "s"
+        with pytest.raises(WrongExpectedVersion) as exc:
+            e1.append("s", [b"z"], expected_version=0)  # one's cache says 0
+        assert exc.value.actual == 1
+        assert e1.append("s", [b"z"]) == 2
+
+
+def test_streams_and_tracking_and_replies_live_on_their_own_subjects(js_url):
+    with streamlog.open(js_url) as log:
+        es = log.event_store("bank")
+        es.append("ünïcode id/with spaces", [b"v"])
+        es.append("x" * 500, [b"long"])  # a long id goes by digest
+        assert es.read("ünïcode id/with spaces")[0].value == b"v"
+        assert es.read("x" * 500)[0].value == b"long"
+        assert es.read("x" * 499) == []
+        ev = log.event_log("bank")
+        sub = ev.subject_of("s1")
+        assert sub.startswith(log.topic("bank").subject(0) + ".e.")
+        # a plain read of the topic shows the events as records, as on the embedded store
+        recs = list(log.topic("bank").read(0))
+        assert recs[0].headers["es-version"] == b"0"
