@@ -328,3 +328,22 @@ def with_subject(h, s) -> dict:
     out = dict(h)
     out[SUBJECT_HEADER] = s
     return out
+
+
+def many(values, keys, headers) -> tuple[list, list | None, list | None]:
+    """The arguments of ``append_many`` as lists of one length (keys and headers may be
+    None for "none on any record"); TypeError/ValueError before anything is written."""
+    if isinstance(values, str | bytes | bytearray | memoryview) or \
+            not hasattr(values, "__iter__"):
+        raise TypeError("values must be a sequence of bytes-like values")
+    values = list(values)
+    n = len(values)
+    if keys is not None:
+        keys = list(keys)
+        if len(keys) != n:
+            raise ValueError(f"keys has {len(keys)} entries for {n} values")
+    if headers is not None:
+        headers = list(headers)
+        if len(headers) != n:
+            raise ValueError(f"headers has {len(headers)} entries for {n} values")
+    return values, keys, headers

@@ -77,3 +77,34 @@ class TestProcessRecorder(OnJetStream, cases.TestStreamlogProcessRecorder):
 class TestProcessRecorderWithTextOriginatorID(
         OnJetStream, cases.TestStreamlogProcessRecorderWithTextOriginatorID):
     pass
+
+
+def test_an_application_runs_on_jetstream_through_streamlog_path(nats_server, monkeypatch):
+    """An eventsourcing Application whose STREAMLOG_PATH is a nats:// URL saves, reloads
+    (from a second Application instance) and numbers its notifications densely."""
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Dog(Aggregate):
+        @event("Registered")
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.tricks: list[str] = []
+
+        @event("TrickAdded")
+        def add_trick(self, trick: str) -> None:
+            self.tricks.append(trick)
+
+    monkeypatch.setenv("PERSISTENCE_MODULE", "streamlog.eventsourcing")
+    monkeypatch.setenv("STREAMLOG_PATH", f"{nats_server.client_url}/app{os.getpid()}")
+    first, second = Application(), Application()
+    try:
+        dog = Dog("Fido")
+        dog.add_trick("roll")
+        dog.add_trick("sit")
+        first.save(dog)
+        assert second.repository.get(dog.id).tricks == ["roll", "sit"]
+        assert [n.id for n in second.notification_log.select(start=1, limit=10)] == [1, 2, 3]
+    finally:
+        first.close()
+        second.close()

@@ -361,19 +361,8 @@ class JetStreamTopic:
         is a ValueError before anything is sent.
         """
         self._store._check_writable(f"append to topic {self.name!r}")
-        if isinstance(values, str | bytes | bytearray | memoryview) or \
-                not hasattr(values, "__iter__"):
-            raise TypeError("values must be a sequence of bytes-like values")
-        values = list(values)
+        values, keys, headers = _validate.many(values, keys, headers)
         n = len(values)
-        if keys is not None:
-            keys = list(keys)
-            if len(keys) != n:
-                raise ValueError(f"keys has {len(keys)} entries for {n} values")
-        if headers is not None:
-            headers = list(headers)
-            if len(headers) != n:
-                raise ValueError(f"headers has {len(headers)} entries for {n} values")
         if n == 0:
             return []
         vals = [v if type(v) is bytes else _value(v) for v in values]

@@ -299,19 +299,8 @@ class Topic:
             if data is not None:
                 base = self._parts[0].append(data, len(values), ts)
                 return self._appender.positions(0, base, len(values))
-        if isinstance(values, str | bytes | bytearray | memoryview) or \
-                not isinstance(values, Sequence | Iterator) and not hasattr(values, "__iter__"):
-            raise TypeError("values must be a sequence of bytes-like values")
-        values = list(values)
+        values, keys, headers = _validate.many(values, keys, headers)
         n = len(values)
-        if keys is not None:
-            keys = list(keys)
-            if len(keys) != n:
-                raise ValueError(f"keys has {len(keys)} entries for {n} values")
-        if headers is not None:
-            headers = list(headers)
-            if len(headers) != n:
-                raise ValueError(f"headers has {len(headers)} entries for {n} values")
         if n == 0:
             return []
         vals = [v if type(v) is bytes else _validate.value(v, self._allow_none) for v in values]
