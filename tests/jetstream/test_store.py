@@ -589,3 +589,36 @@ def test_compaction_and_tables_say_they_are_not_on_jetstream_yet(js_url):
                      lambda: log.table("c")):
             with pytest.raises(NotImplementedError, match="JetStream"):
                 call()
+
+
+def test_appends_and_polls_are_traced_on_jetstream(js_url):
+    """With a tracer provider set, an append on a nats:// store starts a producer span and
+    carries its context; the poll's receive span links to it, as on the embedded store."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.unit.test_tracing import _reset_globals
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _reset_globals()
+    trace.set_tracer_provider(provider)
+    try:
+        with streamlog.open(js_url) as log:
+            t = log.topic("traced", partitions=1)
+            t.append(b"x", key=b"k")
+            (m,) = t.group("g").poll(1, timeout=5)
+            assert "traceparent" in m.headers
+        spans = exporter.get_finished_spans()
+        producer = [s for s in spans if s.kind == trace.SpanKind.PRODUCER]
+        consumer = [s for s in spans if s.kind == trace.SpanKind.CONSUMER]
+        assert len(producer) == 1 and consumer
+        assert any(link.context.span_id == producer[0].context.span_id
+                   for s in consumer for link in s.links)
+        assert producer[0].attributes["messaging.destination.name"] == "traced"
+    finally:
+        provider.shutdown()
+        _reset_globals()

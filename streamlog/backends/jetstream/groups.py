@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from streamlog import _validate
+from streamlog import _tracing, _validate
 from streamlog._ext import Record
 from streamlog._limits import (
     GROUP_HEARTBEAT_MAX_S,
@@ -755,6 +755,17 @@ class Group:
 
     # -------------------------------------------------------------- poll
     def poll(self, max_records: int = 100, timeout: float | None = 1.0) -> list[Message]:
+        """Up to ``max_records`` messages, waiting up to ``timeout`` seconds for the first
+        (see ``_poll``); with a tracer provider set, a receive span linked to each
+        message's producer span."""
+        msgs = self._poll(max_records, timeout)
+        if msgs:
+            tracer = _tracing.tracer()
+            if tracer is not None:
+                _tracing.receive(tracer, self.topic.name, msgs)
+        return msgs
+
+    def _poll(self, max_records: int = 100, timeout: float | None = 1.0) -> list[Message]:
         """Up to ``max_records`` messages, waiting up to ``timeout`` seconds for the first.
 
         Returns [] on timeout (``timeout=None`` waits without limit). Records

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from streamlog import _ext, _validate
+from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_PARTITIONS,
@@ -204,6 +204,14 @@ class JetStreamTopic:
         self._subjects = [_naming.partition_subject(self.store_name, name, p)
                           for p in range(self.partitions)]
         self._rr = itertools.count()
+        tracer = _tracing.tracer()
+        if tracer is not None:
+            # As on the embedded store: decided when the handle is made; with a tracer
+            # provider, appends go through a producer span and carry its context.
+            self.append = _tracing.traced_append(  # type: ignore[method-assign]
+                tracer, name, self.append)
+            self.append_many = _tracing.traced_append_many(  # type: ignore[method-assign]
+                tracer, name, self.append_many)
 
     def __repr__(self) -> str:
         return f"JetStreamTopic({self.name!r}, partitions={self.partitions})"
