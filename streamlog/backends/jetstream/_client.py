@@ -474,6 +474,20 @@ def _consumer_state(resp: Mapping[str, Any]) -> ConsumerState:
 # The connection
 
 
+# How long closing waits for the calls it cancels to unwind.
+_CANCEL_WAIT_S = 2.0
+
+
+async def _cancel_pending() -> None:
+    """Cancel every task of the running loop but this one and wait for them to end."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=_CANCEL_WAIT_S)
+
+
 class Connection:
     """A NATS connection on a private event-loop thread, with the JetStream calls the
     backend needs as coroutines.
@@ -566,7 +580,12 @@ class Connection:
                 # Runs after start() (callbacks run in order), so the task exists.
                 self._loop.call_soon_threadsafe(lambda: box[0].cancel())
                 raise TimeoutError(f"{self.url}: no result within {timeout} s")
-        return box[0].result()
+        try:
+            return box[0].result()
+        except asyncio.CancelledError:
+            if self._closed:  # cancelled by close(): the call cannot finish
+                raise StreamlogError(f"{self.url}: the connection is closed") from None
+            raise
 
     def close(self) -> None:
         """Close the connection (pending publishes are flushed) and stop the loop thread.
@@ -594,6 +613,15 @@ class Connection:
     def _stop_loop(self) -> None:
         self._closed = True
         if self._loop.is_running():
+            if threading.current_thread() is not self._thread:
+                # Cancel what is still running and let it unwind on the loop, so that no
+                # half-run coroutine is left for the garbage collector to finalize at a
+                # random moment in another thread.
+                try:
+                    asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop).result(
+                        _CANCEL_WAIT_S + 1)
+                except Exception as e:  # noqa: BLE001 - closing goes on regardless
+                    log.debug("cancelling the calls of %s: %r", self.url, e)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
