@@ -78,6 +78,13 @@ _RETENTION_COUNTERS = (
     ("records", "streamlog_retention_removed_records", "Records retention removed."),
     ("bytes", "streamlog_retention_removed_bytes", "Bytes retention removed."),
 )
+# Compaction runs per topic (counted by every process that compacts, in the background too).
+_COMPACTION_COUNTERS = (
+    ("runs", "streamlog_compaction_runs", "Partition compactions of the topic."),
+    ("records", "streamlog_compaction_removed_records", "Records compaction removed."),
+    ("bytes", "streamlog_compaction_freed_bytes", "Bytes compaction freed."),
+    ("segments", "streamlog_compaction_rewritten_segments", "Segments compaction rewrote."),
+)
 # Features that add figures to Log.stats() when imported; imported before reading stats.
 _FEATURE_MODULES = ("streamlog.backends.local.groups",)
 
@@ -192,6 +199,18 @@ class StoreCollector:
                 last.add_metric([tname], c["last_run_ms"] / 1000.0)
         yield from rfams.values()
         yield last
+        cfams = {key: core.CounterMetricFamily(name, doc, labels=["topic"])
+                 for key, name, doc in _COMPACTION_COUNTERS}
+        clast = core.GaugeMetricFamily("streamlog_compaction_last_run_timestamp_seconds",
+                                       "When compaction last ran on the topic (Unix seconds).",
+                                       labels=["topic"])
+        for tname, c in sorted((figures.get("compaction") or {}).items()):
+            for key, _, _ in _COMPACTION_COUNTERS:
+                cfams[key].add_metric([tname], c.get(key, 0))
+            if c.get("last_run_ms") is not None:
+                clast.add_metric([tname], c["last_run_ms"] / 1000.0)
+        yield from cfams.values()
+        yield clast
         took = core.GaugeMetricFamily("streamlog_stats_duration_seconds",
                                       "Time the last scrape spent reading the store's figures.")
         took.add_metric([], time.perf_counter() - t0)

@@ -178,3 +178,26 @@ def test_the_grafana_dashboard_uses_only_metrics_the_exporter_serves(store):
     served = set(re.findall(r"^(streamlog_[a-z_]+)", metrics.render(store).decode(), re.M))
     assert names <= served, names - served
     g.close()
+
+
+def test_compaction_runs_are_counted_and_exported(tmp_path):
+    """Each partition compaction adds to per-topic counters in the store, seen by a
+    read-only process and served by the exporter."""
+    import streamlog
+
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        t = log.topic("c", compact=True, segment_bytes=4096, partitions=1)
+        for i in range(400):
+            t.append(b"v%d" % i, key=b"k%d" % (i % 5))
+        res = log.compact("c")
+        assert res.records_removed > 0
+    with streamlog.open(path, read_only=True) as log:
+        c = metrics.stats(log)["compaction"]["c"]
+        assert c["runs"] >= 1 and c["records"] >= res.records_removed
+        assert "compaction" not in metrics.stats(log)["retention"].get("c", {})
+        text = metrics.render(log).decode()
+    assert _samples(text, "streamlog_compaction_runs_total")['topic="c"'] == c["runs"]
+    assert _samples(text, "streamlog_compaction_removed_records_total")['topic="c"'] == \
+        c["records"]
+    assert _samples(text, "streamlog_compaction_last_run_timestamp_seconds")['topic="c"'] > 0

@@ -1059,9 +1059,12 @@ class Log:
             out["topics"][name] = {"partitions": parts, "config": t.config}
             _add_append_rates(t, out)
             groups.stats(self, t, out)
-        # Retention runs per topic: runs, segments/records/bytes removed, last run.
-        out["retention"] = {k: v for k, v in self._retention_counters().items()
-                            if k in out["topics"]}
+        # Retention runs per topic: runs, segments/records/bytes removed, last run; and
+        # compaction runs: runs, records removed, bytes freed, segments rewritten.
+        counters = {k: v for k, v in self._retention_counters().items() if k in out["topics"]}
+        out["compaction"] = {k: v.pop("compaction") for k, v in counters.items()
+                             if "compaction" in v}
+        out["retention"] = counters
         return out
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
@@ -1130,6 +1133,28 @@ class Log:
             self._meta.write(bump)
         except (OSError, StreamlogError) as e:  # a figure: never fails the retention itself
             _logger.warning("streamlog: could not count the retention run of %r: %s", topic, e)
+
+    def _count_compaction_run(self, topic: str, result: dict) -> None:
+        """Add one partition's compaction (``compact_partition``'s result) to the store's
+        counters: ``stats()["compaction"]``, kept beside the retention counters."""
+        key = topic.encode()
+
+        def bump(txn):
+            db = self._meta.db_in(txn, _OPS_DB)
+            raw = txn.get(key, db=db)
+            c = json.loads(raw) if raw else {"runs": 0, "segments": 0, "records": 0, "bytes": 0}
+            k = c.setdefault("compaction", {"runs": 0, "records": 0, "bytes": 0, "segments": 0})
+            k["runs"] += 1
+            k["records"] += result["records_removed"]
+            k["bytes"] += result["bytes_freed"]
+            k["segments"] += result["segments_rewritten"]
+            k["last_run_ms"] = now_ms()
+            txn.put(key, json.dumps(c).encode(), db=db)
+
+        try:
+            self._meta.write(bump)
+        except (OSError, StreamlogError) as e:  # a figure: never fails the compaction itself
+            _logger.warning("streamlog: could not count the compaction of %r: %s", topic, e)
 
     def _retention_counters(self) -> dict:
         db = self._meta.db(_OPS_DB)  # before the txn: a first open creates the db

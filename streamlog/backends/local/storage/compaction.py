@@ -554,6 +554,7 @@ def compact_topic(log, topic, progress: Callable[[int, int], None] | None = None
                               blocking=blocking, min_superseded=min_superseded)
         if r is None:
             continue
+        log._count_compaction_run(part.topic, r)
         totals[0] += r["records_removed"]
         totals[1] += r["bytes_freed"]
         totals[2] += r["segments_rewritten"]
@@ -654,10 +655,12 @@ class Background:
             self._planned[key] = active
             topic = log.existing_topic(part.topic)
             files.upgrade_format(log.path)
-            compact_partition(part, float(topic.config.get(
+            r = compact_partition(part, float(topic.config.get(
                 "delete_retention_s", _limits.DEFAULT_DELETE_RETENTION_S)),
                 _limits.COMPACTION_MAX_KEYS, self._stop_check, blocking=False,
                 min_superseded=_limits.COMPACTION_MIN_SUPERSEDED)
+            if r is not None:
+                log._count_compaction_run(part.topic, r)
 
 
 def _catalogue(log) -> list[tuple[str, dict]]:
