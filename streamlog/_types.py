@@ -83,6 +83,14 @@ class Retention(_RetentionFields):
         return type(self)(**{**self._asdict(), **changes})
 
 
+def retention_limits(retention: object) -> list[int | float | None]:
+    """A ``retention=`` option as topics store it: ``[max_bytes, max_age_s]``. TypeError
+    for anything but a Retention (whose values were checked when it was made)."""
+    if not isinstance(retention, Retention):
+        raise TypeError("retention must be a streamlog.Retention")
+    return [retention.max_bytes, retention.max_age_s]
+
+
 class CompactionResult(NamedTuple):
     """What ``Log.compact()`` did: records removed, bytes given back, segments rewritten."""
 

@@ -65,6 +65,34 @@ class Event(NamedTuple):
     headers: dict[str, bytes]
 
 
+# The headers every event record carries, on every backend: its stream id and its version
+# in the stream (decimal). Names starting with ``es-`` are reserved for the event store.
+STREAM_HEADER = "es-stream"
+VERSION_HEADER = "es-version"
+
+
+def events_from_records(records: Iterator[Record] | Sequence[Record],
+                        position: int) -> tuple[list[Event], int]:
+    """The events among ``records`` (read in commit order from ``position``), and the
+    position after the last record: records without the event headers (tracking
+    records) are skipped. Event logs share it so that they decode events alike."""
+    out: list[Event] = []
+    nxt = position
+    for rec in records:
+        nxt = rec.offset + 1
+        h = rec.headers
+        sid = h.pop(STREAM_HEADER, None)
+        ver = h.pop(VERSION_HEADER, None)
+        if sid is None or ver is None:
+            continue
+        out.append(_tuple_new(Event, (sid.decode("utf-8", "replace"), int(ver), rec.offset,
+                                      rec.timestamp_ms, rec.value, h)))
+    return out, nxt
+
+
+_tuple_new = tuple.__new__
+
+
 class NewEvent(NamedTuple):
     """An event to commit: its stream (``stream_id`` and its UTF-8 bytes), its value,
     and its own headers, encoded (the event log adds its stream and version headers).

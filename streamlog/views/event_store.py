@@ -27,14 +27,20 @@ from streamlog._limits import (
     EVENT_SUBSCRIBE_BATCH_RECORDS,
     VIEW_POLL_S,
 )
-from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, EventLog, NewEventFields, Store
+from streamlog.api import (
+    ANY,
+    NO_STREAM,
+    EncodedHeaders,
+    Event,
+    EventLog,
+    NewEventFields,
+    Store,
+)
 from streamlog.errors import ConfigMismatch, StoreClosed, StreamlogError
 from streamlog.views import _serde
 
 __all__ = ["EventStore", "Subscription", "Event", "ANY", "NO_STREAM"]
 
-STREAM_HEADER = "es-stream"
-VERSION_HEADER = "es-version"
 RESERVED_HEADER_PREFIX = "es-"
 
 def _stream_id(value: Any) -> tuple[str, bytes]:

@@ -39,7 +39,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamlog._types import Record, now_ms
-from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, EventLog, NewEventFields, Watch
+from streamlog.api import (
+    ANY,
+    NO_STREAM,
+    STREAM_HEADER,
+    VERSION_HEADER,
+    EncodedHeaders,
+    Event,
+    EventLog,
+    NewEventFields,
+    Watch,
+    events_from_records,
+)
 from streamlog.errors import StreamlogError, WrongExpectedVersion
 
 from . import _naming, _records
@@ -54,8 +65,6 @@ from ._client import (
 
 __all__ = ["JetStreamEventLog", "JetStreamTrackingLog"]
 
-STREAM_HEADER = "es-stream"
-VERSION_HEADER = "es-version"
 TRACKING_APP_HEADER = "tracking-app"
 TRACKING_ID_HEADER = "tracking-id"
 _HB_STREAM = STREAM_HEADER.encode()
@@ -311,18 +320,7 @@ class JetStreamEventLog:
     def events(self, position: int, max_events: int) -> tuple[list[Event], int]:
         """Events of up to ``max_events`` records from ``position``, and the position
         after them. Records that are not events (no ``es-*`` headers) are skipped."""
-        out: list[Event] = []
-        nxt = position
-        for rec in self._topic.read(0, position, max_events):
-            nxt = rec.offset + 1
-            h = rec.headers
-            sid = h.pop(STREAM_HEADER, None)
-            ver = h.pop(VERSION_HEADER, None)
-            if sid is None or ver is None:
-                continue
-            out.append(_tuple_new(Event, (sid.decode("utf-8", "replace"), int(ver), rec.offset,
-                                          rec.timestamp_ms, rec.value, h)))
-        return out, nxt
+        return events_from_records(self._topic.read(0, position, max_events), position)
 
     def end_position(self) -> int:
         """The position after the last event (records after it that are not events,

@@ -41,7 +41,15 @@ from streamlog._limits import (
     MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
 )
-from streamlog._types import Position, Problem, Record, RecordBatch, Retention, now_ms
+from streamlog._types import (
+    Position,
+    Problem,
+    Record,
+    RecordBatch,
+    Retention,
+    now_ms,
+    retention_limits,
+)
 from streamlog.errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -815,12 +823,11 @@ class JetStreamLog:
             requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
                                                              MAX_PARTITIONS)
         if retention is not None:
-            if not isinstance(retention, Retention):
-                raise TypeError("retention must be a streamlog.Retention")
+            limits = retention_limits(retention)
             if retention.max_age_s is not None and retention.max_age_s < MIN_MAX_AGE_S:
                 raise ValueError(f"retention max_age_s={retention.max_age_s:g}: the shortest "
                                  f"max age on JetStream is {MIN_MAX_AGE_S:g} s")
-            requested["retention"] = [retention.max_bytes, retention.max_age_s]
+            requested["retention"] = limits
         if segment_bytes is not None:
             requested["segment_bytes"] = _validate.positive_int(
                 segment_bytes, "segment_bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)

@@ -43,15 +43,23 @@ from streamlog._limits import (
     EVENT_STREAM_ID_INLINE_BYTES,
 )
 from streamlog._types import Record, now_ms
-from streamlog.api import ANY, NO_STREAM, EncodedHeaders, Event, NewEventFields, Watch
+from streamlog.api import (
+    ANY,
+    NO_STREAM,
+    STREAM_HEADER,
+    VERSION_HEADER,
+    EncodedHeaders,
+    Event,
+    NewEventFields,
+    Watch,
+    events_from_records,
+)
 from streamlog.backends.local.codec import encode_batch
 from streamlog.errors import CorruptionError, RecordTooLarge, StreamlogError, WrongExpectedVersion
 
 __all__ = ["KV_NAMESPACE", "LocalEventLog", "drop_topic"]
 
 KV_NAMESPACE = "event_store"
-STREAM_HEADER = "es-stream"
-VERSION_HEADER = "es-version"
 
 _HB_STREAM = STREAM_HEADER.encode()
 _HB_VERSION = VERSION_HEADER.encode()
@@ -63,7 +71,6 @@ _U64 = struct.Struct("<Q")
 # indexed_to (every record below this offset is in the LMDB index).
 _META = struct.Struct("<16s8sQ")
 _LONG_ID = b"\xff\xff"  # skey marker of a hashed (long) stream id
-_new_tuple = tuple.__new__
 # Bytes an event's own headers add to its value (for the max_record_bytes check):
 # two headers at 6 bytes of framing each, their names, and up to 20 version digits.
 _FRAMING_BYTES = 12 + len(STREAM_HEADER) + len(VERSION_HEADER) + 20
@@ -694,18 +701,7 @@ class LocalEventLog:
     def events(self, position: int, max_events: int) -> tuple[list[Event], int]:
         """Events of up to ``max_events`` records from ``position``, and the position
         after them. Records that are not events (no ``es-*`` headers) are skipped."""
-        out: list[Event] = []
-        nxt = position
-        for rec in self._topic.read(0, position, max_events):
-            nxt = rec.offset + 1
-            h = rec.headers
-            sid = h.pop(STREAM_HEADER, None)
-            ver = h.pop(VERSION_HEADER, None)
-            if sid is None or ver is None:
-                continue
-            out.append(_new_tuple(Event, (sid.decode("utf-8", "replace"), int(ver), rec.offset,
-                                          rec.timestamp_ms, rec.value, h)))
-        return out, nxt
+        return events_from_records(self._topic.read(0, position, max_events), position)
 
     def end_position(self) -> int:
         """The position the next committed event will get (the number of records)."""

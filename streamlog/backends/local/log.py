@@ -39,6 +39,7 @@ from streamlog._types import (
     View,
     empty_columns,
     now_ms,
+    retention_limits,
 )
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import dedupe, eventlog, groups, replybox, table, tracking
@@ -755,14 +756,7 @@ class Log:
             requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
                                                              MAX_PARTITIONS)
         if retention is not None:
-            if not isinstance(retention, Retention):
-                raise TypeError("retention must be a streamlog.Retention")
-            mb, ma = retention
-            if mb is not None:
-                _validate.positive_int(mb, "retention.max_bytes", 0)
-            if ma is not None:
-                _validate.seconds(ma, "retention.max_age_s", allow_zero=False)
-            requested["retention"] = [mb, ma]
+            requested["retention"] = retention_limits(retention)
         if segment_bytes is not None:
             requested["segment_bytes"] = _validate.positive_int(
                 segment_bytes, "segment_bytes", MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
@@ -929,13 +923,7 @@ class Log:
         _validate.name(name, "topic name")
         changes: dict[str, Any] = {}
         if retention is not None:
-            if not isinstance(retention, Retention):
-                raise TypeError("retention must be a streamlog.Retention")
-            mb, ma = retention
-            if mb is not None:
-                _validate.positive_int(mb, "retention.max_bytes", 0)
-            if ma is not None:
-                _validate.seconds(ma, "retention.max_age_s", allow_zero=False)
+            mb, ma = retention_limits(retention)
             changes["retention"] = None if mb is None and ma is None else [mb, ma]
         if dedupe_window_s is not None:
             changes["dedupe_window_s"] = _validate.seconds(dedupe_window_s, "dedupe_window_s")
