@@ -470,6 +470,12 @@ def _consumer_state(resp: Mapping[str, Any]) -> ConsumerState:
     )
 
 
+def _expire(fut: asyncio.Future[Any], subject: str) -> None:
+    """A batch's acknowledgement did not come in time (it may have been stored)."""
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no acknowledgement of an atomic batch to {subject}"))
+
+
 # --------------------------------------------------------------------------
 # The connection
 
@@ -922,6 +928,87 @@ class Connection:
         if count != n or resp.get("batch") != batch_id:  # checks that survive -O
             raise JetStreamError(f"batch ack does not match the batch sent: {resp}")
         return BatchAck(resp["stream"], batch_id, last - count + 1, last, count)
+
+    async def publish_batches(
+        self, batches: Sequence[Sequence[OutMsg]], *, in_flight: int,
+        timeout: float | None = None,
+    ) -> list[BatchAck | BaseException]:
+        """Publish ``batches`` as atomic batches, in order, with up to ``in_flight``
+        of them awaiting their acknowledgement at once (a pipeline: the client, not
+        the server, bounds throughput). Returns one answer per batch, in order: its
+        BatchAck, or the exception that says it was not stored (a rejection, a
+        timeout: it may then have been stored). Every batch is sent in full before
+        the next one starts, so the server sees their commits in this order; a
+        batch whose first message carries ``Nats-Expected-Last-Sequence`` is then
+        stored only right after the one before it.
+        """
+        for b in batches:
+            if not b or len(b) > ATOMIC_BATCH_MAX_MSGS:
+                raise ValueError(
+                    f"an atomic batch holds 1 to {ATOMIC_BATCH_MAX_MSGS} messages (the "
+                    f"server's batch limit), got {len(b)}")
+        nc = self.nc
+        loop = asyncio.get_running_loop()
+        wait_s = timeout or self.request_timeout
+        inbox = nc.new_inbox()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in batches]
+        ids = [uuid.uuid4().hex for _ in batches]
+        room = asyncio.Semaphore(max(1, in_flight))
+
+        async def on_reply(msg: _NatsMsg) -> None:
+            try:
+                i = int(msg.subject.rsplit(".", 1)[1])
+            except (IndexError, ValueError):
+                return
+            if 0 <= i < len(futures) and not futures[i].done():
+                futures[i].set_result(msg.data)
+
+        def release(_f: asyncio.Future[Any]) -> None:
+            room.release()
+
+        out: list[BatchAck | BaseException] = []
+        with _translate(f"atomic batches to {batches[0][0].subject if batches else '-'}"):
+            sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)
+            try:
+                for i, batch in enumerate(batches):
+                    await room.acquire()
+                    futures[i].add_done_callback(release)
+                    n = len(batch)
+                    for j, m in enumerate(batch, 1):
+                        hdrs = dict(m.headers or {})
+                        hdrs[H_BATCH_ID] = ids[i]
+                        hdrs[H_BATCH_SEQ] = str(j)
+                        if j < n:
+                            await nc.publish(m.subject, m.payload, headers=hdrs)
+                        else:
+                            hdrs[H_BATCH_COMMIT] = "1"
+                            await nc.publish(m.subject, m.payload, reply=f"{inbox}.{i}",
+                                             headers=hdrs)
+                    loop.call_later(wait_s, _expire, futures[i], batch[0].subject)
+                for i, fut in enumerate(futures):
+                    try:
+                        data = await fut
+                    except BaseException as e:  # noqa: BLE001 - handed back per batch
+                        if isinstance(e, asyncio.CancelledError) and not fut.cancelled():
+                            raise
+                        out.append(e if not fut.cancelled() else TimeoutError("cancelled"))
+                        continue
+                    resp = json.loads(data or b"{}")
+                    if "error" in resp:
+                        out.append(_from_error_json(resp["error"]))
+                        continue
+                    last, count = int(resp["seq"]), int(resp["count"])
+                    if count != len(batches[i]) or resp.get("batch") != ids[i]:
+                        out.append(JetStreamError(f"batch ack does not match the batch "
+                                                  f"sent: {resp}"))
+                        continue
+                    out.append(BatchAck(resp["stream"], ids[i], last - count + 1, last, count))
+            finally:
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
+                await sub.unsubscribe()
+        return out
 
     # -- reading -----------------------------------------------------------
 
