@@ -90,10 +90,10 @@ def copy(src: Any, dst: Any, topics: Sequence[str] | None = None,
         raise TypeError("progress must be callable")
     with ExitStack() as stack:
         s = _opened(src, stack, read_only=True)
+        plans = _plan(s, topics)  # every check of the source before the destination exists
         d = _opened(dst, stack, **dst_options)
         if s.url == d.url:
             raise ValueError(f"source and destination are the same store: {s.url}")
-        plans = _plan(s, topics)
         return _run(s, d, plans, progress)
 
 
