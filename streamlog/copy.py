@@ -23,6 +23,7 @@ docs/backends.md lists what a copy keeps and what it leaves behind.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any, NamedTuple
@@ -30,12 +31,16 @@ from typing import Any, NamedTuple
 from streamlog import _validate
 from streamlog._limits import COPY_READ_RECORDS
 from streamlog.backends import open_store
-from streamlog.errors import ConfigMismatch, StreamlogError, TopicNotFound
+from streamlog.errors import ConfigMismatch, StreamlogError, TopicNotFound, WrongExpectedVersion
 
 __all__ = ["CopyProgress", "CopyResult", "copy"]
 
 #: The consumer name a copy uses while it sets a group's positions.
 COPY_CONSUMER = "streamlog-copy"
+# How often a partition's copy continues from a destination end that moved under it
+# (batches of a killed earlier run still landing), and the pause before each time.
+_RESUME_ATTEMPTS = 5
+_RESUME_PAUSE_S = 0.5
 # Group options a copy carries over (as ``Topic.group`` takes them).
 _GROUP_OPTIONS = ("mode", "ack_wait_s", "max_deliver", "backoff_s", "start", "dead_letter")
 
@@ -88,6 +93,8 @@ def copy(src: Any, dst: Any, topics: Sequence[str] | None = None,
         topics = [_validate.name(t, "topic name") for t in topics]
     if progress is not None and not callable(progress):
         raise TypeError("progress must be callable")
+    if _place(src) is not None and _place(src) == _place(dst):
+        raise ValueError(f"source and destination are the same store: {src}")
     with ExitStack() as stack:
         s = _opened(src, stack, read_only=True)
         plans = _plan(s, topics)  # every check of the source before the destination exists
@@ -95,6 +102,18 @@ def copy(src: Any, dst: Any, topics: Sequence[str] | None = None,
         if s.url == d.url:
             raise ValueError(f"source and destination are the same store: {s.url}")
         return _run(s, d, plans, progress)
+
+
+def _place(where: Any) -> str | None:
+    """Where a store named by a path or URL lives, comparably (None: an open store)."""
+    if not isinstance(where, str | os.PathLike):
+        return None
+    text = os.fspath(where)
+    if isinstance(text, bytes):
+        return None
+    if "://" in text and not text.startswith("file://"):
+        return text.rstrip("/")
+    return os.path.realpath(text.removeprefix("file://"))
 
 
 def _opened(where: Any, stack: ExitStack, **options: Any) -> Any:
@@ -191,14 +210,30 @@ def _run(s: Any, d: Any, plans: list[_Plan],
     records = nbytes = groups = 0
     for plan, t, row in zip(plans, dsts, starts, strict=True):
         src_topic = s.existing_topic(plan.name)
-        for p, (_, end) in enumerate(plan.bounds):
+        for p, (start, end) in enumerate(plan.bounds):
             at = row[p]
-            for chunk in _chunks(src_topic, p, at, end):
-                t.append_copies(p, chunk[0].offset, chunk)
-                records += len(chunk)
-                nbytes += sum(_size(r) for r in chunk)
-                if progress is not None:
-                    progress(CopyProgress(records, todo, nbytes, plan.name))
+            attempts = 0
+            while at < end:
+                try:
+                    for chunk in _chunks(src_topic, p, at, end):
+                        t.append_copies(p, chunk[0].offset, chunk)
+                        at = chunk[-1].offset + 1
+                        records += len(chunk)
+                        nbytes += sum(_size(r) for r in chunk)
+                        if progress is not None:
+                            progress(CopyProgress(records, todo, nbytes, plan.name))
+                    break
+                except WrongExpectedVersion:
+                    # The destination's end moved under the copy: batches an earlier,
+                    # killed run had sent may still be landing on a server. Continue from
+                    # the new end once its last record proves to be the source's.
+                    attempts += 1
+                    if attempts > _RESUME_ATTEMPTS:
+                        raise
+                    time.sleep(_RESUME_PAUSE_S)
+                    moved = _resume_at(s, t, plan.name, p, start, end)
+                    records += max(moved - at, 0)  # landed for this copy all the same
+                    at = moved
         for g, (opts, positions) in plan.groups.items():
             _set_group(t, g, opts, positions)
             groups += 1
