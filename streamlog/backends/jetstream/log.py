@@ -95,6 +95,9 @@ T = TypeVar("T")
 _COPY_SUBJECT_KINDS = {b"es-stream": "e", b"tracking-app": "t",
                        b"streamlog.correlation-id": "r"}
 
+# Bytes the batch and expected-sequence headers add to a copied record at most.
+_COPY_DIRECTIVE_BYTES = 200
+
 #: How the backend names itself in messages.
 BACKEND = "the JetStream backend"
 DURABILITY_MODES = ("always", "interval", "never")
@@ -440,6 +443,22 @@ class JetStreamTopic:
                     return _naming.entry_subject(base, kind, value)
         return base
 
+    def _copy_wire(self, value: bytes, key: bytes | None, hdrs, ts: int) -> dict[str, str]:
+        """A copied record's headers, after checking its size against the server's
+        max_payload (RecordTooLarge); the topic's own limit was checked before. The exact
+        size is counted only for a record near the limit."""
+        wire = _records.encode_headers(key, hdrs, ts)
+        rough = len(value) + 2 * ((len(key) if key is not None else 0) +
+                                  sum(len(a) + len(b) for a, b in hdrs or ())) + 64 * len(wire)
+        if rough + _COPY_DIRECTIVE_BYTES > self._conn.max_payload or _records.H_HEADERS in wire:
+            size = _records.wire_size(len(value), wire) + _COPY_DIRECTIVE_BYTES
+            if size > self._conn.max_payload:
+                raise RecordTooLarge(
+                    f"record of {size} bytes as a NATS message (value, key and headers with "
+                    f"streamlog's own) exceeds the server's max_payload="
+                    f"{self._conn.max_payload}")
+        return wire
+
     def append_copies(self, partition: int, offset: int, records: Iterable[Any]) -> int:
         """Append copies of ``records`` (as ``read`` yields them: timestamp, key, value and
         headers are kept) to ``partition`` at offsets ``offset``, ``offset + 1``, ...;
@@ -463,19 +482,21 @@ class JetStreamTopic:
         n = len(values)
         if n == 0:
             return offset
-        msgs = [OutMsg(self._copy_subject(p, hdrs[i]), values[i],
-                       self._encode(values[i], keys[i], hdrs[i], stamps[i]))
-                for i in range(n)]
-        batches = []
-        for i in range(0, n, COPY_BATCH_RECORDS):
-            chunk = msgs[i:i + COPY_BATCH_RECORDS]
-            first = chunk[0]
-            # JetStream's sequence is offset + 1: the stream's last sequence is the offset.
-            chunk[0] = OutMsg(first.subject, first.payload,
-                              dict(first.headers or {}, **{H_EXPECTED_LAST_SEQ: str(offset + i)}))
-            batches.append(chunk)
+        wires = [self._copy_wire(values[i], keys[i], hdrs[i], stamps[i]) for i in range(n)]
+
+        def batches() -> Iterator[list[OutMsg]]:
+            # Built on the connection's loop as room frees up (see publish_batches).
+            subject = self._subjects[p]
+            for lo in range(0, n, COPY_BATCH_RECORDS):
+                hi = min(lo + COPY_BATCH_RECORDS, n)
+                # JetStream's sequence is offset + 1: the stream's last sequence is the
+                # offset the batch starts at.
+                wires[lo][H_EXPECTED_LAST_SEQ] = str(offset + lo)
+                yield [OutMsg(subject if not hdrs[i] else self._copy_subject(p, hdrs[i]),
+                              values[i], wires[i]) for i in range(lo, hi)]
+
         conn = self._conn
-        answers = self._run(conn.publish_batches(batches, in_flight=COPY_BATCHES_IN_FLIGHT))
+        answers = self._run(conn.publish_batches(batches(), in_flight=COPY_BATCHES_IN_FLIGHT))
         self._appended()
         for i, a in enumerate(answers):
             want = offset + i * COPY_BATCH_RECORDS
