@@ -90,8 +90,8 @@ __all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
 
 T = TypeVar("T")
 
-# Headers whose value names the subject of a copied record: an event's stream, a
-# tracking record's application, a reply's correlation id (see _copy_subject).
+# Headers whose value names the subject of a copied record, first match first: an
+# event's stream, a tracking record's application, a reply's correlation id.
 _COPY_SUBJECT_KINDS = {b"es-stream": "e", b"tracking-app": "t",
                        b"streamlog.correlation-id": "r"}
 
@@ -437,10 +437,11 @@ class JetStreamTopic:
         else the partition's."""
         base = self._subjects[p]
         if hdrs:
-            for name, value in hdrs:
-                kind = _COPY_SUBJECT_KINDS.get(name)
-                if kind is not None:
-                    return _naming.entry_subject(base, kind, value)
+            found = {name: value for name, value in hdrs if name in _COPY_SUBJECT_KINDS}
+            # An event that also carries a tracking record's headers is an event.
+            for name, kind in _COPY_SUBJECT_KINDS.items():
+                if name in found:
+                    return _naming.entry_subject(base, kind, found[name])
         return base
 
     def _copy_wire(self, value: bytes, key: bytes | None, hdrs, ts: int) -> dict[str, str]:
