@@ -22,6 +22,7 @@ docs/backends.md lists what a copy keeps and what it leaves behind.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -198,6 +199,13 @@ def _dst_topic(d: Any, plan: _Plan) -> Any:
 def _run(s: Any, d: Any, plans: list[_Plan],
          progress: Callable[[CopyProgress], None] | None) -> CopyResult:
     dsts = [_dst_topic(d, plan) for plan in plans]
+    for plan, t in zip(plans, dsts, strict=True):
+        for g, (opts, _) in plan.groups.items():
+            if opts.get("subjects") and \
+                    "subjects" not in inspect.signature(t.group).parameters:
+                raise NotImplementedError(
+                    f"group {g!r} of topic {plan.name!r} filters by subjects, which groups "
+                    f"of {d.url} do not offer: no record was copied")
     todo = 0
     starts: list[list[int]] = []
     for plan, t in zip(plans, dsts, strict=True):

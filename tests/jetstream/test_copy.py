@@ -62,6 +62,9 @@ def _make_source(path: str, monkeypatch) -> dict:
     audit = orders.group("audit", mode="key_shared", ack_wait_s=12, max_deliver=3,
                          backoff_s=[1, 2])
     assert all(audit.ack(audit.poll(100, timeout=1)))
+    owners = orders.group("owners", mode="exclusive", ack_wait_s=20)
+    assert all(owners.ack(owners.poll(120, timeout=1)))
+    owners.close()
     metrics = log.topic("metrics", retention=Retention(max_bytes=4096), segment_bytes=1024)
     for i in range(400):
         metrics.append(b"m" * 40, timestamp_ms=1_700_000_000_000 + i)
@@ -78,7 +81,8 @@ def _make_source(path: str, monkeypatch) -> dict:
     dog.add_trick("roll")
     app.save(dog)
     app.close()
-    out = {"positions": billing_positions(orders), "leased": {(m.partition, m.offset)
+    out = {"positions": billing_positions(orders), "owners": orders.group_positions("owners"),
+           "leased": {(m.partition, m.offset)
                                                                for m in leased},
            "dog": dog.id, "metrics_start": metrics.start_offset(0)}
     log.close()
@@ -128,7 +132,7 @@ def test_embedded_store_moves_to_jetstream_and_back(tmp_path, js_url, monkeypatc
     seen: list[streamlog.CopyProgress] = []
     res = streamlog.copy(src, js_url, progress=seen.append)
     assert res.records == seen[-1].records == seen[-1].records_total > 1000
-    assert res.groups == 2
+    assert res.groups == 3
     with streamlog.open(src, read_only=True) as a, streamlog.open(js_url) as b:
         _assert_same(a, b)
         assert b.existing_topic("metrics").start_offset(0) == before["metrics_start"]
@@ -154,6 +158,15 @@ def test_embedded_store_moves_to_jetstream_and_back(tmp_path, js_url, monkeypatc
         g.close()
         assert orders.group_config("audit")["mode"] == "key_shared"
         assert orders.group_config("audit")["backoff_s"] == [1, 2]
+        owners = orders.group("owners", mode="exclusive", ack_wait_s=20)
+        left = {p: orders.end_offset(p) - before["owners"][p] for p in range(3)}
+        n = 0
+        while msgs := owners.poll(500, timeout=0.5):
+            assert all(m.offset >= before["owners"][m.partition] for m in msgs)
+            assert all(owners.ack(msgs))
+            n += len(msgs)
+        assert n == sum(left.values())
+        owners.close()
         # The event store continues with the copied versions.
         assert b.event_store("bank").append("acc-1", [b"next"], expected_version=15) == 16
 
@@ -280,3 +293,28 @@ def test_append_copies_and_start_offset_on_jetstream(js_url):
         with pytest.raises(TypeError):
             t.append_copies(0, 0, [b"not a record"])
         assert t.end_offset(0) == 0
+
+
+def test_a_group_with_a_subject_filter_is_copied_or_refused_before_any_record(tmp_path,
+                                                                             js_url):
+    """A source group with a subject filter: where the destination's groups take
+    ``subjects=`` the filter is copied with the group; where they do not, the copy stops
+    before any record is written, naming the group."""
+    import inspect
+
+    src = str(tmp_path / "src")
+    with streamlog.open(src) as log:
+        t = log.topic("t")
+        t.append(b"x", subject="orders.eu")
+        t.group("eu", subjects=["orders.eu"]).close()
+    with streamlog.open(js_url) as probe:
+        takes = "subjects" in inspect.signature(probe.topic("probe").group).parameters
+    if takes:
+        streamlog.copy(src, js_url)
+        with streamlog.open(js_url) as d:
+            assert d.existing_topic("t").group_config("eu")["subjects"] == ["orders.eu"]
+    else:
+        with pytest.raises(NotImplementedError, match="'eu'"):
+            streamlog.copy(src, js_url)
+        with streamlog.open(js_url) as d:
+            assert d.existing_topic("t").end_offset(0) == 0
