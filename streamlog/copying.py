@@ -57,8 +57,10 @@ class CopyProgress(NamedTuple):
 
 
 class CopyResult(NamedTuple):
-    """What a copy did: the topics copied, records and bytes written in this run (0 on a
-    rerun that found everything copied), and the groups whose positions were set."""
+    """What a copy did: the topics copied, the records that reached the destination during
+    this run (0 on a rerun that found everything copied; batches a killed earlier run had
+    sent and the server stored meanwhile count too) and the bytes this run wrote, and the
+    groups whose positions were set."""
 
     topics: list[str]
     records: int
