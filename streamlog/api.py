@@ -302,6 +302,16 @@ class Topic(Protocol):
         written."""
         ...
 
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """On a compacted topic: mark ``count`` offsets from ``offset`` as removed by
+        compaction (reads skip them; ``get`` says they were compacted away), only if
+        the partition ends at ``offset`` (WrongExpectedVersion otherwise); returns the
+        new end. ``timestamp_ms`` stands for the removed records' timestamps. A copy
+        of a compacted topic keeps its offsets this way. NotImplementedError where
+        the backend has no compacted topics."""
+        ...
+
     def set_start_offset(self, partition: int, offset: int) -> None:
         """Make an empty partition start (and end) at ``offset``, so that a copy of a
         partition whose start retention moved keeps its offsets. Idempotent;

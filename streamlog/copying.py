@@ -1,7 +1,8 @@
 """Copying a store to another store, of either backend: ``streamlog.copy(src, dst)``.
 
 What a copy keeps: every topic (or the ones named) with its partition count,
-retention and dedupe window; every record at its own offset, with its
+retention, dedupe window and compaction (a compacted topic's removed offsets
+become gaps); every record at its own offset, with its
 timestamp, key and headers (a partition whose start retention moved starts
 at the same offset in the copy); each consumer group's options and committed
 position per partition; event stores with their stream versions and
@@ -32,7 +33,13 @@ from typing import Any, NamedTuple
 from streamlog import _validate
 from streamlog._limits import COPY_READ_RECORDS
 from streamlog.backends import open_store
-from streamlog.errors import ConfigMismatch, StreamlogError, TopicNotFound, WrongExpectedVersion
+from streamlog.errors import (
+    ConfigMismatch,
+    OffsetOutOfRange,
+    StreamlogError,
+    TopicNotFound,
+    WrongExpectedVersion,
+)
 
 __all__ = ["CopyProgress", "CopyResult", "copy"]
 
@@ -145,10 +152,6 @@ def _plan(s: Any, names: list[str] | None) -> list[_Plan]:
     for name in names:
         t = s.existing_topic(name)
         cfg = dict(t.config)
-        if cfg.get("compact"):
-            raise NotImplementedError(
-                f"topic {name!r} of {s.url} is compacted: copying compacted topics (whose "
-                f"offsets have gaps) is not supported yet; copy the others with --topics")
         grps = {}
         for g in t.groups():
             opts = t.group_config(g)
@@ -182,6 +185,11 @@ def _dst_topic(d: Any, plan: _Plan) -> Any:
             retention = Retention(*retention)
         if any(v is not None for v in retention):
             options["retention"] = retention
+    if cfg.get("compact"):
+        options["compact"] = True  # NotImplementedError where the backend has none
+        if cfg.get("delete_retention_s") is not None and \
+                "delete_retention_s" in inspect.signature(d.topic).parameters:
+            options["delete_retention_s"] = cfg["delete_retention_s"]
     if cfg.get("dedupe_window_s") is not None:
         options["dedupe_window_s"] = cfg["dedupe_window_s"]
     if cfg.get("max_record_bytes") is not None:
@@ -223,13 +231,18 @@ def _run(s: Any, d: Any, plans: list[_Plan],
         for p, (start, end) in enumerate(plan.bounds):
             at = row[p]
             attempts = 0
+            compacted = bool(plan.config.get("compact"))
             while at < end:
                 try:
-                    for chunk in _chunks(src_topic, p, at, end):
-                        t.append_copies(p, chunk[0].offset, chunk)
-                        at = chunk[-1].offset + 1
-                        records += len(chunk)
-                        nbytes += sum(_size(r) for r in chunk)
+                    for piece in _pieces(src_topic, p, at, end, compacted):
+                        if isinstance(piece, _Gap):
+                            at = t.append_gap(p, piece.offset, piece.count, piece.timestamp_ms)
+                            records += piece.count
+                        else:
+                            t.append_copies(p, piece[0].offset, piece)
+                            at = piece[-1].offset + 1
+                            records += len(piece)
+                            nbytes += sum(_size(r) for r in piece)
                         if progress is not None:
                             progress(CopyProgress(records, todo, nbytes, plan.name))
                     break
@@ -270,30 +283,68 @@ def _resume_at(s: Any, t: Any, name: str, p: int, start: int, end: int) -> int:
                              f"source starts at {start} (retention removed what lies "
                              f"between): the copy cannot continue densely; delete the "
                              f"destination topic and copy again")
-    last_src, last_dst = s.existing_topic(name).get(p, d_end - 1), t.get(p, d_end - 1)
-    if _same(last_src) != _same(last_dst):
+    if _same_at(s.existing_topic(name), p, d_end - 1) != _same_at(t, p, d_end - 1):
         raise StreamlogError(f"{where}: the destination's record at offset {d_end - 1} "
                              f"differs from the source's: it is not a copy of this source")
     return d_end
 
 
-def _same(r: Any) -> tuple:
+def _same_at(topic: Any, p: int, offset: int) -> tuple | None:
+    """What identifies the record at ``offset`` (None: compaction removed it)."""
+    try:
+        r = topic.get(p, offset)
+    except OffsetOutOfRange:
+        return None
     return r.timestamp_ms, r.key, r.value, r.headers
 
 
-def _chunks(topic: Any, p: int, at: int, end: int) -> Iterator[list]:
-    """The source's records of partition ``p`` from ``at`` to ``end``, in lists of up to
-    COPY_READ_RECORDS, each dense (a list ends before any gap)."""
+class _Gap(NamedTuple):
+    """Offsets of a compacted source partition whose records compaction removed."""
+
+    offset: int
+    count: int
+    timestamp_ms: int
+
+
+def _pieces(topic: Any, p: int, at: int, end: int, gaps: bool) -> Iterator[list | _Gap]:
+    """The source's records of partition ``p`` from ``at`` to ``end``, in dense lists of
+    up to COPY_READ_RECORDS; on a compacted topic (``gaps``) the offsets between them
+    that compaction removed come as _Gap pieces (with the timestamp of the record
+    before, which keeps the running maximum timestamp)."""
+    last_ts = 0
     while at < end:
-        chunk = list(topic.read(p, at, limit=min(COPY_READ_RECORDS, end - at)))
-        if not chunk:
-            return
-        if chunk[0].offset != at or chunk[-1].offset - at != len(chunk) - 1:
-            raise StreamlogError(f"topic {topic.name!r} partition {p}: offsets from {at} are "
-                                 f"not dense in the source (retention or compaction removed "
-                                 f"records while it was copied): run the copy again")
-        yield chunk
-        at = chunk[-1].offset + 1
+        limit = COPY_READ_RECORDS if gaps else min(COPY_READ_RECORDS, end - at)
+        chunk = list(topic.read(p, at, limit=limit))
+        if not gaps:
+            if not chunk:
+                return
+            if chunk[0].offset != at or chunk[-1].offset - at != len(chunk) - 1:
+                raise StreamlogError(f"topic {topic.name!r} partition {p}: offsets from {at} "
+                                     f"are not dense in the source (retention removed records "
+                                     f"while it was copied): run the copy again")
+            yield chunk
+            at = chunk[-1].offset + 1
+            continue
+        run: list = []
+        past = False
+        for r in chunk:
+            if r.offset >= end:
+                past = True
+                break
+            if r.offset != at:
+                if run:
+                    yield run
+                    run = []
+                yield _Gap(at, r.offset - at, last_ts)
+            run.append(r)
+            at = r.offset + 1
+            last_ts = r.timestamp_ms
+        if run:
+            yield run
+        if past or len(chunk) < limit:
+            break  # nothing more in the source before ``end``: the rest is a gap
+    if gaps and at < end:
+        yield _Gap(at, end - at, last_ts)
 
 
 def _size(r: Any) -> int:

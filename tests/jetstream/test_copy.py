@@ -318,3 +318,18 @@ def test_a_group_with_a_subject_filter_is_copied_or_refused_before_any_record(tm
             streamlog.copy(src, js_url)
         with streamlog.open(js_url) as d:
             assert d.existing_topic("t").end_offset(0) == 0
+
+
+def test_compacted_topics_cannot_be_copied_to_jetstream_yet(tmp_path, js_url):
+    """JetStream has no compacted topics yet: a compacted source topic stops the copy with
+    NotImplementedError before any record is written; append_gap says the same."""
+    from tests.unit.test_copy import _compacted_store
+
+    src = str(tmp_path / "src")
+    _compacted_store(src)
+    with pytest.raises(NotImplementedError, match="JetStream"):
+        streamlog.copy(src, js_url)
+    with streamlog.open(js_url) as d:
+        assert d.topics() == []
+        with pytest.raises(NotImplementedError, match="JetStream"):
+            d.topic("plain").append_gap(0, 0, 1)

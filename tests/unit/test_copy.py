@@ -203,3 +203,65 @@ def test_cli_copy(tmp_path):
     r = runner.invoke(app, ["copy", str(src), str(tmp_path / "c"), "--topics", "nope"])
     assert r.exit_code == 1 and "nope" in r.output
     assert not (tmp_path / "c").exists()
+
+
+def _compacted_store(path) -> None:
+    with streamlog.open(path) as log:
+        t = log.topic("customers", compact=True, segment_bytes=4096, partitions=2)
+        for i in range(1500):
+            t.append(b"v%d" % i, key=b"c%d" % (i % 40), timestamp_ms=1_000_000 + i)
+        for i in range(0, 40, 5):
+            t.append(None, key=b"c%d" % i, timestamp_ms=2_000_000 + i)
+        log.compact("customers")  # (background compaction may have run already)
+        kept = sum(1 for p in range(2) for _ in t.read(p))
+        assert kept < 1508 - 100  # gaps: compaction removed superseded records
+        g = t.group("g")
+        assert all(g.ack(g.poll(30, timeout=1)))
+        g.close()
+
+
+def test_a_compacted_topic_is_copied_with_its_gaps(tmp_path):
+    """A compacted topic keeps its offsets in the copy: the records compaction kept at
+    their offsets (tombstones included), the removed offsets as gaps that reads skip and
+    `get` reports as compacted away, the same running maximum timestamps, the table view
+    and the group positions; a rerun copies nothing."""
+    src, dst = tmp_path / "a", tmp_path / "b"
+    _compacted_store(src)
+    res = streamlog.copy(src, dst)
+    assert res.records > 0
+    assert streamlog.copy(src, dst).records == 0
+    with streamlog.open(src) as a, streamlog.open(dst) as b:
+        ta, tb = a.existing_topic("customers"), b.existing_topic("customers")
+        assert tb.config["compact"] is True
+        assert _records(a, "customers") == _records(b, "customers")
+        for p in range(2):
+            assert (ta.start_offset(p), ta.end_offset(p)) == (tb.start_offset(p),
+                                                              tb.end_offset(p))
+            kept = {r.offset for r in ta.read(p)}
+            removed = [o for o in range(ta.end_offset(p)) if o not in kept][:20]
+            assert removed
+            for o in removed:
+                with pytest.raises(streamlog.OffsetOutOfRange, match="compacted away"):
+                    tb.get(p, o)
+            # Reading from the offset for a time gives the same records (the copy cannot
+            # see the removed records' timestamps: it may answer the other end of a gap).
+            for ts in (0, 1_000_100, 1_000_900, 1_001_499, 2_000_000, 3_000_000):
+                first = [next(iter(t.read(p, t.offset_for_time(p, ts), limit=1)), None)
+                         for t in (ta, tb)]
+                assert first[0] == first[1], ts
+        assert ta.group_positions("g") == tb.group_positions("g")
+        assert dict(a.table("customers").items()) == dict(b.table("customers").items())
+        assert b.verify() == []
+
+
+def test_append_gap_is_for_compacted_topics_at_their_end(tmp_path):
+    """append_gap writes a gap only at the partition's end of a compacted topic."""
+    with streamlog.open(tmp_path / "s") as log:
+        c = log.topic("c", compact=True)
+        assert c.append_gap(0, 0, 5, 100) == 5
+        with pytest.raises(streamlog.WrongExpectedVersion):
+            c.append_gap(0, 3, 1)
+        assert c.append_copies(0, 5, [Record("x", 0, 5, 200, b"k", None, {})]) == 6
+        assert [(r.offset, r.value) for r in c.read(0)] == [(5, None)]
+        with pytest.raises(ValueError, match="not compacted"):
+            log.topic("plain").append_gap(0, 0, 1)

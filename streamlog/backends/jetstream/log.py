@@ -514,6 +514,11 @@ class JetStreamTopic:
                 StreamlogError(f"copy to {self.name}/{p}: {a}")
         return offset + n
 
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """Compacted topics are not available on JetStream yet: NotImplementedError."""
+        raise NotImplementedError(f"compacted topics are not available on {BACKEND} yet")
+
     def set_start_offset(self, partition: int, offset: int) -> None:
         """Make an empty partition's start and end ``offset``: its first record gets that
         offset (the stream is purged up to sequence ``offset + 1``, which on an empty

@@ -401,6 +401,37 @@ class Topic:
             i = j
         return offset + n
 
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """On a compacted topic: mark ``count`` offsets from ``offset`` as removed by
+        compaction (a gap batch, docs/format.md), only if the partition ends at
+        ``offset``; returns the new end. For copying a compacted topic with its
+        offsets. ``timestamp_ms`` stands for the removed records' timestamps (a
+        copy passes the timestamp of the record before the gap, so the running
+        maximum timestamp, and so ``offset_for_time``, stays the source's).
+        WrongExpectedVersion (nothing written) when the partition ends elsewhere;
+        ValueError on a topic that is not compacted."""
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        count = _validate.positive_int(count, "count", minimum=1)
+        ts = _validate.timestamp(timestamp_ms)
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
+        self._refresh()
+        if not self._allow_none:
+            raise ValueError(f"topic {self.name!r} is not compacted: its offsets have no gaps")
+        files.upgrade_format(self._log.path)  # gap batches are format 2
+
+        def build(end: int):
+            if end != offset:
+                return None, 0, 0, end
+            return _codec.encode_gap(offset, count, ts, ts), count, ts, end
+
+        base, end = part.append_with(build)
+        if base < 0:
+            raise WrongExpectedVersion(offset, end, f"{self.name}/{partition}")
+        return offset + count
+
     def set_start_offset(self, partition: int, offset: int) -> None:
         """Make an empty partition's start and end ``offset``: its first record gets that
         offset. For copying a partition whose start retention moved, so its offsets
