@@ -1670,8 +1670,12 @@ def copy_cmd(
         names = [t.strip() for t in topics.split(",") if t.strip()]
         if not names:
             _die(f"--topics {_shown(topics)}: name at least one topic", 2)
-    if not _is_url(dst) and os.path.exists(dst) and not os.path.isdir(dst):
-        _die(f"{dst}: is a file, not a store directory")
+    if not _is_url(dst) and os.path.exists(dst):
+        if not os.path.isdir(dst):
+            _die(f"{dst}: is a file, not a store directory")
+        if os.listdir(dst) and not _inspect.is_store(dst):
+            _die(f"{dst}: is a directory with other files in it, not a streamlog store; "
+                 "give a new or empty directory, or a store to continue a copy into")
     options: dict[str, Any] = {}
     if replicas is not None:
         if not _is_url(dst):

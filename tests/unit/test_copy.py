@@ -203,6 +203,14 @@ def test_cli_copy(tmp_path):
     r = runner.invoke(app, ["copy", str(src), str(tmp_path / "c"), "--topics", "nope"])
     assert r.exit_code == 1 and "nope" in r.output
     assert not (tmp_path / "c").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["copy", str(src), str(other)])
+    assert r.exit_code == 1 and "not a streamlog store" in r.output
+    assert sorted(os.listdir(other)) == ["notes.txt"]
+    r = runner.invoke(app, ["copy", str(src), str(tmp_path / "d"), "--replicas", "3"])
+    assert r.exit_code == 2 and "--replicas" in r.output
 
 
 def _compacted_store(path) -> None:
