@@ -333,3 +333,17 @@ def test_compacted_topics_cannot_be_copied_to_jetstream_yet(tmp_path, js_url):
         assert d.topics() == []
         with pytest.raises(NotImplementedError, match="JetStream"):
             d.topic("plain").append_gap(0, 0, 1)
+
+
+def test_copy_between_two_stores_on_jetstream(tmp_path, js_url, monkeypatch):
+    """A store on JetStream copied to another store on the servers keeps the same
+    records, offsets, group options and positions, and event-stream versions."""
+    src = str(tmp_path / "src")
+    _make_source(src, monkeypatch)
+    streamlog.copy(src, js_url)
+    other = js_url + "-2"
+    res = streamlog.copy(js_url, other)
+    assert res.records > 1000 and res.groups == 3
+    with streamlog.open(js_url, read_only=True) as a, streamlog.open(other) as b:
+        _assert_same(a, b)
+    assert streamlog.copy(js_url, other).records == 0
