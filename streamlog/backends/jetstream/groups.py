@@ -554,11 +554,15 @@ async def _committed(topic, name: str) -> dict[int, int]:
     for p in range(topic.partitions):
         gen, start_seq = cfg["parts"][p]
         stream = topic.stream_name(p)
+        # Everything below the consumer's start sequence is done (a seek or start="latest"
+        # made it there): a clustered consumer reports an acknowledgement floor of 0 until
+        # its first ack, a single node's the sequence before its start.
+        floor = max(start_seq - 1, 0)
         try:
             st = await topic._conn.consumer_info(stream, consumer_name(name, gen))
-            floor = st.ack_floor_stream_seq
-        except NotFound:  # not made yet: where it will start
-            floor = max(start_seq - 1, 0)
+            floor = max(floor, st.ack_floor_stream_seq)
+        except NotFound:  # not made yet: it will start there
+            pass
         start, _ = await _stream_bounds(topic, p)
         out[p] = max(floor, start)
     return out
