@@ -355,13 +355,22 @@ def _size(r: Any) -> int:
 
 def _set_group(t: Any, name: str, opts: dict, positions: dict[int, int]) -> None:
     """Create group ``name`` on the destination topic with the source's options (or
-    update them) and move it to the source's committed positions."""
+    update them) and move it forward to the source's committed positions.
+
+    Only forward (as Kafka's MirrorMaker syncs offsets): a rerun after consumers on
+    the destination went further never takes them back."""
     kwargs = {k: opts[k] for k in _GROUP_OPTIONS if k in opts}
     if opts.get("subjects"):
         kwargs["subjects"] = opts["subjects"]
+    now = t.group_positions(name) if t.group_config(name) is not None else {}
     g = t.group(name, consumer=COPY_CONSUMER, **kwargs)
     try:
-        for p, off in sorted(positions.items()):
+        if not now:  # just created: "latest" put it at the end, "earliest" at the start
+            now = t.group_positions(name)
+            move = {p: off for p, off in positions.items() if off != now.get(p)}
+        else:
+            move = {p: off for p, off in positions.items() if off > now.get(p, 0)}
+        for p, off in sorted(move.items()):
             g.seek(p, off)
     finally:
         g.close()

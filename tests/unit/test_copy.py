@@ -273,3 +273,31 @@ def test_append_gap_is_for_compacted_topics_at_their_end(tmp_path):
         assert [(r.offset, r.value) for r in c.read(0)] == [(5, None)]
         with pytest.raises(ValueError, match="not compacted"):
             log.topic("plain").append_gap(0, 0, 1)
+
+
+def test_a_rerun_never_takes_a_destination_group_back(tmp_path):
+    """Consumers that went further on the destination keep their places when the copy
+    runs again; a group that is further on the source moves forward."""
+    src, dst = tmp_path / "a", tmp_path / "b"
+    with streamlog.open(src) as log:
+        t = log.topic("t")
+        t.append_many([b"%d" % i for i in range(100)])
+        g = t.group("g")
+        assert all(g.ack(g.poll(10, timeout=1)))
+        g.close()
+    streamlog.copy(src, dst)
+    with streamlog.open(dst) as d:
+        g = d.existing_topic("t").group("g")
+        assert all(g.ack(g.poll(30, timeout=1)))
+        g.close()
+        assert d.existing_topic("t").group_positions("g") == {0: 40}
+    streamlog.copy(src, dst)
+    with streamlog.open(dst) as d:
+        assert d.existing_topic("t").group_positions("g") == {0: 40}
+    with streamlog.open(src) as log:
+        g = log.existing_topic("t").group("g")
+        g.seek(0, 70)
+        g.close()
+    streamlog.copy(src, dst)
+    with streamlog.open(dst) as d:
+        assert d.existing_topic("t").group_positions("g") == {0: 70}
