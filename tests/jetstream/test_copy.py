@@ -232,7 +232,7 @@ def _kill_mid_copy(src: str, dst: str, landed, total: int) -> None:
     and SIGKILL it once some but not all records landed in the destination."""
     code = ("import sys, time, streamlog\n"
             "streamlog.copy(sys.argv[1], sys.argv[2], "
-            "progress=lambda p: time.sleep(0.05))\n")
+            "progress=lambda p: time.sleep(0.3))\n")
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-c", code, src, dst], env=env)
     try:
