@@ -45,8 +45,14 @@ _logging.getLogger("streamlog").addHandler(_logging.NullHandler())
 # Registers the append-rate figure of Log.stats() (streamlog.metrics).
 from streamlog import metrics as _metrics  # noqa: E402,F401
 
+# ``streamlog.copy`` is the function (streamlog.copying holds it and its result types).
+from streamlog.copying import CopyProgress, CopyResult, copy  # noqa: E402
+
 __all__ = [
     "open",
+    "copy",
+    "CopyProgress",
+    "CopyResult",
     "Log",
     "Topic",
     "Position",

@@ -160,3 +160,16 @@ COMPACTION_MAX_KEYS = 1_000_000
 # bytes would go (Kafka's min.cleanable.dirty.ratio, 0.5).
 COMPACTION_CHECK_INTERVAL_S = 30.0
 COMPACTION_MIN_SUPERSEDED = 0.5
+
+# Copying a store (streamlog.copy). Records per destination batch: JetStream's
+# atomic batch limit (limits.batch.max_msgs, 1,000 by default), used on both
+# backends so that a copy lands in the same units everywhere; and at most this
+# many bytes per batch on the embedded store (well under a 64 MiB segment).
+COPY_BATCH_RECORDS = 1000
+COPY_BATCH_BYTES = 4 * 1024 * 1024
+# Batches of one partition in flight at once on JetStream: the client, not the
+# server, bounds throughput, so the next batch goes out while earlier ones wait
+# for their acknowledgement (the server allows 50 open batches per stream).
+COPY_BATCHES_IN_FLIGHT = 8
+# Records read from the source per step of a copy (one append_copies call).
+COPY_READ_RECORDS = 8000

@@ -107,6 +107,32 @@ def msg_id(m) -> bytes | None:
     return m
 
 
+def copies(records, allow_none: bool, limit: int) -> tuple[list, list, list, list]:
+    """Records to copy (objects with ``timestamp_ms``, ``key``, ``value`` and ``headers``,
+    as ``read`` yields them) as four lists: keys, values, encoded headers (or None) and
+    timestamps, each record checked as an append checks it (TypeError, ValueError,
+    RecordTooLarge against ``limit``) before anything is written."""
+    keys: list = []
+    values: list = []
+    hdrs: list = []
+    stamps: list = []
+    for r in records:
+        try:
+            ts, k, v, h = r.timestamp_ms, r.key, r.value, r.headers
+        except AttributeError:
+            raise TypeError(f"a record to copy needs timestamp_ms, key, value and headers, "
+                            f"not {type(r).__name__}") from None
+        v = value(v, allow_none)
+        k = key(k)
+        eh = headers(h) if h else None
+        record_size(k, v, eh, limit)
+        keys.append(k)
+        values.append(v)
+        hdrs.append(eh)
+        stamps.append(timestamp(ts))
+    return keys, values, hdrs, stamps
+
+
 def record_size(k: bytes | None, v: bytes | None, hdrs, limit: int) -> None:
     """RecordTooLarge when the encoded key + value + headers exceed ``limit`` bytes."""
     size = (len(k) if k is not None else 0) + (len(v) if v is not None else 0)

@@ -23,7 +23,7 @@ Rules every member keeps, on every backend:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from streamlog._types import Position, Record, RecordBatch, Retention
@@ -287,6 +287,42 @@ class Topic(Protocol):
 
     def watch(self) -> Watch:
         """Wake-ups on appends to any partition of the topic."""
+        ...
+
+    def append_copies(self, partition: int, offset: int, records: Iterable[Any]) -> int:
+        """Append copies of ``records`` (objects with ``timestamp_ms``, ``key``, ``value``
+        and ``headers``, as ``read`` yields them; all four are kept) to ``partition`` at
+        offsets ``offset``, ``offset + 1``, ...; returns the partition's end after them.
+
+        Copying a store uses it: batches of up to 1,000 records, each stored only
+        if the partition ends where the batch starts, so a rerun continues where
+        the destination ends and never writes a record twice. Otherwise
+        WrongExpectedVersion (expected: the batch's offset, actual: the end), and
+        the batches before it stay. Every record is checked before anything is
+        written."""
+        ...
+
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """On a compacted topic: mark ``count`` offsets from ``offset`` as removed by
+        compaction (reads skip them; ``get`` says they were compacted away), only if
+        the partition ends at ``offset`` (WrongExpectedVersion otherwise); returns the
+        new end. ``timestamp_ms`` stands for the removed records' timestamps. A copy
+        of a compacted topic keeps its offsets this way. NotImplementedError where
+        the backend has no compacted topics."""
+        ...
+
+    def set_start_offset(self, partition: int, offset: int) -> None:
+        """Make an empty partition start (and end) at ``offset``, so that a copy of a
+        partition whose start retention moved keeps its offsets. Idempotent;
+        StreamlogError (nothing changed) when the partition holds records or ends
+        past ``offset``."""
+        ...
+
+    def group_positions(self, name: str) -> dict[int, int]:
+        """Group ``name``'s committed position per partition: every record below it is
+        done for the group. StreamlogError when there is no such group; opens no
+        consumer."""
         ...
 
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,

@@ -1637,6 +1637,66 @@ def compact_cmd(
                f"{_plural(res.segments_rewritten, 'segment')} rewritten")
 
 
+# -------------------------------------------------------------------- copy
+@app.command("copy")
+@_guard
+def copy_cmd(
+    src: str = typer.Argument(..., metavar="SRC",
+                              help="The store to copy: a directory or a nats:// URL."),
+    dst: str = typer.Argument(..., metavar="DST",
+                              help="Where to copy it: a directory (created if missing) or "
+                                   "a nats:// URL."),
+    topics: str | None = typer.Option(None, "--topics", metavar="T,...",
+                                      help="Copy only these topics (comma-separated)."),
+    replicas: int | None = typer.Option(None, "--replicas", min=1, max=5,
+                                        help="JetStream replication of what the copy creates "
+                                             "on a nats:// DST (default 1)."),
+) -> None:
+    """Copy a store to another store, of either backend: records with their offsets,
+    timestamps, keys and headers, each group's options and committed positions, and
+    event stores with their versions.
+
+    Resumable: run it again after an interruption (Ctrl-C, a crash, kill -9) and it
+    continues where the destination ends, duplicating nothing. The source is only
+    read; stop its writers first for a copy that is complete.
+
+    \b
+    Example: streamlog copy ./data nats://127.0.0.1:4222/shop
+    Example: streamlog copy nats://h1:4222,h2:4222,h3:4222/shop ./backup --topics orders
+    """
+    src = _check_store_dir(src)
+    names = None
+    if topics is not None:
+        names = [t.strip() for t in topics.split(",") if t.strip()]
+        if not names:
+            _die(f"--topics {_shown(topics)}: name at least one topic", 2)
+    if not _is_url(dst) and os.path.exists(dst):
+        if not os.path.isdir(dst):
+            _die(f"{dst}: is a file, not a store directory")
+        if os.listdir(dst) and not _inspect.is_store(dst):
+            _die(f"{dst}: is a directory with other files in it, not a streamlog store; "
+                 "give a new or empty directory, or a store to continue a copy into")
+    options: dict[str, Any] = {}
+    if replicas is not None:
+        if not _is_url(dst):
+            _die("--replicas applies to a nats:// or tls:// DST only", 2)
+        options["replicas"] = replicas
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("records, {task.fields[size]}"), TimeElapsedColumn())
+    with Progress(*columns, console=_err(), transient=True) as prog:
+        task = prog.add_task("copying", total=None, size="0 B")
+
+        def step(p: streamlog.CopyProgress) -> None:
+            prog.update(task, completed=p.records, total=p.records_total,
+                        description=f"copying {p.topic}", size=_human_bytes(p.bytes))
+
+        res = streamlog.copy(src, dst, topics=names, progress=step, **options)
+    what = "nothing left to copy (already copied)" if res.records == 0 else \
+        f"{_plural(res.records, 'record')} ({_human_bytes(res.bytes)})"
+    typer.echo(f"copied {_plural(len(res.topics), 'topic')} to {dst}: {what}; "
+               f"positions of {_plural(res.groups, 'group')} set")
+
+
 # ------------------------------------------------------------------- bench
 @app.command("bench")
 @_guard

@@ -669,3 +669,94 @@ class EventStoreContract(Harness):
         with pytest.raises(ValueError):
             es.append("s", [(b"x", {"es-stream": b"y"})])
         assert es.end_position() == 0
+
+
+# ------------------------------------------------------------------------------ copy
+class CopyContract(Harness):
+    """What ``streamlog.copy`` needs of a backend: ``Topic.append_copies``,
+    ``Topic.set_start_offset`` and ``Topic.group_positions``."""
+
+    @staticmethod
+    def _records(n: int, first_ts: int = 1_000) -> list:
+        from streamlog import Record
+
+        return [Record("src", 0, i, first_ts + i, None if i % 4 == 0 else b"k%d" % i,
+                       b"v%d" % i, {"h": b"%d" % i, "odd name": b"\x00\xff"} if i % 2 else {})
+                for i in range(n)]
+
+    def test_append_copies_lands_at_offsets_with_every_field(self, store):
+        t = store.topic("cp", partitions=2)
+        recs = self._records(1500)
+        assert t.append_copies(1, 0, recs) == 1500
+        got = [(r.offset, r.timestamp_ms, r.key, r.value, r.headers) for r in t.read(1)]
+        assert got == [(i, r.timestamp_ms, r.key, r.value, r.headers) for i, r in enumerate(recs)]
+        assert t.end_offset(0) == 0
+        assert t.append_copies(1, 1500, []) == 1500
+
+    def test_append_copies_refuses_an_offset_that_is_not_the_end(self, store):
+        t = store.topic("cp")
+        t.append_copies(0, 0, self._records(3))
+        for wrong in (0, 2, 4):
+            with pytest.raises(WrongExpectedVersion) as exc:
+                t.append_copies(0, wrong, self._records(2))
+            assert (exc.value.expected, exc.value.actual) == (wrong, 3)
+        with pytest.raises(TypeError):
+            t.append_copies(0, 3, [b"not a record"])
+        assert t.end_offset(0) == 3
+        # a second handle (another process) sees the same end and is refused alike
+        other = self.second_handle().existing_topic("cp")
+        with pytest.raises(WrongExpectedVersion):
+            other.append_copies(0, 2, self._records(1))
+        assert other.append_copies(0, 3, self._records(1)) == 4
+
+    def test_set_start_offset_of_an_empty_partition(self, store):
+        from streamlog.errors import StreamlogError
+
+        t = store.topic("cp", partitions=2)
+        t.set_start_offset(0, 250)
+        t.set_start_offset(0, 250)  # idempotent
+        assert (t.start_offset(0), t.end_offset(0)) == (250, 250)
+        assert list(t.read(0)) == []
+        assert t.append_copies(0, 250, self._records(2)) == 252
+        assert [r.offset for r in t.read(0)] == [250, 251]
+        with pytest.raises(StreamlogError, match="cannot start"):
+            t.set_start_offset(0, 300)
+        store = self.reopen(store)
+        t = store.existing_topic("cp")
+        assert (t.start_offset(0), t.end_offset(0)) == (250, 252)
+        assert (t.start_offset(1), t.end_offset(1)) == (0, 0)
+        with pytest.raises(OffsetOutOfRange):
+            t.get(0, 10)
+        # a group created now starts at the moved start
+        g = t.group("late")
+        assert [m.offset for m in g.poll(10, timeout=1) if m.partition == 0] == [250, 251]
+        g.close()
+
+    def test_group_positions_are_the_committed_positions(self, store):
+        from streamlog.errors import StreamlogError
+
+        t = store.topic("cp", partitions=1)
+        t.append_many([b"%d" % i for i in range(10)])
+        g = t.group("g")
+        msgs = g.poll(6, timeout=1)
+        assert g.ack(msgs[:4]) == [True] * 4
+        assert t.group_positions("g") == {0: 4}  # 4 and 5 are leased, not acknowledged
+        g.seek(0, 8)
+        assert t.group_positions("g") == {0: 8}
+        g.close()
+        with pytest.raises(StreamlogError):
+            t.group_positions("nope")
+
+    def test_copied_event_records_keep_streams_and_versions(self, store):
+        es = store.event_store("bank")
+        es.append("a", [b"1", b"2"])
+        es.append("b", [b"3"])
+        copy = store.topic("bank2", partitions=1)
+        copy.append_copies(0, 0, list(store.existing_topic("bank").read(0)))
+        es2 = store.event_store("bank2")
+        assert [(e.stream_id, e.version, e.position, e.value) for e in es2.read_all()] == \
+            [(e.stream_id, e.version, e.position, e.value) for e in es.read_all()]
+        with pytest.raises(WrongExpectedVersion):
+            es2.append("a", [b"x"], expected_version=0)
+        assert es2.append("a", [b"x"], expected_version=1) == 2
+        assert es2.append("b", [b"y"], expected_version=0) == 1

@@ -64,3 +64,7 @@ class TestRpc(JetStream, suite.RpcContract):
 
 class TestEventStore(JetStream, suite.EventStoreContract):
     pass
+
+
+class TestCopy(JetStream, suite.CopyContract):
+    pass

@@ -53,3 +53,7 @@ class TestRpcDurablePath(Local, suite.RpcContract):
     @pytest.fixture(autouse=True)
     def _no_handover(self, monkeypatch):
         monkeypatch.setattr(replybox, "IN_PROCESS_HANDOVER", False)
+
+
+class TestCopy(Local, suite.CopyContract):
+    pass

@@ -28,7 +28,7 @@ import ssl
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -468,6 +468,61 @@ def _consumer_state(resp: Mapping[str, Any]) -> ConsumerState:
         num_waiting=resp.get("num_waiting", 0),
         config=resp.get("config", {}),
     )
+
+
+async def _send_batch(nc: _NatsClient, batch: Sequence[OutMsg], batch_id: str, reply: str,
+                      max_payload: int) -> None:
+    """Send one atomic batch: its messages with the batch headers (added to their header
+    dicts), the last one committing it with ``reply`` as its reply subject.
+
+    The HPUB frames of the whole batch are built here and handed to the client's
+    outgoing buffer in one piece (as its own publish does per message: one Python
+    call per message costs more than the server's work on it). Header names and
+    values come from streamlog's record encoding, which keeps them to HTTP tokens
+    and printable ASCII; a CR or LF is refused all the same. A client without that
+    buffer (another nats-py version) publishes message by message."""
+    n = len(batch)
+    send = getattr(nc, "_send_command", None)
+    if send is None or not nc.is_connected or getattr(nc, "_flush_queue", None) is None:
+        for j, m in enumerate(batch, 1):
+            hdrs = dict(m.headers or {})
+            hdrs[H_BATCH_ID] = batch_id
+            hdrs[H_BATCH_SEQ] = str(j)
+            if j < n:
+                await nc.publish(m.subject, m.payload, headers=hdrs)
+            else:
+                hdrs[H_BATCH_COMMIT] = "1"
+                await nc.publish(m.subject, m.payload, reply=reply, headers=hdrs)
+        return
+    frames: list[bytes] = []
+    for j, m in enumerate(batch, 1):
+        hdrs = m.headers if isinstance(m.headers, dict) else dict(m.headers or {})
+        hdrs[H_BATCH_ID] = batch_id
+        hdrs[H_BATCH_SEQ] = str(j)
+        if j == n:
+            hdrs[H_BATCH_COMMIT] = "1"
+        text = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        lines = len(hdrs) + 2
+        if text.count("\n") != lines or text.count("\r") != lines:  # a CR or LF in a header
+            raise ValueError("a header name or value holds a line break")
+        head = text.encode()
+        size = len(head) + len(m.payload)
+        if size > max_payload:
+            raise ValueError(f"message of {size} bytes exceeds max_payload={max_payload}")
+        to = f" {reply}" if j == n else ""
+        frames.append(f"HPUB {m.subject}{to} {len(head)} {size}\r\n".encode())
+        frames.append(head)
+        frames.append(m.payload)
+        frames.append(b"\r\n")
+    await send(b"".join(frames))
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+def _expire(fut: asyncio.Future[Any], subject: str) -> None:
+    """A batch's acknowledgement did not come in time (it may have been stored)."""
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no acknowledgement of an atomic batch to {subject}"))
 
 
 # --------------------------------------------------------------------------
@@ -922,6 +977,91 @@ class Connection:
         if count != n or resp.get("batch") != batch_id:  # checks that survive -O
             raise JetStreamError(f"batch ack does not match the batch sent: {resp}")
         return BatchAck(resp["stream"], batch_id, last - count + 1, last, count)
+
+    async def publish_batches(
+        self, batches: Iterable[Sequence[OutMsg]], *, in_flight: int,
+        timeout: float | None = None,
+    ) -> list[BatchAck | BaseException]:
+        """Publish ``batches`` as atomic batches, in order, with up to ``in_flight``
+        of them awaiting their acknowledgement at once (a pipeline: the client, not
+        the server, bounds throughput). Returns one answer per batch, in order: its
+        BatchAck, or the exception that says it was not stored (a rejection, a
+        timeout: it may then have been stored). Every batch is sent in full before
+        the next one starts, so the server sees their commits in this order; a
+        batch whose first message carries ``Nats-Expected-Last-Sequence`` is then
+        stored only right after the one before it.
+
+        ``batches`` is iterated on the connection's loop, one batch at a time, as
+        room frees up: a generator that encodes each batch overlaps that work with
+        the server's storing of the batches before it. The messages' header dicts
+        are the call's: the batch headers are added to them in place.
+        """
+        nc = self.nc
+        loop = asyncio.get_running_loop()
+        wait_s = timeout or self.request_timeout
+        inbox = nc.new_inbox()
+        futures: list[asyncio.Future[Any]] = []
+        sizes: list[int] = []
+        ids: list[str] = []
+        room = asyncio.Semaphore(max(1, in_flight))
+
+        async def on_reply(msg: _NatsMsg) -> None:
+            try:
+                i = int(msg.subject.rsplit(".", 1)[1])
+            except (IndexError, ValueError):
+                return
+            if 0 <= i < len(futures) and not futures[i].done():
+                futures[i].set_result(msg.data)
+
+        def release(_f: asyncio.Future[Any]) -> None:
+            room.release()
+
+        out: list[BatchAck | BaseException] = []
+        with _translate("atomic batches"):
+            sub = await nc.subscribe(f"{inbox}.*", cb=on_reply)
+            try:
+                for i, batch in enumerate(batches):
+                    n = len(batch)
+                    if not 0 < n <= ATOMIC_BATCH_MAX_MSGS:
+                        raise ValueError(
+                            f"an atomic batch holds 1 to {ATOMIC_BATCH_MAX_MSGS} messages "
+                            f"(the server's batch limit), got {n}")
+                    await room.acquire()
+                    fut = loop.create_future()
+                    fut.add_done_callback(release)
+                    futures.append(fut)
+                    sizes.append(n)
+                    bid = uuid.uuid4().hex
+                    ids.append(bid)
+                    await _send_batch(nc, batch, bid, f"{inbox}.{i}", self.max_payload)
+                    loop.call_later(wait_s, _expire, fut, batch[0].subject)
+                for i, fut in enumerate(futures):
+                    try:
+                        data = await fut
+                    except asyncio.CancelledError:
+                        if not fut.cancelled():
+                            raise
+                        out.append(TimeoutError("cancelled"))
+                        continue
+                    except Exception as e:  # noqa: BLE001 - handed back per batch
+                        out.append(e)
+                        continue
+                    resp = json.loads(data or b"{}")
+                    if "error" in resp:
+                        out.append(_from_error_json(resp["error"]))
+                        continue
+                    last, count = int(resp["seq"]), int(resp["count"])
+                    if count != sizes[i] or resp.get("batch") != ids[i]:
+                        out.append(JetStreamError(f"batch ack does not match the batch "
+                                                  f"sent: {resp}"))
+                        continue
+                    out.append(BatchAck(resp["stream"], ids[i], last - count + 1, last, count))
+            finally:
+                for fut in futures:
+                    if not fut.done():
+                        fut.cancel()
+                await sub.unsubscribe()
+        return out
 
     # -- reading -----------------------------------------------------------
 

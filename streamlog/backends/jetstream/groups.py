@@ -536,6 +536,38 @@ async def _delete(topic, name: str) -> None:
     await kv.purge_prefix(base)
 
 
+def committed_positions(topic: Any, name: str) -> dict[int, int]:
+    """Group ``name``'s committed position per partition of ``topic``: its partition
+    consumer's acknowledgement floor (every offset below it acknowledged or
+    terminated), never below the partition's start; StreamlogError when there is no
+    such group. Opens no consumer (one missing on the server is made again first)."""
+    _check_store(topic)
+    _validate.name(name, "group name")
+    return topic._conn.run(_committed(topic, name))
+
+
+async def _committed(topic, name: str) -> dict[int, int]:
+    cfg, _ = await _kv(topic).get(_base(topic.name, name) + ".cfg")
+    if cfg is None:
+        raise StreamlogError(f"topic {topic.name!r} has no group {name!r}")
+    out = {}
+    for p in range(topic.partitions):
+        gen, start_seq = cfg["parts"][p]
+        stream = topic.stream_name(p)
+        # Everything below the consumer's start sequence is done (a seek or start="latest"
+        # made it there): a clustered consumer reports an acknowledgement floor of 0 until
+        # its first ack, a single node's the sequence before its start.
+        floor = max(start_seq - 1, 0)
+        try:
+            st = await topic._conn.consumer_info(stream, consumer_name(name, gen))
+            floor = max(floor, st.ack_floor_stream_seq)
+        except NotFound:  # not made yet: it will start there
+            pass
+        start, _ = await _stream_bounds(topic, p)
+        out[p] = max(floor, start)
+    return out
+
+
 def group_stats(topic: Any) -> dict[str, dict]:
     """Figures of every group of ``topic`` from the servers, as ``stats()["groups"]``
     shows them: options, ``lag``, ``pending`` (delivered, not acknowledged),

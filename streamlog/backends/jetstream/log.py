@@ -26,7 +26,7 @@ import itertools
 import json
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -34,6 +34,8 @@ import numpy as np
 
 from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
+    COPY_BATCH_RECORDS,
+    COPY_BATCHES_IN_FLIGHT,
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_PARTITIONS,
     DEFAULT_SEGMENT_BYTES,
@@ -58,15 +60,18 @@ from streamlog.errors import (
     StoreClosed,
     StreamlogError,
     TopicNotFound,
+    WrongExpectedVersion,
 )
 
 from . import _naming, _records, groups
 from ._client import (
     ATOMIC_BATCH_MAX_MSGS,
     CONNECT_TIMEOUT_S,
+    ERR_WRONG_LAST_SEQUENCE,
     H_BATCH_COMMIT,
     H_BATCH_ID,
     H_BATCH_SEQ,
+    H_EXPECTED_LAST_SEQ,
     BatchAck,
     Connection,
     JetStreamError,
@@ -84,6 +89,14 @@ from .replybox import JetStreamReplyBox
 __all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
 
 T = TypeVar("T")
+
+# Headers whose value names the subject of a copied record, first match first: an
+# event's stream, a tracking record's application, a reply's correlation id.
+_COPY_SUBJECT_KINDS = {b"es-stream": "e", b"tracking-app": "t",
+                       b"streamlog.correlation-id": "r"}
+
+# Bytes the batch and expected-sequence headers add to a copied record at most.
+_COPY_DIRECTIVE_BYTES = 200
 
 #: How the backend names itself in messages.
 BACKEND = "the JetStream backend"
@@ -417,6 +430,122 @@ class JetStreamTopic:
         self._appended()
         return out  # type: ignore[return-value]
 
+    # ------------------------------------------------------------------ copy
+    def _copy_subject(self, p: int, hdrs: list[tuple[bytes, bytes]] | None) -> str:
+        """The subject a copied record goes to: an event's, a tracking record's or a
+        reply's own (the event log, tracking log and reply box find them by subject),
+        else the partition's."""
+        base = self._subjects[p]
+        if hdrs:
+            found = {name: value for name, value in hdrs if name in _COPY_SUBJECT_KINDS}
+            # An event that also carries a tracking record's headers is an event.
+            for name, kind in _COPY_SUBJECT_KINDS.items():
+                if name in found:
+                    return _naming.entry_subject(base, kind, found[name])
+        return base
+
+    def _copy_wire(self, value: bytes, key: bytes | None, hdrs, ts: int) -> dict[str, str]:
+        """A copied record's headers, after checking its size against the server's
+        max_payload (RecordTooLarge); the topic's own limit was checked before. The exact
+        size is counted only for a record near the limit."""
+        wire = _records.encode_headers(key, hdrs, ts)
+        rough = len(value) + 2 * ((len(key) if key is not None else 0) +
+                                  sum(len(a) + len(b) for a, b in hdrs or ())) + 64 * len(wire)
+        if rough + _COPY_DIRECTIVE_BYTES > self._conn.max_payload or _records.H_HEADERS in wire:
+            size = _records.wire_size(len(value), wire) + _COPY_DIRECTIVE_BYTES
+            if size > self._conn.max_payload:
+                raise RecordTooLarge(
+                    f"record of {size} bytes as a NATS message (value, key and headers with "
+                    f"streamlog's own) exceeds the server's max_payload="
+                    f"{self._conn.max_payload}")
+        return wire
+
+    def append_copies(self, partition: int, offset: int, records: Iterable[Any]) -> int:
+        """Append copies of ``records`` (as ``read`` yields them: timestamp, key, value and
+        headers are kept) to ``partition`` at offsets ``offset``, ``offset + 1``, ...;
+        returns the partition's end after them.
+
+        For copying a store: the records go out as atomic batches of up to
+        COPY_BATCH_RECORDS, several in flight at once, each carrying the
+        stream's expected last sequence, so the server stores a batch only if
+        the partition ends where it was meant to start: a rerun after an
+        interruption continues where the destination ends and never stores a
+        record twice. A partition whose end is not the batch's offset raises
+        WrongExpectedVersion (expected: the offset, actual: the end); batches
+        before it stay. Every record is checked first (TypeError, ValueError,
+        RecordTooLarge), before anything is sent. Events, tracking records and
+        replies go to their own subjects, found from their headers.
+        """
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        self._store._check_writable(f"append to topic {self.name!r}")
+        keys, values, hdrs, stamps = _validate.copies(records, False, self._max_record)
+        n = len(values)
+        if n == 0:
+            return offset
+        wires = [self._copy_wire(values[i], keys[i], hdrs[i], stamps[i]) for i in range(n)]
+
+        def batches() -> Iterator[list[OutMsg]]:
+            # Built on the connection's loop as room frees up (see publish_batches).
+            subject = self._subjects[p]
+            for lo in range(0, n, COPY_BATCH_RECORDS):
+                hi = min(lo + COPY_BATCH_RECORDS, n)
+                # JetStream's sequence is offset + 1: the stream's last sequence is the
+                # offset the batch starts at.
+                wires[lo][H_EXPECTED_LAST_SEQ] = str(offset + lo)
+                yield [OutMsg(subject if not hdrs[i] else self._copy_subject(p, hdrs[i]),
+                              values[i], wires[i]) for i in range(lo, hi)]
+
+        conn = self._conn
+        answers = self._run(conn.publish_batches(batches(), in_flight=COPY_BATCHES_IN_FLIGHT))
+        self._appended()
+        for i, a in enumerate(answers):
+            want = offset + i * COPY_BATCH_RECORDS
+            if isinstance(a, BatchAck):
+                if a.first_seq != want + 1:  # a check that survives -O
+                    raise StreamlogError(f"{self.name}/{p}: a copied batch landed at offset "
+                                         f"{a.first_seq - 1}, not {want}")
+                continue
+            if isinstance(a, JetStreamError) and a.err_code == ERR_WRONG_LAST_SEQUENCE:
+                raise WrongExpectedVersion(want, self._bounds(p)[1], f"{self.name}/{p}")
+            if isinstance(a, NotFound | NoResponders):
+                self._run(_raise(a))  # TopicNotFound for a deleted topic
+            raise a if isinstance(a, StreamlogError | TimeoutError | OSError) else \
+                StreamlogError(f"copy to {self.name}/{p}: {a}")
+        return offset + n
+
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """Compacted topics are not available on JetStream yet: NotImplementedError."""
+        raise NotImplementedError(f"compacted topics are not available on {BACKEND} yet")
+
+    def set_start_offset(self, partition: int, offset: int) -> None:
+        """Make an empty partition's start and end ``offset``: its first record gets that
+        offset (the stream is purged up to sequence ``offset + 1``, which on an empty
+        stream sets where numbering continues). For copying a partition whose start
+        retention moved, so its offsets are kept. Idempotent; StreamlogError (nothing
+        changed) when the partition holds records or its end is past ``offset``."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        self._store._check_writable(f"change topic {self.name!r}")
+        st = self._state(p)
+        start, end = (st.first_seq - 1 if st.messages else st.last_seq), st.last_seq
+        if start == end == offset:
+            return
+        if st.messages or end > offset:
+            raise StreamlogError(
+                f"{self.name}/{p}: cannot start at offset {offset}: the partition holds "
+                f"offsets [{start}, {end}) (only an empty partition whose end is at or "
+                f"below it can)")
+        conn, stream = self._conn, self._streams[p]
+        self._run(conn.purge_to(stream, offset + 1))
+
+    def group_positions(self, name: str) -> dict[int, int]:
+        """Group ``name``'s committed position on each partition: every record below it is
+        done for the group (the consumer's acknowledgement floor; what retention
+        removed counts as done). StreamlogError when there is no such group."""
+        return groups.committed_positions(self, name)
+
     def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
         """Append a record no group delivers before ``deliver_at_ms`` (see ``groups``)."""
         return groups.append_delayed(self, value, deliver_at_ms, key, headers)
@@ -585,6 +714,11 @@ async def _reading(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
             if e.code != 503 or loop.time() >= deadline:
                 raise
         await asyncio.sleep(LEADERLESS_RETRY_S)
+
+
+async def _raise(e: BaseException) -> None:
+    """Raise ``e`` inside a run on the connection (which translates what it means)."""
+    raise e
 
 
 async def _publish_share(conn: Connection, batch: list[OutMsg]) -> PubAck | BatchAck:

@@ -694,6 +694,27 @@ def reset_group(topic: Topic, name: str, to, dry_run: bool = False,
     return rows
 
 
+def committed_positions(topic: Topic, name: str) -> dict[int, int]:
+    """Group ``name``'s committed position per partition of ``topic`` (never below the
+    partition's start: what retention removed counts as done); StreamlogError when
+    there is no such group. Reads only: opens no consumer."""
+    log = topic._log
+    log._check()
+    _validate.name(name, "group name")
+    topic._refresh()
+    starts = [View._make(topic._parts[p].view()).start_offset for p in range(topic.partitions)]
+    db = log._meta.db(_NS)
+    with log._meta.read() as txn:
+        tx = Tx(txn, db)
+        if tx.get(_cfg_key(topic.name, name)) is None:
+            raise _no_group(topic, name, tx)
+        out = {}
+        for p, start in enumerate(starts):
+            h = _PartStore(tx, _part_key(topic.name, name, p)).open(False)
+            out[p] = max(0 if h is None else h.committed, start)
+    return out
+
+
 def delete_group_checked(topic: Topic, name: str, force: bool) -> None:
     """Delete group ``name``, refusing (GroupActive) while it has live consumers unless
     ``force``, and (StreamlogError) when there is no such group; one transaction."""

@@ -13,11 +13,13 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamlog import _ext, _limits, _tracing, _validate
 from streamlog._limits import (
+    COPY_BATCH_BYTES,
+    COPY_BATCH_RECORDS,
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PARTITIONS,
@@ -55,6 +57,7 @@ from streamlog.errors import (
     StoreClosed,
     StreamlogError,
     TopicNotFound,
+    WrongExpectedVersion,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,8 @@ _TOPICS_DB = "topics"
 _OPS_DB = "ops"  # operational counters (retention runs per topic)
 _logger = logging.getLogger("streamlog")
 _tuple_new = tuple.__new__
+# Timestamps of one record batch lie within this span (its records store 32-bit deltas).
+_MAX_BATCH_SPAN_MS = 1 << 31
 
 
 class Topic:
@@ -345,6 +350,104 @@ class Topic:
             for j, i in enumerate(idxs):
                 out[i] = _tuple_new(Position, (p, base + j))
         return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ copy
+    def append_copies(self, partition: int, offset: int, records: Iterable[Any]) -> int:
+        """Append copies of ``records`` (as ``read`` yields them: timestamp, key, value and
+        headers are kept) to ``partition`` at offsets ``offset``, ``offset + 1``, ...;
+        returns the partition's end after them.
+
+        For copying a store: each batch (up to COPY_BATCH_RECORDS records) is
+        written under the partition's append lock only if the partition's end is
+        the offset it was meant for, so a rerun after an interruption continues
+        where the destination ends and never writes a record twice. A partition
+        whose end is not ``offset`` raises WrongExpectedVersion (expected: the
+        offset, actual: the end) with nothing of that batch written; batches
+        before it stay. Every record is checked first (TypeError, ValueError,
+        RecordTooLarge), before anything is written.
+        """
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
+        self._refresh()
+        keys, values, hdrs, stamps = _validate.copies(records, self._allow_none,
+                                                      self._max_record)
+        n = len(values)
+        i = 0
+        while i < n:
+            j, size = i, 0
+            lo = hi = stamps[i]
+            # A batch: up to COPY_BATCH_RECORDS records and COPY_BATCH_BYTES bytes,
+            # whose timestamps lie within the 2**31 ms one batch can hold.
+            while j < n and j - i < COPY_BATCH_RECORDS and \
+                    (j == i or size < COPY_BATCH_BYTES) and \
+                    max(hi, stamps[j]) - min(lo, stamps[j]) < _MAX_BATCH_SPAN_MS:
+                v, k = values[j], keys[j]
+                size += (len(v) if v is not None else 0) + (len(k) if k is not None else 0)
+                lo, hi = min(lo, stamps[j]), max(hi, stamps[j])
+                j += 1
+            data = _codec.encode_batch(keys[i:j], values[i:j], hdrs[i:j], stamps[i:j])
+            want, count = offset + i, j - i
+
+            def build(end: int, data=data, want=want, count=count, hi=hi):
+                if end != want:
+                    return None, 0, 0, end
+                return data, count, hi, end
+
+            base, end = part.append_with(build)
+            if base < 0:
+                raise WrongExpectedVersion(want, end, f"{self.name}/{partition}")
+            i = j
+        return offset + n
+
+    def append_gap(self, partition: int, offset: int, count: int,
+                   timestamp_ms: int = 0) -> int:
+        """On a compacted topic: mark ``count`` offsets from ``offset`` as removed by
+        compaction (a gap batch, docs/format.md), only if the partition ends at
+        ``offset``; returns the new end. For copying a compacted topic with its
+        offsets. ``timestamp_ms`` stands for the removed records' timestamps (a
+        copy passes the timestamp of the record before the gap, so the running
+        maximum timestamp, and so ``offset_for_time``, stays the source's).
+        WrongExpectedVersion (nothing written) when the partition ends elsewhere;
+        ValueError on a topic that is not compacted."""
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        count = _validate.positive_int(count, "count", minimum=1)
+        ts = _validate.timestamp(timestamp_ms)
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
+        self._refresh()
+        if not self._allow_none:
+            raise ValueError(f"topic {self.name!r} is not compacted: its offsets have no gaps")
+        files.upgrade_format(self._log.path)  # gap batches are format 2
+
+        def build(end: int):
+            if end != offset:
+                return None, 0, 0, end
+            return _codec.encode_gap(offset, count, ts, ts), count, ts, end
+
+        base, end = part.append_with(build)
+        if base < 0:
+            raise WrongExpectedVersion(offset, end, f"{self.name}/{partition}")
+        return offset + count
+
+    def set_start_offset(self, partition: int, offset: int) -> None:
+        """Make an empty partition's start and end ``offset``: its first record gets that
+        offset. For copying a partition whose start retention moved, so its offsets
+        are kept. Idempotent; StreamlogError (nothing changed) when the partition
+        holds records or its end is past ``offset``."""
+        part = self._part(partition)
+        offset = _validate.offset(offset)
+        if self._log.read_only:
+            raise self._log._read_only_error(f"change topic {self.name!r}")
+        part.start_empty_at(offset)
+
+    def group_positions(self, name: str) -> dict[int, int]:
+        """Group ``name``'s committed position on each partition: every record below it is
+        done for the group (acked, dead-lettered, skipped by a seek, or removed by
+        retention). StreamlogError when there is no such group. Opens no consumer."""
+        return groups.committed_positions(self, name)
 
     def flush(self) -> None:
         """Make everything appended so far durable (fsync), whatever the durability mode."""

@@ -33,6 +33,7 @@ from streamlog.errors import (
     CorruptionError,
     ReadOnlyStore,
     StoreClosed,
+    StreamlogError,
     TopicNotFound,
     TornTail,
 )
@@ -236,7 +237,8 @@ class Partition:
         """A read-only cold start: the view a rebuild would publish, nothing written.
         The index files may be stale, so only entry 0 is used (lookups hop)."""
         bases = files.list_segments(self.path) if os.path.isdir(self.path) else []
-        while len(bases) > 1 and self._orphan_segment(bases[-2], bases[-1]):
+        while len(bases) > 1 and not (start is not None and bases[-1] <= start) and \
+                self._orphan_segment(bases[-2], bases[-1]):
             bases.pop()
         if not bases:
             base = start or 0
@@ -285,12 +287,15 @@ class Partition:
         for name in files.leftovers(self.path):
             os.unlink(os.path.join(self.path, name))
         bases = files.list_segments(self.path)
+        prev_view = self.ctl.view() if state == "stale" else None
         # I6: an empty last segment that does not continue the one before it was
         # made by a roll that died before publishing it, and appends went on in
-        # the segment before. It holds nothing: drop it.
-        while len(bases) > 1 and self._orphan_segment(bases[-2], bases[-1]):
+        # the segment before. It holds nothing: drop it. One at or below the
+        # published start is not such a segment: ``start_empty_at`` published it
+        # as the start of an empty partition (a roll's is always above the start).
+        while len(bases) > 1 and not (prev_view and bases[-1] <= prev_view[5]) and \
+                self._orphan_segment(bases[-2], bases[-1]):
             self._unlink_segment(bases.pop())
-        prev_view = self.ctl.view() if state == "stale" else None
         # The recovery point (Kafka's): every offset below it was covered by a
         # completed fsync. It is read from the stale block only; a missing or
         # invalid block proves nothing was synced, so all of the last segment
@@ -911,6 +916,53 @@ class Partition:
                 os.close(fd)
         self.ctl.publish(generation=gen + 1, capacity=capacity)
         self._attach_locked()
+
+    def start_empty_at(self, offset: int) -> None:
+        """Make this empty partition's next offset (and its start) ``offset``.
+
+        For a copy of a partition whose start retention moved: its offsets are
+        kept, as a Kafka partition keeps its log start offset. Under the append
+        lock: a new empty active segment named ``offset`` is created, then
+        published as the active segment with start = end = ``offset`` (and the
+        control block synced), then the empty segments below it are removed.
+        A crash before the publish leaves an unused file that the next roll,
+        recovery or call removes; after it, files below the start that
+        recovery removes (I7). Idempotent when the partition is empty at
+        ``offset`` already; StreamlogError when it holds records or its end is
+        past ``offset``; nothing changes then.
+        """
+        self._check()
+        if self.read_only:
+            raise self._read_only_error()
+        self.ctl.lock()
+        try:
+            self._prepare_locked()
+            gen, active, end, end_pos, _, start, max_ts, _ = self.ctl.view()
+            if start == end == offset:
+                return
+            if start != end or end > offset:
+                raise StreamlogError(
+                    f"{self.path}: cannot start at offset {offset}: the partition holds "
+                    f"offsets [{start}, {end}) (only an empty partition whose end is at or "
+                    f"below it can)")
+            for b in files.list_segments(self.path):
+                if b > active:  # left by a roll or a start that died before publishing
+                    self._unlink_segment(b)
+            self._create_segment_files(offset, self.segment_bytes, max_ts)
+            self.ctl.publish(generation=gen + 1, active_base=offset, end_offset=offset,
+                             start_offset=offset, end_pos=0, capacity=self.segment_bytes,
+                             index_count=1, last_index_pos=0, recovery_point=0,
+                             allocated_end=min(self.segment_bytes,
+                                               SEGMENT_ALLOCATION_CHUNK_BYTES),
+                             synced_offset=offset)
+            self._sync_control()  # the new start is durable before anything lands on it
+            for b in files.list_segments(self.path):
+                if b < offset:
+                    self._unlink_segment(b)
+            files.fsync_dir(self.path)
+            self._attach_locked()
+        finally:
+            self.ctl.unlock()
 
     # ------------------------------------------------------------ durability
     def sync_to(self, target_offset: int) -> None:
