@@ -64,3 +64,7 @@ class TestRpc(JetStream, suite.RpcContract):
 
 class TestEventStore(JetStream, suite.EventStoreContract):
     pass
+
+
+class TestLifecycle(JetStream, suite.LifecycleContract):
+    pass

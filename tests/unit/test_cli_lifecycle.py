@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import streamlog
-from streamlog import _codec
+from streamlog.backends.local import codec as _codec
 
 from .test_cli_subprocess import _ENV, TIMEOUT_S, sl, start, wait_for_line
 

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import streamlog
-from streamlog import _codec
+from streamlog.backends.local import codec as _codec
 from streamlog.errors import GroupActive
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(streamlog.__file__)))
