@@ -568,7 +568,7 @@ async def _group_stats(topic) -> dict[str, dict]:
         entry: dict[str, Any] = {k: cfg[k] for k in ("mode", "ack_wait_s", "max_deliver",
                                                      "backoff_s", "dead_letter")}
         parts = []
-        for p in range(topic.partitions):
+        for p in range(min(topic.partitions, len(cfg["parts"]))):
             gen = cfg["parts"][p][0]
             try:
                 st = await topic._conn.consumer_info(topic.stream_name(p),
