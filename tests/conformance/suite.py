@@ -499,6 +499,18 @@ class LifecycleContract(Harness):
         assert [x["partition"] for x in figures["partitions"]] == [0, 1, 2, 3]
         g.close()
 
+    def test_an_exclusive_group_claims_the_new_partitions(self, store):
+        t = store.topic("orders", partitions=1)
+        g = t.group("ex", mode="exclusive", consumer="only")
+        assert g.poll(10, timeout=0) == []
+        t2 = store.alter_topic("orders", partitions=3)
+        for p in (1, 2):
+            t2.append(b"v%d" % p, key=keys_for(p, 3)[0])
+        got = poll_until(g, 2)
+        assert sorted(m.partition for m in got) == [1, 2]
+        g.ack(got)
+        g.close()
+
     def test_fewer_partitions_and_bad_arguments_change_nothing(self, store):
         t = store.topic("orders", partitions=3)
         before = dict(store.existing_topic("orders").config)

@@ -754,7 +754,7 @@ class Group:
         self._cfg = cfg
         self._cfg_at = time.monotonic()
         self._puller.missing.clear()
-        if len(cfg["parts"]) > len(self._streams):
+        if len(cfg["parts"]) > len(self._streams) or self.topic.partitions > len(self._streams):
             await self._grown()
 
     def _pull_subject(self, p: int) -> str:
@@ -821,7 +821,8 @@ class Group:
         dead: list = []
         while True:
             now = time.monotonic()
-            if pl.missing or now - self._cfg_at >= GROUP_HEARTBEAT_MAX_S:
+            if pl.missing or now - self._cfg_at >= GROUP_HEARTBEAT_MAX_S or \
+                    self.topic.partitions > len(self._streams):  # the topic grew
                 missing = set(pl.missing)
                 await self._reload()
                 for p in missing:  # still absent after the reload: create it again

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._client import parse_url
+from .log import JetStreamLog
 
 _CHUNK = 1000  # records per append_many call and per baseline chunk
 _TICK = 1000
@@ -53,8 +54,6 @@ def run(url: str, records: int = 20_000, value_bytes: int = 100,
     """Run the benchmark on the servers of ``url`` in a fresh store (removed afterwards);
     the same rows as the embedded store's quick benchmark: name, records, seconds,
     records_per_s, mb_per_s, ratio (rate / baseline rate) and baseline."""
-    import streamlog  # the public API: this module is run by the command line only
-
     if records < 1:
         raise ValueError(f"records must be >= 1, not {records}")
     if value_bytes < 0:
@@ -65,8 +64,8 @@ def run(url: str, records: int = 20_000, value_bytes: int = 100,
     out: list[dict] = []
     raw_stream = f"SLBENCH_{uuid.uuid4().hex[:12]}"
     raw_subject = f"slbench.{raw_stream}"
-    with streamlog.open(bench_url(url)) as log:
-        conn: Any = log._conn  # type: ignore[attr-defined]
+    with JetStreamLog(bench_url(url)) as log:
+        conn: Any = log._conn
         js = conn.nc.jetstream()
 
         async def raw_setup() -> None:
