@@ -1129,7 +1129,10 @@ class Group:
         if now_m - self._hb_at < self._beat_s():
             return
         self._hb_at = now_m
-        await _beat(self._kv, self._base + ".h", self.consumer, self._cfg)
+        try:
+            await _beat(self._kv, self._base + ".h", self.consumer, self._cfg)
+        except (JetStreamError, TimeoutError) as e:  # not the poll's to fail: next beat
+            log.debug("heartbeat of %r in group %r: %s", self.consumer, self.name, e)
 
     async def _grown(self) -> None:
         """The topic gained partitions (``alter_topic``): this handle and its topic
@@ -1555,7 +1558,10 @@ class Group:
             for (p, gen), ms in by_part.items():
                 await self._window_settle(p, gen, ms, _NACK, now_ms())
         if self.mode != "exclusive" and self._hb_at > -math.inf:
-            await _beat(self._kv, self._base + ".h", self.consumer, self._cfg, leave=True)
+            try:
+                await _beat(self._kv, self._base + ".h", self.consumer, self._cfg, leave=True)
+            except (JetStreamError, TimeoutError):
+                pass  # the heartbeat ages out on its own
         if self.mode == "exclusive":
             key = self._base + ".x"
             while True:
