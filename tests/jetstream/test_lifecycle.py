@@ -159,3 +159,57 @@ def test_lease_ages_are_unknown_on_jetstream(js_url):
         assert figures["partitions"][0]["oldest_lease_age_seconds"] is None
         m.ack()
         g.close()
+
+
+def test_two_alters_at_once_both_land(js_url):
+    """Two processes' alters of one topic at the same moment: one grows it, the other
+    sets retention; each claims the next generation of the options before touching the
+    servers, so the later is built on the earlier and neither change is lost."""
+    import threading
+
+    with streamlog.open(js_url) as log:
+        log.topic("orders", partitions=2)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def alter(**kwargs) -> None:
+        try:
+            with streamlog.open(js_url) as log:
+                start.wait()
+                log.alter_topic("orders", **kwargs)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    for _ in range(3):
+        with streamlog.open(js_url) as log:
+            n = log.existing_topic("orders").partitions
+        threads = [threading.Thread(target=alter, kwargs={"partitions": n + 1}),
+                   threading.Thread(target=alter,
+                                    kwargs={"retention": streamlog.Retention(None, 600 + n)})]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(TIMEOUT_S)
+        assert not errors, errors
+        with streamlog.open(js_url) as log:
+            cfg = log.existing_topic("orders").config
+            assert cfg["partitions"] == n + 1 and cfg["retention"] == [None, 600 + n], cfg
+            assert log.verify() == []
+
+
+def test_an_alter_that_died_after_its_claim_is_finished_by_the_next(js_url):
+    """The claimed options of an alter that died before it changed anything on the
+    servers are applied by the next alter, under its own change."""
+    from streamlog.backends.jetstream import groups
+
+    with streamlog.open(js_url) as log:
+        t = log.topic("orders", partitions=1)
+        claimed = dict(t.config, partitions=3, generation=1)
+        kv = groups._kv(t)
+        assert log._conn.run(kv.cas("orders.alter", {"config": claimed}, 0))
+        assert log.existing_topic("orders").partitions == 1  # nothing applied yet
+        t2 = log.alter_topic("orders", max_record_bytes=4096)
+        assert (t2.partitions, t2.config["max_record_bytes"], t2.config["generation"]) == (
+            3, 4096, 2)
+        assert log.existing_topic("orders").config == t2.config
+        assert log.verify() == []

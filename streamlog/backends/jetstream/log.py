@@ -1063,6 +1063,43 @@ class JetStreamLog:
         config = self._read_config(name)
         if config is None:
             raise TopicNotFound(f"topic {name!r} does not exist in {self.url}")
+        # One change at a time: each alter claims the next generation of the options in
+        # the group bucket (compare-and-set) before it touches the servers, built on the
+        # newest claim, so two alters at once both land (the later on top of the earlier)
+        # and an alter that died half-way is finished by the next one.
+        kv = groups._kv(JetStreamTopic(self, name, config))
+        key = f"{_naming.encode_token(name)}.alter"
+        while True:
+            claim, rev = self._conn.run(kv.get(key))
+            base = _newer(config, (claim or {}).get("config"))
+            new = self._altered(name, base, changes)
+            if self._conn.run(kv.cas(key, {"config": new}, rev)):
+                break
+            config = self._read_config(name)
+            if config is None:
+                raise TopicNotFound(f"topic {name!r} was deleted meanwhile")
+        old_n = config["partitions"]
+        while True:
+            self._apply_config(name, old_n, new)
+            claim, _ = self._conn.run(kv.get(key))
+            latest = _newer(new, (claim or {}).get("config"))
+            if latest is new:
+                break
+            new = latest  # a later alter claimed meanwhile: its options must be the stored ones
+        if new["partitions"] > old_n:
+            _logger.warning("topic %r grew from %d to %d partitions: keys map to partitions "
+                            "anew (murmur2(key) %% %d), so a key's later records may go to "
+                            "another partition than its earlier ones and per-key order holds "
+                            "only from now on; every group starts the new partitions at "
+                            "offset 0", name, old_n, new["partitions"], new["partitions"])
+        out = JetStreamTopic(self, name, new)
+        if new["partitions"] > old_n:
+            self._conn.run(self._watch_more(out))
+        return out
+
+    def _altered(self, name: str, config: dict, changes: dict) -> dict:
+        """``config`` with ``changes`` applied and the next generation, or the reason it
+        cannot be (ValueError)."""
         new = dict(config)
         new.update(changes)
         if new["partitions"] < config["partitions"]:
@@ -1081,29 +1118,23 @@ class JetStreamLog:
                 raise ValueError(f"topic {name!r} is the event store {name!r}: it keeps one "
                                  f"partition and every record, so its {what} cannot change")
         new["generation"] = int(config.get("generation", 0)) + 1
+        return new
+
+    def _apply_config(self, name: str, old_n: int, new: dict) -> None:
+        """Make the servers hold options ``new`` (idempotent): the new partitions' streams
+        and the other partitions' limits first, then every group's consumers of the
+        partitions past ``old_n``, and partition 0's stream last: its metadata holds the
+        options, so the topic grows only once all of it exists."""
         limits = self._stream_limits(new)
-        old_n, n = config["partitions"], new["partitions"]
-        # The new partitions' streams and the other partitions' limits first, then every
-        # group's consumers of the new partitions, and partition 0's stream last: its
-        # metadata holds the options, so the topic grows only once all of it exists.
+        n = new["partitions"]
         for p in range(n - 1, 0, -1):
             self._conn.run(self._put_stream(name, p, limits, None))
         if n > old_n:
             self._conn.run(groups.grow_groups(JetStreamTopic(self, name, new), old_n))
         now = self._read_config(name)
-        if now is None or now.get("uid") != config.get("uid"):
+        if now is None or now.get("uid") != new.get("uid"):
             raise TopicNotFound(f"topic {name!r} was deleted meanwhile")
         self._conn.run(self._put_stream(name, 0, limits, json.dumps(new, sort_keys=True)))
-        if n > old_n:
-            _logger.warning("topic %r grew from %d to %d partitions: keys map to partitions "
-                            "anew (murmur2(key) %% %d), so a key's later records may go to "
-                            "another partition than its earlier ones and per-key order holds "
-                            "only from now on; every group starts the new partitions at "
-                            "offset 0", name, old_n, n, n)
-        out = JetStreamTopic(self, name, new)
-        if n > old_n:
-            self._conn.run(self._watch_more(out))
-        return out
 
     async def _watch_more(self, topic: JetStreamTopic) -> None:
         """The topic grew: this store's watch of it (if any) covers the new partitions
@@ -1381,6 +1412,15 @@ async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:
                    "mem_storage": True, "num_replicas": 1,
                    "inactive_threshold": int(WATCH_INACTIVE_S * _NS)}})
     return str(resp["name"])
+
+
+def _newer(config: dict, claimed: dict | None) -> dict:
+    """The newer of a topic's stored options and those an alter claimed (same
+    incarnation, a later generation), for the next alter to build on."""
+    if claimed is not None and claimed.get("uid") == config.get("uid") and \
+            int(claimed.get("generation", 0)) > int(config.get("generation", 0)):
+        return claimed
+    return config
 
 
 def _config_of(stream_config: Mapping[str, Any], store: str, topic: str) -> dict | None:
