@@ -213,3 +213,21 @@ def test_an_alter_that_died_after_its_claim_is_finished_by_the_next(js_url):
             3, 4096, 2)
         assert log.existing_topic("orders").config == t2.config
         assert log.verify() == []
+
+
+def test_new_partitions_are_replicated_as_the_topic_whatever_the_altering_client(
+        nats_cluster, store_name):
+    """A topic made with replicas=3 grows with R3 streams even when the client that
+    grows it (the command line, say) opened the store with the default replicas=1;
+    the servers hold the new limits on every replica's leader."""
+    url = f"{nats_cluster.url}/{store_name}"
+    with streamlog.open(url, replicas=3) as log:
+        log.topic("orders", partitions=1).append(b"a")
+    with streamlog.open(url) as log:  # replicas=1
+        t = log.alter_topic("orders", partitions=3, retention=streamlog.Retention(None, 3600))
+        assert t.partitions == 3
+        parts = log.stats()["topics"]["orders"]["partitions"]
+        assert [p["replicas"] for p in parts] == [3, 3, 3]
+        assert log.verify() == []
+        info = log._conn.run(log._conn.stream_info(f"KV_SLG_{log.store_name}"))
+        assert info.config["num_replicas"] == 3  # the group state bucket it made, too

@@ -372,14 +372,17 @@ def _reraise(exc: BaseException, what: str) -> None:
         raise exc
 
 
-def _kv(topic) -> _KV:
+def _kv(topic, replicas: int | None = None) -> _KV:
+    """The store's group bucket on ``topic``'s connection; should it not exist yet, it is
+    created with the store handle's replicas, or ``replicas`` if more (the replication
+    of a topic an R1 handle alters)."""
     conn = topic._conn
     cache = _KV_CACHE.setdefault(conn, {})
     name = _bucket(topic)
     kv = cache.get(name)
     if kv is None:
-        replicas = int(getattr(topic._store, "replicas", 1) or 1)
-        kv = cache[name] = _KV(conn, name, replicas)
+        r = max(int(getattr(topic._store, "replicas", 1) or 1), replicas or 1)
+        kv = cache[name] = _KV(conn, name, r)
     return kv
 
 

@@ -1067,7 +1067,13 @@ class JetStreamLog:
         # the group bucket (compare-and-set) before it touches the servers, built on the
         # newest claim, so two alters at once both land (the later on top of the earlier)
         # and an alter that died half-way is finished by the next one.
-        kv = groups._kv(JetStreamTopic(self, name, config))
+        try:
+            first = self._conn.run(self._conn.stream_info(_naming.stream_name(
+                self.store_name, name, 0)))
+        except NotFound:
+            raise TopicNotFound(f"topic {name!r} was deleted meanwhile") from None
+        kv = groups._kv(JetStreamTopic(self, name, config),
+                        int(first.config.get("num_replicas") or 1))
         key = f"{_naming.encode_token(name)}.alter"
         while True:
             claim, rev = self._conn.run(kv.get(key))
@@ -1126,6 +1132,12 @@ class JetStreamLog:
         partitions past ``old_n``, and partition 0's stream last: its metadata holds the
         options, so the topic grows only once all of it exists."""
         limits = self._stream_limits(new)
+        try:  # new partitions are replicated as the topic's first one, whatever this handle's
+            first = self._conn.run(self._conn.stream_info(_naming.stream_name(
+                self.store_name, name, 0)))
+            limits["replicas"] = int(first.config.get("num_replicas") or limits["replicas"])
+        except NotFound:
+            raise TopicNotFound(f"topic {name!r} was deleted meanwhile") from None
         n = new["partitions"]
         for p in range(n - 1, 0, -1):
             self._conn.run(self._put_stream(name, p, limits, None))
