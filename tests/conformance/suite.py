@@ -637,7 +637,12 @@ class LifecycleContract(Harness):
         g.ack(got[:3])
         assert got[3].nack(error="bad")  # its last delivery: to the dead-letter topic
         time.sleep(0.05)
-        figures = store.stats()["groups"]["orders"]["g"]
+        stats = store.stats()
+        # six records in the last minute: 0.1 a second
+        assert stats["topics"]["orders"]["append_rate_per_s"] == pytest.approx(6 / 60)
+        assert sum(p["append_rate_per_s"] for p in stats["topics"]["orders"]["partitions"]) \
+            == pytest.approx(6 / 60)
+        figures = stats["groups"]["orders"]["g"]
         assert figures["mode"] == "shared" and figures["dead_letter"] == "orders.dead"
         assert figures["consumers"] == 1
         assert figures["lag"] == 2 and figures["pending"] == 2

@@ -43,6 +43,7 @@ from streamlog._limits import (
     MAX_PARTITIONS,
     MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
+    RATE_WINDOW_S,
 )
 from streamlog._types import (
     GroupReset,
@@ -1281,8 +1282,36 @@ class JetStreamLog:
             entry["partitions"] = sorted(
                 (x for x in entry["partitions"] if x["partition"] < entry["config"]["partitions"]),
                 key=lambda x: x["partition"])
+        self._conn.run(self._add_append_rates(out))
         self._add_group_figures(out)
         return out
+
+    async def _add_append_rates(self, out: dict) -> None:
+        """``append_rate_per_s`` per partition and topic: the records the servers stored
+        in the last RATE_WINDOW_S seconds, divided by it (one lookup by time per
+        partition: the first message stored since then); None where it cannot be read."""
+        since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=RATE_WINDOW_S)
+        stamp = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        async def rate(part: dict) -> None:
+            if part["records"] == 0:
+                part["append_rate_per_s"] = 0.0
+                return
+            try:
+                resp = await self._conn.api(f"STREAM.MSG.GET.{part['stream']}",
+                                            {"start_time": stamp})
+                first = int(resp["message"]["seq"]) - 1
+                part["append_rate_per_s"] = max(0, part["end_offset"] - first) / RATE_WINDOW_S
+            except NotFound:  # nothing stored since then
+                part["append_rate_per_s"] = 0.0
+            except (JetStreamError, TimeoutError, KeyError, ValueError):
+                part["append_rate_per_s"] = None
+
+        parts = [p for e in out["topics"].values() for p in e["partitions"]]
+        await asyncio.gather(*(rate(p) for p in parts))
+        for entry in out["topics"].values():
+            rates = [p["append_rate_per_s"] for p in entry["partitions"]]
+            entry["append_rate_per_s"] = sum(r for r in rates if r is not None)
 
     def _add_group_figures(self, out: dict) -> None:
         """``out["groups"][topic][group]``: each group's figures, in the embedded store's
