@@ -23,6 +23,12 @@ key                    value (JSON)
                        handed back, the delivery expected without backoff)
 ``x``                  exclusive: live members (heartbeats) and each
                        partition's owner and epoch
+``h``                  shared, key_shared: live members (a heartbeat per
+                       consumer, written while it polls, gone when it
+                       closes): ``group_consumers``, and the refusal of a
+                       reset or delete while the group is live
+``dl``                 the records moved to the dead-letter topic, per
+                       partition (``stats``)
 =====================  ==================================================
 
 The group's ``max_deliver`` is enforced here, not by the server (whose own
