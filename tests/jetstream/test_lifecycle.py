@@ -231,3 +231,22 @@ def test_new_partitions_are_replicated_as_the_topic_whatever_the_altering_client
         assert log.verify() == []
         info = log._conn.run(log._conn.stream_info(f"KV_SLG_{log.store_name}"))
         assert info.config["num_replicas"] == 3  # the group state bucket it made, too
+
+
+def test_a_reset_removes_generations_a_dead_reset_left_behind(js_url):
+    """A reset whose process died after its new consumers were made leaves the old
+    generation's consumer on the stream; the next reset of the group removes every
+    generation but its own."""
+    from streamlog.backends.jetstream import groups
+
+    with streamlog.open(js_url) as log:
+        t = log.topic("orders", partitions=1)
+        t.append_many([b"a", b"b"])
+        t.group("g").close()
+        cfg = t.group_config("g")
+        leftover = dict(cfg, parts=[[7, 1]])  # as a consumer of generation 7 would be
+        log._conn.run(groups._ensure_consumer(t, "g", leftover, 0))
+        t.reset_group("g", "latest")
+        resp = log._conn.run(log._conn.api(f"CONSUMER.NAMES.{t.stream_name(0)}", {}))
+        mine = [c for c in resp.get("consumers") or [] if c.startswith("G_")]
+        assert mine == [groups.consumer_name("g", 1)], mine

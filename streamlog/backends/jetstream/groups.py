@@ -1800,17 +1800,42 @@ async def _areset(topic, name: str, targets: dict[int, int], bounds: list,
         if await kv.cas(key, new, rev):
             break
     # The new consumers first (a handle that finds the old one gone reloads and uses
-    # them), then the old ones go: their deliveries and leases are void.
+    # them), then the old ones go: their deliveries and leases are void. Any other
+    # generation of the group found on the stream (left by a seek or reset whose process
+    # died half-way) goes too.
     await asyncio.gather(*(_ensure_consumer(topic, name, new, p) for p in targets))
     for p in targets:
-        try:
-            await topic._conn.delete_consumer(topic.stream_name(p), consumer_name(name, old[p]))
-        except NotFound:
-            pass
+        stale = {consumer_name(name, old[p])} | await _other_generations(
+            topic, name, p, consumer_name(name, new["parts"][p][0]))
+        for cname in sorted(stale):
+            try:
+                await topic._conn.delete_consumer(topic.stream_name(p), cname)
+            except NotFound:
+                pass
         await kv.purge_prefix(f"{base}.r.{p}.{old[p]}")  # deferrals of the old generation
         if new["mode"] == "key_shared":
             await kv.delete(f"{base}.k.{p}.{old[p]}")  # its key window
     return rows
+
+
+async def _other_generations(topic, name: str, p: int, keep: str) -> set[str]:
+    """The durable consumers of group ``name`` on partition ``p``'s stream (by their
+    metadata) other than ``keep``."""
+    out: set[str] = set()
+    stream = topic.stream_name(p)
+    offset = 0
+    while True:
+        resp = await topic._conn.api(f"CONSUMER.LIST.{stream}", {"offset": offset})
+        page = resp.get("consumers") or []
+        for c in page:
+            cfg = c.get("config") or {}
+            meta = cfg.get("metadata") or {}
+            if meta.get("streamlog.group") == name and \
+                    meta.get("streamlog.topic") == topic.name and c.get("name") != keep:
+                out.add(c["name"])
+        offset += len(page)
+        if not page or offset >= resp.get("total", 0):
+            return out
 
 
 async def grow_groups(topic, old_partitions: int) -> None:
