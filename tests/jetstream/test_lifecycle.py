@@ -195,6 +195,10 @@ def test_two_alters_at_once_both_land(js_url):
             cfg = log.existing_topic("orders").config
             assert cfg["partitions"] == n + 1 and cfg["retention"] == [None, 600 + n], cfg
             assert log.verify() == []
+            for p in range(n + 1):  # every stream holds the final limits
+                st = log._conn.run(log._conn.stream_info(
+                    _naming.stream_name(log.store_name, "orders", p)))
+                assert st.config["max_age"] == (600 + n) * 10**9
 
 
 def test_an_alter_that_died_after_its_claim_is_finished_by_the_next(js_url):

@@ -1176,12 +1176,19 @@ class JetStreamLog:
         meta = _naming.stream_metadata(self.store_name, name, p)
         if config_json is not None:
             meta[META_CONFIG] = config_json
-        try:
-            cur = (await self._conn.stream_info(stream)).config
-        except NotFound:
-            subjects = _naming.stream_subjects(self.store_name, name, p)
-            await self._conn.ensure_stream(stream, subjects, metadata=meta, **limits)
-            return
+        while True:
+            try:
+                cur = (await self._conn.stream_info(stream)).config
+                break
+            except NotFound:
+                subjects = _naming.stream_subjects(self.store_name, name, p)
+                try:
+                    await self._conn.ensure_stream(stream, subjects, metadata=meta, **limits)
+                    return
+                except JetStreamError as e:
+                    if e.err_code != ERR_STREAM_NAME_IN_USE:
+                        raise
+                    # another alter created it meanwhile, with its limits: update it
         cfg = dict(cur)
         cfg.update({"max_bytes": limits["max_bytes"],
                     "max_age": int(limits["max_age_s"] * _NS),
