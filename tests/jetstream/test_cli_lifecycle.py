@@ -177,6 +177,42 @@ def test_metrics_once_exports_group_figures(url):
                x.startswith("streamlog_partition_appended_records") for x in lines)
 
 
+def test_metrics_endpoint_serves_a_jetstream_store_until_sigint(url):
+    """metrics --port 0 on a nats:// URL serves /metrics, each scrape read from the
+    servers: an ack in between shows in the next scrape; SIGINT ends it with exit 0."""
+    import signal
+    import urllib.request
+
+    from tests.unit.test_cli_subprocess import start, wait_for_line
+
+    def scrape(endpoint: str) -> float:
+        with urllib.request.urlopen(endpoint, timeout=TIMEOUT_S) as resp:
+            body = resp.read().decode()
+        line = next(x for x in body.splitlines()
+                    if x.startswith("streamlog_group_lag{") and 'group="billing"' in x)
+        return float(line.rsplit(" ", 1)[1])
+
+    child = start("metrics", url, "--port", "0")
+    try:
+        line = wait_for_line(child.stderr, "serving metrics")
+        endpoint = line.split(" at ", 1)[1].split()[0]
+        assert url in line and endpoint.startswith("http://127.0.0.1:")
+        assert scrape(endpoint) == 2.0
+        with streamlog.open(url) as log:
+            g = log.existing_topic("orders").group("billing")
+            got = []
+            while len(got) < 2:
+                got += g.poll(2 - len(got), timeout=5)
+            g.ack(got)
+            g.close()
+        assert scrape(endpoint) == 0.0
+        child.send_signal(signal.SIGINT)
+        child.communicate(timeout=TIMEOUT_S)
+    finally:
+        child.kill()
+    assert child.returncode == 0
+
+
 def test_top_once_shows_group_lag(url):
     r = sl("top", url, "--once", "--interval", "0.2")
     assert r.returncode == 0, r.stderr
