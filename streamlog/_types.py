@@ -107,6 +107,17 @@ class TableChange(NamedTuple):
     position: Position
 
 
+class GroupReset(NamedTuple):
+    """One partition of a group's reset (``Topic.reset_group``): its position before
+    (``old``, the first offset not done) and after (``new``), and the partition's offsets."""
+
+    partition: int
+    old: int
+    new: int
+    start_offset: int
+    end_offset: int
+
+
 class Problem(NamedTuple):
     """One damaged place found by ``Log.verify()``."""
 

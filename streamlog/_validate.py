@@ -373,3 +373,24 @@ def many(values, keys, headers) -> tuple[list, list | None, list | None]:
         if len(headers) != n:
             raise ValueError(f"headers has {len(headers)} entries for {n} values")
     return values, keys, headers
+
+
+def reset_target(to):
+    """A group reset's target (``Topic.reset_group``): ``"earliest"``, ``"latest"``, an
+    offset, or an aware ``datetime`` (a naive one would depend on this machine's zone)."""
+    import datetime as _dt
+
+    if isinstance(to, str):
+        if to not in ("earliest", "latest"):
+            raise ValueError(f"to must be 'earliest', 'latest', an offset or a datetime, "
+                             f"not {to!r}")
+    elif isinstance(to, _dt.datetime):
+        if to.tzinfo is None:
+            raise ValueError("to: a datetime needs a time zone (e.g. datetime.UTC), or the "
+                             "position would depend on this machine's")
+    elif isinstance(to, bool) or not isinstance(to, int):
+        raise TypeError(f"to must be 'earliest', 'latest', an offset (int) or a datetime, "
+                        f"not {type(to).__name__}")
+    else:
+        offset(to)
+    return to

@@ -224,6 +224,20 @@ class AsyncStore:
         self._cold.pop(name, None)
         await self._run(self.store.delete_topic, name)
 
+    async def alter_topic(self, name: str, retention: Retention | None = None,
+                          dedupe_window_s: float | None = None,
+                          max_record_bytes: int | None = None,
+                          partitions: int | None = None) -> AsyncTopic:
+        """Change a topic's stored options (as ``Store.alter_topic``), in the executor."""
+        t = await self._run(self.store.alter_topic, name, retention=retention,
+                            dedupe_window_s=dedupe_window_s,
+                            max_record_bytes=max_record_bytes, partitions=partitions)
+        return AsyncTopic(self, t)
+
+    async def stats(self) -> dict[str, Any]:
+        """The store's figures (as ``Store.stats``), in the executor."""
+        return await self._run(self.store.stats)
+
     # ---------------------------------------------------------------- views
     async def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5) -> AsyncQueue:
         """The point-to-point queue ``name`` (see the sync ``log.queue``)."""
@@ -361,8 +375,19 @@ class AsyncTopic:
     async def groups(self) -> list[str]:
         return self.sync.groups()
 
-    async def delete_group(self, name: str) -> None:
-        await self._as._run(self.sync.delete_group, name)
+    async def delete_group(self, name: str, force: bool = True) -> None:
+        """Delete a group (as ``Topic.delete_group``; ``force=False`` refuses a live one)."""
+        await self._as._run(self.sync.delete_group, name, force=force)
+
+    async def group_consumers(self, name: str) -> list[str]:
+        """The live consumers of group ``name`` (as ``Topic.group_consumers``)."""
+        return await self._as._run(self.sync.group_consumers, name)
+
+    async def reset_group(self, name: str, to: Any, dry_run: bool = False,
+                          force: bool = False) -> list[Any]:
+        """Move group ``name`` on every partition (as ``Topic.reset_group``)."""
+        return await self._as._run(self.sync.reset_group, name, to, dry_run=dry_run,
+                                   force=force)
 
 
 class AsyncMessage:

@@ -23,10 +23,11 @@ Rules every member keeps, on every backend:
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from streamlog._types import Position, Record, RecordBatch, Retention
+from streamlog._types import GroupReset, Position, Record, RecordBatch, Retention
 
 __all__ = [
     "ANY",
@@ -346,8 +347,28 @@ class Topic(Protocol):
         """Names of the topic's groups, sorted."""
         ...
 
-    def delete_group(self, name: str) -> None:
-        """Delete a group's positions, leases and options."""
+    def delete_group(self, name: str, force: bool = True) -> None:
+        """Delete a group's positions, leases and options (its dead-letter topic stays).
+
+        ``force=False``: GroupActive (nothing deleted) while the group has live
+        consumers, StreamlogError when it does not exist; the default deletes
+        whatever the group's state, and a missing group is not an error."""
+        ...
+
+    def group_consumers(self, name: str) -> list[str]:
+        """The live consumers of group ``name``: those that polled within its ``ack_wait_s``
+        (a polling consumer beats at least that often) and did not close; sorted.
+        StreamlogError when there is no such group."""
+        ...
+
+    def reset_group(self, name: str, to: str | int | datetime.datetime,
+                    dry_run: bool = False, force: bool = False) -> list[GroupReset]:
+        """Move group ``name`` on every partition to ``"earliest"``, ``"latest"``, an offset
+        (clamped to each partition's range) or an aware datetime; records before the new
+        position count as done, those from it on are delivered (again), and outstanding
+        leases are dropped. Returns each partition's old and new position; ``dry_run``
+        changes nothing. GroupActive (nothing changed) while the group has live
+        consumers unless ``force``; StreamlogError when there is no such group."""
         ...
 
 
@@ -502,6 +523,21 @@ class Store(Protocol):
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic with its groups and every index the store keeps for it."""
+        ...
+
+    def alter_topic(self, name: str, retention: Retention | None = None,
+                    dedupe_window_s: float | None = None, max_record_bytes: int | None = None,
+                    partitions: int | None = None) -> Topic:
+        """Change a topic's stored options (None: as it is); returns a handle with the new
+        ones. Checked before anything is written; nothing to change is a ValueError.
+        Partitions only grow (keys then map anew; every group starts a new partition at
+        its first record); an event store's topic keeps one partition and every record."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Figures of the store: ``topics`` (per partition: offsets, records, bytes) and
+        ``groups`` (``[topic][group]``: lag, pending leases, dead letters, live
+        consumers, the oldest unacknowledged record's age, and the same per partition)."""
         ...
 
     def event_log(self, name: str) -> EventLog:

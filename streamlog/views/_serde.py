@@ -415,8 +415,15 @@ class SerializedTopic:
     def groups(self) -> list[str]:
         return self._t.groups()
 
-    def delete_group(self, name: str) -> None:
-        self._t.delete_group(name)
+    def delete_group(self, name: str, force: bool = True) -> None:
+        self._t.delete_group(name, force=force)
+
+    def group_consumers(self, name: str) -> list[str]:
+        return self._t.group_consumers(name)
+
+    def reset_group(self, name: str, to: Any, dry_run: bool = False,
+                    force: bool = False) -> list[Any]:
+        return self._t.reset_group(name, to, dry_run=dry_run, force=force)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._t, name)

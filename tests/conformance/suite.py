@@ -11,6 +11,7 @@ overrides the test with one named for the difference, never a silent skip.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import threading
 import time
 from typing import Any
@@ -18,12 +19,16 @@ from typing import Any
 import pytest
 
 from streamlog import api
+from streamlog._types import GroupReset, Retention
 from streamlog.errors import (
     ConfigMismatch,
+    GroupActive,
     OffsetOutOfRange,
+    RecordTooLarge,
     RemoteError,
     RequestTimeout,
     StoreClosed,
+    StreamlogError,
     TopicNotFound,
     WrongExpectedVersion,
 )
@@ -443,6 +448,215 @@ class ExclusiveContract(Harness):
         for m in taken:
             assert m.ack()
         assert b.lag() == 0
+
+
+# ------------------------------------------------------------------------ lifecycle
+def keys_for(partition: int, partitions: int, count: int = 1) -> list[bytes]:
+    """Keys that murmur2 sends to ``partition`` of ``partitions``."""
+    out, i = [], 0
+    while len(out) < count:
+        k = b"key-%d" % i
+        if kafka_partition(k, partitions) == partition:
+            out.append(k)
+        i += 1
+    return out
+
+
+def poll_until(g, want: int, timeout: float = 10.0) -> list:
+    """Poll ``g`` until ``want`` messages came (or ``timeout`` passed); all of them."""
+    got: list = []
+    end = time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < end:
+        got += g.poll(want - len(got), timeout=min(1.0, max(0.0, end - time.monotonic())))
+    return got
+
+
+class LifecycleContract(Harness):
+    """Steering a store in use: ``Store.alter_topic``, ``Topic.reset_group``,
+    ``Topic.group_consumers``, ``Topic.delete_group(force=False)`` and the group
+    figures of ``Store.stats``."""
+
+    def test_growing_partitions_maps_keys_anew_and_groups_start_them_at_zero(self, store):
+        t = store.topic("orders", partitions=2)
+        g = t.group("billing")
+        key = keys_for(3, 4)[0]
+        assert t.append(b"before", key=key).partition == kafka_partition(key, 2)
+        g.ack(poll_until(g, 1))
+        t2 = store.alter_topic("orders", partitions=4)
+        assert t2.partitions == 4 and t2.config["partitions"] == 4
+        assert store.existing_topic("orders").partitions == 4
+        assert t2.append(b"after", key=key).partition == 3  # murmur2(key) % 4: anew
+        # The handles opened before take the change too (at once, or within seconds).
+        assert wait_for(lambda: t.append(b"old handle", key=key).partition == 3, 10)
+        total = sum(t2.end_offset(p) for p in range(4))
+        got = poll_until(g, total - 1, timeout=15)  # all but the first, acked before
+        assert [(m.partition, m.offset, m.value) for m in got if m.partition == 3] == [
+            (3, 0, b"after"), (3, 1, b"old handle")]
+        assert len(got) == total - 1
+        g.ack(got)
+        assert g.lag() == 0
+        figures = store.stats()["groups"]["orders"]["billing"]
+        assert [x["partition"] for x in figures["partitions"]] == [0, 1, 2, 3]
+        g.close()
+
+    def test_an_exclusive_group_claims_the_new_partitions(self, store):
+        t = store.topic("orders", partitions=1)
+        g = t.group("ex", mode="exclusive", consumer="only")
+        assert g.poll(10, timeout=0) == []
+        t2 = store.alter_topic("orders", partitions=3)
+        for p in (1, 2):
+            t2.append(b"v%d" % p, key=keys_for(p, 3)[0])
+        got = poll_until(g, 2)
+        assert sorted(m.partition for m in got) == [1, 2]
+        g.ack(got)
+        g.close()
+
+    def test_fewer_partitions_and_bad_arguments_change_nothing(self, store):
+        t = store.topic("orders", partitions=3)
+        before = dict(store.existing_topic("orders").config)
+        for kwargs, error in (({"partitions": 2}, ValueError), ({}, ValueError),
+                              ({"partitions": 0}, ValueError), ({"partitions": "4"}, TypeError),
+                              ({"retention": (1, 2)}, TypeError),
+                              ({"max_record_bytes": 0}, ValueError),
+                              ({"dedupe_window_s": -1}, ValueError),
+                              ({"dedupe_window_s": 600,
+                                "retention": Retention(None, 60)}, ValueError)):
+            with pytest.raises(error):
+                store.alter_topic("orders", **kwargs)
+        assert store.existing_topic("orders").config == before and t.partitions == 3
+        with pytest.raises(TopicNotFound):
+            store.alter_topic("nope", partitions=2)
+
+    def test_retention_dedupe_window_and_record_limit_change(self, store):
+        store.topic("orders", dedupe_window_s=300)
+        t2 = store.alter_topic("orders", retention=Retention(None, 60), max_record_bytes=1000)
+        assert t2.config["dedupe_window_s"] == 60.0  # follows the shorter retention
+        assert t2.config["retention"] == [None, 60] and t2.config["max_record_bytes"] == 1000
+        t = store.existing_topic("orders")
+        assert t.config == t2.config
+        with pytest.raises(RecordTooLarge):
+            t.append(b"x" * 2000)
+        first = t.append(b"pay", msg_id="order-1")
+        assert t.append(b"pay", msg_id="order-1") == first
+        t3 = store.alter_topic("orders", retention=Retention(None, None))
+        assert not any(t3.config["retention"] or [])
+
+    def test_an_event_store_topic_keeps_one_partition_and_every_event(self, store):
+        es = store.event_store("bank")
+        es.append("acct-1", [b"opened"])
+        with pytest.raises(ValueError, match="event store 'bank'.*partitions"):
+            store.alter_topic("bank", partitions=2)
+        with pytest.raises(ValueError, match="event store 'bank'.*retention"):
+            store.alter_topic("bank", retention=Retention(None, 3600))
+        assert [e.value for e in store.event_store("bank").read("acct-1")] == [b"opened"]
+
+    def test_reset_targets_and_dry_run(self, store):
+        t = store.topic("orders", partitions=2)
+        for p in range(2):
+            for i, k in enumerate(keys_for(p, 2, 5)):
+                t.append(b"v", key=k, timestamp_ms=1_000_000 + i)
+        g = t.group("g")
+        g.ack(poll_until(g, 10))
+        g.close()
+        plan = t.reset_group("g", "earliest", dry_run=True)
+        assert all(isinstance(r, GroupReset) for r in plan)
+        assert [(r.partition, r.old, r.new, r.start_offset, r.end_offset) for r in plan] == [
+            (0, 5, 0, 0, 5), (1, 5, 0, 0, 5)]
+        g = t.group("g")
+        assert g.lag() == 0  # a dry run changes nothing
+        g.close()
+        assert [r.new for r in t.reset_group("g", 3)] == [3, 3]
+        assert [(r.old, r.new) for r in t.reset_group("g", 99)] == [(3, 5), (3, 5)]  # clamped
+        assert [r.new for r in t.reset_group("g", "earliest")] == [0, 0]
+        when = datetime.datetime.fromtimestamp(1_000_002 / 1000, datetime.UTC)
+        assert [r.new for r in t.reset_group("g", when)] == [2, 2]
+        assert [r.new for r in t.reset_group("g", "latest")] == [5, 5]
+        with pytest.raises(ValueError, match="time zone"):
+            t.reset_group("g", datetime.datetime(2020, 1, 1))
+        with pytest.raises(ValueError, match="to must be"):
+            t.reset_group("g", "start")
+        with pytest.raises(TypeError):
+            t.reset_group("g", 1.5)
+        with pytest.raises(StreamlogError, match="no group 'nope'"):
+            t.reset_group("nope", "latest")
+
+    def test_a_reset_delivers_again_from_the_new_position(self, store):
+        t = store.topic("orders", partitions=1)
+        t.append_many([b"a", b"b", b"c"])
+        g = t.group("g")
+        g.ack(poll_until(g, 3))
+        g.close()
+        assert [(r.old, r.new) for r in t.reset_group("g", 1)] == [(3, 1)]
+        g = t.group("g")
+        got = poll_until(g, 2)
+        assert [(m.value, m.delivery_count) for m in got] == [(b"b", 1), (b"c", 1)]
+        g.ack(got)
+        assert g.lag() == 0
+        g.close()
+
+    def test_a_live_group_is_reset_or_deleted_only_with_force(self, store):
+        t = store.topic("orders", partitions=1)
+        t.append(b"a")
+        g = t.group("g", consumer="c1")
+        msgs = poll_until(g, 1)
+        assert t.group_consumers("g") == ["c1"]
+        with pytest.raises(GroupActive) as e:
+            t.reset_group("g", "earliest")
+        assert e.value.consumers == ["c1"]
+        with pytest.raises(GroupActive):
+            t.delete_group("g", force=False)
+        assert t.reset_group("g", "earliest", dry_run=True)[0].old == 0  # nothing changed
+        rows = t.reset_group("g", "latest", force=True)
+        assert (rows[0].old, rows[0].new) == (0, 1)
+        assert g.ack(msgs) == [False]  # its lease went with the reset
+        assert g.lag() == 0
+        g.close()
+        assert t.group_consumers("g") == []
+        t.delete_group("g", force=False)
+        assert t.groups() == []
+        with pytest.raises(StreamlogError, match="no group"):
+            t.delete_group("g", force=False)
+        with pytest.raises(StreamlogError, match="no group"):
+            t.group_consumers("g")
+        t.delete_group("g")  # forced (the default): a missing group is no error
+
+    def test_a_consumer_that_stopped_polling_is_not_live(self, store):
+        t = store.topic("orders", partitions=1)
+        g = t.group("g", consumer="quiet", ack_wait_s=0.2)
+        g.poll(1, timeout=0)
+        assert t.group_consumers("g") == ["quiet"]
+        assert wait_for(lambda: t.group_consumers("g") == [], 5)
+        t.reset_group("g", "earliest")  # not refused: nobody polls
+        g.close()
+
+    def test_stats_show_each_groups_figures(self, store):
+        t = store.topic("orders", partitions=2)
+        t.append_many([b"%d" % i for i in range(6)], keys=[b"k%d" % i for i in range(6)])
+        g = t.group("g", consumer="c1", max_deliver=1, dead_letter="orders.dead")
+        got = poll_until(g, 6)
+        g.ack(got[:3])
+        assert got[3].nack(error="bad")  # its last delivery: to the dead-letter topic
+        time.sleep(0.05)
+        stats = store.stats()
+        # six records in the last minute: 0.1 a second
+        assert stats["topics"]["orders"]["append_rate_per_s"] == pytest.approx(6 / 60)
+        assert sum(p["append_rate_per_s"] for p in stats["topics"]["orders"]["partitions"]) \
+            == pytest.approx(6 / 60)
+        figures = stats["groups"]["orders"]["g"]
+        assert figures["mode"] == "shared" and figures["dead_letter"] == "orders.dead"
+        assert figures["consumers"] == 1
+        assert figures["lag"] == 2 and figures["pending"] == 2
+        assert figures["dead_letters"] == 1
+        assert figures["oldest_unacked_age_seconds"] is not None
+        assert figures["oldest_unacked_age_seconds"] >= 0.05
+        parts = figures["partitions"]
+        assert [x["partition"] for x in parts] == [0, 1]
+        assert sum(x["lag"] for x in parts) == 2 and sum(x["dead_letters"] for x in parts) == 1
+        assert sum(x["end_offset"] for x in parts) == 6
+        g.ack(got[4:])
+        figures = store.stats()["groups"]["orders"]["g"]
+        assert figures["lag"] == 0 and figures["oldest_unacked_age_seconds"] is None
+        g.close()
 
 
 # ---------------------------------------------------------------------------- views

@@ -141,3 +141,7 @@ class TestRpc(Aio, suite.RpcContract):
 
 class TestEventStore(Aio, suite.EventStoreContract):
     pass
+
+
+class TestLifecycle(Aio, suite.LifecycleContract):
+    pass

@@ -68,3 +68,7 @@ class TestEventStore(JetStream, suite.EventStoreContract):
 
 class TestCopy(JetStream, suite.CopyContract):
     pass
+
+
+class TestLifecycle(JetStream, suite.LifecycleContract):
+    pass

@@ -46,6 +46,10 @@ class TestEventStore(Local, suite.EventStoreContract):
     pass
 
 
+class TestLifecycle(Local, suite.LifecycleContract):
+    pass
+
+
 class TestRpcDurablePath(Local, suite.RpcContract):
     """The same rpc behaviours with the in-process hand-over off: every reply takes the
     durable path (a reply record and its index entry), as between processes."""

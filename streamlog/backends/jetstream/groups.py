@@ -23,6 +23,12 @@ key                    value (JSON)
                        handed back, the delivery expected without backoff)
 ``x``                  exclusive: live members (heartbeats) and each
                        partition's owner and epoch
+``h``                  shared, key_shared: live members (a heartbeat per
+                       consumer, written while it polls, gone when it
+                       closes): ``group_consumers``, and the refusal of a
+                       reset or delete while the group is live
+``dl``                 the records moved to the dead-letter topic, per
+                       partition (``stats``)
 =====================  ==================================================
 
 The group's ``max_deliver`` is enforced here, not by the server (whose own
@@ -55,9 +61,10 @@ from streamlog._limits import (
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
 )
-from streamlog._types import Position, now_ms
+from streamlog._types import GroupReset, Position, now_ms
 from streamlog.errors import (
     ConfigMismatch,
+    GroupActive,
     RecordTooLarge,
     StoreClosed,
     StreamlogError,
@@ -74,6 +81,11 @@ __all__ = [
     "Message",
     "append_delayed",
     "delete_group",
+    "delete_group_checked",
+    "group_consumers",
+    "group_figures",
+    "grow_groups",
+    "reset_group",
     "group_config",
     "group_stats",
     "list_groups",
@@ -366,14 +378,17 @@ def _reraise(exc: BaseException, what: str) -> None:
         raise exc
 
 
-def _kv(topic) -> _KV:
+def _kv(topic, replicas: int | None = None) -> _KV:
+    """The store's group bucket on ``topic``'s connection; should it not exist yet, it is
+    created with the store handle's replicas, or ``replicas`` if more (the replication
+    of a topic an R1 handle alters)."""
     conn = topic._conn
     cache = _KV_CACHE.setdefault(conn, {})
     name = _bucket(topic)
     kv = cache.get(name)
     if kv is None:
-        replicas = int(getattr(topic._store, "replicas", 1) or 1)
-        kv = cache[name] = _KV(conn, name, replicas)
+        r = max(int(getattr(topic._store, "replicas", 1) or 1), replicas or 1)
+        kv = cache[name] = _KV(conn, name, r)
     return kv
 
 
@@ -594,7 +609,7 @@ async def _group_stats(topic) -> dict[str, dict]:
         entry: dict[str, Any] = {k: cfg[k] for k in ("mode", "ack_wait_s", "max_deliver",
                                                      "backoff_s", "dead_letter")}
         parts = []
-        for p in range(topic.partitions):
+        for p in range(min(topic.partitions, len(cfg["parts"]))):
             gen = cfg["parts"][p][0]
             try:
                 st = await topic._conn.consumer_info(topic.stream_name(p),
@@ -780,6 +795,8 @@ class Group:
         self._cfg = cfg
         self._cfg_at = time.monotonic()
         self._puller.missing.clear()
+        if len(cfg["parts"]) > len(self._streams) or self.topic.partitions > len(self._streams):
+            await self._grown()
 
     def _pull_subject(self, p: int) -> str:
         gen = self._cfg["parts"][p][0]
@@ -845,13 +862,16 @@ class Group:
         dead: list = []
         while True:
             now = time.monotonic()
-            if pl.missing or now - self._cfg_at >= GROUP_HEARTBEAT_MAX_S:
+            if pl.missing or now - self._cfg_at >= GROUP_HEARTBEAT_MAX_S or \
+                    self.topic.partitions > len(self._streams):  # the topic grew
                 missing = set(pl.missing)
                 await self._reload()
                 for p in missing:  # still absent after the reload: create it again
                     await _ensure_consumer(self.topic, self.name, self._cfg, p)
             if self.mode == "exclusive":
                 await self._assign(force=not self._owned)
+            else:
+                await self._heartbeat()
             parts = self._parts()
             skipped = False
             # What arrived since the last poll first, then one quick pass over
@@ -902,9 +922,13 @@ class Group:
                     await asyncio.sleep(max(0.0, give_up - time.monotonic()))
                     break
                 try:
-                    await asyncio.wait_for(pl.event.wait(), give_up - time.monotonic())
+                    await asyncio.wait_for(pl.event.wait(),
+                                           min(give_up - time.monotonic(), self._beat_s()))
                 except TimeoutError:
-                    break
+                    if time.monotonic() >= give_up or self.mode == "exclusive":
+                        break
+                    await self._heartbeat()  # still polling: still a live consumer
+                    continue
                 pl.event.clear()
 
     def _parts(self) -> list[int]:
@@ -912,7 +936,7 @@ class Group:
             now = time.monotonic()
             return sorted(p for p in self._owned
                           if p not in self._draining and self._hold.get(p, 0) <= now)
-        return list(range(self.topic.partitions))
+        return list(range(min(len(self._streams), len(self._cfg["parts"]))))
 
     async def _admit(self, room: int, out: list[Message], dead: list) -> bool:
         """Turn buffered deliveries into Messages (up to ``room``); hand back what must
@@ -1135,6 +1159,28 @@ class Group:
             if not changed or await self._kv.cas(key, win, rev):
                 return
 
+    # ------------------------------------------------------------ liveness
+    _hb_at = -math.inf  # when this handle last noted its heartbeat (monotonic)
+
+    async def _heartbeat(self) -> None:
+        """shared, key_shared: note in the bucket, at most every ``_beat_s``, that this
+        consumer is polling (``group_consumers``; a reset or delete refuses while a
+        group has live consumers). An exclusive group's heartbeats are its ``x`` key."""
+        now_m = time.monotonic()
+        if now_m - self._hb_at < self._beat_s():
+            return
+        self._hb_at = now_m
+        try:
+            await _beat(self._kv, self._base + ".h", self.consumer, self._cfg)
+        except (JetStreamError, TimeoutError) as e:  # not the poll's to fail: next beat
+            log.debug("heartbeat of %r in group %r: %s", self.consumer, self.name, e)
+
+    async def _grown(self) -> None:
+        """The topic gained partitions (``alter_topic``): this handle and its topic
+        handle take the new count, and the group consumes the new partitions."""
+        await self.topic._arefresh()
+        self._streams = [self.topic.stream_name(p) for p in range(self.topic.partitions)]
+
     # ----------------------------------------------------------- exclusive
     async def _assign(self, force: bool = False) -> None:
         """Exclusive mode: heartbeat, and spread the partitions over the live consumers
@@ -1150,6 +1196,7 @@ class Group:
             now = now_ms()
             x, rev = await self._kv.get(key)
             x = x or {"m": {}, "o": [[None, 0] for _ in range(n_parts)]}
+            x["o"].extend([None, 0] for _ in range(n_parts - len(x["o"])))  # a grown topic
             aw_ms = int((self._cfg["ack_wait_s"] + self._beat_s()) * 1000)
             forget = now - int(max(GROUP_MEMBER_FORGET_S, 10 * self._cfg["ack_wait_s"]) * 1000)
             members = {c: t for c, t in x["m"].items() if t >= forget}
@@ -1412,6 +1459,7 @@ class Group:
 
     async def _terminate(self, done: list) -> None:
         await _requests(self._conn.nc, [(reply, b"+TERM dead-lettered") for *_, reply, _k in done])
+        await _count_dead(self._kv, self._base, [d[0] for d in done])
         await asyncio.gather(*(self._kv.delete(self._rkey(p, gen, off))
                                for p, gen, off, _r, _k in done))
         keyed: dict[tuple[int, int], list[int]] = {}
@@ -1550,6 +1598,11 @@ class Group:
                     by_part.setdefault((m.partition, m._gen), []).append(m)
             for (p, gen), ms in by_part.items():
                 await self._window_settle(p, gen, ms, _NACK, now_ms())
+        if self.mode != "exclusive" and self._hb_at > -math.inf:
+            try:
+                await _beat(self._kv, self._base + ".h", self.consumer, self._cfg, leave=True)
+            except (JetStreamError, TimeoutError):
+                pass  # the heartbeat ages out on its own
         if self.mode == "exclusive":
             key = self._base + ".x"
             while True:
@@ -1615,3 +1668,306 @@ def _close_ref(ref) -> None:
     g = ref()
     if g is not None:
         g.close()
+
+
+# --------------------------------------------------------------- lifecycle
+def _live_ms(cfg: dict) -> int:
+    """How recent a consumer's heartbeat must be for it to count as live: ``ack_wait_s``
+    plus one heartbeat interval (a polling consumer beats at least that often)."""
+    return int((cfg["ack_wait_s"] + min(GROUP_HEARTBEAT_MAX_S, cfg["ack_wait_s"] / 4)) * 1000)
+
+
+async def _beat(kv: _KV, key: str, consumer: str, cfg: dict, leave: bool = False) -> None:
+    """Note (or, ``leave``, remove) ``consumer``'s heartbeat in the members map at ``key``
+    by compare-and-set; entries silent for long are forgotten on the way."""
+    while True:
+        now = now_ms()
+        v, rev = await kv.get(key)
+        members = dict((v or {}).get("m") or {})
+        forget = now - int(max(GROUP_MEMBER_FORGET_S, 10 * cfg["ack_wait_s"]) * 1000)
+        members = {c: t for c, t in members.items() if t >= forget}
+        if leave:
+            if consumer not in (v or {}).get("m", {}):
+                return
+            members.pop(consumer, None)
+        else:
+            members[consumer] = now
+        if await kv.cas(key, {"m": members}, rev):
+            return
+
+
+async def _count_dead(kv: _KV, base: str, partitions: list[int]) -> None:
+    """Add the records just dead-lettered to the group's count per partition (``.dl``)."""
+    if not partitions:
+        return
+    key = base + ".dl"
+    while True:
+        v, rev = await kv.get(key)
+        v = dict(v or {})
+        for p in partitions:
+            v[str(p)] = v.get(str(p), 0) + 1
+        if await kv.cas(key, v, rev):
+            return
+
+
+async def _alive(topic, name: str, cfg: dict) -> list[str]:
+    """The group's live consumers: a heartbeat within ``_live_ms`` (exclusive: its
+    members in ``x``; the other modes: ``h``, written by their polls)."""
+    v, _ = await _kv(topic).get(_base(topic.name, name) +
+                                 (".x" if cfg["mode"] == "exclusive" else ".h"))
+    now, live = now_ms(), _live_ms(cfg)
+    return sorted(c for c, t in ((v or {}).get("m") or {}).items() if now - t <= live)
+
+
+async def _no_group(topic, name: str) -> StreamlogError:
+    keys = await _kv(topic).keys(f"{_naming.encode_token(topic.name)}.*.cfg")
+    known = sorted(_naming.decode_token(k.split(".")[1]) for k in keys)
+    hint = f" (groups: {', '.join(known[:10])}{', ...' if len(known) > 10 else ''})" \
+        if known else " (it has no groups)"
+    return StreamlogError(f"topic {topic.name!r} has no group {name!r}{hint}")
+
+
+def _refuse_active(topic, name: str, live: list[str], what: str) -> GroupActive:
+    shown = ", ".join(live[:5]) + (", ..." if len(live) > 5 else "")
+    return GroupActive(f"group {name!r} of topic {topic.name!r} has {len(live)} live "
+                       f"consumer{'s' if len(live) != 1 else ''} ({shown}): stop them before "
+                       f"you {what} it, or force it (their leases are dropped and they go "
+                       "on from the new positions)", live)
+
+
+def group_consumers(topic: Any, name: str) -> list[str]:
+    """The live consumers of group ``name`` (a heartbeat within its ``ack_wait_s`` and
+    one heartbeat interval; a consumer beats while it polls and leaves when it closes).
+    StreamlogError when the topic has no such group."""
+    _check_store(topic)
+    _validate.name(name, "group name")
+    return topic._conn.run(_agroup_consumers(topic, name))
+
+
+async def _agroup_consumers(topic, name: str) -> list[str]:
+    cfg, _ = await _kv(topic).get(_base(topic.name, name) + ".cfg")
+    if cfg is None:
+        raise await _no_group(topic, name)
+    return await _alive(topic, name, cfg)
+
+
+def delete_group_checked(topic: Any, name: str, force: bool) -> None:
+    """Delete group ``name``, refusing (GroupActive) while it has live consumers unless
+    ``force``, and (StreamlogError) when there is no such group."""
+    _check_store(topic)
+    _validate.name(name, "group name")
+    topic._conn.run(_adelete_checked(topic, name, force))
+
+
+async def _adelete_checked(topic, name: str, force: bool) -> None:
+    cfg, _ = await _kv(topic).get(_base(topic.name, name) + ".cfg")
+    if cfg is None:
+        raise await _no_group(topic, name)
+    live = await _alive(topic, name, cfg)
+    if live and not force:
+        raise _refuse_active(topic, name, live, "delete")
+    await _delete(topic, name)
+
+
+async def _position(topic, name: str, cfg: dict, p: int, start: int) -> int:
+    """The group's position on partition ``p``: the first offset not acknowledged (the
+    consumer's ack floor), never below the partition's start."""
+    gen, start_seq = cfg["parts"][p] if p < len(cfg["parts"]) else (0, 0)
+    try:
+        st = await topic._conn.consumer_info(topic.stream_name(p), consumer_name(name, gen))
+        floor = st.ack_floor_stream_seq
+    except NotFound:
+        floor = max(start_seq - 1, 0)
+    return max(floor, start)
+
+
+def reset_group(topic: Any, name: str, to: Any, dry_run: bool = False,
+                force: bool = False) -> list[GroupReset]:
+    """Move group ``name`` on every partition (``JetStreamTopic.reset_group``)."""
+    import datetime as _dt
+
+    _check_store(topic)
+    _validate.name(name, "group name")
+    if not isinstance(dry_run, bool) or not isinstance(force, bool):
+        raise TypeError("dry_run and force must be bools")
+    to = _validate.reset_target(to)
+    if not dry_run:
+        topic._store._check_writable(f"reset group {name!r}")
+    bounds = [topic._run(_stream_bounds(topic, p)) for p in range(topic.partitions)]
+    targets = {}
+    for p, (start, end) in enumerate(bounds):
+        if to == "earliest":
+            targets[p] = start
+        elif to == "latest":
+            targets[p] = end
+        elif isinstance(to, _dt.datetime):
+            targets[p] = topic.offset_for_time(p, max(int(to.timestamp() * 1000), 0))
+        else:
+            targets[p] = min(max(to, start), end)  # clamped, as Kafka does
+    return topic._conn.run(_areset(topic, name, targets, bounds, dry_run, force))
+
+
+async def _areset(topic, name: str, targets: dict[int, int], bounds: list,
+                  dry_run: bool, force: bool) -> list[GroupReset]:
+    kv = _kv(topic)
+    base = _base(topic.name, name)
+    key = base + ".cfg"
+    while True:
+        cfg, rev = await kv.get(key)
+        if cfg is None:
+            raise await _no_group(topic, name)
+        rows = [GroupReset(p, await _position(topic, name, cfg, p, bounds[p][0]), targets[p],
+                           bounds[p][0], bounds[p][1]) for p in range(len(bounds))]
+        if dry_run:
+            return rows
+        live = await _alive(topic, name, cfg)
+        if live and not force:
+            raise _refuse_active(topic, name, live, "reset")
+        parts = [list(x) for x in cfg["parts"]]
+        parts.extend([0, 0] for _ in range(len(bounds) - len(parts)))
+        old = {p: parts[p][0] for p in targets}
+        for p, off in targets.items():
+            parts[p] = [old[p] + 1, off + 1]  # a new generation: a consumer at the target
+        new = dict(cfg, parts=parts)
+        if await kv.cas(key, new, rev):
+            break
+    # The new consumers first (a handle that finds the old one gone reloads and uses
+    # them), then the old ones go: their deliveries and leases are void. Any other
+    # generation of the group found on the stream (left by a seek or reset whose process
+    # died half-way) goes too.
+    await asyncio.gather(*(_ensure_consumer(topic, name, new, p) for p in targets))
+    for p in targets:
+        stale = {consumer_name(name, old[p])} | await _other_generations(
+            topic, name, p, consumer_name(name, new["parts"][p][0]))
+        for cname in sorted(stale):
+            try:
+                await topic._conn.delete_consumer(topic.stream_name(p), cname)
+            except NotFound:
+                pass
+        await kv.purge_prefix(f"{base}.r.{p}.{old[p]}")  # deferrals of the old generation
+        if new["mode"] == "key_shared":
+            await kv.delete(f"{base}.k.{p}.{old[p]}")  # its key window
+    return rows
+
+
+async def _other_generations(topic, name: str, p: int, keep: str) -> set[str]:
+    """The durable consumers of group ``name`` on partition ``p``'s stream (by their
+    metadata) other than ``keep``."""
+    out: set[str] = set()
+    stream = topic.stream_name(p)
+    offset = 0
+    while True:
+        resp = await topic._conn.api(f"CONSUMER.LIST.{stream}", {"offset": offset})
+        page = resp.get("consumers") or []
+        for c in page:
+            cfg = c.get("config") or {}
+            meta = cfg.get("metadata") or {}
+            if meta.get("streamlog.group") == name and \
+                    meta.get("streamlog.topic") == topic.name and c.get("name") != keep:
+                out.add(c["name"])
+        offset += len(page)
+        if not page or offset >= resp.get("total", 0):
+            return out
+
+
+async def grow_groups(topic, old_partitions: int) -> None:
+    """``alter_topic`` grew ``topic`` (this handle has the new count): every group starts
+    each new partition at offset 0, its first record, as Kafka does for partitions added
+    to a topic; their consumers are created now."""
+    kv = _kv(topic)
+    keys = await kv.keys(f"{_naming.encode_token(topic.name)}.*.cfg")
+    for k in keys:
+        name = _naming.decode_token(k.split(".")[1])
+        while True:
+            cfg, rev = await kv.get(k)
+            if cfg is None:
+                break
+            if len(cfg["parts"]) < topic.partitions:
+                cfg["parts"] = [list(x) for x in cfg["parts"]] + [
+                    [0, 0] for _ in range(topic.partitions - len(cfg["parts"]))]
+                cfg["partitions"] = topic.partitions
+                if not await kv.cas(k, cfg, rev):
+                    continue
+            await asyncio.gather(*(_ensure_consumer(topic, name, cfg, p)
+                                   for p in range(old_partitions, topic.partitions)))
+            break
+
+
+def group_figures(topic: Any) -> dict[str, dict]:
+    """Every group's figures in the embedded store's ``stats()["groups"][topic]`` shape:
+    options, ``consumers`` (live ones), ``lag``, ``pending`` (leased),
+    ``redeliveries`` (being redelivered now), ``dead_letters`` (records this group
+    moved to its dead-letter topic), ``oldest_unacked_age_seconds`` and, per
+    partition, ``committed``, ``next``, ``end_offset`` and the same counts.
+    ``oldest_lease_age_seconds`` is None: JetStream does not list a consumer's leases."""
+    _check_store(topic)
+    return topic._conn.run(_group_figures(topic))
+
+
+async def _group_figures(topic) -> dict[str, dict]:
+    kv = _kv(topic)
+    keys = await kv.keys(f"{_naming.encode_token(topic.name)}.*.cfg")
+    names = sorted(_naming.decode_token(k.split(".")[1]) for k in keys)
+    bounds = await asyncio.gather(*(_stream_bounds(topic, p) for p in range(topic.partitions)))
+    got = await asyncio.gather(*(_one_group_figures(topic, kv, n, bounds) for n in names))
+    return {n: g for n, g in zip(names, got, strict=True) if g is not None}
+
+
+async def _one_group_figures(topic, kv: _KV, name: str, bounds: list) -> dict | None:
+    base = _base(topic.name, name)
+    cfg, _ = await kv.get(base + ".cfg")
+    if cfg is None:
+        return None
+    dead, _ = await kv.get(base + ".dl")
+    dead = dead or {}
+    x = None
+    if cfg["mode"] == "exclusive":
+        x, _ = await kv.get(base + ".x")
+    now = now_ms()
+
+    async def part(p: int) -> dict:
+        start, end = bounds[p]
+        gen, start_seq = cfg["parts"][p] if p < len(cfg["parts"]) else (0, 0)
+        try:
+            st = await topic._conn.consumer_info(topic.stream_name(p), consumer_name(name, gen))
+            committed = max(st.ack_floor_stream_seq, start)
+            nxt = max(st.delivered_stream_seq, committed)
+            lag, pending, redel = st.num_pending + st.num_ack_pending, st.num_ack_pending, \
+                st.num_redelivered
+        except NotFound:  # not created yet (a reset or growth under way)
+            committed = nxt = max(start_seq - 1, start)
+            lag, pending, redel = max(0, end - committed), 0, 0
+        age = None
+        if lag > 0 and committed < end:
+            try:
+                m = await topic._get_message(p, committed + 1)
+                age = max(0.0, (now - _records_ts(topic, p, m)) / 1000)
+            except (NotFound, JetStreamError, TimeoutError):
+                age = None
+        out = {"partition": p, "committed": committed, "next": nxt, "end_offset": end,
+               "lag": lag, "pending": pending, "redeliveries": redel,
+               "dead_letters": int(dead.get(str(p), 0)),
+               "oldest_unacked_age_seconds": age, "oldest_lease_age_seconds": None}
+        if x is not None:
+            o = x["o"][p] if p < len(x["o"]) else [None, 0]
+            out["owner"] = o[0]
+        return out
+
+    parts = list(await asyncio.gather(*(part(p) for p in range(len(bounds)))))
+    live = await _alive(topic, name, cfg)
+    ages = [q["oldest_unacked_age_seconds"] for q in parts
+            if q["oldest_unacked_age_seconds"] is not None]
+    return {"mode": cfg["mode"], "ack_wait_s": cfg["ack_wait_s"],
+            "max_deliver": cfg["max_deliver"], "dead_letter": cfg["dead_letter"],
+            "consumers": len(live),
+            "lag": sum(q["lag"] for q in parts),
+            "pending": sum(q["pending"] for q in parts),
+            "redeliveries": sum(q["redeliveries"] for q in parts),
+            "dead_letters": sum(q["dead_letters"] for q in parts),
+            "oldest_unacked_age_seconds": max(ages) if ages else None,
+            "oldest_lease_age_seconds": None,
+            "partitions": parts}
+
+
+def _records_ts(topic, p: int, m: StoredMsg) -> int:
+    return topic._record(p, m).timestamp_ms

@@ -22,9 +22,12 @@ Consumer groups and delayed appends live in ``groups``.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import json
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -42,8 +45,10 @@ from streamlog._limits import (
     MAX_PARTITIONS,
     MAX_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
+    RATE_WINDOW_S,
 )
 from streamlog._types import (
+    GroupReset,
     Position,
     Problem,
     Record,
@@ -52,6 +57,7 @@ from streamlog._types import (
     now_ms,
     retention_limits,
 )
+from streamlog.api import STREAM_HEADER
 from streamlog.errors import (
     ConfigMismatch,
     OffsetOutOfRange,
@@ -88,6 +94,8 @@ from .replybox import JetStreamReplyBox
 
 __all__ = ["BACKEND", "JetStreamLog", "JetStreamTopic", "open_store"]
 
+_logger = logging.getLogger("streamlog")
+
 T = TypeVar("T")
 
 # Headers whose value names the subject of a copied record, first match first: an
@@ -116,6 +124,8 @@ LEADERLESS_WAIT_S = 30.0
 LEADERLESS_RETRY_S = 0.1
 # Records per direct-get request of a range read.
 READ_CHUNK = 256
+# How often a topic handle in use looks whether its options changed (alter_topic).
+CONFIG_REFRESH_S = 1.0
 # How long a watch's ephemeral consumers outlive a handle that vanished without closing.
 WATCH_INACTIVE_S = 30.0
 _NS = 1_000_000_000
@@ -225,6 +235,7 @@ class JetStreamTopic:
         self._subjects = [_naming.partition_subject(self.store_name, name, p)
                           for p in range(self.partitions)]
         self._rr = itertools.count()
+        self._fresh_at = time.monotonic() + CONFIG_REFRESH_S
         tracer = _tracing.tracer()
         if tracer is not None:
             # As on the embedded store: decided when the handle is made; with a tracer
@@ -317,6 +328,8 @@ class JetStreamTopic:
             await asyncio.sleep(LEADERLESS_RETRY_S)
 
     def _partition_of(self, key: bytes | None, msg_id: bytes | None) -> int:
+        if time.monotonic() >= self._fresh_at:
+            self._look_again()
         n = self.partitions
         if n == 1:
             return 0
@@ -691,9 +704,85 @@ class JetStreamTopic:
         """Names of this topic's consumer groups, sorted."""
         return groups.list_groups(self)
 
-    def delete_group(self, name: str) -> None:
-        """Delete a group's positions, leases and options."""
-        groups.delete_group(self, name)
+    def delete_group(self, name: str, force: bool = True) -> None:
+        """Delete a group's positions, leases and options (its dead-letter topic stays).
+
+        With ``force=False`` it is refused (GroupActive, nothing deleted) while
+        the group has live consumers, and a missing group is a StreamlogError;
+        the default deletes whatever the group's state, and a missing group is
+        not an error.
+        """
+        if force is True:
+            groups.delete_group(self, name)
+        elif force is False:
+            groups.delete_group_checked(self, name, force=False)
+        else:
+            raise TypeError(f"force must be a bool, not {type(force).__name__}")
+
+    def group_consumers(self, name: str) -> list[str]:
+        """The live consumers of group ``name``: those whose heartbeat (written while they
+        poll, at least every ``min(1 s, ack_wait_s / 4)``) is within ``ack_wait_s`` and one
+        heartbeat interval, and that did not close. StreamlogError when there is no such
+        group."""
+        return groups.group_consumers(self, name)
+
+    def reset_group(self, name: str, to: str | int | datetime.datetime,
+                    dry_run: bool = False, force: bool = False) -> list[GroupReset]:
+        """Move group ``name`` on every partition, as ``kafka-consumer-groups --reset-offsets``.
+
+        ``to`` is ``"earliest"`` (the first retained record), ``"latest"`` (the
+        end), an offset (clamped to each partition's [start, end]) or an aware
+        ``datetime`` (the first record at or after it). Records before the new
+        position count as done, those from it on are delivered (again), with
+        fresh delivery counts; outstanding leases are dropped (each partition
+        gets a new consumer generation at the new position). Returns a
+        ``GroupReset`` per partition (old and new position); with ``dry_run``
+        nothing changes. Refused (GroupActive, nothing changed) while the group
+        has live consumers unless ``force``; a missing group is a StreamlogError.
+        """
+        return groups.reset_group(self, name, to, dry_run=dry_run, force=force)
+
+    async def _arefresh(self) -> None:
+        """Take the topic's stored options again (``alter_topic`` changed them): a grown
+        partition count, a new record limit. Runs on the connection's loop."""
+        st = await self._conn.stream_info(self._streams[0])
+        config = _config_of(st.config, self.store_name, self.name)
+        if config is None or config.get("uid") != self._config.get("uid"):
+            return  # deleted, or another incarnation: the next call finds out
+        grew = config["partitions"] > self.partitions
+        self._take(config)
+        if grew:
+            await self._store._watch_more(self)
+
+    def _look_again(self) -> None:
+        """Ask the servers in the background (not holding up the caller) whether the
+        topic's options changed; called at most every CONFIG_REFRESH_S by a handle in
+        use, so every handle takes an ``alter_topic`` within about that time."""
+        self._fresh_at = time.monotonic() + CONFIG_REFRESH_S
+
+        async def look() -> None:
+            try:
+                await self._arefresh()
+            except Exception:  # noqa: BLE001 - a later call looks again, or fails itself
+                pass
+
+        try:
+            asyncio.run_coroutine_threadsafe(look(), self._conn.loop)
+        except RuntimeError:
+            pass  # the connection is closing
+
+    def _take(self, config: dict) -> None:
+        n = int(config["partitions"])
+        self._config = config
+        self._max_record = int(config["max_record_bytes"])
+        self._dedupe = float(config["dedupe_window_s"]) > 0
+        if n > self.partitions:
+            self._streams = self._streams + [_naming.stream_name(self.store_name, self.name, p)
+                                             for p in range(self.partitions, n)]
+            self._subjects = self._subjects + [
+                _naming.partition_subject(self.store_name, self.name, p)
+                for p in range(self.partitions, n)]
+            self.partitions = n
 
 
 async def _reading(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -1057,6 +1146,201 @@ class JetStreamLog:
         if n is not None:
             n.bump()
 
+    def alter_topic(self, name: str, retention: Retention | None = None,
+                    dedupe_window_s: float | None = None, max_record_bytes: int | None = None,
+                    partitions: int | None = None) -> JetStreamTopic:
+        """Change a topic's stored options; returns a handle with the new ones.
+
+        None leaves an option as it is; ``Retention(None, None)`` removes the
+        retention limits. Every argument is checked before anything is written
+        (TypeError/ValueError, TopicNotFound); giving nothing to change is a
+        ValueError. Retention and the dedupe window are the streams' own
+        ``max_bytes``, ``max_age`` and ``duplicate_window``: the servers apply
+        them at once, for every client. ``max_record_bytes`` (at most the
+        server's ``max_payload``) and a grown partition count are taken by
+        handles opened after the change, and by a consumer group's handles
+        within a second (they re-read their group's state that often).
+
+        ``partitions`` only grows: the new partitions are new streams. As in
+        Kafka, keys then map anew (``murmur2(key) % partitions``), so per-key
+        order holds only among records appended after the change; every
+        consumer group starts each new partition at offset 0. An event store's
+        topic keeps one partition and every record: such a change is refused.
+        """
+        self._check_writable(f"alter topic {name!r}")
+        _validate.name(name, "topic name")
+        changes: dict[str, Any] = {}
+        if retention is not None:
+            mb, ma = retention_limits(retention)
+            if ma is not None and ma < MIN_MAX_AGE_S:
+                raise ValueError(f"retention max_age_s={ma:g}: the shortest max age on "
+                                 f"JetStream is {MIN_MAX_AGE_S:g} s")
+            changes["retention"] = None if mb is None and ma is None else [mb, ma]
+        if dedupe_window_s is not None:
+            window = _validate.seconds(dedupe_window_s, "dedupe_window_s")
+            if window is not None and 0 < window < MIN_DEDUPE_WINDOW_S:
+                raise ValueError(f"dedupe_window_s={window:g}: the shortest dedupe window on "
+                                 f"JetStream is {MIN_DEDUPE_WINDOW_S:g} s (0 turns dedupe off)")
+            changes["dedupe_window_s"] = float(window or 0)
+        if max_record_bytes is not None:
+            mrb = _validate.positive_int(max_record_bytes, "max_record_bytes", 1)
+            if mrb > self._conn.max_payload:
+                raise ValueError(f"max_record_bytes={mrb} is larger than the server's "
+                                 f"max_payload={self._conn.max_payload}: a NATS message "
+                                 "cannot hold such a record")
+            changes["max_record_bytes"] = mrb
+        if partitions is not None:
+            changes["partitions"] = _validate.positive_int(partitions, "partitions", 1,
+                                                           MAX_PARTITIONS)
+        if not changes:
+            raise ValueError("nothing to alter: give retention, dedupe_window_s, "
+                             "max_record_bytes or partitions")
+        config = self._read_config(name)
+        if config is None:
+            raise TopicNotFound(f"topic {name!r} does not exist in {self.url}")
+        # One change at a time: each alter claims the next generation of the options in
+        # the group bucket (compare-and-set) before it touches the servers, built on the
+        # newest claim, so two alters at once both land (the later on top of the earlier)
+        # and an alter that died half-way is finished by the next one.
+        try:
+            first = self._conn.run(self._conn.stream_info(_naming.stream_name(
+                self.store_name, name, 0)))
+        except NotFound:
+            raise TopicNotFound(f"topic {name!r} was deleted meanwhile") from None
+        kv = groups._kv(JetStreamTopic(self, name, config),
+                        int(first.config.get("num_replicas") or 1))
+        key = f"{_naming.encode_token(name)}.alter"
+        while True:
+            claim, rev = self._conn.run(kv.get(key))
+            base = _newer(config, (claim or {}).get("config"))
+            new = self._altered(name, base, changes)
+            if self._conn.run(kv.cas(key, {"config": new}, rev)):
+                break
+            config = self._read_config(name)
+            if config is None:
+                raise TopicNotFound(f"topic {name!r} was deleted meanwhile")
+        old_n = config["partitions"]
+        while True:
+            self._apply_config(name, old_n, new)
+            claim, _ = self._conn.run(kv.get(key))
+            latest = _newer(new, (claim or {}).get("config"))
+            if latest is new:
+                break
+            new = latest  # a later alter claimed meanwhile: its options must be the stored ones
+        if new["partitions"] > old_n:
+            _logger.warning("topic %r grew from %d to %d partitions: keys map to partitions "
+                            "anew (murmur2(key) %% %d), so a key's later records may go to "
+                            "another partition than its earlier ones and per-key order holds "
+                            "only from now on; every group starts the new partitions at "
+                            "offset 0", name, old_n, new["partitions"], new["partitions"])
+        out = JetStreamTopic(self, name, new)
+        if new["partitions"] > old_n:
+            self._conn.run(self._watch_more(out))
+        return out
+
+    def _altered(self, name: str, config: dict, changes: dict) -> dict:
+        """``config`` with ``changes`` applied and the next generation, or the reason it
+        cannot be (ValueError)."""
+        new = dict(config)
+        new.update(changes)
+        if new["partitions"] < config["partitions"]:
+            raise ValueError(f"topic {name!r} has {config['partitions']} partitions: they only "
+                             f"grow, not to {new['partitions']} (records and group positions "
+                             "live in the partitions that exist)")
+        max_age_s = (new.get("retention") or (None, None))[1]
+        if "dedupe_window_s" not in changes and max_age_s is not None and \
+                new.get("dedupe_window_s") and new["dedupe_window_s"] > max_age_s:
+            # As at creation: a window left as it was follows a retention that got shorter.
+            new["dedupe_window_s"] = float(max_age_s)
+        _validate.dedupe_within_retention(new.get("dedupe_window_s"), new.get("retention"))
+        if new["partitions"] != config["partitions"] or changes.get("retention"):
+            if self._is_event_store(name, config):
+                what = "partitions" if new["partitions"] != config["partitions"] else "retention"
+                raise ValueError(f"topic {name!r} is the event store {name!r}: it keeps one "
+                                 f"partition and every record, so its {what} cannot change")
+        new["generation"] = int(config.get("generation", 0)) + 1
+        return new
+
+    def _apply_config(self, name: str, old_n: int, new: dict) -> None:
+        """Make the servers hold options ``new`` (idempotent): the new partitions' streams
+        and the other partitions' limits first, then every group's consumers of the
+        partitions past ``old_n``, and partition 0's stream last: its metadata holds the
+        options, so the topic grows only once all of it exists."""
+        limits = self._stream_limits(new)
+        try:  # new partitions are replicated as the topic's first one, whatever this handle's
+            first = self._conn.run(self._conn.stream_info(_naming.stream_name(
+                self.store_name, name, 0)))
+            limits["replicas"] = int(first.config.get("num_replicas") or limits["replicas"])
+        except NotFound:
+            raise TopicNotFound(f"topic {name!r} was deleted meanwhile") from None
+        n = new["partitions"]
+        for p in range(n - 1, 0, -1):
+            self._conn.run(self._put_stream(name, p, limits, None))
+        if n > old_n:
+            self._conn.run(groups.grow_groups(JetStreamTopic(self, name, new), old_n))
+        now = self._read_config(name)
+        if now is None or now.get("uid") != new.get("uid"):
+            raise TopicNotFound(f"topic {name!r} was deleted meanwhile")
+        self._conn.run(self._put_stream(name, 0, limits, json.dumps(new, sort_keys=True)))
+
+    async def _watch_more(self, topic: JetStreamTopic) -> None:
+        """The topic grew: this store's watch of it (if any) covers the new partitions
+        too, and its waiters look again."""
+        n = self._notifiers.get(topic.name)
+        if n is None:
+            return
+        conn = self._conn
+
+        async def on_msg(_msg) -> None:
+            n.bump()
+
+        while len(n.consumers) < topic.partitions:
+            p = len(n.consumers)
+            inbox = conn.nc.new_inbox()
+            n.subs.append(await conn.nc.subscribe(inbox, cb=on_msg))
+            stream = topic.stream_name(p)
+            n.consumers.append([stream, inbox, await _watch_consumer(conn, stream, inbox)])
+        n.bump()
+
+    async def _put_stream(self, name: str, p: int, limits: dict[str, Any],
+                          config_json: str | None) -> None:
+        """Create partition ``p``'s stream with ``limits``, or update an existing one to
+        them (and, for partition 0, to the options ``config_json``)."""
+        stream = _naming.stream_name(self.store_name, name, p)
+        meta = _naming.stream_metadata(self.store_name, name, p)
+        if config_json is not None:
+            meta[META_CONFIG] = config_json
+        while True:
+            try:
+                cur = (await self._conn.stream_info(stream)).config
+                break
+            except NotFound:
+                subjects = _naming.stream_subjects(self.store_name, name, p)
+                try:
+                    await self._conn.ensure_stream(stream, subjects, metadata=meta, **limits)
+                    return
+                except JetStreamError as e:
+                    if e.err_code != ERR_STREAM_NAME_IN_USE:
+                        raise
+                    # another alter created it meanwhile, with its limits: update it
+        cfg = dict(cur)
+        cfg.update({"max_bytes": limits["max_bytes"],
+                    "max_age": int(limits["max_age_s"] * _NS),
+                    "duplicate_window": int(limits["duplicate_window_s"] * _NS)})
+        cfg["metadata"] = {**(cur.get("metadata") or {}), **meta}
+        await self._conn.api(f"STREAM.UPDATE.{stream}", cfg)
+
+    def _is_event_store(self, name: str, config: dict) -> bool:
+        """Whether topic ``name`` holds an event store's events (its first record carries
+        the event headers): one partition, every record kept."""
+        if config["partitions"] != 1:
+            return False
+        t = JetStreamTopic(self, name, config)
+        start = t.start_offset(0)
+        if start >= t.end_offset(0):
+            return False
+        return STREAM_HEADER in t.get(0, start).headers
+
     # ----------------------------------------------------------------- watches
     def _notifier_of(self, topic: JetStreamTopic) -> _Notifier:
         with self._lock:
@@ -1108,7 +1392,8 @@ class JetStreamLog:
 
     # -------------------------------------------------------------- operations
     def stats(self) -> dict:
-        """Figures per topic and partition (offsets, records, bytes) from the servers."""
+        """Figures per topic and partition (offsets, records, bytes) and per consumer group
+        (lag, leases, dead letters, oldest unacknowledged record) from the servers."""
         self._check()
         out: dict[str, Any] = {"url": self.url, "path": self.url, "topics": {}, "groups": {}}
         for info in self._streams():
@@ -1138,7 +1423,47 @@ class JetStreamLog:
             entry["partitions"] = sorted(
                 (x for x in entry["partitions"] if x["partition"] < entry["config"]["partitions"]),
                 key=lambda x: x["partition"])
+        self._conn.run(self._add_append_rates(out))
+        self._add_group_figures(out)
         return out
+
+    async def _add_append_rates(self, out: dict) -> None:
+        """``append_rate_per_s`` per partition and topic: the records the servers stored
+        in the last RATE_WINDOW_S seconds, divided by it (one lookup by time per
+        partition: the first message stored since then); None where it cannot be read."""
+        since = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=RATE_WINDOW_S)
+        stamp = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        async def rate(part: dict) -> None:
+            if part["records"] == 0:
+                part["append_rate_per_s"] = 0.0
+                return
+            try:
+                resp = await self._conn.api(f"STREAM.MSG.GET.{part['stream']}",
+                                            {"start_time": stamp})
+                first = int(resp["message"]["seq"]) - 1
+                part["append_rate_per_s"] = max(0, part["end_offset"] - first) / RATE_WINDOW_S
+            except NotFound:  # nothing stored since then
+                part["append_rate_per_s"] = 0.0
+            except (JetStreamError, TimeoutError, KeyError, ValueError):
+                part["append_rate_per_s"] = None
+
+        parts = [p for e in out["topics"].values() for p in e["partitions"]]
+        await asyncio.gather(*(rate(p) for p in parts))
+        for entry in out["topics"].values():
+            rates = [p["append_rate_per_s"] for p in entry["partitions"]]
+            entry["append_rate_per_s"] = sum(r for r in rates if r is not None)
+
+    def _add_group_figures(self, out: dict) -> None:
+        """``out["groups"][topic][group]``: each group's figures, in the embedded store's
+        shape (``groups.group_figures``); a topic deleted meanwhile is left out."""
+        for name, entry in sorted(out["topics"].items()):
+            try:
+                figures = groups.group_figures(JetStreamTopic(self, name, entry["config"]))
+            except (NotFound, TopicNotFound):
+                continue
+            if figures:
+                out["groups"][name] = figures
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
         """Check, on the servers, that every topic's streams are whole and dense. [] when
@@ -1269,6 +1594,15 @@ async def _watch_consumer(conn: Connection, stream: str, inbox: str) -> str:
                    "mem_storage": True, "num_replicas": 1,
                    "inactive_threshold": int(WATCH_INACTIVE_S * _NS)}})
     return str(resp["name"])
+
+
+def _newer(config: dict, claimed: dict | None) -> dict:
+    """The newer of a topic's stored options and those an alter claimed (same
+    incarnation, a later generation), for the next alter to build on."""
+    if claimed is not None and claimed.get("uid") == config.get("uid") and \
+            int(claimed.get("generation", 0)) > int(config.get("generation", 0)):
+        return claimed
+    return config
 
 
 def _config_of(stream_config: Mapping[str, Any], store: str, topic: str) -> dict | None:

@@ -41,7 +41,7 @@ from streamlog._limits import (
     GROUP_MEMBER_FORGET_S,
     MAX_MAX_RECORD_BYTES,
 )
-from streamlog._types import View, now_ms
+from streamlog._types import GroupReset, View, now_ms
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import groupstate as gs
 from streamlog.backends.local.storage.meta import Tx
@@ -356,17 +356,6 @@ class Lease(NamedTuple):
     offset: int
     deadline: float
     delivery_count: int
-
-
-class GroupReset(NamedTuple):
-    """One partition of a group's reset (``Topic.reset_group``): its position before
-    (``old``, the first offset not done) and after (``new``), and the partition's offsets."""
-
-    partition: int
-    old: int
-    new: int
-    start_offset: int
-    end_offset: int
 
 
 class Message:
