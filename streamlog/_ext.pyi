@@ -52,6 +52,9 @@ def scan(buf: Any, pos: int, limit: int, expected_base: int, running_max: int,
          ) -> tuple[int, int, int, tuple[str, int, str] | None]: ...
 def read_columns(buf: Any, pos: int, limit: int, expected_base: int, min_offset: int,
                  max_count: int, crc_from: int) -> tuple[dict[str, Any], int, int, int]: ...
+def encode_columns(timestamps_ms: Any, value_offsets: Any, value_data: Any, value_null: Any,
+                   key_offsets: Any, key_data: Any, key_null: Any, max_record: int,
+                   allow_null: bool, need_key: bool) -> tuple[bytes, int]: ...
 
 class Mapping:
     length: int
