@@ -23,9 +23,12 @@ import threading
 from contextlib import ExitStack
 
 import lmdb
+import numpy as np
 import pytest
 from conftest import (
+    KEY_BYTES,
     RECORD_BYTES,
+    VALUE_BYTES,
     Contender,
     Figure,
     Goal,
@@ -37,6 +40,7 @@ from conftest import (
 )
 
 import streamlog
+import streamlog._types
 from streamlog.backends.local import codec as _codec
 
 APPEND_COUNT = 200_000  # records per round of the append benchmarks (~30 MB)
@@ -243,6 +247,108 @@ def test_append_many_batches(benchmark, workload: Workload, bench_dir, variant):
                           0.7),
                      Goal(">= 1.2x lmdb putmulti", fig.ratio("lmdb putmulti, txn per batch"),
                           1.2)]
+    report(benchmark, fig)
+
+
+# ------------------------------------------------------------ append_batch
+def column_batches(workload: Workload, n: int, size: int) -> list[streamlog.RecordBatch]:
+    """The first ``n`` records as RecordBatches of ``size`` (fixed-width key and value rows),
+    built outside the timed region."""
+    keys = np.frombuffer(b"".join(workload.keys[:n]), np.uint8).reshape(n, KEY_BYTES)
+    values = np.frombuffer(b"".join(workload.values[:n]), np.uint8).reshape(n, VALUE_BYTES)
+    ts = streamlog._types.now_ms()
+    return [streamlog.RecordBatch.from_arrays(values[i:i + size], keys=keys[i:i + size],
+                                              timestamps_ms=ts)
+            for i in range(0, n, size)]
+
+
+@pytest.mark.benchmark(group="append_batch")
+@pytest.mark.parametrize("variant", ["never", "interval"])
+def test_append_batch(benchmark, workload: Workload, bench_dir, variant):
+    """``append_batch`` of RecordBatches of 1,000 records beside os.write of the same bytes."""
+    n = APPEND_COUNT
+    batches = column_batches(workload, n, BATCH)
+    with ExitStack() as stack:
+        topic = open_store(stack, bench_dir, variant)
+        env = open_lmdb(stack, bench_dir)
+        lvalues = workload.lmdb_values[:n]
+        next_keys = lmdb_keys([0], n)
+
+        def lmdb_setup():
+            lkeys = next_keys()
+            return [list(zip(lkeys[i:i + BATCH], lvalues[i:i + BATCH], strict=True))
+                    for i in range(0, n, BATCH)]
+
+        def streamlog_run(_):
+            before = topic.end_offset(0)
+            append_batch = topic.append_batch
+            for b in batches:
+                append_batch(0, b)
+            assert topic.end_offset(0) == before + n
+
+        def lmdb_run(lmdb_batches):
+            for items in lmdb_batches:
+                with env.begin(write=True) as txn:
+                    txn.cursor().putmulti(items, append=True)
+
+        baselines = [write_contender(stack, bench_dir, workload.chunks(n)),
+                     Contender("lmdb putmulti, txn per batch", lmdb_run, lmdb_setup)]
+        times = paired_rounds(benchmark, Contender("streamlog", streamlog_run), baselines,
+                              ROUNDS)
+    payload_mb = n * RECORD_BYTES / 1e6
+    fig = Figure(benchmark.name, f"append_batch x{BATCH}, durability={variant}",
+                 rate(payload_mb, times["streamlog"]), "MB/s",
+                 {b.name: rate(payload_mb, times[b.name]) for b in baselines},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]),
+                 note=f"MB/s of key + value payload; "
+                      f"{rate(n, times['streamlog']) / 1e6:.2f} M records/s; RecordBatches "
+                      "built by from_arrays outside the timed region; long-lived stores")
+    fig.goals = [Goal(">= 90% of os.write bandwidth", fig.ratio("os.write 1 MiB chunks"), 0.9)]
+    report(benchmark, fig)
+
+
+TRANSFORM_COUNT = 200_000  # records each round reads (and, in the loop, transforms and appends)
+TRANSFORM_BATCH = 10_000  # records per read_batch / append_batch call of the loop
+
+
+@pytest.mark.benchmark(group="append_batch")
+def test_batch_transform_loop(benchmark, read_stores, bench_dir):
+    """read_batch -> numpy transform -> append_batch, beside the same read_batch loop alone."""
+    n, size = TRANSFORM_COUNT, TRANSFORM_BATCH
+    src = read_stores["kept"].topic("bench")
+    with ExitStack() as stack:
+        out = open_store(stack, bench_dir, "never")
+
+        def read_only(_):
+            count = 0
+            for off in range(0, n, size):
+                count += len(src.read_batch(0, off, size))
+            assert count == n
+
+        def loop(_):
+            before = out.end_offset(0)
+            for off in range(0, n, size):
+                b = src.read_batch(0, off, size)
+                rows = b.value_data.reshape(len(b), VALUE_BYTES)
+                # the transform: every value's first 8 bytes as a little-endian counter + 1
+                head = rows[:, :8].copy().view("<u8") + np.uint64(1)
+                new = np.concatenate((head.view(np.uint8).reshape(len(b), 8), rows[:, 8:]), 1)
+                out.append_batch(0, streamlog.RecordBatch.from_arrays(
+                    new, keys=b.key_data.reshape(len(b), KEY_BYTES),
+                    timestamps_ms=b.timestamps_ms))
+            assert out.end_offset(0) == before + n
+
+        read_only(None)  # every CRC of the kept handle checked before the first round
+        times = paired_rounds(benchmark, Contender("streamlog", loop),
+                              [Contender("read_batch alone", read_only)], ROUNDS)
+    fig = Figure(benchmark.name, f"read_batch -> numpy -> append_batch x{size}",
+                 rate(n, times["streamlog"]), "records/s",
+                 {"read_batch alone": rate(n, times["read_batch alone"])},
+                 rounds=len(times["streamlog"]), spread=spread(times["streamlog"]),
+                 note="the transform adds 1 to each value's first 8 bytes (as a uint64) "
+                      "and keeps keys and timestamps; durability=never; CRCs of the source "
+                      "already checked (the kept handle)")
+    fig.goals = [Goal(">= 0.5x read_batch alone", fig.ratio("read_batch alone"), 0.5)]
     report(benchmark, fig)
 
 
