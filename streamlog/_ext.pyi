@@ -55,6 +55,9 @@ def read_columns(buf: Any, pos: int, limit: int, expected_base: int, min_offset:
 def encode_columns(timestamps_ms: Any, value_offsets: Any, value_data: Any, value_null: Any,
                    key_offsets: Any, key_data: Any, key_null: Any, max_record: int,
                    allow_null: bool, need_key: bool) -> tuple[bytes, int]: ...
+def encode_image(timestamps_ms: Any, value_offsets: Any, value_data: Any, value_null: Any,
+                 key_offsets: Any, key_data: Any, key_null: Any
+                 ) -> tuple[bytes, int, int, bool, bool]: ...
 
 class Mapping:
     length: int

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamlog import _validate
+from streamlog import _ext, _validate
 from streamlog._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
 
 
@@ -131,7 +131,7 @@ class RecordBatch:
     """
 
     __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
-                 "key_offsets", "key_data", "key_null", "topic", "partition")
+                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image")
     offsets: np.ndarray
     timestamps_ms: np.ndarray
     value_offsets: np.ndarray
@@ -146,6 +146,9 @@ class RecordBatch:
     def __init__(self, topic: str, partition: int, columns: dict) -> None:
         self.topic = topic
         self.partition = partition
+        # from_arrays: the records already encoded as one on-disk batch (base offset 0),
+        # with what an append checks against its topic; None: encoded when appended.
+        self._image: tuple[bytes, int, int, bool, bool] | None = None
         for name in ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
                      "key_offsets", "key_data", "key_null"):
             arr = columns[name]
@@ -169,10 +172,13 @@ class RecordBatch:
         a key. ``timestamps_ms``: None (now, for every record), one int for
         every record, or one int per record (an array or a sequence; each >= 0).
         ``offsets`` count from 0 within the batch: ``append_batch`` assigns the
-        real ones. ``topic`` and ``partition`` are None. The columns share
-        memory with numpy arrays passed in (no copy): change those arrays and
-        the batch changes. Raises TypeError or ValueError (lengths that differ,
-        a negative timestamp) at once.
+        real ones. ``topic`` and ``partition`` are None. The batch is a
+        snapshot: it copies what it is given, and it also encodes its records
+        once into the on-disk batch layout (as a Kafka producer fills a record
+        batch before sending it), so that ``append_batch`` only checks them
+        against the topic's limits and writes the bytes. Raises TypeError or
+        ValueError (lengths that differ, a negative timestamp, timestamps more
+        than 2**31-1 ms apart) at once.
         """
         vo, vd, vn = _column_of(values, "values", allow_str=False)
         n = len(vn)
@@ -201,9 +207,15 @@ class RecordBatch:
         for name, arr in (("offsets", np.arange(n, dtype=np.int64)), ("timestamps_ms", ts),
                           ("value_offsets", vo), ("value_data", vd), ("value_null", vn),
                           ("key_offsets", ko), ("key_data", kd), ("key_null", kn)):
-            arr = arr.view()  # a read-only view: the caller's own array keeps its flags
+            if arr.base is not None or not arr.flags.owndata or arr is timestamps_ms:
+                arr = arr.copy()  # a snapshot: the caller's arrays may change later
             arr.flags.writeable = False
             setattr(obj, name, arr)
+        obj._image = None
+        if n:
+            obj._image = _ext.encode_image(obj.timestamps_ms, obj.value_offsets, obj.value_data,
+                                           obj.value_null, obj.key_offsets, obj.key_data,
+                                           obj.key_null)
         return obj
 
     def value(self, i: int) -> memoryview | None:

@@ -52,6 +52,7 @@ from streamlog.errors import (
     CorruptionError,
     OffsetOutOfRange,
     ReadOnlyStore,
+    RecordTooLarge,
     StoreClosed,
     StreamlogError,
     TopicNotFound,
@@ -365,10 +366,25 @@ class Topic:
         part = self._part(partition)
         if not isinstance(batch, RecordBatch):
             raise TypeError(f"batch must be a streamlog.RecordBatch, not {type(batch).__name__}")
-        data, max_ts = _codec.encode_columns(
-            batch.timestamps_ms, batch.value_offsets, batch.value_data, batch.value_null,
-            batch.key_offsets, batch.key_data, batch.key_null, self._max_record,
-            self._allow_none, self._allow_none)
+        image = batch._image if _codec.NATIVE else None
+        if image is not None:
+            # Encoded when the batch was built (from_arrays): check its summary
+            # against this topic, then write the bytes as they are.
+            data, max_ts, largest, null_value, null_key = image
+            if null_value and not self._allow_none:
+                raise ValueError("the batch holds a null value (a tombstone): allowed only "
+                                 "on compacted topics")
+            if null_key and self._allow_none:
+                raise ValueError(f"topic {self.name!r} is compacted: every record needs a key "
+                                 "and the batch holds a record without one")
+            if largest > self._max_record:
+                raise RecordTooLarge(f"the batch holds a record of {largest} bytes (key + "
+                                     f"value), over max_record_bytes={self._max_record}")
+        else:
+            data, max_ts = _codec.encode_columns(
+                batch.timestamps_ms, batch.value_offsets, batch.value_data, batch.value_null,
+                batch.key_offsets, batch.key_data, batch.key_null, self._max_record,
+                self._allow_none, self._allow_none)
         if len(data) > part.segment_bytes and len(data) > MAX_SEGMENT_BYTES:
             raise ValueError("append_batch: the batch is too large for one segment; split it")
         return part.append(data, len(batch), max_ts)
