@@ -192,3 +192,22 @@ def encode_image(timestamps_ms, value_offsets, value_data, value_null, key_offse
     out = PyBytes_FromStringAndSize(NULL, total)
     _fill_columns(&c, PyBytes_AS_STRING(out), total, max_ts)
     return out, max_ts, largest, bool(nulls & 1), bool(nulls & 2)
+
+
+# ------------------------------------------------------------- early writeback
+cdef extern from "<fcntl.h>" nogil:
+    int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)
+    unsigned int SYNC_FILE_RANGE_WRITE
+
+
+def writeback(int fd, int64_t start, int64_t end):
+    """Start writing bytes [start, end) of ``fd`` back to disk, without waiting for it
+    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, GIL released). Returns 0 or the errno:
+    a hint that makes a later fsync of the range cheap, never a durability promise."""
+    cdef int rc = 0
+    if end <= start:
+        return 0
+    with nogil:
+        if sync_file_range(fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0:
+            rc = errno
+    return rc

@@ -58,6 +58,7 @@ def encode_columns(timestamps_ms: Any, value_offsets: Any, value_data: Any, valu
 def encode_image(timestamps_ms: Any, value_offsets: Any, value_data: Any, value_null: Any,
                  key_offsets: Any, key_data: Any, key_null: Any
                  ) -> tuple[bytes, int, int, bool, bool]: ...
+def writeback(fd: int, start: int, end: int) -> int: ...
 
 class Mapping:
     length: int
