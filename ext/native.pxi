@@ -962,6 +962,10 @@ DEF _ALLOC = -7
 APPEND_ALLOC = _ALLOC
 # Batches of at least this many bytes are written with pwritev, not a copy.
 DEF PWRITE_MIN = 65536
+# Reserve the next chunk of a segment when less than this is left of the reserved
+# blocks (half of _limits.SEGMENT_ALLOCATION_CHUNK_BYTES; a test checks the pair).
+DEF RESERVE_LOOKAHEAD = 2 * 1024 * 1024
+RESERVE_LOOKAHEAD_BYTES = RESERVE_LOOKAHEAD
 APPEND_IOERR = _IOERR
 PWRITE_MIN_BYTES = PWRITE_MIN
 
@@ -1071,8 +1075,13 @@ cdef class Writer:
         pos = c.end_pos
         if pos + <uint64_t>n > c.capacity or pos + <uint64_t>n > <uint64_t>self.seg.length:
             return _FULL
-        if pos + <uint64_t>n > c.allocated_end:
-            return _ALLOC  # blocks not reserved yet: the slow path fallocates ahead
+        if pos + <uint64_t>n > c.allocated_end or \
+                (pos + <uint64_t>n + RESERVE_LOOKAHEAD > c.allocated_end
+                 and c.allocated_end < c.capacity):
+            # blocks not reserved yet, or soon to run out: the slow path fallocates the
+            # next chunk now, while this one still has room, so that the prefault thread
+            # populates it before the appends get there
+            return _ALLOC
         c.pending_end = pos + n
         if n >= PWRITE_MIN and self.fd >= 0:
             # Large batches go through pwritev: the same page cache as the map,

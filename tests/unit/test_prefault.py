@@ -125,3 +125,24 @@ def test_written_chunks_are_handed_to_writeback_in_order(tmp_path, monkeypatch):
         assert _ext.writeback(fd, 0, 8192) == 0 and _ext.writeback(fd, 10, 10) == 0
     finally:
         os.close(fd)
+
+
+def test_the_next_chunk_is_reserved_before_the_appends_reach_it(tmp_path):
+    """The fast path hands an append to the slow path to reserve the next chunk while
+    RESERVE_LOOKAHEAD_BYTES of the current one are still free (so its pages are being
+    populated before the appends get there), and never loops at a segment's end."""
+    from streamlog._limits import SEGMENT_ALLOCATION_CHUNK_BYTES
+
+    assert 0 < _ext.RESERVE_LOOKAHEAD_BYTES < SEGMENT_ALLOCATION_CHUNK_BYTES
+    with streamlog.open(tmp_path / "s", durability="never") as log:
+        t = log.topic("t", segment_bytes=16 << 20)
+        part = t._parts[0]
+        value = os.urandom(1000)
+        for i in range(40_000):  # ~41 MB: two rolls, reservations up to each segment's end
+            t.append(value)
+            if i % 997 == 0:
+                ctl = part.ctl
+                room = ctl.allocated_end - ctl.end_pos
+                assert room >= _ext.RESERVE_LOOKAHEAD_BYTES or ctl.allocated_end == ctl.capacity
+        assert t.end_offset(0) == 40_000
+        assert sum(1 for _ in t.read(0, 0)) == 40_000
