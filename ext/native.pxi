@@ -1197,6 +1197,11 @@ cdef class GroupCommit:
     property synced:
         def __get__(self): return self.synced
 
+    property syncs:
+        """Syncs made so far (a counter that wraps at 2**32): appends served per sync
+        is what group commit is measured by."""
+        def __get__(self): return self.word[0]
+
     def sync_to(self, uint64_t target, sync, bint delay=False):
         """Durable below ``target``. ``delay``: other threads append here too, so
         the leader lets them run once before taking the end to cover, and one

@@ -169,6 +169,7 @@ def event_run(records: Any, positions: list[int], i: int, j: int, contiguous: bo
 
 class GroupCommit:
     synced: int
+    syncs: int
     def __init__(self, synced: int = 0) -> None: ...
     def sync_to(self, target: int, sync: Any, delay: bool = False) -> None: ...
 
