@@ -9,6 +9,7 @@ segments when it is missing or was written before the last boot.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -1124,7 +1125,15 @@ class Partition:
             cursor = (nxt, 0, nxt) if nxt is not None else None
 
     def read(self, offset: int = 0, limit: int | None = None):
-        """Iterate records from ``offset`` until the end of the data (or ``limit``)."""
+        """Iterate records from ``offset`` until the end of the data (or ``limit``).
+
+        The records of each refill are handed out by a C-level chain over the
+        refilled lists, so a record costs no generator resume of its own."""
+        return itertools.chain.from_iterable(self._read_chunks(offset, limit))
+
+    def _read_chunks(self, offset: int, limit: int | None):
+        """The lists of records ``read`` hands out, one refill each; after each list is
+        consumed, a store closed meanwhile raises StoreClosed."""
         remaining = limit
         cursor = None
         while remaining is None or remaining > 0:
@@ -1146,7 +1155,7 @@ class Partition:
                 if len(out) > remaining:
                     del out[remaining:]
                 remaining -= len(out)
-            yield from out
+            yield out
             if self._closed:  # close() emptied ``out`` under us: stop here
                 self._check()
             offset = out[-1].offset + 1
