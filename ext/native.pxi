@@ -962,6 +962,10 @@ DEF _ALLOC = -7
 APPEND_ALLOC = _ALLOC
 # Batches of at least this many bytes are written with pwritev, not a copy.
 DEF PWRITE_MIN = 65536
+# Reserve the next chunk of a segment when less than this is left of the reserved
+# blocks (half of _limits.SEGMENT_ALLOCATION_CHUNK_BYTES; a test checks the pair).
+DEF RESERVE_LOOKAHEAD = 2 * 1024 * 1024
+RESERVE_LOOKAHEAD_BYTES = RESERVE_LOOKAHEAD
 APPEND_IOERR = _IOERR
 PWRITE_MIN_BYTES = PWRITE_MIN
 
@@ -1071,8 +1075,13 @@ cdef class Writer:
         pos = c.end_pos
         if pos + <uint64_t>n > c.capacity or pos + <uint64_t>n > <uint64_t>self.seg.length:
             return _FULL
-        if pos + <uint64_t>n > c.allocated_end:
-            return _ALLOC  # blocks not reserved yet: the slow path fallocates ahead
+        if pos + <uint64_t>n > c.allocated_end or \
+                (pos + <uint64_t>n + RESERVE_LOOKAHEAD > c.allocated_end
+                 and c.allocated_end < c.capacity):
+            # blocks not reserved yet, or soon to run out: the slow path fallocates the
+            # next chunk now, while this one still has room, so that the prefault thread
+            # populates it before the appends get there
+            return _ALLOC
         c.pending_end = pos + n
         if n >= PWRITE_MIN and self.fd >= 0:
             # Large batches go through pwritev: the same page cache as the map,
@@ -1141,6 +1150,105 @@ cdef class Writer:
             self.dirty = True
         return result
 
+    cdef int64_t _append_record(self, object key, Py_ssize_t klen, bytes value,
+                                int64_t ts) except? -100:
+        """One record (no headers) encoded straight into the mapping under the lock:
+        no intermediate ``bytes``. The same bytes as ``_encode_record`` + ``_append``;
+        the CRC is computed over the mapped copy before the batch is published, and
+        ``pending_end`` covers the copy as for any append (I5). Returns the offset, or
+        an APPEND_* code (< 0) with nothing written: the caller takes the usual path."""
+        cdef int rc
+        cdef int64_t result
+        cdef Py_ssize_t vlen = len(value)
+        cdef Py_ssize_t n = HDR + RHDR + (klen if klen > 0 else 0) + vlen
+        cdef sl_control *c = self.c
+        cdef uint64_t pos
+        cdef char *p
+        if self.closed or n >= PWRITE_MIN:
+            return _STALE
+        self.ctl.users += 1  # closing waits until no thread is inside the lock
+        try:
+            rc = pthread_mutex_trylock(&c.lock.mutex)
+            if rc == EBUSY:
+                with nogil:
+                    rc = pthread_mutex_lock(&c.lock.mutex)
+            if rc == EOWNERDEAD:
+                pthread_mutex_consistent(&c.lock.mutex)
+                pthread_mutex_unlock(&c.lock.mutex)
+                return _RECOVER
+            if rc:
+                raise OSError(rc, f"partition lock: {strerror(rc).decode()}")
+            # the checks of _append_locked, before any byte is written
+            if c.flags & SL_FLAG_DELETED:
+                result = _DELETED
+            elif c.pending_end != c.end_pos:
+                result = _RECOVER
+            elif not self.attached or c.generation != self.gen:
+                result = _STALE
+            else:
+                pos = c.end_pos
+                if pos + <uint64_t>n > c.capacity or pos + <uint64_t>n > <uint64_t>self.seg.length:
+                    result = _FULL
+                elif pos + <uint64_t>n > c.allocated_end or \
+                        (pos + <uint64_t>n + RESERVE_LOOKAHEAD > c.allocated_end
+                         and c.allocated_end < c.capacity):
+                    result = _ALLOC
+                else:
+                    c.pending_end = pos + n
+                    p = self.seg.addr + pos
+                    _put_header(p, n, 1, ts, ts)
+                    sl_store_u32le(p + HDR + R_OFF_DELTA, 0)
+                    sl_store_u32le(p + HDR + R_OFF_KLEN, <uint32_t>(<int32_t>klen))
+                    sl_store_u32le(p + HDR + R_OFF_VLEN, <uint32_t>(<int32_t>vlen))
+                    sl_store_u32le(p + HDR + R_OFF_HLEN, 0)
+                    if klen > 0:
+                        memcpy(p + HDR + RHDR, PyBytes_AS_STRING(key), klen)
+                    memcpy(p + HDR + RHDR + (klen if klen > 0 else 0),
+                           PyBytes_AS_STRING(value), vlen)
+                    sl_store_u32le(p + OFF_CRC, _crc_c(_crc_xor, <const unsigned char *>p
+                                                       + OFF_MAGIC, <unsigned long>(n - OFF_MAGIC))
+                                   ^ _crc_xor)
+                    sl_store_u64le(p, c.end_offset)  # I3: outside the CRC
+                    result = self._publish_record_locked(pos, n, ts)
+            pthread_mutex_unlock(&c.lock.mutex)
+        finally:
+            self.ctl.users -= 1
+        if result >= 0:
+            self.dirty = True
+        return result
+
+    cdef int64_t _publish_record_locked(self, uint64_t pos, Py_ssize_t n,
+                                        int64_t max_ts) noexcept nogil:
+        """The tail of _append_locked for one record in place at ``pos``: the sparse
+        index entry, the seqlock publication, the wake-ups."""
+        cdef sl_control *c = self.c
+        cdef uint64_t rel, icount, last
+        rel = c.end_offset - c.active_base
+        icount = c.index_count
+        last = c.last_index_pos
+        if pos > 0 and pos - last >= INDEX_INTERVAL:
+            if <Py_ssize_t>((icount + 1) * 8) <= self.idx.length and \
+                    <Py_ssize_t>((icount + 1) * 12) <= self.tidx.length:
+                sl_store_u32le(self.idx.addr + icount * 8, <uint32_t>rel)
+                sl_store_u32le(self.idx.addr + icount * 8 + 4, <uint32_t>pos)
+                sl_store_i64le(self.tidx.addr + icount * 12, c.max_timestamp_ms)
+                sl_store_u32le(self.tidx.addr + icount * 12 + 8, <uint32_t>rel)
+                icount += 1
+                last = pos
+        sl_publish_begin(c)
+        c.end_offset = c.end_offset + 1
+        c.end_pos = pos + n
+        c.pending_end = pos + n
+        c.index_count = icount
+        c.last_index_pos = last
+        if max_ts > c.max_timestamp_ms:
+            c.max_timestamp_ms = max_ts
+        sl_publish_end(c)
+        sl_notify(&c.notify_seq, &c.waiters)
+        if self.topic_word != NULL:
+            sl_notify(self.topic_word, self.topic_word + 1)
+        return <int64_t>(c.end_offset - 1)
+
     def append_locked(self, bytes data, uint32_t count, int64_t max_ts):
         """As ``append``, for a caller that holds the lock (the slow path)."""
         cdef int64_t r = self._append_locked(<const unsigned char *>PyBytes_AS_STRING(data),
@@ -1187,6 +1295,11 @@ cdef class GroupCommit:
 
     property synced:
         def __get__(self): return self.synced
+
+    property syncs:
+        """Syncs made so far (a counter that wraps at 2**32): appends served per sync
+        is what group commit is measured by."""
+        def __get__(self): return self.word[0]
 
     def sync_to(self, uint64_t target, sync, bint delay=False):
         """Durable below ``target``. ``delay``: other threads append here too, so
@@ -1413,11 +1526,15 @@ cdef class Appender:
             else:
                 h = sl_murmur2(<const unsigned char *>PyBytes_AS_STRING(key), klen)
                 p = (h & 0x7fffffff) % self.n
-        data = _encode_record(key, value, None, ts)
         w = <Writer>self.writers[p]
-        r = w._append(data, 1, ts)
+        r = -1
+        if _crc_c != NULL:  # the C CRC: the record is encoded in place under the lock
+            r = w._append_record(key, -1 if key is None else klen, <bytes>value, ts)
         if r < 0:
-            r = self.slow_write(p, data, 1, ts)
+            data = _encode_record(key, value, None, ts)
+            r = w._append(data, 1, ts)
+            if r < 0:
+                r = self.slow_write(p, data, 1, ts)
         if self.sync is not None:
             self.sync(p, r + 1)
         return sl_pair(self.position, p, r)

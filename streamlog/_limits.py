@@ -134,6 +134,12 @@ DEDUPE_CATCHUP_SCAN_RECORDS = 10_000
 # reserving a whole 64 MiB segment per partition up front wastes disk.
 SEGMENT_ALLOCATION_CHUNK_BYTES = 4 * 1024 * 1024
 
+# Written bytes of the active segment are handed to the kernel's writeback
+# (sync_file_range, no wait) in steps of at least this size, when a chunk is
+# reserved: a roll's fdatasync then waits for about the last step, not for a
+# whole 64 MiB segment (RocksDB's bytes_per_sync is 1 MiB for the same reason).
+WRITEBACK_STEP_BYTES = 1024 * 1024
+
 # The recovery point (how far a partition is known synced) reaches the disk with
 # its control block at most this often per process: an fsync of the control
 # file per data sync would double the cost of durability="always". A recovery

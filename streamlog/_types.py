@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamlog import _validate
+from streamlog import _ext, _validate
 from streamlog._ext import Record  # noqa: F401  (re-exported; NamedTuple-like, built in C)
 
 
@@ -142,11 +142,24 @@ class RecordBatch:
     """
 
     __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
-                 "key_offsets", "key_data", "key_null", "topic", "partition")
+                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image")
+    offsets: np.ndarray
+    timestamps_ms: np.ndarray
+    value_offsets: np.ndarray
+    value_data: np.ndarray
+    value_null: np.ndarray
+    key_offsets: np.ndarray
+    key_data: np.ndarray
+    key_null: np.ndarray
+    topic: str
+    partition: int
 
     def __init__(self, topic: str, partition: int, columns: dict) -> None:
         self.topic = topic
         self.partition = partition
+        # from_arrays: the records already encoded as one on-disk batch (base offset 0),
+        # with what an append checks against its topic; None: encoded when appended.
+        self._image: tuple[bytes, int, int, bool, bool] | None = None
         for name in ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
                      "key_offsets", "key_data", "key_null"):
             arr = columns[name]
@@ -155,6 +168,66 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    @classmethod
+    def from_arrays(cls, values, keys=None, timestamps_ms=None) -> RecordBatch:
+        """Columns for ``Topic.append_batch``, built from arrays or lists.
+
+        ``values`` and ``keys`` each take one of: a numpy array whose first
+        axis is the records (record ``i`` is the raw bytes of ``arr[i]`` in C
+        order: a 2-D ``uint8`` array of fixed-width rows, a 1-D ``float64``
+        array of 8-byte values, a fixed-width ``S`` array, ...); or a
+        sequence of bytes-like items (``None``: a null value, i.e. a
+        tombstone, or no key). Keys may also be ``str`` (UTF-8); a ``str``
+        value is a TypeError, as for ``append``. ``keys=None``: no record has
+        a key. ``timestamps_ms``: None (now, for every record), one int for
+        every record, or one int per record (an array or a sequence; each >= 0).
+        ``offsets`` count from 0 within the batch: ``append_batch`` assigns the
+        real ones. ``topic`` and ``partition`` are None. The batch is a
+        snapshot: it copies what it is given, and it also encodes its records
+        once into the on-disk batch layout (as a Kafka producer fills a record
+        batch before sending it), so that ``append_batch`` only checks them
+        against the topic's limits and writes the bytes. Raises TypeError or
+        ValueError (lengths that differ, a negative timestamp, timestamps more
+        than 2**31-1 ms apart) at once.
+        """
+        vo, vd, vn = _column_of(values, "values", allow_str=False)
+        n = len(vn)
+        if keys is None:
+            ko, kd, kn = np.zeros(n + 1, np.int64), np.empty(0, np.uint8), np.ones(n, np.bool_)
+        else:
+            ko, kd, kn = _column_of(keys, "keys", allow_str=True)
+            if len(kn) != n:
+                raise ValueError(f"keys has {len(kn)} entries for {n} values")
+        if timestamps_ms is None:
+            ts = np.full(n, now_ms(), np.int64)
+        elif isinstance(timestamps_ms, int) and not isinstance(timestamps_ms, bool):
+            ts = np.full(n, _validate.timestamp(timestamps_ms), np.int64)
+        else:
+            arr = np.asarray(timestamps_ms)
+            if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+                raise TypeError("timestamps_ms must be None, an int, or a 1-D sequence of ints")
+            if len(arr) != n:
+                raise ValueError(f"timestamps_ms has {len(arr)} entries for {n} values")
+            if n and int(arr.min()) < 0:
+                raise ValueError("timestamps_ms must be >= 0")
+            ts = np.ascontiguousarray(arr, np.int64)
+        obj = cls.__new__(cls)
+        obj.topic = None  # type: ignore[assignment]
+        obj.partition = None  # type: ignore[assignment]
+        for name, arr in (("offsets", np.arange(n, dtype=np.int64)), ("timestamps_ms", ts),
+                          ("value_offsets", vo), ("value_data", vd), ("value_null", vn),
+                          ("key_offsets", ko), ("key_data", kd), ("key_null", kn)):
+            if arr.base is not None or not arr.flags.owndata or arr is timestamps_ms:
+                arr = arr.copy()  # a snapshot: the caller's arrays may change later
+            arr.flags.writeable = False
+            setattr(obj, name, arr)
+        obj._image = None
+        if n:
+            obj._image = _ext.encode_image(obj.timestamps_ms, obj.value_offsets, obj.value_data,
+                                           obj.value_null, obj.key_offsets, obj.key_data,
+                                           obj.key_null)
+        return obj
 
     def value(self, i: int) -> memoryview | None:
         """Value of record ``i`` as a memoryview into ``value_data`` (None for a tombstone)."""
@@ -181,3 +254,42 @@ def empty_columns() -> dict:
         "value_null": np.empty(0, np.bool_), "key_offsets": np.zeros(1, np.int64),
         "key_data": np.empty(0, np.uint8), "key_null": np.empty(0, np.bool_),
     }
+
+
+def _column_of(items, what: str, allow_str: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, data, null) columns of ``items``: a numpy array of rows or a sequence of
+    bytes-like (None: null; str only where ``allow_str``, as UTF-8)."""
+    if isinstance(items, np.ndarray) and items.dtype != object:
+        if items.ndim == 0:
+            raise TypeError(f"{what} must have one entry per record, not a 0-d array")
+        n = items.shape[0]
+        data = np.ascontiguousarray(items)
+        row = data.itemsize * (data.size // n if n else 0)
+        flat = data.reshape(-1).view(np.uint8) if data.size else np.empty(0, np.uint8)
+        return np.arange(n + 1, dtype=np.int64) * row, flat, np.zeros(n, np.bool_)
+    if isinstance(items, (str, bytes, bytearray, memoryview)) or \
+            not hasattr(items, "__len__") or not hasattr(items, "__getitem__"):
+        raise TypeError(f"{what} must be a numpy array or a sequence of bytes, "
+                        f"not {type(items).__name__}")
+    parts: list = []
+    null = np.zeros(len(items), np.bool_)
+    lengths = np.zeros(len(items) + 1, np.int64)
+    for i, item in enumerate(items):
+        if item is None:
+            null[i] = True
+            continue
+        if type(item) is not bytes:
+            if isinstance(item, str):
+                if not allow_str:
+                    raise TypeError(f"{what}[{i}] is a str: values must be bytes-like")
+                item = item.encode("utf-8")
+            elif isinstance(item, (bytearray, memoryview, np.ndarray)):
+                item = memoryview(item).cast("B") if not isinstance(item, np.ndarray) \
+                    else np.ascontiguousarray(item).view(np.uint8).reshape(-1)
+            else:
+                raise TypeError(f"{what}[{i}] must be bytes-like or None, "
+                                f"not {type(item).__name__}")
+        parts.append(item)
+        lengths[i + 1] = len(item)
+    data = np.frombuffer(b"".join(parts), np.uint8) if parts else np.empty(0, np.uint8)
+    return np.cumsum(lengths), data, null

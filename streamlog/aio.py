@@ -326,6 +326,12 @@ class AsyncTopic:
         return await self._as._append(self.sync, self.sync.append_many, values, keys=keys,
                                       headers=headers)
 
+    async def append_batch(self, partition: int, batch: RecordBatch) -> int:
+        """Append a RecordBatch as one atomic batch; large batches run in the executor."""
+        if len(batch) > INLINE_READ_RECORDS:
+            return await self._as._run(self.sync.append_batch, partition, batch)
+        return await self._as._append(self.sync, self.sync.append_batch, partition, batch)
+
     async def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
                              headers: Any = None) -> Position:
         return await self._as._append(self.sync, self.sync.append_delayed, value, deliver_at_ms,

@@ -253,6 +253,13 @@ class Topic(Protocol):
         """Append records; those of one partition land atomically, in order."""
         ...
 
+    def append_batch(self, partition: int, batch: RecordBatch) -> int:
+        """Append a RecordBatch's records (columns, no Python object per record) to
+        ``partition`` as one atomic batch; returns the first record's offset. The
+        batch's keys are stored but do not choose the partition; its records carry
+        no headers. Bad input raises before anything is written."""
+        ...
+
     def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
                        headers: Any = None) -> Position:
         """Append a record that no group delivers before ``deliver_at_ms`` (epoch ms).

@@ -116,3 +116,34 @@ def parse_value(value: bytes) -> tuple[int, int]:
     writer, seq, size = int(value[1:4]), int(value[5:14]), int(value[15:22])
     assert value == record_value(writer, seq, size), f"damaged value of {writer}/{seq}"
     return writer, seq
+
+
+@st.composite
+def column_batches(draw, max_records: int = 12):
+    """Arguments of ``RecordBatch.from_arrays`` (values, keys, timestamps_ms) in the
+    shapes it takes: values as a list of bytes or a 2-D uint8 array of fixed-width
+    rows; keys None, a list of bytes/None, or fixed-width rows; timestamps None, one
+    int, or one per record within 2**31 ms of the first."""
+    n = draw(st.integers(1, max_records))
+    if draw(st.booleans()):
+        width = draw(st.integers(0, 40))
+        values = draw(st.lists(st.binary(min_size=width, max_size=width), min_size=n,
+                               max_size=n))
+        as_rows = True
+    else:
+        values = draw(st.lists(non_null_values, min_size=n, max_size=n))
+        as_rows = False
+    kind = draw(st.sampled_from(["none", "list", "rows"]))
+    if kind == "none":
+        ks = None
+    elif kind == "list":
+        ks = draw(st.lists(keys, min_size=n, max_size=n))
+    else:
+        width = draw(st.integers(0, 16))
+        ks = draw(st.lists(st.binary(min_size=width, max_size=width), min_size=n, max_size=n))
+    first = draw(st.integers(0, MAX_PUBLIC_TIMESTAMP_MS - MAX_DELTA_MS))
+    ts = draw(st.one_of(
+        st.none(), st.just(first),
+        st.lists(st.integers(first, first + MAX_DELTA_MS), min_size=n, max_size=n)
+        .map(lambda xs: [first] + xs[1:])))
+    return values, as_rows, ks, kind == "rows", ts

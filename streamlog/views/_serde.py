@@ -379,6 +379,10 @@ class SerializedTopic:
         """The record at ``offset``, its value decoded."""
         return self._decoded(self._t.get(partition, offset))
 
+    def append_batch(self, partition: int, batch: RecordBatch) -> int:
+        """Append columns of stored bytes as they are (the serializer is not applied)."""
+        return self._t.append_batch(partition, batch)
+
     def read_batch(self, partition: int, offset: int, max_records: int) -> RecordBatch:
         """The stored bytes as columns (not decoded)."""
         return self._t.read_batch(partition, offset, max_records)

@@ -157,6 +157,48 @@ class TopicContract(Harness):
         b = t.read_batch(0, 2, 4)
         assert list(b.offsets) == [2, 3, 4, 5] and b.value(0) == b"2"
 
+    def test_append_batch_round_trips_atomically(self, store):
+        """append_batch stores a RecordBatch's records (from arrays, or as read_batch
+        returned them) at dense offsets from the returned first offset, keys and
+        timestamps kept, on the named partition whatever its keys; bad input (an empty
+        batch, a null value on a topic that is not compacted, a record over the limit, a
+        wrong type) raises before anything is stored."""
+        import numpy as np
+
+        from streamlog import RecordBatch
+        from streamlog.errors import RecordTooLarge
+
+        t = store.topic("columns", partitions=2, max_record_bytes=1_000)
+        t.append(b"before", key=b"k", timestamp_ms=1)
+        p = kafka_partition(b"k", 2)
+        values = np.arange(50, dtype=np.uint64).astype("<u8")
+        keys = [b"key-%d" % i if i % 3 else None for i in range(50)]
+        batch = RecordBatch.from_arrays(values, keys=keys,
+                                        timestamps_ms=np.arange(1_000, 1_050))
+        first = t.append_batch(p, batch)
+        assert first == 1 and t.end_offset(p) == 51 and t.end_offset(1 - p) == 0
+        got = list(t.read(p, 1))
+        assert [r.offset for r in got] == list(range(1, 51))
+        assert [r.value for r in got] == [int(i).to_bytes(8, "little") for i in range(50)]
+        assert [r.key for r in got] == keys
+        assert [r.timestamp_ms for r in got] == list(range(1_000, 1_050))
+        assert all(r.headers == {} for r in got)
+        # What read_batch returns goes back in as it is, to any partition.
+        again = t.append_batch(1 - p, t.read_batch(p, 0, 100))
+        assert again == 0
+        assert [(r.key, r.value, r.timestamp_ms) for r in t.read(1 - p)] == \
+            [(r.key, r.value, r.timestamp_ms) for r in t.read(p)]
+        before = [t.end_offset(q) for q in (0, 1)]
+        for bad, err in ((RecordBatch.from_arrays([]), ValueError),
+                         (RecordBatch.from_arrays([b"x", None]), ValueError),
+                         (RecordBatch.from_arrays([b"x", b"y" * 1_001]), RecordTooLarge),
+                         ([b"x"], TypeError)):
+            with pytest.raises(err):
+                t.append_batch(p, bad)
+        with pytest.raises(ValueError):
+            t.append_batch(2, batch)
+        assert [t.end_offset(q) for q in (0, 1)] == before
+
     def test_offset_for_time(self, store):
         t = store.topic("times", partitions=1)
         for i, ts in enumerate((1000, 2000, 3000)):

@@ -317,6 +317,22 @@ def test_append_many_past_the_batch_limit_sends_nothing(log):
     assert [q.offset for q in pos] == list(range(1000)) and t.end_offset(p) == 1000
 
 
+def test_append_batch_past_the_batch_limit_sends_nothing(log):
+    """An append_batch of 1,001 records is refused before anything is sent (the server's
+    atomic batch limit); 1,000 land at once, densely."""
+    import numpy as np
+
+    t = log.topic("cols")
+    with pytest.raises(ValueError, match="1000"):
+        t.append_batch(0, streamlog.RecordBatch.from_arrays(np.zeros((1001, 4), np.uint8)))
+    assert t.end_offset(0) == 0
+    rows = np.arange(4000, dtype=np.uint8).reshape(1000, 4)
+    assert t.append_batch(0, streamlog.RecordBatch.from_arrays(rows)) == 0
+    assert t.end_offset(0) == 1000
+    b = t.read_batch(0, 0, 1000)
+    assert bytes(b.value_data) == rows.tobytes() and b.key_null.all()
+
+
 def test_application_headers_named_like_directives_are_plain_headers(log):
     t = log.topic("hdrs")
     odd = {"Nats-Msg-Id": "dup", "Nats-Expected-Last-Sequence": "999",

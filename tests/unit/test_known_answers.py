@@ -213,3 +213,35 @@ def test_batch_crc_is_the_crc32c_package_s(size):
     buf = _ext.encode_batch(None, [value], None, [1])
     assert int.from_bytes(buf[16:20], "little") == crc32c.crc32c(buf[20:])
     assert _ext.batch_info(buf, 0, len(buf), 0, True)[0] == len(buf)
+
+
+@pytest.mark.parametrize("durability", ["never", "always"])
+def test_appended_bytes_are_the_reference_encoding_I3(tmp_path, durability):
+    """What the per-record fast path writes into the segment (encoded in place under the
+    lock), what append_many and append_batch write, are byte for byte the reference
+    codec's batches with the base offset stamped (I3): the same format whichever path."""
+    from streamlog.backends.local.codec import reference as ref
+
+    recs = [(b"k1", b"v" * 10, 5), (None, b"", 6), (b"", b"x" * 70_000, 7),
+            (b"key", b"value", 1 << 40)]
+    with streamlog.open(tmp_path / "s", durability=durability) as log:
+        t = log.topic("bytes")
+        for k, v, ts in recs:
+            t.append(v, key=k, timestamp_ms=ts)
+        t.append_many([b"a", b"bb"], keys=[b"1", None])
+        t.append_batch(0, streamlog.RecordBatch.from_arrays([b"c", b"dd"], keys=[None, b"2"],
+                                                            timestamps_ms=[9, 8]))
+        many_ts = next(iter(t.read(0, 4))).timestamp_ms
+        want = []
+        for i, (k, v, ts) in enumerate(recs):
+            want.append(bytearray(ref.encode_record(k, v, None, ts)))
+            ref.set_base_offset(want[-1], 0, i)
+        want.append(bytearray(ref.encode_batch([b"1", None], [b"a", b"bb"], None,
+                                               [many_ts, many_ts])))
+        ref.set_base_offset(want[-1], 0, 4)
+        want.append(bytearray(ref.encode_batch([None, b"2"], [b"c", b"dd"], None, [9, 8])))
+        ref.set_base_offset(want[-1], 0, 6)
+        pdir = files.partition_dir(log.path, "bytes", 0)
+        with open(os.path.join(pdir, files.segment_name(0)), "rb") as f:
+            data = f.read(sum(len(w) for w in want))
+        assert data == b"".join(bytes(w) for w in want)

@@ -85,3 +85,64 @@ def test_a_forked_child_gets_its_own_prefault_thread(tmp_path):
     assert q.get(timeout=30) is True
     p.join(30)
     assert p.exitcode == 0
+
+
+def test_written_chunks_are_handed_to_writeback_in_order(tmp_path, monkeypatch):
+    """As appends reserve chunks, the full pages written before them go to the kernel's
+    writeback (no wait) in non-overlapping, page-aligned steps of at least 1 MiB that
+    never reach past the written data; a roll starts the new segment from 0; every
+    record reads back; sync_file_range on a bad descriptor is only a lost hint."""
+    asked = []
+    real = prefault.request_writeback
+
+    def spy(fd, start, end):
+        asked.append((os.fstat(fd).st_ino, start, end))
+        real(fd, start, end)
+
+    monkeypatch.setattr(prefault, "request_writeback", spy)
+    with streamlog.open(tmp_path / "s", durability="never") as log:
+        t = log.topic("t", segment_bytes=8 << 20)
+        value = os.urandom(1000)
+        for _ in range(20_000):  # ~20 MB: two rolls, several reservations per segment
+            t.append(value)
+        assert len(asked) >= 3
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for ino, start, end in asked:
+            by_file.setdefault(ino, []).append((start, end))
+        assert len(by_file) >= 2
+        for spans in by_file.values():
+            assert spans[0][0] == 0
+            for (_s0, e0), (s1, _e1) in zip(spans, spans[1:], strict=False):
+                assert e0 == s1
+            for s, e in spans:
+                assert e - s >= 1 << 20 and s % 4096 == 0 and e % 4096 == 0
+                assert e <= 8 << 20
+        assert [r.value for r in t.read(0, 0)] == [value] * 20_000
+    assert _ext.writeback(-1, 0, 4096) == errno.EBADF
+    fd = os.open(tmp_path / "w", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"x" * 8192)
+        assert _ext.writeback(fd, 0, 8192) == 0 and _ext.writeback(fd, 10, 10) == 0
+    finally:
+        os.close(fd)
+
+
+def test_the_next_chunk_is_reserved_before_the_appends_reach_it(tmp_path):
+    """The fast path hands an append to the slow path to reserve the next chunk while
+    RESERVE_LOOKAHEAD_BYTES of the current one are still free (so its pages are being
+    populated before the appends get there), and never loops at a segment's end."""
+    from streamlog._limits import SEGMENT_ALLOCATION_CHUNK_BYTES
+
+    assert 0 < _ext.RESERVE_LOOKAHEAD_BYTES < SEGMENT_ALLOCATION_CHUNK_BYTES
+    with streamlog.open(tmp_path / "s", durability="never") as log:
+        t = log.topic("t", segment_bytes=16 << 20)
+        part = t._parts[0]
+        value = os.urandom(1000)
+        for i in range(40_000):  # ~41 MB: two rolls, reservations up to each segment's end
+            t.append(value)
+            if i % 997 == 0:
+                ctl = part.ctl
+                room = ctl.allocated_end - ctl.end_pos
+                assert room >= _ext.RESERVE_LOOKAHEAD_BYTES or ctl.allocated_end == ctl.capacity
+        assert t.end_offset(0) == 40_000
+        assert sum(1 for _ in t.read(0, 0)) == 40_000

@@ -559,6 +559,44 @@ class JetStreamTopic:
         removed counts as done). StreamlogError when there is no such group."""
         return groups.committed_positions(self, name)
 
+    def append_batch(self, partition: int, batch: RecordBatch) -> int:
+        """Append a RecordBatch's records to ``partition`` as one atomic batch publish
+        (all stored, or none); returns the first record's offset.
+
+        Each record becomes one NATS message (key and timestamp in streamlog's
+        headers, as ``append`` writes them); the batch's keys do not choose the
+        partition. More than 1,000 records (the server's batch limit), an empty
+        batch, a null value (no compaction on JetStream) or a record over the
+        limits raise before anything is sent.
+        """
+        self._store._check_writable(f"append to topic {self.name!r}")
+        p = self._partition(partition)
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"batch must be a streamlog.RecordBatch, not {type(batch).__name__}")
+        n = len(batch)
+        if n == 0:
+            raise ValueError("append_batch needs at least one record (the batch is empty)")
+        if n > ATOMIC_BATCH_MAX_MSGS:
+            raise ValueError(
+                f"append_batch: {n} records; on JetStream one atomic append holds at most "
+                f"{ATOMIC_BATCH_MAX_MSGS} records (the server's batch limit): split the batch")
+        # The same checks of the columns as the embedded store makes (types, bounds,
+        # timestamps, null values, sizes), by encoding them once; then one message each.
+        _ext.encode_columns(batch.timestamps_ms, batch.value_offsets, batch.value_data,
+                            batch.value_null, batch.key_offsets, batch.key_data,
+                            batch.key_null, self._max_record, False, False)
+        vo, ko = batch.value_offsets.tolist(), batch.key_offsets.tolist()
+        vd, kd = batch.value_data.tobytes(), batch.key_data.tobytes()
+        knull, stamps = batch.key_null.tolist(), batch.timestamps_ms.tolist()
+        vals = [vd[vo[i]:vo[i + 1]] for i in range(n)]
+        wires = [self._encode(vals[i], None if knull[i] else kd[ko[i]:ko[i + 1]], None,
+                              stamps[i]) for i in range(n)]
+        conn, subject = self._conn, self._subjects[p]
+        msgs = [OutMsg(subject, vals[i], wires[i]) for i in range(n)]
+        ack = self._run(self._sending(p, partial(_publish_share, conn, msgs), idempotent=False))
+        self._appended()
+        return (ack.seq if isinstance(ack, PubAck) else ack.first_seq) - 1
+
     def append_delayed(self, value, deliver_at_ms: int, key=None, headers=None) -> Position:
         """Append a record no group delivers before ``deliver_at_ms`` (see ``groups``)."""
         return groups.append_delayed(self, value, deliver_at_ms, key, headers)

@@ -31,7 +31,7 @@ import crc32c as _crc32c
 import numpy as np
 
 from streamlog import _ext
-from streamlog.errors import CorruptionError, TornTail
+from streamlog.errors import CorruptionError, RecordTooLarge, TornTail
 
 NATIVE = os.environ.get("STREAMLOG_NO_EXTENSIONS", "") != "1"
 
@@ -445,6 +445,81 @@ def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_f
     return cols, cont_pos, cont_base, checked
 
 
+_COLUMN_TYPES = {"timestamps_ms": np.int64, "value_offsets": np.int64, "key_offsets": np.int64,
+                 "value_null": np.bool_, "key_null": np.bool_, "value_data": np.uint8,
+                 "key_data": np.uint8}
+
+
+def _column(arr, name: str, n: int):
+    want = np.dtype(_COLUMN_TYPES[name])
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"RecordBatch column {name} must be a numpy array, "
+                        f"not {type(arr).__name__}")
+    if arr.ndim != 1 or arr.dtype != want or not arr.flags.c_contiguous:
+        raise TypeError(f"RecordBatch column {name} must be a 1-D contiguous array of "
+                        f"{want.name}, not {arr.dtype} of shape {arr.shape}")
+    if n >= 0 and len(arr) != n:
+        raise ValueError(f"RecordBatch column {name} has {len(arr)} entries, expected {n}")
+    return arr
+
+
+def py_encode_columns(timestamps_ms, value_offsets, value_data, value_null, key_offsets,
+                      key_data, key_null, max_record, allow_null, need_key):
+    """Encode RecordBatch columns as one batch (no headers); ``(bytes, max_timestamp_ms)``.
+
+    Checks, in order, before producing anything: column types and lengths
+    (TypeError / ValueError), offsets inside their data and non-decreasing,
+    then per record: timestamp >= 0 and within 2**31 ms of the first, a null
+    value only if ``allow_null``, a key if ``need_key``, key + value at most
+    ``max_record`` bytes (RecordTooLarge). Null entries' bytes are ignored.
+    """
+    if not isinstance(timestamps_ms, np.ndarray):
+        raise TypeError("RecordBatch column timestamps_ms must be a numpy array")
+    n = len(timestamps_ms)
+    if n == 0:
+        raise ValueError("append_batch needs at least one record (the batch is empty)")
+    ts = _column(timestamps_ms, "timestamps_ms", n).tolist()
+    vo = _column(value_offsets, "value_offsets", n + 1).tolist()
+    ko = _column(key_offsets, "key_offsets", n + 1).tolist()
+    vn = _column(value_null, "value_null", n).tolist()
+    kn = _column(key_null, "key_null", n).tolist()
+    vd = _column(value_data, "value_data", -1).tobytes()
+    kd = _column(key_data, "key_data", -1).tobytes()
+    for offs, data, name in ((vo, vd, "value"), (ko, kd, "key")):
+        if offs[0] < 0 or offs[n] > len(data):
+            raise ValueError(f"RecordBatch {name} offsets run outside their data "
+                             f"({offs[0]}..{offs[n]} of {len(data)} bytes)")
+        for i in range(n):
+            if offs[i + 1] < offs[i]:
+                raise ValueError(f"RecordBatch {name} offsets decrease at record {i}")
+    keys: list[bytes | None] = []
+    values: list[bytes | None] = []
+    total = HEADER_SIZE
+    for i in range(n):
+        if ts[i] < 0:
+            raise ValueError(f"RecordBatch record {i}: timestamp_ms must be >= 0, not {ts[i]}")
+        if not -(1 << 31) <= ts[i] - ts[0] < (1 << 31):
+            raise ValueError("timestamps of one batch must lie within 2**31 ms of each other")
+        if vn[i] and not allow_null:
+            raise ValueError(f"RecordBatch record {i} has a null value (a tombstone): "
+                             "allowed only on compacted topics")
+        if kn[i] and need_key:
+            raise ValueError(f"RecordBatch record {i} has no key: the topic is compacted "
+                             "and every record needs a key")
+        value = None if vn[i] else vd[vo[i]:vo[i + 1]]
+        key = None if kn[i] else kd[ko[i]:ko[i + 1]]
+        size = (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if size > max_record:
+            raise RecordTooLarge(f"record {i} of {size} bytes (key + value) exceeds "
+                                 f"max_record_bytes={max_record}")
+        total += RECORD_HEADER_SIZE + size
+        if total > 0xFFFFFFFF:
+            raise ValueError("append_batch: the batch would exceed 4 GiB; split it")
+        values.append(value)
+        keys.append(key)
+    return py_encode_batch(keys, values, None, ts), max(ts)
+
+
 # The reference under the compiled sibling's names, so that a test can hold the
 # two side by side (``{"ext": _ext, "reference": codec.reference}``).
 reference = types.SimpleNamespace(
@@ -457,7 +532,7 @@ reference = types.SimpleNamespace(
     set_base_offset=py_set_base_offset, batch_info=py_batch_info, decode_batch=py_decode_batch,
     decode_headers=py_decode_headers, murmur2=py_murmur2, partition_for_key=py_partition_for_key,
     read_span=py_read_span, hop=py_hop, time_search=py_time_search, scan=py_scan,
-    read_columns=py_read_columns,
+    read_columns=py_read_columns, encode_columns=py_encode_columns,
 )
 
 # ---------------------------------------------------------------- selection
@@ -469,6 +544,7 @@ if NATIVE:
         decode_batch,
         decode_headers,
         encode_batch,
+        encode_columns,
         encode_record,
         hop,
         murmur2,
@@ -482,7 +558,7 @@ if NATIVE:
 else:
     (batch_info, crc32c, decode_batch, decode_headers, encode_batch, encode_record, hop,
      murmur2, partition_for_key, read_columns, read_span, scan, set_base_offset,
-     time_search) = (
+     time_search, encode_columns) = (
         py_batch_info, py_crc32c, py_decode_batch, py_decode_headers, py_encode_batch,
         py_encode_record, py_hop, py_murmur2, py_partition_for_key, py_read_columns,
-        py_read_span, py_scan, py_set_base_offset, py_time_search)
+        py_read_span, py_scan, py_set_base_offset, py_time_search, py_encode_columns)

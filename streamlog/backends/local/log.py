@@ -54,6 +54,7 @@ from streamlog.errors import (
     CorruptionError,
     OffsetOutOfRange,
     ReadOnlyStore,
+    RecordTooLarge,
     StoreClosed,
     StreamlogError,
     TopicNotFound,
@@ -448,6 +449,48 @@ class Topic:
         done for the group (acked, dead-lettered, skipped by a seek, or removed by
         retention). StreamlogError when there is no such group. Opens no consumer."""
         return groups.committed_positions(self, name)
+
+    def append_batch(self, partition: int, batch: RecordBatch) -> int:
+        """Append the records of ``batch`` (columns, as ``read_batch`` returns them or
+        ``RecordBatch.from_arrays`` builds them) to ``partition`` as one batch.
+
+        Atomic: after a crash all of it is there or none. Returns the offset of
+        its first record (the others follow densely). The columns are encoded
+        into the on-disk batch in one C pass, with no Python object per record;
+        the batch's own offsets, topic and partition are ignored, its keys are
+        kept but do not choose the partition, and its records carry no headers.
+        TypeError/ValueError/RecordTooLarge (an empty batch, a tombstone on a
+        topic that is not compacted, ...) before anything is written.
+        """
+        if self._log._closed:
+            raise StoreClosed("the store is closed")
+        if self._log.read_only:
+            raise self._log._read_only_error(f"append to topic {self.name!r}")
+        part = self._part(partition)
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"batch must be a streamlog.RecordBatch, not {type(batch).__name__}")
+        image = batch._image if _codec.NATIVE else None
+        if image is not None:
+            # Encoded when the batch was built (from_arrays): check its summary
+            # against this topic, then write the bytes as they are.
+            data, max_ts, largest, null_value, null_key = image
+            if null_value and not self._allow_none:
+                raise ValueError("the batch holds a null value (a tombstone): allowed only "
+                                 "on compacted topics")
+            if null_key and self._allow_none:
+                raise ValueError(f"topic {self.name!r} is compacted: every record needs a key "
+                                 "and the batch holds a record without one")
+            if largest > self._max_record:
+                raise RecordTooLarge(f"the batch holds a record of {largest} bytes (key + "
+                                     f"value), over max_record_bytes={self._max_record}")
+        else:
+            data, max_ts = _codec.encode_columns(
+                batch.timestamps_ms, batch.value_offsets, batch.value_data, batch.value_null,
+                batch.key_offsets, batch.key_data, batch.key_null, self._max_record,
+                self._allow_none, self._allow_none)
+        if len(data) > part.segment_bytes and len(data) > MAX_SEGMENT_BYTES:
+            raise ValueError("append_batch: the batch is too large for one segment; split it")
+        return part.append(data, len(batch), max_ts)
 
     def flush(self) -> None:
         """Make everything appended so far durable (fsync), whatever the durability mode."""

@@ -9,6 +9,7 @@ segments when it is missing or was written before the last boot.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from streamlog._limits import (
     INDEX_INTERVAL_BYTES,
     RECOVERY_POINT_SYNC_S,
     SEGMENT_ALLOCATION_CHUNK_BYTES,
+    WRITEBACK_STEP_BYTES,
 )
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local.codec import BATCH_OFFSETS, HEADER_SIZE, MAGIC
@@ -152,6 +154,8 @@ class Partition:
         # runs when the Log opens (Log._retain_idle), at every roll, on
         # apply_retention(), and at this process's first append here. A
         # read-only partition never removes anything.
+        # (active segment base, bytes handed to the kernel's writeback so far)
+        self._written_back = (-1, 0)
         self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
@@ -902,6 +906,17 @@ class Partition:
             # the appends about to fill this chunk should not wait for its pages
             prefault.request(self._map(self._segments[view[1]], True, view[4]),
                              max(allocated, end_pos + need), target)
+            # and the roll that closes this segment should not wait for all of it to
+            # reach the disk (its fdatasync, under this lock): start the written full
+            # pages on their way now, in the background.
+            base, done = self._written_back
+            if base != view[1]:
+                done = 0
+            upto = end_pos & ~(WRITEBACK_STEP_BYTES - 1)
+            if upto - done >= WRITEBACK_STEP_BYTES:
+                prefault.request_writeback(self._fd(view[1]), done, upto)
+                done = upto
+            self._written_back = (view[1], done)
 
     def _grow_active_locked(self, gen: int, base: int, capacity: int) -> None:
         """Grow the (empty) active segment and its indexes to ``capacity``."""
@@ -1162,7 +1177,15 @@ class Partition:
             cursor = (nxt, 0, nxt) if nxt is not None else None
 
     def read(self, offset: int = 0, limit: int | None = None):
-        """Iterate records from ``offset`` until the end of the data (or ``limit``)."""
+        """Iterate records from ``offset`` until the end of the data (or ``limit``).
+
+        The records of each refill are handed out by a C-level chain over the
+        refilled lists, so a record costs no generator resume of its own."""
+        return itertools.chain.from_iterable(self._read_chunks(offset, limit))
+
+    def _read_chunks(self, offset: int, limit: int | None):
+        """The lists of records ``read`` hands out, one refill each; after each list is
+        consumed, a store closed meanwhile raises StoreClosed."""
         remaining = limit
         cursor = None
         while remaining is None or remaining > 0:
@@ -1184,7 +1207,7 @@ class Partition:
                 if len(out) > remaining:
                     del out[remaining:]
                 remaining -= len(out)
-            yield from out
+            yield out
             if self._closed:  # close() emptied ``out`` under us: stop here
                 self._check()
             offset = out[-1].offset + 1

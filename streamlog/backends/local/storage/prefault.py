@@ -10,6 +10,12 @@ to populate it (``Mapping.prefault``: ``MADV_POPULATE_READ``, without the GIL)
 while the appender goes on, as Chronicle Queue's pretoucher does. It is only a
 hint: a page the thread has not reached yet faults in the appender as before,
 and nothing is written.
+
+The same thread also starts the kernel's writeback of the full pages written
+before each reserved chunk (``request_writeback``: ``sync_file_range`` with
+``SYNC_FILE_RANGE_WRITE``, which does not wait), so that the ``fdatasync``
+with which a roll closes a full segment, under the partition's lock, finds
+its pages already on their way instead of writing all 64 MiB then.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import os
 import queue
 import threading
 
+from streamlog import _ext
+
 _lock = threading.Lock()
 _queue: queue.SimpleQueue | None = None
 _pid = -1
@@ -25,16 +33,37 @@ _pid = -1
 
 def _run(q: queue.SimpleQueue) -> None:
     while True:
-        mapping, start, end = q.get()
+        job = q.get()
+        if len(job) == 4:  # ("writeback", fd of our own, start, end)
+            _, fd, start, end = job
+            try:
+                _ext.writeback(fd, start, end)
+            finally:
+                os.close(fd)
+            continue
+        mapping, start, end = job
         mapping.prefault(start, end)
-        del mapping  # let a retired segment's mapping go
+        del mapping, job  # let a retired segment's mapping go
 
 
 def request(mapping, start: int, end: int) -> None:
     """Populate bytes [start, end) of ``mapping`` soon, in the background."""
+    if end > start:
+        _queue_of().put((mapping, start, end))
+
+
+def request_writeback(fd: int, start: int, end: int) -> None:
+    """Start writing bytes [start, end) of the file behind ``fd`` back to disk soon, in the
+    background (the thread works on a duplicate of ``fd``, closed when done), so that the
+    fsync that closes a full segment finds its pages already clean or on their way,
+    instead of writing the whole segment while the appender waits under the partition's
+    lock. As RocksDB's ``bytes_per_sync``; no promise: nothing waits for it."""
+    if end > start:
+        _queue_of().put(("writeback", os.dup(fd), start, end))
+
+
+def _queue_of() -> queue.SimpleQueue:
     global _queue, _pid
-    if end <= start:
-        return
     q = _queue
     if q is None or _pid != os.getpid():  # first use, or a child after fork()
         with _lock:
@@ -44,4 +73,4 @@ def request(mapping, start: int, end: int) -> None:
                 threading.Thread(target=_run, args=(_queue,), name="streamlog-prefault",
                                  daemon=True).start()
             q = _queue
-    q.put((mapping, start, end))
+    return q
