@@ -778,8 +778,19 @@ class Group:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         end = math.inf if timeout is None else time.monotonic() + timeout
         while True:
+            msgs, dead = self._conn.run(self._apoll_riding(max_records, end))
+            if dead:
+                self._dead_letter(dead)
+            if msgs or time.monotonic() >= end:
+                return msgs
+            self._check()
+
+    async def _apoll_riding(self, max_records: int, end: float) -> tuple[list[Message], list]:
+        """``_apoll``, riding out a lost connection until ``end`` ([] then); a deleted
+        topic is TopicNotFound. Returns the messages and what must be dead-lettered."""
+        while True:
             try:
-                msgs, dead = self._conn.run(self._apoll(max_records, end))
+                return await self._apoll(max_records, end)
             except NotFound as e:
                 if self._conn.nc.is_connected:
                     raise TopicNotFound(f"topic {self.topic.name!r} does not exist "
@@ -796,14 +807,8 @@ class Group:
                 self._check()
                 left = end - time.monotonic()
                 if left <= 0:
-                    return []
-                time.sleep(min(left, _RETRY_PAUSE_S))
-                continue
-            if dead:
-                self._dead_letter(dead)
-            if msgs or time.monotonic() >= end:
-                return msgs
-            self._check()
+                    return [], []
+                await asyncio.sleep(min(left, _RETRY_PAUSE_S))
 
     async def _apoll(self, max_records: int, end: float) -> tuple[list[Message], list]:
         nc = self._conn.nc
@@ -1167,6 +1172,21 @@ class Group:
 
     def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
                 error: str | None = None) -> list[bool]:
+        out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
+        if not todo or self._closed:
+            return out
+        answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
+                                                     delay_s, error))
+        for i, ok in zip(todo, answers, strict=True):
+            out[i] = ok
+        if dead:
+            self._dead_letter(dead)
+        return out
+
+    def _to_settle(self, msgs: list[Message], action: int, delay_s: float,
+                   error: str | None) -> tuple[list[bool], list[int], float]:
+        """Check a settle's arguments: the answers known already (settled messages), the
+        indexes of the messages still to settle, and the checked delay."""
         self._check_store()
         if action in (_NACK, _DEFER):
             delay_s = _validate.seconds(delay_s, "delay_s")
@@ -1184,15 +1204,7 @@ class Group:
                 out[i] = m._state == _ACKED if action == _ACK else False
             else:
                 todo.append(i)
-        if not todo or self._closed:
-            return out
-        answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
-                                                     delay_s, error))
-        for i, ok in zip(todo, answers, strict=True):
-            out[i] = ok
-        if dead:
-            self._dead_letter(dead)
-        return out
+        return out, todo, delay_s
 
     async def _asettle(self, msgs: list[Message], action: int, delay_s: float,
                        error: str | None) -> tuple[list[bool], list]:
@@ -1353,30 +1365,36 @@ class Group:
         terminate them on the server (a msg_id of origin and count: a consumer that
         dies between the two does not add the record twice)."""
         dlq = self.dead_letters()
-        done = []
-        for p, gen, rec, count, err, reply, keyed in jobs:
-            hdrs = dict(rec.headers)
-            hdrs[DLQ_TOPIC] = self.topic.name.encode()
-            hdrs[DLQ_PARTITION] = b"%d" % p
-            hdrs[DLQ_OFFSET] = b"%d" % rec.offset
-            hdrs[DLQ_GROUP] = self.name.encode()
-            hdrs[DLQ_DELIVERY_COUNT] = b"%d" % count
-            hdrs[DLQ_TIMESTAMP_MS] = b"%d" % rec.timestamp_ms
-            if err is not None:
-                hdrs[DLQ_ERROR] = err.encode()
-            value = rec.value
-            if value is None:
-                value = b""
-                hdrs[DLQ_TOMBSTONE] = b"1"
-            mid = f"{self.topic.name}/{self.name}/{p}/{rec.offset}/{count}"
-            try:
-                dlq.append(value, key=rec.key, headers=hdrs, msg_id=mid)
-            except RecordTooLarge:  # the origin headers pushed it over: keep the origin
-                hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
-                hdrs["sl-dlq-truncated"] = b"1"
-                dlq.append(b"", key=rec.key, headers=hdrs, msg_id=mid)
-            done.append((p, gen, rec.offset, reply, keyed))
+        done = [self._dlq_entry(dlq, job) for job in jobs]
         self._conn.run(self._terminate(done))
+
+    def _dlq_entry(self, dlq: Any, job: tuple) -> tuple:
+        """Append one dead-lettered record to ``dlq``; what ``_terminate`` needs of it."""
+        return self._conn.run(self._adlq_entry(dlq, job))
+
+    async def _adlq_entry(self, dlq: Any, job: tuple) -> tuple:
+        p, gen, rec, count, err, reply, keyed = job
+        hdrs = dict(rec.headers)
+        hdrs[DLQ_TOPIC] = self.topic.name.encode()
+        hdrs[DLQ_PARTITION] = b"%d" % p
+        hdrs[DLQ_OFFSET] = b"%d" % rec.offset
+        hdrs[DLQ_GROUP] = self.name.encode()
+        hdrs[DLQ_DELIVERY_COUNT] = b"%d" % count
+        hdrs[DLQ_TIMESTAMP_MS] = b"%d" % rec.timestamp_ms
+        if err is not None:
+            hdrs[DLQ_ERROR] = err.encode()
+        value = rec.value
+        if value is None:
+            value = b""
+            hdrs[DLQ_TOMBSTONE] = b"1"
+        mid = f"{self.topic.name}/{self.name}/{p}/{rec.offset}/{count}"
+        try:
+            await dlq._guarded(dlq._aappend(value, key=rec.key, headers=hdrs, msg_id=mid))
+        except RecordTooLarge:  # the origin headers pushed it over: keep the origin
+            hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
+            hdrs["sl-dlq-truncated"] = b"1"
+            await dlq._guarded(dlq._aappend(b"", key=rec.key, headers=hdrs, msg_id=mid))
+        return p, gen, rec.offset, reply, keyed
 
     async def _terminate(self, done: list) -> None:
         await _requests(self._conn.nc, [(reply, b"+TERM dead-lettered") for *_, reply, _k in done])

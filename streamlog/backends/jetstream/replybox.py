@@ -123,9 +123,13 @@ class JetStreamReplyBox:
             got = self._replies.pop(correlation_id, None)
         if got is not None:
             return got
+        return self._topic._run(self._atake_stored(correlation_id))
+
+    async def _atake_stored(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """The reply record of ``correlation_id`` read through the stream leader, or None."""
         conn, stream, subject = self._conn, self._stream, self._subject(correlation_id)
         topic = self._topic
-        m = topic._read_run(lambda: conn.get_last_message(stream, subject))
+        m = await topic._areading(lambda: conn.get_last_message(stream, subject))
         if m is None:
             return None
         rec = topic._record(0, m)
@@ -139,6 +143,9 @@ class JetStreamReplyBox:
 
         Raises RecordTooLarge (nothing written) when the reply does not fit a record.
         """
+        self._topic._run(self._aput(correlation_id, value, error))
+
+    async def _aput(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         self._store._check_writable(f"reply to {self.name!r}")
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
@@ -146,6 +153,5 @@ class JetStreamReplyBox:
             hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
         wire = topic._encode(value, None, hdrs, now_ms())
         subject = self._subject(correlation_id)
-        topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
-                                  idempotent=False))
+        await topic._sending(0, lambda: conn.publish(subject, value, wire), idempotent=False)
         topic._appended()
