@@ -364,6 +364,40 @@ class JetStreamEventLog:
         w: Watch = self._topic.watch()
         return w
 
+    # ----------------------------------------------------------------- awaited
+    # The coroutine twins (``streamlog.api.AwaitableEventLog``), for a store bound to
+    # the running loop.
+    async def commit_async(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
+                           first_headers: EncodedHeaders | None = None
+                           ) -> tuple[int, dict[str, int]]:
+        """``commit``, awaited."""
+        return await self._topic._guarded(self._acommit(events, expected, first_headers, None))
+
+    async def last_version_async(self, stream_id: str) -> int:
+        """``last_version``, awaited."""
+        return await self._topic._guarded(self._alast_version(stream_id))
+
+    async def stream_events_async(self, stream_id: str, lo: int, hi: int | None,
+                                  limit: int | None, backwards: bool = False) -> list[Event]:
+        """``stream_events``, awaited."""
+        got = await self._topic._guarded(self._astream_read(stream_id, lo, hi, limit,
+                                                            backwards, True))
+        events: list[Event] = got[1]
+        return events
+
+    async def events_async(self, position: int, max_events: int) -> tuple[list[Event], int]:
+        """``events``, awaited."""
+        return await self._topic._guarded(self._aevents(position, max_events))
+
+    async def end_position_async(self) -> int:
+        """``end_position``, awaited."""
+        return await self._topic._guarded(self._aend_position())
+
+    async def watch_async(self) -> Watch:
+        """``watch``, awaited."""
+        w: Watch = await self._topic.watch_async()
+        return w
+
 
 async def _next_on(conn: Any, stream: str, seq: int, subject: str) -> StoredMsg | None:
     """The first message at or after ``seq`` on ``subject`` through the leader, or None."""

@@ -211,6 +211,34 @@ class Message:
             return False
         return self._group._settle([self], _DEFER, delay_s)[0]
 
+    async def ack_async(self) -> bool:
+        """``ack``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return self._state == _ACKED
+        return (await self._group._settle_async([self], _ACK))[0]
+
+    async def nack_async(self, delay_s: float = 0, error: str | None = None) -> bool:
+        """``nack``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _NACK, delay_s, error))[0]
+
+    async def in_progress_async(self) -> bool:
+        """``in_progress``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _EXTEND))[0]
+
+    async def defer_async(self, delay_s: float) -> bool:
+        """``defer``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _DEFER, delay_s))[0]
+
     def _asdict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self._fields}
 
@@ -785,6 +813,27 @@ class Group:
                 return msgs
             self._check()
 
+    async def poll_async(self, max_records: int = 100,
+                         timeout: float | None = 1.0) -> list[Message]:
+        """``poll``, awaited. Cancelled while it waits, it leases nothing: a delivery
+        that comes after is handed out by the handle's next poll."""
+        self._check()
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        end = math.inf if timeout is None else time.monotonic() + timeout
+        while True:
+            msgs, dead = await self._apoll_riding(max_records, end)
+            if dead:
+                await self._adead_letter(dead)
+            if msgs or time.monotonic() >= end:
+                if msgs:
+                    tracer = _tracing.tracer()
+                    if tracer is not None:
+                        _tracing.receive(tracer, self.topic.name, msgs)
+                return msgs
+            self._check()
+
     async def _apoll_riding(self, max_records: int, end: float) -> tuple[list[Message], list]:
         """``_apoll``, riding out a lost connection until ``end`` ([] then); a deleted
         topic is TopicNotFound. Returns the messages and what must be dead-lettered."""
@@ -1183,6 +1232,30 @@ class Group:
             self._dead_letter(dead)
         return out
 
+    async def _settle_async(self, msgs: list[Message], action: int, delay_s: float = 0,
+                            error: str | None = None) -> list[bool]:
+        """``_settle``, awaited."""
+        out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
+        if not todo or self._closed:
+            return out
+        answers, dead = await self._asettle([msgs[i] for i in todo], action, delay_s, error)
+        for i, ok in zip(todo, answers, strict=True):
+            out[i] = ok
+        if dead:
+            await self._adead_letter(dead)
+        return out
+
+    async def ack_async(self, msgs: Iterable[Message]) -> list[bool]:
+        """``ack``, awaited."""
+        self._check_store()
+        return await self._settle_async(_as_list(msgs), _ACK)
+
+    async def nack_async(self, msgs: Iterable[Message], delay_s: float = 0,
+                         error: str | None = None) -> list[bool]:
+        """``nack``, awaited."""
+        self._check_store()
+        return await self._settle_async(_as_list(msgs), _NACK, delay_s, error)
+
     def _to_settle(self, msgs: list[Message], action: int, delay_s: float,
                    error: str | None) -> tuple[list[bool], list[int], float]:
         """Check a settle's arguments: the answers known already (settled messages), the
@@ -1368,6 +1441,15 @@ class Group:
         done = [self._dlq_entry(dlq, job) for job in jobs]
         self._conn.run(self._terminate(done))
 
+    async def _adead_letter(self, jobs: list) -> None:
+        """``_dead_letter``, awaited. Opening the dead-letter topic (rare: once per
+        handle) runs in a thread, as it may create the topic."""
+        dlq = self._dlq
+        if dlq is None or dlq.name != self._cfg["dead_letter"]:
+            dlq = await asyncio.to_thread(self.dead_letters)
+        done = [await self._adlq_entry(dlq, job) for job in jobs]
+        await self._terminate(done)
+
     def _dlq_entry(self, dlq: Any, job: tuple) -> tuple:
         """Append one dead-lettered record to ``dlq``; what ``_terminate`` needs of it."""
         return self._conn.run(self._adlq_entry(dlq, job))
@@ -1429,6 +1511,13 @@ class Group:
         if partition is not None:
             partition = _validate.partition(partition, self.topic.partitions)
         return self._conn.run(self._alag(partition))
+
+    async def lag_async(self, partition: int | None = None) -> int:
+        """``lag``, awaited."""
+        self._check()
+        if partition is not None:
+            partition = _validate.partition(partition, self.topic.partitions)
+        return await self._alag(partition)
 
     async def _alag(self, partition: int | None) -> int:
         await self._reload()
@@ -1513,6 +1602,17 @@ class Group:
             self._conn.run(self._aclose())
         except StoreClosed:
             pass
+
+    async def close_async(self) -> None:
+        """``close``, awaited."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            _check_store(self.topic)
+        except StoreClosed:
+            return
+        await self._aclose()
 
     async def _aclose(self) -> None:
         pl = self._puller

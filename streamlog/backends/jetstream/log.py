@@ -610,6 +610,65 @@ class JetStreamTopic:
         self._store._check()
         return JetStreamWatch(self._store._notifier_of(self), self._store)
 
+    # ----------------------------------------------------------------- awaited
+    # The coroutine twins of the calls above (``streamlog.api.AwaitableTopic``): the
+    # same code, awaited on the loop of a store opened with ``JetStreamLog.open_async``.
+    async def append_async(self, value: Any, key: Any = None, headers: Any = None,
+                           timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
+        """``append``, awaited."""
+        return await self._guarded(self._aappend(value, key, headers, timestamp_ms, msg_id))
+
+    async def append_many_async(self, values: Sequence, keys: Sequence | None = None,
+                                headers: Sequence | None = None) -> list[Position]:
+        """``append_many``, awaited."""
+        return await self._guarded(self._aappend_many(values, keys, headers))
+
+    async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
+                                   headers: Any = None) -> Position:
+        """``append_delayed``, awaited."""
+        self._store._check()
+        return await self.append_async(
+            value, key=key, headers=_validate.delayed_headers(headers, deliver_at_ms))
+
+    async def read_async(self, partition: int, offset: int = 0,
+                         limit: int | None = None) -> list[Record]:
+        """``read``, awaited, as a list."""
+        return await self._guarded(self._aread(partition, offset, limit))
+
+    async def get_async(self, partition: int, offset: int) -> Record:
+        """``get``, awaited."""
+        return await self._guarded(self._aget(partition, offset))
+
+    async def read_batch_async(self, partition: int, offset: int,
+                               max_records: int) -> RecordBatch:
+        """``read_batch``, awaited."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        max_records = _validate.positive_int(max_records, "max_records", minimum=0)
+        recs: list[Record] = []
+        if max_records:
+            start, end = await self._guarded(self._abounds(p))
+            recs = await self._guarded(self._aread_list(p, max(offset, start), end,
+                                                        max_records))
+        return RecordBatch(self.name, p, _columns(recs))
+
+    async def start_offset_async(self, partition: int) -> int:
+        """``start_offset``, awaited."""
+        return (await self._guarded(self._abounds(self._partition(partition))))[0]
+
+    async def end_offset_async(self, partition: int) -> int:
+        """``end_offset``, awaited."""
+        return (await self._guarded(self._abounds(self._partition(partition))))[1]
+
+    async def offset_for_time_async(self, partition: int, timestamp_ms: int) -> int:
+        """``offset_for_time``, awaited."""
+        return await self._guarded(self._aoffset_for_time(partition, timestamp_ms))
+
+    async def watch_async(self) -> JetStreamWatch:
+        """``watch``, awaited (the first watch of a topic creates its consumers)."""
+        self._store._check()
+        return JetStreamWatch(await self._guarded(self._store._anotifier_of(self)), self._store)
+
     # ------------------------------------------------------------------ groups
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
@@ -716,7 +775,8 @@ class JetStreamLog:
 
     def __init__(self, url: str, *, replicas: int = 1, durability: str = "interval",
                  read_only: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 nats_options: Mapping[str, Any] | None = None) -> None:
+                 nats_options: Mapping[str, Any] | None = None,
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
         parsed = parse_url(url)
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             raise TypeError(f"replicas must be an int, not {type(replicas).__name__}")
@@ -754,7 +814,19 @@ class JetStreamLog:
             asyncio.ensure_future(self._rewatch())
 
         options["reconnected_cb"] = reconnected
-        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options)
+        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options,
+                                loop=_loop)
+
+    @classmethod
+    async def open_async(cls, url: str, **options: Any) -> JetStreamLog:
+        """Open a store bound to the running event loop: its connection runs on that loop
+        (no thread of its own), so the ``*_async`` members of its topics, groups,
+        messages, event logs and reply boxes await nats-py right there. The sync
+        members work from other threads while the loop runs (never from the loop
+        itself: they would wait for it)."""
+        store = cls(url, _loop=asyncio.get_running_loop(), **options)
+        await store._conn.connect_async()
+        return store
 
     # ---------------------------------------------------------------- identity
     @property
@@ -772,6 +844,12 @@ class JetStreamLog:
             raise StoreClosed("the store is closed")
 
     _check = raise_if_closed
+
+    def awaitable_on_loop(self) -> bool:
+        """True when the running event loop is this store's (``open_async``): the
+        ``*_async`` members of its handles are awaited there. False otherwise: every
+        call then waits for the network, so an asyncio caller runs it in a thread."""
+        return self._conn.bound and self._conn.on_loop()
 
     def _check_writable(self, what: str) -> None:
         self._check()

@@ -138,6 +138,18 @@ class JetStreamReplyBox:
         err = rec.headers.get(ERROR_TYPE)
         return rec.value or b"", None if err is None else err.decode("utf-8", "replace")
 
+    async def take_async(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """``take``, awaited."""
+        with self._lock:
+            got = self._replies.pop(correlation_id, None)
+        if got is not None:
+            return got
+        return await self._topic._guarded(self._atake_stored(correlation_id))
+
+    async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+        """``put``, awaited."""
+        await self._topic._guarded(self._aput(correlation_id, value, error))
+
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         """Deliver a reply: a record of the reply topic on the correlation id's subject.
 
