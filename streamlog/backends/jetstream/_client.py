@@ -60,6 +60,7 @@ __all__ = [
     "StreamState",
     "WrongLastSequence",
     "check_server",
+    "completing",
     "parse_url",
 ]
 
@@ -468,6 +469,31 @@ def _consumer_state(resp: Mapping[str, Any]) -> ConsumerState:
         num_waiting=resp.get("num_waiting", 0),
         config=resp.get("config", {}),
     )
+
+
+# --------------------------------------------------------------------------
+# Awaiting from the caller's tasks
+
+
+async def completing(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` in a task of its own, shielded: a cancellation of the caller lands
+    here, and ``coro`` runs to its end (an append, ack or commit is never left
+    half-done; the caller just does not learn its result). This is also what makes a
+    cancellation reach the caller at all: nats-py swallows a CancelledError that lands
+    inside its publish (``Client._flush_pending``), so a task cancelled there would go
+    on as if it never was."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a task nobody awaits any more as seen."""
+    if not task.cancelled():
+        task.exception()
 
 
 # --------------------------------------------------------------------------

@@ -371,27 +371,27 @@ class JetStreamEventLog:
                            first_headers: EncodedHeaders | None = None
                            ) -> tuple[int, dict[str, int]]:
         """``commit``, awaited."""
-        return await self._topic._guarded(self._acommit(events, expected, first_headers, None))
+        return await self._topic._awaited(self._acommit(events, expected, first_headers, None))
 
     async def last_version_async(self, stream_id: str) -> int:
         """``last_version``, awaited."""
-        return await self._topic._guarded(self._alast_version(stream_id))
+        return await self._topic._awaited(self._alast_version(stream_id))
 
     async def stream_events_async(self, stream_id: str, lo: int, hi: int | None,
                                   limit: int | None, backwards: bool = False) -> list[Event]:
         """``stream_events``, awaited."""
-        got = await self._topic._guarded(self._astream_read(stream_id, lo, hi, limit,
+        got = await self._topic._awaited(self._astream_read(stream_id, lo, hi, limit,
                                                             backwards, True))
         events: list[Event] = got[1]
         return events
 
     async def events_async(self, position: int, max_events: int) -> tuple[list[Event], int]:
         """``events``, awaited."""
-        return await self._topic._guarded(self._aevents(position, max_events))
+        return await self._topic._awaited(self._aevents(position, max_events))
 
     async def end_position_async(self) -> int:
         """``end_position``, awaited."""
-        return await self._topic._guarded(self._aend_position())
+        return await self._topic._awaited(self._aend_position())
 
     async def watch_async(self) -> Watch:
         """``watch``, awaited."""

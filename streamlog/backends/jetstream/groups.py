@@ -65,7 +65,7 @@ from streamlog.errors import (
 )
 
 from . import _naming
-from ._client import JetStreamError, NotFound, StoredMsg, _translate
+from ._client import JetStreamError, NotFound, StoredMsg, _translate, completing
 
 __all__ = [
     "DELIVER_AT_MS",
@@ -822,6 +822,21 @@ class Group:
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         end = math.inf if timeout is None else time.monotonic() + timeout
+        task = asyncio.ensure_future(self._apoll_until(max_records, end))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The poll runs to its end in its own task (a cancellation inside the NATS
+            # client would be lost); what it leased goes back at once, uncounted.
+            task.add_done_callback(self._hand_back_polled)
+            raise
+
+    def _hand_back_polled(self, task: asyncio.Future[list[Message]]) -> None:
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return
+        asyncio.ensure_future(self._settle_async(task.result(), _DEFER, 0))
+
+    async def _apoll_until(self, max_records: int, end: float) -> list[Message]:
         while True:
             msgs, dead = await self._apoll_riding(max_records, end)
             if dead:
@@ -1234,8 +1249,14 @@ class Group:
 
     async def _settle_async(self, msgs: list[Message], action: int, delay_s: float = 0,
                             error: str | None = None) -> list[bool]:
-        """``_settle``, awaited."""
+        """``_settle``, awaited; cancelled, the settle still completes whole."""
         out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
+        if not todo or self._closed:
+            return out
+        return await completing(self._settle_todo(msgs, out, todo, action, delay_s, error))
+
+    async def _settle_todo(self, msgs: list[Message], out: list[bool], todo: list[int],
+                           action: int, delay_s: float, error: str | None) -> list[bool]:
         if not todo or self._closed:
             return out
         answers, dead = await self._asettle([msgs[i] for i in todo], action, delay_s, error)
@@ -1517,7 +1538,7 @@ class Group:
         self._check()
         if partition is not None:
             partition = _validate.partition(partition, self.topic.partitions)
-        return await self._alag(partition)
+        return await completing(self._alag(partition))
 
     async def _alag(self, partition: int | None) -> int:
         await self._reload()
@@ -1612,7 +1633,7 @@ class Group:
             _check_store(self.topic)
         except StoreClosed:
             return
-        await self._aclose()
+        await completing(self._aclose())
 
     async def _aclose(self) -> None:
         pl = self._puller

@@ -76,6 +76,7 @@ from ._client import (
     PubAck,
     StoredMsg,
     StreamState,
+    completing,
     parse_url,
 )
 from .eventlog import JetStreamEventLog, JetStreamTrackingLog
@@ -245,6 +246,12 @@ class JetStreamTopic:
             coro.close()
             raise StoreClosed("the store is closed")
         return self._conn.run(self._guarded(coro))
+
+    async def _awaited(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` with the errors of ``_run``, for a caller's task on the store's loop: in
+        a task of its own, so that a cancellation of the caller leaves it whole (see
+        ``completing``)."""
+        return await completing(self._guarded(coro))
 
     async def _guarded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` with the errors of ``_run``: a vanished stream is TopicNotFound."""
@@ -616,12 +623,12 @@ class JetStreamTopic:
     async def append_async(self, value: Any, key: Any = None, headers: Any = None,
                            timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
         """``append``, awaited."""
-        return await self._guarded(self._aappend(value, key, headers, timestamp_ms, msg_id))
+        return await self._awaited(self._aappend(value, key, headers, timestamp_ms, msg_id))
 
     async def append_many_async(self, values: Sequence, keys: Sequence | None = None,
                                 headers: Sequence | None = None) -> list[Position]:
         """``append_many``, awaited."""
-        return await self._guarded(self._aappend_many(values, keys, headers))
+        return await self._awaited(self._aappend_many(values, keys, headers))
 
     async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
                                    headers: Any = None) -> Position:
@@ -633,11 +640,11 @@ class JetStreamTopic:
     async def read_async(self, partition: int, offset: int = 0,
                          limit: int | None = None) -> list[Record]:
         """``read``, awaited, as a list."""
-        return await self._guarded(self._aread(partition, offset, limit))
+        return await self._awaited(self._aread(partition, offset, limit))
 
     async def get_async(self, partition: int, offset: int) -> Record:
         """``get``, awaited."""
-        return await self._guarded(self._aget(partition, offset))
+        return await self._awaited(self._aget(partition, offset))
 
     async def read_batch_async(self, partition: int, offset: int,
                                max_records: int) -> RecordBatch:
@@ -647,27 +654,27 @@ class JetStreamTopic:
         max_records = _validate.positive_int(max_records, "max_records", minimum=0)
         recs: list[Record] = []
         if max_records:
-            start, end = await self._guarded(self._abounds(p))
-            recs = await self._guarded(self._aread_list(p, max(offset, start), end,
+            start, end = await self._awaited(self._abounds(p))
+            recs = await self._awaited(self._aread_list(p, max(offset, start), end,
                                                         max_records))
         return RecordBatch(self.name, p, _columns(recs))
 
     async def start_offset_async(self, partition: int) -> int:
         """``start_offset``, awaited."""
-        return (await self._guarded(self._abounds(self._partition(partition))))[0]
+        return (await self._awaited(self._abounds(self._partition(partition))))[0]
 
     async def end_offset_async(self, partition: int) -> int:
         """``end_offset``, awaited."""
-        return (await self._guarded(self._abounds(self._partition(partition))))[1]
+        return (await self._awaited(self._abounds(self._partition(partition))))[1]
 
     async def offset_for_time_async(self, partition: int, timestamp_ms: int) -> int:
         """``offset_for_time``, awaited."""
-        return await self._guarded(self._aoffset_for_time(partition, timestamp_ms))
+        return await self._awaited(self._aoffset_for_time(partition, timestamp_ms))
 
     async def watch_async(self) -> JetStreamWatch:
         """``watch``, awaited (the first watch of a topic creates its consumers)."""
         self._store._check()
-        return JetStreamWatch(await self._guarded(self._store._anotifier_of(self)), self._store)
+        return JetStreamWatch(await self._awaited(self._store._anotifier_of(self)), self._store)
 
     # ------------------------------------------------------------------ groups
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,

@@ -144,11 +144,11 @@ class JetStreamReplyBox:
             got = self._replies.pop(correlation_id, None)
         if got is not None:
             return got
-        return await self._topic._guarded(self._atake_stored(correlation_id))
+        return await self._topic._awaited(self._atake_stored(correlation_id))
 
     async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         """``put``, awaited."""
-        await self._topic._guarded(self._aput(correlation_id, value, error))
+        await self._topic._awaited(self._aput(correlation_id, value, error))
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         """Deliver a reply: a record of the reply topic on the correlation id's subject.
