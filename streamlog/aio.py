@@ -227,8 +227,9 @@ class AsyncStore:
         with StoreClosed."""
         if self._closed:
             return
-        for g in list(self._groups):  # their pulls end and their leases go back first
-            await g.close()
+        if self._native:  # their pulls end and their leases go back first, on this loop
+            for g in list(self._groups):
+                await g.close()
         self._closed = True
         loop = asyncio.get_running_loop()
         try:

@@ -1,9 +1,13 @@
-"""The one connection to NATS a JetStream store handle owns, run on its own event-loop thread.
+"""The one connection to NATS a JetStream store handle owns, on its own loop or the caller's.
 
 nats-py is asyncio-only. :class:`Connection` runs it on one private event-loop
 thread per store handle: synchronous callers hand it a coroutine with
 :meth:`Connection.run` and get the result (or the exception) back on their
 own thread; asyncio callers can await the same coroutines on that loop.
+Opened with ``loop=`` (and ``await connect_async()``), it runs on that loop
+instead, with no thread: the loop's own tasks await its coroutines directly
+(:func:`completing` keeps their cancellations whole), and ``run`` still works
+from other threads while the loop runs.
 
 The coroutine methods are the JetStream operations the backend is built
 from (streams per topic partition, acknowledged and atomic-batch publishes,
