@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
-from streamlog import _validate, api
+from streamlog import _tracing, _validate, api
 from streamlog._limits import EVENT_SUBSCRIBE_BATCH_RECORDS, RPC_SERVER_POLL_S
 from streamlog._types import Position, Record, RecordBatch, Retention, now_ms
 from streamlog.errors import RecordTooLarge, RequestTimeout, StoreClosed, TopicNotFound
@@ -1216,6 +1216,13 @@ class AsyncEventStore:
             self._as.store.raise_if_closed()
             sid, sid_b = _es._stream_id(stream_id)
             expected = _es._expected_version(expected_version)
+            tracer = _tracing.tracer()
+            if tracer is not None and type(events) in (list, tuple):
+                # As the sync view: one producer span per commit, in every event.
+                with _tracing.producer_span(tracer, self.name, len(events)):
+                    items = _es._events(_es._traced_events(events), sid, sid_b)
+                    versions = (await self._alog.commit_async(items, {sid: expected}))[1]
+                    return versions[sid]  # type: ignore[no-any-return]
             items = _es._events(events, sid, sid_b)
             versions = (await self._alog.commit_async(items, {sid: expected}))[1]
             return versions[sid]  # type: ignore[no-any-return]

@@ -262,3 +262,38 @@ async def test_no_streamlog_call_blocks_the_loop_on_jetstream(js_url, monkeypatc
     finally:
         await log.close()
     assert d.blocked() == [], d.blocked()
+
+
+@pytest.mark.asyncio
+async def test_async_appends_and_polls_are_traced_on_jetstream(js_url):
+    """With a tracer provider set, an append through the asyncio API on JetStream starts
+    a producer span and carries its context; the awaited poll's receive span links to it,
+    as the sync API's do."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.unit.test_tracing import _reset_globals
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _reset_globals()
+    trace.set_tracer_provider(provider)
+    try:
+        async with await sla.open(js_url) as log:
+            t = await log.topic("traced", partitions=1)
+            await t.append(b"x", key=b"k")
+            g = await t.group("g")
+            (m,) = await g.poll(1, timeout=5)
+            assert "traceparent" in m.headers
+        spans = exporter.get_finished_spans()
+        producer = [s for s in spans if s.kind == trace.SpanKind.PRODUCER]
+        consumer = [s for s in spans if s.kind == trace.SpanKind.CONSUMER]
+        assert len(producer) == 1 and consumer
+        assert any(link.context.span_id == producer[0].context.span_id
+                   for s in consumer for link in s.links)
+    finally:
+        provider.shutdown()
+        _reset_globals()

@@ -1492,11 +1492,11 @@ class Group:
             hdrs[DLQ_TOMBSTONE] = b"1"
         mid = f"{self.topic.name}/{self.name}/{p}/{rec.offset}/{count}"
         try:
-            await dlq._guarded(dlq._aappend(value, key=rec.key, headers=hdrs, msg_id=mid))
+            await dlq.append_async(value, key=rec.key, headers=hdrs, msg_id=mid)
         except RecordTooLarge:  # the origin headers pushed it over: keep the origin
             hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
             hdrs["sl-dlq-truncated"] = b"1"
-            await dlq._guarded(dlq._aappend(b"", key=rec.key, headers=hdrs, msg_id=mid))
+            await dlq.append_async(b"", key=rec.key, headers=hdrs, msg_id=mid)
         return p, gen, rec.offset, reply, keyed
 
     async def _terminate(self, done: list) -> None:

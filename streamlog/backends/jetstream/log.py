@@ -221,6 +221,8 @@ class JetStreamTopic:
                 tracer, name, self.append)
             self.append_many = _tracing.traced_append_many(  # type: ignore[method-assign]
                 tracer, name, self.append_many)
+            self.append_async = _tracing.traced_append_async(  # type: ignore[method-assign]
+                tracer, name, self.append_async)
 
     def __repr__(self) -> str:
         return f"JetStreamTopic({self.name!r}, partitions={self.partitions})"
