@@ -538,12 +538,22 @@ class AsyncMessage:
         return await self._as._write(self.sync.defer, delay_s)
 
 
-def _hand_back(msgs: Sequence[api.Message]) -> None:
+def _hand_back(astore: AsyncStore, msgs: Sequence[api.Message]) -> None:
     """Records leased for nobody: back to the group at once, their delivery not counted.
-    On a store bound to the loop the hand-back is a task of the loop."""
-    if msgs and isinstance(msgs[0], api.AwaitableMessage):
+    On a store bound to the loop the hand-back is a task of the loop; on one whose calls
+    wait for the network elsewhere, a job of the executor."""
+    if not msgs:
+        return
+    if astore._native:
         asyncio.get_running_loop().create_task(_ahand_back(msgs))
         return
+    if astore._threaded:
+        asyncio.get_running_loop().run_in_executor(astore._pool, _defer_all, msgs)
+        return
+    _defer_all(msgs)
+
+
+def _defer_all(msgs: Sequence[api.Message]) -> None:
     for m in msgs:
         try:
             m.defer(0)
@@ -604,9 +614,13 @@ class AsyncGroup:
         try:
             return list(await asyncio.shield(fut))
         except asyncio.CancelledError:
-            fut.add_done_callback(
-                lambda f: None if f.cancelled() or f.exception() else _hand_back(f.result()))
+            fut.add_done_callback(self._hand_back_done)
             raise
+
+    def _hand_back_done(self, fut: asyncio.Future[Any]) -> None:
+        """A poll finished for a caller that was cancelled: what it leased goes back."""
+        if not fut.cancelled() and fut.exception() is None:
+            _hand_back(self._as, fut.result())
 
     async def poll(self, max_records: int = 100,
                    timeout: float | None = 1.0) -> list[AsyncMessage]:
@@ -647,7 +661,7 @@ class AsyncGroup:
             # Leased for us after all (the result came in the same loop turn as the
             # cancellation): hand the records back, their delivery not counted.
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                _hand_back(fut.result())
+                _hand_back(self._as, fut.result())
             raise
         finally:
             if timer is not None:
@@ -690,8 +704,7 @@ class AsyncGroup:
         try:
             return list(await asyncio.shield(fut))
         except asyncio.CancelledError:
-            fut.add_done_callback(
-                lambda f: None if f.cancelled() or f.exception() else _hand_back(f.result()))
+            fut.add_done_callback(self._hand_back_done)
             raise
 
     async def _npump(self) -> None:
@@ -719,7 +732,7 @@ class AsyncGroup:
                     w.fut.set_result(got[i:i + w.want])
                     i += w.want
                 if i < len(got):
-                    _hand_back(got[i:])
+                    _hand_back(self._as, got[i:])
         except BaseException as e:
             err = e if isinstance(e, Exception) else StoreClosed(f"group {self.name!r} closed")
             for w in waiters:
@@ -756,7 +769,7 @@ class AsyncGroup:
                         w.fut.set_result(got[i:i + w.want])
                         i += w.want
                     if i < len(got):
-                        _hand_back(got[i:])
+                        _hand_back(self._as, got[i:])
                     continue
                 await self._watch.wait_async(seen, WAIT_SLICE_S)
         except BaseException as e:
