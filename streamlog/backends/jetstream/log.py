@@ -247,6 +247,10 @@ class JetStreamTopic:
         if self._store._closed:
             coro.close()
             raise StoreClosed("the store is closed")
+        if self._conn.on_loop():  # it would wait for itself (Connection.run says so too)
+            coro.close()
+            raise RuntimeError("a sync call of a JetStream store on its own event loop; "
+                               "await its *_async twin instead")
         return self._conn.run(self._guarded(coro))
 
     async def _awaited(self, coro: Coroutine[Any, Any, T]) -> T:
