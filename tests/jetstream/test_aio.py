@@ -297,3 +297,35 @@ async def test_async_appends_and_polls_are_traced_on_jetstream(js_url):
     finally:
         provider.shutdown()
         _reset_globals()
+
+
+@pytest.mark.asyncio
+async def test_the_web_service_example_runs_on_jetstream(js_url):
+    """docs/asyncio.md's web-service shape (an endpoint that enqueues, a background
+    consumer) on a nats:// store: 20 concurrent requests, every order handled once."""
+    import json
+
+    async def create_order(log: sla.AsyncStore, body: dict) -> dict:
+        q = await log.queue("orders")
+        pos = await q.put(json.dumps(body).encode(), key=body["customer"])
+        return {"status": "queued", "partition": pos.partition, "offset": pos.offset}
+
+    async def order_worker(log: sla.AsyncStore, handled: asyncio.Queue) -> None:
+        q = await log.queue("orders")
+        while True:
+            m = await q.get(timeout=None)
+            order = json.loads(m.value)
+            await m.ack()
+            handled.put_nowait(order["id"])
+
+    async with await sla.open(js_url) as log:
+        handled: asyncio.Queue = asyncio.Queue()
+        worker = asyncio.create_task(order_worker(log, handled))
+        replies = await asyncio.gather(*(create_order(log, {"id": i, "customer": f"c{i % 3}"})
+                                         for i in range(20)))
+        assert all(r["status"] == "queued" for r in replies)
+        done = sorted([await asyncio.wait_for(handled.get(), 30) for _ in range(20)])
+        assert done == list(range(20))
+        assert await (await log.queue("orders")).lag() == 0
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
