@@ -137,7 +137,14 @@ class AsyncStore:
     """An open store for asyncio (``await streamlog.aio.open(url)``).
 
     One event loop uses it at a time (the loop that opened it, or any single
-    loop after). ``store`` is the sync store beneath, shared with threads.
+    loop after; on JetStream the loop that opened it: its connection runs there).
+    ``store`` is the sync store beneath, shared with threads (on JetStream, from
+    threads other than the loop's while the loop runs).
+
+    Three ways to run a call: the embedded engine's short calls inline; a store
+    bound to this loop (``streamlog.api.AwaitableStore``, JetStream opened here)
+    through its awaited twins; a store whose calls wait for the network on a loop
+    of its own (JetStream opened with ``streamlog.open``) in the executor.
     """
 
     def __init__(self, store: api.Store, executor: concurrent.futures.Executor | None = None,

@@ -631,9 +631,9 @@ class Connection:
         while not done.acquire(timeout=_CLOSED_CHECK_S if timeout is None
                                else min(_CLOSED_CHECK_S, timeout - waited)):
             waited += _CLOSED_CHECK_S
-            if self._closed and not self._loop.is_running():
-                # Closed by another thread while this call waited: its loop stopped
-                # and will never run the call (or finish it).
+            if (self._closed or self._loop.is_closed()) and not self._loop.is_running():
+                # Closed by another thread while this call waited (or, bound, its loop
+                # was closed): the loop will never run the call (or finish it).
                 if not box:
                     coro.close()
                 raise StreamlogError(f"{self.url}: the connection is closed")
