@@ -235,8 +235,8 @@ class AsyncStore:
         if self._closed:
             return
         if self._native:  # their pulls end and their leases go back first, on this loop
-            for g in list(self._groups):
-                await g.close()
+            await asyncio.gather(*(g.close() for g in list(self._groups)),
+                                 return_exceptions=True)
         self._closed = True
         loop = asyncio.get_running_loop()
         try:
