@@ -463,9 +463,11 @@ class AsyncTopic:
             g = t.group(name, mode=mode, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                         backoff_s=backoff_s, start=start, dead_letter=dead_letter,
                         consumer=consumer)
-            return g, None if self._as._native else t.watch()
+            return g, t.watch() if self._as._threaded else None
 
         g, watch = await self._as._run(make)
+        if watch is None and not self._as._native:
+            watch = t.watch()  # the embedded engine's: no network, made inline as ever
         return AsyncGroup(self._as, watch, g)
 
     async def group_config(self, name: str) -> dict[str, Any] | None:
