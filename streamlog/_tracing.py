@@ -125,6 +125,28 @@ def traced_append(tr: Any, topic: str, append: Callable[..., Any]) -> Callable[.
     return append_traced
 
 
+def traced_append_async(tr: Any, topic: str,
+                        append_async: Callable[..., Any]) -> Callable[..., Any]:
+    """``traced_append`` for a coroutine twin (``append_async``): the same PRODUCER span
+    around the awaited append."""
+    kind = _trace.SpanKind.PRODUCER
+    span_name = f"send {topic}"
+
+    async def append_traced(value: Any, key: Any = None, headers: Any = None,
+                            timestamp_ms: int | None = None, msg_id: Any = None) -> Any:
+        if headers is not None and not hasattr(headers, "items"):
+            return await append_async(value, key, headers, timestamp_ms, msg_id)
+        with tr.start_as_current_span(span_name, kind=kind,
+                                      attributes=_attrs(topic, "send", "send")) as span:
+            pos = await append_async(value, key, inject(headers), timestamp_ms, msg_id)
+            if span.is_recording():
+                span.set_attributes(_attrs(topic, "send", "send", pos[0], pos[1]))
+            return pos
+
+    append_traced.__doc__ = append_async.__doc__
+    return append_traced
+
+
 def traced_append_many(tr: Any, topic: str,
                        append_many: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a topic handle's ``append_many``: one PRODUCER span for the call, its context

@@ -22,6 +22,12 @@ How it stays off the event loop's back:
   deleting one, a read without a small ``limit``, and every write of a store
   opened with ``durability="always"``, which fsyncs) runs in a small bounded
   executor of the store (``max_workers``, 4 by default).
+* On JetStream (``nats://``) the store is bound to the caller's loop: its
+  NATS connection runs there, and the calls that go over the network are
+  awaited on it through the backend's coroutine twins
+  (``streamlog.api.Awaitable*``), with no thread. A group handle's polls are
+  one pull at a time for all its waiters (a consumer allows 512 waiting
+  pulls). Rare calls (creating topics and groups) run in the executor.
 
 Cancellation (``asyncio.timeout``, ``Task.cancel``) leaves nothing half-done:
 a wait cancelled after records were leased for it hands them back at once
@@ -37,12 +43,14 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import math
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
-from streamlog import _validate, api
+from streamlog import _tracing, _validate, api
 from streamlog._limits import EVENT_SUBSCRIBE_BATCH_RECORDS, RPC_SERVER_POLL_S
 from streamlog._types import Position, Record, RecordBatch, Retention, now_ms
 from streamlog.errors import RecordTooLarge, RequestTimeout, StoreClosed, TopicNotFound
@@ -81,6 +89,9 @@ DEFAULT_MAX_WORKERS = 4
 # Appends of a topic with an empty partition that go to the executor (the first append
 # to a partition creates its segment file) before its appends run inline regardless.
 COLD_APPENDS = 64
+# On a store bound to the loop (JetStream), how long one pull of a group's pump waits
+# at most before it looks at its waiters again (their wants, their timeouts).
+NATIVE_PULL_S = 1.0
 
 
 async def open(url: Any, *, max_workers: int = DEFAULT_MAX_WORKERS,  # noqa: A001
@@ -98,11 +109,21 @@ async def open(url: Any, *, max_workers: int = DEFAULT_MAX_WORKERS,  # noqa: A00
     pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="streamlog-aio")
     loop = asyncio.get_running_loop()
     try:
-        store = await loop.run_in_executor(pool, functools.partial(_open_sync, url, **options))
+        store = await _open_bound(url, **options)
+        if store is None:
+            store = await loop.run_in_executor(pool, functools.partial(_open_sync, url,
+                                                                       **options))
     except BaseException:
         pool.shutdown(wait=False)
         raise
     return AsyncStore(store, pool)
+
+
+async def _open_bound(url: Any, **options: Any) -> api.Store | None:
+    """A store bound to the running loop (JetStream), or None (the embedded engine)."""
+    from streamlog.backends import open_store_async
+
+    return await open_store_async(url, **options)  # type: ignore[no-any-return]
 
 
 def _open_sync(url: Any, **options: Any) -> api.Store:
@@ -116,7 +137,14 @@ class AsyncStore:
     """An open store for asyncio (``await streamlog.aio.open(url)``).
 
     One event loop uses it at a time (the loop that opened it, or any single
-    loop after). ``store`` is the sync store beneath, shared with threads.
+    loop after; on JetStream the loop that opened it: its connection runs there).
+    ``store`` is the sync store beneath, shared with threads (on JetStream, from
+    threads other than the loop's while the loop runs).
+
+    Three ways to run a call: the embedded engine's short calls inline; a store
+    bound to this loop (``streamlog.api.AwaitableStore``, JetStream opened here)
+    through its awaited twins; a store whose calls wait for the network on a loop
+    of its own (JetStream opened with ``streamlog.open``) in the executor.
     """
 
     def __init__(self, store: api.Store, executor: concurrent.futures.Executor | None = None,
@@ -124,12 +152,19 @@ class AsyncStore:
         """Wrap an open sync store. ``executor`` runs the long disk work (default: a
         pool of DEFAULT_MAX_WORKERS threads); ``slow_writes`` sends every write to it
         (default: when the store fsyncs each write, ``durability="always"``)."""
+        aw = getattr(store, "awaitable_on_loop", None)
+        # native: the backend's coroutine twins are awaited here (a store bound to this
+        # loop). threaded: its calls wait for the network on a loop of its own, so
+        # every one runs in the executor. Neither: the embedded engine (inline).
+        self._native = bool(aw is not None and aw())
+        self._threaded = aw is not None and not self._native
         if slow_writes is None:
-            slow_writes = getattr(store, "durability", None) == "always"
+            slow_writes = getattr(store, "durability", None) == "always" and not self._native
+        self._slow_writes = slow_writes or self._threaded
+        self._groups: weakref.WeakSet[AsyncGroup] = weakref.WeakSet()
         self.store = store
         self._pool = executor or concurrent.futures.ThreadPoolExecutor(
             DEFAULT_MAX_WORKERS, thread_name_prefix="streamlog-aio")
-        self._slow_writes = slow_writes
         self._warm: set[str] = set()  # topics whose appends run inline
         self._cold: dict[str, int] = {}  # appends sent to the executor, per cold topic
         self._closed = False
@@ -155,6 +190,13 @@ class AsyncStore:
             raise StoreClosed(f"store {self.store.url} is closed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    async def _sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A short call of the sync API: inline on the embedded engine, in the executor
+        on a store whose calls wait for the network."""
+        if self._native or self._threaded:
+            return await self._run(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
 
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A short write: inline, unless every write fsyncs (``durability="always"``)."""
@@ -192,6 +234,9 @@ class AsyncStore:
         with StoreClosed."""
         if self._closed:
             return
+        if self._native:  # their pulls end and their leases go back first, on this loop
+            await asyncio.gather(*(g.close() for g in list(self._groups)),
+                                 return_exceptions=True)
         self._closed = True
         loop = asyncio.get_running_loop()
         try:
@@ -205,14 +250,24 @@ class AsyncStore:
                     max_record_bytes: int | None = None, dedupe_window_s: float | None = None,
                     compact: bool | None = None) -> AsyncTopic:
         """Create-or-open topic ``name`` (as ``Store.topic``), in the executor."""
-        t = await self._run(self.store.topic, name, partitions=partitions, retention=retention,
-                            segment_bytes=segment_bytes, max_record_bytes=max_record_bytes,
+        t = await self._run(self._watched, self.store.topic, name, partitions=partitions,
+                            retention=retention, segment_bytes=segment_bytes,
+                            max_record_bytes=max_record_bytes,
                             dedupe_window_s=dedupe_window_s, compact=compact)
         return AsyncTopic(self, t)
 
     async def existing_topic(self, name: str) -> AsyncTopic:
         """Open topic ``name``; TopicNotFound if it does not exist."""
-        return AsyncTopic(self, await self._run(self.store.existing_topic, name))
+        return AsyncTopic(self, await self._run(self._watched, self.store.existing_topic, name))
+
+    def _watched(self, open_topic: Callable[..., api.Topic], *args: Any,
+                 **kwargs: Any) -> api.Topic:
+        """``open_topic(...)``, and on JetStream the topic's watch made beside it (in the
+        executor): ``AsyncTopic.watch()`` then needs no network call on the loop."""
+        t = open_topic(*args, **kwargs)
+        if self._native:
+            t.watch()
+        return t
 
     async def topics(self) -> list[str]:
         """Names of every topic, sorted."""
@@ -254,7 +309,8 @@ class AsyncStore:
     async def rpc(self, name: str) -> AsyncRpc:
         """The request-reply view ``name``."""
         self.store.raise_if_closed()
-        return AsyncRpc(self, await self._run(_rpc.Rpc, self.store, name))
+        rpc = await self._run(_rpc.Rpc, self.store, name)
+        return AsyncRpc(self, rpc, await self._run(self.store.reply_box, rpc.reply_topic_name))
 
     async def event_store(self, name: str) -> AsyncEventStore:
         """The event store ``name``."""
@@ -267,24 +323,40 @@ class AsyncWatch:
     """Wake-ups on a topic (``await t.watch()``): ``seq()``, ``await wait(seen, timeout)``,
     and ``async for seq in watch`` (each time the counter moves)."""
 
-    def __init__(self, watch: api.Watch) -> None:
+    def __init__(self, watch: api.Watch | None, make: Callable[[], Any] | None = None) -> None:
+        """``watch``, or (on a store bound to the loop, when the topic has no watch yet)
+        ``make``, a coroutine function that makes it on the first wait."""
         self.sync = watch
+        self._make = make
 
     def seq(self) -> int:
-        return self.sync.seq()
+        # -1 before the watch exists: never a real counter, so the first wait returns
+        # at once and the caller looks again (a spurious wake-up, never a lost one).
+        return -1 if self.sync is None else self.sync.seq()
+
+    async def _watch(self) -> api.Watch:
+        if self.sync is None:
+            assert self._make is not None
+            self.sync = await self._make()
+        return self.sync
 
     async def wait(self, seen: int, timeout: float) -> bool:
         """Until ``seq()`` differs from ``seen`` (True) or ``timeout`` passes (False)."""
+        if self.sync is None:
+            await self._watch()
+            return True
         return await self.sync.wait_async(seen, timeout)
 
     def wake(self) -> None:
-        self.sync.wake()
+        if self.sync is not None:
+            self.sync.wake()
 
     async def __aiter__(self) -> AsyncIterator[int]:
-        seen = self.sync.seq()
+        w = await self._watch()
+        seen = w.seq()
         while True:
-            await self.sync.wait_async(seen, 3600.0)
-            now = self.sync.seq()
+            await w.wait_async(seen, 3600.0)
+            now = w.seq()
             if now != seen:
                 seen = now
                 yield now
@@ -296,6 +368,8 @@ class AsyncTopic:
     def __init__(self, astore: AsyncStore, topic: api.Topic) -> None:
         self._as = astore
         self.sync = topic
+        # The coroutine twins, on a store bound to the loop (else None).
+        self._aw: Any = topic if astore._native else None
 
     def __repr__(self) -> str:
         return f"AsyncTopic({self.sync.name!r})"
@@ -315,12 +389,18 @@ class AsyncTopic:
     async def append(self, value: Any, key: Any = None, headers: Any = None,
                      timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
         """Append one record (see ``Topic.append``)."""
+        if self._aw is not None:
+            return await self._aw.append_async(value, key=key, headers=headers,  # type: ignore[no-any-return]
+                                               timestamp_ms=timestamp_ms, msg_id=msg_id)
         return await self._as._append(self.sync, self.sync.append, value, key=key,
                                       headers=headers, timestamp_ms=timestamp_ms, msg_id=msg_id)
 
     async def append_many(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
                           headers: Sequence[Any] | None = None) -> list[Position]:
         """Append records; large batches run in the executor."""
+        if self._aw is not None:
+            return await self._aw.append_many_async(values, keys=keys,  # type: ignore[no-any-return]
+                                                    headers=headers)
         if hasattr(values, "__len__") and len(values) > INLINE_READ_RECORDS:
             return await self._as._run(self.sync.append_many, values, keys=keys, headers=headers)
         return await self._as._append(self.sync, self.sync.append_many, values, keys=keys,
@@ -334,35 +414,62 @@ class AsyncTopic:
 
     async def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
                              headers: Any = None) -> Position:
+        if self._aw is not None:
+            return await self._aw.append_delayed_async(  # type: ignore[no-any-return]
+                value, deliver_at_ms, key=key, headers=headers)
         return await self._as._append(self.sync, self.sync.append_delayed, value, deliver_at_ms,
                                       key=key, headers=headers)
 
     async def read(self, partition: int, offset: int = 0,
                    limit: int | None = None) -> list[Record]:
         """Records from ``offset`` on, as a list (a ``limit`` above 1000, or none: in
-        the executor)."""
-        if limit is not None and isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS:
+        the executor; on JetStream awaited in chunks)."""
+        if self._aw is not None:
+            return await self._aw.read_async(partition, offset, limit)  # type: ignore[no-any-return]
+        if limit is not None and isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS \
+                and not self._as._threaded:
             return list(self.sync.read(partition, offset, limit))
         return await self._as._run(lambda: list(self.sync.read(partition, offset, limit)))
 
     async def get(self, partition: int, offset: int) -> Record:
-        return self.sync.get(partition, offset)
+        if self._aw is not None:
+            return await self._aw.get_async(partition, offset)  # type: ignore[no-any-return]
+        return await self._as._sync(self.sync.get, partition, offset)
 
     async def read_batch(self, partition: int, offset: int, max_records: int) -> RecordBatch:
+        if self._aw is not None:
+            return await self._aw.read_batch_async(  # type: ignore[no-any-return]
+                partition, offset, max_records)
         if isinstance(max_records, int) and max_records <= INLINE_READ_RECORDS:
-            return self.sync.read_batch(partition, offset, max_records)
+            return await self._as._sync(self.sync.read_batch, partition, offset, max_records)
         return await self._as._run(self.sync.read_batch, partition, offset, max_records)
 
     async def start_offset(self, partition: int) -> int:
-        return self.sync.start_offset(partition)
+        if self._aw is not None:
+            return await self._aw.start_offset_async(partition)  # type: ignore[no-any-return]
+        return await self._as._sync(self.sync.start_offset, partition)
 
     async def end_offset(self, partition: int) -> int:
-        return self.sync.end_offset(partition)
+        if self._aw is not None:
+            return await self._aw.end_offset_async(partition)  # type: ignore[no-any-return]
+        return await self._as._sync(self.sync.end_offset, partition)
 
     async def offset_for_time(self, partition: int, timestamp_ms: int) -> int:
-        return self.sync.offset_for_time(partition, timestamp_ms)
+        if self._aw is not None:
+            return await self._aw.offset_for_time_async(  # type: ignore[no-any-return]
+                partition, timestamp_ms)
+        return await self._as._sync(self.sync.offset_for_time, partition, timestamp_ms)
 
     def watch(self) -> AsyncWatch:
+        """Wake-ups on appends to the topic (made on the first wait when the topic has
+        no watch yet on a JetStream store: creating one is a network call)."""
+        if self._aw is not None:
+            try:  # the topic's watch exists (AsyncStore.topic made it): no network call
+                return AsyncWatch(self.sync.watch())
+            except RuntimeError:  # it would be one: made on the first wait instead
+                return AsyncWatch(None, self._aw.watch_async)
+        if self._as._threaded:
+            return AsyncWatch(None, lambda: self._as._run(self.sync.watch))
         return AsyncWatch(self.sync.watch())
 
     async def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
@@ -370,16 +477,24 @@ class AsyncTopic:
                     start: str = "earliest", dead_letter: str | None = None,
                     consumer: str | None = None) -> AsyncGroup:
         """Create-or-open group ``name`` and join it as one consumer (in the executor)."""
-        g = await self._as._run(self.sync.group, name, mode=mode, ack_wait_s=ack_wait_s,
-                                max_deliver=max_deliver, backoff_s=backoff_s, start=start,
-                                dead_letter=dead_letter, consumer=consumer)
-        return AsyncGroup(self._as, self.sync, g)
+        t = self.sync
+
+        def make() -> tuple[api.Group, api.Watch | None]:
+            g = t.group(name, mode=mode, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                        backoff_s=backoff_s, start=start, dead_letter=dead_letter,
+                        consumer=consumer)
+            return g, t.watch() if self._as._threaded else None
+
+        g, watch = await self._as._run(make)
+        if watch is None and not self._as._native:
+            watch = t.watch()  # the embedded engine's: no network, made inline as ever
+        return AsyncGroup(self._as, watch, g)
 
     async def group_config(self, name: str) -> dict[str, Any] | None:
-        return self.sync.group_config(name)
+        return await self._as._sync(self.sync.group_config, name)
 
     async def groups(self) -> list[str]:
-        return self.sync.groups()
+        return await self._as._sync(self.sync.groups)
 
     async def delete_group(self, name: str, force: bool = True) -> None:
         """Delete a group (as ``Topic.delete_group``; ``force=False`` refuses a live one)."""
@@ -443,25 +558,57 @@ class AsyncMessage:
         return self.sync.delivery_count
 
     async def ack(self) -> bool:
+        if self._as._native:
+            return await self.sync.ack_async()  # type: ignore[attr-defined, no-any-return]
         return await self._as._write(self.sync.ack)
 
     async def nack(self, delay_s: float = 0, error: str | None = None) -> bool:
+        if self._as._native:
+            return await self.sync.nack_async(delay_s, error)  # type: ignore[attr-defined, no-any-return]
         return await self._as._write(self.sync.nack, delay_s, error)
 
     async def in_progress(self) -> bool:
+        if self._as._native:
+            return await self.sync.in_progress_async()  # type: ignore[attr-defined, no-any-return]
         return await self._as._write(self.sync.in_progress)
 
     async def defer(self, delay_s: float) -> bool:
+        if self._as._native:
+            return await self.sync.defer_async(delay_s)  # type: ignore[attr-defined, no-any-return]
         return await self._as._write(self.sync.defer, delay_s)
 
 
-def _hand_back(msgs: Sequence[api.Message]) -> None:
-    """Records leased for nobody: back to the group at once, their delivery not counted."""
+def _hand_back(astore: AsyncStore, msgs: Sequence[api.Message]) -> None:
+    """Records leased for nobody: back to the group at once, their delivery not counted.
+    On a store bound to the loop the hand-back is a task of the loop; on one whose calls
+    wait for the network elsewhere, a job of the executor."""
+    if not msgs:
+        return
+    if astore._native:
+        asyncio.get_running_loop().create_task(_ahand_back(msgs))
+        return
+    if astore._threaded:
+        asyncio.get_running_loop().run_in_executor(astore._pool, _defer_all, msgs)
+        return
+    _defer_all(msgs)
+
+
+def _defer_all(msgs: Sequence[api.Message]) -> None:
     for m in msgs:
         try:
             m.defer(0)
         except (StoreClosed, TopicNotFound):
             return  # the leases go with the closed handle
+
+
+async def _ahand_back(msgs: Sequence[Any]) -> None:
+    for m in msgs:
+        try:
+            await m.defer_async(0)
+        except (StoreClosed, TopicNotFound):
+            return
+        except Exception:  # noqa: BLE001 - a lost connection: the lease runs out instead
+            return
 
 
 class _Waiter:
@@ -476,15 +623,20 @@ class AsyncGroup:
     """One consumer of a group, for asyncio. Any number of tasks of one loop may
     ``poll`` it at once: one pump task polls for all of them, in arrival order."""
 
-    def __init__(self, astore: AsyncStore, topic: api.Topic, group: api.Group) -> None:
+    def __init__(self, astore: AsyncStore, watch: api.Watch | None, group: api.Group) -> None:
+        """``watch``: the topic's (None on a store bound to the loop: its group's own
+        pulls wait there)."""
         self._as = astore
         self.sync = group
         self.name = group.name
-        self._watch = topic.watch()
+        self._watch: Any = watch
         self._waiters: deque[_Waiter] = deque()
         self._pump_task: asyncio.Task[None] | None = None
         self._direct = False  # a poll is waiting for itself (see _poll_direct)
         self._closed = False
+        self._native = astore._native
+        self._pull: asyncio.Future[Any] | None = None  # native: the poll under way
+        astore._groups.add(self)
 
     def __repr__(self) -> str:
         return f"AsyncGroup({self.name!r})"
@@ -502,9 +654,13 @@ class AsyncGroup:
         try:
             return list(await asyncio.shield(fut))
         except asyncio.CancelledError:
-            fut.add_done_callback(
-                lambda f: None if f.cancelled() or f.exception() else _hand_back(f.result()))
+            fut.add_done_callback(self._hand_back_done)
             raise
+
+    def _hand_back_done(self, fut: asyncio.Future[Any]) -> None:
+        """A poll finished for a caller that was cancelled: what it leased goes back."""
+        if not fut.cancelled() and fut.exception() is None:
+            _hand_back(self._as, fut.result())
 
     async def poll(self, max_records: int = 100,
                    timeout: float | None = 1.0) -> list[AsyncMessage]:
@@ -518,7 +674,14 @@ class AsyncGroup:
         waiters = self._waiters
         while waiters and waiters[0].fut.done():  # timed out or cancelled: gone
             waiters.popleft()
-        if not waiters:
+        if self._native:
+            if timeout == 0 and not waiters:
+                if self._pull is not None and not self._pull.done():
+                    # A pull of the pump is out: what is there goes to its waiters.
+                    await asyncio.sleep(0)
+                    return []
+                return self._wrap(await self._pull_once(max_records, 0))
+        elif not waiters:
             if not self._direct:
                 return await self._poll_direct(max_records, timeout)
             got = await self._try(max_records)  # nobody queued ahead: one look inline
@@ -528,7 +691,7 @@ class AsyncGroup:
         fut: asyncio.Future[list[api.Message]] = loop.create_future()
         self._waiters.append(_Waiter(fut, max_records))
         if self._pump_task is None:
-            self._pump_task = loop.create_task(self._pump())
+            self._pump_task = loop.create_task(self._npump() if self._native else self._pump())
         timer = None
         if timeout is not None and timeout != float("inf"):
             timer = loop.call_later(timeout, _expire, fut)
@@ -538,7 +701,7 @@ class AsyncGroup:
             # Leased for us after all (the result came in the same loop turn as the
             # cancellation): hand the records back, their delivery not counted.
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                _hand_back(fut.result())
+                _hand_back(self._as, fut.result())
             raise
         finally:
             if timer is not None:
@@ -569,6 +732,58 @@ class AsyncGroup:
         finally:
             self._direct = False
 
+    async def _pull_once(self, n: int, timeout: float) -> list[api.Message]:
+        """One poll of the group handle's own (a store bound to the loop): awaited
+        pulls, one at a time per handle. A caller cancelled meanwhile leaves the poll
+        to finish, and what it leased goes back at once, its delivery not counted."""
+        prev = self._pull
+        if prev is not None and not prev.done():
+            await asyncio.wait({prev})
+        fut = asyncio.ensure_future(self.sync.poll_async(n, timeout))  # type: ignore[attr-defined]
+        self._pull = fut
+        try:
+            return list(await asyncio.shield(fut))
+        except asyncio.CancelledError:
+            fut.add_done_callback(self._hand_back_done)
+            raise
+
+    async def _npump(self) -> None:
+        """The pump of a store bound to the loop: the group's own pulls wait for
+        records (no watch), for every waiter at once."""
+        waiters = self._waiters
+        try:
+            while True:
+                while waiters and waiters[0].fut.done():
+                    waiters.popleft()
+                if not waiters:
+                    return
+                want = 0
+                for w in waiters:
+                    if not w.fut.done():
+                        want += w.want
+                        if want >= PUMP_MAX_RECORDS:
+                            break
+                got = await self._pull_once(min(want, PUMP_MAX_RECORDS), NATIVE_PULL_S)
+                i = 0
+                while i < len(got) and waiters:
+                    w = waiters.popleft()
+                    if w.fut.done():
+                        continue
+                    w.fut.set_result(got[i:i + w.want])
+                    i += w.want
+                if i < len(got):
+                    _hand_back(self._as, got[i:])
+        except BaseException as e:
+            err = e if isinstance(e, Exception) else StoreClosed(f"group {self.name!r} closed")
+            for w in waiters:
+                if not w.fut.done():
+                    w.fut.set_exception(err)
+            waiters.clear()
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._pump_task = None
+
     async def _pump(self) -> None:
         waiters = self._waiters
         try:
@@ -594,7 +809,7 @@ class AsyncGroup:
                         w.fut.set_result(got[i:i + w.want])
                         i += w.want
                     if i < len(got):
-                        _hand_back(got[i:])
+                        _hand_back(self._as, got[i:])
                     continue
                 await self._watch.wait_async(seen, WAIT_SLICE_S)
         except BaseException as e:
@@ -610,18 +825,25 @@ class AsyncGroup:
 
     async def ack(self, msgs: Sequence[AsyncMessage]) -> list[bool]:
         """Ack many messages at once (see ``Group.ack``)."""
+        if self._native:
+            return await self.sync.ack_async([m.sync for m in msgs])  # type: ignore[attr-defined, no-any-return]
         return await self._as._write(self.sync.ack, [m.sync for m in msgs])
 
     async def nack(self, msgs: Sequence[AsyncMessage], delay_s: float = 0,
                    error: str | None = None) -> list[bool]:
         """Nack many messages at once (see ``Message.nack``)."""
+        if self._native:
+            return await self.sync.nack_async(  # type: ignore[attr-defined, no-any-return]
+                [m.sync for m in msgs], delay_s, error)
         return await self._as._write(self.sync.nack, [m.sync for m in msgs], delay_s, error)
 
     async def lag(self, partition: int | None = None) -> int:
-        return self.sync.lag(partition)
+        if self._native:
+            return await self.sync.lag_async(partition)  # type: ignore[attr-defined, no-any-return]
+        return await self._as._sync(self.sync.lag, partition)
 
     async def dead_letters(self) -> AsyncTopic:
-        return AsyncTopic(self._as, self.sync.dead_letters())
+        return AsyncTopic(self._as, await self._as._sync(self.sync.dead_letters))
 
     def one_at_a_time(self) -> None:
         self.sync.one_at_a_time()
@@ -640,7 +862,16 @@ class AsyncGroup:
             if not w.fut.done():
                 w.fut.set_exception(StoreClosed(f"group handle of {self.name!r} is closed"))
         self._waiters.clear()
+        pull = self._pull
+        if pull is not None and not pull.done():
+            await asyncio.wait({pull})  # its records go back with the handle's leases
         try:
+            if self._native:
+                await self.sync.close_async()  # type: ignore[attr-defined]
+                return
+            if self._as._threaded:
+                await self._as._run(self.sync.close)
+                return
             self.sync.close()
             if self._direct:
                 self._watch.wake()  # the poll waiting for itself looks again and sees it
@@ -693,6 +924,14 @@ class AsyncQueue:
     async def put(self, value: Any, key: Any = None, headers: Any = None,
                   delay_s: float = 0) -> Position:
         """Append a message (see ``Queue.put``)."""
+        if self._as._native:
+            self._as.store.raise_if_closed()
+            delay = _validate.seconds(delay_s, "delay_s") or 0.0
+            t: Any = self.sync.topic
+            if delay > 0:
+                return await t.append_delayed_async(  # type: ignore[no-any-return]
+                    value, now_ms() + math.ceil(delay * 1000), key=key, headers=headers)
+            return await t.append_async(value, key=key, headers=headers)  # type: ignore[no-any-return]
         return await self._as._append(self.sync.topic, self.sync.put, value, key=key,
                                       headers=headers, delay_s=delay_s)
 
@@ -706,16 +945,19 @@ class AsyncQueue:
         return msgs[0] if msgs else None
 
     async def lag(self) -> int:
-        return self.sync.lag()
+        if self._as._native:
+            self._as.store.raise_if_closed()
+            return await (await self._consumer()).lag()
+        return await self._as._sync(self.sync.lag)
 
     async def dead_letters(self) -> AsyncTopic:
-        return AsyncTopic(self._as, self.sync.dead_letters())
+        return AsyncTopic(self._as, await self._as._sync(self.sync.dead_letters))
 
     async def close(self) -> None:
         """Close this handle's consumer: its unacked messages go to others now."""
         if self._group is not None:
             await self._group.close()
-        self.sync.close()
+        await self._as._sync(self.sync.close)
 
 
 class AsyncPubSub:
@@ -730,6 +972,10 @@ class AsyncPubSub:
         return f"AsyncPubSub({self.name!r})"
 
     async def publish(self, value: Any, key: Any = None, headers: Any = None) -> Position:
+        if self._as._native:
+            self._as.store.raise_if_closed()
+            t: Any = self.sync.topic
+            return await t.append_async(value, key=key, headers=headers)  # type: ignore[no-any-return]
         return await self._as._append(self.sync.topic, self.sync.publish, value, key=key,
                                       headers=headers)
 
@@ -744,7 +990,7 @@ class AsyncPubSub:
         return AsyncSubscription(self._as, sub, g)
 
     async def subscriptions(self) -> list[str]:
-        return self.sync.subscriptions()
+        return await self._as._sync(self.sync.subscriptions)
 
     async def unsubscribe(self, name: str) -> None:
         await self._as._run(self.sync.unsubscribe, name)
@@ -794,7 +1040,7 @@ class AsyncSubscription:
 
     async def close(self) -> None:
         await self._group.close()
-        self.sync.close()
+        await self._as._sync(self.sync.close)
 
     async def __aenter__(self) -> AsyncSubscription:
         return self
@@ -806,12 +1052,13 @@ class AsyncSubscription:
 class AsyncRpc:
     """A request-reply view for asyncio: ``await request(...)``, ``await serve(handler)``."""
 
-    def __init__(self, astore: AsyncStore, rpc: _rpc.Rpc) -> None:
+    def __init__(self, astore: AsyncStore, rpc: _rpc.Rpc, box: api.ReplyBox) -> None:
         self._as = astore
         self.sync = rpc
         self.name = rpc.name
-        self._box = astore.store.reply_box(rpc.reply_topic_name)
-        self._watch = self._box.watch()
+        self._box = box
+        self._watch = box.watch()
+        self._abox: Any = box if astore._native else None
 
     def __repr__(self) -> str:
         return f"AsyncRpc({self.name!r})"
@@ -838,18 +1085,25 @@ class AsyncRpc:
         hdrs[_rpc.REPLY_TO] = self.sync.reply_topic_name
         hdrs[_rpc.CORRELATION_ID] = corr
         hdrs[_rpc.DEADLINE_MS] = b"%d" % deadline_ms
-        box, watch = self._box, self._watch
+        box, watch, abox = self._box, self._watch, self._abox
         box.open(corr)
         try:
             seen = watch.seq()
-            await self._as._append(self.sync.requests, self.sync.requests.append, value,
-                                   headers=hdrs)
+            if abox is not None:
+                requests: Any = self.sync.requests
+                await requests.append_async(value, headers=hdrs)
+            else:
+                await self._as._append(self.sync.requests, self.sync.requests.append, value,
+                                       headers=hdrs)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
                     await watch.wait_async(seen, remaining)
                 seen = watch.seq()
-                reply = box.take(corr)
+                if abox is not None:
+                    reply = await abox.take_async(corr)
+                else:
+                    reply = await self._as._sync(box.take, corr)
                 if reply is not None:
                     return _rpc._unpack(reply)
                 if deadline - time.monotonic() <= 0:
@@ -980,6 +1234,14 @@ class AsyncServer:
                 box = await rpc._as._run(rpc._as.store.reply_box, reply_to)
             except (TopicNotFound, ValueError, TypeError):
                 return
+        if rpc._as._native:
+            abox: Any = box
+            try:
+                await abox.put_async(corr, value, err)
+            except RecordTooLarge as e:
+                value, err = _rpc._describe(e)
+                await abox.put_async(corr, value[:1024], err)
+            return
         try:
             await rpc._as._append(rpc.sync.replies, box.put, corr, value, err)
         except RecordTooLarge as e:
@@ -995,12 +1257,28 @@ class AsyncEventStore:
         self.sync = es
         self._topic = topic
         self.name = es.name
+        # The event log's coroutine twins, on a store bound to the loop (else None).
+        self._alog: Any = es._events if astore._native else None
 
     def __repr__(self) -> str:
         return f"AsyncEventStore({self.name!r})"
 
     async def append(self, stream_id: str, events: Any, expected_version: int = api.ANY) -> int:
         """Append ``events`` to a stream (see ``EventStore.append``)."""
+        if self._alog is not None:
+            self._as.store.raise_if_closed()
+            sid, sid_b = _es._stream_id(stream_id)
+            expected = _es._expected_version(expected_version)
+            tracer = _tracing.tracer()
+            if tracer is not None and type(events) in (list, tuple):
+                # As the sync view: one producer span per commit, in every event.
+                with _tracing.producer_span(tracer, self.name, len(events)):
+                    items = _es._events(_es._traced_events(events), sid, sid_b)
+                    versions = (await self._alog.commit_async(items, {sid: expected}))[1]
+                    return versions[sid]  # type: ignore[no-any-return]
+            items = _es._events(events, sid, sid_b)
+            versions = (await self._alog.commit_async(items, {sid: expected}))[1]
+            return versions[sid]  # type: ignore[no-any-return]
         if isinstance(events, list | tuple) and len(events) <= INLINE_READ_RECORDS:
             return await self._as._append(self._topic, self.sync.append, stream_id, events,
                                           expected_version)
@@ -1008,21 +1286,59 @@ class AsyncEventStore:
 
     async def read(self, stream_id: str, from_version: int = 0, limit: int | None = None,
                    backwards: bool = False) -> list[api.Event]:
-        if isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS:
+        if self._alog is not None:
+            self._as.store.raise_if_closed()
+            sid, _ = _es._stream_id(stream_id)
+            lo = _es._int_arg(from_version, "from_version", 0)
+            if limit is not None:
+                limit = _es._int_arg(limit, "limit", 0)
+            if not isinstance(backwards, bool):
+                raise TypeError(f"backwards must be a bool, not {type(backwards).__name__}")
+            events: list[api.Event] = await self._alog.stream_events_async(
+                sid, lo, None, limit, backwards)
+            if backwards:
+                events.reverse()
+            return events
+        if isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS \
+                and not self._as._threaded:
             return self.sync.read(stream_id, from_version, limit, backwards)
         return await self._as._run(self.sync.read, stream_id, from_version, limit, backwards)
 
     async def read_all(self, from_position: int = 0,
                        limit: int | None = None) -> list[api.Event]:
-        if isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS:
+        if self._alog is not None:
+            self._as.store.raise_if_closed()
+            position = _es._int_arg(from_position, "from_position", 0)
+            if limit is not None:
+                limit = _es._int_arg(limit, "limit", 0)
+            out: list[api.Event] = []
+            while limit is None or len(out) < limit:
+                want = EVENT_SUBSCRIBE_BATCH_RECORDS * 8
+                if limit is not None:
+                    want = min(want, limit - len(out))
+                events, nxt = await self._alog.events_async(position, want)
+                out.extend(events)
+                if nxt == position:
+                    break
+                position = nxt
+            return out
+        if isinstance(limit, int) and 0 <= limit <= INLINE_READ_RECORDS \
+                and not self._as._threaded:
             return self.sync.read_all(from_position, limit)
         return await self._as._run(self.sync.read_all, from_position, limit)
 
     async def last_version(self, stream_id: str) -> int:
-        return self.sync.last_version(stream_id)
+        if self._alog is not None:
+            self._as.store.raise_if_closed()
+            sid, _ = _es._stream_id(stream_id)
+            return await self._alog.last_version_async(sid)  # type: ignore[no-any-return]
+        return await self._as._sync(self.sync.last_version, stream_id)
 
     async def end_position(self) -> int:
-        return self.sync.end_position()
+        if self._alog is not None:
+            self._as.store.raise_if_closed()
+            return await self._alog.end_position_async()  # type: ignore[no-any-return]
+        return await self._as._sync(self.sync.end_position)
 
     def subscribe(self, from_position: int = 0, *,
                   timeout: float | None = None) -> AsyncEventSubscription:
@@ -1041,7 +1357,7 @@ class AsyncEventSubscription:
     def __init__(self, es: AsyncEventStore, position: int, timeout: float | None) -> None:
         self._es = es
         self._log = es.sync._events
-        self._watch = self._log.watch()
+        self._watch: Any = None  # made on the first wait (on JetStream a network call)
         self._position = position
         self._timeout = timeout
         self._buffer: deque[api.Event] = deque()
@@ -1062,8 +1378,19 @@ class AsyncEventSubscription:
                 raise StopAsyncIteration
             if self._buffer:
                 return self._buffer.popleft()
+            if self._watch is None:
+                if self._es._alog is not None:
+                    self._watch = await self._es._alog.watch_async()
+                else:
+                    self._watch = await self._es._as._sync(self._log.watch)
+                continue
             seen = self._watch.seq()
-            events, nxt = self._log.events(self._position, EVENT_SUBSCRIBE_BATCH_RECORDS)
+            if self._es._alog is not None:
+                events, nxt = await self._es._alog.events_async(
+                    self._position, EVENT_SUBSCRIBE_BATCH_RECORDS)
+            else:
+                events, nxt = await self._es._as._sync(
+                    self._log.events, self._position, EVENT_SUBSCRIBE_BATCH_RECORDS)
             if nxt != self._position:
                 self._position = nxt
                 self._buffer.extend(events)
@@ -1082,6 +1409,8 @@ class AsyncEventSubscription:
             return
         self._closed = True
         self._buffer.clear()
+        if self._watch is None:
+            return
         try:
             self._watch.wake()
         except (StoreClosed, OSError):

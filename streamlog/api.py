@@ -18,7 +18,16 @@ Rules every member keeps, on every backend:
   is written; a closed store raises StoreClosed; a deleted topic raises
   TopicNotFound.
 * Nothing here needs a blocking caller: each wait has an awaitable twin
-  (``Watch.wait_async``), and every other call is short.
+  (``Watch.wait_async``), and every other call is short on a store whose
+  calls are local.
+
+A backend whose calls go over the network (JetStream) may offer coroutine
+twins of them, ``<name>_async`` with the same arguments, results, errors and
+guarantees: the ``Awaitable*`` protocols below. A store says with
+``awaitable_on_loop()`` whether they may be awaited on the running loop;
+``streamlog.aio`` awaits them then, and otherwise runs the calls that wait
+for the network in threads. A backend without them (the embedded engine,
+whose calls take microseconds) declines by not having ``awaitable_on_loop``.
 """
 
 from __future__ import annotations
@@ -31,6 +40,12 @@ from streamlog._types import GroupReset, Position, Record, RecordBatch, Retentio
 
 __all__ = [
     "ANY",
+    "AwaitableEventLog",
+    "AwaitableGroup",
+    "AwaitableMessage",
+    "AwaitableReplyBox",
+    "AwaitableStore",
+    "AwaitableTopic",
     "NO_STREAM",
     "Event",
     "EventLog",
@@ -566,4 +581,88 @@ class Store(Protocol):
 
     def on_close(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` when the store closes, before its handles stop working."""
+        ...
+
+
+# ------------------------------------------------------------------ awaited twins
+@runtime_checkable
+class AwaitableMessage(Protocol):
+    """A Message whose settling can be awaited (see the module's docstring)."""
+
+    async def ack_async(self) -> bool: ...
+    async def nack_async(self, delay_s: float = 0, error: str | None = None) -> bool: ...
+    async def in_progress_async(self) -> bool: ...
+    async def defer_async(self, delay_s: float) -> bool: ...
+
+
+@runtime_checkable
+class AwaitableGroup(Protocol):
+    """A Group whose calls can be awaited. ``poll_async`` cancelled while it waits
+    leases nothing."""
+
+    async def poll_async(self, max_records: int = 100,
+                         timeout: float | None = 1.0) -> Sequence[Message]: ...
+    async def ack_async(self, msgs: Sequence[Any]) -> list[bool]: ...
+    async def nack_async(self, msgs: Sequence[Any], delay_s: float = 0,
+                         error: str | None = None) -> list[bool]: ...
+    async def lag_async(self, partition: int | None = None) -> int: ...
+    async def close_async(self) -> None: ...
+
+
+@runtime_checkable
+class AwaitableTopic(Protocol):
+    """A Topic whose calls can be awaited (``read_async`` returns a list)."""
+
+    async def append_async(self, value: Any, key: Any = None, headers: Any = None,
+                           timestamp_ms: int | None = None,
+                           msg_id: Any = None) -> Position: ...
+    async def append_many_async(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
+                                headers: Sequence[Any] | None = None) -> list[Position]: ...
+    async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
+                                   headers: Any = None) -> Position: ...
+    async def read_async(self, partition: int, offset: int = 0,
+                         limit: int | None = None) -> list[Record]: ...
+    async def get_async(self, partition: int, offset: int) -> Record: ...
+    async def read_batch_async(self, partition: int, offset: int,
+                               max_records: int) -> RecordBatch: ...
+    async def start_offset_async(self, partition: int) -> int: ...
+    async def end_offset_async(self, partition: int) -> int: ...
+    async def offset_for_time_async(self, partition: int, timestamp_ms: int) -> int: ...
+    async def watch_async(self) -> Watch: ...
+
+
+@runtime_checkable
+class AwaitableEventLog(Protocol):
+    """An EventLog whose calls can be awaited."""
+
+    async def commit_async(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
+                           first_headers: EncodedHeaders | None = None
+                           ) -> tuple[int, dict[str, int]]: ...
+    async def last_version_async(self, stream_id: str) -> int: ...
+    async def stream_events_async(self, stream_id: str, lo: int, hi: int | None,
+                                  limit: int | None, backwards: bool = False
+                                  ) -> list[Event]: ...
+    async def events_async(self, position: int, max_events: int
+                           ) -> tuple[list[Event], int]: ...
+    async def end_position_async(self) -> int: ...
+    async def watch_async(self) -> Watch: ...
+
+
+@runtime_checkable
+class AwaitableReplyBox(Protocol):
+    """A ReplyBox whose network calls can be awaited (``open``/``close`` stay plain:
+    they are local)."""
+
+    async def take_async(self, correlation_id: bytes) -> tuple[bytes, str | None] | None: ...
+    async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None: ...
+
+
+@runtime_checkable
+class AwaitableStore(Protocol):
+    """A store whose handles have the awaited twins above."""
+
+    def awaitable_on_loop(self) -> bool:
+        """True when the twins may be awaited on the running event loop (the store is
+        bound to it); False when the store's calls wait for the network on a loop of
+        its own: run them in a thread."""
         ...

@@ -48,3 +48,17 @@ def open_store(where: str | os.PathLike, **options: Any) -> Any:
     from streamlog.backends.local.log import open_log
 
     return open_log(where, **options)
+
+
+async def open_store_async(where: str | os.PathLike, **options: Any) -> Any:
+    """A store bound to the running event loop, for a backend that can be (JetStream:
+    its connection runs on that loop, no thread); None for the others (open those
+    with ``open_store``, in a thread: opening may create files and recover)."""
+    if isinstance(where, str) and where.split("://", 1)[0].lower() in JETSTREAM_SCHEMES \
+            and "://" in where:
+        try:
+            from streamlog.backends.jetstream.log import JetStreamLog
+        except ModuleNotFoundError:
+            return None  # open_store says what is missing
+        return await JetStreamLog.open_async(where, **options)
+    return None

@@ -13,6 +13,7 @@ from streamlog.backends.jetstream._client import (
     H_BATCH_COMMIT,
     H_BATCH_ID,
     H_BATCH_SEQ,
+    Connection,
     JetStreamError,
     NotFound,
     OutMsg,
@@ -346,3 +347,30 @@ def test_get_range_on_an_empty_stream(conn, part):
     """An empty stream answers with no messages rather than an error."""
     name, _ = part
     assert conn.run(conn.get_range(name, 1, 10)) == []
+
+
+@pytest.mark.asyncio
+async def test_a_connection_bound_to_the_callers_loop_has_no_thread(js_url):
+    """Opened with ``loop=`` and ``connect_async``, a Connection runs nats-py on the
+    caller's loop: its coroutines are awaited there, ``run`` works from other threads
+    while the loop runs and is refused on the loop itself, and closing from the loop
+    leaves the loop running."""
+    loop = asyncio.get_running_loop()
+    before = {th.name for th in threading.enumerate()}
+    c = Connection(js_url, loop=loop)
+    await c.connect_async()
+    try:
+        assert c.bound and c.on_loop() and c.loop is loop
+        assert {th.name for th in threading.enumerate()} <= before | {"asyncio_0"}
+        assert (await c.api("INFO"))["type"] == "io.nats.jetstream.api.v1.account_info_response"
+        # from another thread: handed to this loop, which is free while we await
+        info = await asyncio.to_thread(c.run, c.api("INFO"))
+        assert info["type"] == "io.nats.jetstream.api.v1.account_info_response"
+        coro = c.api("INFO")
+        with pytest.raises(RuntimeError, match="await instead"):
+            c.run(coro)
+    finally:
+        await c.aclose()
+    assert loop.is_running()
+    with pytest.raises(StreamlogError, match="closed"):
+        await asyncio.to_thread(c.run, asyncio.sleep(0))

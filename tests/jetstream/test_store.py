@@ -423,14 +423,15 @@ def test_a_read_ending_inside_an_unfinished_batch_stops_before_it(log, monkeypat
         msgs[total - unfinished + k] = msgs[total - unfinished + k]._replace(
             headers={"SL-Ts": "1", "Nats-Batch-Id": "b", "Nats-Batch-Sequence": str(k + 1)})
     monkeypatch.setattr(t, "_bounds", lambda p: (0, total))
-    monkeypatch.setattr(t, "_range", lambda p, offset, count, last: msgs[offset:offset + min(
-        count, last - offset)])
 
-    def run(coro):  # the read of the last message, through the leader
-        coro.close()
+    async def arange(p, offset, count, last):
+        return msgs[offset:offset + min(count, last - offset)]
+
+    async def last_message():  # the read of the last message, through the leader
         return msgs[total - 1]
 
-    monkeypatch.setattr(t, "_run", run)
+    monkeypatch.setattr(t, "_arange", arange)
+    monkeypatch.setattr(t, "_get_message", lambda p, seq: last_message())
     done = total - unfinished
     assert [r.offset for r in t.read(0)] == list(range(done))
     assert [r.offset for r in t.read(0, 5, 2000)] == list(range(5, done))

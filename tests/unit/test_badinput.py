@@ -511,6 +511,7 @@ _PLAUSIBLE = {
     "deliver_at_ms": 0,
     "to": "earliest",
     "topic": "t", "expected_offset": 0,
+    "batch": streamlog.RecordBatch.from_arrays([b"v"]), "records": [], "count": 1,
 }
 # Closing is idempotent: a handle may be closed (or stopped) after its store.
 _LIFECYCLE = {"close", "stop"}

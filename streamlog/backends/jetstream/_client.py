@@ -1,9 +1,13 @@
-"""The one connection to NATS a JetStream store handle owns, run on its own event-loop thread.
+"""The one connection to NATS a JetStream store handle owns, on its own loop or the caller's.
 
 nats-py is asyncio-only. :class:`Connection` runs it on one private event-loop
 thread per store handle: synchronous callers hand it a coroutine with
 :meth:`Connection.run` and get the result (or the exception) back on their
 own thread; asyncio callers can await the same coroutines on that loop.
+Opened with ``loop=`` (and ``await connect_async()``), it runs on that loop
+instead, with no thread: the loop's own tasks await its coroutines directly
+(:func:`completing` keeps their cancellations whole), and ``run`` still works
+from other threads while the loop runs.
 
 The coroutine methods are the JetStream operations the backend is built
 from (streams per topic partition, acknowledged and atomic-batch publishes,
@@ -60,6 +64,7 @@ __all__ = [
     "StreamState",
     "WrongLastSequence",
     "check_server",
+    "completing",
     "parse_url",
 ]
 
@@ -526,6 +531,31 @@ def _expire(fut: asyncio.Future[Any], subject: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Awaiting from the caller's tasks
+
+
+async def completing(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` in a task of its own, shielded: a cancellation of the caller lands
+    here, and ``coro`` runs to its end (an append, ack or commit is never left
+    half-done; the caller just does not learn its result). This is also what makes a
+    cancellation reach the caller at all: nats-py swallows a CancelledError that lands
+    inside its publish (``Client._flush_pending``), so a task cancelled there would go
+    on as if it never was."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_retrieve)
+        raise
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a task nobody awaits any more as seen."""
+    if not task.cancelled():
+        task.exception()
+
+
+# --------------------------------------------------------------------------
 # The connection
 
 
@@ -564,6 +594,7 @@ class Connection:
         connect_timeout: float = CONNECT_TIMEOUT_S,
         request_timeout: float = REQUEST_TIMEOUT_S,
         nats_options: Mapping[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.url = url if isinstance(url, NatsURL) else parse_url(url)
         if connect_timeout <= 0:
@@ -578,16 +609,46 @@ class Connection:
         self._last_error: BaseException | None = None
         self._auth_failed: asyncio.Event | None = None
         self._closed = False
+        self._options = dict(nats_options or {})
+        self._thread: threading.Thread | None = None
+        if loop is not None:
+            # Bound to the caller's loop: no thread; ``await connect_async()`` connects.
+            self._loop = loop
+            return
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"streamlog-nats-{self.url.store}", daemon=True
         )
         self._thread.start()
         try:
-            self.run(self._connect(dict(nats_options or {})), timeout=None)
+            self.run(self._connect(self._options), timeout=None)
         except BaseException:
             self._stop_loop()
             raise
+
+    async def connect_async(self) -> None:
+        """Connect a connection bound to the caller's loop (``loop=``), on that loop:
+        the checks and errors of opening are those of the threaded connection."""
+        if self._thread is not None or asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("connect_async is for a connection bound to the running loop")
+        try:
+            await self._connect(self._options)
+        except BaseException:
+            self._closed = True
+            raise
+
+    @property
+    def bound(self) -> bool:
+        """True when the connection runs on a loop of the caller's (no thread of its own):
+        its coroutines are awaited there directly; ``run`` works from other threads."""
+        return self._thread is None
+
+    def on_loop(self) -> bool:
+        """Whether the calling thread is running this connection's loop (a ``run`` from
+        here could never finish: await the coroutine instead)."""
+        if self._thread is not None:
+            return threading.current_thread() is self._thread
+        return asyncio._get_running_loop() is self._loop
 
     # -- running coroutines -------------------------------------------------
 
@@ -602,7 +663,7 @@ class Connection:
         ``timeout`` bounds the wait (TimeoutError, the coroutine is cancelled);
         None waits as long as the coroutine's own timeouts allow.
         """
-        if threading.current_thread() is self._thread:
+        if self.on_loop():
             coro.close()
             raise RuntimeError("Connection.run called on its own event-loop thread; await instead")
         if self._closed:
@@ -625,9 +686,9 @@ class Connection:
         while not done.acquire(timeout=_CLOSED_CHECK_S if timeout is None
                                else min(_CLOSED_CHECK_S, timeout - waited)):
             waited += _CLOSED_CHECK_S
-            if self._closed and not self._loop.is_running():
-                # Closed by another thread while this call waited: its loop stopped
-                # and will never run the call (or finish it).
+            if (self._closed or self._loop.is_closed()) and not self._loop.is_running():
+                # Closed by another thread while this call waited (or, bound, its loop
+                # was closed): the loop will never run the call (or finish it).
                 if not box:
                     coro.close()
                 raise StreamlogError(f"{self.url}: the connection is closed")
@@ -649,6 +710,11 @@ class Connection:
         """
         if self._closed:
             return
+        if self._thread is None and self.on_loop():
+            # Bound, and called on its own loop: it cannot wait for itself here.
+            self._closed = True
+            self._loop.create_task(self._close())
+            return
         self._closed = True
         try:
             if self._nc is not None:
@@ -665,8 +731,23 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def aclose(self) -> None:
+        """Close, awaited on the connection's loop (a bound connection's way to close from
+        that loop); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._close()
+        except Exception as e:  # noqa: BLE001 - a dead server: closing is still done locally
+            log.debug("closing %s: %r", self.url, e)
+        if self._thread is not None:
+            self._loop.call_soon(self._loop.stop)
+
     def _stop_loop(self) -> None:
         self._closed = True
+        if self._thread is None:
+            return  # the caller's loop: theirs to stop, with their own tasks on it
         if self._loop.is_running():
             if threading.current_thread() is not self._thread:
                 # Cancel what is still running and let it unwind on the loop, so that no

@@ -117,14 +117,20 @@ class JetStreamEventLog:
 
     # ----------------------------------------------------------------- reads
     def _last_msg(self, subject: str) -> StoredMsg | None:
+        return self._topic._run(self._alast_msg(subject))
+
+    async def _alast_msg(self, subject: str) -> StoredMsg | None:
         conn, stream = self._conn, self._stream
-        m: StoredMsg | None = self._topic._read_run(
+        m: StoredMsg | None = await self._topic._areading(
             lambda: conn.get_last_message(stream, subject))
         return m
 
     def _read_head(self, stream_id: str) -> tuple[int, int]:
         """(version, seq) of the stream's last event through the leader; cached."""
-        m = self._last_msg(self.subject_of(stream_id))
+        return self._topic._run(self._aread_head(stream_id))
+
+    async def _aread_head(self, stream_id: str) -> tuple[int, int]:
+        m = await self._alast_msg(self.subject_of(stream_id))
         head = _NONE if m is None else (_version_of(m), m.seq)
         with self._lock:
             self._heads[stream_id] = head
@@ -132,8 +138,11 @@ class JetStreamEventLog:
 
     def last_version(self, stream_id: str) -> int:
         """The version of the stream's last event, NO_STREAM (-1) for an unknown stream."""
+        return self._topic._run(self._alast_version(stream_id))
+
+    async def _alast_version(self, stream_id: str) -> int:
         self._store._check()
-        return self._read_head(stream_id)[0]
+        return (await self._aread_head(stream_id))[0]
 
     # ---------------------------------------------------------------- commit
     def commit(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
@@ -148,6 +157,11 @@ class JetStreamEventLog:
                 tracking: tuple[str, int] | None) -> tuple[int, dict[str, int]]:
         """``commit``, with (application, notification id) of a tracking record sent
         first in the same batch when ``tracking`` is given."""
+        return self._topic._run(self._acommit(events, expected, first_headers, tracking))
+
+    async def _acommit(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
+                       first_headers: EncodedHeaders | None,
+                       tracking: tuple[str, int] | None) -> tuple[int, dict[str, int]]:
         store = self._store
         store._check_writable(f"commit to event store {self.name!r}")
         entries = list(events)
@@ -182,13 +196,13 @@ class JetStreamEventLog:
                 h = heads[sid]
                 exp = expected[sid]
                 if h is None or (exp != ANY and h[0] != exp and sid not in fresh):
-                    h = heads[sid] = self._read_head(sid)
+                    h = heads[sid] = await self._aread_head(sid)
                     fresh.add(sid)
                 if exp != ANY and h[0] != exp:
                     raise WrongExpectedVersion(exp, h[0], sid)
             if tracking is not None:
                 if t_head is None:
-                    t_head = _tracking_head(self, t_subject)  # type: ignore[arg-type]
+                    t_head = await _atracking_head(self, t_subject)  # type: ignore[arg-type]
                 app, nid = tracking
                 if t_head[0] is not None and t_head[0] >= nid:
                     raise WrongExpectedVersion(nid, t_head[0], app)
@@ -209,7 +223,7 @@ class JetStreamEventLog:
                     wire[H_EXPECTED_LAST_SUBJECT_SEQ] = str(heads[sid][1])  # type: ignore[index]
                 msgs.append(OutMsg(subjects[sid], e[2], wire))
             try:
-                first_seq, last_seq = self._send(msgs)
+                first_seq, last_seq = await self._asend(msgs)
             except JetStreamError as err:
                 if not _rejected_expectation(err):
                     raise
@@ -235,13 +249,16 @@ class JetStreamEventLog:
     def _send(self, msgs: list[OutMsg]) -> tuple[int, int]:
         """Publish ``msgs`` (one plain publish, else one atomic batch); their first and
         last sequence."""
+        return self._topic._run(self._asend(msgs))
+
+    async def _asend(self, msgs: list[OutMsg]) -> tuple[int, int]:
         conn, topic = self._conn, self._topic
         if len(msgs) == 1:
             m = msgs[0]
-            ack = topic._run(topic._sending(
-                0, lambda: conn.publish(m.subject, m.payload, m.headers), idempotent=False))
+            ack = await topic._sending(
+                0, lambda: conn.publish(m.subject, m.payload, m.headers), idempotent=False)
             return ack.seq, ack.seq
-        back = topic._run(topic._sending(0, lambda: conn.publish_batch(msgs), idempotent=False))
+        back = await topic._sending(0, lambda: conn.publish_batch(msgs), idempotent=False)
         return back.first_seq, back.last_seq
 
     # ----------------------------------------------------------------- reads
@@ -259,8 +276,12 @@ class JetStreamEventLog:
 
     def _stream_read(self, sid: str, lo: int, hi: int | None, limit: int | None, newest: bool,
                 as_events: bool) -> tuple[int, list[Any]]:
+        return self._topic._run(self._astream_read(sid, lo, hi, limit, newest, as_events))
+
+    async def _astream_read(self, sid: str, lo: int, hi: int | None, limit: int | None,
+                            newest: bool, as_events: bool) -> tuple[int, list[Any]]:
         self._store._check()
-        last, last_seq = self._read_head(sid)
+        last, last_seq = await self._aread_head(sid)
         top = last if hi is None else min(hi, last)
         if top < lo or limit == 0:
             return lo, []
@@ -270,7 +291,7 @@ class JetStreamEventLog:
                 bottom = max(bottom, top - limit + 1)
             else:
                 top = min(top, bottom + limit - 1)
-        msgs = self._subject_msgs(self.subject_of(sid), top + 1, last_seq)
+        msgs = await self._asubject_msgs(self.subject_of(sid), top + 1, last_seq)
         out: list[Any] = []
         topic = self._topic
         for m in msgs:
@@ -296,18 +317,21 @@ class JetStreamEventLog:
         """The first ``count`` messages on ``subject`` (none past ``last_seq``), by
         filtered direct gets; what a lagging replica did not have yet is read through
         the leader."""
-        conn, stream, topic = self._conn, self._stream, self._topic
+        return self._topic._run(self._asubject_msgs(subject, count, last_seq))
+
+    async def _asubject_msgs(self, subject: str, count: int, last_seq: int) -> list[StoredMsg]:
+        conn, stream = self._conn, self._stream
         out: list[StoredMsg] = []
         seq = 1
         while len(out) < count and seq <= last_seq:
             want = min(STREAM_READ_CHUNK, count - len(out))
             start = seq
-            got = topic._read_run(lambda s=start, w=want: conn.get_range(
+            got = await self._topic._areading(lambda s=start, w=want: conn.get_range(
                 stream, s, w, next_by_subj=subject))
             got = [m for m in got if m.seq <= last_seq]
             if not got:
                 # A lagging replica (or nothing left): ask the leader for the next one.
-                m = topic._read_run(lambda s=start: _next_on(conn, stream, s, subject))
+                m = await self._topic._areading(lambda s=start: _next_on(conn, stream, s, subject))
                 if m is None:
                     break
                 if m.seq > last_seq:
@@ -322,16 +346,56 @@ class JetStreamEventLog:
         after them. Records that are not events (no ``es-*`` headers) are skipped."""
         return events_from_records(self._topic.read(0, position, max_events), position)
 
+    async def _aevents(self, position: int, max_events: int) -> tuple[list[Event], int]:
+        return events_from_records(await self._topic._aread(0, position, max_events), position)
+
     def end_position(self) -> int:
         """The position after the last event (records after it that are not events,
         such as tracking records, do not count)."""
+        return self._topic._run(self._aend_position())
+
+    async def _aend_position(self) -> int:
         self._store._check()
-        m = self._last_msg(f"{self._psubject}.e.>")
+        m = await self._alast_msg(f"{self._psubject}.e.>")
         return 0 if m is None else m.seq
 
     def watch(self) -> Watch:
         """Wake-ups on every commit (the topic's watch)."""
         w: Watch = self._topic.watch()
+        return w
+
+    # ----------------------------------------------------------------- awaited
+    # The coroutine twins (``streamlog.api.AwaitableEventLog``), for a store bound to
+    # the running loop.
+    async def commit_async(self, events: Sequence[NewEventFields], expected: Mapping[str, int],
+                           first_headers: EncodedHeaders | None = None
+                           ) -> tuple[int, dict[str, int]]:
+        """``commit``, awaited."""
+        return await self._topic._awaited(self._acommit(events, expected, first_headers, None))
+
+    async def last_version_async(self, stream_id: str) -> int:
+        """``last_version``, awaited."""
+        return await self._topic._awaited(self._alast_version(stream_id))
+
+    async def stream_events_async(self, stream_id: str, lo: int, hi: int | None,
+                                  limit: int | None, backwards: bool = False) -> list[Event]:
+        """``stream_events``, awaited."""
+        got = await self._topic._awaited(self._astream_read(stream_id, lo, hi, limit,
+                                                            backwards, True))
+        events: list[Event] = got[1]
+        return events
+
+    async def events_async(self, position: int, max_events: int) -> tuple[list[Event], int]:
+        """``events``, awaited."""
+        return await self._topic._awaited(self._aevents(position, max_events))
+
+    async def end_position_async(self) -> int:
+        """``end_position``, awaited."""
+        return await self._topic._awaited(self._aend_position())
+
+    async def watch_async(self) -> Watch:
+        """``watch``, awaited."""
+        w: Watch = await self._topic.watch_async()
         return w
 
 
@@ -371,7 +435,11 @@ def _rejected_expectation(err: JetStreamError) -> bool:
 def _tracking_head(log: JetStreamEventLog, subject: str) -> tuple[int | None, int]:
     """(highest notification id or None, sequence of its record or 0) of a tracking
     subject, through the leader."""
-    m = log._last_msg(subject)
+    return log._topic._run(_atracking_head(log, subject))
+
+
+async def _atracking_head(log: JetStreamEventLog, subject: str) -> tuple[int | None, int]:
+    m = await log._alast_msg(subject)
     if m is None:
         return None, 0
     return int(_records.decode_headers(m.headers)[TRACKING_ID_HEADER]), m.seq

@@ -72,7 +72,7 @@ from streamlog.errors import (
 )
 
 from . import _naming
-from ._client import JetStreamError, NotFound, StoredMsg, _translate
+from ._client import JetStreamError, NotFound, StoredMsg, _translate, completing
 
 __all__ = [
     "DELIVER_AT_MS",
@@ -222,6 +222,34 @@ class Message:
         if self._state:
             return False
         return self._group._settle([self], _DEFER, delay_s)[0]
+
+    async def ack_async(self) -> bool:
+        """``ack``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return self._state == _ACKED
+        return (await self._group._settle_async([self], _ACK))[0]
+
+    async def nack_async(self, delay_s: float = 0, error: str | None = None) -> bool:
+        """``nack``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _NACK, delay_s, error))[0]
+
+    async def in_progress_async(self) -> bool:
+        """``in_progress``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _EXTEND))[0]
+
+    async def defer_async(self, delay_s: float) -> bool:
+        """``defer``, awaited."""
+        self._group._check_store()
+        if self._state:
+            return False
+        return (await self._group._settle_async([self], _DEFER, delay_s))[0]
 
     def _asdict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self._fields}
@@ -827,8 +855,55 @@ class Group:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
         end = math.inf if timeout is None else time.monotonic() + timeout
         while True:
+            msgs, dead = self._conn.run(self._apoll_riding(max_records, end))
+            if dead:
+                self._dead_letter(dead)
+            if msgs or time.monotonic() >= end:
+                return msgs
+            self._check()
+
+    async def poll_async(self, max_records: int = 100,
+                         timeout: float | None = 1.0) -> list[Message]:
+        """``poll``, awaited. Cancelled while it waits, it leases nothing: a delivery
+        that comes after is handed out by the handle's next poll."""
+        self._check()
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        end = math.inf if timeout is None else time.monotonic() + timeout
+        task = asyncio.ensure_future(self._apoll_until(max_records, end))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The poll runs to its end in its own task (a cancellation inside the NATS
+            # client would be lost); what it leased goes back at once, uncounted.
+            task.add_done_callback(self._hand_back_polled)
+            raise
+
+    def _hand_back_polled(self, task: asyncio.Future[list[Message]]) -> None:
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return
+        asyncio.ensure_future(self._settle_async(task.result(), _DEFER, 0))
+
+    async def _apoll_until(self, max_records: int, end: float) -> list[Message]:
+        while True:
+            msgs, dead = await self._apoll_riding(max_records, end)
+            if dead:
+                await self._adead_letter(dead)
+            if msgs or time.monotonic() >= end:
+                if msgs:
+                    tracer = _tracing.tracer()
+                    if tracer is not None:
+                        _tracing.receive(tracer, self.topic.name, msgs)
+                return msgs
+            self._check()
+
+    async def _apoll_riding(self, max_records: int, end: float) -> tuple[list[Message], list]:
+        """``_apoll``, riding out a lost connection until ``end`` ([] then); a deleted
+        topic is TopicNotFound. Returns the messages and what must be dead-lettered."""
+        while True:
             try:
-                msgs, dead = self._conn.run(self._apoll(max_records, end))
+                return await self._apoll(max_records, end)
             except NotFound as e:
                 if self._conn.nc.is_connected:
                     raise TopicNotFound(f"topic {self.topic.name!r} does not exist "
@@ -845,14 +920,8 @@ class Group:
                 self._check()
                 left = end - time.monotonic()
                 if left <= 0:
-                    return []
-                time.sleep(min(left, _RETRY_PAUSE_S))
-                continue
-            if dead:
-                self._dead_letter(dead)
-            if msgs or time.monotonic() >= end:
-                return msgs
-            self._check()
+                    return [], []
+                await asyncio.sleep(min(left, _RETRY_PAUSE_S))
 
     async def _apoll(self, max_records: int, end: float) -> tuple[list[Message], list]:
         nc = self._conn.nc
@@ -1246,6 +1315,51 @@ class Group:
 
     def _settle(self, msgs: list[Message], action: int, delay_s: float = 0,
                 error: str | None = None) -> list[bool]:
+        out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
+        if not todo or self._closed:
+            return out
+        answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
+                                                     delay_s, error))
+        for i, ok in zip(todo, answers, strict=True):
+            out[i] = ok
+        if dead:
+            self._dead_letter(dead)
+        return out
+
+    async def _settle_async(self, msgs: list[Message], action: int, delay_s: float = 0,
+                            error: str | None = None) -> list[bool]:
+        """``_settle``, awaited; cancelled, the settle still completes whole."""
+        out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
+        if not todo or self._closed:
+            return out
+        return await completing(self._settle_todo(msgs, out, todo, action, delay_s, error))
+
+    async def _settle_todo(self, msgs: list[Message], out: list[bool], todo: list[int],
+                           action: int, delay_s: float, error: str | None) -> list[bool]:
+        if not todo or self._closed:
+            return out
+        answers, dead = await self._asettle([msgs[i] for i in todo], action, delay_s, error)
+        for i, ok in zip(todo, answers, strict=True):
+            out[i] = ok
+        if dead:
+            await self._adead_letter(dead)
+        return out
+
+    async def ack_async(self, msgs: Iterable[Message]) -> list[bool]:
+        """``ack``, awaited."""
+        self._check_store()
+        return await self._settle_async(_as_list(msgs), _ACK)
+
+    async def nack_async(self, msgs: Iterable[Message], delay_s: float = 0,
+                         error: str | None = None) -> list[bool]:
+        """``nack``, awaited."""
+        self._check_store()
+        return await self._settle_async(_as_list(msgs), _NACK, delay_s, error)
+
+    def _to_settle(self, msgs: list[Message], action: int, delay_s: float,
+                   error: str | None) -> tuple[list[bool], list[int], float]:
+        """Check a settle's arguments: the answers known already (settled messages), the
+        indexes of the messages still to settle, and the checked delay."""
         self._check_store()
         if action in (_NACK, _DEFER):
             delay_s = _validate.seconds(delay_s, "delay_s")
@@ -1263,15 +1377,7 @@ class Group:
                 out[i] = m._state == _ACKED if action == _ACK else False
             else:
                 todo.append(i)
-        if not todo or self._closed:
-            return out
-        answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
-                                                     delay_s, error))
-        for i, ok in zip(todo, answers, strict=True):
-            out[i] = ok
-        if dead:
-            self._dead_letter(dead)
-        return out
+        return out, todo, delay_s
 
     async def _asettle(self, msgs: list[Message], action: int, delay_s: float,
                        error: str | None) -> tuple[list[bool], list]:
@@ -1432,30 +1538,45 @@ class Group:
         terminate them on the server (a msg_id of origin and count: a consumer that
         dies between the two does not add the record twice)."""
         dlq = self.dead_letters()
-        done = []
-        for p, gen, rec, count, err, reply, keyed in jobs:
-            hdrs = dict(rec.headers)
-            hdrs[DLQ_TOPIC] = self.topic.name.encode()
-            hdrs[DLQ_PARTITION] = b"%d" % p
-            hdrs[DLQ_OFFSET] = b"%d" % rec.offset
-            hdrs[DLQ_GROUP] = self.name.encode()
-            hdrs[DLQ_DELIVERY_COUNT] = b"%d" % count
-            hdrs[DLQ_TIMESTAMP_MS] = b"%d" % rec.timestamp_ms
-            if err is not None:
-                hdrs[DLQ_ERROR] = err.encode()
-            value = rec.value
-            if value is None:
-                value = b""
-                hdrs[DLQ_TOMBSTONE] = b"1"
-            mid = f"{self.topic.name}/{self.name}/{p}/{rec.offset}/{count}"
-            try:
-                dlq.append(value, key=rec.key, headers=hdrs, msg_id=mid)
-            except RecordTooLarge:  # the origin headers pushed it over: keep the origin
-                hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
-                hdrs["sl-dlq-truncated"] = b"1"
-                dlq.append(b"", key=rec.key, headers=hdrs, msg_id=mid)
-            done.append((p, gen, rec.offset, reply, keyed))
+        done = [self._dlq_entry(dlq, job) for job in jobs]
         self._conn.run(self._terminate(done))
+
+    async def _adead_letter(self, jobs: list) -> None:
+        """``_dead_letter``, awaited. Opening the dead-letter topic (rare: once per
+        handle) runs in a thread, as it may create the topic."""
+        dlq = self._dlq
+        if dlq is None or dlq.name != self._cfg["dead_letter"]:
+            dlq = await asyncio.to_thread(self.dead_letters)
+        done = [await self._adlq_entry(dlq, job) for job in jobs]
+        await self._terminate(done)
+
+    def _dlq_entry(self, dlq: Any, job: tuple) -> tuple:
+        """Append one dead-lettered record to ``dlq``; what ``_terminate`` needs of it."""
+        return self._conn.run(self._adlq_entry(dlq, job))
+
+    async def _adlq_entry(self, dlq: Any, job: tuple) -> tuple:
+        p, gen, rec, count, err, reply, keyed = job
+        hdrs = dict(rec.headers)
+        hdrs[DLQ_TOPIC] = self.topic.name.encode()
+        hdrs[DLQ_PARTITION] = b"%d" % p
+        hdrs[DLQ_OFFSET] = b"%d" % rec.offset
+        hdrs[DLQ_GROUP] = self.name.encode()
+        hdrs[DLQ_DELIVERY_COUNT] = b"%d" % count
+        hdrs[DLQ_TIMESTAMP_MS] = b"%d" % rec.timestamp_ms
+        if err is not None:
+            hdrs[DLQ_ERROR] = err.encode()
+        value = rec.value
+        if value is None:
+            value = b""
+            hdrs[DLQ_TOMBSTONE] = b"1"
+        mid = f"{self.topic.name}/{self.name}/{p}/{rec.offset}/{count}"
+        try:
+            await dlq.append_async(value, key=rec.key, headers=hdrs, msg_id=mid)
+        except RecordTooLarge:  # the origin headers pushed it over: keep the origin
+            hdrs = {k: v for k, v in hdrs.items() if k.startswith("sl-dlq-")}
+            hdrs["sl-dlq-truncated"] = b"1"
+            await dlq.append_async(b"", key=rec.key, headers=hdrs, msg_id=mid)
+        return p, gen, rec.offset, reply, keyed
 
     async def _terminate(self, done: list) -> None:
         await _requests(self._conn.nc, [(reply, b"+TERM dead-lettered") for *_, reply, _k in done])
@@ -1491,6 +1612,13 @@ class Group:
         if partition is not None:
             partition = _validate.partition(partition, self.topic.partitions)
         return self._conn.run(self._alag(partition))
+
+    async def lag_async(self, partition: int | None = None) -> int:
+        """``lag``, awaited."""
+        self._check()
+        if partition is not None:
+            partition = _validate.partition(partition, self.topic.partitions)
+        return await completing(self._alag(partition))
 
     async def _alag(self, partition: int | None) -> int:
         await self._reload()
@@ -1575,6 +1703,17 @@ class Group:
             self._conn.run(self._aclose())
         except StoreClosed:
             pass
+
+    async def close_async(self) -> None:
+        """``close``, awaited."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            _check_store(self.topic)
+        except StoreClosed:
+            return
+        await completing(self._aclose())
 
     async def _aclose(self) -> None:
         pl = self._puller

@@ -87,6 +87,7 @@ from ._client import (
     PubAck,
     StoredMsg,
     StreamState,
+    completing,
     parse_url,
 )
 from .eventlog import JetStreamEventLog, JetStreamTrackingLog
@@ -244,6 +245,8 @@ class JetStreamTopic:
                 tracer, name, self.append)
             self.append_many = _tracing.traced_append_many(  # type: ignore[method-assign]
                 tracer, name, self.append_many)
+            self.append_async = _tracing.traced_append_async(  # type: ignore[method-assign]
+                tracer, name, self.append_async)
 
     def __repr__(self) -> str:
         return f"JetStreamTopic({self.name!r}, partitions={self.partitions})"
@@ -265,8 +268,25 @@ class JetStreamTopic:
     # ------------------------------------------------------------------ helpers
     def _run(self, coro):
         """Run a coroutine on the store's connection; a vanished stream is TopicNotFound."""
+        if self._store._closed:
+            coro.close()
+            raise StoreClosed("the store is closed")
+        if self._conn.on_loop():  # it would wait for itself (Connection.run says so too)
+            coro.close()
+            raise RuntimeError("a sync call of a JetStream store on its own event loop; "
+                               "await its *_async twin instead")
+        return self._conn.run(self._guarded(coro))
+
+    async def _awaited(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` with the errors of ``_run``, for a caller's task on the store's loop: in
+        a task of its own, so that a cancellation of the caller leaves it whole (see
+        ``completing``)."""
+        return await completing(self._guarded(coro))
+
+    async def _guarded(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` with the errors of ``_run``: a vanished stream is TopicNotFound."""
         try:
-            return self._conn.run(coro)
+            return await coro
         except NotFound as e:
             if self._store._closed:
                 raise StoreClosed("the store is closed") from None
@@ -274,7 +294,7 @@ class JetStreamTopic:
                                 f"{self._store.url} ({e.description})") from None
         except TimeoutError:
             # A publish to a subject no stream owns has no responder: a deleted topic.
-            if not self._store._closed and self._store._read_config(self.name) is None:
+            if not self._store._closed and await self._store._aread_config(self.name) is None:
                 raise TopicNotFound(f"topic {self.name!r} does not exist in "
                                     f"{self._store.url}") from None
             raise
@@ -283,13 +303,20 @@ class JetStreamTopic:
         """Run the read ``make()`` makes, asking again while the stream has no leader."""
         return self._run(_reading(make))
 
+    async def _areading(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Await the read ``make()`` makes, asking again while the stream has no leader."""
+        return await _reading(make)
+
     def _partition(self, partition) -> int:
         self._store._check()
         return _validate.partition(partition, self.partitions)
 
     def _state(self, p: int) -> StreamState:
+        return self._run(self._astate(p))
+
+    async def _astate(self, p: int) -> StreamState:
         conn, stream = self._conn, self._streams[p]
-        return self._run(_reading(lambda: conn.stream_info(stream)))
+        return await _reading(lambda: conn.stream_info(stream))
 
     def _get_message(self, p: int, seq: int) -> Coroutine[Any, Any, StoredMsg]:
         """Read message ``seq`` of partition ``p`` through the stream leader."""
@@ -374,6 +401,10 @@ class JetStreamTopic:
         first append's Position and stores nothing (JetStream's ``Nats-Msg-Id``).
         TypeError/ValueError/RecordTooLarge before anything is sent.
         """
+        return self._run(self._aappend(value, key, headers, timestamp_ms, msg_id))
+
+    async def _aappend(self, value, key=None, headers=None, timestamp_ms: int | None = None,
+                       msg_id=None) -> Position:
         store = self._store
         store._check_writable(f"append to topic {self.name!r}")
         if type(value) is not bytes:
@@ -387,9 +418,9 @@ class JetStreamTopic:
         wire = self._encode(value, key, hdrs, ts, mid_text)
         p = self._partition_of(key, mid)
         conn, subject = self._conn, self._subjects[p]
-        ack = self._run(self._sending(
+        ack = await self._sending(
             p, lambda: conn.publish(subject, value, wire, msg_id=mid_text),
-            idempotent=mid_text is not None))
+            idempotent=mid_text is not None)
         if not ack.duplicate:
             self._appended()
         return _tuple_new(Position, (p, ack.seq - 1))
@@ -402,6 +433,10 @@ class JetStreamTopic:
         More than 1,000 records for one partition (the server's batch limit)
         is a ValueError before anything is sent.
         """
+        return self._run(self._aappend_many(values, keys, headers))
+
+    async def _aappend_many(self, values: Sequence, keys: Sequence | None = None,
+                            headers: Sequence | None = None) -> list[Position]:
         self._store._check_writable(f"append to topic {self.name!r}")
         values, keys, headers = _validate.many(values, keys, headers)
         n = len(values)
@@ -435,7 +470,7 @@ class JetStreamTopic:
             acks = await asyncio.gather(*jobs)
             return [a.seq if isinstance(a, PubAck) else a.first_seq for a in acks]
 
-        firsts = self._run(send())
+        firsts = await send()
         out: list[Position | None] = [None] * n
         for (p, idxs), first in zip(parts, firsts, strict=True):
             for j, i in enumerate(idxs):
@@ -608,16 +643,22 @@ class JetStreamTopic:
     # -------------------------------------------------------------------- read
     def _bounds(self, p: int) -> tuple[int, int]:
         """(start_offset, end_offset) of partition ``p`` as the stream leader has them."""
-        st = self._state(p)
+        return self._run(self._abounds(p))
+
+    async def _abounds(self, p: int) -> tuple[int, int]:
+        st = await self._astate(p)
         end = st.last_seq
         start = st.first_seq - 1 if st.messages else end
         return start, end
 
     def _range(self, p: int, offset: int, count: int, last_seq: int) -> list[StoredMsg]:
         """Up to ``count`` messages from ``offset`` on, never past ``last_seq``."""
+        return self._run(self._arange(p, offset, count, last_seq))
+
+    async def _arange(self, p: int, offset: int, count: int, last_seq: int) -> list[StoredMsg]:
         conn, stream = self._conn, self._streams[p]
-        msgs = self._run(_reading(lambda: conn.get_range(
-            stream, offset + 1, min(count, last_seq - offset), known_last_seq=last_seq)))
+        msgs = await _reading(lambda: conn.get_range(
+            stream, offset + 1, min(count, last_seq - offset), known_last_seq=last_seq))
         return [m for m in msgs if m.seq <= last_seq]
 
     def read(self, partition: int, offset: int = 0, limit: int | None = None) -> Iterator[Record]:
@@ -631,46 +672,81 @@ class JetStreamTopic:
         start, end = self._bounds(p)
         return self._read(p, max(offset, start), end, limit)
 
+    async def _aread(self, partition: int, offset: int = 0,
+                     limit: int | None = None) -> list[Record]:
+        """``read``, awaited, as a list."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        if limit is not None:
+            limit = _validate.positive_int(limit, "limit", minimum=0)
+        start, end = await self._abounds(p)
+        return await self._aread_list(p, max(offset, start), end, limit)
+
     def _read(self, p: int, offset: int, end: int, limit: int | None) -> Iterator[Record]:
         checked = False
         while offset < end and (limit is None or limit > 0):
-            want = READ_CHUNK if limit is None else min(READ_CHUNK, limit)
-            msgs = self._range(p, offset, want, end)
+            msgs, end, checked = self._run(self._aread_chunk(p, offset, end, limit, checked))
             if not msgs:
                 return
-            # The server stores an atomic batch one message at a time: when the end
-            # falls inside a batch whose commit is not stored yet, the read ends before
-            # that batch, so no reader sees part of one. A batch holds at most
-            # ATOMIC_BATCH_MAX_MSGS messages, so only a chunk that reaches that close
-            # to the end needs to look at the last message.
-            if not checked and msgs[-1].seq > end - ATOMIC_BATCH_MAX_MSGS:
-                checked = True
-                tail = msgs[-1] if msgs[-1].seq == end else None
-                if tail is None:
-                    try:
-                        tail = self._run(self._get_message(p, end))
-                    except NotFound:  # removed by retention meanwhile
-                        tail = None
-                if tail is not None:
-                    end = _committed_end(tail, end)
-                    msgs = [m for m in msgs if m.seq <= end]
-                    if not msgs:
-                        return
             for m in msgs:
                 yield self._record(p, m)
             if limit is not None:
                 limit -= len(msgs)
             offset = msgs[-1].seq
 
+    async def _aread_list(self, p: int, offset: int, end: int,
+                          limit: int | None) -> list[Record]:
+        """``_read`` as a list, awaited."""
+        out: list[Record] = []
+        checked = False
+        while offset < end and (limit is None or limit > 0):
+            msgs, end, checked = await self._aread_chunk(p, offset, end, limit, checked)
+            if not msgs:
+                break
+            out.extend(self._record(p, m) for m in msgs)
+            if limit is not None:
+                limit -= len(msgs)
+            offset = msgs[-1].seq
+        return out
+
+    async def _aread_chunk(self, p: int, offset: int, end: int, limit: int | None,
+                           checked: bool) -> tuple[list[StoredMsg], int, bool]:
+        """One chunk of a read from ``offset``: its messages (none past ``end``), the end
+        (moved before a batch still being stored), and whether the end was checked."""
+        want = READ_CHUNK if limit is None else min(READ_CHUNK, limit)
+        msgs = await self._arange(p, offset, want, end)
+        if not msgs:
+            return msgs, end, checked
+        # The server stores an atomic batch one message at a time: when the end
+        # falls inside a batch whose commit is not stored yet, the read ends before
+        # that batch, so no reader sees part of one. A batch holds at most
+        # ATOMIC_BATCH_MAX_MSGS messages, so only a chunk that reaches that close
+        # to the end needs to look at the last message.
+        if not checked and msgs[-1].seq > end - ATOMIC_BATCH_MAX_MSGS:
+            checked = True
+            tail = msgs[-1] if msgs[-1].seq == end else None
+            if tail is None:
+                try:
+                    tail = await self._get_message(p, end)
+                except NotFound:  # removed by retention meanwhile
+                    tail = None
+            if tail is not None:
+                end = _committed_end(tail, end)
+                msgs = [m for m in msgs if m.seq <= end]
+        return msgs, end, checked
+
     def get(self, partition: int, offset: int) -> Record:
         """The record at ``offset``, read through the stream leader;
         OffsetOutOfRange outside [start_offset, end_offset)."""
+        return self._run(self._aget(partition, offset))
+
+    async def _aget(self, partition: int, offset: int) -> Record:
         p = self._partition(partition)
         offset = _validate.offset(offset)
         try:
-            m = self._conn.run(self._get_message(p, offset + 1))
+            m = await self._get_message(p, offset + 1)
         except NotFound:
-            start, end = self._bounds(p)  # TopicNotFound when the stream is gone
+            start, end = await self._abounds(p)  # TopicNotFound when the stream is gone
             raise OffsetOutOfRange(f"offset {offset} outside [{start}, {end}) of "
                                    f"{self.name}/{p}") from None
         return self._record(p, m)
@@ -691,14 +767,17 @@ class JetStreamTopic:
         timestamps do not decrease along the partition, as they do for
         appends that take the clock.
         """
+        return self._run(self._aoffset_for_time(partition, timestamp_ms))
+
+    async def _aoffset_for_time(self, partition: int, timestamp_ms: int) -> int:
         p = self._partition(partition)
         ts = _validate.timestamp(timestamp_ms)
-        start, end = self._bounds(p)
+        start, end = await self._abounds(p)
         lo, hi = start, end  # answer in [lo, hi]
         while lo < hi:
             mid = (lo + hi) // 2
             try:
-                m = self._run(self._get_message(p, mid + 1))
+                m = await self._get_message(p, mid + 1)
             except NotFound:  # removed by retention meanwhile: look later
                 lo = mid + 1
                 continue
@@ -723,6 +802,65 @@ class JetStreamTopic:
         """Wake-ups on appends to any partition of the topic (by any client)."""
         self._store._check()
         return JetStreamWatch(self._store._notifier_of(self), self._store)
+
+    # ----------------------------------------------------------------- awaited
+    # The coroutine twins of the calls above (``streamlog.api.AwaitableTopic``): the
+    # same code, awaited on the loop of a store opened with ``JetStreamLog.open_async``.
+    async def append_async(self, value: Any, key: Any = None, headers: Any = None,
+                           timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
+        """``append``, awaited."""
+        return await self._awaited(self._aappend(value, key, headers, timestamp_ms, msg_id))
+
+    async def append_many_async(self, values: Sequence, keys: Sequence | None = None,
+                                headers: Sequence | None = None) -> list[Position]:
+        """``append_many``, awaited."""
+        return await self._awaited(self._aappend_many(values, keys, headers))
+
+    async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
+                                   headers: Any = None) -> Position:
+        """``append_delayed``, awaited."""
+        self._store._check()
+        return await self.append_async(
+            value, key=key, headers=_validate.delayed_headers(headers, deliver_at_ms))
+
+    async def read_async(self, partition: int, offset: int = 0,
+                         limit: int | None = None) -> list[Record]:
+        """``read``, awaited, as a list."""
+        return await self._awaited(self._aread(partition, offset, limit))
+
+    async def get_async(self, partition: int, offset: int) -> Record:
+        """``get``, awaited."""
+        return await self._awaited(self._aget(partition, offset))
+
+    async def read_batch_async(self, partition: int, offset: int,
+                               max_records: int) -> RecordBatch:
+        """``read_batch``, awaited."""
+        p = self._partition(partition)
+        offset = _validate.offset(offset)
+        max_records = _validate.positive_int(max_records, "max_records", minimum=0)
+        recs: list[Record] = []
+        if max_records:
+            start, end = await self._awaited(self._abounds(p))
+            recs = await self._awaited(self._aread_list(p, max(offset, start), end,
+                                                        max_records))
+        return RecordBatch(self.name, p, _columns(recs))
+
+    async def start_offset_async(self, partition: int) -> int:
+        """``start_offset``, awaited."""
+        return (await self._awaited(self._abounds(self._partition(partition))))[0]
+
+    async def end_offset_async(self, partition: int) -> int:
+        """``end_offset``, awaited."""
+        return (await self._awaited(self._abounds(self._partition(partition))))[1]
+
+    async def offset_for_time_async(self, partition: int, timestamp_ms: int) -> int:
+        """``offset_for_time``, awaited."""
+        return await self._awaited(self._aoffset_for_time(partition, timestamp_ms))
+
+    async def watch_async(self) -> JetStreamWatch:
+        """``watch``, awaited (the first watch of a topic creates its consumers)."""
+        self._store._check()
+        return JetStreamWatch(await self._awaited(self._store._anotifier_of(self)), self._store)
 
     # ------------------------------------------------------------------ groups
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
@@ -911,7 +1049,8 @@ class JetStreamLog:
 
     def __init__(self, url: str, *, replicas: int = 1, durability: str = "interval",
                  read_only: bool = False, connect_timeout: float = CONNECT_TIMEOUT_S,
-                 nats_options: Mapping[str, Any] | None = None) -> None:
+                 nats_options: Mapping[str, Any] | None = None,
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
         parsed = parse_url(url)
         if isinstance(replicas, bool) or not isinstance(replicas, int):
             raise TypeError(f"replicas must be an int, not {type(replicas).__name__}")
@@ -949,7 +1088,19 @@ class JetStreamLog:
             asyncio.ensure_future(self._rewatch())
 
         options["reconnected_cb"] = reconnected
-        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options)
+        self._conn = Connection(parsed, connect_timeout=timeout_s, nats_options=options,
+                                loop=_loop)
+
+    @classmethod
+    async def open_async(cls, url: str, **options: Any) -> JetStreamLog:
+        """Open a store bound to the running event loop: its connection runs on that loop
+        (no thread of its own), so the ``*_async`` members of its topics, groups,
+        messages, event logs and reply boxes await nats-py right there. The sync
+        members work from other threads while the loop runs (never from the loop
+        itself: they would wait for it)."""
+        store = cls(url, _loop=asyncio.get_running_loop(), **options)
+        await store._conn.connect_async()
+        return store
 
     # ---------------------------------------------------------------- identity
     @property
@@ -967,6 +1118,12 @@ class JetStreamLog:
             raise StoreClosed("the store is closed")
 
     _check = raise_if_closed
+
+    def awaitable_on_loop(self) -> bool:
+        """True when the running event loop is this store's (``open_async``): the
+        ``*_async`` members of its handles are awaited there. False otherwise: every
+        call then waits for the network, so an asyncio caller runs it in a thread."""
+        return self._conn.bound and self._conn.on_loop()
 
     def _check_writable(self, what: str) -> None:
         self._check()
@@ -1006,9 +1163,11 @@ class JetStreamLog:
 
     # ------------------------------------------------------------------ topics
     def _read_config(self, name: str) -> dict | None:
+        return self._conn.run(self._aread_config(name))
+
+    async def _aread_config(self, name: str) -> dict | None:
         try:
-            st = self._conn.run(self._conn.stream_info(
-                _naming.stream_name(self.store_name, name, 0)))
+            st = await self._conn.stream_info(_naming.stream_name(self.store_name, name, 0))
         except NotFound:
             return None
         return _config_of(st.config, self.store_name, name)
@@ -1383,25 +1542,35 @@ class JetStreamLog:
     def _notifier_of(self, topic: JetStreamTopic) -> _Notifier:
         with self._lock:
             n = self._notifiers.get(topic.name)
-            if n is not None:
-                return n
-            n = _Notifier()
-            conn = self._conn
-
-            async def subscribe() -> None:
-                async def on_msg(_msg) -> None:
-                    n.bump()
-
-                for p in range(topic.partitions):
-                    inbox = conn.nc.new_inbox()
-                    n.subs.append(await conn.nc.subscribe(inbox, cb=on_msg))
-                    stream = topic.stream_name(p)
-                    n.consumers.append(
-                        [stream, inbox, await _watch_consumer(conn, stream, inbox)])
-
-            topic._run(subscribe())
-            self._notifiers[topic.name] = n
+        if n is not None:
             return n
+        return topic._run(self._anotifier_of(topic))
+
+    async def _anotifier_of(self, topic: JetStreamTopic) -> _Notifier:
+        """The topic's notifier, made (with its consumers) on first use. Two callers that
+        make one at once both subscribe; the first to finish is kept, the other's
+        subscriptions are dropped (its consumers expire with nobody listening)."""
+        with self._lock:
+            n = self._notifiers.get(topic.name)
+        if n is not None:
+            return n
+        n = _Notifier()
+        conn = self._conn
+
+        async def on_msg(_msg) -> None:
+            n.bump()
+
+        for p in range(topic.partitions):
+            inbox = conn.nc.new_inbox()
+            n.subs.append(await conn.nc.subscribe(inbox, cb=on_msg))
+            stream = topic.stream_name(p)
+            n.consumers.append([stream, inbox, await _watch_consumer(conn, stream, inbox)])
+        with self._lock:
+            kept = self._notifiers.setdefault(topic.name, n)
+        if kept is not n:
+            for sub in n.subs:
+                await sub.unsubscribe()
+        return kept
 
     async def _rewatch(self) -> None:
         """After a reconnect: create again every watch consumer the server no longer has

@@ -123,9 +123,13 @@ class JetStreamReplyBox:
             got = self._replies.pop(correlation_id, None)
         if got is not None:
             return got
+        return self._topic._run(self._atake_stored(correlation_id))
+
+    async def _atake_stored(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """The reply record of ``correlation_id`` read through the stream leader, or None."""
         conn, stream, subject = self._conn, self._stream, self._subject(correlation_id)
         topic = self._topic
-        m = topic._read_run(lambda: conn.get_last_message(stream, subject))
+        m = await topic._areading(lambda: conn.get_last_message(stream, subject))
         if m is None:
             return None
         rec = topic._record(0, m)
@@ -134,11 +138,26 @@ class JetStreamReplyBox:
         err = rec.headers.get(ERROR_TYPE)
         return rec.value or b"", None if err is None else err.decode("utf-8", "replace")
 
+    async def take_async(self, correlation_id: bytes) -> tuple[bytes, str | None] | None:
+        """``take``, awaited."""
+        with self._lock:
+            got = self._replies.pop(correlation_id, None)
+        if got is not None:
+            return got
+        return await self._topic._awaited(self._atake_stored(correlation_id))
+
+    async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+        """``put``, awaited."""
+        await self._topic._awaited(self._aput(correlation_id, value, error))
+
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         """Deliver a reply: a record of the reply topic on the correlation id's subject.
 
         Raises RecordTooLarge (nothing written) when the reply does not fit a record.
         """
+        self._topic._run(self._aput(correlation_id, value, error))
+
+    async def _aput(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         self._store._check_writable(f"reply to {self.name!r}")
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
@@ -146,6 +165,5 @@ class JetStreamReplyBox:
             hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
         wire = topic._encode(value, None, hdrs, now_ms())
         subject = self._subject(correlation_id)
-        topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
-                                  idempotent=False))
+        await topic._sending(0, lambda: conn.publish(subject, value, wire), idempotent=False)
         topic._appended()
