@@ -408,6 +408,8 @@ class AsyncTopic:
 
     async def append_batch(self, partition: int, batch: RecordBatch) -> int:
         """Append a RecordBatch as one atomic batch; large batches run in the executor."""
+        if self._aw is not None:
+            return await self._aw.append_batch_async(partition, batch)  # type: ignore[no-any-return]
         if len(batch) > INLINE_READ_RECORDS:
             return await self._as._run(self.sync.append_batch, partition, batch)
         return await self._as._append(self.sync, self.sync.append_batch, partition, batch)

@@ -604,6 +604,9 @@ class JetStreamTopic:
         batch, a null value (no compaction on JetStream) or a record over the
         limits raise before anything is sent.
         """
+        return self._run(self._aappend_batch(partition, batch))
+
+    async def _aappend_batch(self, partition: int, batch: RecordBatch) -> int:
         self._store._check_writable(f"append to topic {self.name!r}")
         p = self._partition(partition)
         if not isinstance(batch, RecordBatch):
@@ -628,7 +631,7 @@ class JetStreamTopic:
                               stamps[i]) for i in range(n)]
         conn, subject = self._conn, self._subjects[p]
         msgs = [OutMsg(subject, vals[i], wires[i]) for i in range(n)]
-        ack = self._run(self._sending(p, partial(_publish_share, conn, msgs), idempotent=False))
+        ack = await self._sending(p, partial(_publish_share, conn, msgs), idempotent=False)
         self._appended()
         return (ack.seq if isinstance(ack, PubAck) else ack.first_seq) - 1
 
@@ -815,6 +818,10 @@ class JetStreamTopic:
                                 headers: Sequence | None = None) -> list[Position]:
         """``append_many``, awaited."""
         return await self._awaited(self._aappend_many(values, keys, headers))
+
+    async def append_batch_async(self, partition: int, batch: RecordBatch) -> int:
+        """``append_batch``, awaited."""
+        return await self._awaited(self._aappend_batch(partition, batch))
 
     async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
                                    headers: Any = None) -> Position:
