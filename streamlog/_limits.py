@@ -119,7 +119,7 @@ GROUP_HOLD_MAX_MS = 1000
 # leases several records per transaction (prefetch) and hands them out one per
 # get: at most this many, and only as many as its recent pace would take
 # within GROUP_PREFETCH_WINDOW_MS, so a slow consumer keeps leasing one at a time.
-GROUP_PREFETCH_MAX = 64
+GROUP_PREFETCH_MAX = 256
 GROUP_PREFETCH_WINDOW_MS = 10
 # Prefetched records not handed out this long after their lease (the consumer
 # slowed down) go back to the group, their delivery not counted, for others.

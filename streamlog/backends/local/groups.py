@@ -1603,14 +1603,21 @@ class Group:
         if not self._acks:
             return
         with self._commit_lock:
-            acks = self._take_acks()
-            if not acks:
-                return
-            try:
-                full = self._kv.transact(lambda tx: self._apply_acks(tx, acks))
-            except BaseException:
-                self._put_back(acks)
-                raise
+            self._flush_acks_locked()
+
+    def _flush_acks_locked(self) -> None:
+        """``_flush_acks`` under ``_commit_lock`` (which ``close`` takes too, so nothing
+        of this runs on a store a close has begun to tear down)."""
+        if self._closed:
+            return  # close() committed them
+        acks = self._take_acks()
+        if not acks:
+            return
+        try:
+            full = self._kv.transact(lambda tx: self._apply_acks(tx, acks))
+        except BaseException:
+            self._put_back(acks)
+            raise
         if full:
             _wake(self.topic)
 
@@ -1619,20 +1626,21 @@ class Group:
         than GROUP_ACK_DELAY_MS, hand back held records past the hold limit. False (and
         out of the committer's set) once nothing is batched or held."""
         stale: list[Message] = []
-        with self._lock:
-            if not self._acks and not self._held:
-                self._active = False
-                _COMMITTER.discard(self)
-                return False
-            due = bool(self._acks) and now - self._acks_at >= GROUP_ACK_DELAY_MS / 1000
-            if self._held:
-                t = now_ms()
-                while self._held and self._held[0][1] < t:
-                    stale.append(self._held.popleft()[0])
-        if due:
-            self._flush_acks()
-        if stale:
-            self._settle(stale, _DEFER, 0)
+        with self._commit_lock:  # close() waits for this look to end
+            with self._lock:
+                if self._closed or not self._acks and not self._held:
+                    self._active = False
+                    _COMMITTER.discard(self)
+                    return False
+                due = bool(self._acks) and now - self._acks_at >= GROUP_ACK_DELAY_MS / 1000
+                if self._held:
+                    t = now_ms()
+                    while self._held and self._held[0][1] < t:
+                        stale.append(self._held.popleft()[0])
+            if due:
+                self._flush_acks_locked()
+            if stale:
+                self._settle(stale, _DEFER, 0)
         return True
 
     def _take_held(self) -> Message | None:
