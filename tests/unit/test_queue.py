@@ -260,6 +260,32 @@ def test_a_quick_consumer_prefetches_and_close_hands_back_uncounted(store, monke
     assert other.lag() == 0
 
 
+def test_prefetched_messages_not_handed_out_go_back_uncounted(store, monkeypatch):
+    """A consumer that prefetched and then stopped calling get: within about
+    GROUP_PREFETCH_HOLD_MS the background committer hands what it kept back to the
+    queue, deliveries not counted, and another consumer waiting in get takes them."""
+    from streamlog.backends.local import groups
+
+    monkeypatch.setattr(groups, "GROUP_PREFETCH_WINDOW_MS", 60_000)
+    q = store.queue("jobs")
+    for i in range(5):
+        q.put(b"%d" % i)
+    assert q.get(timeout=0).ack()
+    m = q.get(timeout=0)  # leases 1-4, keeps 2-4
+    assert m.offset == 1 and len(q._consumers.mine()._held) == 3
+    other = store.queue("jobs")
+    got = []
+    t0 = time.monotonic()
+    while len(got) < 3 and time.monotonic() - t0 < 5:
+        n = other.get(timeout=1)  # wakes when they are handed back
+        if n is not None:
+            got.append((n.offset, n.delivery_count))
+            assert n.ack()
+    assert got == [(2, 1), (3, 1), (4, 1)]
+    assert not q._consumers.mine()._held
+    assert m.ack() and q.lag() == 0
+
+
 def test_a_slow_consumer_leases_one_message_at_a_time(store, monkeypatch):
     """A consumer whose pace would not use a batch within the prefetch window leases
     one message per get: the others stay free for other consumers."""
