@@ -166,3 +166,9 @@ class GroupCommit:
     def sync_to(self, target: int, sync: Any, delay: bool = False) -> None: ...
 
 CRC_DIRECT: bool
+
+
+class MessageMaker:
+    def __init__(self, cls: type) -> None: ...
+    def build(self, records: list[Any], out: list[Any], group: Any, count: int, epoch: int,
+              state: int, due: int) -> bool: ...

@@ -176,7 +176,7 @@ def _get_ack_and_hang(path: str, ready, commit: bool) -> None:
         m = q.get(timeout=5)
         assert m.offset == want and m.ack()
     g = q._consumers.mine()
-    assert [h.offset for h, _ in g._held] == [2]
+    assert [h[0].offset for h in g._held] == [2]
     if commit:
         deadline = time.monotonic() + 10
         while g._acks and time.monotonic() < deadline:

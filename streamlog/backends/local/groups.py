@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamlog import _tracing, _validate
+from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
     GROUP_ACK_DELAY_MS,
     GROUP_DEAD_LETTER_BATCH,
@@ -470,6 +470,9 @@ class Message:
 
 
 _new_message = Message.__new__
+# Messages for a leased range: ``_make_messages(records, out, group, count, epoch, state,
+# due)`` appends one per record and says whether any record carries headers.
+_make_messages = _ext.MessageMaker(Message).build
 
 
 # ------------------------------------------------------------- validation
@@ -789,8 +792,9 @@ class Group:
         self._ack_leases_next = False
         # Messages leased and not handed out yet (the ack's next one, or a prefetch of a
         # consumer that comes back quickly): (Message, the time in ms after which it is
-        # no longer handed out but goes back, its delivery not counted), oldest first.
-        self._held: deque[tuple[Message, int]] = deque()
+        # no longer handed out but goes back, its delivery not counted, whether its poll
+        # already looked at its subject and delay), oldest first.
+        self._held: deque[tuple[Message, int, bool]] = deque()
         # Batched acks of a one-at-a-time consumer (see Message.ack): acks not committed
         # yet, oldest first, and when the oldest was made (monotonic). ``_lock`` guards
         # them and ``_held`` against the background committer; ``_commit_lock`` is held
@@ -898,7 +902,7 @@ class Group:
                 self._pf_got = len(msgs)
             if msgs:
                 if len(msgs) > max_records:  # a prefetch: the rest go out one per poll
-                    self._hold(msgs[max_records:], GROUP_PREFETCH_HOLD_MS)
+                    self._hold(msgs[max_records:], GROUP_PREFETCH_HOLD_MS, checked=True)
                     msgs = msgs[:max_records]
                 tracer = _tracing.tracer()
                 if tracer is not None:
@@ -1081,14 +1085,14 @@ class Group:
             part = parts[p]
             for lo, hi, count in res.deliver:
                 first = len(msgs)
-                for r in _read_range(part, lo, hi, self._cache):
-                    m = _new_message(Message)
-                    m.delivery_count = count
-                    m._record = r
-                    m._group = self
-                    m._epoch = epoch
-                    m._state = _OPEN
-                    m._due = lease_due
+                batch: list[Message] = []
+                if not _make_messages(_read_range(part, lo, hi, self._cache), batch, self,
+                                      count, epoch, _OPEN, lease_due) \
+                        and match is None and not held:
+                    msgs.extend(batch)  # no headers, no filter: every one goes out as is
+                    batch = []
+                for m in batch:
+                    r = m._record
                     if match is not None:
                         subj = r.headers.get(_validate.SUBJECT_HEADER)
                         if subj is None or match(subj) is None:
@@ -1540,14 +1544,16 @@ class Group:
         n = int(got * (GROUP_PREFETCH_WINDOW_MS / 1000) / elapsed)
         return 1 if n < 1 else GROUP_PREFETCH_MAX if n > GROUP_PREFETCH_MAX else n
 
-    def _hold(self, msgs: list[Message], hold_ms: int, at: int | None = None) -> None:
+    def _hold(self, msgs: list[Message], hold_ms: int, at: int | None = None,
+              checked: bool = False) -> None:
         """Keep leased messages to hand out one per poll (see ``_take_held``) for at most
-        ``hold_ms`` (and a tenth of ack_wait_s), from ``at`` (now)."""
+        ``hold_ms`` (and a tenth of ack_wait_s), from ``at`` (now). ``checked``: a poll
+        already filtered them by subject and delay."""
         if at is None:
             at = now_ms()
         until = at + min(hold_ms, int(self._cfg["ack_wait_s"] * 100))
         with self._lock:
-            self._held.extend((m, until) for m in msgs)
+            self._held.extend((m, until, checked) for m in msgs)
             if not self._active:
                 self._active = True
                 _COMMITTER.add(self)
@@ -1651,12 +1657,14 @@ class Group:
         with self._lock:
             if not self._held:
                 return None
-            m, until = self._held.popleft()
+            m, until, checked = self._held.popleft()
             if now > until:  # this one and those leased with it or before go back
                 stale.append(m)
                 while self._held and now > self._held[0][1]:
                     stale.append(self._held.popleft()[0])
         if not stale:
+            if checked:  # a prefetched one: its poll already looked at subject and delay
+                return m
             r = m._record
             subjects = self._cfg.get("subjects")
             if subjects:
@@ -1854,7 +1862,7 @@ class Group:
         with self._lock:
             acks = self._acks
             self._acks = []
-            held = [m._record for m, _ in self._held]
+            held = [m._record for m, _, _ in self._held]
             self._held.clear()
             if self._active:
                 self._active = False
@@ -1991,8 +1999,16 @@ _COMMITTER = _Committer()
 
 
 def _reset_committer_after_fork() -> None:
+    """In a child of fork: a committer of its own (the parent's thread is not here), and
+    the consumers the parent's committer looked after get fresh locks (a parent thread
+    may have held them at the fork) and join the child's set on their next ack."""
     global _COMMITTER
-    _COMMITTER = _Committer()  # the parent's thread and lock state stay behind
+    inherited = list(_COMMITTER._groups)
+    _COMMITTER = _Committer()
+    for g in inherited:
+        g._lock = threading.Lock()
+        g._commit_lock = threading.Lock()
+        g._active = False
 
 
 os.register_at_fork(after_in_child=_reset_committer_after_fork)
