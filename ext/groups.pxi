@@ -23,6 +23,10 @@ cdef extern from *:
         PyTypeObject *t = (PyTypeObject *)cls;
         return t->tp_alloc(t, 0);
     }
+    /* The object in a slot (borrowed; NULL when the slot is empty). */
+    static inline PyObject *sl_slot_get(PyObject *o, Py_ssize_t off) {
+        return *(PyObject **)((char *)o + off);
+    }
     static inline void sl_slot_set(PyObject *o, Py_ssize_t off, PyObject *v) {
         PyObject **p = (PyObject **)((char *)o + off);
         PyObject *old = *p;
@@ -34,6 +38,7 @@ cdef extern from *:
     Py_ssize_t sl_slot_offset(object cls, object name) except -1
     object sl_new_instance(object cls)
     void sl_slot_set(object o, Py_ssize_t off, object v)
+    void *sl_slot_get(object o, Py_ssize_t off)
 
 
 cdef class MessageMaker:
@@ -77,3 +82,55 @@ cdef class MessageMaker:
                 else:
                     headers = bool(obj.headers)
         return headers
+
+    def scan(self, list msgs, group, bint exclusive):
+        """The usual settle of a poll's batch, recognised in one pass: every item a
+        Message of ``group``, unsettled (state 0), all of one partition (and one epoch
+        if ``exclusive``), offsets consecutive and increasing. Returns
+        ``(partition, epoch, lo, hi)`` or None (the caller then takes the careful
+        path, which also names what is wrong)."""
+        cdef Py_ssize_t n = len(msgs), i
+        cdef Record rec
+        cdef int partition = 0
+        cdef int64_t lo = 0, prev = 0
+        cdef object epoch = 0
+        cdef void *s
+        cdef void *r
+        cdef void *ep
+        if n == 0:
+            return None
+        for i in range(n):
+            m = msgs[i]
+            if type(m) is not self.cls:
+                return None
+            if sl_slot_get(m, self.o_group) is not <void *>group:
+                return None
+            s = sl_slot_get(m, self.o_state)
+            if s == NULL or <object>s is not 0 and <object>s != 0:
+                return None
+            r = sl_slot_get(m, self.o_record)
+            if r == NULL or type(<object>r) is not Record:
+                return None
+            rec = <Record>r
+            if i == 0:
+                partition = rec.partition
+                lo = prev = rec.offset
+                if exclusive:
+                    ep = sl_slot_get(m, self.o_epoch)
+                    if ep == NULL:
+                        return None
+                    epoch = <object>ep
+            else:
+                if rec.partition != partition or rec.offset != prev + 1:
+                    return None
+                prev = rec.offset
+                if exclusive:
+                    ep = sl_slot_get(m, self.o_epoch)
+                    if ep == NULL or <object>ep != epoch:
+                        return None
+        return partition, (epoch if exclusive else 0), lo, prev + 1
+
+    def set_state(self, list msgs, state):
+        """Store ``state`` into every Message of ``msgs`` (all of this class)."""
+        for m in msgs:
+            sl_slot_set(m, self.o_state, state)

@@ -472,7 +472,12 @@ class Message:
 _new_message = Message.__new__
 # Messages for a leased range: ``_make_messages(records, out, group, count, epoch, state,
 # due)`` appends one per record and says whether any record carries headers.
-_make_messages = _ext.MessageMaker(Message).build
+_MAKER = _ext.MessageMaker(Message)
+_make_messages = _MAKER.build
+# The usual settle of a poll's batch in one pass: ``_scan_messages(msgs, group,
+# exclusive)`` -> (partition, epoch, lo, hi) or None; ``_set_states(msgs, state)``.
+_scan_messages = _MAKER.scan
+_set_states = _MAKER.set_state
 
 
 # ------------------------------------------------------------- validation
@@ -1339,33 +1344,40 @@ class Group:
         # in one pass per step for the usual batch (one partition, all unsettled): the
         # per-message cost of an ack is what bounds a consumer's records per second.
         ranges_of: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        try:  # only poll() sets _group: a message of this handle is a Message
-            fast = n > 0 and {m._group for m in msgs} == {self} and \
-                {m._state for m in msgs} == {_OPEN}
-        except AttributeError:  # not Messages: the careful path names the culprit
-            fast = False
-        if fast:
-            todo: list[int] | range = range(n)
-            recs = [m._record for m in msgs]
-            parts = {r.partition for r in recs}
-            epochs = {m._epoch for m in msgs} if exclusive else {0}
-            if len(parts) == 1 and len(epochs) == 1:
-                ranges_of[parts.pop()] = {epochs.pop(): gs.to_ranges([r.offset for r in recs])}
-            else:
-                ranges_of = _ranges_by_part(msgs, exclusive)
+        todo: list[int] | range
+        span = _scan_messages(msgs, self, exclusive) if n > 1 else None
+        if span is not None:  # one poll's batch, in order: its range in one pass
+            todo = range(n)
+            ranges_of[span[0]] = {span[1]: [(span[2], span[3])]}
         else:
-            todo = []
-            for i, m in enumerate(msgs):
-                if m.__class__ is not Message or m._group is not self:
-                    if not isinstance(m, Message):
-                        raise TypeError(f"expected Messages, not {type(m).__name__}")
-                    raise ValueError("a message can be settled only through the group "
-                                     "handle that delivered it")
-                if m._state:
-                    out[i] = m._state == _ACKED if action == _ACK else False
+            try:  # only poll() sets _group: a message of this handle is a Message
+                fast = n > 0 and {m._group for m in msgs} == {self} and \
+                    {m._state for m in msgs} == {_OPEN}
+            except AttributeError:  # not Messages: the careful path names the culprit
+                fast = False
+            if fast:
+                todo = range(n)
+                recs = [m._record for m in msgs]
+                parts = {r.partition for r in recs}
+                epochs = {m._epoch for m in msgs} if exclusive else {0}
+                if len(parts) == 1 and len(epochs) == 1:
+                    ranges_of[parts.pop()] = {
+                        epochs.pop(): gs.to_ranges([r.offset for r in recs])}
                 else:
-                    todo.append(i)
-            ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
+                    ranges_of = _ranges_by_part(msgs, exclusive)
+            else:
+                todo = []
+                for i, m in enumerate(msgs):
+                    if m.__class__ is not Message or m._group is not self:
+                        if not isinstance(m, Message):
+                            raise TypeError(f"expected Messages, not {type(m).__name__}")
+                        raise ValueError("a message can be settled only through the group "
+                                         "handle that delivered it")
+                    if m._state:
+                        out[i] = m._state == _ACKED if action == _ACK else False
+                    else:
+                        todo.append(i)
+                ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
         if not todo or self._closed:
             return out
         self._log._check()
@@ -1450,8 +1462,11 @@ class Group:
             if len(asked) == 1 and p in ranges_of and changed == list(asked.values())[0]:
                 # every message of the batch succeeded: no per-message lookups
                 if state:
-                    for m in msgs:
-                        m._state = state
+                    if span is not None:
+                        _set_states(msgs, state)
+                    else:
+                        for m in msgs:
+                            m._state = state
                 self._settled(action, dead, full)
                 return [True] * n
         for i in todo:
