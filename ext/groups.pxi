@@ -83,9 +83,9 @@ cdef class MessageMaker:
                     headers = bool(obj.headers)
         return headers
 
-    def scan(self, list msgs, group, bint exclusive):
+    def scan(self, list msgs, group, bint exclusive, state=0):
         """The usual settle of a poll's batch, recognised in one pass: every item a
-        Message of ``group``, unsettled (state 0), all of one partition (and one epoch
+        Message of ``group`` in ``state`` (0: unsettled), all of one partition (and one epoch
         if ``exclusive``), offsets consecutive and increasing. Returns
         ``(partition, epoch, lo, hi)`` or None (the caller then takes the careful
         path, which also names what is wrong)."""
@@ -106,7 +106,7 @@ cdef class MessageMaker:
             if sl_slot_get(m, self.o_group) is not <void *>group:
                 return None
             s = sl_slot_get(m, self.o_state)
-            if s == NULL or <object>s is not 0 and <object>s != 0:
+            if s == NULL or <object>s is not state and <object>s != state:
                 return None
             r = sl_slot_get(m, self.o_record)
             if r == NULL or type(<object>r) is not Record:

@@ -1602,20 +1602,26 @@ class Group:
     def _apply_acks(self, tx: Tx, acks: list[Message]) -> bool:
         """Commit batched acks inside ``tx``; True when a partition was at its pending cap
         (pollers waiting for room are then woken)."""
-        by_part: dict[int, list[int]] = {}
-        for m in acks:
-            r = m._record
-            by_part.setdefault(r.partition, []).append(r.offset)
+        span = _scan_messages(acks, self, False, _ACKED)
+        by_part: dict[int, list[tuple[int, int]]] = {}
+        if span is not None:  # the usual case: one prefetched batch, acked in order
+            by_part[span[0]] = [(span[2], span[3])]
+        else:
+            offsets: dict[int, list[int]] = {}
+            for m in acks:
+                r = m._record
+                offsets.setdefault(r.partition, []).append(r.offset)
+            by_part = {p: gs.to_ranges(offs) for p, offs in offsets.items()}
         full = False
         me = self.consumer
-        for p, offsets in by_part.items():
+        for p, ranges in by_part.items():
             ps = _PartStore(tx, self._pkeys[p])
             h = ps.open(write=True)
             if h is None:
                 continue
             if h.pending >= GROUP_MAX_PENDING_RECORDS:
                 full = True
-            if gs.ack_store(ps, me, gs.to_ranges(offsets)):
+            if gs.ack_store(ps, me, ranges):
                 ps.save_head()
         return full
 
