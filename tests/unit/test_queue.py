@@ -408,3 +408,38 @@ def test_a_message_held_past_the_hold_limit_goes_back_uncounted(store, monkeypat
     m = q.get(timeout=0)
     assert (m.offset, m.delivery_count) == (1, 1)
     assert m.ack() and q.lag() == 0
+
+
+def test_a_program_that_exits_without_closing_keeps_its_acks(tmp_path):
+    """Batched acks are committed at interpreter exit (a normal exit is not a crash),
+    and prefetched messages go back uncounted: nothing waits for ack_wait_s."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        for i in range(5):
+            q.put(b"%d" % i)
+    script = (
+        "import streamlog\n"
+        "from streamlog.backends.local import groups\n"
+        "groups.GROUP_PREFETCH_WINDOW_MS = 60_000\n"
+        "groups.GROUP_PREFETCH_HOLD_MS = 60_000\n"
+        "groups._COMMITTER.add = lambda g: None  # no background commit before exit\n"
+        f"log = streamlog.open({str(path)!r})\n"
+        "q = log.queue('jobs')\n"
+        "for _ in range(2):\n"
+        "    assert q.get(timeout=1).ack()\n"
+        "g = q._consumers.mine()\n"
+        "assert g._acks and g._held\n"
+        "import os\n"
+        "groups._COMMITTER._groups.add(g)  # what add() does, without its thread\n"
+        "groups._COMMITTER._pid = os.getpid()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        assert q.lag() == 3
+        got = [(m.offset, m.delivery_count) for m in iter(lambda: q.get(timeout=0), None)]
+        assert got == [(2, 1), (3, 1), (4, 1)]

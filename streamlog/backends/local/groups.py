@@ -17,6 +17,7 @@ layout, the algorithms and the decisions taken where the API leaves a choice.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import hashlib
 import json
@@ -2017,6 +2018,28 @@ class _Committer:
 
 
 _COMMITTER = _Committer()
+
+
+def _commit_at_exit() -> None:
+    """At interpreter exit, commit every batched ack and hand back every held record of
+    this process's consumers: a program that ends without closing its store is not a
+    crash, and its acks stay acks."""
+    with _COMMITTER._cond:
+        groups = list(_COMMITTER._groups) if _COMMITTER._pid == os.getpid() else []
+    for g in groups:
+        try:
+            with g._commit_lock:
+                with g._lock:
+                    held = [m for m, _, _ in g._held]
+                    g._held.clear()
+                g._flush_acks_locked()
+                if held:
+                    g._settle(held, _DEFER, 0)
+        except Exception:  # noqa: BLE001, S110 - a closed store: nothing left to do
+            pass
+
+
+atexit.register(_commit_at_exit)
 
 
 def _reset_committer_after_fork() -> None:
