@@ -424,8 +424,17 @@ class Message:
         g._log._check()  # a closed store refuses, settled or not
         if self._state:
             return self._state == _ACKED
-        if g._defer_acks and now_ms() < self._due - g._ack_margin_ms and not g._closed:
-            return g._defer_ack(self)
+        if g._defer_acks and _time_ns() // 1_000_000 < self._due - g._ack_margin_ms and \
+                not g._closed:
+            with g._lock:  # (Group._defer_ack, inline: the queue's hot path)
+                if not g._acks:
+                    g._acks_at = time.monotonic()
+                g._acks.append(self)
+                self._state = _ACKED
+                if not g._active:
+                    g._active = True
+                    _COMMITTER.add(g)
+            return True
         return g._settle([self], _ACK)[0]
 
     def nack(self, delay_s: float = 0, error: str | None = None) -> bool:
@@ -471,6 +480,7 @@ class Message:
 
 
 _new_message = Message.__new__
+_time_ns = time.time_ns  # now_ms() is _time_ns() // 1_000_000
 # Messages for a leased range: ``_make_messages(records, out, group, count, epoch, state,
 # due)`` appends one per record and says whether any record carries headers.
 _MAKER = _ext.MessageMaker(Message)
@@ -881,10 +891,17 @@ class Group:
                  and timeout >= 0):
             # The one-at-a-time consumer's usual call, with arguments the checks below
             # would pass: hand out the next record it holds.
-            held = self._take_held()
+            now = _time_ns() // 1_000_000
+            with self._lock:  # a prefetched one in time: nothing more to look at
+                h = self._held[0] if self._held else None
+                quick = h is not None and h[2] and now <= h[1]
+                if quick:
+                    self._held.popleft()
+            held = h[0] if quick else self._take_held()  # type: ignore[index]
             if held is not None:
-                if _tracing.tracer() is not None:
-                    _tracing.receive(_tracing.tracer(), self.topic.name, [held])
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, self.topic.name, [held])
                 return [held]
         self._check()
         max_records = _validate.positive_int(max_records, "max_records", 1)
@@ -1573,18 +1590,6 @@ class Group:
             if not self._active:
                 self._active = True
                 _COMMITTER.add(self)
-
-    def _defer_ack(self, m: Message) -> bool:
-        """Record an ack to commit later (Message.ack decided it may wait)."""
-        with self._lock:
-            if not self._acks:
-                self._acks_at = time.monotonic()
-            self._acks.append(m)
-            m._state = _ACKED
-            if not self._active:
-                self._active = True
-                _COMMITTER.add(self)
-        return True
 
     def _take_acks(self) -> list[Message]:
         with self._lock:
