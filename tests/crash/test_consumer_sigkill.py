@@ -179,9 +179,13 @@ def _get_ack_and_hang(path: str, ready, commit: bool) -> None:
     assert [h[0].offset for h in g._held] == [2]
     if commit:
         deadline = time.monotonic() + 10
-        while g._acks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with g._commit_lock:  # a commit in flight holds it: wait for its end
+                if not g._acks:
+                    break
             time.sleep(0.005)
-        assert not g._acks
+        with g._commit_lock:
+            assert not g._acks
     else:
         assert [m.offset for m in g._acks] == [1]  # 0's was committed by the second get
     ready.set()
