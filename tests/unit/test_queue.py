@@ -320,8 +320,9 @@ def test_a_batched_ack_is_committed_by_the_next_get(tmp_path):
         m = q.get(timeout=0)
         assert m.ack()
         g = q._consumers.mine()
-        if g._acks:  # not yet committed (unless the background committer was quick)
-            assert _committed_lag(path) == 3
+        with g._commit_lock:  # keeps the background committer out meanwhile
+            if g._acks:  # not yet committed (unless the background committer was quick)
+                assert _committed_lag(path) == 3
         assert q.get(timeout=0).offset == 1
         assert not g._acks and _committed_lag(path) == 2
 
@@ -337,10 +338,15 @@ def test_a_batched_ack_is_committed_in_the_background(tmp_path):
         q.put(b"0")
         q.put(b"1")
         assert q.get(timeout=0).ack()
+        g = q._consumers.mine()
         deadline = time.monotonic() + 5
-        while q._consumers.mine()._acks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with g._commit_lock:  # a commit in flight holds it: wait for its end
+                if not g._acks:
+                    break
             time.sleep(GROUP_ACK_DELAY_MS / 4000)
-        assert not q._consumers.mine()._acks
+        with g._commit_lock:
+            assert not g._acks
         assert _committed_lag(path) == 1
 
 
