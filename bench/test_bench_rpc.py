@@ -211,5 +211,5 @@ def test_rpc_round_trip_across_processes(benchmark, remote_rpc, echo_process):
         ours[:] = ours[REQUESTS:]
         base[:] = base[REQUESTS:]
     _report_latency(benchmark, "test_rpc_round_trip_across_processes",
-                    "rpc across processes", ours, baseline.name, base, 1000.0,
+                    "rpc across processes", ours, baseline.name, base, 200.0,
                     times[target.name])

@@ -11,3 +11,5 @@ include "codec.pxi"
 include "native.pxi"
 include "eventlog.pxi"
 include "columnar.pxi"
+
+include "groups.pxi"

@@ -115,6 +115,19 @@ GROUP_HEARTBEAT_MAX_S = 1.0
 # this long ago (and at most a tenth of ack_wait_s), so the lease the user gets
 # is nearly whole. Otherwise it goes back without counting a delivery.
 GROUP_HOLD_MAX_MS = 1000
+# A one-at-a-time consumer (the queue view) that comes back for more quickly
+# leases several records per transaction (prefetch) and hands them out one per
+# get: at most this many, and only as many as its recent pace would take
+# within GROUP_PREFETCH_WINDOW_MS, so a slow consumer keeps leasing one at a time.
+GROUP_PREFETCH_MAX = 256
+GROUP_PREFETCH_WINDOW_MS = 10
+# Prefetched records not handed out this long after their lease (the consumer
+# slowed down) go back to the group, their delivery not counted, for others.
+GROUP_PREFETCH_HOLD_MS = 50
+# Such a consumer's ack is committed with its next poll's transaction, by its
+# close(), or by the store's background committer once it is this old: acks
+# are batched, and one that a crash catches uncommitted is a redelivery.
+GROUP_ACK_DELAY_MS = 20
 # Member entries of consumers silent this long (or 10 x ack_wait_s if longer)
 # are dropped when the group is opened: processes that died without close().
 GROUP_MEMBER_FORGET_S = 3600.0

@@ -22,6 +22,7 @@ A leaf module: it imports nothing of the package, so the views may use it.
 from __future__ import annotations
 
 import contextvars
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,10 +38,20 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 _SCOPE = "streamlog"
 
 
+# What ``get_tracer_provider`` reads, looked at directly on the hot paths (a poll, a
+# queue get): with no provider set and none named in the environment there is nothing
+# to trace, and that answer costs two lookups instead of a call and an environ encode.
+_PROVIDER_ENV = b"OTEL_PYTHON_TRACER_PROVIDER"
+_ENVIRON_DATA: Any = getattr(os.environ, "_data", None)
+
+
 def tracer() -> Any | None:
     """The package's tracer when tracing is active (API installed, a provider set), else None."""
     if _trace is None:
         return None
+    if getattr(_trace, "_TRACER_PROVIDER", _trace) is None and _ENVIRON_DATA is not None \
+            and _PROVIDER_ENV not in _ENVIRON_DATA:
+        return None  # what get_tracer_provider() would say: only the proxy provider
     provider = _trace.get_tracer_provider()
     cached = _cache
     if cached and cached[0] is provider:

@@ -220,9 +220,12 @@ class Group(Protocol):
 
     def one_at_a_time(self) -> None:
         """A hint: this consumer polls one record at a time and settles it before its
-        next poll. A backend may then lease the next record in the same step as an
-        ``ack``; nothing a caller can observe changes, except that a record so leased
-        and not polled soon after goes back to the group, its delivery not counted."""
+        next poll. A backend may then lease the next records ahead (with an ``ack``,
+        or several in one poll) and hand them out one per poll, and may batch this
+        consumer's acks into a later step; what a caller can observe: a record so
+        leased and not polled soon after goes back to the group, its delivery not
+        counted, and a batched ack a crash catches uncommitted is a redelivery
+        (docs/guarantees.md states each backend's rule)."""
         ...
 
     def dead_letters(self) -> Topic:

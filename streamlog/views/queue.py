@@ -97,24 +97,32 @@ class Queue:
         ``max_deliver``, then the dead-letter topic) and the wait goes on.
         """
         self._log.raise_if_closed()
-        if timeout is not None:
+        if timeout is not None and not (timeout.__class__ is float and 0 <= timeout < math.inf):
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        t0 = time.monotonic()
         g = self._consumers.mine()
         tracer = _tracing.tracer()
+        if tracer is None:
+            # The usual call: one poll (a consumer that holds a leased record hands it
+            # out without a transaction); again only if a record failed to decode.
+            for m in g.poll(max_records=1, timeout=timeout):
+                return m
+        deadline = None if timeout is None else t0 + timeout
         while True:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if tracer is not None:
-                got: list[api.Message] = _tracing.view_poll(g, 1, wait)
-                for m in got:
-                    # A receive span: the message leaves the view with the caller.
-                    _tracing.Processing(tracer, m.topic, "get", m.headers, m.partition,
-                                        m.offset, {"messaging.operation.type": "receive"}).end()
+            if tracer is None:
+                if wait == 0.0:
+                    return None
+                for m in g.poll(max_records=1, timeout=wait):
                     return m
                 continue
-            for m in g.poll(max_records=1, timeout=wait):
+            got: list[api.Message] = _tracing.view_poll(g, 1, wait)
+            for m in got:
+                # A receive span: the message leaves the view with the caller.
+                _tracing.Processing(tracer, m.topic, "get", m.headers, m.partition,
+                                    m.offset, {"messaging.operation.type": "receive"}).end()
                 return m
-            if deadline is not None and time.monotonic() >= deadline:
+            if wait == 0.0:
                 return None
 
     def dead_letters(self) -> api.Topic:

@@ -159,41 +159,141 @@ def test_consumers_killed_at_random_moments_lose_nothing(tmp_path):
     assert len(acked) >= total - 3 * 7
 
 
-def _get_ack_and_hang(path: str, ready) -> None:
-    """Child: a queue consumer's get + ack, which also leases it the next message; hang."""
+def _get_ack_and_hang(path: str, ready, commit: bool) -> None:
+    """Child: a queue consumer's get + ack of message 0, then get + ack of message 1
+    (a quick consumer: that get leases the rest of the queue in one transaction);
+    ``commit``: wait for the background committer to commit the batched acks (else it
+    is stopped from committing); then hang."""
+    from streamlog.backends.local import groups
+
+    if not commit:  # no background committer: batched acks stay so until the kill
+        groups._COMMITTER.add = lambda g: None
+    groups.GROUP_PREFETCH_WINDOW_MS = 60_000  # the second get leases the whole queue
+    groups.GROUP_PREFETCH_HOLD_MS = 60_000  # and holds what it does not hand out
     log = streamlog.open(path)
     q = log.queue("jobs", ack_wait_s=0.6)
-    m = q.get(timeout=5)
-    assert m.offset == 0 and m.ack()
+    for want in (0, 1):
+        m = q.get(timeout=5)
+        assert m.offset == want and m.ack()
+    g = q._consumers.mine()
+    assert [h[0].offset for h in g._held] == [2]
+    if commit:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with g._commit_lock:  # a commit in flight holds it: wait for its end
+                if not g._acks:
+                    break
+            time.sleep(0.005)
+        with g._commit_lock:
+            assert not g._acks
+    else:
+        assert [m.offset for m in g._acks] == [1]  # 0's was committed by the second get
     ready.set()
     time.sleep(600)
 
 
-def test_queue_consumer_killed_after_ack_loses_nothing(tmp_path):
-    """A queue consumer killed between an ack and its next get: the ack stays; the
-    message the ack leased to it comes back after ack_wait_s with that delivery counted,
-    and nothing else is held."""
-    path = str(tmp_path / "s")
+def _survivor_gets(path: str) -> list[tuple[int, int]]:
+    """(offset, delivery_count) of every message a new consumer gets until the queue is
+    empty and nothing is leased, each acked."""
     with streamlog.open(path) as log:
         q = log.queue("jobs", ack_wait_s=0.6)
-        q.put(b"0")
-        q.put(b"1")
-        q.put(b"2")
+        got = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            m = q.get(timeout=0.5)
+            if m is not None:
+                got.append((m.offset, m.delivery_count))
+                assert m.ack()
+            elif q.lag() == 0:
+                break
+        assert q.lag() == 0 and q._consumers.mine().pending() == []
+        assert q.get(timeout=0.8) is None  # nothing comes back after ack_wait_s either
+        return sorted(got)
+
+
+def _kill_queue_consumer(path: str, commit: bool) -> None:
+    with streamlog.open(path) as log:
+        q = log.queue("jobs", ack_wait_s=0.6)
+        for i in range(3):
+            q.put(b"%d" % i)
     ready = CTX.Event()
-    p = CTX.Process(target=_get_ack_and_hang, args=(path, ready))
+    p = CTX.Process(target=_get_ack_and_hang, args=(path, ready, commit))
     p.start()
     assert ready.wait(60)
     os.kill(p.pid, signal.SIGKILL)
     p.join(10)
     assert p.exitcode == -signal.SIGKILL
+
+
+def test_queue_consumer_killed_after_its_acks_committed_loses_nothing(tmp_path):
+    """A queue consumer killed after the background committer committed its batched
+    acks: they stay (0 and 1 never come back); the message it had leased and not handed
+    out comes back after ack_wait_s with that delivery counted."""
+    path = str(tmp_path / "s")
+    _kill_queue_consumer(path, commit=True)
+    assert _survivor_gets(path) == [(2, 2)]
+
+
+def test_queue_consumer_killed_before_its_acks_committed_redelivers(tmp_path):
+    """A queue consumer killed while an ack was batched, not committed: nothing is lost;
+    the ack the next get committed stays (0 never comes back); the message whose ack was
+    still batched comes back after ack_wait_s (at-least-once: its delivery counted), as
+    does the one it held."""
+    path = str(tmp_path / "s")
+    _kill_queue_consumer(path, commit=False)
+    assert _survivor_gets(path) == [(1, 2), (2, 2)]
+
+
+def _queue_forever(path: str, idx: int, started, report: str) -> None:
+    """Child: a queue consumer's get + ack loop as fast as it goes; after each ack
+    returns, the offset goes to ``report`` (one unbuffered write: survives SIGKILL)."""
+    log = streamlog.open(path)
+    q = log.queue("jobs", ack_wait_s=0.3)
+    fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    started.set()
+    while True:
+        m = q.get(timeout=0.05)
+        if m is not None and m.ack():
+            os.write(fd, b"%d\n" % m.offset)
+
+
+def test_queue_consumers_killed_at_random_moments_lose_nothing(tmp_path):
+    """Queue consumers (batched acks, prefetch) SIGKILLed at arbitrary points: a survivor
+    then gets every message whose ack was not committed, nothing is dead-lettered, and
+    the queue ends empty with nothing leased."""
+    import random
+
+    path = str(tmp_path / "s")
+    total = 3000
     with streamlog.open(path) as log:
-        q = log.queue("jobs", ack_wait_s=0.6)
-        got = []
-        deadline = time.monotonic() + 20
-        while len(got) < 2 and time.monotonic() < deadline:
+        log.queue("jobs", ack_wait_s=0.3).topic.append_many([b"%d" % i for i in range(total)])
+    report = str(tmp_path / "acked.txt")
+    rng = random.Random(5)
+    for idx in range(3):
+        started = CTX.Event()
+        p = CTX.Process(target=_queue_forever, args=(path, idx, started, report))
+        p.start()
+        assert started.wait(60)
+        time.sleep(rng.uniform(0.02, 0.15))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+    with open(report) as f:
+        acked = {int(line) for line in f if line.strip()}
+    assert acked, "the children consumed something before they were killed"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs", ack_wait_s=0.3)
+        deadline = time.monotonic() + 30
+        counts = []
+        while time.monotonic() < deadline:
             m = q.get(timeout=0.5)
             if m is not None:
-                got.append((m.offset, m.delivery_count))
+                counts.append(m.delivery_count)
                 assert m.ack()
-        assert sorted(got) == [(1, 2), (2, 1)]
-        assert q.get(timeout=0) is None and q.lag() == 0
+                acked.add(m.offset)
+            elif q.lag() == 0:
+                break
+        assert q.lag() == 0 and q._consumers.mine().pending() == []
+        assert max(counts, default=1) <= 4  # at most one delivery per kill, plus this one
+        assert log.topic("jobs.dlq").end_offset(0) == 0 if "jobs.dlq" in log.topics() \
+            else True
+    assert acked == set(range(total))

@@ -230,24 +230,174 @@ def test_close_releases_leases_at_once(store):
     assert m is not None and m.value == b"x"
 
 
-def test_an_ack_leases_the_next_message_which_close_hands_back_uncounted(store):
-    """get + ack is one write transaction per message: the ack also leases the next
-    message to the same consumer, which its next get returns; closing the handle hands
-    a held message back without counting a delivery."""
+def test_a_quick_consumer_prefetches_and_close_hands_back_uncounted(store, monkeypatch):
+    """A consumer that comes back for more quickly leases a batch in one transaction
+    and hands it out one get at a time; another consumer skips what it holds; closing
+    the handle hands what it still holds back without counting a delivery."""
+    from streamlog.backends.local import groups
+
+    monkeypatch.setattr(groups, "GROUP_PREFETCH_WINDOW_MS", 60_000)  # any pace is quick
+    monkeypatch.setattr(groups, "GROUP_PREFETCH_HOLD_MS", 60_000)
+    q = store.queue("jobs")
+    for i in range(6):
+        q.put(b"%d" % i)
+    m = q.get(timeout=0)  # the first lease takes one: no pace known yet
+    assert m.offset == 0 and m.ack()
+    m = q.get(timeout=0)  # came back at once: the rest of the queue is leased
+    assert m.offset == 1 and m.ack()
+    held = [h[0].offset for h in q._consumers.mine()._held]
+    assert held == [2, 3, 4, 5]
+    other = store.queue("jobs")
+    assert other.get(timeout=0) is None  # all leased to the first consumer
+    m = q.get(timeout=0)
+    assert m.offset == 2 and m.ack()
+    q.close()  # 0-2 acked (batched acks are committed by close), 3-5 back uncounted
+    got = []
+    while (m := other.get(timeout=0)) is not None:
+        got.append((m.offset, m.delivery_count))
+        assert m.ack()
+    assert got == [(3, 1), (4, 1), (5, 1)]
+    assert other.lag() == 0
+
+
+def test_prefetched_messages_not_handed_out_go_back_uncounted(store, monkeypatch):
+    """A consumer that prefetched and then stopped calling get: within about
+    GROUP_PREFETCH_HOLD_MS the background committer hands what it kept back to the
+    queue, deliveries not counted, and another consumer waiting in get takes them."""
+    from streamlog.backends.local import groups
+
+    monkeypatch.setattr(groups, "GROUP_PREFETCH_WINDOW_MS", 60_000)
+    q = store.queue("jobs")
+    for i in range(5):
+        q.put(b"%d" % i)
+    assert q.get(timeout=0).ack()
+    m = q.get(timeout=0)  # leases 1-4, keeps 2-4
+    assert m.offset == 1 and len(q._consumers.mine()._held) == 3
+    other = store.queue("jobs")
+    got = []
+    t0 = time.monotonic()
+    while len(got) < 3 and time.monotonic() - t0 < 5:
+        n = other.get(timeout=1)  # wakes when they are handed back
+        if n is not None:
+            got.append((n.offset, n.delivery_count))
+            assert n.ack()
+    assert got == [(2, 1), (3, 1), (4, 1)]
+    assert not q._consumers.mine()._held
+    assert m.ack() and q.lag() == 0
+
+
+def test_a_slow_consumer_leases_one_message_at_a_time(store, monkeypatch):
+    """A consumer whose pace would not use a batch within the prefetch window leases
+    one message per get: the others stay free for other consumers."""
+    from streamlog.backends.local import groups
+
+    monkeypatch.setattr(groups, "GROUP_PREFETCH_WINDOW_MS", 0)
+    q = store.queue("jobs")
+    for i in range(4):
+        q.put(b"%d" % i)
+    for i in range(3):
+        m = q.get(timeout=0)
+        assert m.offset == i and m.ack()
+        assert not q._consumers.mine()._held
+    assert store.queue("jobs").get(timeout=0).offset == 3
+
+
+def _committed_lag(path) -> int:
+    """The queue's lag as another store handle reads it from LMDB (no flush of ours)."""
+    with streamlog.open(path) as other:
+        return other.topic("jobs").group_config("jobs.queue") and \
+            other.queue("jobs").lag()
+
+
+def test_a_batched_ack_is_committed_by_the_next_get(tmp_path):
+    """An ack with time left on its lease is batched: another handle does not see it
+    until the consumer's next get commits it in its own transaction."""
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        for i in range(3):
+            q.put(b"%d" % i)
+        m = q.get(timeout=0)
+        assert m.ack()
+        g = q._consumers.mine()
+        with g._commit_lock:  # keeps the background committer out meanwhile
+            if g._acks:  # not yet committed (unless the background committer was quick)
+                assert _committed_lag(path) == 3
+        assert q.get(timeout=0).offset == 1
+        assert not g._acks and _committed_lag(path) == 2
+
+
+def test_a_batched_ack_is_committed_in_the_background(tmp_path):
+    """A consumer that acks and then does not call get again: the background committer
+    commits its ack within GROUP_ACK_DELAY_MS or so."""
+    from streamlog._limits import GROUP_ACK_DELAY_MS
+
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        q.put(b"0")
+        q.put(b"1")
+        assert q.get(timeout=0).ack()
+        g = q._consumers.mine()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with g._commit_lock:  # a commit in flight holds it: wait for its end
+                if not g._acks:
+                    break
+            time.sleep(GROUP_ACK_DELAY_MS / 4000)
+        with g._commit_lock:
+            assert not g._acks
+        assert _committed_lag(path) == 1
+
+
+def test_lag_in_the_same_process_counts_batched_acks(store):
+    """q.lag() (and another handle's, in this process) counts acks not committed yet."""
     q = store.queue("jobs")
     for i in range(3):
         q.put(b"%d" % i)
+    assert q.get(timeout=0).ack()
+    assert q.lag() == 2 and store.queue("jobs").lag() == 2
+
+
+def test_an_ack_near_the_lease_deadline_commits_at_once(tmp_path):
+    """With less than a quarter of ack_wait_s (or 200 ms) left on the lease, ack()
+    commits before it returns, as a group's ack does: it can tell a lost lease."""
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs", ack_wait_s=0.4)
+        q.put(b"0")
+        m = q.get(timeout=0)
+        time.sleep(0.25)  # 150 ms left: under the 200 ms margin
+        assert m.ack()
+        assert not q._consumers.mine()._acks
+        assert _committed_lag(path) == 0
+
+
+def test_a_lost_lease_is_not_batched(store):
+    """An ack after the lease expired and another consumer took the message: False."""
+    q = store.queue("jobs", ack_wait_s=0.2)
+    q.put(b"0")
     m = q.get(timeout=0)
-    assert m.ack()
-    other = store.queue("jobs")
-    held = q._consumers.mine()._held[0]
-    assert held.offset == 1
-    got = other.get(timeout=0)  # the held message is leased: another consumer skips it
-    assert got.offset == 2 and got.ack()
-    q.close()
-    again = other.get(timeout=0)
-    assert (again.offset, again.delivery_count) == (1, 1)
+    time.sleep(0.3)
+    other = store.queue("jobs", ack_wait_s=0.2)
+    again = other.get(timeout=1)
+    assert again is not None and again.delivery_count == 2
+    assert m.ack() is False
     assert again.ack() and other.lag() == 0
+
+
+def test_durability_always_commits_each_ack(tmp_path):
+    """With durability="always" nothing is batched: each ack is committed (and synced)
+    before it returns, and leases the next message in its transaction."""
+    path = tmp_path / "s"
+    with streamlog.open(path, durability="always") as log:
+        q = log.queue("jobs")
+        for i in range(3):
+            q.put(b"%d" % i)
+        assert q.get(timeout=0).ack()
+        g = q._consumers.mine()
+        assert not g._acks and [h[0].offset for h in g._held] == [1]
+        assert _committed_lag(path) == 2
 
 
 def test_a_message_held_past_the_hold_limit_goes_back_uncounted(store, monkeypatch):
@@ -264,3 +414,38 @@ def test_a_message_held_past_the_hold_limit_goes_back_uncounted(store, monkeypat
     m = q.get(timeout=0)
     assert (m.offset, m.delivery_count) == (1, 1)
     assert m.ack() and q.lag() == 0
+
+
+def test_a_program_that_exits_without_closing_keeps_its_acks(tmp_path):
+    """Batched acks are committed at interpreter exit (a normal exit is not a crash),
+    and prefetched messages go back uncounted: nothing waits for ack_wait_s."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s"
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        for i in range(5):
+            q.put(b"%d" % i)
+    script = (
+        "import streamlog\n"
+        "from streamlog.backends.local import groups\n"
+        "groups.GROUP_PREFETCH_WINDOW_MS = 60_000\n"
+        "groups.GROUP_PREFETCH_HOLD_MS = 60_000\n"
+        "groups._COMMITTER.add = lambda g: None  # no background commit before exit\n"
+        f"log = streamlog.open({str(path)!r})\n"
+        "q = log.queue('jobs')\n"
+        "for _ in range(2):\n"
+        "    assert q.get(timeout=1).ack()\n"
+        "g = q._consumers.mine()\n"
+        "assert g._acks and g._held\n"
+        "import os\n"
+        "groups._COMMITTER._groups.add(g)  # what add() does, without its thread\n"
+        "groups._COMMITTER._pid = os.getpid()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with streamlog.open(path) as log:
+        q = log.queue("jobs")
+        assert q.lag() == 3
+        got = [(m.offset, m.delivery_count) for m in iter(lambda: q.get(timeout=0), None)]
+        assert got == [(2, 1), (3, 1), (4, 1)]

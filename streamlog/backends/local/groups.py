@@ -17,21 +17,25 @@ layout, the algorithms and the decisions taken where the API leaves a choice.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import hashlib
 import json
 import math
 import os
 import struct
+import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from streamlog import _tracing, _validate
+from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
+    GROUP_ACK_DELAY_MS,
     GROUP_DEAD_LETTER_BATCH,
     GROUP_FILTER_LEASE_RECORDS,
     GROUP_FILTER_SCAN_RECORDS,
@@ -39,6 +43,9 @@ from streamlog._limits import (
     GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
+    GROUP_PREFETCH_HOLD_MS,
+    GROUP_PREFETCH_MAX,
+    GROUP_PREFETCH_WINDOW_MS,
     MAX_MAX_RECORD_BYTES,
 )
 from streamlog._types import GroupReset, View, now_ms
@@ -370,12 +377,13 @@ class Message:
     # Only the Record and the lease live in the object; the Record fields are
     # read through it (C-level getters): a poll builds one Message per record,
     # so every attribute stored here costs each delivery.
-    __slots__ = ("_record", "delivery_count", "_group", "_epoch", "_state")
+    __slots__ = ("_record", "delivery_count", "_group", "_epoch", "_state", "_due")
     _record: Any  # the Record (streamlog._ext.Record)
     delivery_count: int
     _group: Group
     _epoch: int
     _state: int
+    _due: int  # the lease's deadline (epoch ms) as of its delivery
 
     _fields = ("topic", "partition", "offset", "timestamp_ms", "key", "value", "headers",
                "delivery_count")
@@ -395,11 +403,28 @@ class Message:
 
     def ack(self) -> bool:
         """Mark the record processed. False if the lease was lost (expired and taken by
-        another consumer, or refused after an exclusive takeover)."""
-        self._group._log._check()  # a closed store refuses, settled or not
+        another consumer, or refused after an exclusive takeover).
+
+        A one-at-a-time consumer's ack (the queue view's) whose lease has time
+        left is batched: it is committed with the consumer's next poll, by its
+        ``close()``, or within ``GROUP_ACK_DELAY_MS`` by the store's background
+        committer (docs/guarantees.md); until then a crash redelivers it."""
+        g = self._group
+        g._log._check()  # a closed store refuses, settled or not
         if self._state:
             return self._state == _ACKED
-        return self._group._settle([self], _ACK)[0]
+        if g._defer_acks and _time_ns() // 1_000_000 < self._due - g._ack_margin_ms and \
+                not g._closed:
+            with g._lock:  # (Group._defer_ack, inline: the queue's hot path)
+                if not g._acks:
+                    g._acks_at = time.monotonic()
+                g._acks.append(self)
+                self._state = _ACKED
+                if not g._active:
+                    g._active = True
+                    _COMMITTER.add(g)
+            return True
+        return g._settle([self], _ACK)[0]
 
     def nack(self, delay_s: float = 0, error: str | None = None) -> bool:
         """Hand the record back for redelivery after ``delay_s`` (and the group's backoff).
@@ -444,6 +469,15 @@ class Message:
 
 
 _new_message = Message.__new__
+_time_ns = time.time_ns  # now_ms() is _time_ns() // 1_000_000
+# Messages for a leased range: ``_make_messages(records, out, group, count, epoch, state,
+# due)`` appends one per record and says whether any record carries headers.
+_MAKER = _ext.MessageMaker(Message)
+_make_messages = _MAKER.build
+# The usual settle of a poll's batch in one pass: ``_scan_messages(msgs, group,
+# exclusive)`` -> (partition, epoch, lo, hi) or None; ``_set_states(msgs, state)``.
+_scan_messages = _MAKER.scan
+_set_states = _MAKER.set_state
 
 
 # ------------------------------------------------------------- validation
@@ -782,7 +816,24 @@ class Group:
         # leases the next in its transaction; ``_held`` is (that Message, when leased in
         # ms) until ``_take_held`` hands it out or back (docs/groups.md).
         self._ack_leases_next = False
-        self._held: tuple[Message, int] | None = None
+        # Messages leased and not handed out yet (the ack's next one, or a prefetch of a
+        # consumer that comes back quickly): (Message, the time in ms after which it is
+        # no longer handed out but goes back, its delivery not counted, whether its poll
+        # already looked at its subject and delay), oldest first.
+        self._held: deque[tuple[Message, int, bool]] = deque()
+        # Batched acks of a one-at-a-time consumer (see Message.ack): acks not committed
+        # yet, oldest first, and when the oldest was made (monotonic). ``_lock`` guards
+        # them and ``_held`` against the background committer; ``_commit_lock`` is held
+        # from taking them to their commit, so a flush never misses one in flight.
+        self._defer_acks = False
+        self._ack_margin_ms = 0
+        self._acks: list[Message] = []
+        self._acks_at = 0.0
+        self._active = False  # in the committer's set (something batched or held)
+        self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
+        self._pf_t = 0.0  # prefetch pacing: when the last batch was leased (monotonic)
+        self._pf_got = 0  # and how many records it held
         self._removed_acked = False  # the last poll acked offsets compaction removed
         # partition -> (state bytes, end, start, due_ms, options) of its last look
         # that found nothing deliverable before due_ms (see _poll_once)
@@ -844,11 +895,29 @@ class Group:
         as soon as any process appends to the topic, or a lease or delay it
         waits for comes due.
         """
+        if self._held and max_records == 1 and max_records.__class__ is int and \
+                not self._closed and not self._log._closed and \
+                (timeout is None or (timeout.__class__ is float or timeout.__class__ is int)
+                 and timeout >= 0):
+            # The one-at-a-time consumer's usual call, with arguments the checks below
+            # would pass: hand out the next record it holds.
+            now = _time_ns() // 1_000_000
+            with self._lock:  # a prefetched one in time: nothing more to look at
+                h = self._held[0] if self._held else None
+                quick = h is not None and h[2] and now <= h[1]
+                if quick:
+                    self._held.popleft()
+            held = h[0] if quick else self._take_held()  # type: ignore[index]
+            if held is not None:
+                tracer = _tracing.tracer()
+                if tracer is not None:
+                    _tracing.receive(tracer, self.topic.name, [held])
+                return [held]
         self._check()
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        while self._held is not None:  # (an ack of a filtered-out one may hold the next)
+        while self._held:  # (an ack of a filtered-out one may hold the next)
             held = self._take_held()
             if held is not None:
                 tracer = _tracing.tracer()
@@ -859,8 +928,15 @@ class Group:
         topic = self.topic
         while True:
             seq = topic.notify_seq_any()  # before looking: an append after this wakes us
-            msgs, due_ms = self._poll_once(max_records)
+            paced = max_records == 1 and self._ack_leases_next
+            want = self._prefetch_size() if paced else max_records
+            msgs, due_ms = self._poll_once(want)
+            if paced:
+                self._pf_got = len(msgs)
             if msgs:
+                if len(msgs) > max_records:  # a prefetch: the rest go out one per poll
+                    self._hold(msgs[max_records:], GROUP_PREFETCH_HOLD_MS, checked=True)
+                    msgs = msgs[:max_records]
                 tracer = _tracing.tracer()
                 if tracer is not None:
                     _tracing.receive(tracer, topic.name, msgs)
@@ -903,10 +979,14 @@ class Group:
         order = [(self._rr + i) % n for i in range(n)]
         pkeys = self._pkeys
         scanned = [0]  # records the filter dropped inside the transaction (last run of fn)
+        acks: list[Message] | None = None
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
             scanned[0] = 0
+            # Batched acks first (idempotent if fn runs again): the room they make
+            # counts for this poll.
+            full = self._apply_acks(tx, acks) if acks else False
             flt = self._subject_match(cfg)
             aw = int(cfg["ack_wait_s"] * 1000)
             md = cfg["max_deliver"]
@@ -939,7 +1019,7 @@ class Group:
                         dirty = dirty or res.changed
                     if dirty:
                         stores[p].save(st, bo)
-                return cfg, taken, due, beat, {}
+                return cfg, taken, due, beat, {}, full
             idle = dict(idle_before)  # rebuilt on each run: fn may run twice
             for p in order:
                 v = views[p]
@@ -996,10 +1076,23 @@ class Group:
                     ps.save(st, bo)
                 elif res.due_ms > now:
                     idle[p] = (ps.raw, v.end_offset, v.start_offset, res.due_ms, cfg)
-            return cfg, taken, due, beat, idle
+            return cfg, taken, due, beat, idle, full
 
         idle_before = self._idle
-        cfg, taken, due, beat, idle = self._kv.transact(fn)
+        if self._acks:
+            self._commit_lock.acquire()
+            acks = self._take_acks()
+        try:
+            cfg, taken, due, beat, idle, full = self._kv.transact(fn)
+        except BaseException:
+            if acks:
+                self._put_back(acks)
+            raise
+        finally:
+            if acks is not None:
+                self._commit_lock.release()
+        if full:
+            _wake(self.topic)  # the batched acks made room under the pending cap
         self._idle = idle
         self._cfg = cfg
         self._reclaim = False
@@ -1017,6 +1110,7 @@ class Group:
                 self._filter = (subjects, _validate.subject_regex(subjects).match)
             match = self._filter[1]
         held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
+        lease_due = now + int(cfg["ack_wait_s"] * 1000)
         ordered = mode != "shared"
         removed: list[tuple[int, int, list[tuple[int, int]]]] = []
         self._removed_acked = False
@@ -1024,13 +1118,14 @@ class Group:
             part = parts[p]
             for lo, hi, count in res.deliver:
                 first = len(msgs)
-                for r in _read_range(part, lo, hi, self._cache):
-                    m = _new_message(Message)
-                    m.delivery_count = count
-                    m._record = r
-                    m._group = self
-                    m._epoch = epoch
-                    m._state = _OPEN
+                batch: list[Message] = []
+                if not _make_messages(_read_range(part, lo, hi, self._cache), batch, self,
+                                      count, epoch, _OPEN, lease_due) \
+                        and match is None and not held:
+                    msgs.extend(batch)  # no headers, no filter: every one goes out as is
+                    batch = []
+                for m in batch:
+                    r = m._record
                     if match is not None:
                         subj = r.headers.get(_validate.SUBJECT_HEADER)
                         if subj is None or match(subj) is None:
@@ -1277,33 +1372,40 @@ class Group:
         # in one pass per step for the usual batch (one partition, all unsettled): the
         # per-message cost of an ack is what bounds a consumer's records per second.
         ranges_of: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        try:  # only poll() sets _group: a message of this handle is a Message
-            fast = n > 0 and {m._group for m in msgs} == {self} and \
-                {m._state for m in msgs} == {_OPEN}
-        except AttributeError:  # not Messages: the careful path names the culprit
-            fast = False
-        if fast:
-            todo: list[int] | range = range(n)
-            recs = [m._record for m in msgs]
-            parts = {r.partition for r in recs}
-            epochs = {m._epoch for m in msgs} if exclusive else {0}
-            if len(parts) == 1 and len(epochs) == 1:
-                ranges_of[parts.pop()] = {epochs.pop(): gs.to_ranges([r.offset for r in recs])}
-            else:
-                ranges_of = _ranges_by_part(msgs, exclusive)
+        todo: list[int] | range
+        span = _scan_messages(msgs, self, exclusive) if n > 1 else None
+        if span is not None:  # one poll's batch, in order: its range in one pass
+            todo = range(n)
+            ranges_of[span[0]] = {span[1]: [(span[2], span[3])]}
         else:
-            todo = []
-            for i, m in enumerate(msgs):
-                if m.__class__ is not Message or m._group is not self:
-                    if not isinstance(m, Message):
-                        raise TypeError(f"expected Messages, not {type(m).__name__}")
-                    raise ValueError("a message can be settled only through the group "
-                                     "handle that delivered it")
-                if m._state:
-                    out[i] = m._state == _ACKED if action == _ACK else False
+            try:  # only poll() sets _group: a message of this handle is a Message
+                fast = n > 0 and {m._group for m in msgs} == {self} and \
+                    {m._state for m in msgs} == {_OPEN}
+            except AttributeError:  # not Messages: the careful path names the culprit
+                fast = False
+            if fast:
+                todo = range(n)
+                recs = [m._record for m in msgs]
+                parts = {r.partition for r in recs}
+                epochs = {m._epoch for m in msgs} if exclusive else {0}
+                if len(parts) == 1 and len(epochs) == 1:
+                    ranges_of[parts.pop()] = {
+                        epochs.pop(): gs.to_ranges([r.offset for r in recs])}
                 else:
-                    todo.append(i)
-            ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
+                    ranges_of = _ranges_by_part(msgs, exclusive)
+            else:
+                todo = []
+                for i, m in enumerate(msgs):
+                    if m.__class__ is not Message or m._group is not self:
+                        if not isinstance(m, Message):
+                            raise TypeError(f"expected Messages, not {type(m).__name__}")
+                        raise ValueError("a message can be settled only through the group "
+                                         "handle that delivered it")
+                    if m._state:
+                        out[i] = m._state == _ACKED if action == _ACK else False
+                    else:
+                        todo.append(i)
+                ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
         if not todo or self._closed:
             return out
         self._log._check()
@@ -1313,7 +1415,7 @@ class Group:
         defer_to = now + int(delay_s * 1000)
         keyed = self.mode == "key_shared"
         lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
-            self._held is None and self.mode == "shared"
+            not self._held and self.mode == "shared"
         if lease_next:
             views = [View._make(part.view()) for part in self.topic._parts]
 
@@ -1377,7 +1479,8 @@ class Group:
             m._group = self
             m._epoch = 0
             m._state = _OPEN
-            self._held = (m, now)
+            m._due = now + int(self._cfg["ack_wait_s"] * 1000)
+            self._hold([m], GROUP_HOLD_MAX_MS, now)
         if beat:
             self._beat_ms = now
         state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
@@ -1387,8 +1490,11 @@ class Group:
             if len(asked) == 1 and p in ranges_of and changed == list(asked.values())[0]:
                 # every message of the batch succeeded: no per-message lookups
                 if state:
-                    for m in msgs:
-                        m._state = state
+                    if span is not None:
+                        _set_states(msgs, state)
+                    else:
+                        for m in msgs:
+                            m._state = state
                 self._settled(action, dead, full)
                 return [True] * n
         for i in todo:
@@ -1441,25 +1547,161 @@ class Group:
 
     def one_at_a_time(self) -> None:
         """A hint that this consumer polls one record at a time and settles it before
-        its next poll (the queue view's ``get``): an ``ack`` of one message then also
-        leases the next in its transaction, and the next ``poll`` hands that one out,
-        so the pair costs one LMDB write transaction, not two. A message held so
-        longer than ``GROUP_HOLD_MAX_MS`` (or a tenth of ``ack_wait_s``) goes back
-        to the group, its delivery not counted; ``close`` hands it back too."""
+        its next poll (the queue view's ``get``). Three things follow, so that a
+        ``get`` + ``ack`` loop does not pay an LMDB write transaction per call:
+
+        * a consumer that comes back for more quickly leases a batch of records in
+          one transaction (at most ``GROUP_PREFETCH_MAX``, as many as its recent pace
+          takes within ``GROUP_PREFETCH_WINDOW_MS``) and ``poll(1)`` hands them out
+          one at a time; a slow consumer keeps leasing one record at a time;
+        * in a shared group, unless the store's durability is ``always``, an ``ack``
+          whose lease has time left is batched: committed in the transaction of the
+          next poll that goes to the store, by ``close()``, or by the background
+          committer within ``GROUP_ACK_DELAY_MS`` (a crash before that redelivers
+          the message, as at-least-once allows);
+        * an ``ack`` that does commit at once also leases the next record in its
+          transaction.
+
+        A record leased and not handed out within ``GROUP_HOLD_MAX_MS`` (or a tenth
+        of ``ack_wait_s``) goes back to the group, its delivery not counted;
+        ``close`` hands such records back too."""
         self._log._check()
         self._ack_leases_next = True
+        if self.mode == "shared" and self._log.durability != "always":
+            aw = int(self._cfg["ack_wait_s"] * 1000)
+            # Batched only while the lease has this much left: the commit is due long
+            # before the lease could expire and go to another consumer.
+            self._ack_margin_ms = max(10 * GROUP_ACK_DELAY_MS, aw // 4)
+            self._defer_acks = True
+
+    def _prefetch_size(self) -> int:
+        """How many records the next lease of a one-at-a-time consumer takes: what it
+        handed out since its last lease, scaled to GROUP_PREFETCH_WINDOW_MS of the pace
+        it went at (so a consumer that takes 10 ms a message leases one at a time)."""
+        t = time.monotonic()
+        elapsed = t - self._pf_t
+        self._pf_t = t
+        got = self._pf_got
+        if got <= 0 or elapsed <= 0:
+            return 1
+        n = int(got * (GROUP_PREFETCH_WINDOW_MS / 1000) / elapsed)
+        return 1 if n < 1 else GROUP_PREFETCH_MAX if n > GROUP_PREFETCH_MAX else n
+
+    def _hold(self, msgs: list[Message], hold_ms: int, at: int | None = None,
+              checked: bool = False) -> None:
+        """Keep leased messages to hand out one per poll (see ``_take_held``) for at most
+        ``hold_ms`` (and a tenth of ack_wait_s), from ``at`` (now). ``checked``: a poll
+        already filtered them by subject and delay."""
+        if at is None:
+            at = now_ms()
+        until = at + min(hold_ms, int(self._cfg["ack_wait_s"] * 100))
+        with self._lock:
+            self._held.extend((m, until, checked) for m in msgs)
+            if not self._active:
+                self._active = True
+                _COMMITTER.add(self)
+
+    def _take_acks(self) -> list[Message]:
+        with self._lock:
+            acks = self._acks
+            self._acks = []
+        return acks
+
+    def _put_back(self, acks: list[Message]) -> None:
+        """Batched acks whose transaction failed: they wait for the next commit."""
+        with self._lock:
+            self._acks[:0] = acks
+            if not self._active:
+                self._active = True
+                _COMMITTER.add(self)
+
+    def _apply_acks(self, tx: Tx, acks: list[Message]) -> bool:
+        """Commit batched acks inside ``tx``; True when a partition was at its pending cap
+        (pollers waiting for room are then woken)."""
+        span = _scan_messages(acks, self, False, _ACKED)
+        by_part: dict[int, list[tuple[int, int]]] = {}
+        if span is not None:  # the usual case: one prefetched batch, acked in order
+            by_part[span[0]] = [(span[2], span[3])]
+        else:
+            offsets: dict[int, list[int]] = {}
+            for m in acks:
+                r = m._record
+                offsets.setdefault(r.partition, []).append(r.offset)
+            by_part = {p: gs.to_ranges(offs) for p, offs in offsets.items()}
+        full = False
+        me = self.consumer
+        for p, ranges in by_part.items():
+            ps = _PartStore(tx, self._pkeys[p])
+            h = ps.open(write=True)
+            if h is None:
+                continue
+            if h.pending >= GROUP_MAX_PENDING_RECORDS:
+                full = True
+            if gs.ack_store(ps, me, ranges):
+                ps.save_head()
+        return full
+
+    def _flush_acks(self) -> None:
+        """Commit this consumer's batched acks now, in one transaction."""
+        if not self._acks:
+            return
+        with self._commit_lock:
+            self._flush_acks_locked()
+
+    def _flush_acks_locked(self) -> None:
+        """``_flush_acks`` under ``_commit_lock`` (which ``close`` takes too, so nothing
+        of this runs on a store a close has begun to tear down)."""
+        if self._closed:
+            return  # close() committed them
+        acks = self._take_acks()
+        if not acks:
+            return
+        try:
+            full = self._kv.transact(lambda tx: self._apply_acks(tx, acks))
+        except BaseException:
+            self._put_back(acks)
+            raise
+        if full:
+            _wake(self.topic)
+
+    def _commit_due(self, now: float) -> bool:
+        """The background committer's look at this consumer: commit batched acks older
+        than GROUP_ACK_DELAY_MS, hand back held records past the hold limit. False (and
+        out of the committer's set) once nothing is batched or held."""
+        stale: list[Message] = []
+        with self._commit_lock:  # close() waits for this look to end
+            with self._lock:
+                if self._closed or not self._acks and not self._held:
+                    self._active = False
+                    _COMMITTER.discard(self)
+                    return False
+                due = bool(self._acks) and now - self._acks_at >= GROUP_ACK_DELAY_MS / 1000
+                if self._held:
+                    t = now_ms()
+                    while self._held and self._held[0][1] < t:
+                        stale.append(self._held.popleft()[0])
+            if due:
+                self._flush_acks_locked()
+            if stale:
+                self._settle(stale, _DEFER, 0)
+        return True
 
     def _take_held(self) -> Message | None:
         """The message the last ack leased, if it was leased within the hold limit and
         is due; otherwise it goes back to the group, its delivery not counted."""
-        held = self._held
-        if held is None:
-            return None
-        self._held = None
-        m, at = held
-        hold_ms = min(GROUP_HOLD_MAX_MS, int(self._cfg["ack_wait_s"] * 100))
         now = now_ms()
-        if now - at <= hold_ms:
+        stale: list[Message] = []
+        with self._lock:
+            if not self._held:
+                return None
+            m, until, checked = self._held.popleft()
+            if now > until:  # this one and those leased with it or before go back
+                stale.append(m)
+                while self._held and now > self._held[0][1]:
+                    stale.append(self._held.popleft()[0])
+        if not stale:
+            if checked:  # a prefetched one: its poll already looked at subject and delay
+                return m
             r = m._record
             subjects = self._cfg.get("subjects")
             if subjects:
@@ -1474,7 +1716,7 @@ class Group:
                 return m
             self._hand_back_early([(m, due)])
             return None
-        self._settle([m], _DEFER, 0)
+        self._settle(stale, _DEFER, 0)
         return None
 
     def _settled(self, action: int, dead: list[tuple[int, int, int, int, str | None]],
@@ -1562,6 +1804,8 @@ class Group:
     # ------------------------------------------------------------- inspect
     def _states(self) -> list[gs.PartState]:
         self._log._check()
+        _COMMITTER.flush(self._log)  # this process's batched acks count
+        self._flush_acks()
         self._sync_partitions()
         db = self._log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
         with self._log._meta.read() as txn:
@@ -1651,14 +1895,26 @@ class Group:
         me = self.consumer
         now = now_ms()
         pkeys = self._pkeys
-        held = self._held[0]._record if self._held is not None else None
-        self._held = None
+        self._commit_lock.acquire()
+        with self._lock:
+            acks = self._acks
+            self._acks = []
+            held = [m._record for m, _, _ in self._held]
+            self._held.clear()
+            if self._active:
+                self._active = False
+                _COMMITTER.discard(self)
+        back: dict[int, list[int]] = {}
+        for r in held:
+            back.setdefault(r.partition, []).append(r.offset)
 
         def fn(tx: Tx):
-            if held is not None:  # leased by an ack, never handed out: not a delivery
-                ps = _PartStore(tx, pkeys[held.partition])
+            if acks:  # batched acks are committed by a clean close
+                self._apply_acks(tx, acks)
+            for p, offsets in back.items():  # leased, never handed out: not a delivery
+                ps = _PartStore(tx, pkeys[p])
                 if ps.open(write=True) is not None and gs.apply_store(
-                        ps, [(held.offset, held.offset + 1)],
+                        ps, gs.to_ranges(offsets),
                         lambda r: [gs.FREE, now, max(r[4] - 1, 0), r[5]] if r[2] == me
                         else None):
                     ps.save_head()
@@ -1683,6 +1939,138 @@ class Group:
             _wake(self.topic)
         except StoreClosed:
             pass
+        finally:
+            self._commit_lock.release()
+            if self._defer_acks or self._ack_leases_next:
+                _COMMITTER.closed(self)
+
+
+class _Committer:
+    """The background committer of batched acks (one daemon thread per process).
+
+    A one-at-a-time consumer with batched acks or held records is in its set
+    (``add``); every half GROUP_ACK_DELAY_MS the thread commits the acks of
+    those whose oldest is GROUP_ACK_DELAY_MS old and hands back held records
+    past the hold limit, so an ack is committed within about that delay even
+    if its consumer never polls again. A consumer with nothing batched or held
+    leaves the set; the thread ends after a second with an empty set, or at
+    once when the last consumer in it closes (so a closed store leaves no
+    thread of its own behind), and the next ``add`` starts another.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._groups: set[Group] = set()
+        self._pid = 0
+        self._thread: threading.Thread | None = None
+        self._quit = False
+
+    def add(self, g: Group) -> None:
+        """Called under ``g._lock`` when ``g`` gets something to commit or hand back."""
+        with self._cond:
+            if self._pid != os.getpid():  # first use, or a child of fork: a thread of its own
+                self._pid = os.getpid()
+                self._groups = set()
+                self._thread = None
+            self._groups.add(g)
+            self._quit = False
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="streamlog-ack-committer",
+                                                daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def discard(self, g: Group) -> None:
+        """Called under ``g._lock`` once ``g`` has nothing batched or held."""
+        with self._cond:
+            self._groups.discard(g)
+
+    def closed(self, g: Group) -> None:
+        """``g`` closed: out of the set; the last one out ends the thread (and waits for
+        it, unless this is the thread)."""
+        with self._cond:
+            self._groups.discard(g)
+            if self._groups or self._thread is None:
+                return
+            self._quit = True
+            t = self._thread
+            self._cond.notify()
+        if t is not threading.current_thread():
+            t.join(1.0)
+
+    def flush(self, log) -> None:
+        """Commit the batched acks of every consumer of ``log`` in this process now (so
+        lag and stats read in this process count them)."""
+        with self._cond:
+            groups = [g for g in self._groups if g._log is log]
+        for g in groups:
+            g._flush_acks()
+
+    def _run(self) -> None:
+        me = threading.current_thread()
+        while True:
+            with self._cond:
+                if not self._groups:
+                    if not self._quit:
+                        self._cond.wait(1.0)
+                    if not self._groups:
+                        if self._thread is me:
+                            self._thread = None
+                        return
+                self._cond.wait(GROUP_ACK_DELAY_MS / 2000)
+                groups = list(self._groups)
+            now = time.monotonic()
+            for g in groups:
+                try:
+                    g._commit_due(now)
+                except Exception:  # noqa: BLE001 - a closed store, a deleted group: drop it
+                    with g._lock:
+                        g._acks = []
+                        g._held.clear()
+                        g._active = False
+                        self.discard(g)
+
+
+_COMMITTER = _Committer()
+
+
+def _commit_at_exit() -> None:
+    """At interpreter exit, commit every batched ack and hand back every held record of
+    this process's consumers: a program that ends without closing its store is not a
+    crash, and its acks stay acks."""
+    with _COMMITTER._cond:
+        groups = list(_COMMITTER._groups) if _COMMITTER._pid == os.getpid() else []
+    for g in groups:
+        try:
+            with g._commit_lock:
+                with g._lock:
+                    held = [m for m, _, _ in g._held]
+                    g._held.clear()
+                g._flush_acks_locked()
+                if held:
+                    g._settle(held, _DEFER, 0)
+        except Exception:  # noqa: BLE001, S110 - a closed store: nothing left to do
+            pass
+
+
+atexit.register(_commit_at_exit)
+
+
+def _reset_committer_after_fork() -> None:
+    """In a child of fork: a committer of its own (the parent's thread is not here), and
+    the consumers the parent's committer looked after get fresh locks (a parent thread
+    may have held them at the fork) and join the child's set on their next ack."""
+    global _COMMITTER
+    inherited = list(_COMMITTER._groups)
+    _COMMITTER = _Committer()
+    for g in inherited:
+        g._lock = threading.Lock()
+        g._commit_lock = threading.Lock()
+        g._active = False
+
+
+os.register_at_fork(after_in_child=_reset_committer_after_fork)
 
 
 def _close_ref(ref) -> None:
@@ -1817,6 +2205,7 @@ def drop_topic(meta, txn, topic: str) -> None:
 
 def stats(log, topic: Topic, out: dict) -> None:
     """Stats hook: per group figures under ``log.stats()["groups"][topic][group]``."""
+    _COMMITTER.flush(log)  # this process's batched acks count
     prefix = b"c" + _tk(topic.name)
     now = now_ms()
     db = log._meta.db(_NS)  # before the txn: a first open inside one is EINVAL
