@@ -11,5 +11,4 @@ include "codec.pxi"
 include "native.pxi"
 include "eventlog.pxi"
 include "columnar.pxi"
-
 include "groups.pxi"
