@@ -10,3 +10,4 @@ no Python equivalent. Importing this module only loads code.
 include "codec.pxi"
 include "native.pxi"
 include "eventlog.pxi"
+include "subjects.pxi"

@@ -166,3 +166,13 @@ class GroupCommit:
     def sync_to(self, target: int, sync: Any, delay: bool = False) -> None: ...
 
 CRC_DIRECT: bool
+
+class SubjectFilter:
+    patterns: tuple[bytes, ...]
+    def __init__(self, patterns: Sequence[str | bytes]) -> None: ...
+    def matches(self, subject: bytes | str) -> bool: ...
+
+def match_span(buf: Any, pos: int, limit: int, expected_base: int, min_offset: int,
+               max_offset: int, max_matches: int, flt: SubjectFilter, topic: str,
+               partition: int, out: list[Record], crc_from: int
+               ) -> tuple[int, int, bool, int]: ...

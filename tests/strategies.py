@@ -116,3 +116,37 @@ def parse_value(value: bytes) -> tuple[int, int]:
     writer, seq, size = int(value[1:4]), int(value[5:14]), int(value[15:22])
     assert value == record_value(writer, seq, size), f"damaged value of {writer}/{seq}"
     return writer, seq
+
+
+# ------------------------------------------------------------------ subjects
+# Tokens from a small alphabet so that patterns and subjects often share tokens (a
+# random pattern would almost never match a random subject); the '*' and '>'
+# characters and empty tokens appear in subjects too, as a raw header could hold them.
+subject_tokens = st.sampled_from(["a", "b", "ab", "orders", "eu", "", "*", ">", "é"])
+subject_strings = st.lists(subject_tokens, min_size=1, max_size=5).map(".".join)
+
+
+@st.composite
+def subject_patterns(draw):
+    """A pattern as the API accepts it: tokens, '*' anywhere, '>' only last."""
+    toks = draw(st.lists(st.sampled_from(["a", "b", "ab", "orders", "eu", "é", "*"]),
+                         min_size=1, max_size=4))
+    if draw(st.booleans()):
+        toks[-1] = ">"
+    return ".".join(toks)
+
+
+@st.composite
+def subject_batches(draw, max_records: int = 8):
+    """Records (key, value, headers, timestamp) of one batch, some with a ``subject``
+    header (sometimes twice, sometimes beside others), as ``encode_batch`` takes them."""
+    n = draw(st.integers(1, max_records))
+    headers = []
+    for _ in range(n):
+        pairs = draw(st.lists(st.tuples(st.sampled_from([b"subject", b"other", b"subjec"]),
+                                        subject_strings.map(str.encode)), max_size=3))
+        headers.append(pairs or None)
+    values = draw(st.lists(st.one_of(st.none(), st.binary(max_size=16)), min_size=n,
+                           max_size=n))
+    keys = draw(st.lists(st.one_of(st.none(), st.binary(max_size=4)), min_size=n, max_size=n))
+    return keys, values, headers, [1_000_000 + i for i in range(n)]
