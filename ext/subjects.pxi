@@ -3,8 +3,6 @@
 # (``py_subject_matches``, ``PySubjectFilter``, ``py_match_span``); both must agree on every
 # input (tests/property/test_subject_parity.py).
 
-from libc.string cimport memcmp
-
 cdef extern from *:
     """
     /* The header a record's subject travels in (streamlog._validate.SUBJECT_HEADER). */
@@ -15,7 +13,17 @@ cdef extern from *:
     int SL_SUBJECT_NAME_LEN
 
 
-cdef bint _match_one(const unsigned char *s, Py_ssize_t sn,
+cdef inline bint _same(const unsigned char *a, const unsigned char *b,
+                       Py_ssize_t n) noexcept nogil:
+    """``memcmp(a, b, n) == 0`` for the short tokens of subjects, without a libc call."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] != b[i]:
+            return False
+    return True
+
+
+cdef inline bint _match_one(const unsigned char *s, Py_ssize_t sn,
                      const unsigned char *pt, Py_ssize_t pn) noexcept nogil:
     """Whether subject ``s`` matches pattern ``pt``: tokens split on '.', '*' is any one
     token, a last '>' one or more tokens, any other token matches itself byte for byte."""
@@ -35,7 +43,7 @@ cdef bint _match_one(const unsigned char *s, Py_ssize_t sn,
         while se < sn and s[se] != 46:
             se += 1
         if not (pe - j == 1 and pt[j] == 42):  # '*' takes any one token
-            if pe - j != se - i or memcmp(pt + j, s + i, se - i) != 0:
+            if pe - j != se - i or not _same(pt + j, s + i, se - i):
                 return False
         if pe < pn:
             j = pe + 1
@@ -55,12 +63,14 @@ cdef class SubjectFilter:
     cdef list _keep
     cdef const unsigned char **_p
     cdef Py_ssize_t *_n
+    cdef Py_ssize_t *_lit  # bytes of whole literal tokens (with their dots) before a wildcard
     cdef Py_ssize_t count
     cdef readonly tuple patterns
 
     def __cinit__(self, patterns):
         self._p = NULL
         self._n = NULL
+        self._lit = NULL
 
     def __init__(self, patterns):
         cdef Py_ssize_t i
@@ -70,20 +80,37 @@ cdef class SubjectFilter:
         self.count = len(keep)
         self._p = <const unsigned char **>malloc(sizeof(char *) * (self.count + 1))
         self._n = <Py_ssize_t *>malloc(sizeof(Py_ssize_t) * (self.count + 1))
-        if self._p == NULL or self._n == NULL:
+        self._lit = <Py_ssize_t *>malloc(sizeof(Py_ssize_t) * (self.count + 1))
+        if self._p == NULL or self._n == NULL or self._lit == NULL:
             raise MemoryError()
         for i in range(self.count):
             self._p[i] = <const unsigned char *>PyBytes_AS_STRING(keep[i])
             self._n[i] = len(<bytes>keep[i])
+            lit = 0
+            for tok in (<bytes>keep[i]).split(b"."):
+                if tok == b"*" or tok == b">":
+                    break
+                lit += len(tok) + 1
+            # a pattern without wildcards: compared whole (its length, no final dot)
+            self._lit[i] = min(lit, self._n[i])
 
     def __dealloc__(self):
         free(<void *>self._p)
         free(self._n)
+        free(self._lit)
 
     cdef inline bint _matches(self, const unsigned char *s, Py_ssize_t n) noexcept nogil:
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, lit
         for i in range(self.count):
-            if _match_one(s, n, self._p[i], self._n[i]):
+            # The literal tokens first, in one comparison: most subjects differ there.
+            lit = self._lit[i]
+            if lit == self._n[i]:
+                if n == lit and _same(s, self._p[i], n):
+                    return True
+                continue
+            if n < lit or not _same(s, self._p[i], lit):
+                continue
+            if _match_one(s + lit, n - lit, self._p[i] + lit, self._n[i] - lit):
                 return True
         return False
 
@@ -98,7 +125,7 @@ cdef class SubjectFilter:
         return f"SubjectFilter({[p.decode('utf-8', 'replace') for p in self.patterns]!r})"
 
 
-cdef int _subject_of(const unsigned char *p, Py_ssize_t n, Py_ssize_t batch_pos,
+cdef inline int _subject_of(const unsigned char *p, Py_ssize_t n, Py_ssize_t batch_pos,
                      Py_ssize_t *at, Py_ssize_t *length) except -1:
     """Find the (last) ``subject`` header in a record's header block, in place.
 
@@ -116,7 +143,8 @@ cdef int _subject_of(const unsigned char *p, Py_ssize_t n, Py_ssize_t batch_pos,
         q += 2
         if q + nlen + 4 > n:
             raise CorruptionError(None, batch_pos, "header runs past the record")
-        if nlen == SL_SUBJECT_NAME_LEN and memcmp(p + q, SL_SUBJECT_NAME, nlen) == 0:
+        if nlen == SL_SUBJECT_NAME_LEN and _same(p + q, <const unsigned char *>SL_SUBJECT_NAME,
+                                                 SL_SUBJECT_NAME_LEN):
             found = 1
             at[0] = q + nlen + 4
         q += nlen

@@ -781,7 +781,7 @@ class Group:
         # (partition, offset) -> the first offset a settle of that message covers: a
         # filtered poll leases the records its filter passed over between two matches
         # together with the later one, so that acking the messages acks them too.
-        self._spans: dict[tuple[int, int], int] = {}
+        self._spans: dict[int, dict[int, int]] = {}  # partition -> {offset: first offset}
         # A clean close of the store is a clean close of its consumers: their leases go
         # back at once (a crash keeps them until ack_wait_s, or until the same consumer
         # name comes back). A weak reference: the store does not keep handles alive.
@@ -1004,7 +1004,7 @@ class Group:
             self._beat_ms = now
         msgs: list[Message] = []
         jobs = []
-        early: list[tuple[Message, int]] | None = None
+        early: list[tuple[Message, int]] = []
         skip: list[Message] = []
         flt = self._subject_match(cfg)
         match = None if flt is None else flt.matches
@@ -1012,33 +1012,21 @@ class Group:
         ordered = mode != "shared"
         removed: list[tuple[int, int, list[tuple[int, int]]]] = []
         self._removed_acked = False
-        spans = self._spans
         for p, res, epoch in taken:
             part = parts[p]
             picked = res.picked
             if picked:
-                # new records the extension matched: the records it passed over between
-                # two of them are settled with the later one (see _lease_filtered)
-                if len(spans) > 4 * GROUP_MAX_PENDING_RECORDS:
-                    spans.clear()  # messages never settled: their gaps expire and come back
-                prev = picked[0].offset
-                for r in picked:
-                    if r.offset > prev:
-                        spans[(p, r.offset)] = prev
-                    prev = r.offset + 1
-            deliveries = [(lo, hi, count, False) for lo, hi, count in res.deliver]
-            if picked:
-                deliveries.append((0, 0, 1, True))
-            for lo, hi, count, fresh in deliveries:
+                self._take_picked(p, picked, epoch, msgs, now, early)
+            for lo, hi, count in res.deliver:
                 first = len(msgs)
-                for r in (picked if fresh else _read_range(part, lo, hi, self._cache)):
+                for r in _read_range(part, lo, hi, self._cache):
                     m = _new_message(Message)
                     m.delivery_count = count
                     m._record = r
                     m._group = self
                     m._epoch = epoch
                     m._state = _OPEN
-                    if match is not None and not fresh:
+                    if match is not None:
                         subj = r.headers.get(_validate.SUBJECT_HEADER)
                         if subj is None or not match(subj):
                             skip.append(m)  # not for this group: done, never handed out
@@ -1046,8 +1034,6 @@ class Group:
                     if r.headers:  # a record without headers costs this test only
                         at = _deliver_at(r.headers)
                         if at is not None and at > now:
-                            if early is None:
-                                early = []
                             early.append((m, at))
                             if ordered:
                                 held.add(p if mode == "exclusive" else (p, r.key))
@@ -1055,10 +1041,10 @@ class Group:
                     if held and (p if mode == "exclusive" else (p, r.key)) in held:
                         # In order behind a held-back record: handed back with it (due
                         # now, and the lease order keeps it behind until that one goes).
-                        early.append((m, now))  # type: ignore[union-attr]
+                        early.append((m, now))
                         continue
                     msgs.append(m)
-                if not fresh and part.compacted_topic and len(msgs) - first < hi - lo:
+                if part.compacted_topic and len(msgs) - first < hi - lo:
                     # offsets compaction removed: nothing to deliver, done at once
                     have = {m._record.offset for m in msgs[first:]}
                     gone = gs.to_ranges([o for o in range(lo, hi) if o not in have])
@@ -1076,6 +1062,37 @@ class Group:
         if removed:
             self._ack_removed(removed)
         return msgs, due
+
+    def _take_picked(self, p: int, picked: list, epoch: int, msgs: list[Message], now: int,
+                     early: list[tuple[Message, int]]) -> None:
+        """Messages for the new records a filtered poll matched on partition ``p`` (shared:
+        no order to keep), appended to ``msgs`` (or to ``early``, delayed ones); the
+        records passed over between two of them are settled with the later one
+        (``_spans``, see _lease_filtered)."""
+        spans = self._spans.get(p)
+        if spans is None:
+            spans = self._spans[p] = {}
+        elif len(spans) > 4 * GROUP_MAX_PENDING_RECORDS:
+            spans.clear()  # messages never settled: their gaps expire and come back
+        prev = picked[0].offset
+        new = _new_message
+        for r in picked:
+            off = r.offset
+            if off > prev:
+                spans[off] = prev
+            prev = off + 1
+            m = new(Message)
+            m.delivery_count = 1
+            m._record = r
+            m._group = self
+            m._epoch = epoch
+            m._state = _OPEN
+            if _validate.DELIVER_AT_MS in r.headers:
+                at = _deliver_at(r.headers)
+                if at is not None and at > now:
+                    early.append((m, at))
+                    continue
+            msgs.append(m)
 
     def _subject_match(self, cfg: dict):
         """The group's compiled subject filter (``_codec.SubjectFilter``), None without one."""
@@ -1435,16 +1452,24 @@ class Group:
         """partition -> {0: ranges} of what settling ``msgs`` covers: each message's
         offset and the records a filtered poll passed over just before it
         (``_spans``, shared groups only); ``settling`` forgets those gaps."""
-        spans = self._spans
-        get = spans.pop if settling else spans.get
-        by_part: dict[int, list[tuple[int, int]]] = {}
+        offs: dict[int, list[int]] = {}
         for m in msgs:
             r = m._record
-            p, off = r.partition, r.offset
-            by_part.setdefault(p, []).append((get((p, off), off), off + 1))
+            offs.setdefault(r.partition, []).append(r.offset)
         out: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        for p, pairs in by_part.items():
-            pairs.sort()
+        for p, os_ in offs.items():
+            spans = self._spans.get(p)
+            if not spans:
+                out[p] = {0: gs.to_ranges(os_)}
+                continue
+            get = spans.pop if settling else spans.get
+            los = [get(o, o) for o in os_]
+            n = len(os_)
+            if all(los[i] == os_[i - 1] + 1 for i in range(1, n)) and \
+                    all(os_[i - 1] < os_[i] for i in range(1, n)):
+                out[p] = {0: [(los[0], os_[-1] + 1)]}  # the usual ack: one poll, in order
+                continue
+            pairs = sorted(zip(los, [o + 1 for o in os_], strict=True))
             merged: list[tuple[int, int]] = []
             for lo, hi in pairs:
                 if merged and lo <= merged[-1][1]:
