@@ -141,3 +141,15 @@ class TestRpc(Aio, suite.RpcContract):
 
 class TestEventStore(Aio, suite.EventStoreContract):
     pass
+
+
+class TestSubjects(Aio, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(Aio, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(Aio, suite.CloudEventsContract):
+    pass

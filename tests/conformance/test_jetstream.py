@@ -64,3 +64,15 @@ class TestRpc(JetStream, suite.RpcContract):
 
 class TestEventStore(JetStream, suite.EventStoreContract):
     pass
+
+
+class TestSubjects(JetStream, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(JetStream, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(JetStream, suite.CloudEventsContract):
+    pass

@@ -53,3 +53,15 @@ class TestRpcDurablePath(Local, suite.RpcContract):
     @pytest.fixture(autouse=True)
     def _no_handover(self, monkeypatch):
         monkeypatch.setattr(replybox, "IN_PROCESS_HANDOVER", False)
+
+
+class TestSubjects(Local, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(Local, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(Local, suite.CloudEventsContract):
+    pass
