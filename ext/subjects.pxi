@@ -5,22 +5,29 @@
 
 cdef extern from *:
     """
-    /* The header a record's subject travels in (streamlog._validate.SUBJECT_HEADER). */
-    static const char SL_SUBJECT_NAME[] = "subject";
-    #define SL_SUBJECT_NAME_LEN 7
+    #include <string.h>
+    /* memcmp(a, b, n) == 0 for the short strings of subjects: eight bytes at a time
+       (unaligned loads), then byte by byte; no libc call for a variable length. */
+    static inline int sl_same(const unsigned char *a, const unsigned char *b, Py_ssize_t n) {
+        while (n >= 8) {
+            uint64_t x, y;
+            memcpy(&x, a, 8); memcpy(&y, b, 8);
+            if (x != y) return 0;
+            a += 8; b += 8; n -= 8;
+        }
+        while (n > 0) {
+            if (*a != *b) return 0;
+            a++; b++; n--;
+        }
+        return 1;
+    }
+    /* whether the header name at p (nlen bytes) is "subject" */
+    static inline int sl_is_subject_name(const unsigned char *p, Py_ssize_t nlen) {
+        return nlen == 7 && memcmp(p, "subject", 7) == 0;
+    }
     """
-    const char *SL_SUBJECT_NAME
-    int SL_SUBJECT_NAME_LEN
-
-
-cdef inline bint _same(const unsigned char *a, const unsigned char *b,
-                       Py_ssize_t n) noexcept nogil:
-    """``memcmp(a, b, n) == 0`` for the short tokens of subjects, without a libc call."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        if a[i] != b[i]:
-            return False
-    return True
+    bint _same "sl_same"(const unsigned char *a, const unsigned char *b, Py_ssize_t n) nogil
+    bint _is_subject_name "sl_is_subject_name"(const unsigned char *p, Py_ssize_t n) nogil
 
 
 cdef inline bint _match_one(const unsigned char *s, Py_ssize_t sn,
@@ -55,6 +62,7 @@ cdef inline bint _match_one(const unsigned char *s, Py_ssize_t sn,
             s_more = False
 
 
+@cython.final
 cdef class SubjectFilter:
     """A compiled list of subject patterns (NATS wildcards); a subject matches if any does.
 
@@ -143,8 +151,7 @@ cdef inline int _subject_of(const unsigned char *p, Py_ssize_t n, Py_ssize_t bat
         q += 2
         if q + nlen + 4 > n:
             raise CorruptionError(None, batch_pos, "header runs past the record")
-        if nlen == SL_SUBJECT_NAME_LEN and _same(p + q, <const unsigned char *>SL_SUBJECT_NAME,
-                                                 SL_SUBJECT_NAME_LEN):
+        if _is_subject_name(p + q, nlen):
             found = 1
             at[0] = q + nlen + 4
         q += nlen
