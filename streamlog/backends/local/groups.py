@@ -1319,7 +1319,7 @@ class Group:
             parts = {r.partition for r in recs}
             epochs = {m._epoch for m in msgs} if exclusive else {0}
             if self._spans:
-                ranges_of = self._span_ranges(msgs, action != _EXTEND)
+                ranges_of = self._span_ranges(recs, action != _EXTEND)
             elif len(parts) == 1 and len(epochs) == 1:
                 ranges_of[parts.pop()] = {epochs.pop(): gs.to_ranges([r.offset for r in recs])}
             else:
@@ -1337,7 +1337,8 @@ class Group:
                 else:
                     todo.append(i)
             if self._spans:
-                ranges_of = self._span_ranges([msgs[i] for i in todo], action != _EXTEND)
+                ranges_of = self._span_ranges([msgs[i]._record for i in todo],
+                                              action != _EXTEND)
             else:
                 ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
         if not todo or self._closed:
@@ -1447,31 +1448,33 @@ class Group:
         self._settled(action, dead, full)
         return out
 
-    def _span_ranges(self, msgs: list[Message], settling: bool
+    def _span_ranges(self, recs: list, settling: bool
                      ) -> dict[int, dict[int, list[tuple[int, int]]]]:
-        """partition -> {0: ranges} of what settling ``msgs`` covers: each message's
-        offset and the records a filtered poll passed over just before it
-        (``_spans``, shared groups only); ``settling`` forgets those gaps."""
-        offs: dict[int, list[int]] = {}
-        for m in msgs:
-            r = m._record
-            offs.setdefault(r.partition, []).append(r.offset)
+        """partition -> {0: ranges} of what settling the messages of records ``recs``
+        covers: each one's offset and the records a filtered poll passed over just
+        before it (``_spans``, shared groups only); ``settling`` forgets those gaps."""
+        offs_of: dict[int, list[int]] = {}
+        if len({r.partition for r in recs}) == 1:
+            offs_of[recs[0].partition] = [r.offset for r in recs]
+        else:
+            for r in recs:
+                offs_of.setdefault(r.partition, []).append(r.offset)
         out: dict[int, dict[int, list[tuple[int, int]]]] = {}
-        for p, os_ in offs.items():
+        for p, offs in offs_of.items():
             spans = self._spans.get(p)
             if not spans:
-                out[p] = {0: gs.to_ranges(os_)}
+                out[p] = {0: gs.to_ranges(offs)}
                 continue
             get = spans.pop if settling else spans.get
-            los = [get(o, o) for o in os_]
-            n = len(os_)
-            if all(los[i] == os_[i - 1] + 1 for i in range(1, n)) and \
-                    all(os_[i - 1] < os_[i] for i in range(1, n)):
-                out[p] = {0: [(los[0], os_[-1] + 1)]}  # the usual ack: one poll, in order
+            los = [get(o, o) for o in offs]
+            follow = [o + 1 for o in offs]
+            if los[1:] == follow[:-1]:
+                # the usual ack: one poll's messages in order, each gap just before its
+                # message, so together one range (list compares run in C)
+                out[p] = {0: [(los[0], follow[-1])]}
                 continue
-            pairs = sorted(zip(los, [o + 1 for o in os_], strict=True))
             merged: list[tuple[int, int]] = []
-            for lo, hi in pairs:
+            for lo, hi in sorted(zip(los, follow, strict=True)):
                 if merged and lo <= merged[-1][1]:
                     if hi > merged[-1][1]:
                         merged[-1] = (merged[-1][0], hi)
