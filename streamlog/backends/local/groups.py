@@ -948,6 +948,14 @@ class Group:
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
+                if room <= 0 and flt is not None and mode == "shared" and gs.is_head(raw):
+                    hd = gs.decode_head(raw)
+                    if hd.pending == 0:
+                        # A filtered poll with no room left, and nothing leased here to
+                        # redeliver or dead-letter: only new records, for the next poll.
+                        if hd.next < v.end_offset:
+                            due = min(due, now)
+                        continue
                 ps = _PartStore(tx, pkeys[p], self._states_cache)
                 h = ps.open(True, bytes(raw))
                 assert h is not None  # raw is a state: open() decodes it
