@@ -881,3 +881,18 @@ def test_subjects_are_nats_subjects_and_filters_run_on_the_server(store):
     c = conn.run(conn.api(f"CONSUMER.INFO.{t.stream_name(0)}.{groups.consumer_name('eu', 0)}",
                           {}))
     assert not c["config"].get("filter_subjects")
+
+
+def test_deliveries_with_subjects_reach_their_partition(store):
+    """A delivery arrives on the record's own NATS subject; with a subject that subject no
+    longer ends in the partition number, so the partition is read from its fourth token:
+    on a 12-partition topic every record comes back with its partition and offset."""
+    t = store.topic("wide", partitions=12)
+    sent = {}
+    for i in range(48):
+        pos = t.append(b"%d" % i, key=b"k%d" % i, subject=f"orders.eu.p{i % 5}")
+        sent[(pos.partition, pos.offset)] = b"%d" % i
+    g = t.group("all", subjects=["orders.>"])
+    got = drain(g, timeout=0.2)
+    assert {(m.partition, m.offset): m.value for m in got} == sent
+    assert g.ack(got) == [True] * len(got) and g.lag() == 0
