@@ -103,7 +103,7 @@ GROUP_MAX_PENDING_RECORDS = 20_000
 # keeps a poll short when many leases expired with no deliveries left.
 GROUP_DEAD_LETTER_BATCH = 1000
 # Records one poll of a group with a subject filter looks at, at most (over all
-# partitions): the extension matches subjects in place at about 20-50 ns a record,
+# partitions): the extension matches subjects in place at about 15-40 ns a record,
 # so this bounds the poll's write transaction to a few milliseconds.
 GROUP_FILTER_SCAN_RECORDS = 200_000
 # A consumer records that it is alive at least this often (and at least four
