@@ -26,7 +26,7 @@ import streamlog
 
 RECORDS = 50_000
 MATCH_EVERY = 100  # 1 %
-ROUNDS = 3
+ROUNDS = 5
 _names = itertools.count()
 
 

@@ -328,22 +328,6 @@ def subjects(patterns) -> list[str] | None:
     return out
 
 
-def subject_regex(patterns: list[str]) -> re.Pattern[bytes]:
-    """One compiled pattern matching the UTF-8 subjects that any of ``patterns`` matches."""
-    alts = []
-    for p in patterns:
-        parts = []
-        for t in p.split("."):
-            if t == "*":
-                parts.append(rb"[^.]+")
-            elif t == ">":
-                parts.append(rb".+")
-            else:
-                parts.append(re.escape(t.encode("utf-8")))
-        alts.append(rb"\.".join(parts))
-    return re.compile(rb"(?:" + rb"|".join(alts) + rb")\Z")
-
-
 def with_subject(h, s) -> dict:
     """``h`` (headers, a mapping or None) with header ``subject`` set to ``s``."""
     subject(s)

@@ -248,12 +248,17 @@ class AsyncStore:
     async def topic(self, name: str, partitions: int | None = None,
                     retention: Retention | None = None, segment_bytes: int | None = None,
                     max_record_bytes: int | None = None, dedupe_window_s: float | None = None,
-                    compact: bool | None = None) -> AsyncTopic:
-        """Create-or-open topic ``name`` (as ``Store.topic``), in the executor."""
+                    compact: bool | None = None, serializer: Any = None,
+                    schema_version: int | str | None = None) -> AsyncTopic:
+        """Create-or-open topic ``name`` (as ``Store.topic``), in the executor; with
+        ``serializer``/``schema_version`` the handle encodes and decodes values."""
+        extra: dict[str, Any] = {}
+        if serializer is not None or schema_version is not None:
+            extra = {"serializer": serializer, "schema_version": schema_version}
         t = await self._run(self._watched, self.store.topic, name, partitions=partitions,
                             retention=retention, segment_bytes=segment_bytes,
                             max_record_bytes=max_record_bytes,
-                            dedupe_window_s=dedupe_window_s, compact=compact)
+                            dedupe_window_s=dedupe_window_s, compact=compact, **extra)
         return AsyncTopic(self, t)
 
     async def existing_topic(self, name: str) -> AsyncTopic:
@@ -294,17 +299,23 @@ class AsyncStore:
         return await self._run(self.store.stats)
 
     # ---------------------------------------------------------------- views
-    async def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5) -> AsyncQueue:
+    async def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5,
+                    serializer: Any = None,
+                    schema_version: int | str | None = None) -> AsyncQueue:
         """The point-to-point queue ``name`` (see the sync ``log.queue``)."""
         self.store.raise_if_closed()
         q = await self._run(_queue.Queue, self.store, name, ack_wait_s=ack_wait_s,
-                            max_deliver=max_deliver)
+                            max_deliver=max_deliver, serializer=serializer,
+                            schema_version=schema_version)
         return AsyncQueue(self, q, ack_wait_s, max_deliver)
 
-    async def pubsub(self, name: str) -> AsyncPubSub:
+    async def pubsub(self, name: str, serializer: Any = None,
+                     schema_version: int | str | None = None) -> AsyncPubSub:
         """The pub-sub view ``name``."""
         self.store.raise_if_closed()
-        return AsyncPubSub(self, await self._run(_pubsub.PubSub, self.store, name))
+        return AsyncPubSub(self, await self._run(_pubsub.PubSub, self.store, name,
+                                                 serializer=serializer,
+                                                 schema_version=schema_version))
 
     async def rpc(self, name: str) -> AsyncRpc:
         """The request-reply view ``name``."""
@@ -387,11 +398,17 @@ class AsyncTopic:
         return self.sync.config
 
     async def append(self, value: Any, key: Any = None, headers: Any = None,
-                     timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
-        """Append one record (see ``Topic.append``)."""
+                     timestamp_ms: int | None = None, msg_id: Any = None,
+                     subject: str | None = None) -> Position:
+        """Append one record (see ``Topic.append``; ``subject`` for subject filters)."""
         if self._aw is not None:
             return await self._aw.append_async(value, key=key, headers=headers,  # type: ignore[no-any-return]
-                                               timestamp_ms=timestamp_ms, msg_id=msg_id)
+                                               timestamp_ms=timestamp_ms, msg_id=msg_id,
+                                               subject=subject)
+        if subject is not None:
+            return await self._as._append(self.sync, self.sync.append, value, key=key,
+                                          headers=headers, timestamp_ms=timestamp_ms,
+                                          msg_id=msg_id, subject=subject)
         return await self._as._append(self.sync, self.sync.append, value, key=key,
                                       headers=headers, timestamp_ms=timestamp_ms, msg_id=msg_id)
 
@@ -477,14 +494,17 @@ class AsyncTopic:
     async def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
                     max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
                     start: str = "earliest", dead_letter: str | None = None,
-                    consumer: str | None = None) -> AsyncGroup:
-        """Create-or-open group ``name`` and join it as one consumer (in the executor)."""
+                    consumer: str | None = None,
+                    subjects: Sequence[str] | None = None) -> AsyncGroup:
+        """Create-or-open group ``name`` and join it as one consumer (in the executor);
+        ``subjects`` filters by subject (see ``Topic.group``)."""
         t = self.sync
+        extra: dict[str, Any] = {} if subjects is None else {"subjects": subjects}
 
         def make() -> tuple[api.Group, api.Watch | None]:
             g = t.group(name, mode=mode, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                         backoff_s=backoff_s, start=start, dead_letter=dead_letter,
-                        consumer=consumer)
+                        consumer=consumer, **extra)
             return g, t.watch() if self._as._threaded else None
 
         g, watch = await self._as._run(make)
@@ -924,7 +944,7 @@ class AsyncQueue:
         return g
 
     async def put(self, value: Any, key: Any = None, headers: Any = None,
-                  delay_s: float = 0) -> Position:
+                  delay_s: float = 0, subject: str | None = None) -> Position:
         """Append a message (see ``Queue.put``)."""
         if self._as._native:
             self._as.store.raise_if_closed()
@@ -935,7 +955,7 @@ class AsyncQueue:
                     value, now_ms() + math.ceil(delay * 1000), key=key, headers=headers)
             return await t.append_async(value, key=key, headers=headers)  # type: ignore[no-any-return]
         return await self._as._append(self.sync.topic, self.sync.put, value, key=key,
-                                      headers=headers, delay_s=delay_s)
+                                      headers=headers, delay_s=delay_s, subject=subject)
 
     async def get(self, timeout: float | None = 1.0) -> AsyncMessage | None:
         """The next message, or None after ``timeout`` seconds (None: no end)."""
@@ -973,22 +993,27 @@ class AsyncPubSub:
     def __repr__(self) -> str:
         return f"AsyncPubSub({self.name!r})"
 
-    async def publish(self, value: Any, key: Any = None, headers: Any = None) -> Position:
+    async def publish(self, value: Any, key: Any = None, headers: Any = None,
+                      subject: str | None = None) -> Position:
         if self._as._native:
             self._as.store.raise_if_closed()
             t: Any = self.sync.topic
-            return await t.append_async(value, key=key, headers=headers)  # type: ignore[no-any-return]
+            return await t.append_async(value, key=key, headers=headers,  # type: ignore[no-any-return]
+                                        subject=subject)
         return await self._as._append(self.sync.topic, self.sync.publish, value, key=key,
-                                      headers=headers)
+                                      headers=headers, subject=subject)
 
     async def subscribe(self, name: str, start: str = "earliest", ack_wait_s: float = 30,
-                        max_deliver: int = 5) -> AsyncSubscription:
-        """The durable subscription ``name`` (created on first use, resumed after)."""
+                        max_deliver: int = 5,
+                        subjects: Sequence[str] | None = None) -> AsyncSubscription:
+        """The durable subscription ``name`` (created on first use, resumed after);
+        ``subjects`` keeps only messages whose subject matches (see ``PubSub.subscribe``)."""
         sub = await self._as._run(self.sync.subscribe, name, start=start,
-                                  ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+                                  ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                                  subjects=subjects)
         g = await AsyncTopic(self._as, self.sync.topic).group(
             name, mode="shared", ack_wait_s=ack_wait_s, max_deliver=max_deliver, start=start,
-            dead_letter=sub.dead_letter_topic)
+            dead_letter=sub.dead_letter_topic, subjects=subjects)
         return AsyncSubscription(self._as, sub, g)
 
     async def subscriptions(self) -> list[str]:

@@ -147,3 +147,36 @@ def column_batches(draw, max_records: int = 12):
         st.lists(st.integers(first, first + MAX_DELTA_MS), min_size=n, max_size=n)
         .map(lambda xs: [first] + xs[1:])))
     return values, as_rows, ks, kind == "rows", ts
+
+# ------------------------------------------------------------------ subjects
+# Tokens from a small alphabet so that patterns and subjects often share tokens (a
+# random pattern would almost never match a random subject); the '*' and '>'
+# characters and empty tokens appear in subjects too, as a raw header could hold them.
+subject_tokens = st.sampled_from(["a", "b", "ab", "orders", "eu", "", "*", ">", "é"])
+subject_strings = st.lists(subject_tokens, min_size=1, max_size=5).map(".".join)
+
+
+@st.composite
+def subject_patterns(draw):
+    """A pattern as the API accepts it: tokens, '*' anywhere, '>' only last."""
+    toks = draw(st.lists(st.sampled_from(["a", "b", "ab", "orders", "eu", "é", "*"]),
+                         min_size=1, max_size=4))
+    if draw(st.booleans()):
+        toks[-1] = ">"
+    return ".".join(toks)
+
+
+@st.composite
+def subject_batches(draw, max_records: int = 8):
+    """Records (key, value, headers, timestamp) of one batch, some with a ``subject``
+    header (sometimes twice, sometimes beside others), as ``encode_batch`` takes them."""
+    n = draw(st.integers(1, max_records))
+    headers = []
+    for _ in range(n):
+        pairs = draw(st.lists(st.tuples(st.sampled_from([b"subject", b"other", b"subjec"]),
+                                        subject_strings.map(str.encode)), max_size=3))
+        headers.append(pairs or None)
+    values = draw(st.lists(st.one_of(st.none(), st.binary(max_size=16)), min_size=n,
+                           max_size=n))
+    keys = draw(st.lists(st.one_of(st.none(), st.binary(max_size=4)), min_size=n, max_size=n))
+    return keys, values, headers, [1_000_000 + i for i in range(n)]

@@ -1016,3 +1016,165 @@ class CopyContract(Harness):
             es2.append("a", [b"x"], expected_version=0)
         assert es2.append("a", [b"x"], expected_version=1) == 2
         assert es2.append("b", [b"y"], expected_version=0) == 1
+
+# ------------------------------------------------------------------ message conventions
+_SUBJECTS = ["orders.eu.created", "orders.eu.paid", "orders.eu.de.created", "orders.us.created",
+             "orders", "billing.eu.created"]
+
+
+def _drain(g, n: int = 100, timeout: float = 0.05) -> list:
+    """Every message ``g`` hands out until a poll comes back empty, acked."""
+    out = []
+    while True:
+        ms = g.poll(n, timeout=timeout)
+        if not ms:
+            return out
+        for m in ms:
+            assert m.ack()
+        out += ms
+
+
+class SubjectsContract(Harness):
+    """Subjects: ``append(subject=)`` stores header ``subject``; groups and subscriptions
+    with ``subjects=`` (NATS wildcards) deliver only matching records and count the rest
+    as done (lag leaves them out once the group moved past them)."""
+
+    def _fill(self, t) -> None:
+        for i, s in enumerate(_SUBJECTS):
+            t.append(b"%d" % i, key=b"k%d" % i, subject=s)
+        t.append(b"no-subject", key=b"k")
+
+    @pytest.mark.parametrize("mode", ["shared", "key_shared", "exclusive"])
+    @pytest.mark.parametrize("filters, expected", [
+        (["orders.eu.*"], ["orders.eu.created", "orders.eu.paid"]),
+        (["orders.>"], ["orders.eu.created", "orders.eu.paid", "orders.eu.de.created",
+                        "orders.us.created"]),
+        (["*.eu.created", "orders"], ["orders.eu.created", "billing.eu.created", "orders"]),
+    ])
+    def test_group_delivers_only_matching_records(self, store, mode, filters, expected):
+        t = store.topic("o", partitions=2)
+        self._fill(t)
+        g = t.group("g", mode=mode, subjects=filters)
+        got = _drain(g)
+        assert sorted(m.headers["subject"].decode() for m in got) == sorted(expected), got
+        assert {m.delivery_count for m in got} == {1}
+        assert g.lag() == 0
+        assert t.group("all").lag() == len(_SUBJECTS) + 1  # another group is not filtered
+
+    def test_subject_is_a_header_and_bad_ones_write_nothing(self, store):
+        t = store.topic("h")
+        pos = t.append(b"v", subject="orders.eu.created", headers={"x": "1"})
+        assert t.get(*pos).headers == {"x": b"1", "subject": b"orders.eu.created"}
+        for bad, exc in [("orders..eu", ValueError), ("orders.*", ValueError),
+                         ("orders eu", ValueError), (b"orders", TypeError)]:
+            with pytest.raises(exc):
+                t.append(b"v", subject=bad)
+        with pytest.raises(ValueError):
+            t.group("bad", subjects=["orders.>.x"])
+        assert t.end_offset(0) == 1
+
+    def test_filter_is_a_stored_option(self, store):
+        t = store.topic("opt")
+        t.group("g", subjects=["b.*", "a.>", "b.*"]).close()
+        assert t.group_config("g")["subjects"] == ["a.>", "b.*"]
+
+    def test_sparse_matches_lag_and_redelivery(self, store):
+        """1 record in 20 matches: the group gets exactly those; lag counts only what it
+        still owes; a nacked match comes back (delivery 2) and nothing else does."""
+        t = store.topic("sparse")
+        for i in range(200):
+            t.append(b"%d" % i, subject="orders.eu.created" if i % 20 == 0 else
+                     "orders.us.created")
+        g = t.group("g", subjects=["orders.eu.*"], ack_wait_s=5)
+        ms = g.poll(100, timeout=1)
+        while len(ms) < 10:
+            more = g.poll(100, timeout=0.2)
+            assert more, [m.offset for m in ms]
+            ms += more
+        assert [m.offset for m in ms] == list(range(0, 200, 20))
+        for m in ms[1:]:
+            assert m.ack()
+        assert ms[0].nack()
+        (again,) = g.poll(100, timeout=2)
+        assert (again.offset, again.delivery_count) == (0, 2)
+        assert g.lag() == 1
+        assert again.ack()
+        assert g.lag() == 0 and g.poll(100, timeout=0.05) == []
+
+    def test_subscriptions_filter_by_subject(self, store):
+        ps = store.pubsub("events")
+        for s in _SUBJECTS:
+            ps.publish(s.encode(), subject=s)
+        eu = ps.subscribe("eu", subjects=["orders.eu.>"])
+        assert sorted(m.value for m in eu.listen(timeout=0.2)) == [
+            b"orders.eu.created", b"orders.eu.de.created", b"orders.eu.paid"]
+        assert eu.lag() == 0
+
+
+class SerializersContract(Harness):
+    """Serializers on topic handles and views: values in and out, ``content-type``,
+    ``schema-version``, bad values refused before anything is written."""
+
+    @pytest.mark.parametrize("name, value, content_type", [
+        ("json", {"order_id": "o-1", "items": ["book"]}, b"application/json"),
+        ("msgpack", {"order_id": "o-1", "amount_cents": 1250}, b"application/msgpack"),
+        ("str", "naïve café", b"text/plain; charset=utf-8"),
+    ])
+    def test_round_trip_through_topic_and_group(self, store, name, value, content_type):
+        t = store.topic("ser", serializer=name, schema_version=2)
+        pos = t.append(value, key="k")
+        r = t.get(*pos)
+        assert r.value == value and r.headers["content-type"] == content_type
+        assert r.headers["schema-version"] == b"2"
+        (m,) = t.group("g").poll(timeout=2)
+        assert (m.value, m.key) == (value, b"k") and m.ack()
+        raw = store.topic("ser").get(*pos)  # a plain handle sees the bytes
+        assert isinstance(raw.value, bytes) and raw.value != value
+
+    def test_value_that_does_not_serialize_writes_nothing(self, store):
+        t = store.topic("bad", serializer="json")
+        with pytest.raises(TypeError):
+            t.append({"x": object()})
+        assert t.end_offset(0) == 0
+
+    def test_queue_and_pubsub_with_a_serializer(self, store):
+        q = store.queue("jobs", serializer="json")
+        q.put({"a": 1}, subject="jobs.email")
+        m = q.get(timeout=2)
+        assert m.value == {"a": 1} and m.headers["subject"] == b"jobs.email"
+        m.ack()
+        ps = store.pubsub("feed", serializer="msgpack")
+        sub = ps.subscribe("s")
+        ps.publish([1, 2, 3])
+        assert [m.value for m in sub.listen(timeout=0.2)] == [[1, 2, 3]]
+
+
+class CloudEventsContract(Harness):
+    """CloudEvents (binary and structured mode) round trip through a topic, with the
+    record's ``msg_id`` made of source and id (a repeat is written once)."""
+
+    @staticmethod
+    def _event():
+        from cloudevents.http import CloudEvent
+
+        return CloudEvent({"type": "com.example.order.placed", "source": "/shop/eu",
+                           "id": "A-1001", "subject": "orders.eu.created",
+                           "time": "2026-12-07T06:00:00Z",
+                           "datacontenttype": "application/json", "partitionkey": "cust-9"},
+                          {"order_id": "o-1", "amount_cents": 1250})
+
+    @pytest.mark.parametrize("mode", ["binary", "structured"])
+    def test_round_trip_and_dedupe(self, store, mode):
+        from streamlog import cloudevents as sce
+
+        t = store.topic("ce", partitions=2, dedupe_window_s=60)
+        ev = self._event()
+        rec = sce.to_record(ev, mode)
+        pos = t.append(rec.value, key=rec.key, headers=rec.headers, msg_id=rec.msg_id,
+                       subject="orders.eu.created")
+        again = t.append(rec.value, key=rec.key, headers=rec.headers, msg_id=rec.msg_id,
+                         subject="orders.eu.created")
+        assert again == pos and t.end_offset(0) + t.end_offset(1) == 1
+        assert sce.from_record(t.get(*pos)) == ev
+        (m,) = t.group("g", subjects=["orders.eu.*"]).poll(timeout=2)
+        assert sce.from_record(m) == ev and m.key == b"cust-9"

@@ -251,3 +251,15 @@ class TestEventStoreOnJetStreamThreaded(AioJetStreamThreaded, suite.EventStoreCo
 
 class TestLifecycleOnJetStream(AioJetStream, suite.LifecycleContract):
     pass
+
+
+class TestSubjects(Aio, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(Aio, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(Aio, suite.CloudEventsContract):
+    pass

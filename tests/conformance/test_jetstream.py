@@ -72,3 +72,15 @@ class TestCopy(JetStream, suite.CopyContract):
 
 class TestLifecycle(JetStream, suite.LifecycleContract):
     pass
+
+
+class TestSubjects(JetStream, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(JetStream, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(JetStream, suite.CloudEventsContract):
+    pass

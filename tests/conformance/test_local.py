@@ -61,3 +61,15 @@ class TestRpcDurablePath(Local, suite.RpcContract):
 
 class TestCopy(Local, suite.CopyContract):
     pass
+
+
+class TestSubjects(Local, suite.SubjectsContract):
+    pass
+
+
+class TestSerializers(Local, suite.SerializersContract):
+    pass
+
+
+class TestCloudEvents(Local, suite.CloudEventsContract):
+    pass

@@ -297,3 +297,49 @@ def test_queue_consumers_killed_at_random_moments_lose_nothing(tmp_path):
         assert log.topic("jobs.dlq").end_offset(0) == 0 if "jobs.dlq" in log.topics() \
             else True
     assert acked == set(range(total))
+
+
+
+def _filter_and_hang(path: str, ready) -> None:
+    """Child: poll a filtered group (matches with passed-over records between them), ack
+    the first two messages, then hang until killed."""
+    log = streamlog.open(path)
+    g = log.topic("mixed").group("f", ack_wait_s=0.6, consumer="doomed",
+                                 subjects=["orders.eu.*"])
+    msgs = g.poll(5, timeout=5)
+    assert len(msgs) == 5
+    g.ack(msgs[:2])
+    ready.set()
+    time.sleep(600)
+
+
+def test_killed_filtered_consumer_loses_no_match_and_delivers_no_other(tmp_path):
+    """A consumer of a group with a subject filter, SIGKILLed holding leases over matches
+    and the records passed over between them: another process then gets exactly the
+    matching records the dead one had not acked (delivery_count 2) and the rest of the
+    matches, never a record that does not match, and the group's lag ends at 0."""
+    path = str(tmp_path / "s")
+    with streamlog.open(path) as log:
+        t = log.topic("mixed")
+        t.append_many([b"%d" % i for i in range(3000)],
+                      headers=[{"subject": "orders.eu.created" if i % 100 == 7 else
+                                "orders.us.created"} for i in range(3000)])
+        t.group("f", ack_wait_s=0.6, subjects=["orders.eu.*"])
+    ready = CTX.Event()
+    p = CTX.Process(target=_filter_and_hang, args=(path, ready))
+    p.start()
+    assert ready.wait(60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert p.exitcode == -signal.SIGKILL
+    matches = [i for i in range(3000) if i % 100 == 7]
+    with streamlog.open(path) as log:
+        g = log.topic("mixed").group("f", ack_wait_s=0.6, consumer="survivor",
+                                     subjects=["orders.eu.*"])
+        got = _poll_until(g, len(matches) - 2)
+        assert all(m.headers["subject"] == b"orders.eu.created" for m in got)
+        assert sorted(m.offset for m in got) == matches[2:]
+        assert {m.delivery_count for m in got if m.offset in matches[2:5]} == {2}
+        assert {m.delivery_count for m in got if m.offset not in matches[2:5]} == {1}
+        assert g.ack(got) == [True] * len(got)
+        assert g.lag() == 0

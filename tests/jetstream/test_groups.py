@@ -852,3 +852,47 @@ def test_exclusive_takeover_after_the_owner_is_killed(store, js_url):
         assert g.ack(ms) == [True] * len(ms)
     assert got == [(1, 2), (2, 2), (3, 1), (4, 1)]  # from the oldest unacked, in order
     assert g.lag() == 0
+
+
+def test_subjects_are_nats_subjects_and_filters_run_on_the_server(store):
+    """A record with a subject is published on ``<partition subject>.s.<subject>`` (the
+    stream's own subject list is unchanged), a group with ``subjects=`` gets consumers with
+    ``filter_subjects``, and the consumer's pending count leaves the other records out."""
+    t = store.topic("subj", partitions=1)
+    for i in range(30):
+        t.append(b"%d" % i, subject="orders.eu.created" if i % 10 == 0 else "orders.us.paid")
+    t.append(b"plain")
+    conn = t._conn
+    info = conn.run(conn.api(f"STREAM.INFO.{t.stream_name(0)}", {"subjects_filter": ">"}))
+    base = t.subject(0)
+    assert info["config"]["subjects"] == [base, base + ".>"]
+    assert info["state"]["subjects"] == {base + ".s.orders.eu.created": 3,
+                                         base + ".s.orders.us.paid": 27, base: 1}
+    g = t.group("eu", subjects=["orders.eu.*"])
+    c = conn.run(conn.api(f"CONSUMER.INFO.{t.stream_name(0)}.{groups.consumer_name('eu', 0)}",
+                          {}))
+    assert c["config"]["filter_subjects"] == [base + ".s.orders.eu.*"]
+    assert c["num_pending"] == 3 and g.lag() == 3
+    msgs = drain(g, timeout=0.2)
+    assert [m.offset for m in msgs] == [0, 10, 20]
+    assert g.ack(msgs) == [True] * 3 and g.lag() == 0
+    # reopening without subjects removes the filter, as other options are replaced
+    t.group("eu").close()
+    c = conn.run(conn.api(f"CONSUMER.INFO.{t.stream_name(0)}.{groups.consumer_name('eu', 0)}",
+                          {}))
+    assert not c["config"].get("filter_subjects")
+
+
+def test_deliveries_with_subjects_reach_their_partition(store):
+    """A delivery arrives on the record's own NATS subject; with a subject that subject no
+    longer ends in the partition number, so the partition is read from its fourth token:
+    on a 12-partition topic every record comes back with its partition and offset."""
+    t = store.topic("wide", partitions=12)
+    sent = {}
+    for i in range(48):
+        pos = t.append(b"%d" % i, key=b"k%d" % i, subject=f"orders.eu.p{i % 5}")
+        sent[(pos.partition, pos.offset)] = b"%d" % i
+    g = t.group("all", subjects=["orders.>"])
+    got = drain(g, timeout=0.2)
+    assert {(m.partition, m.offset): m.value for m in got} == sent
+    assert g.ack(got) == [True] * len(got) and g.lag() == 0

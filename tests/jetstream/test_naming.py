@@ -82,3 +82,17 @@ def test_decode_refuses_text_it_cannot_have_produced():
     """A lone '_' is not an encoding of anything."""
     with pytest.raises(ValueError):
         naming.decode_token("a_b")
+
+
+def test_message_subjects_hang_below_the_partition():
+    """A record's subject goes below ``<partition subject>.s.``; filters go below the same
+    prefix; a header no NATS subject can carry stays on the partition's own subject."""
+    base = naming.partition_subject("shop", "orders.eu", 3)
+    assert naming.message_subject(base, b"orders.eu.created") == \
+        "streamlog.shop.orders_-eu.3.s.orders.eu.created"
+    assert naming.message_filter(base, "orders.*.created") == \
+        "streamlog.shop.orders_-eu.3.s.orders.*.created"
+    for bad in (b"", b"a..b", b"a b", b"a.*", b"a.>", b".a", b"\xff"):
+        assert naming.message_subject(base, bad) == base
+    # the partition token stays the fourth, whatever the record's subject
+    assert naming.message_subject(base, b"x.y.z").split(".")[3] == "3"

@@ -165,3 +165,133 @@ def test_small_polls_get_every_match_once(store):
             m.ack()
     assert got == [i for i in range(300) if i % 7 == 0]
     assert g.lag() == 0
+
+
+def _sparse(t, n: int, every: int, key: bytes | None = None) -> list[int]:
+    """``n`` records (all with ``key``: one partition); every ``every``-th is
+    ``orders.eu.created``, the rest other subjects (or none). Returns the matching offsets."""
+    values = [b"%d" % i for i in range(n)]
+    headers = [{"subject": b"orders.eu.created"} if i % every == 0 else
+               ({"subject": b"orders.us.created"} if i % 3 else None) for i in range(n)]
+    pos = []
+    for i in range(0, n, 1000):  # several batches
+        pos += t.append_many(values[i:i + 1000], keys=None if key is None else
+                             [key] * len(values[i:i + 1000]), headers=headers[i:i + 1000])
+    return [pos[i].offset for i in range(n) if i % every == 0]
+
+
+def _run_entries(g, partition: int = 0) -> int:
+    return len(g._states()[partition].runs)
+
+
+def test_passed_over_records_are_done_as_ranges(store):
+    """The records a poll's filter passes over cost the group's state a few entries, not one
+    per record: a poll of 100 matches among 10,000 records leaves one leased run (the
+    matches and the gaps between them) and nothing else; acking the messages acks it whole,
+    and the group's lag and committed position move past every record looked at."""
+    t = store.topic("o")
+    want = _sparse(t, 20_000, 100)
+    g = t.group("g", subjects=["orders.eu.*"])
+    msgs = g.poll(100, timeout=0)
+    assert [m.offset for m in msgs] == want[:100]
+    st = g._states()[0]
+    assert st.committed == 0 and st.next == want[99] + 1 and len(st.runs) == 1
+    assert g.ack(msgs) == [True] * 100
+    st = g._states()[0]
+    assert st.committed == want[99] + 1 and st.runs == []
+    more = g.poll(1000, timeout=0)
+    assert [m.offset for m in more] == want[100:]
+    assert g.lag() == want[-1] + 1 - want[100]  # the leased run; the tail after it is done
+    g.ack(more)
+    st = g._states()[0]
+    assert (st.committed, st.runs, g.lag()) == (20_000, [], 0)
+
+
+def test_no_match_moves_the_group_past_everything(store):
+    """A filter that matches nothing in a long partition leaves lag 0 and no run entries."""
+    t = store.topic("o")
+    _sparse(t, 30_000, 10**9)
+    t.append(b"late", subject="orders.us.created")
+    g = t.group("g", subjects=["billing.>"])
+    assert g.poll(100, timeout=0) == []
+    assert g.lag() == 0 and _run_entries(g) == 0
+
+
+def test_passed_over_records_behind_a_lease_stay_done(store):
+    """Records passed over while earlier messages are still leased are done (one acked run);
+    when the earlier messages are acked the group's position folds past them all."""
+    t = store.topic("o")
+    want = _sparse(t, 1_000, 100)
+    g = t.group("g", subjects=["orders.eu.*"])
+    first = g.poll(3, timeout=0)
+    rest = g.poll(100, timeout=0)
+    assert [m.offset for m in first + rest] == want
+    st = g._states()[0]
+    assert len(st.runs) == 4 and st.next == 1_000  # leased, passed over, leased, passed over
+    g.ack(rest)
+    assert g.lag() == want[2] + 1  # the first three messages and the records before them
+    g.ack(first)
+    assert g.lag() == 0 and g._states()[0].runs == []
+
+
+def test_consumer_death_redelivers_only_matches(store):
+    """A consumer that dies with its messages unacked: the lease run (matches and the gaps
+    between them) comes back after ack_wait_s and is filtered again, so another consumer
+    gets exactly the matching records, delivery count 2, and the rest are done."""
+    t = store.topic("o")
+    want = _sparse(t, 2_000, 50)
+    g1 = t.group("g", subjects=["orders.eu.*"], ack_wait_s=0.2, consumer="a")
+    first: list = []
+    while len(first) < len(want):
+        first += g1.poll(100, timeout=0)
+    assert [m.offset for m in first] == want
+    g2 = t.group("g", subjects=["orders.eu.*"], ack_wait_s=0.2, consumer="b")
+    assert g2.poll(100, timeout=0) == []
+    import time
+    time.sleep(0.3)
+    again = []
+    while True:
+        msgs = g2.poll(100, timeout=0.05)
+        if not msgs:
+            break
+        again += msgs
+        g2.ack(msgs)
+    assert [m.offset for m in again] == want
+    assert {m.delivery_count for m in again} == {2}
+    assert g2.lag() == 0
+
+
+def test_nack_hands_back_the_message_and_its_gap(store):
+    """A nacked message comes back (delivery count 2); the records passed over before it go
+    back with it and are filtered out again on the way: they are done, it is pending."""
+    t = store.topic("o")
+    want = _sparse(t, 500, 100)
+    g = t.group("g", subjects=["orders.eu.*"])
+    msgs = g.poll(100, timeout=0)
+    assert [m.offset for m in msgs] == want
+    g.ack(msgs[:2] + msgs[3:])
+    assert msgs[2].nack() is True
+    (m,) = g.poll(100, timeout=1)
+    assert (m.offset, m.delivery_count) == (want[2], 2)
+    assert g.lag() == 1
+    m.ack()
+    assert g.lag() == 0 and g._states()[0].runs == []
+
+
+def test_filter_counts_as_done_across_segments_and_partitions(tmp_path):
+    """Matches are found across segment boundaries and on every partition."""
+    import streamlog
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("o", partitions=2, segment_bytes=64 * 1024)
+        keys = {t._partition_of(k): k for k in (b"a", b"b", b"c", b"d", b"e")}
+        want = {p: _sparse(t, 5_000, 37, key=keys[p]) for p in (0, 1)}
+        g = t.group("g", subjects=["orders.eu.*"])
+        got: dict[int, list[int]] = {0: [], 1: []}
+        while True:
+            msgs = g.poll(7, timeout=0)
+            if not msgs:
+                break
+            for m in msgs:
+                got[m.partition].append(m.offset)
+            g.ack(msgs)
+        assert got == want and g.lag() == 0

@@ -14,8 +14,10 @@ through one reversible token encoding (:func:`encode_token`) that yields only
   ``orders.eu``, partition 3 → ``SL_shop_orders_-eu_3``.
 * Subject ``streamlog.<store>.<topic>.<partition>``, each part one token,
   e.g. ``streamlog.shop.orders_-eu.3``. A partition stream also owns every
-  subject below its own (``….3.>``) so later per-record subjects (event
-  stream ids, message subjects) need no change to existing streams. Because
+  subject below its own (``….3.>``), so per-record subjects need no change
+  to existing streams: ``….3.s.<subject>`` a record appended with
+  ``subject=`` (:func:`message_subject`; groups with ``subjects=`` filter on
+  it), ``….3.e.<id>`` / ``.t.`` / ``.r.`` keyed entries (:func:`entry_subject`). Because
   the topic is a single token, no two partitions' subjects overlap (JetStream
   refuses overlapping streams), and ``streamlog.<store>.>`` selects exactly
   one store's streams.
@@ -39,6 +41,8 @@ __all__ = [
     "decode_token",
     "entry_subject",
     "encode_token",
+    "message_filter",
+    "message_subject",
     "partition_subject",
     "store_subjects",
     "stream_metadata",
@@ -134,6 +138,31 @@ def entry_subject(partition_subject: str, kind: str, ident: bytes) -> str:
     else:
         token = "b" + base64.urlsafe_b64encode(ident).rstrip(b"=").decode("ascii")
     return f"{partition_subject}.{kind}.{token}"
+
+
+#: The token below a partition's subject that message subjects hang from.
+MESSAGE_KIND = "s"
+# What a NATS subject token may not hold (besides '.', which separates them).
+_SUBJECT_BAD = re.compile(rb"[\s*>]")
+
+
+def message_subject(partition_subject: str, subject: bytes) -> str:
+    """The subject a record whose ``subject`` header is ``subject`` is published to:
+    ``<partition subject>.s.<subject>``; the partition's own subject when ``subject``
+    is not a valid NATS subject (empty tokens, whitespace, wildcards, not UTF-8: a raw
+    header no filter on the server can match)."""
+    if not subject or _SUBJECT_BAD.search(subject) or b"" in subject.split(b"."):
+        return partition_subject
+    try:
+        text = subject.decode("utf-8")
+    except UnicodeDecodeError:
+        return partition_subject
+    return f"{partition_subject}.{MESSAGE_KIND}.{text}"
+
+
+def message_filter(partition_subject: str, pattern: str) -> str:
+    """The consumer filter subject of a group's subject pattern (NATS wildcards)."""
+    return f"{partition_subject}.{MESSAGE_KIND}.{pattern}"
 
 
 def store_subjects(store: str) -> str:

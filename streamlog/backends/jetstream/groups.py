@@ -425,9 +425,11 @@ _KV_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # -------------------------------------------------------------- validation
 def _validate_options(topic, name: str, mode, ack_wait_s, max_deliver, backoff_s, start,
-                      dead_letter, consumer) -> dict:
-    return _validate.group_options(topic.name, name, mode, ack_wait_s, max_deliver, backoff_s,
+                      dead_letter, consumer, subjects=None) -> dict:
+    opts = _validate.group_options(topic.name, name, mode, ack_wait_s, max_deliver, backoff_s,
                                    start, dead_letter, consumer)
+    opts["subjects"] = _validate.subjects(subjects)  # None: every record
+    return opts
 
 
 def _public(cfg: dict) -> dict:
@@ -464,6 +466,12 @@ def _consumer_config(topic, name: str, cfg: dict, p: int) -> dict:
         "num_replicas": 0,
         "metadata": {"streamlog.topic": topic.name, "streamlog.group": name},
     }
+    if cfg.get("subjects"):
+        # The server filters: records published below the partition's subject with a
+        # matching subject (_naming.message_subject) are delivered, the others are
+        # never pending for this consumer (num_pending, hence lag, leaves them out).
+        base = topic.subject(p)
+        c["filter_subjects"] = [_naming.message_filter(base, s) for s in cfg["subjects"]]
     if start_seq:
         c["deliver_policy"] = "by_start_sequence"
         c["opt_start_seq"] = start_seq
@@ -492,17 +500,18 @@ async def _stream_bounds(topic, p: int) -> tuple[int, int]:
 def open_group(topic: Any, name: str, mode: str = "shared", ack_wait_s: float = 30,
                max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
                start: str = "earliest", dead_letter: str | None = None,
-               consumer: str | None = None) -> Group:
+               consumer: str | None = None, subjects: Sequence[str] | None = None) -> Group:
     """Create or join group ``name`` of ``topic``; the handle is one consumer.
 
     A different ``mode`` than the stored one raises ConfigMismatch and changes
     nothing; other options replace the stored ones and the partition
     consumers are updated to them (``start`` matters only when the group is
-    created: "latest" fixes each partition's end then).
+    created: "latest" fixes each partition's end then). ``subjects`` becomes
+    the consumers' ``filter_subjects``.
     """
     _check_store(topic)
     opts = _validate_options(topic, name, mode, ack_wait_s, max_deliver, backoff_s, start,
-                             dead_letter, consumer)
+                             dead_letter, consumer, subjects)
     cfg = topic._conn.run(_open(topic, name, opts))
     return Group(topic, name, cfg, consumer)
 
@@ -711,7 +720,13 @@ class _Puller:
         self.sub = await nc.subscribe(self.inbox + ".*", cb=self._on_msg)
 
     async def _on_msg(self, msg) -> None:
-        p = int(msg.subject.rsplit(".", 1)[1])
+        subj = msg.subject
+        if subj.startswith(self.inbox):
+            p = int(subj.rsplit(".", 1)[1])  # a status, on the request's reply subject
+        else:
+            # A delivery, on the record's own subject: streamlog.<store>.<topic>.<p>,
+            # then .s.<subject> for a record appended with one (_naming).
+            p = int(subj.split(".", 4)[3])
         status = (msg.headers or {}).get("Status") if msg.headers else None
         if status:
             if status.startswith("4") or status.startswith("5"):
@@ -1160,6 +1175,17 @@ class Group:
                 while f in dn:
                     dn.discard(f)
                     f += 1
+                while f < off and cfg.get("subjects"):
+                    # Records the subject filter passes over are never delivered to
+                    # this group: decided. Skip to the next one it matches.
+                    nxt = await self._first_match(p, f, off)
+                    if nxt <= f:
+                        break
+                    f = nxt
+                    dn = {o for o in dn if o >= f}
+                    while f in dn:
+                        dn.discard(f)
+                        f += 1
                 if rec.key is None:
                     continue
                 h = _key_hash(rec.key)
@@ -1201,6 +1227,19 @@ class Group:
             win = {"f": f, "dn": sorted(dn), "e": entries}
             if await self._kv.cas(key, win, rev):
                 return decided
+
+    async def _first_match(self, p: int, offset: int, limit: int) -> int:
+        """The first offset at or after ``offset`` (at most ``limit``) whose record the
+        group's subject filter matches: one direct get per pattern, by subject."""
+        base = self.topic.subject(p)
+        best = limit
+        for pattern in self._cfg["subjects"]:
+            msgs = await self._conn.get_range(
+                self._streams[p], offset + 1, 1,
+                next_by_subj=_naming.message_filter(base, pattern))
+            if msgs:
+                best = min(best, msgs[0].seq - 1)
+        return best
 
     async def _window_settle(self, p: int, gen: int, msgs: list[Message], action: int,
                              until: int) -> None:

@@ -130,6 +130,8 @@ CONFIG_REFRESH_S = 1.0
 # How long a watch's ephemeral consumers outlive a handle that vanished without closing.
 WATCH_INACTIVE_S = 30.0
 _NS = 1_000_000_000
+# The header a record's subject travels in, as the encoded header name.
+_SUBJECT_HEADER_B = _validate.SUBJECT_HEADER.encode()
 _tuple_new = tuple.__new__
 
 
@@ -366,6 +368,21 @@ class JetStreamTopic:
             return _records.partition_for_msg_id(msg_id, n)
         return next(self._rr) % n
 
+    def _publish_subject(self, p: int, hdrs) -> str:
+        """The NATS subject a record of partition ``p`` is published to: the partition's,
+        or ``<partition subject>.s.<subject>`` when its ``subject`` header holds a
+        valid subject (consumers of groups with ``subjects=`` filter on it)."""
+        base = self._subjects[p]
+        if not hdrs:
+            return base
+        subj = None
+        for n, v in hdrs:  # the last one wins, as in the headers a reader gets
+            if n == _SUBJECT_HEADER_B:
+                subj = v
+        if subj is None:
+            return base
+        return _naming.message_subject(base, subj)
+
     def _encode(self, value: bytes, key: bytes | None, hdrs, ts: int,
                 msg_id_text: str | None = None) -> dict[str, str]:
         """The record's headers, after checking its size against the topic's and the
@@ -394,32 +411,37 @@ class JetStreamTopic:
 
     # ------------------------------------------------------------------ append
     def append(self, value, key=None, headers=None, timestamp_ms: int | None = None,
-               msg_id=None) -> Position:
+               msg_id=None, subject: str | None = None) -> Position:
         """Append one record; returns its Position once the stream acknowledged it.
 
         With ``msg_id``, a repeat inside the topic's dedupe window returns the
         first append's Position and stores nothing (JetStream's ``Nats-Msg-Id``).
+        ``subject`` is stored as header ``subject`` and the record is published
+        below the partition's subject (``<partition subject>.s.<subject>``), so
+        that groups opened with ``subjects=`` filter on the server.
         TypeError/ValueError/RecordTooLarge before anything is sent.
         """
-        return self._run(self._aappend(value, key, headers, timestamp_ms, msg_id))
+        return self._run(self._aappend(value, key, headers, timestamp_ms, msg_id, subject))
 
     async def _aappend(self, value, key=None, headers=None, timestamp_ms: int | None = None,
-                       msg_id=None) -> Position:
+                       msg_id=None, subject: str | None = None) -> Position:
         store = self._store
         store._check_writable(f"append to topic {self.name!r}")
         if type(value) is not bytes:
             value = _value(value)
         if key is not None and type(key) is not bytes:
             key = _validate.key(key)
+        if subject is not None:
+            headers = _validate.with_subject(headers, subject)
         hdrs = _validate.headers(headers) if headers is not None else None
         ts = now_ms() if timestamp_ms is None else _validate.timestamp(timestamp_ms)
         mid = _validate.msg_id(msg_id)
         mid_text = None if mid is None or not self._dedupe else _records.msg_id_header(mid)
         wire = self._encode(value, key, hdrs, ts, mid_text)
         p = self._partition_of(key, mid)
-        conn, subject = self._conn, self._subjects[p]
+        conn, subj = self._conn, self._publish_subject(p, hdrs)
         ack = await self._sending(
-            p, lambda: conn.publish(subject, value, wire, msg_id=mid_text),
+            p, lambda: conn.publish(subj, value, wire, msg_id=mid_text),
             idempotent=mid_text is not None)
         if not ack.duplicate:
             self._appended()
@@ -464,7 +486,8 @@ class JetStreamTopic:
         async def send() -> list[int]:
             jobs: list[Coroutine[Any, Any, Any]] = []
             for p, idxs in parts:
-                batch = [OutMsg(self._subjects[p], vals[i], wires[i]) for i in idxs]
+                batch = [OutMsg(self._publish_subject(p, hs[i]), vals[i], wires[i])
+                         for i in idxs]
                 jobs.append(self._sending(p, partial(_publish_share, conn, batch),
                                           idempotent=False))
             acks = await asyncio.gather(*jobs)
@@ -482,7 +505,7 @@ class JetStreamTopic:
     def _copy_subject(self, p: int, hdrs: list[tuple[bytes, bytes]] | None) -> str:
         """The subject a copied record goes to: an event's, a tracking record's or a
         reply's own (the event log, tracking log and reply box find them by subject),
-        else the partition's."""
+        else where ``append`` would publish it (see ``_publish_subject``)."""
         base = self._subjects[p]
         if hdrs:
             found = {name: value for name, value in hdrs if name in _COPY_SUBJECT_KINDS}
@@ -490,7 +513,7 @@ class JetStreamTopic:
             for name, kind in _COPY_SUBJECT_KINDS.items():
                 if name in found:
                     return _naming.entry_subject(base, kind, found[name])
-        return base
+        return self._publish_subject(p, hdrs)  # a record with a subject: where filters see it
 
     def _copy_wire(self, value: bytes, key: bytes | None, hdrs, ts: int) -> dict[str, str]:
         """A copied record's headers, after checking its size against the server's
@@ -810,9 +833,11 @@ class JetStreamTopic:
     # The coroutine twins of the calls above (``streamlog.api.AwaitableTopic``): the
     # same code, awaited on the loop of a store opened with ``JetStreamLog.open_async``.
     async def append_async(self, value: Any, key: Any = None, headers: Any = None,
-                           timestamp_ms: int | None = None, msg_id: Any = None) -> Position:
+                           timestamp_ms: int | None = None, msg_id: Any = None,
+                           subject: str | None = None) -> Position:
         """``append``, awaited."""
-        return await self._awaited(self._aappend(value, key, headers, timestamp_ms, msg_id))
+        return await self._awaited(self._aappend(value, key, headers, timestamp_ms, msg_id,
+                                                 subject))
 
     async def append_many_async(self, values: Sequence, keys: Sequence | None = None,
                                 headers: Sequence | None = None) -> list[Position]:
@@ -873,11 +898,16 @@ class JetStreamTopic:
     def group(self, name: str, mode: str = "shared", ack_wait_s: float = 30,
               max_deliver: int = 5, backoff_s: Sequence[float] | None = None,
               start: str = "earliest", dead_letter: str | None = None,
-              consumer: str | None = None):
-        """Create-or-open consumer group ``name`` and join it as one consumer."""
+              consumer: str | None = None, subjects: Sequence[str] | None = None):
+        """Create-or-open consumer group ``name`` and join it as one consumer.
+
+        With ``subjects`` (NATS wildcards) each partition's consumer filters on
+        the server (``filter_subjects``): only records appended with a matching
+        ``subject`` are delivered, and lag counts only those."""
         return groups.open_group(self, name, mode=mode, ack_wait_s=ack_wait_s,
                                  max_deliver=max_deliver, backoff_s=backoff_s, start=start,
-                                 dead_letter=dead_letter, consumer=consumer)
+                                 dead_letter=dead_letter, consumer=consumer,
+                                 subjects=subjects)
 
     def group_config(self, name: str) -> dict[str, Any] | None:
         """The stored options of group ``name``, or None when it does not exist."""
@@ -1233,7 +1263,8 @@ class JetStreamLog:
 
     def topic(self, name: str, partitions: int | None = None, retention: Retention | None = None,
               segment_bytes: int | None = None, max_record_bytes: int | None = None,
-              dedupe_window_s: float | None = None, compact: bool | None = None
+              dedupe_window_s: float | None = None, compact: bool | None = None,
+              serializer: Any = None, schema_version: int | str | None = None
               ) -> JetStreamTopic:
         """Create or open topic ``name``.
 
@@ -1241,10 +1272,20 @@ class JetStreamLog:
         new one (``max_record_bytes``: the server's ``max_payload``); a value
         that differs from the stored one raises ConfigMismatch and changes
         nothing. ``segment_bytes`` is stored and checked but shapes nothing on
-        JetStream; ``compact=True`` is NotImplementedError.
+        JetStream; ``compact=True`` is NotImplementedError. ``serializer`` and
+        ``schema_version`` are options of the handle, as on the embedded store
+        (docs/messages.md).
         """
         self._check()
         _validate.name(name, "topic name")
+        if serializer is not None or schema_version is not None:
+            from streamlog.views import _serde
+
+            stamp = _serde.check(serializer, schema_version)
+            raw = self.topic(name, partitions, retention, segment_bytes, max_record_bytes,
+                             dedupe_window_s, compact)
+            assert stamp is not None  # a serializer or a schema version was given
+            return _serde.SerializedTopic(raw, stamp)  # type: ignore[return-value]
         requested: dict[str, Any] = {}
         if partitions is not None:
             requested["partitions"] = _validate.positive_int(partitions, "partitions", 1,
@@ -1730,33 +1771,37 @@ class JetStreamLog:
         return out
 
     # ------------------------------------------------------------------- views
-    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5):
+    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5,
+              serializer: Any = None, schema_version: int | str | None = None):
         """A point-to-point queue view (see streamlog.views.queue)."""
         self._check()
         from streamlog.views.queue import Queue
 
-        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver)
+        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
+                     serializer=serializer, schema_version=schema_version)
 
-    def pubsub(self, name: str):
+    def pubsub(self, name: str, serializer: Any = None,
+               schema_version: int | str | None = None):
         """A fan-out view (see streamlog.views.pubsub)."""
         self._check()
         from streamlog.views.pubsub import PubSub
 
-        return PubSub(self, name)
+        return PubSub(self, name, serializer=serializer, schema_version=schema_version)
 
-    def rpc(self, name: str):
+    def rpc(self, name: str, serializer: Any = None, schema_version: int | str | None = None):
         """A request-reply view (see streamlog.views.rpc)."""
         self._check()
         from streamlog.views.rpc import Rpc
 
-        return Rpc(self, name)
+        return Rpc(self, name, serializer=serializer, schema_version=schema_version)
 
-    def event_store(self, name: str):
+    def event_store(self, name: str, serializer: Any = None,
+                    schema_version: int | str | None = None):
         """An event-sourcing view (see streamlog.views.event_store)."""
         self._check()
         from streamlog.views.event_store import EventStore
 
-        return EventStore(self, name)
+        return EventStore(self, name, serializer=serializer, schema_version=schema_version)
 
     def compact(self, topic: str, progress=None):
         """Compaction: not on this backend yet (compacted topics cannot be created here)."""

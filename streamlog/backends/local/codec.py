@@ -519,6 +519,73 @@ def py_encode_columns(timestamps_ms, value_offsets, value_data, value_null, key_
         keys.append(key)
     return py_encode_batch(keys, values, None, ts), max(ts)
 
+# ------------------------------------------- subject filters (reference)
+SUBJECT_HEADER = "subject"  # the header a record's subject travels in (_validate.SUBJECT_HEADER)
+
+
+def py_subject_matches(pattern: bytes, subject: bytes) -> bool:
+    """NATS wildcard rules on ``.``-separated tokens: ``*`` is any one token, a last ``>``
+    one or more tokens, any other token matches itself byte for byte."""
+    pt = pattern.split(b".")
+    st = subject.split(b".")
+    if pt[-1] == b">":
+        if len(st) < len(pt):
+            return False
+        st, pt = st[:len(pt) - 1], pt[:-1]
+    elif len(st) != len(pt):
+        return False
+    return all(p == b"*" or p == s for p, s in zip(pt, st, strict=True))
+
+
+class PySubjectFilter:
+    """The reference of ``_ext.SubjectFilter``: a subject matches if any pattern does."""
+
+    def __init__(self, patterns) -> None:
+        self.patterns = tuple(p.encode("utf-8") if isinstance(p, str) else bytes(p)
+                              for p in patterns)
+
+    def matches(self, subject) -> bool:
+        if isinstance(subject, str):
+            subject = subject.encode("utf-8")
+        subject = bytes(subject)
+        return any(py_subject_matches(p, subject) for p in self.patterns)
+
+
+def py_match_span(buf, pos, limit, expected_base, min_offset, max_offset, max_matches, flt,
+                  topic, partition, out, crc_from):
+    """The reference of ``_ext.match_span``: decode each batch, keep the matching records."""
+    limit = min(limit, len(memoryview(buf)))
+    scanned = min_offset
+    if max_matches <= 0 or min_offset >= max_offset:
+        return pos, expected_base, False, scanned
+    found = 0
+    while True:
+        length = py_batch_info(buf, pos, limit, expected_base, pos >= crc_from)[0]
+        if length == 0:
+            return pos, expected_base, True, scanned
+        count = py_batch_info(buf, pos, limit, expected_base, False)[1]
+        base, length, recs = py_decode_batch(buf, pos, limit, expected_base)
+        if base + count > min_offset:
+            for i, (off, ts, key, value, headers) in enumerate(recs):
+                if off < min_offset:
+                    continue
+                if off >= max_offset:
+                    return pos, base, False, scanned
+                scanned = off + 1
+                subject = headers.get(SUBJECT_HEADER)
+                if subject is not None and flt.matches(subject):
+                    out.append(_ext.Record(topic, partition, off, ts, key, value, headers))
+                    found += 1
+                    if found >= max_matches:
+                        if i + 1 < len(recs):
+                            return pos, base, False, scanned
+                        return pos + length, base + count, pos + length >= limit, scanned
+            scanned = max(scanned, min(base + count, max_offset))
+        pos += length
+        expected_base = base + count
+        if expected_base >= max_offset:
+            return pos, expected_base, pos >= limit, scanned
+
 
 # The reference under the compiled sibling's names, so that a test can hold the
 # two side by side (``{"ext": _ext, "reference": codec.reference}``).
@@ -533,12 +600,15 @@ reference = types.SimpleNamespace(
     decode_headers=py_decode_headers, murmur2=py_murmur2, partition_for_key=py_partition_for_key,
     read_span=py_read_span, hop=py_hop, time_search=py_time_search, scan=py_scan,
     read_columns=py_read_columns, encode_columns=py_encode_columns,
+    SubjectFilter=PySubjectFilter, match_span=py_match_span,
+    subject_matches=py_subject_matches,
 )
 
 # ---------------------------------------------------------------- selection
 # The names the engine calls: the compiled twin, or the reference above.
 if NATIVE:
     from streamlog._ext import (  # noqa: F401
+        SubjectFilter,
         batch_info,
         crc32c,
         decode_batch,
@@ -547,6 +617,7 @@ if NATIVE:
         encode_columns,
         encode_record,
         hop,
+        match_span,
         murmur2,
         partition_for_key,
         read_columns,
@@ -558,7 +629,9 @@ if NATIVE:
 else:
     (batch_info, crc32c, decode_batch, decode_headers, encode_batch, encode_record, hop,
      murmur2, partition_for_key, read_columns, read_span, scan, set_base_offset,
-     time_search, encode_columns) = (
+     time_search, encode_columns, match_span) = (
         py_batch_info, py_crc32c, py_decode_batch, py_decode_headers, py_encode_batch,
         py_encode_record, py_hop, py_murmur2, py_partition_for_key, py_read_columns,
-        py_read_span, py_scan, py_set_base_offset, py_time_search, py_encode_columns)
+        py_read_span, py_scan, py_set_base_offset, py_time_search, py_encode_columns,
+        py_match_span)
+    SubjectFilter = PySubjectFilter  # type: ignore[misc,assignment]

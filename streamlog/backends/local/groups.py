@@ -37,7 +37,6 @@ from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
     GROUP_ACK_DELAY_MS,
     GROUP_DEAD_LETTER_BATCH,
-    GROUP_FILTER_LEASE_RECORDS,
     GROUP_FILTER_SCAN_RECORDS,
     GROUP_HEARTBEAT_MAX_S,
     GROUP_HOLD_MAX_MS,
@@ -839,7 +838,11 @@ class Group:
         # that found nothing deliverable before due_ms (see _poll_once)
         self._idle: dict[int, tuple] = {}
         self._skipped = 0  # records the subject filter dropped in the last look
-        self._filter: tuple[Any, Any] = (None, None)  # (subjects, compiled pattern)
+        self._filter: tuple[Any, Any] = (None, None)  # (subjects, _codec.SubjectFilter)
+        # (partition, offset) -> the first offset a settle of that message covers: a
+        # filtered poll leases the records its filter passed over between two matches
+        # together with the later one, so that acking the messages acks them too.
+        self._spans: dict[int, dict[int, int]] = {}  # partition -> {offset: first offset}
         # A clean close of the store is a clean close of its consumers: their leases go
         # back at once (a crash keeps them until ack_wait_s, or until the same consumer
         # name comes back). A weak reference: the store does not keep handles alive.
@@ -980,6 +983,7 @@ class Group:
         pkeys = self._pkeys
         scanned = [0]  # records the filter dropped inside the transaction (last run of fn)
         acks: list[Message] | None = None
+        scan_room = [0]  # records the filter may still look at in this poll
 
         def fn(tx: Tx):
             cfg = self._load_cfg(tx)
@@ -987,6 +991,7 @@ class Group:
             # Batched acks first (idempotent if fn runs again): the room they make
             # counts for this poll.
             full = self._apply_acks(tx, acks) if acks else False
+            scan_room[0] = GROUP_FILTER_SCAN_RECORDS
             flt = self._subject_match(cfg)
             aw = int(cfg["ack_wait_s"] * 1000)
             md = cfg["max_deliver"]
@@ -1033,6 +1038,14 @@ class Group:
                     # nothing for us, and nothing comes due before c[3]: skip the decode.
                     due = min(due, c[3])
                     continue
+                if room <= 0 and flt is not None and mode == "shared" and gs.is_head(raw):
+                    hd = gs.decode_head(raw)
+                    if hd.pending == 0:
+                        # A filtered poll with no room left, and nothing leased here to
+                        # redeliver or dead-letter: only new records, for the next poll.
+                        if hd.next < v.end_offset:
+                            due = min(due, now)
+                        continue
                 ps = _PartStore(tx, pkeys[p], self._states_cache)
                 h = ps.open(True, bytes(raw))
                 assert h is not None  # raw is a state: open() decodes it
@@ -1042,14 +1055,15 @@ class Group:
                     # records touching only the entries it changes.
                     if flt is not None:
                         res = self._lease_filtered(ps, parts[p], flt, me, now, room,
-                                                   v.end_offset, aw, md, dead_room, scanned)
+                                                   v.end_offset, aw, md, dead_room, scanned,
+                                                   scan_room)
                     else:
                         res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
                                                     GROUP_MAX_PENDING_RECORDS, dead_room)
                     room -= res.taken
                     dead_room -= sum(d[1] - d[0] for d in res.dead)
                     due = min(due, res.due_ms)
-                    if res.deliver or res.dead:
+                    if res.deliver or res.dead or res.picked:
                         taken.append((p, res, h.epoch))
                     idle.pop(p, None)
                     if res.changed:
@@ -1101,14 +1115,10 @@ class Group:
             self._beat_ms = now
         msgs: list[Message] = []
         jobs = []
-        early: list[tuple[Message, int]] | None = None
-        subjects = cfg.get("subjects")
+        early: list[tuple[Message, int]] = []
         skip: list[Message] = []
-        match = None
-        if subjects:
-            if self._filter[0] != subjects:
-                self._filter = (subjects, _validate.subject_regex(subjects).match)
-            match = self._filter[1]
+        flt = self._subject_match(cfg)
+        match = None if flt is None else flt.matches
         held: set = set()  # exclusive: partitions, key_shared: (partition, key) held back
         lease_due = now + int(cfg["ack_wait_s"] * 1000)
         ordered = mode != "shared"
@@ -1116,6 +1126,9 @@ class Group:
         self._removed_acked = False
         for p, res, epoch in taken:
             part = parts[p]
+            picked = res.picked
+            if picked:
+                self._take_picked(p, picked, epoch, msgs, now, early)
             for lo, hi, count in res.deliver:
                 first = len(msgs)
                 batch: list[Message] = []
@@ -1128,14 +1141,12 @@ class Group:
                     r = m._record
                     if match is not None:
                         subj = r.headers.get(_validate.SUBJECT_HEADER)
-                        if subj is None or match(subj) is None:
+                        if subj is None or not match(subj):
                             skip.append(m)  # not for this group: done, never handed out
                             continue
                     if r.headers:  # a record without headers costs this test only
                         at = _deliver_at(r.headers)
                         if at is not None and at > now:
-                            if early is None:
-                                early = []
                             early.append((m, at))
                             if ordered:
                                 held.add(p if mode == "exclusive" else (p, r.key))
@@ -1143,7 +1154,7 @@ class Group:
                     if held and (p if mode == "exclusive" else (p, r.key)) in held:
                         # In order behind a held-back record: handed back with it (due
                         # now, and the lease order keeps it behind until that one goes).
-                        early.append((m, now))  # type: ignore[union-attr]
+                        early.append((m, now))
                         continue
                     msgs.append(m)
                 if part.compacted_topic and len(msgs) - first < hi - lo:
@@ -1165,62 +1176,100 @@ class Group:
             self._ack_removed(removed)
         return msgs, due
 
+    def _take_picked(self, p: int, picked: list, epoch: int, msgs: list[Message], now: int,
+                     early: list[tuple[Message, int]]) -> None:
+        """Messages for the new records a filtered poll matched on partition ``p`` (shared:
+        no order to keep), appended to ``msgs`` (or to ``early``, delayed ones); the
+        records passed over between two of them are settled with the later one
+        (``_spans``, see _lease_filtered)."""
+        spans = self._spans.get(p)
+        if spans is None:
+            spans = self._spans[p] = {}
+        elif len(spans) > 4 * GROUP_MAX_PENDING_RECORDS:
+            spans.clear()  # messages never settled: their gaps expire and come back
+        prev = picked[0].offset
+        new = _new_message
+        for r in picked:
+            off = r.offset
+            if off > prev:
+                spans[off] = prev
+            prev = off + 1
+            m = new(Message)
+            m.delivery_count = 1
+            m._record = r
+            m._group = self
+            m._epoch = epoch
+            m._state = _OPEN
+            if _validate.DELIVER_AT_MS in r.headers:
+                at = _deliver_at(r.headers)
+                if at is not None and at > now:
+                    early.append((m, at))
+                    continue
+            msgs.append(m)
+
     def _subject_match(self, cfg: dict):
-        """The compiled ``match`` of the group's subject filter, or None without one."""
+        """The group's compiled subject filter (``_codec.SubjectFilter``), None without one."""
         subjects = cfg.get("subjects")
         if not subjects:
             return None
         if self._filter[0] != subjects:
-            self._filter = (subjects, _validate.subject_regex(subjects).match)
+            self._filter = (subjects, _codec.SubjectFilter(subjects))
         return self._filter[1]
 
-    def _lease_filtered(self, ps: _PartStore, part, match, me: str, now: int, room: int,
-                        end: int, aw: int, md: int, dead_room: int,
-                        scanned: list[int]) -> gs.Lease:
-        """The shared poll of a group with a subject filter, inside its transaction:
-        lease, look at each leased record's subject, acknowledge those that do not match
-        at once (they are never handed out), and lease on until ``room`` records match
-        or GROUP_FILTER_SCAN_RECORDS were looked at. Leases take GROUP_FILTER_LEASE_RECORDS
-        at a time; matching records beyond the poll's room go back to the group at once,
-        their delivery not counted. Returns the matching deliveries as one Lease
-        (one-record ranges)."""
-        out = gs.Lease()
-        looked = 0
-        while room > 0 and looked < GROUP_FILTER_SCAN_RECORDS:
-            res = gs.lease_shared_store(ps, me, now, max(room, GROUP_FILTER_LEASE_RECORDS),
-                                        end, aw, md, GROUP_MAX_PENDING_RECORDS, dead_room)
-            out.dead.extend(res.dead)
-            dead_room -= sum(d[1] - d[0] for d in res.dead)
-            out.due_ms = min(out.due_ms, res.due_ms)
-            out.changed = out.changed or res.changed
-            if not res.deliver:
-                break
-            drop: list[int] = []
-            back: list[int] = []
-            for lo, hi, count in res.deliver:
-                for r in _read_range(part, lo, hi, self._cache):
-                    subj = r.headers.get(_validate.SUBJECT_HEADER) if r.headers else None
-                    if subj is not None and match(subj) is not None:
-                        if room > 0:
-                            out.deliver.append((r.offset, r.offset + 1, count))
-                            out.taken += 1
-                            room -= 1
-                        else:  # over the poll's room: back to the group, uncounted
-                            back.append(r.offset)
-                    else:
-                        drop.append(r.offset)
-                looked += hi - lo
-            if drop:
-                gs.ack_store(ps, me, gs.to_ranges(drop))
-                scanned[0] += len(drop)
-            if back:
-                gs.apply_store(ps, gs.to_ranges(back),
-                               lambda run: [gs.FREE, now, max(run[4] - 1, 0), run[5]]
-                               if run[2] == me else None)
+    def _lease_filtered(self, ps: _PartStore, part, flt, me: str, now: int, room: int,
+                        end: int, aw: int, md: int, dead_room: int, scanned: list[int],
+                        scan_room: list[int]) -> gs.Lease:
+        """The shared poll of a group with a subject filter, inside its transaction.
+
+        Redeliveries come first, as in any shared poll (the caller filters those
+        records one by one: a rare path). Then new records: the extension looks
+        at their subjects in the mapped segments and returns only the matching
+        ones (at most ``room``; at most ``scan_room[0]`` records looked at per
+        poll). The records passed over before the first match (and after the
+        last, when fewer than ``room`` matched) are done at once: one entry in
+        the group's state, however many records. Those between the first and
+        the last match are leased with the matches as one run, so that acking
+        the messages (whose settles cover the gap before each, ``_spans``) acks
+        the run whole; if the consumer dies instead, the run comes back and is
+        filtered again."""
+        out = gs.lease_shared_store(ps, me, now, room, ps.head.next, aw, md,
+                                    GROUP_MAX_PENDING_RECORDS, dead_room)
+        room -= out.taken
+        h = ps.head
+        if h.next >= end:
+            return out
+        if room <= 0 or scan_room[0] <= 0:
+            out.due_ms = now  # more to look at: this partition is not idle
+            return out
+        start = h.next
+        hi = min(end, start + scan_room[0])
+        recs: list = []
+        upto = part.read_matching(start, hi, room, flt, recs)
+        capped = False
+        if recs:
+            first = recs[0].offset
+            cap = GROUP_MAX_PENDING_RECORDS - h.pending
+            if recs[-1].offset + 1 - first > cap:  # the pending cap: fewer matches now
+                recs = [r for r in recs if r.offset + 1 - first <= cap]
+                upto = recs[-1].offset + 1 if recs else first
+                capped = True  # an ack makes room (and changes the state: no idle skip)
         else:
-            # Stopped by room or the scan limit, not by an empty lease: records may be
-            # deliverable now, so this partition must not be taken as idle.
-            out.due_ms = min(out.due_ms, now)
+            first = upto
+        scan_room[0] -= upto - start
+        changed = gs.pass_over_store(ps, first)
+        if recs:
+            stop = recs[-1].offset + 1
+            ps.put([first, stop, me, now + aw, 1, None])
+            h.pending += stop - first
+            h.next = stop
+            gs.pass_over_store(ps, upto)
+            out.picked = recs
+            out.taken += len(recs)
+            changed = True
+        scanned[0] += (upto - start) - len(recs)
+        out.changed = out.changed or changed
+        if upto < end and not capped:
+            out.due_ms = min(out.due_ms, now)  # stopped by room or budget: look again
         return out
 
     def _hand_back_early(self, early: list[tuple[Message, int]]) -> None:
@@ -1373,8 +1422,11 @@ class Group:
         # per-message cost of an ack is what bounds a consumer's records per second.
         ranges_of: dict[int, dict[int, list[tuple[int, int]]]] = {}
         todo: list[int] | range
-        span = _scan_messages(msgs, self, exclusive) if n > 1 else None
-        if span is not None:  # one poll's batch, in order: its range in one pass
+        # One poll's batch, in order, of a group without a subject filter: its range in
+        # one pass (a filtered group's acks also cover the records passed over before
+        # each message: its spans, below).
+        span = _scan_messages(msgs, self, exclusive) if n > 1 and not self._spans else None
+        if span is not None:
             todo = range(n)
             ranges_of[span[0]] = {span[1]: [(span[2], span[3])]}
         else:
@@ -1388,7 +1440,9 @@ class Group:
                 recs = [m._record for m in msgs]
                 parts = {r.partition for r in recs}
                 epochs = {m._epoch for m in msgs} if exclusive else {0}
-                if len(parts) == 1 and len(epochs) == 1:
+                if self._spans:
+                    ranges_of = self._span_ranges(recs, action != _EXTEND)
+                elif len(parts) == 1 and len(epochs) == 1:
                     ranges_of[parts.pop()] = {
                         epochs.pop(): gs.to_ranges([r.offset for r in recs])}
                 else:
@@ -1405,7 +1459,11 @@ class Group:
                         out[i] = m._state == _ACKED if action == _ACK else False
                     else:
                         todo.append(i)
-                ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
+                if self._spans:
+                    ranges_of = self._span_ranges([msgs[i]._record for i in todo],
+                                                  action != _EXTEND)
+                else:
+                    ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
         if not todo or self._closed:
             return out
         self._log._check()
@@ -1517,6 +1575,41 @@ class Group:
         self._settled(action, dead, full)
         return out
 
+    def _span_ranges(self, recs: list, settling: bool
+                     ) -> dict[int, dict[int, list[tuple[int, int]]]]:
+        """partition -> {0: ranges} of what settling the messages of records ``recs``
+        covers: each one's offset and the records a filtered poll passed over just
+        before it (``_spans``, shared groups only); ``settling`` forgets those gaps."""
+        offs_of: dict[int, list[int]] = {}
+        if len({r.partition for r in recs}) == 1:
+            offs_of[recs[0].partition] = [r.offset for r in recs]
+        else:
+            for r in recs:
+                offs_of.setdefault(r.partition, []).append(r.offset)
+        out: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        for p, offs in offs_of.items():
+            spans = self._spans.get(p)
+            if not spans:
+                out[p] = {0: gs.to_ranges(offs)}
+                continue
+            get = spans.pop if settling else spans.get
+            los = [get(o, o) for o in offs]
+            follow = [o + 1 for o in offs]
+            if los[1:] == follow[:-1]:
+                # the usual ack: one poll's messages in order, each gap just before its
+                # message, so together one range (list compares run in C)
+                out[p] = {0: [(los[0], follow[-1])]}
+                continue
+            merged: list[tuple[int, int]] = []
+            for lo, hi in sorted(zip(los, follow, strict=True)):
+                if merged and lo <= merged[-1][1]:
+                    if hi > merged[-1][1]:
+                        merged[-1] = (merged[-1][0], hi)
+                else:
+                    merged.append((lo, hi))
+            out[p] = {0: merged}
+        return out
+
     def _lease_one(self, tx: Tx, views: list, now: int, aw: int, md: int,
                    bo: list[int] | None, opened: dict, dirty: dict
                    ) -> tuple[int, int, int] | None:
@@ -1554,9 +1647,10 @@ class Group:
           one transaction (at most ``GROUP_PREFETCH_MAX``, as many as its recent pace
           takes within ``GROUP_PREFETCH_WINDOW_MS``) and ``poll(1)`` hands them out
           one at a time; a slow consumer keeps leasing one record at a time;
-        * in a shared group, unless the store's durability is ``always``, an ``ack``
-          whose lease has time left is batched: committed in the transaction of the
-          next poll that goes to the store, by ``close()``, or by the background
+        * in a shared group without a subject filter, unless the store's durability
+          is ``always``, an ``ack`` whose lease has time left is batched: committed
+          in the transaction of the next poll that goes to the store, by ``close()``,
+          or by the background
           committer within ``GROUP_ACK_DELAY_MS`` (a crash before that redelivers
           the message, as at-least-once allows);
         * an ``ack`` that does commit at once also leases the next record in its
@@ -1567,7 +1661,10 @@ class Group:
         ``close`` hands such records back too."""
         self._log._check()
         self._ack_leases_next = True
-        if self.mode == "shared" and self._log.durability != "always":
+        # Not for a group with a subject filter: its acks also settle the records passed
+        # over before each message (its spans), which only a settle computes.
+        if self.mode == "shared" and self._log.durability != "always" and \
+                not self._cfg.get("subjects"):
             aw = int(self._cfg["ack_wait_s"] * 1000)
             # Batched only while the lease has this much left: the commit is due long
             # before the lease could expire and go to another consumer.
@@ -1703,12 +1800,10 @@ class Group:
             if checked:  # a prefetched one: its poll already looked at subject and delay
                 return m
             r = m._record
-            subjects = self._cfg.get("subjects")
-            if subjects:
-                if self._filter[0] != subjects:
-                    self._filter = (subjects, _validate.subject_regex(subjects).match)
+            flt = self._subject_match(self._cfg)
+            if flt is not None:
                 subj = r.headers.get(_validate.SUBJECT_HEADER)
-                if subj is None or self._filter[1](subj) is None:
+                if subj is None or not flt.matches(subj):
                     self._settle([m], _ACK)  # not for this group: done
                     return None
             due = _deliver_at(r.headers) if r.headers else None
@@ -1762,8 +1857,15 @@ class Group:
         dlq = self.dead_letters()
         parts = self.topic._parts
         done: dict[int, list[int]] = {}
+        passed: dict[int, list[int]] = {}  # records the subject filter does not match
+        flt = self._subject_match(self._cfg)
         for p, lo, hi, count, err in jobs:
             for r in _read_range(parts[p], lo, hi):
+                if flt is not None:
+                    subj = r.headers.get(_validate.SUBJECT_HEADER)
+                    if subj is None or not flt.matches(subj):
+                        passed.setdefault(p, []).append(r.offset)  # never for this group
+                        continue
                 hdrs = dict(r.headers)
                 hdrs[DLQ_TOPIC] = self.topic.name
                 hdrs[DLQ_PARTITION] = str(p)
@@ -1785,18 +1887,21 @@ class Group:
                     hdrs["sl-dlq-truncated"] = "1"
                     dlq.append(b"", key=r.key, headers=hdrs, msg_id=mid)
             done.setdefault(p, []).extend(range(lo, hi))
+        for p, offs in passed.items():
+            done[p] = sorted(set(done.get(p, ())) - set(offs))
         me = self.consumer
         pkeys = self._pkeys
 
         def fn(tx: Tx):
-            for p, offsets in done.items():
+            for p in done.keys() | passed.keys():
                 ps = _PartStore(tx, pkeys[p])
                 h = ps.open(write=True)
                 if h is None:
                     continue
-                changed = gs.ack_store(ps, me, gs.to_ranges(offsets))
+                changed = gs.ack_store(ps, me, gs.to_ranges(done.get(p, [])))
                 if changed:
                     h.dead_letters += sum(b - a for a, b in changed)
+                if gs.ack_store(ps, me, gs.to_ranges(passed.get(p, []))) or changed:
                     ps.save_head()
 
         self._kv.transact(fn)

@@ -304,9 +304,11 @@ class Lease:
     error)`` ranges that used up ``max_deliver`` and are leased to the poller
     only to be moved to the dead-letter topic. ``due_ms``: the earliest time
     something not deliverable now becomes deliverable (FOREVER_MS if nothing).
+    ``picked``: for a group with a subject filter, the new records it matched
+    (already read, delivery count 1), beside ``deliver``; None otherwise.
     """
 
-    __slots__ = ("deliver", "dead", "due_ms", "changed", "taken")
+    __slots__ = ("deliver", "dead", "due_ms", "changed", "taken", "picked")
 
     def __init__(self) -> None:
         self.deliver: list[tuple[int, int, int]] = []
@@ -314,6 +316,7 @@ class Lease:
         self.due_ms = FOREVER_MS
         self.changed = False
         self.taken = 0
+        self.picked: list | None = None
 
 
 def _is_mine_live(run: list, me: str, now_ms: int, reclaim: bool) -> bool:
@@ -820,6 +823,26 @@ def ack_store(s, me: str, ranges: list[tuple[int, int]]) -> list[tuple[int, int]
         for x, y, _ in pieces:
             s.drop_keys(x, y)
     return [(x, y) for x, y, _ in pieces]
+
+
+def pass_over_store(s, hi: int) -> bool:
+    """Count ``[next, hi)`` as done without a delivery (records a subject filter passed
+    over): an empty window just moves, otherwise the acked run ending at ``next``
+    grows or a new one starts there. One entry at most, however many records.
+    True if anything changed."""
+    h = s.head
+    if hi <= h.next:
+        return False
+    if h.committed == h.next:
+        h.committed = h.next = hi
+        return True
+    last = s.last()
+    if last is not None and last[2] is None and last[1] == h.next:
+        s.replace(last, [last[0], hi, None, 0, 0, None])
+    else:
+        s.put([h.next, hi, None, 0, 0, None])
+    h.next = hi
+    return True
 
 
 def lease_shared_store(s, me: str, now_ms: int, room: int, end_offset: int,

@@ -1224,6 +1224,57 @@ class Partition:
                 return r
         return None
 
+    def read_matching(self, offset: int, max_offset: int, max_matches: int, flt,
+                      out: list) -> int:
+        """Append to ``out`` the records of ``[offset, max_offset)`` whose subject ``flt``
+        (a ``SubjectFilter``) matches, at most ``max_matches``, in offset order.
+
+        The subjects are matched in the mapped segments without an object per
+        record looked at. Returns the offset after the last record looked at:
+        every record of ``[offset, returned)`` not in ``out`` does not match (or
+        was removed by retention or compaction).
+        """
+        want = len(out) + max_matches
+        while True:
+            view = self.view()
+            if offset < view[5]:
+                offset = view[5]  # removed by retention: nothing left to match
+            hi = min(max_offset, view[2])
+            if offset >= hi or len(out) >= want:
+                return offset
+            try:
+                seg, active = self._segment_for(offset, view)
+                m = self._map(seg, active, view[4])
+                limit = self._limit(seg, active, view, m)
+            except _SegmentGone:
+                self._gen_seen = -1  # retention removed it: refresh and retry
+                continue
+            had = len(out)
+            try:
+                pos, base = self._locate(seg, active, view, m, offset, limit)
+                new_pos, next_base, ended, scanned = _codec.match_span(
+                    m, pos, limit, base, offset, hi, want - had, flt, self.topic,
+                    self.partition, out, seg.verified_to if pos <= seg.verified_to else 0)
+                if active and ended and max(scanned, next_base) < hi:
+                    raise CorruptionError(seg.path, new_pos, "the data ends before the "
+                                          "published end")
+            except (CorruptionError, TornTail) as e:
+                if active and self._tail_damaged(view):
+                    del out[had:]
+                    continue  # a torn tail was cut (or skipped): read the new end
+                raise CorruptionError(seg.path, e.file_pos,
+                                      getattr(e, "reason", str(e))) from None
+            if pos <= seg.verified_to < new_pos:
+                seg.verified_to = new_pos
+            offset = max(offset, scanned)
+            if not ended or active:
+                return offset
+            # the end of a closed segment: go on in the next one
+            nxt = self._next_base(seg)
+            if nxt == seg.base:
+                return offset
+            offset = max(offset, next_base)
+
     def read_columns(self, offset: int, max_records: int):
         """Columnar read of up to ``max_records`` from ``offset`` (one segment's worth)."""
         view = self.view()

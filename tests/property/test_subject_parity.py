@@ -1,0 +1,95 @@
+"""Subject filters: the compiled matcher and the Python reference agree on every input.
+
+The reference (``codec.reference``: ``subject_matches``, ``SubjectFilter``,
+``match_span``) states the NATS wildcard rules plainly; the extension matches
+the same subjects in place over record-batch bytes, without an object per
+record. Both run in every test, whichever one the store selected.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlog import _ext
+from streamlog.backends.local.codec import reference as ref
+from tests.strategies import subject_batches, subject_patterns, subject_strings
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    """A third, independent statement of the rules for subjects without empty tokens."""
+    parts = []
+    toks = pattern.split(".")
+    for i, t in enumerate(toks):
+        if t == ">" and i == len(toks) - 1:
+            parts.append(r"[^.]+(?:\.[^.]+)*")
+        elif t == "*":
+            parts.append(r"[^.]+")
+        else:
+            parts.append(re.escape(t))
+    return re.compile(r"\.".join(parts) + r"\Z", re.S)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(subject_patterns(), min_size=1, max_size=3), subject_strings)
+def test_compiled_matcher_equals_reference(patterns, subject):
+    """For any patterns and subject, _ext.SubjectFilter answers as the reference does."""
+    want = ref.SubjectFilter(patterns).matches(subject)
+    assert _ext.SubjectFilter(patterns).matches(subject) == want
+    assert _ext.SubjectFilter(patterns).matches(subject.encode()) == want
+    if "" not in subject.split("."):  # NATS subjects have no empty tokens
+        assert want == any(_regex(p).match(subject) for p in patterns)
+
+
+def test_wildcard_rules_known_answers():
+    """'*' is exactly one token, a last '>' one or more, literals match whole tokens."""
+    cases = [("orders.eu.*", "orders.eu.created", True), ("orders.eu.*", "orders.eu", False),
+             ("orders.eu.*", "orders.eu.a.b", False), ("orders.>", "orders.eu", True),
+             ("orders.>", "orders.eu.created", True), ("orders.>", "orders", False),
+             ("*.eu.*", "orders.eu.paid", True), ("orders", "orders.eu", False),
+             ("orders.e", "orders.eu", False), (">", "a", True), ("*", "a.b", False)]
+    for f in (_ext.SubjectFilter, ref.SubjectFilter):
+        for pattern, subject, want in cases:
+            assert f([pattern]).matches(subject) is want, (f, pattern, subject)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(subject_batches(), min_size=1, max_size=4),
+       st.lists(subject_patterns(), min_size=1, max_size=2),
+       st.integers(0, 12), st.integers(0, 40), st.integers(1, 6))
+def test_match_span_equals_reference(batches, patterns, min_offset, width, max_matches):
+    """match_span over encoded batches returns the same records, position and progress."""
+    buf = bytearray()
+    base = 0
+    for ks, vs, hs, ts in batches:
+        b = bytearray(ref.encode_batch(ks, vs, hs, ts))
+        ref.set_base_offset(b, 0, base)
+        buf += b
+        base += len(vs)
+    buf += bytes(64)  # the zeroed, never-written end of an active segment
+    max_offset = min_offset + width
+    got: list = []
+    want: list = []
+    a = _ext.match_span(bytes(buf), 0, len(buf), 0, min_offset, max_offset, max_matches,
+                        _ext.SubjectFilter(patterns), "t", 3, got, 0)
+    b = ref.match_span(bytes(buf), 0, len(buf), 0, min_offset, max_offset, max_matches,
+                       ref.SubjectFilter(patterns), "t", 3, want, 0)
+    assert a == b
+    assert got == want
+    flt = ref.SubjectFilter(patterns)
+    offsets = [r.offset for r in got]
+    # every record looked at and left out does not match; every kept one does
+    every = []
+    off = 0
+    for _ks, vs, hs, _ts in batches:
+        for i in range(len(vs)):
+            every.append((off, dict((k.decode(), v) for k, v in (hs[i] or []))))
+            off += 1
+    for o, hdrs in every:
+        if min_offset <= o < a[3]:
+            s = hdrs.get("subject")
+            assert (o in offsets) == (s is not None and flt.matches(s))
+    assert len(got) <= max_matches
+    assert a[3] <= max(min_offset, max_offset)
