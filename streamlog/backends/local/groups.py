@@ -1650,9 +1650,8 @@ class Group:
         * in a shared group without a subject filter, unless the store's durability
           is ``always``, an ``ack`` whose lease has time left is batched: committed
           in the transaction of the next poll that goes to the store, by ``close()``,
-          or by the background
-          committer within ``GROUP_ACK_DELAY_MS`` (a crash before that redelivers
-          the message, as at-least-once allows);
+          or by the background committer within ``GROUP_ACK_DELAY_MS`` (a crash
+          before that redelivers the message, as at-least-once allows);
         * an ``ack`` that does commit at once also leases the next record in its
           transaction.
 
