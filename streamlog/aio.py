@@ -950,6 +950,8 @@ class AsyncQueue:
             self._as.store.raise_if_closed()
             delay = _validate.seconds(delay_s, "delay_s") or 0.0
             t: Any = self.sync.topic
+            if subject is not None:
+                headers = _validate.with_subject(headers, subject)
             if delay > 0:
                 return await t.append_delayed_async(  # type: ignore[no-any-return]
                     value, now_ms() + math.ceil(delay * 1000), key=key, headers=headers)

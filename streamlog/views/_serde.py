@@ -20,7 +20,7 @@ dead-letter topic with the error) and hands out the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from streamlog import api
@@ -262,18 +262,53 @@ class SerializedGroup:
     def poll(self, max_records: int = 100,
              timeout: float | None = 1.0) -> Sequence[DecodedMessage]:
         """As ``Group.poll``, values decoded (see the class for records that do not)."""
+        out, bad = self._decode_all(self._g.poll(max_records, timeout))
+        for m, err in bad:
+            m.nack(error=err)
+        return out
+
+    def _decode_all(self, msgs: Sequence[api.Message]
+                    ) -> tuple[list[DecodedMessage], list[tuple[api.Message, str]]]:
+        """The messages that decode, and (message, error) for those that do not."""
         out: list[DecodedMessage] = []
+        bad: list[tuple[api.Message, str]] = []
         decode = self._stamp.decode
-        for m in self._g.poll(max_records, timeout):
+        for m in msgs:
             try:
-                v = decode(m.value, m.topic, m.partition, m.offset)
+                out.append(DecodedMessage(m, decode(m.value, m.topic, m.partition, m.offset)))
             except DecodeError as e:
                 _logger.warning("%s; handed back as a failed delivery (%d so far)", e,
                                 m.delivery_count)
-                m.nack(error=str(e))
-                continue
-            out.append(DecodedMessage(m, v))
+                bad.append((m, str(e)))
+        return out, bad
+
+    async def poll_async(self, max_records: int = 100,
+                         timeout: float | None = 1.0) -> Sequence[DecodedMessage]:
+        """``poll``, awaited (on a backend whose group has coroutine twins)."""
+        out, bad = self._decode_all(await self._g.poll_async(  # type: ignore[attr-defined]
+            max_records, timeout))
+        for m, err in bad:
+            await m.nack_async(error=err)  # type: ignore[attr-defined]
         return out
+
+    def ack(self, msgs: Iterable[Any]) -> list[bool]:
+        """Ack many messages at once (see ``Group.ack``); decoded or raw ones."""
+        return self._g.ack([_raw(m) for m in msgs])
+
+    def nack(self, msgs: Iterable[Any], delay_s: float = 0,
+             error: str | None = None) -> list[bool]:
+        """Nack many messages at once (see ``Group.nack``); decoded or raw ones."""
+        return self._g.nack([_raw(m) for m in msgs], delay_s, error)
+
+    async def ack_async(self, msgs: Iterable[Any]) -> list[bool]:
+        """``ack``, awaited."""
+        return await self._g.ack_async([_raw(m) for m in msgs])  # type: ignore[attr-defined, no-any-return]
+
+    async def nack_async(self, msgs: Iterable[Any], delay_s: float = 0,
+                         error: str | None = None) -> list[bool]:
+        """``nack``, awaited."""
+        return await self._g.nack_async(  # type: ignore[attr-defined, no-any-return]
+            [_raw(m) for m in msgs], delay_s, error)
 
     def lag(self, partition: int | None = None) -> int:
         return self._g.lag(partition)
@@ -345,16 +380,7 @@ class SerializedTopic:
     def append_many(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
                     headers: Sequence[Any] | None = None) -> list[Position]:
         """Encode every value, then append them (see Topic.append_many)."""
-        s = self._stamp
-        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-            raise TypeError(f"values must be a sequence, not {type(values).__name__}")
-        vals = [s.value(v) for v in values]
-        if headers is None:
-            hdrs: list[Any] = [s.headers(None, v is None) for v in values]
-        else:
-            if len(headers) != len(values):
-                raise ValueError("headers must have one entry per value")
-            hdrs = [s.headers(h, v is None) for v, h in zip(values, headers, strict=True)]
+        vals, hdrs = self._encoded_many(values, headers)
         return self._t.append_many(vals, keys, hdrs)
 
     def append_delayed(self, value: Any, deliver_at_ms: int, key: Any = None,
@@ -363,6 +389,53 @@ class SerializedTopic:
         s = self._stamp
         return self._t.append_delayed(s.value(value), deliver_at_ms, key,
                                       s.headers(headers, value is None))
+
+    def _encoded_many(self, values: Sequence[Any],
+                      headers: Sequence[Any] | None) -> tuple[list[Any], list[Any]]:
+        s = self._stamp
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+            raise TypeError(f"values must be a sequence, not {type(values).__name__}")
+        vals = [s.value(v) for v in values]
+        if headers is None:
+            return vals, [s.headers(None, v is None) for v in values]
+        if len(headers) != len(values):
+            raise ValueError("headers must have one entry per value")
+        return vals, [s.headers(h, v is None) for v, h in zip(values, headers, strict=True)]
+
+    # The coroutine twins (``api.AwaitableTopic``), used when the backend's topic has
+    # them: the asyncio API awaits these on the caller's loop.
+    async def append_async(self, value: Any, key: Any = None, headers: Any = None,
+                           timestamp_ms: int | None = None, msg_id: Any = None,
+                           subject: str | None = None) -> Position:
+        """``append``, awaited."""
+        s = self._stamp
+        return await self._t.append_async(  # type: ignore[attr-defined, no-any-return]
+            s.value(value), key=key, headers=s.headers(headers, value is None),
+            timestamp_ms=timestamp_ms, msg_id=msg_id, subject=subject)
+
+    async def append_many_async(self, values: Sequence[Any], keys: Sequence[Any] | None = None,
+                                headers: Sequence[Any] | None = None) -> list[Position]:
+        """``append_many``, awaited."""
+        vals, hdrs = self._encoded_many(values, headers)
+        return await self._t.append_many_async(  # type: ignore[attr-defined, no-any-return]
+            vals, keys=keys, headers=hdrs)
+
+    async def append_delayed_async(self, value: Any, deliver_at_ms: int, key: Any = None,
+                                   headers: Any = None) -> Position:
+        """``append_delayed``, awaited."""
+        s = self._stamp
+        return await self._t.append_delayed_async(  # type: ignore[attr-defined, no-any-return]
+            s.value(value), deliver_at_ms, key=key, headers=s.headers(headers, value is None))
+
+    async def read_async(self, partition: int, offset: int = 0,
+                         limit: int | None = None) -> list[Record]:
+        """``read``, awaited, as a list, values decoded."""
+        return [self._decoded(r) for r in await self._t.read_async(  # type: ignore[attr-defined]
+            partition, offset, limit)]
+
+    async def get_async(self, partition: int, offset: int) -> Record:
+        """``get``, awaited, its value decoded."""
+        return self._decoded(await self._t.get_async(partition, offset))  # type: ignore[attr-defined]
 
     def _decoded(self, r: Record) -> Record:
         v = self._stamp.decode(r.value, self._t.name, r.partition, r.offset)
@@ -431,6 +504,11 @@ class SerializedTopic:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._t, name)
+
+
+def _raw(m: Any) -> Any:
+    """The backend's message under a DecodedMessage (or ``m`` itself)."""
+    return m.raw if isinstance(m, DecodedMessage) else m
 
 
 def wrap(topic: api.Topic, serializer: Any = None, schema_version: Any = None) -> Any:

@@ -263,3 +263,15 @@ class TestSerializers(Aio, suite.SerializersContract):
 
 class TestCloudEvents(Aio, suite.CloudEventsContract):
     pass
+
+
+class TestSubjectsOnJetStream(AioJetStream, suite.SubjectsContract):
+    pass
+
+
+class TestSerializersOnJetStream(AioJetStream, suite.SerializersContract):
+    pass
+
+
+class TestCloudEventsOnJetStream(AioJetStream, suite.CloudEventsContract):
+    pass
