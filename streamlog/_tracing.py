@@ -122,12 +122,14 @@ def traced_append(tr: Any, topic: str, append: Callable[..., Any]) -> Callable[.
     span_name = f"send {topic}"
 
     def append_traced(value: Any, key: Any = None, headers: Any = None,
-                      timestamp_ms: int | None = None, msg_id: Any = None) -> Any:
+                      timestamp_ms: int | None = None, msg_id: Any = None,
+                      subject: str | None = None) -> Any:
+        extra = {} if subject is None else {"subject": subject}
         if headers is not None and not hasattr(headers, "items"):
-            return append(value, key, headers, timestamp_ms, msg_id)  # its own clear error
+            return append(value, key, headers, timestamp_ms, msg_id, **extra)  # its own clear error
         with tr.start_as_current_span(span_name, kind=kind,
                                       attributes=_attrs(topic, "send", "send")) as span:
-            pos = append(value, key, inject(headers), timestamp_ms, msg_id)
+            pos = append(value, key, inject(headers), timestamp_ms, msg_id, **extra)
             if span.is_recording():
                 span.set_attributes(_attrs(topic, "send", "send", pos[0], pos[1]))
             return pos
@@ -144,12 +146,14 @@ def traced_append_async(tr: Any, topic: str,
     span_name = f"send {topic}"
 
     async def append_traced(value: Any, key: Any = None, headers: Any = None,
-                            timestamp_ms: int | None = None, msg_id: Any = None) -> Any:
+                            timestamp_ms: int | None = None, msg_id: Any = None,
+                            subject: str | None = None) -> Any:
+        extra = {} if subject is None else {"subject": subject}
         if headers is not None and not hasattr(headers, "items"):
-            return await append_async(value, key, headers, timestamp_ms, msg_id)
+            return await append_async(value, key, headers, timestamp_ms, msg_id, **extra)
         with tr.start_as_current_span(span_name, kind=kind,
                                       attributes=_attrs(topic, "send", "send")) as span:
-            pos = await append_async(value, key, inject(headers), timestamp_ms, msg_id)
+            pos = await append_async(value, key, inject(headers), timestamp_ms, msg_id, **extra)
             if span.is_recording():
                 span.set_attributes(_attrs(topic, "send", "send", pos[0], pos[1]))
             return pos

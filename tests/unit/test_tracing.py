@@ -81,6 +81,18 @@ def test_append_injects_traceparent_and_records_a_producer_span(store, spans):
     assert a["messaging.message.id"] == f"{pos.partition}-{pos.offset}"
 
 
+def test_a_traced_append_keeps_its_subject_and_a_filtered_group_gets_it(store, spans):
+    """Tracing wraps append; the wrapper passes ``subject`` on, so the record carries both
+    its subject and the trace context, and a group filtering by subject delivers it."""
+    t = store.topic("orders", partitions=1)
+    t.append(b"eu", subject="orders.eu.created")
+    t.append(b"us", subject="orders.us.created")
+    (m,) = t.group("g", subjects=["orders.eu.*"]).poll(timeout=2)
+    assert m.value == b"eu" and m.headers["subject"] == b"orders.eu.created"
+    assert "traceparent" in m.headers
+    assert len(_by_kind(spans, trace.SpanKind.PRODUCER)) == 2
+
+
 def test_append_many_records_one_producer_span_and_every_record_carries_it(store, spans):
     t = store.topic("orders", partitions=2)
     positions = t.append_many([b"a", b"b", b"c"], keys=[b"1", b"2", b"3"],
