@@ -189,5 +189,8 @@ COPY_BATCH_BYTES = 4 * 1024 * 1024
 # server, bounds throughput, so the next batch goes out while earlier ones wait
 # for their acknowledgement (the server allows 50 open batches per stream).
 COPY_BATCHES_IN_FLIGHT = 8
+# How long a copy keeps sending a batch that no stream leader answers (an R3 stream's
+# election after a node loss measured 4-9 s here).
+COPY_NO_LEADER_WAIT_S = 15.0
 # Records read from the source per step of a copy (one append_copies call).
 COPY_READ_RECORDS = 8000

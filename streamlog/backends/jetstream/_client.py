@@ -1083,6 +1083,7 @@ class Connection:
         inbox = nc.new_inbox()
         futures: list[asyncio.Future[Any]] = []
         sizes: list[int] = []
+        batch_subjects: list[str] = []
         ids: list[str] = []
         room = asyncio.Semaphore(max(1, in_flight))
 
@@ -1092,6 +1093,11 @@ class Connection:
             except (IndexError, ValueError):
                 return
             if 0 <= i < len(futures) and not futures[i].done():
+                if msg.headers and msg.headers.get("Status") == "503":
+                    # No stream took the batch: the stream has no leader (an election).
+                    futures[i].set_exception(NoResponders(
+                        f"no responders for an atomic batch to {batch_subjects[i]}"))
+                    return
                 futures[i].set_result(msg.data)
 
         def release(_f: asyncio.Future[Any]) -> None:
@@ -1112,6 +1118,7 @@ class Connection:
                     fut.add_done_callback(release)
                     futures.append(fut)
                     sizes.append(n)
+                    batch_subjects.append(batch[0].subject)
                     bid = uuid.uuid4().hex
                     ids.append(bid)
                     await _send_batch(nc, batch, bid, f"{inbox}.{i}", self.max_payload)
@@ -1130,6 +1137,10 @@ class Connection:
                     resp = json.loads(data or b"{}")
                     if "error" in resp:
                         out.append(_from_error_json(resp["error"]))
+                        continue
+                    if "seq" not in resp:
+                        out.append(JetStreamError(f"an atomic batch to {batch_subjects[i]} "
+                                                  f"got no acknowledgement: {resp!r}"))
                         continue
                     last, count = int(resp["seq"]), int(resp["count"])
                     if count != sizes[i] or resp.get("batch") != ids[i]:

@@ -39,6 +39,7 @@ from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
     COPY_BATCH_RECORDS,
     COPY_BATCHES_IN_FLIGHT,
+    COPY_NO_LEADER_WAIT_S,
     DEFAULT_DEDUPE_WINDOW_S,
     DEFAULT_PARTITIONS,
     DEFAULT_SEGMENT_BYTES,
@@ -556,10 +557,10 @@ class JetStreamTopic:
             return offset
         wires = [self._copy_wire(values[i], keys[i], hdrs[i], stamps[i]) for i in range(n)]
 
-        def batches() -> Iterator[list[OutMsg]]:
+        def batches(start: int) -> Iterator[list[OutMsg]]:
             # Built on the connection's loop as room frees up (see publish_batches).
             subject = self._subjects[p]
-            for lo in range(0, n, COPY_BATCH_RECORDS):
+            for lo in range(start, n, COPY_BATCH_RECORDS):
                 hi = min(lo + COPY_BATCH_RECORDS, n)
                 # JetStream's sequence is offset + 1: the stream's last sequence is the
                 # offset the batch starts at.
@@ -568,22 +569,38 @@ class JetStreamTopic:
                               values[i], wires[i]) for i in range(lo, hi)]
 
         conn = self._conn
-        answers = self._run(conn.publish_batches(batches(), in_flight=COPY_BATCHES_IN_FLIGHT))
-        self._appended()
-        for i, a in enumerate(answers):
-            want = offset + i * COPY_BATCH_RECORDS
-            if isinstance(a, BatchAck):
-                if a.first_seq != want + 1:  # a check that survives -O
-                    raise StreamlogError(f"{self.name}/{p}: a copied batch landed at offset "
-                                         f"{a.first_seq - 1}, not {want}")
-                continue
-            if isinstance(a, JetStreamError) and a.err_code == ERR_WRONG_LAST_SEQUENCE:
-                raise WrongExpectedVersion(want, self._bounds(p)[1], f"{self.name}/{p}")
-            if isinstance(a, NotFound | NoResponders):
-                self._run(_raise(a))  # TopicNotFound for a deleted topic
-            raise a if isinstance(a, StreamlogError | TimeoutError | OSError) else \
-                StreamlogError(f"copy to {self.name}/{p}: {a}")
-        return offset + n
+        start = 0  # the first record not yet known to be stored
+        # A stream without a leader (just created on a cluster, or electing after a node
+        # loss) answers no batch: send again from the first unanswered one, while the
+        # election may last. The expected last sequence makes a resend store nothing twice.
+        deadline = time.monotonic() + COPY_NO_LEADER_WAIT_S
+        while True:
+            answers = self._run(conn.publish_batches(batches(start),
+                                                     in_flight=COPY_BATCHES_IN_FLIGHT))
+            self._appended()
+            resend = None
+            for i, a in enumerate(answers):
+                lo = start + i * COPY_BATCH_RECORDS
+                want = offset + lo
+                if isinstance(a, BatchAck):
+                    if a.first_seq != want + 1:  # a check that survives -O
+                        raise StreamlogError(f"{self.name}/{p}: a copied batch landed at "
+                                             f"offset {a.first_seq - 1}, not {want}")
+                    continue
+                if isinstance(a, NoResponders) and time.monotonic() < deadline and \
+                        self._store._read_config(self.name) is not None:
+                    resend = lo
+                    break
+                if isinstance(a, JetStreamError) and a.err_code == ERR_WRONG_LAST_SEQUENCE:
+                    raise WrongExpectedVersion(want, self._bounds(p)[1], f"{self.name}/{p}")
+                if isinstance(a, NotFound | NoResponders):
+                    self._run(_raise(a))  # TopicNotFound for a deleted topic
+                raise a if isinstance(a, StreamlogError | TimeoutError | OSError) else \
+                    StreamlogError(f"copy to {self.name}/{p}: {a}")
+            if resend is None:
+                return offset + n
+            time.sleep(0.25)
+            start = resend
 
     def append_gap(self, partition: int, offset: int, count: int,
                    timestamp_ms: int = 0) -> int:
