@@ -225,6 +225,10 @@ class Server:
                                             ack_wait_s=ack_wait_s, max_deliver=max_deliver,
                                             dead_letter=rpc.dead_letter_topic)
                         for _ in range(workers)]
+        for g in self._groups:
+            # A worker polls one request and settles it before the next: the backend
+            # may lease the next request with the ack (one step instead of two).
+            g.one_at_a_time()
         self._threads = [threading.Thread(target=self._work, args=(g,), daemon=True,
                                           name=f"streamlog-rpc-{rpc.name}-{i}")
                          for i, g in enumerate(self._groups)]

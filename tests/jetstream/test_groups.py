@@ -852,3 +852,78 @@ def test_exclusive_takeover_after_the_owner_is_killed(store, js_url):
         assert g.ack(ms) == [True] * len(ms)
     assert got == [(1, 2), (2, 2), (3, 1), (4, 1)]  # from the oldest unacked, in order
     assert g.lag() == 0
+
+
+# ------------------------------------------------------------- one at a time
+def test_one_at_a_time_ack_asks_for_the_next_record_in_the_same_message(store):
+    """With the hint, an ack also pulls the next record: it is in the handle's buffer
+    before the next poll, which hands it out with its delivery counted once."""
+    t = store.topic("oat")
+    for i in range(3):
+        t.append(b"%d" % i)
+    g = t.group("g", ack_wait_s=30)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    assert m.ack() is True
+    deadline = time.monotonic() + 5
+    while not g._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(g._puller.buf) == 1  # delivered with the ack, before any poll
+    got = [m.value]
+    while len(got) < 3:
+        (m,) = g.poll(1, timeout=2)
+        assert m.delivery_count == 1 and m.ack() is True
+        got.append(m.value)
+    assert got == [b"0", b"1", b"2"]
+    assert g.lag() == 0
+
+
+def test_one_at_a_time_ack_of_a_lost_lease_is_refused(store):
+    """The ack that does not wait for the server still answers False for a lease that
+    ran out (checked against the local deadline, which never outlives the server's)."""
+    t = store.topic("oatl")
+    t.append(b"x")
+    g = t.group("g", ack_wait_s=0.2)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    time.sleep(0.3)
+    assert m.ack() is False
+    (again,) = g.poll(1, timeout=3)
+    assert (again.offset, again.delivery_count) == (0, 2)
+    assert again.ack() is True
+
+
+def test_one_at_a_time_record_not_polled_in_time_goes_back_uncounted(store):
+    """A record the ack asked for and no poll took within the hold (a tenth of
+    ack_wait_s here) goes back to the group, its delivery not counted."""
+    t = store.topic("oath")
+    t.append(b"a")
+    t.append(b"b")
+    g = t.group("g", ack_wait_s=3)  # hold: 0.3 s
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    assert m.ack() is True
+    time.sleep(0.6)
+    (m,) = g.poll(1, timeout=3)
+    assert m.value == b"b"
+    assert m.delivery_count == 1 and m._dc == 2  # the server delivered it twice
+    assert m.ack() is True
+
+
+def test_one_at_a_time_close_hands_back_an_unpolled_record_uncounted(store):
+    """close() returns a record the last ack asked for at once, its delivery not
+    counted: the next consumer gets it as a first delivery."""
+    t = store.topic("oatc")
+    t.append(b"a")
+    t.append(b"b")
+    a = t.group("g", ack_wait_s=60)
+    a.one_at_a_time()
+    (m,) = a.poll(1, timeout=2)
+    assert m.ack() is True
+    deadline = time.monotonic() + 5
+    while not a._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    a.close()
+    b = t.group("g", ack_wait_s=60)
+    (m,) = b.poll(1, timeout=3)
+    assert (m.value, m.delivery_count) == (b"b", 1)

@@ -52,6 +52,7 @@ from streamlog import _tracing, _validate
 from streamlog._ext import Record
 from streamlog._limits import (
     GROUP_HEARTBEAT_MAX_S,
+    GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
 )
@@ -661,12 +662,16 @@ class _Puller:
             body["no_wait"] = True
         else:
             body["expires"] = max(int(expires_s * _NS), 1_000_000)
+        self.opened(p, batch, expires_s)
+        await nc.publish(subject, json.dumps(body).encode(), reply=f"{self.inbox}.{p}")
+
+    def opened(self, p: int, batch: int, expires_s: float | None) -> None:
+        """Note a pull request for ``p`` about to be sent (by ``request``, or with an ack)."""
         self.open[p] = batch
         self.sent[p] = now = time.monotonic()
         # A server restart or a lost connection forgets requests without answering:
         # one is taken for ended once it should have expired (or, without wait, soon).
         self.ends[p] = now + (expires_s or 0.0) + _REQUEST_GRACE_S
-        await nc.publish(subject, json.dumps(body).encode(), reply=f"{self.inbox}.{p}")
 
     def is_open(self, p: int) -> bool:
         if p not in self.open:
@@ -703,6 +708,7 @@ class Group:
         self._dlq = None
         self._rr = 0
         self._puller = _Puller()
+        self._ack_next = False  # one_at_a_time: an ack also asks for the next record
         self._out: dict[tuple[int, int], Message] = {}  # (partition, offset) -> open Message
         self._owned: dict[int, int] = {}  # exclusive: partition -> epoch
         self._draining: set[int] = set()
@@ -900,6 +906,7 @@ class Group:
         skipped = False
         now = now_ms()
         settle: list[tuple[str, bytes]] = []
+        stale_before = time.monotonic() - _hold_s(cfg) if self._ack_next else -math.inf
         for p, msgs in got.items():
             gen = cfg["parts"][p][0]
             cname = consumer_name(self.name, gen)
@@ -963,9 +970,10 @@ class Group:
                         err = (extra.get(off) or {}).get("e")
                     dead.append((p, gen, rec, md, err, reply, keyed))
                     continue
-                if not keyed and len(out) >= room:
+                if not keyed and (len(out) >= room or t_deliv < stale_before):
                     # More than the room (several partitions answered a wait at
-                    # once): hand it back without counting the delivery.
+                    # once), or asked for by a one_at_a_time ack and not polled
+                    # soon after: hand it back without counting the delivery.
                     await self._hand_back(p, gen, off, extra.get(off), dc)
                     settle.append((reply, b"-NAK"))
                     continue
@@ -1186,6 +1194,10 @@ class Group:
                 todo.append(i)
         if not todo or self._closed:
             return out
+        if action == _ACK and len(todo) == 1 and self._ack_next and \
+                self._ack_and_pull(msgs[todo[0]]):
+            out[todo[0]] = True
+            return out
         answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
                                                      delay_s, error))
         for i, ok in zip(todo, answers, strict=True):
@@ -1398,10 +1410,66 @@ class Group:
                     break
 
     def one_at_a_time(self) -> None:
-        """The contract's hint that this consumer polls one record at a time. A pull
-        consumer already takes the next record in the poll's own request, so there is
-        nothing to gain by leasing it with the ack: a hint taken note of, no change."""
+        """The contract's hint that this consumer polls one record at a time and settles
+        it before its next poll (the rpc server, the queue view's ``get``).
+
+        In a shared group an ``ack`` of one message is then one message to the
+        server that both acknowledges it and asks for the next record (JetStream's
+        ``+NXT``), sent without waiting for an answer, as nats-py's own
+        ``msg.ack()`` does: the lease is checked here (its local deadline never
+        outlives the server's), so ``ack()`` answers as it would otherwise. The
+        next ``poll`` finds the next record already delivered, or its pull already
+        waiting on the server. A record so delivered and not polled within
+        ``GROUP_HOLD_MAX_MS`` (or a tenth of ``ack_wait_s``) goes back to the group,
+        its delivery not counted, and so does one still unpolled at ``close``. An
+        ack that the connection loses on the way means the record comes again
+        after its lease, as when a consumer dies before acking.
+        """
         self._check()
+        self._ack_next = True
+
+    def _ack_and_pull(self, m: Message) -> bool:
+        """one_at_a_time: acknowledge ``m`` and ask for the next record in one message,
+        without waiting (see ``one_at_a_time``). False (nothing sent) where an ack
+        needs more than that: another mode, a redelivered record (its notes in KV are
+        cleaned up), a lease that looks lost here (the full path answers it)."""
+        if self.mode != "shared" or m._dc > 1 or \
+                m._gen != self._cfg["parts"][m.partition][0] or \
+                m._deadline <= time.monotonic():
+            return False
+        m._state = _ACKED
+        self._out.pop((m.partition, m.offset), None)
+        fut = asyncio.run_coroutine_threadsafe(self._asend_ack_next(m), self._conn.loop)
+        fut.add_done_callback(_log_failed_ack)
+        return True
+
+    async def _hand_back_unpolled(self, unpolled: list) -> None:
+        """one_at_a_time: records delivered to this handle and never polled go back
+        without counting the delivery (before their nak: the redelivery reads it)."""
+
+        async def one(p: int, msg: Any) -> None:
+            md_ = msg.metadata
+            gen = self._cfg["parts"][p][0]
+            if md_.consumer != consumer_name(self.name, gen):
+                return  # a consumer replaced by a seek: nothing to count
+            off = md_.sequence.stream - 1
+            known = None
+            if md_.num_delivered > 1:
+                known, _ = await self._kv.get(self._rkey(p, gen, off))
+            await self._hand_back(p, gen, off, known, md_.num_delivered)
+
+        await asyncio.gather(*(one(p, msg) for p, msg in unpolled))
+
+    async def _asend_ack_next(self, m: Message) -> None:
+        pl = self._puller
+        p = m.partition
+        if pl.sub is None or pl.is_open(p):  # a pull is waiting already: a plain ack
+            await self._conn.nc.publish(m._reply, b"+ACK")
+            return
+        expires_s = _hold_s(self._cfg)
+        body = b"+NXT " + json.dumps({"batch": 1, "expires": int(expires_s * _NS)}).encode()
+        pl.opened(p, 1, expires_s)
+        await self._conn.nc.publish(m._reply, body, reply=f"{pl.inbox}.{p}")
 
     # --------------------------------------------------------------- inspect
     def lag(self, partition: int | None = None) -> int:
@@ -1502,9 +1570,13 @@ class Group:
         msgs = [m for m in self._out.values() if m._state == _OPEN]
         self._out.clear()
         sends = [(m._reply, b"-NAK") for m in msgs]
+        unpolled = []
         while pl.buf:  # delivered to this handle after its last poll
-            msg = pl.buf.popleft()[1]
+            p, msg = pl.buf.popleft()[:2]
+            unpolled.append((p, msg))
             sends.append((msg.reply, b"-NAK"))
+        if self._ack_next and self.mode == "shared":
+            await self._hand_back_unpolled(unpolled)
         for m in msgs:
             m._state = _NACKED
         if self._cfg.get("backoff_s"):  # handed back at once: no backoff on return
@@ -1571,6 +1643,17 @@ async def _requests(nc, items: list[tuple[str, bytes]]) -> list[bool]:
         finally:
             await sub.unsubscribe()
     return [bool(a) for a in answers]
+
+
+def _hold_s(cfg: dict) -> float:
+    """How long a record a one_at_a_time ack asked for may wait for the next poll."""
+    return min(GROUP_HOLD_MAX_MS / 1000, cfg["ack_wait_s"] / 10)
+
+
+def _log_failed_ack(fut) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        # The record comes again after its lease, as if its consumer had died.
+        log.debug("an ack-and-pull was not sent: %r", fut.exception())
 
 
 def _as_list(msgs) -> list:
