@@ -151,3 +151,28 @@ def test_streams_and_tracking_and_replies_live_on_their_own_subjects(js_url):
         # a plain read of the topic shows the events as records, as on the embedded store
         recs = list(log.topic("bank").read(0))
         assert recs[0].headers["es-version"] == b"0"
+
+
+def test_event_positions_of_a_process_applications_events_have_gaps(js_url):
+    """The documented difference of process applications on JetStream: the tracking
+    records of ``<name>.events`` share its stream, so they take positions; ``events()``
+    skips them, and ``end_position()`` is one past the last event, not past a tracking
+    record that follows it."""
+    with streamlog.open(js_url) as log:
+        tr = log.tracking_log("proc")
+        ev = log.event_log("proc.events")
+        first = tr.commit_with(ev, "up", 1, [_ev("o-1", b"a")], {"o-1": NO_STREAM})
+        second = tr.commit_with(ev, "up", 2, [_ev("o-2", b"b"), _ev("o-3", b"c")],
+                                {"o-2": NO_STREAM, "o-3": NO_STREAM})
+        tr.record("up", 3)  # a tracking record alone, after the last event
+        # the tracking record comes first in each atomic batch: positions 0, 2 and 5
+        assert (first, second) == (1, 3)
+        events, after = ev.events(0, 100)
+        assert [(e.stream_id, e.position) for e in events] == [
+            ("o-1", 1), ("o-2", 3), ("o-3", 4)]
+        assert after == 6  # past every record read, the trailing tracking record too
+        assert ev.end_position() == 5  # one past the last event
+        assert [r.offset for r in log.topic("proc.events").read(0)] == [0, 1, 2, 3, 4, 5]
+        assert tr.max_id("up") == 3
+        # reading from inside a gap starts at the next event
+        assert [e.position for e in ev.events(2, 100)[0]] == [3, 4]
