@@ -176,3 +176,54 @@ def test_event_positions_of_a_process_applications_events_have_gaps(js_url):
         assert tr.max_id("up") == 3
         # reading from inside a gap starts at the next event
         assert [e.position for e in ev.events(2, 100)[0]] == [3, 4]
+
+
+def test_reading_from_a_middle_version_fetches_only_near_that_version(js_url):
+    """A read of versions far into a stream finds where they start (a binary search of
+    one-message gets) instead of fetching every earlier event of the stream; the events
+    read are the same either way, with another stream's events interleaved and the
+    front of the log removed by retention."""
+    with streamlog.open(js_url) as log:
+        es = log.event_store("long")
+        for _ in range(6):
+            es.append("a", [b"a"] * 200)
+            es.append("b", [b"b"] * 100)
+        ev = log.event_log("long")
+        conn = ev._conn
+        fetched = [0]
+        get_range, get_message = conn.get_range, conn.get_message
+
+        async def counting_range(*a, **k):
+            got = await get_range(*a, **k)
+            fetched[0] += len(got)
+            return got
+
+        async def counting_get(*a, **k):
+            got = await get_message(*a, **k)
+            fetched[0] += 1
+            return got
+
+        conn.get_range, conn.get_message = counting_range, counting_get
+        try:
+            got = es.read("a", from_version=1100, limit=20)
+            assert [e.version for e in got] == list(range(1100, 1120))
+            assert fetched[0] <= 20 + 12 + 2  # the events, log2(1800) steps, the head
+            fetched[0] = 0
+            got = es.read("a", from_version=300, limit=5)
+            assert [e.version for e in got] == list(range(300, 305))
+            assert fetched[0] <= 5 + 12 + 2
+            fetched[0] = 0
+            # near the start the stream is read from its first event, as before
+            assert [e.version for e in es.read("a", from_version=10, limit=3)] == [10, 11, 12]
+            assert fetched[0] <= 13 + 1
+            fetched[0] = 0
+            # the newest events, read backwards, the same way
+            back = es.read("b", limit=3, backwards=True)
+            assert [e.version for e in back] == [599, 598, 597]
+            assert fetched[0] <= 3 + 12 + 2
+        finally:
+            conn.get_range, conn.get_message = get_range, get_message
+        # retention removed the front: the search still lands on the right version
+        conn.run(conn.purge_to(ev._stream, 501))
+        assert [e.version for e in es.read("a", from_version=700, limit=3)] == [700, 701, 702]
+        assert [e.version for e in es.read("b", from_version=260, limit=2)] == [260, 261]
