@@ -595,6 +595,9 @@ class AsyncGroup:
     def one_at_a_time(self) -> None:
         self.sync.one_at_a_time()
 
+    def ready_for_next(self) -> None:
+        self.sync.ready_for_next()
+
     async def close(self) -> None:
         """Leave the group: leases go to the others at once; waiting polls raise
         StoreClosed."""

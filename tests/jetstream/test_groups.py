@@ -927,3 +927,38 @@ def test_one_at_a_time_close_hands_back_an_unpolled_record_uncounted(store):
     b = t.group("g", ack_wait_s=60)
     (m,) = b.poll(1, timeout=3)
     assert (m.value, m.delivery_count) == (b"b", 1)
+
+
+def test_ready_for_next_pulls_the_next_record_before_the_ack(store):
+    """The hint that a one-at-a-time consumer settles its message next sends the pull
+    for the next record at once: a record appended before the ack is delivered to the
+    handle while it still holds the first, and the next poll hands it out, counted once."""
+    t = store.topic("rfn")
+    t.append(b"a")
+    g = t.group("g", ack_wait_s=30)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    g.ready_for_next()
+    t.append(b"b")
+    deadline = time.monotonic() + 5
+    while not g._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(g._puller.buf) == 1  # delivered before the first record was acked
+    assert m.ack() is True
+    (m,) = g.poll(1, timeout=0)
+    assert (m.value, m.delivery_count) == (b"b", 1)
+    assert m.ack() is True and g.lag() == 0
+
+
+def test_ready_for_next_does_nothing_without_the_hint_or_with_partitions(store):
+    """Without one_at_a_time, or on a topic of several partitions (a pull ahead per
+    partition would hold records from other consumers), the hint sends nothing."""
+    t = store.topic("rfn2", partitions=2)
+    t.append(b"a", key=b"k")
+    g = t.group("g")
+    g.one_at_a_time()
+    g.ready_for_next()
+    plain = store.topic("rfn3").group("g")
+    plain.ready_for_next()
+    time.sleep(0.2)
+    assert not g._puller.open and not plain._puller.open

@@ -62,7 +62,9 @@ class JetStreamReplyBox:
         self._waiting: set[bytes] = set()
         self._replies: dict[bytes, tuple[bytes, str | None]] = {}
         if watch is None or wake is None:
-            self._watch: Watch = self._topic.watch()
+            w = self._topic.watch()
+            self._watch: Watch = w
+            self._wake = w.wake
             return
         # The fast path: every reply published is routed to this handle as the
         # stream receives it; one for a requester waiting here is kept and wakes it
@@ -137,6 +139,15 @@ class JetStreamReplyBox:
         Raises RecordTooLarge (nothing written) when the reply does not fit a record.
         """
         self._store._check_writable(f"reply to {self.name!r}")
+        with self._lock:
+            # A requester waiting on this handle (the server runs in its process, on the
+            # same store handle) gets the reply handed over at once, as on the embedded
+            # store; the record is written all the same, before the request is acked.
+            handed = correlation_id in self._waiting
+            if handed:
+                self._replies[correlation_id] = (value, error)
+        if handed:
+            self._wake()
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
         if error is not None:

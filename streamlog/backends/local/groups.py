@@ -1439,6 +1439,11 @@ class Group:
         self._log._check()
         self._ack_leases_next = True
 
+    def ready_for_next(self) -> None:
+        """A hint that this one-at-a-time consumer settles its message next. Nothing to
+        do here: the ack leases the next record in its own transaction already, and a
+        lease taken earlier would only hold the record from other consumers longer."""
+
     def _take_held(self) -> Message | None:
         """The message the last ack leased, if it was leased within the hold limit and
         is due; otherwise it goes back to the group, its delivery not counted."""
