@@ -4,6 +4,7 @@ does not reach (real processes racing, atomic multi-stream commits, the subjects
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import pytest
 
@@ -227,3 +228,49 @@ def test_reading_from_a_middle_version_fetches_only_near_that_version(js_url):
         conn.run(conn.purge_to(ev._stream, 501))
         assert [e.version for e in es.read("a", from_version=700, limit=3)] == [700, 701, 702]
         assert [e.version for e in es.read("b", from_version=260, limit=2)] == [260, 261]
+
+
+def test_a_reply_on_the_servers_own_handle_is_handed_over_and_still_recorded(js_url):
+    """A requester waiting on the server's store handle gets its reply in memory; the
+    reply record is written all the same, and the request is acknowledged."""
+    with streamlog.open(js_url) as log:
+        rpc = log.rpc("ho")
+        with rpc.serve(lambda m: m.value + b"!"):
+            assert [rpc.request(b"%d" % i, timeout=10) for i in range(5)] == \
+                [b"%d!" % i for i in range(5)]
+        replies = log.topic("ho.replies")
+        deadline = time.monotonic() + 10
+        while replies.end_offset(0) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(r.value for r in replies.read(0)) == [b"%d!" % i for i in range(5)]
+        assert log.topic("ho.requests").group("ho.servers").lag() == 0
+
+
+def test_a_reply_from_another_handle_comes_by_subscription_and_a_missed_one_by_a_get(js_url):
+    """Replies from a server on another connection reach the requester through its
+    subscription on the reply subjects (no read of the stream); a reply the
+    subscription never saw is read through the stream leader by ``take``."""
+    with streamlog.open(js_url) as requester, streamlog.open(js_url) as server:
+        conn = requester._conn
+        gets = []
+        get_last = conn.get_last_message
+
+        async def counting(*a, **k):
+            gets.append(a)
+            return await get_last(*a, **k)
+
+        conn.get_last_message = counting
+        rpc = requester.rpc("sub")
+        with server.rpc("sub").serve(lambda m: m.value[::-1]):
+            for i in range(10):
+                assert rpc.request(b"ab%d" % i, timeout=10) == b"%dba" % i
+        assert gets == []
+        # a reply put before this box waited for it: found by one get through the leader
+        server.reply_box("sub.replies").put(b"early-id", b"late", None)
+        box = requester.reply_box("sub.replies")
+        box.open(b"early-id")
+        try:
+            assert box.take(b"early-id") == (b"late", None)
+        finally:
+            box.close(b"early-id")
+        assert len(gets) == 1

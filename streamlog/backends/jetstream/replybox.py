@@ -26,6 +26,8 @@ the embedded store; a reply to a requester that is gone is never read again.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +38,8 @@ from streamlog.api import Watch
 from . import _naming, _records
 
 __all__ = ["CORRELATION_ID", "ERROR_TYPE", "JetStreamReplyBox"]
+
+_logger = logging.getLogger("streamlog.jetstream")
 
 # The headers a reply record carries (the rpc view names the same ones).
 CORRELATION_ID = "streamlog.correlation-id"
@@ -134,26 +138,47 @@ class JetStreamReplyBox:
         return rec.value or b"", None if err is None else err.decode("utf-8", "replace")
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
-        """Deliver a reply: a record of the reply topic on the correlation id's subject.
+        """Deliver a reply: a record of the reply topic on the correlation id's subject,
+        stored when this returns; or, to a requester waiting on this handle, handed
+        over in memory at once (its record written in the background, see below).
 
-        Raises RecordTooLarge (nothing written) when the reply does not fit a record.
+        Raises RecordTooLarge (nothing written or handed over) when the reply does not
+        fit a record.
         """
         self._store._check_writable(f"reply to {self.name!r}")
-        with self._lock:
-            # A requester waiting on this handle (the server runs in its process, on the
-            # same store handle) gets the reply handed over at once, as on the embedded
-            # store; the record is written all the same, before the request is acked.
-            handed = correlation_id in self._waiting
-            if handed:
-                self._replies[correlation_id] = (value, error)
-        if handed:
-            self._wake()
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
         if error is not None:
             hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
         wire = topic._encode(value, None, hdrs, now_ms())
         subject = self._subject(correlation_id)
+        with self._lock:
+            handed = correlation_id in self._waiting
+            if handed:
+                self._replies[correlation_id] = (value, error)
+        if handed:
+            # The requester waits on this handle (the server runs in its process, on
+            # the same store handle): it has its reply now, so, as on the embedded
+            # store (which writes no record then), nothing waits for the record. It
+            # is still written, for the reply topic's readers, without holding up
+            # the server's next request.
+            self._wake()
+            fut = asyncio.run_coroutine_threadsafe(
+                topic._sending(0, lambda: conn.publish(subject, value, wire),
+                               idempotent=False), conn.loop)
+            fut.add_done_callback(lambda f: _stored(f, topic))
+            return
         topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
                                   idempotent=False))
         topic._appended()
+
+
+def _stored(fut: Any, topic: Any) -> None:
+    """The background write of a reply handed over in memory has ended."""
+    if fut.cancelled():
+        return
+    e = fut.exception()
+    if e is None:
+        topic._appended()
+    else:  # the requester had its reply: only the reply topic's readers miss it
+        _logger.debug("the record of a reply handed over in memory was not written: %r", e)
