@@ -6,7 +6,10 @@ id token>`` (``_naming.entry_subject``), with the headers
 ``streamlog.correlation-id`` and, for a handler error, ``streamlog.error-type``.
 The server that replies waits for the stream's acknowledgement of the reply
 before it acknowledges the request, so every answered request has its reply
-stored.
+stored, except one whose requester waits on the server's own store handle:
+that requester gets the reply handed over in memory (as on the embedded
+store, which writes no record then) and the record is written in the
+background.
 
 Each reply box (one per store handle and reply topic) subscribes to
 ``<partition subject>.r.>`` with a plain (core NATS) subscription: the
