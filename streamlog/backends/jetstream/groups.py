@@ -1445,8 +1445,8 @@ class Group:
 
     async def _apull_ahead(self, p: int) -> None:
         pl = self._puller
-        if pl.sub is None or pl.is_open(p):
-            return
+        if pl.sub is None or pl.is_open(p) or pl.buf:
+            return  # a pull is waiting, or the next record is here already
         await pl.request(self._conn.nc, self._pull_subject(p), p, 1, _hold_s(self._cfg))
 
     def _ack_and_pull(self, m: Message) -> bool:
@@ -1484,7 +1484,9 @@ class Group:
     async def _asend_ack_next(self, m: Message) -> None:
         pl = self._puller
         p = m.partition
-        if pl.sub is None or pl.is_open(p):  # a pull is waiting already: a plain ack
+        if pl.sub is None or pl.is_open(p) or pl.buf:
+            # A pull is waiting already, or the next record is here: a plain ack (one
+            # more record pulled now would wait behind it, held from other consumers).
             await self._conn.nc.publish(m._reply, b"+ACK")
             return
         expires_s = _hold_s(self._cfg)
