@@ -628,6 +628,7 @@ class _Puller:
         self.ends: dict[int, float] = {}  # partition -> when its open request ends at the latest
         self.missing: set[int] = set()  # partitions whose consumer did not answer (gone)
         self.event: asyncio.Event | None = None
+        self._waiter: asyncio.Future | None = None  # the poll waiting in ``wait``
 
     async def start(self, nc) -> None:
         if self.sub is not None:
@@ -655,6 +656,27 @@ class _Puller:
             self.buf.append((p, msg, self.sent.get(p, 0.0), time.monotonic()))
         assert self.event is not None
         self.event.set()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until a delivery or status arrives (True: ``event`` is set), or ``timeout``
+        seconds pass (False). As ``wait_for(event.wait(), timeout)`` without its task
+        and its exception per wait: a poll waits once per record it hands out."""
+        assert self.event is not None
+        if self.event.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiter = fut
+        timer = loop.call_later(max(0.0, timeout), _resolve_none, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return self.event.is_set()
 
     async def request(self, nc, subject: str, p: int, batch: int, expires_s: float | None) -> None:
         body: dict[str, Any] = {"batch": batch}
@@ -844,10 +866,7 @@ class Group:
                 pl.event.clear()
                 await pl.request(nc, self._pull_subject(p), p, room, None)
                 while pl.is_open(p):
-                    try:
-                        await asyncio.wait_for(pl.event.wait(), _REQUEST_GRACE_S)
-                    except TimeoutError:
-                        pass
+                    await pl.wait(_REQUEST_GRACE_S)
                     pl.event.clear()
                 skipped |= await self._admit(max_records - len(out), out, dead)
             self._rr += 1
@@ -875,9 +894,7 @@ class Group:
                 if not parts or not any(pl.is_open(p) for p in parts):
                     await asyncio.sleep(max(0.0, give_up - time.monotonic()))
                     break
-                try:
-                    await asyncio.wait_for(pl.event.wait(), give_up - time.monotonic())
-                except TimeoutError:
+                if not await pl.wait(give_up - time.monotonic()):
                     break
                 pl.event.clear()
 
@@ -1666,6 +1683,11 @@ async def _requests(nc, items: list[tuple[str, bytes]]) -> list[bool]:
         finally:
             await sub.unsubscribe()
     return [bool(a) for a in answers]
+
+
+def _resolve_none(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _hold_s(cfg: dict) -> float:
