@@ -20,7 +20,10 @@ poll(100) + ack       a fresh group drains 5,000 records:       a fresh durable 
                       ``poll(100)`` then ``ack`` of the batch   them: ``fetch(100)``, ``ack()`` each
 rpc p50               ``rpc.request`` to an echo handler        core NATS ``nc.request`` to an echo
                       (``rpc.serve``, one worker, same          subscription on a second connection
-                      process), each round trip timed           on the same loop
+                      process), each round trip timed           on the same loop; and, for scale,
+                                                                the same durable round trip done
+                                                                by hand (two acknowledged publishes,
+                                                                a pull consumer's delivery)
 ====================  ========================================  ====================================
 
 Goals (the JetStream backend's, against its raw baseline): append p50 within
@@ -80,8 +83,11 @@ def env():
     stores = {"jetstream": streamlog.open(f"{server.client_url}/bench"),
               "embedded": streamlog.open(os.path.join(tmp, "embedded"))}
     e = SimpleNamespace(url=server.client_url, loop=loop, nc=nc, js=nc.jetstream(),
-                        stores=stores, raw_subject=stores["jetstream"].topic("raw").subject(0))
+                        stores=stores, raw_subject=stores["jetstream"].topic("raw").subject(0),
+                        cleanup=[])
     yield e
+    for undo in e.cleanup:
+        undo()
     for s in stores.values():
         s.close()
     loop.run_until_complete(nc.close())
@@ -154,6 +160,69 @@ def _raw_request_contender(e, samples: list[float]) -> Contender:
             samples.append(perf() - t0)
 
     return Contender("core NATS request", lambda _s: e.loop.run_until_complete(go()))
+
+
+def _raw_durable_rpc_contender(e, samples: list[float]) -> Contender:
+    """The same durable round trip done by hand with nats-py on one loop: the request
+    an acknowledged publish to a stream, a pull consumer with a pull always waiting
+    delivers it, the reply an acknowledged publish to a second stream, which the
+    requester sees through a plain subscription; the ack asks for the next request
+    (``+NXT``). The floor of what the durable path costs on this server."""
+    state: dict = {}
+
+    async def start():
+        js = e.js
+        await js.add_stream(name="RAWREQ", subjects=["rawreq.>"])
+        await js.add_stream(name="RAWREP", subjects=["rawrep.>"])
+        await js.add_consumer("RAWREQ", durable_name="S", ack_policy="explicit",
+                              ack_wait=30)
+        inbox = e.nc.new_inbox()
+        queue: asyncio.Queue = asyncio.Queue()
+        pull = b'{"batch":1,"expires":5000000000}'
+
+        async def delivered(m):
+            await queue.put(m)
+
+        await e.nc.subscribe(inbox, cb=delivered)
+
+        async def serve():
+            await e.nc.publish("$JS.API.CONSUMER.MSG.NEXT.RAWREQ.S", pull, reply=inbox)
+            while True:
+                m = await queue.get()
+                if m.headers and m.headers.get("Status"):
+                    await e.nc.publish("$JS.API.CONSUMER.MSG.NEXT.RAWREQ.S", pull, reply=inbox)
+                    continue
+                await js.publish("rawrep." + m.headers["c"], m.data)
+                await e.nc.publish(m.reply, b"+NXT " + pull, reply=inbox)
+
+        waiting: dict[str, asyncio.Future] = {}
+
+        async def replied(m):
+            f = waiting.pop(m.subject[len("rawrep."):], None)
+            if f is not None and not f.done():
+                f.set_result(m.data)
+
+        await e.nc.subscribe("rawrep.>", cb=replied)
+        state.update(task=asyncio.get_running_loop().create_task(serve()), waiting=waiting,
+                     n=0)
+        e.cleanup.append(state["task"].cancel)
+
+    async def go():
+        if not state:
+            await start()
+        perf = time.perf_counter
+        loop = asyncio.get_running_loop()
+        for _ in range(CALLS):
+            t0 = perf()
+            state["n"] += 1
+            c = f"c{state['n']}"
+            fut = state["waiting"][c] = loop.create_future()
+            await e.js.publish("rawreq.x", PAYLOAD, headers={"c": c})
+            assert await asyncio.wait_for(fut, 5) == PAYLOAD
+            samples.append(perf() - t0)
+
+    return Contender("raw durable request-reply",
+                     lambda _s: e.loop.run_until_complete(go()))
 
 
 def _drop_warmup(benchmark, *lists: list[float]) -> None:
@@ -256,6 +325,7 @@ def test_rpc_p50(benchmark, env, backend):
     rpc = env.stores[backend].rpc("echo")
     ours: list[float] = []
     raw: list[float] = []
+    durable: list[float] = []
     perf = time.perf_counter
     with rpc.serve(lambda m: m.value):
         for _ in range(50):  # warm up the server's pull and the reply path
@@ -269,12 +339,15 @@ def test_rpc_p50(benchmark, env, backend):
             assert reply == PAYLOAD
 
         target = Contender(f"rpc ({backend})", run)
-        times = paired_rounds(benchmark, target, [_raw_request_contender(env, raw)],
+        times = paired_rounds(benchmark, target, [_raw_request_contender(env, raw),
+                                                  _raw_durable_rpc_contender(env, durable)],
                               rounds=ROUNDS)
-    _drop_warmup(benchmark, ours, raw)
+    _drop_warmup(benchmark, ours, raw, durable)
     value, base = _p50_us(ours), _p50_us(raw)
     fig = Figure("test_rpc_p50", f"rpc round trip p50 ({backend})", value, "µs",
-                 {"core NATS request p50": base}, rounds=len(times[target.name]),
+                 {"core NATS request p50": base,
+                  "raw durable request-reply p50": _p50_us(durable)},
+                 rounds=len(times[target.name]),
                  spread=spread([x * 1e6 for x in ours]), note=f"{len(ours)} round trips")
     if backend == "jetstream":
         fig.goals = [Goal("p50 <= 3x core NATS request", value / base, 3.0,
