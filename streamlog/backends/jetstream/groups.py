@@ -1457,8 +1457,7 @@ class Group:
         if not self._ack_next or self._closed or self.mode != "shared" or \
                 self.topic.partitions != 1:
             return
-        fut = asyncio.run_coroutine_threadsafe(self._apull_ahead(0), self._conn.loop)
-        fut.add_done_callback(_log_failed_ack)
+        _spawn(self._conn.loop, self._apull_ahead(0))
 
     async def _apull_ahead(self, p: int) -> None:
         pl = self._puller
@@ -1477,8 +1476,7 @@ class Group:
             return False
         m._state = _ACKED
         self._out.pop((m.partition, m.offset), None)
-        fut = asyncio.run_coroutine_threadsafe(self._asend_ack_next(m), self._conn.loop)
-        fut.add_done_callback(_log_failed_ack)
+        _spawn(self._conn.loop, self._asend_ack_next(m))
         return True
 
     async def _hand_back_unpolled(self, unpolled: list) -> None:
@@ -1695,11 +1693,25 @@ def _hold_s(cfg: dict) -> float:
     return min(GROUP_HOLD_MAX_MS / 1000, cfg["ack_wait_s"] / 10)
 
 
-def _log_failed_ack(fut) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
+def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
+    """Start ``coro`` on ``loop`` from another thread without waiting for it: a task
+    created by a loop callback (no concurrent Future, cheaper than
+    run_coroutine_threadsafe: this runs once or twice per rpc request)."""
+
+    def start() -> None:
+        loop.create_task(coro).add_done_callback(_log_failed_send)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop is closed: the store is closing
+        coro.close()
+
+
+def _log_failed_send(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
         # The record comes again after its lease, as if its consumer had died; a pull
         # not sent is sent by the next poll.
-        log.debug("an ack or pull was not sent: %r", fut.exception())
+        log.debug("an ack or pull was not sent: %r", task.exception())
 
 
 def _as_list(msgs) -> list:

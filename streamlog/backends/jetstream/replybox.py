@@ -166,21 +166,27 @@ class JetStreamReplyBox:
             # is still written, for the reply topic's readers, without holding up
             # the server's next request.
             self._wake()
-            fut = asyncio.run_coroutine_threadsafe(
-                topic._sending(0, lambda: conn.publish(subject, value, wire),
-                               idempotent=False), conn.loop)
-            fut.add_done_callback(lambda f: _stored(f, topic))
+            coro = topic._sending(0, lambda: conn.publish(subject, value, wire),
+                                  idempotent=False)
+
+            def start() -> None:
+                conn.loop.create_task(coro).add_done_callback(lambda t: _stored(t, topic))
+
+            try:
+                conn.loop.call_soon_threadsafe(start)
+            except RuntimeError:  # the loop is closed: the store is closing
+                coro.close()
             return
         topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
                                   idempotent=False))
         topic._appended()
 
 
-def _stored(fut: Any, topic: Any) -> None:
+def _stored(task: asyncio.Task, topic: Any) -> None:
     """The background write of a reply handed over in memory has ended."""
-    if fut.cancelled():
+    if task.cancelled():
         return
-    e = fut.exception()
+    e = task.exception()
     if e is None:
         topic._appended()
     else:  # the requester had its reply: only the reply topic's readers miss it
