@@ -5,7 +5,7 @@ machine load moves every figure alike:
 
 * ``rpc.request`` round trips (100 B, an echo handler served by
   ``rpc.serve`` in the same process and on the same store handle, so the
-  reply is handed over in memory and its record written in the background)
+  reply is handed over in memory, as on the embedded store)
   against core NATS
   request-reply (``nc.request`` to an echo subscription on a second
   connection, both on one event loop: the floor of a NATS round trip);

@@ -7,9 +7,8 @@ id token>`` (``_naming.entry_subject``), with the headers
 The server that replies waits for the stream's acknowledgement of the reply
 before it acknowledges the request, so every answered request has its reply
 stored, except one whose requester waits on the server's own store handle:
-that requester gets the reply handed over in memory (as on the embedded
-store, which writes no record then) and the record is written in the
-background.
+that requester gets the reply handed over in memory and no record is
+written, as on the embedded store.
 
 Each reply box (one per store handle and reply topic) subscribes to
 ``<partition subject>.r.>`` with a plain (core NATS) subscription: the
@@ -29,8 +28,6 @@ the embedded store; a reply to a requester that is gone is never read again.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,8 +38,6 @@ from streamlog.api import Watch
 from . import _naming, _records
 
 __all__ = ["CORRELATION_ID", "ERROR_TYPE", "JetStreamReplyBox"]
-
-_logger = logging.getLogger("streamlog.jetstream")
 
 # The headers a reply record carries (the rpc view names the same ones).
 CORRELATION_ID = "streamlog.correlation-id"
@@ -83,8 +78,8 @@ class JetStreamReplyBox:
     async def _subscribe(self) -> None:
         async def on_msg(msg: Any) -> None:
             hdrs = msg.headers
-            if not hdrs:
-                return
+            if not hdrs or not self._waiting:
+                return  # nobody waits here (a reply to another handle): not decoded
             h = _records.decode_headers(hdrs)
             cid = h.get(CORRELATION_ID)
             if cid is None:
@@ -143,7 +138,7 @@ class JetStreamReplyBox:
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         """Deliver a reply: a record of the reply topic on the correlation id's subject,
         stored when this returns; or, to a requester waiting on this handle, handed
-        over in memory at once (its record written in the background, see below).
+        over in memory (no record).
 
         Raises RecordTooLarge (nothing written or handed over) when the reply does not
         fit a record.
@@ -161,33 +156,12 @@ class JetStreamReplyBox:
                 self._replies[correlation_id] = (value, error)
         if handed:
             # The requester waits on this handle (the server runs in its process, on
-            # the same store handle): it has its reply now, so, as on the embedded
-            # store (which writes no record then), nothing waits for the record. It
-            # is still written, for the reply topic's readers, without holding up
-            # the server's next request.
+            # the same store handle): it has its reply now and, as on the embedded
+            # store, no record is written (the contract owes durability only to a
+            # reply that travels).
             self._wake()
-            coro = topic._sending(0, lambda: conn.publish(subject, value, wire),
-                                  idempotent=False)
-
-            def start() -> None:
-                conn.loop.create_task(coro).add_done_callback(lambda t: _stored(t, topic))
-
-            try:
-                conn.loop.call_soon_threadsafe(start)
-            except RuntimeError:  # the loop is closed: the store is closing
-                coro.close()
             return
         topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
                                   idempotent=False))
         topic._appended()
 
-
-def _stored(task: asyncio.Task, topic: Any) -> None:
-    """The background write of a reply handed over in memory has ended."""
-    if task.cancelled():
-        return
-    e = task.exception()
-    if e is None:
-        topic._appended()
-    else:  # the requester had its reply: only the reply topic's readers miss it
-        _logger.debug("the record of a reply handed over in memory was not written: %r", e)
