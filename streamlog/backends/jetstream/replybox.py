@@ -136,20 +136,14 @@ class JetStreamReplyBox:
         return rec.value or b"", None if err is None else err.decode("utf-8", "replace")
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
-        """Deliver a reply: a record of the reply topic on the correlation id's subject,
-        stored when this returns; or, to a requester waiting on this handle, handed
-        over in memory (no record).
+        """Deliver a reply: to a requester waiting on this handle, handed over in memory
+        (no record, as on the embedded store); else a record of the reply topic on the
+        correlation id's subject, stored when this returns.
 
-        Raises RecordTooLarge (nothing written or handed over) when the reply does not
+        Raises RecordTooLarge (nothing written) when a reply to be written does not
         fit a record.
         """
         self._store._check_writable(f"reply to {self.name!r}")
-        topic, conn = self._topic, self._conn
-        hdrs = [(_HB_CORRELATION_ID, correlation_id)]
-        if error is not None:
-            hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
-        wire = topic._encode(value, None, hdrs, now_ms())
-        subject = self._subject(correlation_id)
         with self._lock:
             handed = correlation_id in self._waiting
             if handed:
@@ -161,7 +155,12 @@ class JetStreamReplyBox:
             # reply that travels).
             self._wake()
             return
+        topic, conn = self._topic, self._conn
+        hdrs = [(_HB_CORRELATION_ID, correlation_id)]
+        if error is not None:
+            hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
+        wire = topic._encode(value, None, hdrs, now_ms())
+        subject = self._subject(correlation_id)
         topic._run(topic._sending(0, lambda: conn.publish(subject, value, wire),
                                   idempotent=False))
         topic._appended()
-
