@@ -962,3 +962,25 @@ def test_ready_for_next_does_nothing_without_the_hint_or_with_partitions(store):
     plain.ready_for_next()
     time.sleep(0.2)
     assert not g._puller.open and not plain._puller.open
+
+
+def test_one_at_a_time_close_right_after_an_ack_loses_nothing_in_flight(stores):
+    """close() just after an ack that asked for the next record: the record the pull
+    brings (possibly still on its way) is handed back at once, never left to its lease.
+    Repeated, since the record and the close race."""
+    for i in range(10):
+        a = stores()
+        t = a.topic(f"race{i}")
+        for v in (b"a", b"b", b"c"):
+            t.append(v)
+        g = t.group("g", ack_wait_s=30)
+        g.one_at_a_time()
+        (m,) = g.poll(1, timeout=2)
+        assert m.ack() is True
+        a.close()
+        b = stores().topic(f"race{i}").group("g", ack_wait_s=30)
+        got = []
+        while ms := b.poll(1, timeout=0.5):
+            got.append((ms[0].value, ms[0].delivery_count))
+            ms[0].ack()
+        assert got == [(b"b", 1), (b"c", 1)], i

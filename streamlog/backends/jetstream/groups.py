@@ -116,6 +116,12 @@ _RETRY_PAUSE_S = 0.1
 #: How long after its end a pull request the server never answered counts as ended
 #: (a server restart forgets waiting requests).
 _REQUEST_GRACE_S = 2.0
+#: How long a pull sent ahead (with a one_at_a_time ack, or by ready_for_next) waits on
+#: the server: long enough for the next record of a busy consumer to find it, short so
+#: that close() can wait for it to end rather than lose what it brings in flight.
+_AHEAD_PULL_S = 0.05
+#: How long close() waits at most for pulls still open to end (expire or deliver).
+_CLOSE_PULL_WAIT_S = _AHEAD_PULL_S + 0.25
 #: How long a delivery may take from the server to this process, at most, for the
 #: local lease deadline (never later than the server's): a tenth of ack_wait_s if less.
 _TRANSIT_MARGIN_S = 0.05
@@ -1463,7 +1469,7 @@ class Group:
         pl = self._puller
         if pl.sub is None or pl.is_open(p) or pl.buf:
             return  # a pull is waiting, or the next record is here already
-        await pl.request(self._conn.nc, self._pull_subject(p), p, 1, _hold_s(self._cfg))
+        await pl.request(self._conn.nc, self._pull_subject(p), p, 1, _AHEAD_PULL_S)
 
     def _ack_and_pull(self, m: Message) -> bool:
         """one_at_a_time: acknowledge ``m`` and ask for the next record in one message,
@@ -1504,9 +1510,8 @@ class Group:
             # more record pulled now would wait behind it, held from other consumers).
             await self._conn.nc.publish(m._reply, b"+ACK")
             return
-        expires_s = _hold_s(self._cfg)
-        body = b"+NXT " + json.dumps({"batch": 1, "expires": int(expires_s * _NS)}).encode()
-        pl.opened(p, 1, expires_s)
+        body = b"+NXT " + json.dumps({"batch": 1, "expires": int(_AHEAD_PULL_S * _NS)}).encode()
+        pl.opened(p, 1, _AHEAD_PULL_S)
         await self._conn.nc.publish(m._reply, body, reply=f"{pl.inbox}.{p}")
 
     # --------------------------------------------------------------- inspect
@@ -1604,6 +1609,15 @@ class Group:
 
     async def _aclose(self) -> None:
         pl = self._puller
+        if self._ack_next and pl.event is not None:
+            # A pull sent ahead may still bring a record. Unsubscribing now would lose
+            # one in flight until its lease ran out; the pull ends within _AHEAD_PULL_S
+            # (the server answers its expiry), then what it brought is handed back.
+            give_up = time.monotonic() + _CLOSE_PULL_WAIT_S
+            while pl.open and any(pl.is_open(p) for p in list(pl.open)) and \
+                    time.monotonic() < give_up:
+                await pl.wait(give_up - time.monotonic())
+                pl.event.clear()
         await pl.stop()
         msgs = [m for m in self._out.values() if m._state == _OPEN]
         self._out.clear()
