@@ -1459,7 +1459,8 @@ class Group:
         asks for nothing more). Only for a shared group of a single-partition topic
         (one pull ahead for several partitions would hold records from other
         consumers); a record so delivered is handled as one an ack asked for (see
-        ``one_at_a_time``)."""
+        ``one_at_a_time``). StoreClosed on a closed store, as every method."""
+        self._check_store()
         if not self._ack_next or self._closed or self.mode != "shared" or \
                 self.topic.partitions != 1:
             return
