@@ -4,8 +4,9 @@ Starts a real nats-server (one node) and measures, in interleaved rounds so
 machine load moves every figure alike:
 
 * ``rpc.request`` round trips (100 B, an echo handler served by
-  ``rpc.serve`` in the same process; every reply takes the durable path: a
-  record on ``<name>.replies`` found by its subject) against core NATS
+  ``rpc.serve`` in the same process and on the same store handle, so the
+  reply is handed over in memory, as on the embedded store)
+  against core NATS
   request-reply (``nc.request`` to an echo subscription on a second
   connection, both on one event loop: the floor of a NATS round trip);
 * ``EventStore.append`` of one event with an expected version (the server

@@ -870,6 +870,9 @@ class AsyncGroup:
     def one_at_a_time(self) -> None:
         self.sync.one_at_a_time()
 
+    def ready_for_next(self) -> None:
+        self.sync.ready_for_next()
+
     async def close(self) -> None:
         """Leave the group: leases go to the others at once; waiting polls raise
         StoreClosed."""
@@ -1158,6 +1161,8 @@ class AsyncRpc:
         groups = [await t.group(self.sync.server_group, mode="shared", ack_wait_s=ack_wait_s,
                                 max_deliver=max_deliver, dead_letter=self.sync.dead_letter_topic)
                   for _ in range(workers)]
+        for g in groups:
+            g.one_at_a_time()  # as the sync server: the ack may lease the next request
         return AsyncServer(self, handler, groups)
 
 
@@ -1207,13 +1212,13 @@ class AsyncServer:
                 for m in await g.poll(max_records=1, timeout=RPC_SERVER_POLL_S * 10):
                     self._busy[i] = True
                     try:
-                        await self._handle(m)
+                        await self._handle(m, g)
                     finally:
                         self._busy[i] = False
         except (StoreClosed, TopicNotFound):
             return
 
-    async def _handle(self, m: AsyncMessage) -> None:
+    async def _handle(self, m: AsyncMessage, group: AsyncGroup) -> None:
         hdrs = m.headers
         raw_deadline = hdrs.get(_rpc.DEADLINE_MS)
         if raw_deadline is not None:
@@ -1240,6 +1245,7 @@ class AsyncServer:
             value, err = _rpc._describe(e)
         corr = hdrs.get(_rpc.CORRELATION_ID)
         reply_to = hdrs.get(_rpc.REPLY_TO)
+        group.ready_for_next()  # the handler is done: the next request may come now
         if corr is not None and reply_to is not None:
             try:
                 await self._reply(reply_to.decode("utf-8", "replace"), corr, value, err)

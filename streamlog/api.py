@@ -228,6 +228,15 @@ class Group(Protocol):
         (docs/guarantees.md states each backend's rule)."""
         ...
 
+    def ready_for_next(self) -> None:
+        """A hint from a one-at-a-time consumer (see ``one_at_a_time``) whose work on the
+        message it holds is done and which settles it next (an rpc server between its
+        handler and its reply): a backend may ask for the next record now, so that it
+        is at hand for the next poll. Nothing a caller can observe changes, except that
+        a record so fetched and not polled soon after goes back to the group, its
+        delivery not counted."""
+        ...
+
     def dead_letters(self) -> Topic:
         """The group's dead-letter topic."""
         ...

@@ -316,6 +316,9 @@ class SerializedGroup:
     def one_at_a_time(self) -> None:
         self._g.one_at_a_time()
 
+    def ready_for_next(self) -> None:
+        self._g.ready_for_next()
+
     def dead_letters(self) -> SerializedTopic:
         """The dead-letter topic, read with this handle's serializer (``.raw`` for bytes)."""
         return SerializedTopic(self._g.dead_letters(), self._stamp)

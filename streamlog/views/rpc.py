@@ -271,13 +271,13 @@ class Server:
                 tracer = _tracing.tracer()
                 if tracer is None:
                     for m in group.poll(max_records=1, timeout=RPC_SERVER_POLL_S):
-                        self._handle(m)
+                        self._handle(m, group)
                     continue
                 for m in _tracing.view_poll(group, 1, RPC_SERVER_POLL_S):
                     # A process span around the handler and the reply.
                     with _tracing.Processing(tracer, m.topic, "serve", m.headers,
                                              m.partition, m.offset):
-                        self._handle(m)
+                        self._handle(m, group)
         except (StoreClosed, TopicNotFound):
             return  # the store closed or the view's topic went away: nothing left to serve
         finally:
@@ -286,7 +286,7 @@ class Server:
             except (StoreClosed, TopicNotFound):
                 pass
 
-    def _handle(self, m: api.Message) -> None:
+    def _handle(self, m: api.Message, group: api.Group) -> None:
         hdrs = m.headers
         raw_deadline = hdrs.get(DEADLINE_MS)
         if raw_deadline is not None:
@@ -316,6 +316,7 @@ class Server:
             value, err = _describe(e)
         corr = hdrs.get(CORRELATION_ID)
         reply_to = hdrs.get(REPLY_TO)
+        group.ready_for_next()  # the handler is done: the next request may come now
         if corr is not None and reply_to is not None:
             try:
                 self._reply(reply_to.decode("utf-8", "replace"), corr, value, err)

@@ -896,3 +896,134 @@ def test_deliveries_with_subjects_reach_their_partition(store):
     got = drain(g, timeout=0.2)
     assert {(m.partition, m.offset): m.value for m in got} == sent
     assert g.ack(got) == [True] * len(got) and g.lag() == 0
+
+# ------------------------------------------------------------- one at a time
+def test_one_at_a_time_ack_asks_for_the_next_record_in_the_same_message(store):
+    """With the hint, an ack also pulls the next record: it is in the handle's buffer
+    before the next poll, which hands it out with its delivery counted once."""
+    t = store.topic("oat")
+    for i in range(3):
+        t.append(b"%d" % i)
+    g = t.group("g", ack_wait_s=30)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    assert m.ack() is True
+    deadline = time.monotonic() + 5
+    while not g._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(g._puller.buf) == 1  # delivered with the ack, before any poll
+    got = [m.value]
+    while len(got) < 3:
+        (m,) = g.poll(1, timeout=2)
+        assert m.delivery_count == 1 and m.ack() is True
+        got.append(m.value)
+    assert got == [b"0", b"1", b"2"]
+    assert g.lag() == 0
+
+
+def test_one_at_a_time_ack_of_a_lost_lease_is_refused(store):
+    """The ack that does not wait for the server still answers False for a lease that
+    ran out (checked against the local deadline, which never outlives the server's)."""
+    t = store.topic("oatl")
+    t.append(b"x")
+    g = t.group("g", ack_wait_s=0.2)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    time.sleep(0.3)
+    assert m.ack() is False
+    (again,) = g.poll(1, timeout=3)
+    assert (again.offset, again.delivery_count) == (0, 2)
+    assert again.ack() is True
+
+
+def test_one_at_a_time_record_not_polled_in_time_goes_back_uncounted(store):
+    """A record the ack asked for and no poll took within the hold (a tenth of
+    ack_wait_s here) goes back to the group, its delivery not counted."""
+    t = store.topic("oath")
+    t.append(b"a")
+    t.append(b"b")
+    g = t.group("g", ack_wait_s=3)  # hold: 0.3 s
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    assert m.ack() is True
+    time.sleep(0.6)
+    (m,) = g.poll(1, timeout=3)
+    assert m.value == b"b"
+    assert m.delivery_count == 1 and m._dc == 2  # the server delivered it twice
+    assert m.ack() is True
+
+
+def test_one_at_a_time_close_hands_back_an_unpolled_record_uncounted(store):
+    """close() returns a record the last ack asked for at once, its delivery not
+    counted: the next consumer gets it as a first delivery."""
+    t = store.topic("oatc")
+    t.append(b"a")
+    t.append(b"b")
+    a = t.group("g", ack_wait_s=60)
+    a.one_at_a_time()
+    (m,) = a.poll(1, timeout=2)
+    assert m.ack() is True
+    deadline = time.monotonic() + 5
+    while not a._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    a.close()
+    b = t.group("g", ack_wait_s=60)
+    (m,) = b.poll(1, timeout=3)
+    assert (m.value, m.delivery_count) == (b"b", 1)
+
+
+def test_ready_for_next_pulls_the_next_record_before_the_ack(store):
+    """The hint that a one-at-a-time consumer settles its message next sends the pull
+    for the next record at once: a record appended before the ack is delivered to the
+    handle while it still holds the first, and the next poll hands it out, counted once."""
+    t = store.topic("rfn")
+    t.append(b"a")
+    g = t.group("g", ack_wait_s=30)
+    g.one_at_a_time()
+    (m,) = g.poll(1, timeout=2)
+    g.ready_for_next()
+    t.append(b"b")
+    deadline = time.monotonic() + 5
+    while not g._puller.buf and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(g._puller.buf) == 1  # delivered before the first record was acked
+    assert m.ack() is True
+    (m,) = g.poll(1, timeout=0)
+    assert (m.value, m.delivery_count) == (b"b", 1)
+    assert m.ack() is True and g.lag() == 0
+
+
+def test_ready_for_next_does_nothing_without_the_hint_or_with_partitions(store):
+    """Without one_at_a_time, or on a topic of several partitions (a pull ahead per
+    partition would hold records from other consumers), the hint sends nothing."""
+    t = store.topic("rfn2", partitions=2)
+    t.append(b"a", key=b"k")
+    g = t.group("g")
+    g.one_at_a_time()
+    g.ready_for_next()
+    plain = store.topic("rfn3").group("g")
+    plain.ready_for_next()
+    time.sleep(0.2)
+    assert not g._puller.open and not plain._puller.open
+
+
+def test_one_at_a_time_close_right_after_an_ack_loses_nothing_in_flight(stores):
+    """close() just after an ack that asked for the next record: the record the pull
+    brings (possibly still on its way) is handed back at once, never left to its lease.
+    Repeated, since the record and the close race."""
+    for i in range(10):
+        a = stores()
+        t = a.topic(f"race{i}")
+        for v in (b"a", b"b", b"c"):
+            t.append(v)
+        g = t.group("g", ack_wait_s=30)
+        g.one_at_a_time()
+        (m,) = g.poll(1, timeout=2)
+        assert m.ack() is True
+        a.close()
+        b = stores().topic(f"race{i}").group("g", ack_wait_s=30)
+        got = []
+        while ms := b.poll(1, timeout=0.5):
+            got.append((ms[0].value, ms[0].delivery_count))
+            ms[0].ack()
+        assert got == [(b"b", 1), (b"c", 1)], i

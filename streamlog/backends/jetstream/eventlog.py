@@ -291,7 +291,14 @@ class JetStreamEventLog:
                 bottom = max(bottom, top - limit + 1)
             else:
                 top = min(top, bottom + limit - 1)
-        msgs = await self._asubject_msgs(self.subject_of(sid), top + 1, last_seq)
+        subject = self.subject_of(sid)
+        start_seq = 1
+        if bottom >= STREAM_READ_CHUNK:
+            # Far into the stream: find where version ``bottom`` is (a binary search
+            # over sequences) rather than fetch every earlier event of the stream.
+            start_seq = await self._aseek_version(subject, bottom, last_seq)
+        msgs = await self._asubject_msgs(subject, top + 1 - (bottom if start_seq > 1 else 0),
+                                         last_seq, start_seq)
         out: list[Any] = []
         topic = self._topic
         for m in msgs:
@@ -313,16 +320,39 @@ class JetStreamEventLog:
                 out.append(rec)
         return bottom, out
 
-    def _subject_msgs(self, subject: str, count: int, last_seq: int) -> list[StoredMsg]:
-        """The first ``count`` messages on ``subject`` (none past ``last_seq``), by
-        filtered direct gets; what a lagging replica did not have yet is read through
-        the leader."""
-        return self._topic._run(self._asubject_msgs(subject, count, last_seq))
+    async def _aseek_version(self, subject: str, version: int, last_seq: int) -> int:
+        """The lowest sequence whose first message on ``subject`` at or after it has a
+        version of at least ``version``: where reading ``version`` on starts.
 
-    async def _asubject_msgs(self, subject: str, count: int, last_seq: int) -> list[StoredMsg]:
+        A binary search over the stream's sequences, each step one get of the next
+        message on the subject through the leader: versions grow with sequences
+        along a subject, and a step that lands on an earlier version moves the
+        lower bound past that message. About log2(``last_seq``) gets, each of one
+        message, whatever retention removed from the front.
+        """
+        conn, stream, topic = self._conn, self._stream, self._topic
+        lo, hi = 1, last_seq
+        while lo < hi:
+            mid = (lo + hi) // 2
+            m = await topic._areading(lambda s=mid: _next_on(conn, stream, s, subject))
+            if m is None or _version_of(m) >= version:
+                hi = mid
+            else:
+                lo = m.seq + 1
+        return lo
+
+    def _subject_msgs(self, subject: str, count: int, last_seq: int,
+                      start_seq: int = 1) -> list[StoredMsg]:
+        """The first ``count`` messages on ``subject`` from sequence ``start_seq`` (none
+        past ``last_seq``), by filtered direct gets; what a lagging replica did not have
+        yet is read through the leader."""
+        return self._topic._run(self._asubject_msgs(subject, count, last_seq, start_seq))
+
+    async def _asubject_msgs(self, subject: str, count: int, last_seq: int,
+                             start_seq: int = 1) -> list[StoredMsg]:
         conn, stream = self._conn, self._stream
         out: list[StoredMsg] = []
-        seq = 1
+        seq = start_seq
         while len(out) < count and seq <= last_seq:
             want = min(STREAM_READ_CHUNK, count - len(out))
             start = seq

@@ -58,6 +58,7 @@ from streamlog import _tracing, _validate
 from streamlog._ext import Record
 from streamlog._limits import (
     GROUP_HEARTBEAT_MAX_S,
+    GROUP_HOLD_MAX_MS,
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
 )
@@ -127,6 +128,12 @@ _RETRY_PAUSE_S = 0.1
 #: How long after its end a pull request the server never answered counts as ended
 #: (a server restart forgets waiting requests).
 _REQUEST_GRACE_S = 2.0
+#: How long a pull sent ahead (with a one_at_a_time ack, or by ready_for_next) waits on
+#: the server: long enough for the next record of a busy consumer to find it, short so
+#: that close() can wait for it to end rather than lose what it brings in flight.
+_AHEAD_PULL_S = 0.05
+#: How long close() waits at most for pulls still open to end (expire or deliver).
+_CLOSE_PULL_WAIT_S = _AHEAD_PULL_S + 0.25
 #: How long a delivery may take from the server to this process, at most, for the
 #: local lease deadline (never later than the server's): a tenth of ack_wait_s if less.
 _TRANSIT_MARGIN_S = 0.05
@@ -711,6 +718,7 @@ class _Puller:
         self.ends: dict[int, float] = {}  # partition -> when its open request ends at the latest
         self.missing: set[int] = set()  # partitions whose consumer did not answer (gone)
         self.event: asyncio.Event | None = None
+        self._waiter: asyncio.Future | None = None  # the poll waiting in ``wait``
 
     async def start(self, nc) -> None:
         if self.sub is not None:
@@ -744,6 +752,27 @@ class _Puller:
             self.buf.append((p, msg, self.sent.get(p, 0.0), time.monotonic()))
         assert self.event is not None
         self.event.set()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until a delivery or status arrives (True: ``event`` is set), or ``timeout``
+        seconds pass (False). As ``wait_for(event.wait(), timeout)`` without its task
+        and its exception per wait: a poll waits once per record it hands out."""
+        assert self.event is not None
+        if self.event.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiter = fut
+        timer = loop.call_later(max(0.0, timeout), _resolve_none, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+        return self.event.is_set()
 
     async def request(self, nc, subject: str, p: int, batch: int, expires_s: float | None) -> None:
         body: dict[str, Any] = {"batch": batch}
@@ -751,12 +780,16 @@ class _Puller:
             body["no_wait"] = True
         else:
             body["expires"] = max(int(expires_s * _NS), 1_000_000)
+        self.opened(p, batch, expires_s)
+        await nc.publish(subject, json.dumps(body).encode(), reply=f"{self.inbox}.{p}")
+
+    def opened(self, p: int, batch: int, expires_s: float | None) -> None:
+        """Note a pull request for ``p`` about to be sent (by ``request``, or with an ack)."""
         self.open[p] = batch
         self.sent[p] = now = time.monotonic()
         # A server restart or a lost connection forgets requests without answering:
         # one is taken for ended once it should have expired (or, without wait, soon).
         self.ends[p] = now + (expires_s or 0.0) + _REQUEST_GRACE_S
-        await nc.publish(subject, json.dumps(body).encode(), reply=f"{self.inbox}.{p}")
 
     def is_open(self, p: int) -> bool:
         if p not in self.open:
@@ -793,6 +826,7 @@ class Group:
         self._dlq = None
         self._rr = 0
         self._puller = _Puller()
+        self._ack_next = False  # one_at_a_time: an ack also asks for the next record
         self._out: dict[tuple[int, int], Message] = {}  # (partition, offset) -> open Message
         self._owned: dict[int, int] = {}  # exclusive: partition -> epoch
         self._draining: set[int] = set()
@@ -974,10 +1008,7 @@ class Group:
                 pl.event.clear()
                 await pl.request(nc, self._pull_subject(p), p, room, None)
                 while pl.is_open(p):
-                    try:
-                        await asyncio.wait_for(pl.event.wait(), _REQUEST_GRACE_S)
-                    except TimeoutError:
-                        pass
+                    await pl.wait(_REQUEST_GRACE_S)
                     pl.event.clear()
                 skipped |= await self._admit(max_records - len(out), out, dead)
             self._rr += 1
@@ -1005,10 +1036,7 @@ class Group:
                 if not parts or not any(pl.is_open(p) for p in parts):
                     await asyncio.sleep(max(0.0, give_up - time.monotonic()))
                     break
-                try:
-                    await asyncio.wait_for(pl.event.wait(),
-                                           min(give_up - time.monotonic(), self._beat_s()))
-                except TimeoutError:
+                if not await pl.wait(min(give_up - time.monotonic(), self._beat_s())):
                     if time.monotonic() >= give_up or self.mode == "exclusive":
                         break
                     await self._heartbeat()  # still polling: still a live consumer
@@ -1040,6 +1068,7 @@ class Group:
         skipped = False
         now = now_ms()
         settle: list[tuple[str, bytes]] = []
+        stale_before = time.monotonic() - _hold_s(cfg) if self._ack_next else -math.inf
         for p, msgs in got.items():
             gen = cfg["parts"][p][0]
             cname = consumer_name(self.name, gen)
@@ -1103,9 +1132,10 @@ class Group:
                         err = (extra.get(off) or {}).get("e")
                     dead.append((p, gen, rec, md, err, reply, keyed))
                     continue
-                if not keyed and len(out) >= room:
+                if not keyed and (len(out) >= room or t_deliv < stale_before):
                     # More than the room (several partitions answered a wait at
-                    # once): hand it back without counting the delivery.
+                    # once), or asked for by a one_at_a_time ack and not polled
+                    # soon after: hand it back without counting the delivery.
                     await self._hand_back(p, gen, off, extra.get(off), dc)
                     settle.append((reply, b"-NAK"))
                     continue
@@ -1356,6 +1386,10 @@ class Group:
                 error: str | None = None) -> list[bool]:
         out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
         if not todo or self._closed:
+            return out
+        if action == _ACK and len(todo) == 1 and self._ack_next and \
+                self._ack_and_pull(msgs[todo[0]]):
+            out[todo[0]] = True
             return out
         answers, dead = self._conn.run(self._asettle([msgs[i] for i in todo], action,
                                                      delay_s, error))
@@ -1638,10 +1672,87 @@ class Group:
                     break
 
     def one_at_a_time(self) -> None:
-        """The contract's hint that this consumer polls one record at a time. A pull
-        consumer already takes the next record in the poll's own request, so there is
-        nothing to gain by leasing it with the ack: a hint taken note of, no change."""
+        """The contract's hint that this consumer polls one record at a time and settles
+        it before its next poll (the rpc server, the queue view's ``get``).
+
+        In a shared group an ``ack`` of one message is then one message to the
+        server that both acknowledges it and asks for the next record (JetStream's
+        ``+NXT``), sent without waiting for an answer, as nats-py's own
+        ``msg.ack()`` does: the lease is checked here (its local deadline never
+        outlives the server's), so ``ack()`` answers as it would otherwise. The
+        next ``poll`` finds the next record already delivered, or its pull already
+        waiting on the server. A record so delivered and not polled within
+        ``GROUP_HOLD_MAX_MS`` (or a tenth of ``ack_wait_s``) goes back to the group,
+        its delivery not counted, and so does one still unpolled at ``close``. An
+        ack that the connection loses on the way means the record comes again
+        after its lease, as when a consumer dies before acking.
+        """
         self._check()
+        self._ack_next = True
+
+    def ready_for_next(self) -> None:
+        """A hint that this one-at-a-time consumer settles its message next (an rpc
+        server between its handler and its reply): the pull for the next record goes
+        out now, without waiting, so that the next record finds it waiting on the
+        server even while the reply is being stored and the ack sent (the ack then
+        asks for nothing more). Only for a shared group of a single-partition topic
+        (one pull ahead for several partitions would hold records from other
+        consumers); a record so delivered is handled as one an ack asked for (see
+        ``one_at_a_time``). StoreClosed on a closed store, as every method."""
+        self._check_store()
+        if not self._ack_next or self._closed or self.mode != "shared" or \
+                self.topic.partitions != 1:
+            return
+        _spawn(self._conn.loop, self._apull_ahead(0))
+
+    async def _apull_ahead(self, p: int) -> None:
+        pl = self._puller
+        if pl.sub is None or pl.is_open(p) or pl.buf:
+            return  # a pull is waiting, or the next record is here already
+        await pl.request(self._conn.nc, self._pull_subject(p), p, 1, _AHEAD_PULL_S)
+
+    def _ack_and_pull(self, m: Message) -> bool:
+        """one_at_a_time: acknowledge ``m`` and ask for the next record in one message,
+        without waiting (see ``one_at_a_time``). False (nothing sent) where an ack
+        needs more than that: another mode, a redelivered record (its notes in KV are
+        cleaned up), a lease that looks lost here (the full path answers it)."""
+        if self.mode != "shared" or m._dc > 1 or \
+                m._gen != self._cfg["parts"][m.partition][0] or \
+                m._deadline <= time.monotonic():
+            return False
+        m._state = _ACKED
+        self._out.pop((m.partition, m.offset), None)
+        _spawn(self._conn.loop, self._asend_ack_next(m))
+        return True
+
+    async def _hand_back_unpolled(self, unpolled: list) -> None:
+        """one_at_a_time: records delivered to this handle and never polled go back
+        without counting the delivery (before their nak: the redelivery reads it)."""
+
+        async def one(p: int, msg: Any) -> None:
+            md_ = msg.metadata
+            gen = self._cfg["parts"][p][0]
+            if md_.consumer != consumer_name(self.name, gen):
+                return  # a consumer replaced by a seek: nothing to count
+            off = md_.sequence.stream - 1
+            known = None
+            if md_.num_delivered > 1:
+                known, _ = await self._kv.get(self._rkey(p, gen, off))
+            await self._hand_back(p, gen, off, known, md_.num_delivered)
+
+        await asyncio.gather(*(one(p, msg) for p, msg in unpolled))
+
+    async def _asend_ack_next(self, m: Message) -> None:
+        pl = self._puller
+        p = m.partition
+        if pl.sub is None or pl.is_open(p) or pl.buf:
+            # A pull is waiting already, or the next record is here: a plain ack (one
+            # more record pulled now would wait behind it, held from other consumers).
+            await self._conn.nc.publish(m._reply, b"+ACK")
+            return
+        body = b"+NXT " + json.dumps({"batch": 1, "expires": int(_AHEAD_PULL_S * _NS)}).encode()
+        pl.opened(p, 1, _AHEAD_PULL_S)
+        await self._conn.nc.publish(m._reply, body, reply=f"{pl.inbox}.{p}")
 
     # --------------------------------------------------------------- inspect
     def lag(self, partition: int | None = None) -> int:
@@ -1756,13 +1867,26 @@ class Group:
 
     async def _aclose(self) -> None:
         pl = self._puller
+        if self._ack_next and pl.event is not None:
+            # A pull sent ahead may still bring a record. Unsubscribing now would lose
+            # one in flight until its lease ran out; the pull ends within _AHEAD_PULL_S
+            # (the server answers its expiry), then what it brought is handed back.
+            give_up = time.monotonic() + _CLOSE_PULL_WAIT_S
+            while pl.open and any(pl.is_open(p) for p in list(pl.open)) and \
+                    time.monotonic() < give_up:
+                await pl.wait(give_up - time.monotonic())
+                pl.event.clear()
         await pl.stop()
         msgs = [m for m in self._out.values() if m._state == _OPEN]
         self._out.clear()
         sends = [(m._reply, b"-NAK") for m in msgs]
+        unpolled = []
         while pl.buf:  # delivered to this handle after its last poll
-            msg = pl.buf.popleft()[1]
+            p, msg = pl.buf.popleft()[:2]
+            unpolled.append((p, msg))
             sends.append((msg.reply, b"-NAK"))
+        if self._ack_next and self.mode == "shared":
+            await self._hand_back_unpolled(unpolled)
         for m in msgs:
             m._state = _NACKED
         if self._cfg.get("backoff_s"):  # handed back at once: no backoff on return
@@ -1834,6 +1958,37 @@ async def _requests(nc, items: list[tuple[str, bytes]]) -> list[bool]:
         finally:
             await sub.unsubscribe()
     return [bool(a) for a in answers]
+
+
+def _resolve_none(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _hold_s(cfg: dict) -> float:
+    """How long a record a one_at_a_time ack asked for may wait for the next poll."""
+    return min(GROUP_HOLD_MAX_MS / 1000, cfg["ack_wait_s"] / 10)
+
+
+def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
+    """Start ``coro`` on ``loop`` from another thread without waiting for it: a task
+    created by a loop callback (no concurrent Future, cheaper than
+    run_coroutine_threadsafe: this runs once or twice per rpc request)."""
+
+    def start() -> None:
+        loop.create_task(coro).add_done_callback(_log_failed_send)
+
+    try:
+        loop.call_soon_threadsafe(start)
+    except RuntimeError:  # the loop is closed: the store is closing
+        coro.close()
+
+
+def _log_failed_send(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The record comes again after its lease, as if its consumer had died; a pull
+        # not sent is sent by the next poll.
+        log.debug("an ack or pull was not sent: %r", task.exception())
 
 
 def _as_list(msgs) -> list:

@@ -4,19 +4,26 @@ A reply is one record of the reply topic (partition 0), published on its own
 subject below the partition's subject: ``<partition subject>.r.<correlation
 id token>`` (``_naming.entry_subject``), with the headers
 ``streamlog.correlation-id`` and, for a handler error, ``streamlog.error-type``.
-Each reply box (one per store handle and reply topic) has an ephemeral push
-consumer on ``<partition subject>.r.>``: a reply for a requester waiting on
-this handle is kept as it is delivered and wakes that requester alone, which
-then takes it from memory. A reply the consumer did not deliver (one sent
-before the box existed, or while a restarted server had forgotten the
-consumer) is found with one get-last-by-subject through the stream leader,
-at the latest when the request's deadline wakes the requester. Requesters
-never scan other requesters' replies and never poll on a timer.
+The server that replies waits for the stream's acknowledgement of the reply
+before it acknowledges the request, so every answered request has its reply
+stored, except one whose requester waits on the server's own store handle:
+that requester gets the reply handed over in memory and no record is
+written, as on the embedded store.
 
-Every reply takes this durable path, also when the requester waits in the
-same process (the embedded store hands those over in memory). Reply records
-stay in the reply topic until its retention drops them, as on the embedded
-store; a reply to a requester that is gone is never read again.
+Each reply box (one per store handle and reply topic) subscribes to
+``<partition subject>.r.>`` with a plain (core NATS) subscription: the
+server routes each reply publish to it as it hands the message to the stream,
+one hop, without waiting for a consumer to deliver the stored message. A reply
+for a requester waiting on this handle is kept as it arrives and wakes that
+requester alone, which then takes it from memory (as the embedded store hands
+a reply over in one process). A reply the subscription did not see (one sent
+before the box existed, or while the connection was down) is found with one
+get-last-by-subject through the stream leader, at the latest when the
+request's deadline wakes the requester. Requesters never scan other
+requesters' replies and never poll on a timer.
+
+Reply records stay in the reply topic until its retention drops them, as on
+the embedded store; a reply to a requester that is gone is never read again.
 """
 
 from __future__ import annotations
@@ -35,8 +42,6 @@ __all__ = ["CORRELATION_ID", "ERROR_TYPE", "JetStreamReplyBox"]
 # The headers a reply record carries (the rpc view names the same ones).
 CORRELATION_ID = "streamlog.correlation-id"
 ERROR_TYPE = "streamlog.error-type"
-# How long the reply consumer of a handle that vanished without closing outlives it.
-REPLY_CONSUMER_INACTIVE_S = 30.0
 _HB_CORRELATION_ID = CORRELATION_ID.encode()
 _HB_ERROR_TYPE = ERROR_TYPE.encode()
 
@@ -59,22 +64,22 @@ class JetStreamReplyBox:
         self._waiting: set[bytes] = set()
         self._replies: dict[bytes, tuple[bytes, str | None]] = {}
         if watch is None or wake is None:
-            self._watch: Watch = self._topic.watch()
+            w = self._topic.watch()
+            self._watch: Watch = w
+            self._wake = w.wake
             return
-        # The fast path: every reply delivered to this handle as it is stored; one
-        # for a requester waiting here is kept and wakes it (and no one else).
+        # The fast path: every reply published is routed to this handle as the
+        # stream receives it; one for a requester waiting here is kept and wakes it
+        # (and no one else).
         self._watch = watch
         self._wake = wake
         self._topic._run(self._subscribe())
 
     async def _subscribe(self) -> None:
-        nc = self._conn.nc
-        inbox = nc.new_inbox()
-
         async def on_msg(msg: Any) -> None:
-            hdrs = msg.headers or {}
-            if hdrs.get("Status"):
-                return
+            hdrs = msg.headers
+            if not hdrs or not self._waiting:
+                return  # nobody waits here (a reply to another handle): not decoded
             h = _records.decode_headers(hdrs)
             cid = h.get(CORRELATION_ID)
             if cid is None:
@@ -87,13 +92,9 @@ class JetStreamReplyBox:
                                       None if err is None else err.decode("utf-8", "replace"))
             self._wake()
 
-        await nc.subscribe(inbox, cb=on_msg)
-        await self._conn.api(f"CONSUMER.CREATE.{self._stream}", {
-            "stream_name": self._stream,
-            "config": {"deliver_subject": inbox, "deliver_policy": "new",
-                       "filter_subject": f"{self._psubject}.r.>",
-                       "ack_policy": "none", "mem_storage": True, "num_replicas": 1,
-                       "inactive_threshold": int(REPLY_CONSUMER_INACTIVE_S * 1e9)}})
+        # A plain subscription, kept by the client across reconnects (no server state
+        # to lose on a restart); a subject wildcard as the stream's own.
+        await self._conn.nc.subscribe(f"{self._psubject}.r.>", cb=on_msg)
 
     def __repr__(self) -> str:
         return f"JetStreamReplyBox({self.name!r})"
@@ -151,14 +152,28 @@ class JetStreamReplyBox:
         await self._topic._awaited(self._aput(correlation_id, value, error))
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
-        """Deliver a reply: a record of the reply topic on the correlation id's subject.
+        """Deliver a reply: to a requester waiting on this handle, handed over in memory
+        (no record, as on the embedded store); else a record of the reply topic on the
+        correlation id's subject, stored when this returns.
 
-        Raises RecordTooLarge (nothing written) when the reply does not fit a record.
+        Raises RecordTooLarge (nothing written) when a reply to be written does not
+        fit a record.
         """
         self._topic._run(self._aput(correlation_id, value, error))
 
     async def _aput(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
         self._store._check_writable(f"reply to {self.name!r}")
+        with self._lock:
+            handed = correlation_id in self._waiting
+            if handed:
+                self._replies[correlation_id] = (value, error)
+        if handed:
+            # The requester waits on this handle (the server runs in its process, on
+            # the same store handle): it has its reply now and, as on the embedded
+            # store, no record is written (the contract owes durability only to a
+            # reply that travels).
+            self._wake()
+            return
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
         if error is not None:

@@ -1782,6 +1782,13 @@ class Group:
                 self._settle(stale, _DEFER, 0)
         return True
 
+    def ready_for_next(self) -> None:
+        """A hint that this one-at-a-time consumer settles its message next. Nothing to
+        do here: the ack leases the next record in its own transaction already, and a
+        lease taken earlier would only hold the record from other consumers longer.
+        StoreClosed on a closed store, as every method."""
+        self._log._check()
+
     def _take_held(self) -> Message | None:
         """The message the last ack leased, if it was leased within the hold limit and
         is due; otherwise it goes back to the group, its delivery not counted."""
