@@ -1261,7 +1261,8 @@ cdef class Writer:
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
 
-DEF COMMIT_DELAY_S = 0.0001
+DEF COMMIT_DELAY_S = 0.0005  # a leader waits at least this long for its group to queue,
+DEF COMMIT_DELAY_MAX_S = 0.001  # or as long as the previous sync took, up to this
 
 
 cdef inline double _mono_s() noexcept nogil:
@@ -1280,11 +1281,21 @@ cdef class GroupCommit:
     thread queued behind it; the others sleep on a futex with the GIL released
     and are woken together when the leader's sync covers them. All state
     changes happen under the GIL; only the sleeping is done without it.
+
+    Who is queued is counted under the GIL (``queued``): a thread counts itself
+    once when it starts waiting, and the leader takes the count to zero just
+    before its ``sync()`` reads the end, so the count is exactly the threads
+    the next sync has still to serve. (The futex's own sleeper count also
+    holds threads a sync has already woken that have not run yet, which made
+    a leader start its sync before the group had queued.)
     """
     cdef uint64_t synced
     cdef bint syncing
     cdef uint32_t word[2]  # [0]: bumped after every sync; [1]: sleepers (sl_wait)
     cdef uint32_t last_group  # threads the previous sync served
+    cdef uint32_t queued  # threads waiting for a sync that has not read the end yet
+    cdef uint64_t epoch  # bumped each time a leader takes ``queued`` to zero (starts at 1)
+    cdef double last_sync_s  # how long the previous sync() took
 
     def __cinit__(self, uint64_t synced=0):
         self.synced = synced
@@ -1292,6 +1303,9 @@ cdef class GroupCommit:
         self.word[0] = 0
         self.word[1] = 0
         self.last_group = 1
+        self.queued = 0
+        self.epoch = 1
+        self.last_sync_s = 0
 
     property synced:
         def __get__(self): return self.synced
@@ -1303,30 +1317,56 @@ cdef class GroupCommit:
 
     def sync_to(self, uint64_t target, sync, bint delay=False):
         """Durable below ``target``. ``delay``: other threads append here too, so
-        the leader lets them run once before taking the end to cover, and one
+        the leader lets them run before taking the end to cover (until as many
+        threads as its previous sync served have queued, for at most as long as
+        the previous sync took, within COMMIT_DELAY_S..COMMIT_DELAY_MAX_S), and one
         sync serves more of them (PostgreSQL's commit_delay idea)."""
         cdef uint32_t seen
         cdef uint64_t end
+        cdef uint64_t counted_in = 0  # the epoch this thread last counted itself in (0: none)
+        cdef double started, deadline
         while True:
             if self.synced >= target:
                 return
             if not self.syncing:
                 self.syncing = True
                 break
+            if counted_in != self.epoch:  # not counted since the last sync read the end
+                counted_in = self.epoch
+                self.queued += 1
             seen = self.word[0]
             with nogil:
                 sl_wait(&self.word[0], &self.word[1], seen, 1.0)
         end = self.synced
         try:
+            if counted_in == self.epoch:
+                self.queued -= 1  # the leader is not among those it waits for
             if delay:
-                # Let the threads the previous sync served append and queue again
-                # (at most COMMIT_DELAY_S), so that this sync serves them too.
-                deadline = _mono_s() + COMMIT_DELAY_S
-                while sl_load32(&self.word[1]) + 1 < self.last_group and _mono_s() < deadline:
+                # Let the threads the previous sync served append and queue again,
+                # so that this sync serves them too: each needs the GIL in turn
+                # (tens of µs apiece on a busy machine), so wait as long as a sync
+                # takes (COMMIT_DELAY_S at least, COMMIT_DELAY_MAX_S at most): a
+                # group that does not come costs at most one more sync's time.
+                started = _mono_s()
+                deadline = started + min(max(COMMIT_DELAY_S, self.last_sync_s), COMMIT_DELAY_MAX_S)
+                while self.queued + 1 < self.last_group and _mono_s() < deadline:
                     with nogil:
                         sched_yield()
-            self.last_group = sl_load32(&self.word[1]) + 1
+            # Every thread counted so far appended before the end that sync() reads:
+            # this sync serves them all, and later arrivals count for the next one.
+            # The group to wait for next time: this one, or one thread fewer than
+            # the last when fewer came (a group that missed the deadline once
+            # is waited for again; threads that stopped appending cost one
+            # delay each, once).
+            if self.queued + 1 >= self.last_group:
+                self.last_group = self.queued + 1
+            else:
+                self.last_group -= 1
+            self.queued = 0
+            self.epoch += 1
+            started = _mono_s()
             end = sync()
+            self.last_sync_s = _mono_s() - started
         finally:
             if end > self.synced:
                 self.synced = end

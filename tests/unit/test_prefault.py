@@ -61,6 +61,33 @@ def test_appends_across_reserved_chunks_ask_for_prefaults(tmp_path, monkeypatch)
         assert log.verify() == []
 
 
+
+def test_batches_written_with_pwrite_ask_for_no_prefault(tmp_path, monkeypatch):
+    """A chunk reserved by a batch of PWRITE_MIN_BYTES or more (append_many, append_batch)
+    is not populated: pwrite needs no page there first, and populating would zero each
+    page only for the write to overwrite it. Per-record appends still ask; every record
+    reads back either way."""
+    asked = []
+    real = prefault.request
+
+    def spy(mapping, start, end):
+        asked.append((start, end))
+        real(mapping, start, end)
+
+    monkeypatch.setattr(prefault, "request", spy)
+    with streamlog.open(tmp_path / "s", durability="never") as log:
+        t = log.topic("t", segment_bytes=64 << 20)
+        values = [os.urandom(1000) for _ in range(100)]  # ~100 KB per call
+        assert 100 * 1000 >= _ext.PWRITE_MIN_BYTES
+        for _ in range(120):  # ~12 MB: several chunks reserved, all by batches
+            t.append_many(values)
+        assert asked == []
+        for _ in range(6_000):  # then ~6 MB one record at a time: they ask again
+            t.append(values[0])
+        assert asked
+        assert len(list(t.read(0))) == 120 * 100 + 6_000
+        assert log.verify() == []
+
 def _child_prefault(path: str, q) -> None:
     m = _mapping(path, 1 << 20)
     prefault.request(m, 0, 1 << 20)

@@ -903,9 +903,15 @@ class Partition:
             view = self.ctl.view()
             os.posix_fallocate(self._fd(view[1]), allocated, target - allocated)
             self.ctl.publish(allocated_end=target)
-            # the appends about to fill this chunk should not wait for its pages
-            prefault.request(self._map(self._segments[view[1]], True, view[4]),
-                             max(allocated, end_pos + need), target)
+            # the appends about to fill this chunk should not wait for its pages, when
+            # they store through the mapping. A batch of PWRITE_MIN_BYTES or more (as
+            # the one reserving this chunk) goes through pwrite, which needs no page
+            # there first: populating would have the kernel zero every page only to
+            # have the write overwrite it, on a core the appender may need
+            # (docs/performance.md, "Prefault only for stores through the mapping").
+            if need < _ext.PWRITE_MIN_BYTES:
+                prefault.request(self._map(self._segments[view[1]], True, view[4]),
+                                 max(allocated, end_pos + need), target)
             # and the roll that closes this segment should not wait for all of it to
             # reach the disk (its fdatasync, under this lock): start the written full
             # pages on their way now, in the background.
