@@ -769,77 +769,63 @@ class AsyncGroup:
             fut.add_done_callback(self._hand_back_done)
             raise
 
+    def _wanted(self) -> int:
+        """Records the waiting pollers want (at most PUMP_MAX_RECORDS); 0 when none wait."""
+        waiters = self._waiters
+        while waiters and waiters[0].fut.done():
+            waiters.popleft()
+        want = 0
+        for w in waiters:
+            if not w.fut.done():
+                want += w.want
+                if want >= PUMP_MAX_RECORDS:
+                    return PUMP_MAX_RECORDS
+        return want
+
+    def _hand_out(self, got: list[Any]) -> None:
+        """Hand ``got`` to the waiters in arrival order; what none takes goes back."""
+        waiters = self._waiters
+        i = 0
+        while i < len(got) and waiters:
+            w = waiters.popleft()
+            if w.fut.done():
+                continue
+            w.fut.set_result(got[i:i + w.want])
+            i += w.want
+        if i < len(got):
+            _hand_back(self._as, got[i:])
+
+    def _fail_waiters(self, e: BaseException) -> None:
+        err = e if isinstance(e, Exception) else StoreClosed(f"group {self.name!r} closed")
+        for w in self._waiters:
+            if not w.fut.done():
+                w.fut.set_exception(err)
+        self._waiters.clear()
+
     async def _npump(self) -> None:
         """The pump of a store bound to the loop: the group's own pulls wait for
         records (no watch), for every waiter at once."""
-        waiters = self._waiters
         try:
-            while True:
-                while waiters and waiters[0].fut.done():
-                    waiters.popleft()
-                if not waiters:
-                    return
-                want = 0
-                for w in waiters:
-                    if not w.fut.done():
-                        want += w.want
-                        if want >= PUMP_MAX_RECORDS:
-                            break
-                got = await self._pull_once(min(want, PUMP_MAX_RECORDS), NATIVE_PULL_S)
-                i = 0
-                while i < len(got) and waiters:
-                    w = waiters.popleft()
-                    if w.fut.done():
-                        continue
-                    w.fut.set_result(got[i:i + w.want])
-                    i += w.want
-                if i < len(got):
-                    _hand_back(self._as, got[i:])
+            while want := self._wanted():
+                self._hand_out(await self._pull_once(want, NATIVE_PULL_S))
         except BaseException as e:
-            err = e if isinstance(e, Exception) else StoreClosed(f"group {self.name!r} closed")
-            for w in waiters:
-                if not w.fut.done():
-                    w.fut.set_exception(err)
-            waiters.clear()
+            self._fail_waiters(e)
             if not isinstance(e, Exception):
                 raise
         finally:
             self._pump_task = None
 
     async def _pump(self) -> None:
-        waiters = self._waiters
         try:
-            while True:
-                while waiters and waiters[0].fut.done():
-                    waiters.popleft()
-                if not waiters:
-                    return
-                want = 0
-                for w in waiters:
-                    if not w.fut.done():
-                        want += w.want
-                        if want >= PUMP_MAX_RECORDS:
-                            break
+            while want := self._wanted():
                 seen = self._watch.seq()
-                got = await self._try(min(want, PUMP_MAX_RECORDS))
+                got = await self._try(want)
                 if got:
-                    i = 0
-                    while i < len(got) and waiters:
-                        w = waiters.popleft()
-                        if w.fut.done():
-                            continue
-                        w.fut.set_result(got[i:i + w.want])
-                        i += w.want
-                    if i < len(got):
-                        _hand_back(self._as, got[i:])
+                    self._hand_out(got)
                     continue
                 await self._watch.wait_async(seen, WAIT_SLICE_S)
         except BaseException as e:
-            err = e if isinstance(e, Exception) else StoreClosed(f"group {self.name!r} closed")
-            for w in waiters:
-                if not w.fut.done():
-                    w.fut.set_exception(err)
-            waiters.clear()
+            self._fail_waiters(e)
             if not isinstance(e, Exception):
                 raise
         finally:

@@ -647,19 +647,7 @@ def reset_group(topic: Topic, name: str, to, dry_run: bool = False,
     _validate.name(name, "group name")
     if not isinstance(dry_run, bool) or not isinstance(force, bool):
         raise TypeError("dry_run and force must be bools")
-    if isinstance(to, str):
-        if to not in ("earliest", "latest"):
-            raise ValueError(f"to must be 'earliest', 'latest', an offset or a datetime, "
-                             f"not {to!r}")
-    elif isinstance(to, _dt.datetime):
-        if to.tzinfo is None:
-            raise ValueError("to: a datetime needs a time zone (e.g. datetime.UTC), or the "
-                             "position would depend on this machine's")
-    elif isinstance(to, bool) or not isinstance(to, int):
-        raise TypeError(f"to must be 'earliest', 'latest', an offset (int) or a datetime, "
-                        f"not {type(to).__name__}")
-    else:
-        _validate.offset(to)
+    _validate.reset_target(to)
     if not dry_run:
         log._check_writable(f"reset group {name!r}")
     topic._refresh()
