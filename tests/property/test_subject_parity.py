@@ -93,3 +93,46 @@ def test_match_span_equals_reference(batches, patterns, min_offset, width, max_m
             assert (o in offsets) == (s is not None and flt.matches(s))
     assert len(got) <= max_matches
     assert a[3] <= max(min_offset, max_offset)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(subject_batches(), st.integers(1, 5)), min_size=1, max_size=6),
+       st.lists(subject_patterns(), min_size=1, max_size=2),
+       st.lists(st.tuples(st.integers(0, 8), st.integers(0, 30), st.integers(0, 40),
+                          st.integers(0, 6)), min_size=1, max_size=6))
+def test_subject_index_equals_reference(batches, patterns, queries):
+    """A SubjectIndex answers every query as the reference walk over the same bytes does,
+    while the data grows between queries (an active segment appended to): records,
+    position, end and progress; gap batches (compaction) included."""
+    from streamlog.backends.local.codec import encode_gap
+    buf = bytearray()
+    ends = []
+    base = 0
+    for item in batches:
+        if isinstance(item, int):  # a gap batch of ``item`` offsets
+            buf += encode_gap(base, item, 1_000_000, 1_000_000)
+            base += item
+        else:
+            ks, vs, hs, ts = item
+            b = bytearray(ref.encode_batch(ks, vs, hs, ts))
+            ref.set_base_offset(b, 0, base)
+            buf += b
+            base += len(vs)
+        ends.append(len(buf))
+    data = bytes(buf) + bytes(64)
+    idx = _ext.SubjectIndex(0)
+    cflt = _ext.SubjectFilter(patterns)
+    rflt = ref.SubjectFilter(patterns)
+    for grow, min_offset, width, max_matches in queries:
+        limit = ends[min(grow, len(ends) - 1)]  # the published end so far (never shrinks)
+        ends = [e for e in ends if e >= limit] or [limit]
+        got: list = []
+        want: list = []
+        a = idx.match(data, limit, min_offset, min_offset + width, max_matches, cflt,
+                      "t", 3, got, 0)
+        b = ref.match_span(data, 0, limit, 0, min_offset, min_offset + width, max_matches,
+                           rflt, "t", 3, want, 0)
+        assert got == want
+        if max_matches > 0 and width > 0:
+            assert a == b
+        assert idx.end_pos <= limit
