@@ -476,6 +476,17 @@ cdef class SubjectIndex:
                 hi = mid
         return lo
 
+    cdef Py_ssize_t _batch_of_record(self, Py_ssize_t k) noexcept:
+        """The batch holding record ordinal ``k`` (< nr): the last with rec0 <= k."""
+        cdef Py_ssize_t lo = 0, hi = self.nb, mid
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if <Py_ssize_t>self._b[mid].rec0 <= k:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - 1
+
     def match(self, buf, Py_ssize_t limit, int64_t min_offset, int64_t max_offset,
               Py_ssize_t max_matches, SubjectFilter flt, str topic, int partition,
               list out, Py_ssize_t crc_from):
@@ -505,7 +516,7 @@ cdef class SubjectIndex:
                        str topic, int partition, list out, Py_ssize_t crc_from):
         cdef BatchInfo info
         cdef RecInfo r
-        cdef Py_ssize_t b, i, j, p, pos, end, found = 0
+        cdef Py_ssize_t b, i, j, p, pos, end, found = 0, mb, rend, k, t
         cdef int64_t off, scanned = min_offset, count
         cdef int state = 0
         cdef bytearray ok
@@ -527,7 +538,28 @@ cdef class SubjectIndex:
         okp = <const unsigned char *>PyByteArray_AS_STRING(ok)
         nok = len(ok)
         b = self._first_batch(min_offset)
+        mb = self._first_batch(max_offset - 1)  # where the walk would stop at max_offset
+        rend = self.nr if mb >= self.nb else \
+            self._b[mb].rec0 + (0 if self._b[mb].gap else self._b[mb].count)
         while True:
+            if b < self.nb:
+                # Pass over the batches before the next matching record (or before the
+                # one holding max_offset - 1) by the record ids alone.
+                e = self._b[b]
+                k = e.rec0
+                if not e.gap and e.base < min_offset:
+                    k += min_offset - e.base
+                while k < rend:
+                    sid = self._ids[k]
+                    if sid != _NO_SUBJECT and okp[sid]:
+                        break
+                    k += 1
+                t = self._batch_of_record(k) if k < rend else mb
+                if t > b:
+                    off = self._b[t].base if t < self.nb else self.end_base
+                    if off > scanned:
+                        scanned = min(off, max_offset)
+                    b = t
             if b >= self.nb:
                 if err is not None:
                     raise err
