@@ -253,10 +253,19 @@ def match_span(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
 cdef extern from *:
     """
     typedef struct { int64_t base; uint32_t pos; uint32_t count; uint32_t rec0; uint32_t gap; } sl_ibatch;
+    /* a hash of a short string, eight bytes at a time (unaligned loads) */
     static inline uint64_t sl_fnv(const unsigned char *p, Py_ssize_t n) {
-        uint64_t h = 1469598103934665603ULL;
-        for (Py_ssize_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
-        return h;
+        uint64_t h = 1469598103934665603ULL ^ (uint64_t)n, x;
+        while (n >= 8) {
+            memcpy(&x, p, 8);
+            h = (h ^ x) * 0x9E3779B97F4A7C15ULL;
+            h ^= h >> 29;
+            p += 8; n -= 8;
+        }
+        x = 0;
+        memcpy(&x, p, n);
+        h = (h ^ x) * 0x9E3779B97F4A7C15ULL;
+        return h ^ (h >> 32);
     }
     """
     ctypedef struct sl_ibatch:
@@ -273,6 +282,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 DEF _NO_SUBJECT = 0xFFFF
 DEF _MAX_SUBJECTS = 0xFFF0
 DEF _MAX_FILTERS = 32
+DEF _FAR = 65536  # offsets past the indexed end beyond which a poll walks instead
 
 
 @cython.final
@@ -416,8 +426,13 @@ cdef class SubjectIndex:
         cdef Py_ssize_t pos, p, end, i, at = 0, n = 0
         cdef int sid
         cdef sl_ibatch *e
+        cdef Py_ssize_t ahead = self.end_pos + _PREFETCH_AHEAD
         while self.end_base < until:
             pos = self.end_pos
+            if pos + _PREFETCH_AHEAD < limit and pos + _PREFETCH_AHEAD > ahead:
+                # a chain of dependent loads, as in match_span: ask for the bytes ahead
+                _prefetch(buf + ahead, pos + _PREFETCH_AHEAD - ahead)
+                ahead = pos + _PREFETCH_AHEAD
             if pos > <Py_ssize_t>0xFFFFFFFF:
                 return 2
             if _batch_info(buf, pos, limit, self.end_base, pos >= crc_from, &info):
@@ -495,14 +510,17 @@ cdef class SubjectIndex:
         ``(pos, base, ended, scanned)``. Batches not yet indexed are indexed as
         the poll gets to them (their CRCs checked from ``crc_from``); a damaged
         one raises only once the poll reaches it. None when the index cannot
-        answer (too many subjects, data shorter than indexed, in use): walk instead.
+        answer (too many subjects, data shorter than indexed, ``min_offset`` more
+        than 65536 past the indexed end, in use): walk instead.
         """
         if self._busy or self.overflowed:
             return None
         cdef _View v = _View(buf)
         if limit > v.n:
             limit = v.n
-        if limit < self.end_pos:
+        if limit < self.end_pos or min_offset > self.end_base + _FAR:
+            # a poll far past what is indexed (a group starting near the end of a large
+            # segment) walks from the offset index instead of indexing all before it
             return None
         self._busy = True
         try:
