@@ -597,7 +597,8 @@ cdef class SubjectIndex:
                     scanned = off + i + 1
                     sid = self._ids[e.rec0 + i]
                     if sid != _NO_SUBJECT and sid < nok and okp[sid]:
-                        _batch_info(v.p, pos, limit, off, False, &info)
+                        if _batch_info(v.p, pos, limit, off, False, &info):
+                            raise CorruptionError(None, pos, "a batch indexed earlier is gone")
                         p = pos + HDR
                         for j in range(i + 1):
                             _next_record(v.p, &p, end, info.first_ts, pos, j, &r)

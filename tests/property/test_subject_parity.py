@@ -136,3 +136,38 @@ def test_subject_index_equals_reference(batches, patterns, queries):
         if max_matches > 0 and width > 0:
             assert a == b
         assert idx.end_pos <= limit
+
+
+def test_subject_index_refuses_bytes_changed_under_it():
+    """Bytes of an indexed batch that were zeroed or changed afterwards (damage the
+    owner has not noticed yet) raise CorruptionError when a match is read from them,
+    never a record made of other bytes."""
+    import pytest
+
+    from streamlog.errors import CorruptionError
+    buf = bytearray()
+    starts = []
+    for i in range(6):
+        b = bytearray(ref.encode_batch([None], [b"v%d" % i],
+                                       [[(b"subject", b"orders.eu.created")]], [1_000_000]))
+        ref.set_base_offset(b, 0, i)
+        starts.append(len(buf))
+        buf += b
+    end = len(buf)
+    buf += bytes(64)
+    idx = _ext.SubjectIndex(0)
+    flt = _ext.SubjectFilter(["orders.eu.*"])
+    out: list = []
+    idx.match(bytes(buf), end, 0, 6, 2, flt, "t", 0, out, 0)
+    assert [r.offset for r in out] == [0, 1] and idx.end_pos == end
+    zeroed = bytearray(buf)
+    zeroed[starts[3]:end] = bytes(end - starts[3])
+    with pytest.raises(CorruptionError):
+        idx.match(bytes(zeroed), end, 2, 6, 5, flt, "t", 0, [], 0)
+    moved = bytearray(buf)
+    ref.set_base_offset(moved, starts[4], 40)
+    with pytest.raises(CorruptionError):
+        idx.match(bytes(moved), end, 4, 6, 5, flt, "t", 0, [], 0)
+    out = []
+    idx.match(bytes(buf), end, 2, 6, 5, flt, "t", 0, out, 0)
+    assert [r.offset for r in out] == [2, 3, 4, 5]
