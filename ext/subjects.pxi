@@ -515,15 +515,17 @@ cdef class SubjectIndex:
         """
         if self._busy or self.overflowed:
             return None
-        cdef _View v = _View(buf)
-        if limit > v.n:
-            limit = v.n
-        if limit < self.end_pos or min_offset > self.end_base + _FAR:
-            # a poll far past what is indexed (a group starting near the end of a large
-            # segment) walks from the offset index instead of indexing all before it
-            return None
-        self._busy = True
+        self._busy = True  # set before anything that could run other Python code
+        cdef _View v
         try:
+            v = _View(buf)
+            if limit > v.n:
+                limit = v.n
+            if limit < self.end_pos or min_offset > self.end_base + _FAR:
+                # a poll far past what is indexed (a group starting near the end of a
+                # large segment) walks from the offset index instead of indexing all
+                # before it
+                return None
             return self._match(v, limit, min_offset, max_offset, max_matches, flt, topic,
                                partition, out, crc_from)
         finally:
