@@ -381,3 +381,53 @@ def test_filter_after_compaction_reads_the_new_files(tmp_path, monkeypatch):
             got += [m.offset for m in msgs]
             g.ack(msgs)
         assert got == kept and 0 < len(kept) < len(first) and g.lag() == 0
+
+
+def test_filtered_groups_in_threads_while_appending(tmp_path):
+    """Threads polling filtered groups of one store at once (sharing each segment's
+    subject index, or walking when another thread is inside it) while another thread
+    appends: each group gets exactly its matches, once, in order."""
+    import threading
+
+    import streamlog
+    n = 6000
+    subjects = ["orders.eu.created", "orders.us.paid", "billing.eu.created"]
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("o", segment_bytes=32 * 1024)
+        done = threading.Event()
+        got: dict[str, list[int]] = {}
+        errors: list[BaseException] = []
+
+        def append():
+            try:
+                for i in range(n):
+                    t.append(b"v", subject=subjects[i % 3])
+            finally:
+                done.set()
+
+        def consume(name: str, pattern: str):
+            try:
+                g = t.group(name, subjects=[pattern])
+                out = got[name] = []
+                while True:
+                    finished = done.is_set()
+                    msgs = g.poll(17, timeout=0)
+                    out += [m.offset for m in msgs]
+                    g.ack(msgs)
+                    if not msgs and finished and g.lag() == 0:
+                        return
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=append)] + [
+            threading.Thread(target=consume, args=(f"g{k}", p))
+            for k, p in enumerate(["orders.eu.*", "*.eu.*", "orders.>", "orders.eu.*"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        assert not errors
+        every = {s: [i for i in range(n) if subjects[i % 3] == s] for s in subjects}
+        assert got["g0"] == got["g3"] == every["orders.eu.created"]
+        assert got["g1"] == sorted(every["orders.eu.created"] + every["billing.eu.created"])
+        assert got["g2"] == sorted(every["orders.eu.created"] + every["orders.us.paid"])
