@@ -491,9 +491,20 @@ cdef class SubjectIndex:
                 hi = mid
         return lo
 
-    cdef Py_ssize_t _batch_of_record(self, Py_ssize_t k) noexcept:
-        """The batch holding record ordinal ``k`` (< nr): the last with rec0 <= k."""
-        cdef Py_ssize_t lo = 0, hi = self.nb, mid
+    cdef Py_ssize_t _batch_of_record(self, Py_ssize_t k, Py_ssize_t lo) noexcept:
+        """The batch holding record ordinal ``k`` (< nr): the last with rec0 <= k, at or
+        after batch ``lo`` (whose rec0 <= k). Galloping from ``lo``: the next match is
+        usually near, and the entries near it are the ones in the CPU caches."""
+        cdef Py_ssize_t hi, mid, step = 1
+        while True:
+            hi = lo + step
+            if hi >= self.nb:
+                hi = self.nb
+                break
+            if <Py_ssize_t>self._b[hi].rec0 > k:
+                break
+            lo = hi
+            step <<= 1
         while lo < hi:
             mid = (lo + hi) >> 1
             if <Py_ssize_t>self._b[mid].rec0 <= k:
@@ -574,7 +585,7 @@ cdef class SubjectIndex:
                     if sid != _NO_SUBJECT and okp[sid]:
                         break
                     k += 1
-                t = self._batch_of_record(k) if k < rend else mb
+                t = self._batch_of_record(k, b) if k < rend else mb
                 if t > b:
                     off = self._b[t].base if t < self.nb else self.end_base
                     if off > scanned:
