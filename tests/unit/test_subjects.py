@@ -350,7 +350,8 @@ def test_too_many_distinct_subjects_fall_back_to_walking(tmp_path):
             g.ack(msgs)
         assert seen == n and g.lag() == 0
         seg = next(iter(t._parts[0]._segments.values()))
-        assert seg.subjects is False
+        from streamlog.backends.local import codec
+        assert seg.subjects is (False if codec.NATIVE else None)  # no index without the extension
         h = t.group("h", subjects=["orders.69999.created"])
         msgs = h.poll(10, timeout=0)
         assert [m.offset for m in msgs] == [n - 1]
