@@ -438,6 +438,8 @@ cdef class SubjectIndex:
             if _batch_info(buf, pos, limit, self.end_base, pos >= crc_from, &info):
                 return 1
             end = pos + info.length
+            if <Py_ssize_t>info.nrec > info.length // RHDR:  # before sizing anything by it
+                raise CorruptionError(None, pos, "more records than the batch can hold")
             self._room_records(info.nrec)
             p = pos + HDR
             for i in range(info.nrec):

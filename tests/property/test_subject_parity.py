@@ -171,3 +171,24 @@ def test_subject_index_refuses_bytes_changed_under_it():
     out = []
     idx.match(bytes(buf), end, 2, 6, 5, flt, "t", 0, out, 0)
     assert [r.offset for r in out] == [2, 3, 4, 5]
+
+
+def test_subject_index_refuses_a_record_count_the_batch_cannot_hold():
+    """A batch whose record count is larger than its bytes can hold (damage in a batch
+    whose CRC this process checked before) is CorruptionError from the index, as from
+    the walk (the index checks the count before sizing its arrays by it)."""
+    import pytest
+
+    from streamlog.backends.local.codec import BATCH_OFFSETS
+    from streamlog.errors import CorruptionError
+    b = bytearray(ref.encode_batch([None], [b"v"], [[(b"subject", b"a.b")]], [1_000_000]))
+    at = BATCH_OFFSETS["record_count"]
+    b[at:at + 4] = (1 << 31).to_bytes(4, "little")
+    data = bytes(b) + bytes(64)
+    flt = _ext.SubjectFilter(["a.*"])
+    for call in (lambda: _ext.SubjectIndex(0).match(data, len(b), 0, 10, 5, flt, "t", 0, [],
+                                                     1 << 40),
+                 lambda: _ext.match_span(data, 0, len(b), 0, 0, 10, 5, flt, "t", 0, [],
+                                         1 << 40)):
+        with pytest.raises(CorruptionError):
+            call()
