@@ -193,3 +193,14 @@ def match_span(buf: Any, pos: int, limit: int, expected_base: int, min_offset: i
                max_offset: int, max_matches: int, flt: SubjectFilter, topic: str,
                partition: int, out: list[Record], crc_from: int
                ) -> tuple[int, int, bool, int]: ...
+
+class SubjectIndex:
+    end_pos: int
+    end_base: int
+    overflowed: bool
+    batches: int
+    subjects: int
+    def __init__(self, base_offset: int) -> None: ...
+    def match(self, buf: Any, limit: int, min_offset: int, max_offset: int,
+              max_matches: int, flt: SubjectFilter, topic: str, partition: int,
+              out: list[Record], crc_from: int) -> tuple[int, int, bool, int] | None: ...

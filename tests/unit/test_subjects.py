@@ -295,3 +295,140 @@ def test_filter_counts_as_done_across_segments_and_partitions(tmp_path):
                 got[m.partition].append(m.offset)
             g.ack(msgs)
         assert got == want and g.lag() == 0
+
+
+def test_filter_follows_appends_between_polls(tmp_path):
+    """The segment's subject index grows with the data: records appended between polls
+    (in the same segment and in new ones) are matched, each match delivered once, in
+    order; a second group with another filter reads the same segments rightly."""
+    import streamlog
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("o", segment_bytes=16 * 1024)
+        want: list[int] = []
+        want_us: list[int] = []
+        got: list[int] = []
+        got_us: list[int] = []
+        g = t.group("g", subjects=["orders.eu.*"])
+        us = t.group("u", subjects=["orders.us.>"])
+        for rnd in range(12):
+            for i in range(97):
+                s = ("orders.eu.created" if (i + rnd) % 13 == 0 else
+                     "orders.us.west.paid" if i % 5 == 0 else "billing.eu.created")
+                off = t.append(b"x" * 40, subject=s).offset
+                (want if s.startswith("orders.eu") else want_us if s.startswith("orders.us")
+                 else []).append(off)
+            for grp, out in ((g, got), (us, got_us)):
+                while True:
+                    msgs = grp.poll(3, timeout=0)
+                    if not msgs:
+                        break
+                    out += [m.offset for m in msgs]
+                    grp.ack(msgs)
+        assert got == want and got_us == want_us
+        assert g.lag() == 0 and us.lag() == 0
+        assert len(t._parts[0]._segments) > 3  # several segments were indexed
+
+
+def test_too_many_distinct_subjects_fall_back_to_walking(tmp_path):
+    """A segment with more distinct subjects than the index holds (65520) is matched by
+    walking its bytes: the same records are delivered."""
+    import streamlog
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("o")
+        n = 70_000
+        values = [b"v"] * n
+        headers = [{"subject": b"orders.%d.created" % i} for i in range(n)]
+        for i in range(0, n, 10_000):
+            t.append_many(values[i:i + 10_000], headers=headers[i:i + 10_000])
+        g = t.group("g", subjects=["orders.*.created"])
+        seen = 0
+        while True:
+            msgs = g.poll(5000, timeout=0)
+            if not msgs:
+                break
+            seen += len(msgs)
+            g.ack(msgs)
+        assert seen == n and g.lag() == 0
+        seg = next(iter(t._parts[0]._segments.values()))
+        from streamlog.backends.local import codec
+        assert seg.subjects is (False if codec.NATIVE else None)  # no index without the extension
+        h = t.group("h", subjects=["orders.69999.created"])
+        msgs = h.poll(10, timeout=0)
+        assert [m.offset for m in msgs] == [n - 1]
+
+
+def test_filter_after_compaction_reads_the_new_files(tmp_path, monkeypatch):
+    """Segments indexed by a filtered group, then rewritten by compaction: a later
+    filtered group gets exactly the matching records that compaction kept."""
+    import streamlog
+    from streamlog.backends.local.storage import compaction
+    monkeypatch.setattr(compaction.Background, "check", lambda self, log: None)
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("c", compact=True, segment_bytes=1024)
+        for i in range(300):
+            t.append(b"%d" % i, key=b"k%d" % (i % 10),
+                     subject="orders.eu.created" if i % 7 == 0 else "orders.us.created")
+        first = _drain(t.group("a", subjects=["orders.eu.*"]))
+        assert len(first) == len(range(0, 300, 7))
+        assert log.compact("c").records_removed > 0
+        kept = [r.offset for r in t.read(0)
+                if r.headers.get("subject") == b"orders.eu.created"]
+        g = t.group("b", subjects=["orders.eu.*"])
+        got = []
+        while True:
+            msgs = g.poll(4, timeout=0)
+            if not msgs:
+                break
+            got += [m.offset for m in msgs]
+            g.ack(msgs)
+        assert got == kept and 0 < len(kept) < len(first) and g.lag() == 0
+
+
+def test_filtered_groups_in_threads_while_appending(tmp_path):
+    """Threads polling filtered groups of one store at once (sharing each segment's
+    subject index, or walking when another thread is inside it) while another thread
+    appends: each group gets exactly its matches, once, in order."""
+    import threading
+
+    import streamlog
+    n = 6000
+    subjects = ["orders.eu.created", "orders.us.paid", "billing.eu.created"]
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("o", segment_bytes=32 * 1024)
+        done = threading.Event()
+        got: dict[str, list[int]] = {}
+        errors: list[BaseException] = []
+
+        def append():
+            try:
+                for i in range(n):
+                    t.append(b"v", subject=subjects[i % 3])
+            finally:
+                done.set()
+
+        def consume(name: str, pattern: str):
+            try:
+                g = t.group(name, subjects=[pattern])
+                out = got[name] = []
+                while True:
+                    finished = done.is_set()
+                    msgs = g.poll(17, timeout=0)
+                    out += [m.offset for m in msgs]
+                    g.ack(msgs)
+                    if not msgs and finished and g.lag() == 0:
+                        return
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=append)] + [
+            threading.Thread(target=consume, args=(f"g{k}", p))
+            for k, p in enumerate(["orders.eu.*", "*.eu.*", "orders.>", "orders.eu.*"])]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        assert not errors
+        every = {s: [i for i in range(n) if subjects[i % 3] == s] for s in subjects}
+        assert got["g0"] == got["g3"] == every["orders.eu.created"]
+        assert got["g1"] == sorted(every["orders.eu.created"] + every["billing.eu.created"])
+        assert got["g2"] == sorted(every["orders.eu.created"] + every["orders.us.paid"])

@@ -46,6 +46,8 @@ _INDEX_ENTRY = _ext.INDEX_ENTRY_BYTES
 _TIMEINDEX_ENTRY = _ext.TIMEINDEX_ENTRY_BYTES
 _NO_TIMESTAMP = -1  # running maximum before any record (timestamps are >= 0)
 _READ_CHUNK = 1024  # records decoded per refill of a read iterator
+# Filtered polls index the subjects of each segment they walk (the compiled store only).
+_SubjectIndex = _ext.SubjectIndex if _codec.NATIVE else None
 # A batch header's magic (0x4C53, little-endian), version 1 and zero attributes,
 # found at this byte of every batch: how a scan finds valid batches after damage.
 _BATCH_MARKER = b"SL\x01\x00"
@@ -95,6 +97,10 @@ class Segment:
     active_mapped: bool = False  # mapped at capacity while active: remap once closed
     ino: int = 0  # inode of the file mapped: compaction replaces a closed segment's file
     gaps: list | None = None  # (base, count) of its gap batches, once looked up
+    # The subjects of its records for filtered polls (_ext.SubjectIndex), built as they
+    # walk it; False once it cannot be indexed. Dropped with verified_to when its bytes
+    # may change (a torn tail cut, a file replaced by compaction).
+    subjects: Any = None
 
 
 class Partition:
@@ -527,6 +533,7 @@ class Partition:
             # The active segment's bytes past its end may have been cut and
             # written again (a torn tail): check its CRCs anew.
             self._segments[keep[-1]].verified_to = 0
+            self._segments[keep[-1]].subjects = None
             self._bases = keep
             self._gen_seen = gen
 
@@ -549,6 +556,7 @@ class Partition:
         seg.index = seg.timeindex = None
         seg.size = -1
         seg.verified_to = 0
+        seg.subjects = None
         seg.ino = 0
         seg.gaps = None
         fd = self._fds.pop(seg.base, None)
@@ -832,6 +840,7 @@ class Partition:
                          max_timestamp_ms=running, index_count=count,
                          last_index_pos=last_index_pos, synced_offset=min(synced, next_off))
         seg.verified_to = min(seg.verified_to, pos)
+        seg.subjects = None
         log.warning("streamlog: torn tail of %s truncated at byte %d of %d (%s): pages written "
                     "after the last sync were lost, or the file was cut; offsets from %d on "
                     "will be written again; the bytes cut are kept in %s", seg.path, pos,
@@ -1256,11 +1265,23 @@ class Partition:
                 self._gen_seen = -1  # retention removed it: refresh and retry
                 continue
             had = len(out)
+            idx = seg.subjects
+            if idx is None and _SubjectIndex is not None:
+                idx = seg.subjects = _SubjectIndex(seg.base)
             try:
-                pos, base = self._locate(seg, active, view, m, offset, limit)
-                new_pos, next_base, ended, scanned = _codec.match_span(
-                    m, pos, limit, base, offset, hi, want - had, flt, self.topic,
-                    self.partition, out, seg.verified_to if pos <= seg.verified_to else 0)
+                got = idx.match(m, limit, offset, hi, want - had, flt, self.topic,
+                                self.partition, out, seg.verified_to) if idx else None
+                if got is None:
+                    if idx is not None and idx is not False and idx.overflowed:
+                        seg.subjects = False  # too many distinct subjects: walk the bytes
+                    pos, base = self._locate(seg, active, view, m, offset, limit)
+                    got = _codec.match_span(
+                        m, pos, limit, base, offset, hi, want - had, flt, self.topic,
+                        self.partition, out, seg.verified_to if pos <= seg.verified_to else 0)
+                else:
+                    pos = 0
+                    seg.verified_to = max(seg.verified_to, idx.end_pos)
+                new_pos, next_base, ended, scanned = got
                 if active and ended and max(scanned, next_base) < hi:
                     raise CorruptionError(seg.path, new_pos, "the data ends before the "
                                           "published end")
