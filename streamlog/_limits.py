@@ -194,3 +194,8 @@ COPY_BATCHES_IN_FLIGHT = 8
 COPY_NO_LEADER_WAIT_S = 15.0
 # Records read from the source per step of a copy (one append_copies call).
 COPY_READ_RECORDS = 8000
+
+# Segments per partition whose subject index (for groups with a subject filter) is kept in
+# memory, the most recently used ones: about 2 bytes a record plus 24 a batch each, so at
+# most ~11 MiB a segment of one-record batches.
+SUBJECT_INDEX_SEGMENTS = 4

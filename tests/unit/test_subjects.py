@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+import streamlog
+from streamlog.backends.local import codec as _codec
+
 SUBJECTS = ["orders.eu.created", "orders.eu.paid", "orders.eu.de.created", "orders.us.created",
             "orders.us.west.paid", "orders", "billing.eu.created"]
 
@@ -280,7 +283,6 @@ def test_nack_hands_back_the_message_and_its_gap(store):
 
 def test_filter_counts_as_done_across_segments_and_partitions(tmp_path):
     """Matches are found across segment boundaries and on every partition."""
-    import streamlog
     with streamlog.open(tmp_path / "s") as log:
         t = log.topic("o", partitions=2, segment_bytes=64 * 1024)
         keys = {t._partition_of(k): k for k in (b"a", b"b", b"c", b"d", b"e")}
@@ -301,7 +303,6 @@ def test_filter_follows_appends_between_polls(tmp_path):
     """The segment's subject index grows with the data: records appended between polls
     (in the same segment and in new ones) are matched, each match delivered once, in
     order; a second group with another filter reads the same segments rightly."""
-    import streamlog
     with streamlog.open(tmp_path / "s") as log:
         t = log.topic("o", segment_bytes=16 * 1024)
         want: list[int] = []
@@ -332,7 +333,6 @@ def test_filter_follows_appends_between_polls(tmp_path):
 def test_too_many_distinct_subjects_fall_back_to_walking(tmp_path):
     """A segment with more distinct subjects than the index holds (65520) is matched by
     walking its bytes: the same records are delivered."""
-    import streamlog
     with streamlog.open(tmp_path / "s") as log:
         t = log.topic("o")
         n = 70_000
@@ -360,7 +360,6 @@ def test_too_many_distinct_subjects_fall_back_to_walking(tmp_path):
 def test_filter_after_compaction_reads_the_new_files(tmp_path, monkeypatch):
     """Segments indexed by a filtered group, then rewritten by compaction: a later
     filtered group gets exactly the matching records that compaction kept."""
-    import streamlog
     from streamlog.backends.local.storage import compaction
     monkeypatch.setattr(compaction.Background, "check", lambda self, log: None)
     with streamlog.open(tmp_path / "s") as log:
@@ -390,7 +389,6 @@ def test_filtered_groups_in_threads_while_appending(tmp_path):
     appends: each group gets exactly its matches, once, in order."""
     import threading
 
-    import streamlog
     n = 6000
     subjects = ["orders.eu.created", "orders.us.paid", "billing.eu.created"]
     with streamlog.open(tmp_path / "s") as log:
@@ -432,3 +430,33 @@ def test_filtered_groups_in_threads_while_appending(tmp_path):
         assert got["g0"] == got["g3"] == every["orders.eu.created"]
         assert got["g1"] == sorted(every["orders.eu.created"] + every["billing.eu.created"])
         assert got["g2"] == sorted(every["orders.eu.created"] + every["orders.us.paid"])
+
+
+def test_subject_indexes_are_kept_for_a_few_segments_only(tmp_path):
+    """A filtered group walking many segments keeps at most SUBJECT_INDEX_SEGMENTS subject
+    indexes per partition in memory (the least recently used go), and still delivers
+    exactly the matching records."""
+    from streamlog._limits import SUBJECT_INDEX_SEGMENTS
+
+    with streamlog.open(tmp_path / "s") as log:
+        t = log.topic("many", partitions=1, segment_bytes=64 * 1024)
+        n = 6000
+        for lo in range(0, n, 500):
+            t.append_many([b"x" * 64] * 500, headers=[
+                {"subject": "a.hit" if i % 50 == 0 else "a.miss"} for i in range(lo, lo + 500)])
+        part = t._parts[0]
+        assert len(part._bases) > SUBJECT_INDEX_SEGMENTS + 2
+        g = t.group("f", subjects=["a.hit"])
+        got = []
+        while True:
+            msgs = g.poll(100, timeout=0.2)
+            if not msgs:
+                break
+            got.extend(m.offset for m in msgs)
+            g.ack(msgs)
+        assert got == list(range(0, n, 50))
+        held = [b for b, seg in part._segments.items() if seg.subjects]
+        if _codec.NATIVE:
+            assert 0 < len(held) <= SUBJECT_INDEX_SEGMENTS
+        else:
+            assert held == []

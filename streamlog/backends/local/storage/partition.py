@@ -26,6 +26,7 @@ from streamlog._limits import (
     INDEX_INTERVAL_BYTES,
     RECOVERY_POINT_SYNC_S,
     SEGMENT_ALLOCATION_CHUNK_BYTES,
+    SUBJECT_INDEX_SEGMENTS,
     WRITEBACK_STEP_BYTES,
 )
 from streamlog.backends.local import codec as _codec
@@ -132,6 +133,9 @@ class Partition:
         self._segments: dict[int, Segment] = {}
         self._bases: list[int] = []
         self._gen_seen = -1
+        # Bases of the segments holding a subject index, least recently used first: at
+        # most SUBJECT_INDEX_SEGMENTS are kept, so the memory indexes take is bounded.
+        self._indexed: dict[int, None] = {}
         self._fds: dict[int, int] = {}
         self._closed = False
         self._chunks: weakref.WeakSet = weakref.WeakSet()  # live read iterators' buffers
@@ -1239,6 +1243,21 @@ class Partition:
                 return r
         return None
 
+    def _note_indexed(self, seg: Segment) -> None:
+        """``seg`` was just indexed or used: the most recently used; the least recently
+        used index past SUBJECT_INDEX_SEGMENTS is dropped (rebuilt if a poll walks its
+        segment again)."""
+        indexed = self._indexed
+        with self._cache_lock:
+            indexed.pop(seg.base, None)
+            indexed[seg.base] = None
+            while len(indexed) > SUBJECT_INDEX_SEGMENTS:
+                old = next(iter(indexed))
+                del indexed[old]
+                other = self._segments.get(old)
+                if other is not None and other.subjects:
+                    other.subjects = None
+
     def read_matching(self, offset: int, max_offset: int, max_matches: int, flt,
                       out: list) -> int:
         """Append to ``out`` the records of ``[offset, max_offset)`` whose subject ``flt``
@@ -1268,6 +1287,9 @@ class Partition:
             idx = seg.subjects
             if idx is None and _SubjectIndex is not None:
                 idx = seg.subjects = _SubjectIndex(seg.base)
+                self._note_indexed(seg)
+            elif idx:
+                self._note_indexed(seg)
             try:
                 got = idx.match(m, limit, offset, hi, want - had, flt, self.topic,
                                 self.partition, out, seg.verified_to) if idx else None
