@@ -82,6 +82,8 @@ CONNECT_TIMEOUT_S = 5.0
 #: than the 4-9 s raft election a stream needs after losing its leader, so a
 #: publish retried once rides out a leader loss.
 REQUEST_TIMEOUT_S = 10.0
+#: Times a stream creation is asked for before its TimeoutError is the caller's.
+STREAM_CREATE_ATTEMPTS = 3
 #: Oldest nats-server this backend runs on: atomic batch publish
 #: (``Nats-Batch-*`` headers, ``allow_atomic``) first shipped in 2.12.0.
 MIN_SERVER_VERSION = (2, 12, 0)
@@ -914,7 +916,18 @@ class Connection:
         }
         if metadata:
             config["metadata"] = dict(metadata)
-        resp = await self.api(f"STREAM.CREATE.{name}", config)
+        # Creating a replicated stream waits for the meta leader to place it and for the
+        # stream's own election; on a loaded cluster that can outlast one request. Asking
+        # again is safe: a create with the same config answers the existing stream.
+        for attempt in range(STREAM_CREATE_ATTEMPTS):
+            try:
+                resp = await self.api(f"STREAM.CREATE.{name}", config)
+                break
+            except TimeoutError:  # no answer in time, or no meta leader yet
+                if attempt == STREAM_CREATE_ATTEMPTS - 1:
+                    raise
+                log.warning("creating stream %s on %s: no answer in time, asking again",
+                            name, self.url)
         return self._stream_state(resp)
 
     @staticmethod
