@@ -48,6 +48,7 @@ import pytest
 from conftest import Contender, Figure, Goal, paired_rounds, rate, report, spread
 
 import streamlog
+import streamlog.aio as sla
 from streamlog.backends.jetstream.server import NatsServer
 
 ROUNDS = 5
@@ -82,12 +83,16 @@ def env():
     loop.run_until_complete(nc_echo.flush())
     stores = {"jetstream": streamlog.open(f"{server.client_url}/bench"),
               "embedded": streamlog.open(os.path.join(tmp, "embedded"))}
+    # The asyncio API on the same loop as the raw client: no thread between the
+    # caller and nats-py, as an application awaiting both would have it.
+    astore = loop.run_until_complete(sla.open(f"{server.client_url}/bench"))
     e = SimpleNamespace(url=server.client_url, loop=loop, nc=nc, js=nc.jetstream(),
                         stores=stores, raw_subject=stores["jetstream"].topic("raw").subject(0),
-                        cleanup=[])
+                        astore=astore, cleanup=[])
     yield e
     for undo in e.cleanup:
         undo()
+    loop.run_until_complete(astore.close())
     for s in stores.values():
         s.close()
     loop.run_until_complete(nc.close())
@@ -260,6 +265,37 @@ def test_append_p50(benchmark, env, backend):
     benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
 
 
+def test_append_p50_asyncio(benchmark, env):
+    """The same acknowledged append awaited through ``streamlog.aio`` on the raw client's
+    own loop (a ``nats://`` store bound to the caller's loop: no thread in between),
+    per-call p50 beside raw js.publish's on that loop: the acknowledgement-awaited
+    comparison without the sync API's thread hand-over."""
+    topic = env.loop.run_until_complete(env.astore.topic("append_aio"))
+    ours: list[float] = []
+    raw: list[float] = []
+
+    async def go():
+        perf = time.perf_counter
+        for _ in range(CALLS):
+            t0 = perf()
+            await topic.append(PAYLOAD)
+            ours.append(perf() - t0)
+
+    target = Contender("append (jetstream, asyncio)",
+                       lambda _s: env.loop.run_until_complete(go()))
+    times = paired_rounds(benchmark, target, [_raw_publish_contender(env, raw)], rounds=ROUNDS)
+    _drop_warmup(benchmark, ours, raw)
+    value, base = _p50_us(ours), _p50_us(raw)
+    fig = Figure("test_append_p50_asyncio", "append p50 (jetstream, asyncio)", value, "µs",
+                 {"raw js.publish p50": base}, rounds=len(times[target.name]),
+                 spread=spread([x * 1e6 for x in ours]),
+                 note=f"{len(ours)} appends awaited through streamlog.aio")
+    fig.goals = [Goal("p50 <= 1.3x raw js.publish", value / base, 1.3,
+                      higher_is_better=False)]
+    report(benchmark, fig)
+    benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_append_many_1000(benchmark, env, backend):
     """append_many of 1,000 records (one atomic batch on JetStream): records/s."""
@@ -363,5 +399,45 @@ def test_rpc_p50(benchmark, env, backend):
     if backend != "embedded":
         fig.note += "; reply " + ("handed over in memory" if backend == "jetstream"
                                   else "stored, then taken from the subscription")
+    report(benchmark, fig)
+    benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
+
+
+def test_rpc_p50_asyncio(benchmark, env):
+    """rpc round trips awaited through ``streamlog.aio`` (requester and an echo server
+    both tasks on the raw client's loop, on one store handle: the reply handed over in
+    memory), p50 beside a core NATS request's on that loop."""
+    loop = env.loop
+    arpc = loop.run_until_complete(env.astore.rpc("echo_aio"))
+    server = loop.run_until_complete(arpc.serve(lambda m: m.value))
+    env.cleanup.append(lambda: loop.run_until_complete(server.stop()))
+    ours: list[float] = []
+    raw: list[float] = []
+
+    async def warm():
+        for _ in range(50):
+            await arpc.request(PAYLOAD, timeout=5)
+
+    loop.run_until_complete(warm())
+
+    async def go():
+        perf = time.perf_counter
+        for _ in range(CALLS):
+            t0 = perf()
+            reply = await arpc.request(PAYLOAD, timeout=5)
+            ours.append(perf() - t0)
+        assert reply == PAYLOAD
+
+    target = Contender("rpc (jetstream, asyncio)", lambda _s: loop.run_until_complete(go()))
+    times = paired_rounds(benchmark, target, [_raw_request_contender(env, raw)], rounds=ROUNDS)
+    _drop_warmup(benchmark, ours, raw)
+    value, base = _p50_us(ours), _p50_us(raw)
+    fig = Figure("test_rpc_p50_asyncio", "rpc round trip p50 (jetstream, asyncio)", value,
+                 "µs", {"core NATS request p50": base}, rounds=len(times[target.name]),
+                 spread=spread([x * 1e6 for x in ours]),
+                 note=f"{len(ours)} round trips awaited through streamlog.aio; reply handed "
+                      f"over in memory")
+    fig.goals = [Goal("p50 <= 3x core NATS request", value / base, 3.0,
+                      higher_is_better=False)]
     report(benchmark, fig)
     benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
