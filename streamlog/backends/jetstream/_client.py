@@ -1271,16 +1271,20 @@ class Connection:
         loop = asyncio.get_running_loop()
         waiter = _AckFuture(loop.create_future())
         self._ack_waiters[token] = waiter
-        timer = None
         try:
             if not self._write_now(frame, payload):
-                with _translate(f"publish to {subject}"):
-                    await self.nc.publish(subject, payload, reply=reply, headers=hdrs)
+                # The client buffers (reconnecting, or unwritten data): its own publish,
+                # in a task of its own, so that a cancellation landing inside nats-py's
+                # publish (which swallows it) still reaches the caller.
+                self._ack_waiters.pop(token, None)
+                return await completing(self.publish(subject, payload, headers, msg_id=msg_id,
+                                                     timeout=timeout))
             timer = loop.call_later(timeout or self.request_timeout, waiter.expire, subject)
-            msg = await waiter.fut
-        finally:
-            if timer is not None:
+            try:
+                msg = await waiter.fut
+            finally:
                 timer.cancel()
+        finally:
             self._ack_waiters.pop(token, None)
         return _pub_ack(subject, msg)
 
