@@ -24,11 +24,20 @@ rpc p50               ``rpc.request`` to an echo handler        core NATS ``nc.r
                                                                 the same durable round trip done
                                                                 by hand (two acknowledged publishes,
                                                                 a pull consumer's delivery)
+append p50, asyncio   ``await AsyncTopic.append`` through       ``js.publish``, on the same loop
+                      ``streamlog.aio``, on the raw client's
+                      loop (JetStream only), 300 per round
+rpc p50, asyncio      ``await AsyncRpc.request`` to an          core NATS ``nc.request``
+                      ``AsyncRpc.serve`` echo, both on the
+                      raw client's loop
 ====================  ========================================  ====================================
 
-Goals (the JetStream backend's, against its raw baseline): append p50 within
-1.3x, append_many at least 0.7x, poll + ack at least 0.7x, rpc p50 at most 3x.
-The embedded store's rows carry the same baselines for comparison, no goals.
+Goals (the JetStream backend's, against its raw baseline), measured on the sync
+API: append p50 within 1.3x, append_many at least 0.7x, poll + ack at least 0.7x,
+rpc p50 at most 3x; the asyncio append row carries the append goal too (no thread
+between the caller and nats-py: exactly the acknowledgement-awaited comparison),
+the asyncio rpc row none. The embedded store's rows carry the same baselines for
+comparison, no goals.
 Run: ``python -m pytest bench/test_bench_backends.py`` (about a minute).
 """
 
@@ -437,7 +446,5 @@ def test_rpc_p50_asyncio(benchmark, env):
                  spread=spread([x * 1e6 for x in ours]),
                  note=f"{len(ours)} round trips awaited through streamlog.aio; reply handed "
                       f"over in memory")
-    fig.goals = [Goal("p50 <= 3x core NATS request", value / base, 3.0,
-                      higher_is_better=False)]
-    report(benchmark, fig)
+    report(benchmark, fig)  # for comparison: the rpc goal is the sync API's
     benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
