@@ -1416,6 +1416,10 @@ class Group:
         out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
         if not todo or self._closed:
             return out
+        if action == _ACK and len(todo) == 1 and self._ack_next and \
+                self._ack_and_pull(msgs[todo[0]]):
+            out[todo[0]] = True  # as in _settle: sent by a loop callback, nothing awaited
+            return out
         return await completing(self._settle_todo(msgs, out, todo, action, delay_s, error))
 
     async def _settle_todo(self, msgs: list[Message], out: list[bool], todo: list[int],

@@ -150,7 +150,9 @@ class JetStreamReplyBox:
         return await self._topic._awaited(self._atake_stored(correlation_id))
 
     async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
-        """``put``, awaited."""
+        """``put``, awaited (a reply handed over in memory needs no task)."""
+        if self._hand_over(correlation_id, value, error):
+            return
         await self._topic._awaited(self._aput(correlation_id, value, error))
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
