@@ -24,11 +24,20 @@ rpc p50               ``rpc.request`` to an echo handler        core NATS ``nc.r
                                                                 the same durable round trip done
                                                                 by hand (two acknowledged publishes,
                                                                 a pull consumer's delivery)
+append p50, asyncio   ``await AsyncTopic.append`` through       ``js.publish``, on the same loop
+                      ``streamlog.aio``, on the raw client's
+                      loop (JetStream only), 300 per round
+rpc p50, asyncio      ``await AsyncRpc.request`` to an          core NATS ``nc.request``
+                      ``AsyncRpc.serve`` echo, both on the
+                      raw client's loop
 ====================  ========================================  ====================================
 
-Goals (the JetStream backend's, against its raw baseline): append p50 within
-1.3x, append_many at least 0.7x, poll + ack at least 0.7x, rpc p50 at most 3x.
-The embedded store's rows carry the same baselines for comparison, no goals.
+Goals (the JetStream backend's, against its raw baseline), measured on the sync
+API: append p50 within 1.3x, append_many at least 0.7x, poll + ack at least 0.7x,
+rpc p50 at most 3x; the asyncio append row carries the append goal too (no thread
+between the caller and nats-py: exactly the acknowledgement-awaited comparison),
+the asyncio rpc row none. The embedded store's rows carry the same baselines for
+comparison, no goals.
 Run: ``python -m pytest bench/test_bench_backends.py`` (about a minute).
 """
 
@@ -48,6 +57,7 @@ import pytest
 from conftest import Contender, Figure, Goal, paired_rounds, rate, report, spread
 
 import streamlog
+import streamlog.aio as sla
 from streamlog.backends.jetstream.server import NatsServer
 
 ROUNDS = 5
@@ -82,12 +92,16 @@ def env():
     loop.run_until_complete(nc_echo.flush())
     stores = {"jetstream": streamlog.open(f"{server.client_url}/bench"),
               "embedded": streamlog.open(os.path.join(tmp, "embedded"))}
+    # The asyncio API on the same loop as the raw client: no thread between the
+    # caller and nats-py, as an application awaiting both would have it.
+    astore = loop.run_until_complete(sla.open(f"{server.client_url}/bench"))
     e = SimpleNamespace(url=server.client_url, loop=loop, nc=nc, js=nc.jetstream(),
                         stores=stores, raw_subject=stores["jetstream"].topic("raw").subject(0),
-                        cleanup=[])
+                        astore=astore, cleanup=[])
     yield e
     for undo in e.cleanup:
         undo()
+    loop.run_until_complete(astore.close())
     for s in stores.values():
         s.close()
     loop.run_until_complete(nc.close())
@@ -260,6 +274,37 @@ def test_append_p50(benchmark, env, backend):
     benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
 
 
+def test_append_p50_asyncio(benchmark, env):
+    """The same acknowledged append awaited through ``streamlog.aio`` on the raw client's
+    own loop (a ``nats://`` store bound to the caller's loop: no thread in between),
+    per-call p50 beside raw js.publish's on that loop: the acknowledgement-awaited
+    comparison without the sync API's thread hand-over."""
+    topic = env.loop.run_until_complete(env.astore.topic("append_aio"))
+    ours: list[float] = []
+    raw: list[float] = []
+
+    async def go():
+        perf = time.perf_counter
+        for _ in range(CALLS):
+            t0 = perf()
+            await topic.append(PAYLOAD)
+            ours.append(perf() - t0)
+
+    target = Contender("append (jetstream, asyncio)",
+                       lambda _s: env.loop.run_until_complete(go()))
+    times = paired_rounds(benchmark, target, [_raw_publish_contender(env, raw)], rounds=ROUNDS)
+    _drop_warmup(benchmark, ours, raw)
+    value, base = _p50_us(ours), _p50_us(raw)
+    fig = Figure("test_append_p50_asyncio", "append p50 (jetstream, asyncio)", value, "µs",
+                 {"raw js.publish p50": base}, rounds=len(times[target.name]),
+                 spread=spread([x * 1e6 for x in ours]),
+                 note=f"{len(ours)} appends awaited through streamlog.aio")
+    fig.goals = [Goal("p50 <= 1.3x raw js.publish", value / base, 1.3,
+                      higher_is_better=False)]
+    report(benchmark, fig)
+    benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_append_many_1000(benchmark, env, backend):
     """append_many of 1,000 records (one atomic batch on JetStream): records/s."""
@@ -364,4 +409,42 @@ def test_rpc_p50(benchmark, env, backend):
         fig.note += "; reply " + ("handed over in memory" if backend == "jetstream"
                                   else "stored, then taken from the subscription")
     report(benchmark, fig)
+    benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})
+
+
+def test_rpc_p50_asyncio(benchmark, env):
+    """rpc round trips awaited through ``streamlog.aio`` (requester and an echo server
+    both tasks on the raw client's loop, on one store handle: the reply handed over in
+    memory), p50 beside a core NATS request's on that loop."""
+    loop = env.loop
+    arpc = loop.run_until_complete(env.astore.rpc("echo_aio"))
+    server = loop.run_until_complete(arpc.serve(lambda m: m.value))
+    env.cleanup.append(lambda: loop.run_until_complete(server.stop()))
+    ours: list[float] = []
+    raw: list[float] = []
+
+    async def warm():
+        for _ in range(50):
+            await arpc.request(PAYLOAD, timeout=5)
+
+    loop.run_until_complete(warm())
+
+    async def go():
+        perf = time.perf_counter
+        for _ in range(CALLS):
+            t0 = perf()
+            reply = await arpc.request(PAYLOAD, timeout=5)
+            ours.append(perf() - t0)
+        assert reply == PAYLOAD
+
+    target = Contender("rpc (jetstream, asyncio)", lambda _s: loop.run_until_complete(go()))
+    times = paired_rounds(benchmark, target, [_raw_request_contender(env, raw)], rounds=ROUNDS)
+    _drop_warmup(benchmark, ours, raw)
+    value, base = _p50_us(ours), _p50_us(raw)
+    fig = Figure("test_rpc_p50_asyncio", "rpc round trip p50 (jetstream, asyncio)", value,
+                 "µs", {"core NATS request p50": base}, rounds=len(times[target.name]),
+                 spread=spread([x * 1e6 for x in ours]),
+                 note=f"{len(ours)} round trips awaited through streamlog.aio; reply handed "
+                      f"over in memory")
+    report(benchmark, fig)  # for comparison: the rpc goal is the sync API's
     benchmark.extra_info.update({"p50_us": round(value, 1), "baseline_p50_us": round(base, 1)})

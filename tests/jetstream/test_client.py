@@ -225,6 +225,83 @@ def test_msg_id_dedupe(conn, part):
     assert conn.run(conn.get_message(name, 1)).data == b"a"
 
 
+def test_publish_blocking_is_publish_without_a_task(conn, part):
+    """publish_blocking (the sync append's path) stores what publish stores, with the same
+    acknowledgement: dense sequences, headers and bytes round-trip, msg id dedupe."""
+    name, subject = part
+    assert conn._ack_prefix is not None  # the direct path is on for this client
+    acks = [conn.publish_blocking(subject, bytes([i]) * 3, {"k": f"v{i}", "e": ""})
+            for i in range(3)]
+    acks.append(conn.publish_blocking(subject, b"plain"))  # no headers: a PUB frame
+    assert [a.seq for a in acks] == [1, 2, 3, 4] and {a.stream for a in acks} == {name}
+    m = conn.run(conn.get_message(name, 2))
+    assert (m.data, m.headers["k"]) == (b"\x01\x01\x01", "v1")
+    assert conn.run(conn.get_message(name, 4)).data == b"plain"
+    first = conn.publish_blocking(subject, b"a", msg_id="id-1")
+    again = conn.publish_blocking(subject, b"b", msg_id="id-1")
+    assert (first.seq, first.duplicate, again.seq, again.duplicate) == (5, False, 5, True)
+    assert conn.run(conn.stream_info(name)).messages == 5
+
+
+def test_publish_blocking_errors_are_those_of_publish(conn, part):
+    """No stream: NoResponders (a TimeoutError) as publish raises; a bad header name or
+    an oversized message: an error before anything is sent; on the loop: refused."""
+    name, subject = part
+    with pytest.raises(TimeoutError, match="no JetStream responder"):
+        conn.publish_blocking("streamlog.nobody.here.0", b"x")
+    with pytest.raises(JetStreamError, match="bad header name"):
+        conn.publish_blocking(subject, b"x", {"bad name": "v"})
+    with pytest.raises(JetStreamError, match="max_payload"):
+        conn.publish_blocking(subject, b"x" * (conn.max_payload + 1))
+    assert conn.run(conn.stream_info(name)).messages == 0
+
+    async def on_loop():
+        conn.publish_blocking(subject, b"x")
+
+    with pytest.raises(RuntimeError, match="own event-loop thread"):
+        conn.run(on_loop())
+
+
+def test_publish_blocking_keeps_order_beside_buffered_publishes(conn, part):
+    """Threads publishing at once, some of them through the client's buffer (its own
+    publish, as run(publish) does), all get their acknowledgements; the messages of each
+    thread are stored in the order it sent them, and the sequences are dense."""
+    name, subject = part
+    got: dict[int, list[int]] = {}
+
+    def worker(i: int) -> None:
+        seqs = []
+        for j in range(40):
+            body = f"{i}:{j}".encode()
+            if (i + j) % 3 == 0:
+                seqs.append(conn.run(conn.publish(subject, body)).seq)
+            else:
+                seqs.append(conn.publish_blocking(subject, body, {"w": str(i)}).seq)
+        got[i] = seqs
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(s for seqs in got.values() for s in seqs) == list(range(1, 161))
+    for i, seqs in got.items():
+        assert seqs == sorted(seqs)
+        bodies = [conn.run(conn.get_message(name, s)).data for s in seqs]
+        assert bodies == [f"{i}:{j}".encode() for j in range(40)]
+
+
+def test_publish_blocking_rides_out_a_closed_connection(js_url, part):
+    """A connection closed by another thread while a caller waits ends that wait with a
+    clear error, not a hang."""
+    c = Connection(js_url)
+    _, subject = part
+    c.publish_blocking(subject, b"x")
+    c.close()
+    with pytest.raises(StreamlogError, match="closed"):
+        c.publish_blocking(subject, b"y")
+
+
 def test_expected_last_subject_sequence(conn, part):
     """An expected version per subject is checked by the server; a stale one stores
     nothing and reports the subject's actual last sequence."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import base64
+import itertools
 import json
 import logging
 import re
@@ -66,6 +67,7 @@ __all__ = [
     "check_server",
     "completing",
     "parse_url",
+    "subscribe_inline",
 ]
 
 log = logging.getLogger("streamlog.jetstream")
@@ -532,6 +534,172 @@ def _expire(fut: asyncio.Future[Any], subject: str) -> None:
         fut.set_exception(TimeoutError(f"no acknowledgement of an atomic batch to {subject}"))
 
 
+class _AckWaiter:
+    """A thread waiting for one publish's acknowledgement: a bare lock the reader
+    releases, and the answer (or the error of sending)."""
+
+    __slots__ = ("error", "lock", "msg")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.msg: _NatsMsg | None = None
+        self.error: BaseException | None = None
+
+    def deliver(self, msg: _NatsMsg) -> None:
+        if self.msg is None and self.error is None:
+            self.msg = msg
+            self.lock.release()
+
+    def fail(self, error: BaseException) -> None:
+        if self.msg is None and self.error is None:
+            self.error = error
+            self.lock.release()
+
+
+class _AckFuture:
+    """A task on the loop waiting for one publish's acknowledgement (publish_now)."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[_NatsMsg]) -> None:
+        self.fut = fut
+
+    def deliver(self, msg: _NatsMsg) -> None:
+        if not self.fut.done():
+            self.fut.set_result(msg)
+
+    def expire(self, subject: str) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(TimeoutError(
+                f"publish to {subject}: no answer from the server in time"))
+
+
+def _pub_ack(subject: str, msg: _NatsMsg) -> PubAck:
+    """The acknowledgement of a publish from the server's answer, or its error."""
+    if msg.headers and msg.headers.get("Status") == "503":
+        # No stream took it (no leader: an election, or no such stream); as publish.
+        raise NoResponders(f"publish to {subject}: no JetStream responder "
+                           f"(no stream leader?)")
+    resp = json.loads(msg.data or b"{}")
+    if "error" in resp:
+        raise _from_error_json(resp["error"])
+    return PubAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate", False)))
+
+
+class _AckRouter:
+    """Stands in for the ``future`` of a subscription (nats-py answers such a one from
+    its reader, with ``set_result(msg)`` for every message and no task of its own):
+    hands each acknowledgement to the thread waiting for it, by the reply token."""
+
+    def __init__(self, prefix: str, waiters: dict[str, _AckWaiter | _AckFuture]) -> None:
+        self._cut = len(prefix)
+        self._waiters = waiters
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, msg: _NatsMsg) -> None:
+        waiter = self._waiters.get(msg.subject[self._cut:])
+        if waiter is not None:  # else its caller gave up (a timeout): nobody to tell
+            waiter.deliver(msg)
+
+
+class _Inline:
+    """Stands in for a subscription's ``future``: calls ``fn(msg)`` for every message,
+    from the client's reader (see :func:`subscribe_inline`)."""
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, msg: _NatsMsg) -> None:
+        try:
+            self._fn(msg)
+        except Exception:  # a handler's bug must not stop the client's reader
+            log.exception("handling a message on %s", msg.subject)
+
+
+async def subscribe_inline(nc: _NatsClient, subject: str, fn: Any) -> Any:
+    """Subscribe ``subject`` with a plain function called for each message from the
+    client's reader itself, in order, one event-loop step sooner than a callback
+    subscription (which hands every message to a task of its own first). ``fn`` must
+    not block or await. With a client that cannot do that, an ordinary callback
+    subscription calls ``fn``. Returns the subscription."""
+    if _direct_publish_supported(nc):
+        return await nc.subscribe(subject, future=_Inline(fn))
+
+    async def cb(msg: _NatsMsg) -> None:
+        fn(msg)
+
+    return await nc.subscribe(subject, cb=cb)
+
+
+_SUPPORTED: dict[type, bool] = {}
+
+
+def _direct_publish_supported(nc: _NatsClient) -> bool:
+    """Whether this nats-py has what publish_blocking relies on: a subscription answered
+    through its ``future`` for every message, and the pending buffer and transport."""
+    import inspect
+
+    known = _SUPPORTED.get(type(nc))
+    if known is not None:
+        return known
+    try:
+        src = inspect.getsource(type(nc)._process_msg)
+        ok = ("sub._future.set_result(msg)" in src and hasattr(nc, "_pending_data_size")
+              and hasattr(nc, "_transport")
+              and "future" in inspect.signature(nc.subscribe).parameters)
+    except (OSError, TypeError, AttributeError):
+        ok = False
+    _SUPPORTED[type(nc)] = ok
+    return ok
+
+
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _pub_frame(subject: str, reply: str, payload: bytes, hdrs: Mapping[str, str] | None,
+               max_payload: int) -> bytes:
+    """The PUB (HPUB with headers) frame nats-py's publish would write for this message,
+    with its checks: a bad subject or header name, or a message over ``max_payload``,
+    is an error before anything is sent."""
+    if not subject or any(c in subject for c in " \t\r\n"):
+        raise JetStreamError(f"publish to {subject!r}: bad subject")
+    to = f" {reply}" if reply else ""
+    if not hdrs:
+        if len(payload) > max_payload:
+            raise JetStreamError(f"publish to {subject}: message of {len(payload)} bytes "
+                                 f"exceeds max_payload={max_payload}")
+        return b"".join((f"PUB {subject}{to} {len(payload)}\r\n".encode(), payload,
+                         b"\r\n"))
+    parts = ["NATS/1.0\r\n"]
+    for k, v in hdrs.items():
+        key = k.strip()
+        if not key:
+            continue  # as nats-py: an empty name is skipped
+        if not _HEADER_NAME_RE.fullmatch(key):
+            raise JetStreamError(f"publish to {subject}: bad header name {key!r}")
+        parts.append(f"{key}: {v.strip().replace(chr(13), ' ').replace(chr(10), ' ')}\r\n")
+    parts.append("\r\n")
+    head = "".join(parts).encode()
+    if len(payload) > max_payload:
+        raise JetStreamError(f"publish to {subject}: message of {len(payload)} bytes "
+                             f"exceeds max_payload={max_payload}")
+    total = len(head) + len(payload)
+    return b"".join((f"HPUB {subject}{to} {len(head)} {total}\r\n".encode(), head,
+                     payload, b"\r\n"))
+
+
 # --------------------------------------------------------------------------
 # Awaiting from the caller's tasks
 
@@ -613,6 +781,11 @@ class Connection:
         self._closed = False
         self._options = dict(nats_options or {})
         self._thread: threading.Thread | None = None
+        # publish_blocking: the acknowledgements' inbox prefix (None: that path is off)
+        # and the callers waiting on it, by token.
+        self._ack_prefix: str | None = None
+        self._ack_waiters: dict[str, _AckWaiter | _AckFuture] = {}
+        self._ack_tokens = itertools.count(1)
         if loop is not None:
             # Bound to the caller's loop: no thread; ``await connect_async()`` connects.
             self._loop = loop
@@ -673,15 +846,25 @@ class Connection:
             raise StreamlogError(f"{self.url}: the connection is closed")
         # A bare lock as the waiter and a task created by a loop callback: about
         # 10 µs less per call than run_coroutine_threadsafe's Future plumbing,
-        # which matters when a call is one acknowledged publish (~250 µs).
+        # which matters when a call is one acknowledged publish (~250 µs). The
+        # task releases the lock as its last act, not from a done callback (one
+        # event-loop step later): the caller is woken a step sooner.
         done = _thread.allocate_lock()
         done.acquire()
-        box: list[asyncio.Task[T]] = []
+        box: list[asyncio.Task[None]] = []
+        outcome: list[Any] = []
+
+        async def runner() -> None:
+            try:
+                outcome.append(await coro)
+            except BaseException as e:  # handed to the caller, raised there
+                outcome.append(e)
+                outcome.append(None)  # two entries: an error
+            finally:
+                done.release()
 
         def start() -> None:
-            task = self._loop.create_task(coro)
-            box.append(task)
-            task.add_done_callback(lambda _t: done.release())
+            box.append(self._loop.create_task(runner()))
 
         self._loop.call_soon_threadsafe(start)
         waited = 0.0
@@ -698,12 +881,13 @@ class Connection:
                 # Runs after start() (callbacks run in order), so the task exists.
                 self._loop.call_soon_threadsafe(lambda: box[0].cancel())
                 raise TimeoutError(f"{self.url}: no result within {timeout} s")
-        try:
-            return box[0].result()
-        except asyncio.CancelledError:
-            if self._closed:  # cancelled by close(): the call cannot finish
-                raise StreamlogError(f"{self.url}: the connection is closed") from None
-            raise
+        if len(outcome) == 1:
+            return outcome[0]  # type: ignore[no-any-return]
+        error = outcome[0]
+        if isinstance(error, asyncio.CancelledError) and self._closed:
+            # cancelled by close(): the call cannot finish
+            raise StreamlogError(f"{self.url}: the connection is closed") from None
+        raise error
 
     def close(self) -> None:
         """Close the connection (pending publishes are flushed) and stop the loop thread.
@@ -836,6 +1020,13 @@ class Connection:
                 raise StreamlogError(
                     f"{url}: JetStream is not enabled for this account on the server"
                 ) from None
+            if _direct_publish_supported(nc):
+                prefix = nc.new_inbox() + "."
+                # A subscription given a ``future`` is answered by the client's reader
+                # itself, without a task of its own: the router wakes the waiting thread
+                # straight from there (see publish_blocking). Kept across reconnects.
+                await nc.subscribe(prefix + "*", future=_AckRouter(prefix, self._ack_waiters))
+                self._ack_prefix = prefix
         except BaseException:
             await self._abandon(nc)
             raise
@@ -1005,6 +1196,163 @@ class Connection:
         if "error" in resp:
             raise _from_error_json(resp["error"])
         return PubAck(resp["stream"], int(resp["seq"]), bool(resp.get("duplicate", False)))
+
+    def publish_blocking(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PubAck:
+        """:meth:`publish` for a thread other than the loop's: the same message, the same
+        acknowledgement awaited, the same errors, at the cost of two thread wake-ups.
+
+        Where ``run(publish(...))`` creates a task on the loop, lets the client's
+        flusher write the message and its subscription task take the answer, wait
+        on a future, and then wakes this thread from the task's end, here this
+        thread builds the message, one loop callback writes it to the socket, and
+        the client's reader hands the acknowledgement to this thread directly: the
+        same two thread wake-ups, and three to five event-loop steps fewer. While
+        the client buffers (reconnecting, or other messages not yet written) the
+        callback hands the message to the client's own ``publish`` instead, so the
+        order of everything sent stays that of the calls. Returns only after the
+        stream's acknowledgement; a connection without this path (bound to a
+        caller's loop, or another client version) runs :meth:`publish`.
+        """
+        prefix = self._ack_prefix
+        if prefix is None:
+            return self.run(self.publish(subject, payload, headers, msg_id=msg_id,
+                                         timeout=timeout))
+        if self.on_loop():
+            raise RuntimeError("Connection.publish_blocking called on its own event-loop "
+                               "thread; await publish instead")
+        if self._closed:
+            raise StreamlogError(f"{self.url}: the connection is closed")
+        hdrs = self._directives(headers, msg_id, None, None, None)
+        token = str(next(self._ack_tokens))
+        reply = prefix + token
+        frame = _pub_frame(subject, reply, payload, hdrs, self.max_payload)
+        waiter = _AckWaiter()
+        self._ack_waiters[token] = waiter
+        try:
+            try:
+                self._loop.call_soon_threadsafe(self._write_or_publish, frame, subject, payload,
+                                                reply, hdrs, waiter)
+            except RuntimeError:  # the loop is closed
+                raise StreamlogError(f"{self.url}: the connection is closed") from None
+            wait_s = timeout or self.request_timeout
+            waited = 0.0
+            lock = waiter.lock
+            while not lock.acquire(timeout=min(_CLOSED_CHECK_S, wait_s - waited)):
+                waited += _CLOSED_CHECK_S
+                if (self._closed or self._loop.is_closed()) and not self._loop.is_running():
+                    raise StreamlogError(f"{self.url}: the connection is closed")
+                if waited >= wait_s:
+                    raise TimeoutError(f"publish to {subject}: no answer from the server in time")
+        finally:
+            self._ack_waiters.pop(token, None)
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.msg is not None
+        return _pub_ack(subject, waiter.msg)
+
+    async def publish_now(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        timeout: float | None = None,
+    ) -> PubAck:
+        """:meth:`publish` on the connection's loop without the client's request
+        machinery: the message is written to the socket before the first await (the
+        client's own publish when it buffers), and the acknowledgement resolves a
+        future straight from the client's reader. Returns after the stream's
+        acknowledgement, with :meth:`publish`'s errors. A caller cancelled while it
+        waits leaves the message sent whole (it may be stored)."""
+        prefix = self._ack_prefix
+        if prefix is None:
+            return await self.publish(subject, payload, headers, msg_id=msg_id,
+                                      timeout=timeout)
+        hdrs = self._directives(headers, msg_id, None, None, None)
+        token = str(next(self._ack_tokens))
+        reply = prefix + token
+        frame = _pub_frame(subject, reply, payload, hdrs, self.max_payload)
+        loop = asyncio.get_running_loop()
+        waiter = _AckFuture(loop.create_future())
+        self._ack_waiters[token] = waiter
+        try:
+            if not self._write_now(frame, payload):
+                # The client buffers (reconnecting, or unwritten data): its own publish,
+                # in a task of its own, so that a cancellation landing inside nats-py's
+                # publish (which swallows it) still reaches the caller.
+                self._ack_waiters.pop(token, None)
+                return await completing(self.publish(subject, payload, headers, msg_id=msg_id,
+                                                     timeout=timeout))
+            timer = loop.call_later(timeout or self.request_timeout, waiter.expire, subject)
+            try:
+                msg = await waiter.fut
+            finally:
+                timer.cancel()
+        finally:
+            self._ack_waiters.pop(token, None)
+        return _pub_ack(subject, msg)
+
+    def _write_now(self, frame: bytes, payload: bytes) -> bool:
+        """On the loop: write ``frame`` to the socket if nothing else waits to be written
+        (so the order of everything sent stays that of the calls); False if not."""
+        nc = self._nc
+        if nc is not None and nc.is_connected and not nc.is_draining_pubs and \
+                nc._pending_data_size == 0 and nc._transport is not None:
+            try:
+                nc._transport.write(frame)
+            except Exception as e:  # noqa: BLE001 - a closing transport: the client's path
+                log.debug("direct write to %s failed: %r", self.url, e)
+                return False
+            nc.stats["out_msgs"] += 1
+            nc.stats["out_bytes"] += len(payload)
+            return True
+        return False
+
+    def send_now(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """On the loop, from a plain callback: publish a message nobody answers with an
+        acknowledgement awaited here (an ack, a pull request), without a task: written
+        to the socket at once when nothing else waits to be written, else handed to the
+        client's publish (a task), which keeps the order. A failure to send is logged;
+        what it means is the caller's (an ack not sent: a redelivery after the lease)."""
+        if self._write_now(_pub_frame(subject, reply, payload, None, self.max_payload),
+                           payload):
+            return
+
+        async def via_client() -> None:
+            try:
+                await self.nc.publish(subject, payload, reply=reply)
+            except Exception as e:  # noqa: BLE001 - see above
+                log.debug("a message to %s was not sent: %r", subject, e)
+
+        self._loop.create_task(via_client())
+
+    def _write_or_publish(self, frame: bytes, subject: str, payload: bytes, reply: str,
+                          hdrs: dict[str, str] | None, waiter: _AckWaiter) -> None:
+        """On the loop: write ``frame`` to the socket now if nothing else waits to be
+        written (so order is kept), else publish through the client (a task)."""
+        if self._write_now(frame, payload):
+            return
+
+        async def via_client() -> None:
+            try:
+                with _translate(f"publish to {subject}"):
+                    await self.nc.publish(subject, payload, reply=reply, headers=hdrs)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                waiter.fail(e if isinstance(e, Exception) else StreamlogError(
+                    f"{self.url}: the connection is closed"))
+                if not isinstance(e, Exception):
+                    raise
+
+        self._loop.create_task(via_client())
 
     @staticmethod
     def _directives(

@@ -73,7 +73,14 @@ from streamlog.errors import (
 )
 
 from . import _naming
-from ._client import JetStreamError, NotFound, StoredMsg, _translate, completing
+from ._client import (
+    JetStreamError,
+    NotFound,
+    StoredMsg,
+    _translate,
+    completing,
+    subscribe_inline,
+)
 
 __all__ = [
     "DELIVER_AT_MS",
@@ -132,6 +139,8 @@ _REQUEST_GRACE_S = 2.0
 #: the server: long enough for the next record of a busy consumer to find it, short so
 #: that close() can wait for it to end rather than lose what it brings in flight.
 _AHEAD_PULL_S = 0.05
+# The body of that pull request (also after an ack's +NXT), encoded once.
+_AHEAD_PULL_BODY = json.dumps({"batch": 1, "expires": int(_AHEAD_PULL_S * 1_000_000_000)}).encode()
 #: How long close() waits at most for pulls still open to end (expire or deliver).
 _CLOSE_PULL_WAIT_S = _AHEAD_PULL_S + 0.25
 #: How long a delivery may take from the server to this process, at most, for the
@@ -725,9 +734,11 @@ class _Puller:
             return
         self.event = asyncio.Event()
         self.inbox = nc.new_inbox()
-        self.sub = await nc.subscribe(self.inbox + ".*", cb=self._on_msg)
+        # Called from the client's reader: the poll waiting for this delivery resumes
+        # in the next loop step (no subscription task in between).
+        self.sub = await subscribe_inline(nc, self.inbox + ".*", self._on_msg)
 
-    async def _on_msg(self, msg) -> None:
+    def _on_msg(self, msg) -> None:
         subj = msg.subject
         if subj.startswith(self.inbox):
             p = int(subj.rsplit(".", 1)[1])  # a status, on the request's reply subject
@@ -1405,6 +1416,10 @@ class Group:
         out, todo, delay_s = self._to_settle(msgs, action, delay_s, error)
         if not todo or self._closed:
             return out
+        if action == _ACK and len(todo) == 1 and self._ack_next and \
+                self._ack_and_pull(msgs[todo[0]]):
+            out[todo[0]] = True  # as in _settle: sent by a loop callback, nothing awaited
+            return out
         return await completing(self._settle_todo(msgs, out, todo, action, delay_s, error))
 
     async def _settle_todo(self, msgs: list[Message], out: list[bool], todo: list[int],
@@ -1703,13 +1718,16 @@ class Group:
         if not self._ack_next or self._closed or self.mode != "shared" or \
                 self.topic.partitions != 1:
             return
-        _spawn(self._conn.loop, self._apull_ahead(0))
+        _call_soon(self._conn.loop, self._pull_ahead, 0)
 
-    async def _apull_ahead(self, p: int) -> None:
+    def _pull_ahead(self, p: int) -> None:
+        """On the loop (a plain callback, no task): the pull request ready_for_next
+        sends, unless a pull is waiting or the next record is here already."""
         pl = self._puller
-        if pl.sub is None or pl.is_open(p) or pl.buf:
-            return  # a pull is waiting, or the next record is here already
-        await pl.request(self._conn.nc, self._pull_subject(p), p, 1, _AHEAD_PULL_S)
+        if pl.sub is None or pl.is_open(p) or pl.buf or self._closed:
+            return
+        pl.opened(p, 1, _AHEAD_PULL_S)
+        self._conn.send_now(self._pull_subject(p), _AHEAD_PULL_BODY, f"{pl.inbox}.{p}")
 
     def _ack_and_pull(self, m: Message) -> bool:
         """one_at_a_time: acknowledge ``m`` and ask for the next record in one message,
@@ -1722,7 +1740,7 @@ class Group:
             return False
         m._state = _ACKED
         self._out.pop((m.partition, m.offset), None)
-        _spawn(self._conn.loop, self._asend_ack_next(m))
+        _call_soon(self._conn.loop, self._send_ack_next, m)
         return True
 
     async def _hand_back_unpolled(self, unpolled: list) -> None:
@@ -1742,17 +1760,18 @@ class Group:
 
         await asyncio.gather(*(one(p, msg) for p, msg in unpolled))
 
-    async def _asend_ack_next(self, m: Message) -> None:
+    def _send_ack_next(self, m: Message) -> None:
+        """On the loop (a plain callback, no task): the one_at_a_time ack, asking for
+        the next record unless a pull is waiting or the next record is here."""
         pl = self._puller
         p = m.partition
         if pl.sub is None or pl.is_open(p) or pl.buf:
             # A pull is waiting already, or the next record is here: a plain ack (one
             # more record pulled now would wait behind it, held from other consumers).
-            await self._conn.nc.publish(m._reply, b"+ACK")
+            self._conn.send_now(m._reply, b"+ACK")
             return
-        body = b"+NXT " + json.dumps({"batch": 1, "expires": int(_AHEAD_PULL_S * _NS)}).encode()
         pl.opened(p, 1, _AHEAD_PULL_S)
-        await self._conn.nc.publish(m._reply, body, reply=f"{pl.inbox}.{p}")
+        self._conn.send_now(m._reply, b"+NXT " + _AHEAD_PULL_BODY, f"{pl.inbox}.{p}")
 
     # --------------------------------------------------------------- inspect
     def lag(self, partition: int | None = None) -> int:
@@ -1970,25 +1989,22 @@ def _hold_s(cfg: dict) -> float:
     return min(GROUP_HOLD_MAX_MS / 1000, cfg["ack_wait_s"] / 10)
 
 
-def _spawn(loop: asyncio.AbstractEventLoop, coro) -> None:
-    """Start ``coro`` on ``loop`` from another thread without waiting for it: a task
-    created by a loop callback (no concurrent Future, cheaper than
-    run_coroutine_threadsafe: this runs once or twice per rpc request)."""
+def _call_soon(loop: asyncio.AbstractEventLoop, fn, *args) -> None:
+    """Run ``fn(*args)`` on ``loop`` soon, from any thread, without waiting for it: a
+    plain callback, no task (this runs twice per rpc request). A failure is logged: an
+    ack not sent means a redelivery after the lease, a pull not sent is sent by the
+    next poll."""
 
-    def start() -> None:
-        loop.create_task(coro).add_done_callback(_log_failed_send)
+    def call() -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - see above
+            log.debug("an ack or pull was not sent: %r", e)
 
     try:
-        loop.call_soon_threadsafe(start)
+        loop.call_soon_threadsafe(call)
     except RuntimeError:  # the loop is closed: the store is closing
-        coro.close()
-
-
-def _log_failed_send(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        # The record comes again after its lease, as if its consumer had died; a pull
-        # not sent is sent by the next poll.
-        log.debug("an ack or pull was not sent: %r", task.exception())
+        pass
 
 
 def _as_list(msgs) -> list:

@@ -327,16 +327,20 @@ class JetStreamTopic:
         return _reading(lambda: conn.get_message(stream, seq))
 
     async def _sending(self, p: int, make: Callable[[], Coroutine[Any, Any, Any]],
-                       idempotent: bool) -> Any:
+                       idempotent: bool, failed: BaseException | None = None) -> Any:
         """Await ``make()`` (a publish to partition ``p``), sending it again while the
         stream has no leader: a request nobody received (no responders, a 503) is
         resent; one whose answer did not come in time only when ``idempotent`` (it
         carries a msg id), since it may have been stored. Gives up after
-        LEADERLESS_WAIT_S; a deleted stream raises NotFound."""
+        LEADERLESS_WAIT_S; a deleted stream raises NotFound. ``failed``: the first
+        attempt was made elsewhere and raised that (it is judged as if raised here)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LEADERLESS_WAIT_S
         while True:
             try:
+                if failed is not None:
+                    first, failed = failed, None
+                    raise first
                 return await make()
             except NoResponders:
                 if loop.time() >= deadline:
@@ -422,10 +426,29 @@ class JetStreamTopic:
         that groups opened with ``subjects=`` filter on the server.
         TypeError/ValueError/RecordTooLarge before anything is sent.
         """
-        return self._run(self._aappend(value, key, headers, timestamp_ms, msg_id, subject))
+        if self._store._closed:
+            raise StoreClosed("the store is closed")
+        p, subj, value, wire, mid_text = self._prepare(value, key, headers, timestamp_ms,
+                                                       msg_id, subject)
+        conn = self._conn
+        try:
+            # Built on this thread, written by one loop callback, the acknowledgement
+            # handed back by the client's reader: no task (Connection.publish_blocking).
+            ack = conn.publish_blocking(subj, value, wire, msg_id=mid_text)
+        except (NoResponders, TimeoutError, JetStreamError) as e:
+            # What _sending sends again (no stream leader yet) is sent again the same
+            # way; anything else is raised with the errors of the awaited path.
+            ack = self._run(self._sending(
+                p, lambda: conn.publish(subj, value, wire, msg_id=mid_text),
+                idempotent=mid_text is not None, failed=e))
+        if not ack.duplicate:
+            self._appended()
+        return _tuple_new(Position, (p, ack.seq - 1))
 
-    async def _aappend(self, value, key=None, headers=None, timestamp_ms: int | None = None,
-                       msg_id=None, subject: str | None = None) -> Position:
+    def _prepare(self, value, key, headers, timestamp_ms: int | None, msg_id,
+                 subject: str | None) -> tuple[int, str, bytes, dict[str, str], str | None]:
+        """Check and encode one record to append: its partition, NATS subject, value,
+        headers and msg id header (TypeError/ValueError/RecordTooLarge, nothing sent)."""
         store = self._store
         store._check_writable(f"append to topic {self.name!r}")
         if type(value) is not bytes:
@@ -440,7 +463,13 @@ class JetStreamTopic:
         mid_text = None if mid is None or not self._dedupe else _records.msg_id_header(mid)
         wire = self._encode(value, key, hdrs, ts, mid_text)
         p = self._partition_of(key, mid)
-        conn, subj = self._conn, self._publish_subject(p, hdrs)
+        return p, self._publish_subject(p, hdrs), value, wire, mid_text
+
+    async def _aappend(self, value, key=None, headers=None, timestamp_ms: int | None = None,
+                       msg_id=None, subject: str | None = None) -> Position:
+        p, subj, value, wire, mid_text = self._prepare(value, key, headers, timestamp_ms,
+                                                       msg_id, subject)
+        conn = self._conn
         ack = await self._sending(
             p, lambda: conn.publish(subj, value, wire, msg_id=mid_text),
             idempotent=mid_text is not None)
@@ -852,9 +881,22 @@ class JetStreamTopic:
     async def append_async(self, value: Any, key: Any = None, headers: Any = None,
                            timestamp_ms: int | None = None, msg_id: Any = None,
                            subject: str | None = None) -> Position:
-        """``append``, awaited."""
-        return await self._awaited(self._aappend(value, key, headers, timestamp_ms, msg_id,
-                                                 subject))
+        """``append``, awaited: the message is sent whole before the first await
+        (Connection.publish_now), so a cancelled caller leaves no append half-done."""
+        p, subj, value, wire, mid_text = self._prepare(value, key, headers, timestamp_ms,
+                                                       msg_id, subject)
+        conn = self._conn
+        try:
+            ack = await conn.publish_now(subj, value, wire, msg_id=mid_text)
+        except (NoResponders, TimeoutError, JetStreamError) as e:
+            # As in append: what _sending sends again is sent again, in a task of its
+            # own (a cancelled caller leaves it whole); anything else raised as there.
+            ack = await self._awaited(self._sending(
+                p, lambda: conn.publish(subj, value, wire, msg_id=mid_text),
+                idempotent=mid_text is not None, failed=e))
+        if not ack.duplicate:
+            self._appended()
+        return _tuple_new(Position, (p, ack.seq - 1))
 
     async def append_many_async(self, values: Sequence, keys: Sequence | None = None,
                                 headers: Sequence | None = None) -> list[Position]:

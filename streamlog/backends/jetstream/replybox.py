@@ -36,6 +36,7 @@ from streamlog._types import now_ms
 from streamlog.api import Watch
 
 from . import _naming, _records
+from ._client import subscribe_inline
 
 __all__ = ["CORRELATION_ID", "ERROR_TYPE", "JetStreamReplyBox"]
 
@@ -76,7 +77,7 @@ class JetStreamReplyBox:
         self._topic._run(self._subscribe())
 
     async def _subscribe(self) -> None:
-        async def on_msg(msg: Any) -> None:
+        def on_msg(msg: Any) -> None:
             hdrs = msg.headers
             if not hdrs or not self._waiting:
                 return  # nobody waits here (a reply to another handle): not decoded
@@ -93,8 +94,9 @@ class JetStreamReplyBox:
             self._wake()
 
         # A plain subscription, kept by the client across reconnects (no server state
-        # to lose on a restart); a subject wildcard as the stream's own.
-        await self._conn.nc.subscribe(f"{self._psubject}.r.>", cb=on_msg)
+        # to lose on a restart); a subject wildcard as the stream's own. Handled from
+        # the client's reader: the requester is woken one event-loop step sooner.
+        await subscribe_inline(self._conn.nc, f"{self._psubject}.r.>", on_msg)
 
     def __repr__(self) -> str:
         return f"JetStreamReplyBox({self.name!r})"
@@ -148,7 +150,9 @@ class JetStreamReplyBox:
         return await self._topic._awaited(self._atake_stored(correlation_id))
 
     async def put_async(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
-        """``put``, awaited."""
+        """``put``, awaited (a reply handed over in memory needs no task)."""
+        if self._hand_over(correlation_id, value, error):
+            return
         await self._topic._awaited(self._aput(correlation_id, value, error))
 
     def put(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
@@ -159,9 +163,17 @@ class JetStreamReplyBox:
         Raises RecordTooLarge (nothing written) when a reply to be written does not
         fit a record.
         """
+        if self._hand_over(correlation_id, value, error):
+            # Handed over on this thread: no trip through the connection's event loop,
+            # whose wake-up (and the one back) would sit between the handler's return
+            # and the requester's wake-up.
+            return
         self._topic._run(self._aput(correlation_id, value, error))
 
-    async def _aput(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+    def _hand_over(self, correlation_id: bytes, value: bytes, error: str | None) -> bool:
+        """Give the reply to a requester waiting on this handle, if one is (True), and
+        wake it; False when the reply must travel as a record. StoreClosed on a closed
+        store, as every write."""
         self._store._check_writable(f"reply to {self.name!r}")
         with self._lock:
             handed = correlation_id in self._waiting
@@ -173,6 +185,10 @@ class JetStreamReplyBox:
             # store, no record is written (the contract owes durability only to a
             # reply that travels).
             self._wake()
+        return handed
+
+    async def _aput(self, correlation_id: bytes, value: bytes, error: str | None) -> None:
+        if self._hand_over(correlation_id, value, error):
             return
         topic, conn = self._topic, self._conn
         hdrs = [(_HB_CORRELATION_ID, correlation_id)]
@@ -180,5 +196,5 @@ class JetStreamReplyBox:
             hdrs.append((_HB_ERROR_TYPE, error.encode("utf-8")))
         wire = topic._encode(value, None, hdrs, now_ms())
         subject = self._subject(correlation_id)
-        await topic._sending(0, lambda: conn.publish(subject, value, wire), idempotent=False)
+        await topic._sending(0, lambda: conn.publish_now(subject, value, wire), idempotent=False)
         topic._appended()
