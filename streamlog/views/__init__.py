@@ -61,3 +61,4 @@ def ensure_view_group(topic: api.Topic, group: str, kind: str, view: str,
     if cfg.get("mode") != mode:
         raise ConfigMismatch(f"group {group!r} of topic {topic.name!r} exists with "
                              f"mode={cfg.get('mode')!r}; {kind} {view!r} needs mode={mode!r}")
+

@@ -69,6 +69,7 @@ from streamlog.errors import (
     TopicNotFound,
     WrongExpectedVersion,
 )
+from streamlog.views._store import ViewMethods
 
 from . import _naming, _records, groups
 from ._client import (
@@ -1133,7 +1134,7 @@ def _columns(recs: list[Record]) -> dict:
 # --------------------------------------------------------------------------- the store
 
 
-class JetStreamLog:
+class JetStreamLog(ViewMethods):
     """An open store on NATS JetStream (``streamlog.api.Store``). Thread-safe; share one
     per process.
 
@@ -1829,39 +1830,7 @@ class JetStreamLog:
                        f"({st.get('num_deleted', 0)} deleted): offsets are not dense")
         return out
 
-    # ------------------------------------------------------------------- views
-    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5,
-              serializer: Any = None, schema_version: int | str | None = None):
-        """A point-to-point queue view (see streamlog.views.queue)."""
-        self._check()
-        from streamlog.views.queue import Queue
-
-        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
-                     serializer=serializer, schema_version=schema_version)
-
-    def pubsub(self, name: str, serializer: Any = None,
-               schema_version: int | str | None = None):
-        """A fan-out view (see streamlog.views.pubsub)."""
-        self._check()
-        from streamlog.views.pubsub import PubSub
-
-        return PubSub(self, name, serializer=serializer, schema_version=schema_version)
-
-    def rpc(self, name: str, serializer: Any = None, schema_version: int | str | None = None):
-        """A request-reply view (see streamlog.views.rpc)."""
-        self._check()
-        from streamlog.views.rpc import Rpc
-
-        return Rpc(self, name, serializer=serializer, schema_version=schema_version)
-
-    def event_store(self, name: str, serializer: Any = None,
-                    schema_version: int | str | None = None):
-        """An event-sourcing view (see streamlog.views.event_store)."""
-        self._check()
-        from streamlog.views.event_store import EventStore
-
-        return EventStore(self, name, serializer=serializer, schema_version=schema_version)
-
+    # ---------------------------------- views (queue, pubsub, rpc, event_store: ViewMethods)
     def compact(self, topic: str, progress=None):
         """Compaction: not on this backend yet (compacted topics cannot be created here)."""
         self._check()

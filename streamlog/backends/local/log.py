@@ -60,6 +60,7 @@ from streamlog.errors import (
     TopicNotFound,
     WrongExpectedVersion,
 )
+from streamlog.views._store import ViewMethods
 
 if TYPE_CHECKING:
     from streamlog.backends.local.replybox import LocalReplyBox
@@ -624,7 +625,7 @@ class Topic:
         return groups.reset_group(self, name, to, dry_run=dry_run, force=force)
 
 
-class Log:
+class Log(ViewMethods):
     """An open store directory. Thread-safe; share one per process.
 
     After ``fork()``, open the store again in the child. With ``read_only``,
@@ -1349,39 +1350,6 @@ class Log:
     # -------------------------------------------------------------- dedupe
     def _dedupe_append(self, topic: Topic, value, key, hdrs, ts, msg_id: bytes) -> Position:
         return dedupe.dedupe_append(self, topic, value, key, hdrs, ts, msg_id)
-
-    # ----------------------------------------------------------------- views
-    def queue(self, name: str, ack_wait_s: float = 30, max_deliver: int = 5,
-              serializer: Any = None, schema_version: int | str | None = None):
-        """A point-to-point queue view (see streamlog.views.queue)."""
-        self._check()
-        from streamlog.views.queue import Queue
-
-        return Queue(self, name, ack_wait_s=ack_wait_s, max_deliver=max_deliver,
-                     serializer=serializer, schema_version=schema_version)
-
-    def pubsub(self, name: str, serializer: Any = None,
-               schema_version: int | str | None = None):
-        """A fan-out view (see streamlog.views.pubsub)."""
-        self._check()
-        from streamlog.views.pubsub import PubSub
-
-        return PubSub(self, name, serializer=serializer, schema_version=schema_version)
-
-    def rpc(self, name: str, serializer: Any = None, schema_version: int | str | None = None):
-        """A request-reply view (see streamlog.views.rpc)."""
-        self._check()
-        from streamlog.views.rpc import Rpc
-
-        return Rpc(self, name, serializer=serializer, schema_version=schema_version)
-
-    def event_store(self, name: str, serializer: Any = None,
-                    schema_version: int | str | None = None):
-        """An event-sourcing view (see streamlog.views.event_store)."""
-        self._check()
-        from streamlog.views.event_store import EventStore
-
-        return EventStore(self, name, serializer=serializer, schema_version=schema_version)
 
 
 # Every Log of this process (weakly): repair asks whether a store is still open here.
