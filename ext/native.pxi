@@ -759,6 +759,10 @@ cdef class Control:
     cdef sl_control *c
     cdef readonly int users  # threads of this process taking or holding the lock
     cdef readonly bint read_only  # mapped without PROT_WRITE: only views and waits
+    # Set when the store closes: ``lock()`` then raises ``closed_error()`` instead of
+    # taking the lock. Checked after ``users`` is counted, with the GIL held throughout,
+    # so a closer that set it and then saw ``users == 0`` lets no thread in afterwards.
+    cdef public object closed_error
 
     def __cinit__(self, Mapping m):
         if m.length < SL_CONTROL_BYTES:
@@ -829,6 +833,8 @@ cdef class Control:
         """
         cdef int rc
         self._writable()
+        if self.closed_error is not None:
+            raise self.closed_error()
         self.users += 1
         rc = pthread_mutex_trylock(&self.c.lock.mutex)
         if rc == EBUSY:

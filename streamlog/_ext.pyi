@@ -1,6 +1,6 @@
 """Type stubs of the compiled extension ``streamlog._ext`` (ext/_ext.pyx)."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 HEADER_SIZE: int
@@ -92,6 +92,7 @@ class Record:
 
 class Control:
     users: int
+    closed_error: Callable[[], Exception] | None
     generation: int
     pending_end: int
     end_pos: int

@@ -251,3 +251,41 @@ def test_close_while_other_threads_append_leaves_the_lock_free(tmp_path):
         assert {tuple(pos) for a in acked for pos in a} <= stored
         t2.append(b"after", key=b"k0")  # the lock is not left held
         t2.append(b"after", key=b"k1")
+
+
+def test_close_waits_for_the_writeback_thread_to_let_go_of_its_descriptors(tmp_path):
+    """The background writeback works on a duplicate of a segment's descriptor; a close
+    that comes while such a job is still queued waits for it, so that nothing of the
+    store is open in this process when ``close()`` returns."""
+    from streamlog.backends.local.storage import prefault
+
+    d = str(tmp_path / "store")
+    log = streamlog.open(d)
+    t = log.topic("t")
+    release = threading.Event()
+
+    class _Stall:  # a prefault job that holds the thread until released
+        def prefault(self, start: int, end: int) -> None:
+            release.wait(10)
+
+    prefault.request(_Stall(), 0, 1)  # the writeback jobs queue up behind this one
+    value = b"x" * 4096
+    for _ in range(3000):  # 12 MiB: several allocation chunks, each starting a writeback
+        t.append(value)
+    threading.Timer(0.3, release.set).start()
+    log.close()
+    assert _held(d) == ([], [])
+
+
+def test_a_thread_that_reaches_the_lock_after_close_gets_store_closed(tmp_path):
+    """A thread that looked up a partition's control block before close() and takes its
+    lock afterwards is refused with StoreClosed: it must not lock (and go on to map
+    files under) a control block whose mapping was let go."""
+    log = streamlog.open(str(tmp_path / "store"))
+    t = log.topic("t")
+    t.append(b"v")
+    ctl = log._parts[("t", 0)].ctl  # what a thread in the middle of an append holds
+    log.close()
+    with pytest.raises(StoreClosed):
+        ctl.lock()
+    assert ctl.users == 0

@@ -166,6 +166,7 @@ class Partition:
         # read-only partition never removes anything.
         # (active segment base, bytes handed to the kernel's writeback so far)
         self._written_back = (-1, 0)
+        self._wrote_back = False  # handed a descriptor to the writeback thread (prefault)
         self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
@@ -568,9 +569,16 @@ class Partition:
             os.close(fd)
         return True
 
+    def _closed_error(self) -> Exception:
+        if self.ctl.deleted:
+            return TopicNotFound(f"topic {self.topic!r} was deleted")
+        return StoreClosed("the store is closed")
+
     def _fd(self, base: int) -> int:
         fd = self._fds.get(base)
         if fd is None:
+            # (a descriptor opened after close() let go of them would stay open)
+            self._check()
             fd = os.open(os.path.join(self.path, files.segment_name(base)),
                          os.O_RDONLY if self.read_only else os.O_RDWR)
             self._fds[base] = fd
@@ -641,6 +649,7 @@ class Partition:
             return seg.index, seg.timeindex
 
     def _map_index_files(self, base: int):
+        self._check()  # (files mapped after close() let go of them would stay mapped)
         maps: list[_ext.Mapping | None] = []
         for suffix in (files.INDEX_SUFFIX, files.TIMEINDEX_SUFFIX):
             p = os.path.join(self.path, files.segment_name(base, suffix))
@@ -934,6 +943,7 @@ class Partition:
             upto = end_pos & ~(WRITEBACK_STEP_BYTES - 1)
             if upto - done >= WRITEBACK_STEP_BYTES:
                 prefault.request_writeback(self._fd(view[1]), done, upto)
+                self._wrote_back = True
                 done = upto
             self._written_back = (view[1], done)
 
@@ -1679,11 +1689,16 @@ class Partition:
                 pass
         self._closed = True
         self.writer.closed = True
+        # From here no thread takes the lock (it raises StoreClosed/TopicNotFound): one
+        # that did after the wait below would lock, and map files of, released memory.
+        self.ctl.closed_error = self._closed_error
         for box in list(self._chunks):  # iterators stop instead of yielding these
             box.records.clear()
         idle = _wait_lock_idle(self.ctl)
         if not self.read_only:  # (a read-only mapping cannot bump the futex word)
             self.ctl.notify()  # waiters in this process wake up and find the store closed
+        if self._wrote_back:  # the writeback thread's duplicates of our descriptors
+            prefault.drain()
         with self._cache_lock:
             for fd in self._fds.values():
                 os.close(fd)

@@ -34,6 +34,9 @@ _pid = -1
 def _run(q: queue.SimpleQueue) -> None:
     while True:
         job = q.get()
+        if len(job) == 1:  # (event,): everything queued before it is done
+            job[0].set()
+            continue
         if len(job) == 4:  # ("writeback", fd of our own, start, end)
             _, fd, start, end = job
             try:
@@ -60,6 +63,17 @@ def request_writeback(fd: int, start: int, end: int) -> None:
     lock. As RocksDB's ``bytes_per_sync``; no promise: nothing waits for it."""
     if end > start:
         _queue_of().put(("writeback", os.dup(fd), start, end))
+
+
+def drain(timeout: float = 30.0) -> None:
+    """Wait until the jobs queued so far are done: a closing partition calls it so that
+    no duplicate of its descriptors stays open in this process after ``close()``."""
+    q = _queue
+    if q is None or _pid != os.getpid():
+        return
+    done = threading.Event()
+    q.put((done,))
+    done.wait(timeout)
 
 
 def _queue_of() -> queue.SimpleQueue:
