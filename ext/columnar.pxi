@@ -211,3 +211,47 @@ def writeback(int fd, int64_t start, int64_t end):
         if sync_file_range(fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0:
             rc = errno
     return rc
+
+
+def bytes_column(items):
+    """(offsets, data, null) columns of a list or tuple whose items are all ``bytes`` or
+    None, in one pass without a numpy scalar store per item; None if any item is of
+    another type (the caller's general path then converts and reports it).
+
+    ``offsets`` int64 (N+1 boundaries), ``data`` uint8, ``null`` bool, each owning
+    its memory (``RecordBatch.from_arrays`` keeps them without another copy)."""
+    cdef Py_ssize_t n, i, total = 0, pos = 0, ln
+    cdef object item
+    cdef cnp.ndarray offs, data, null
+    cdef int64_t *op
+    cdef char *dp
+    cdef char *np_
+    if type(items) is list:
+        items = tuple(items)  # (a list may change under a Python callback; a tuple cannot)
+    elif type(items) is not tuple:
+        return None
+    n = len(<tuple>items)
+    for i in range(n):
+        item = (<tuple>items)[i]
+        if item is None:
+            continue
+        if type(item) is not bytes:
+            return None
+        total += len(<bytes>item)
+    offs = np.empty(n + 1, np.int64)
+    null = np.zeros(n, np.bool_)
+    data = np.empty(total, np.uint8)
+    op = <int64_t *>cnp.PyArray_DATA(offs)
+    dp = <char *>cnp.PyArray_DATA(data)
+    np_ = <char *>cnp.PyArray_DATA(null)
+    op[0] = 0
+    for i in range(n):
+        item = (<tuple>items)[i]
+        if item is None:
+            np_[i] = 1
+        else:
+            ln = len(<bytes>item)
+            memcpy(dp + pos, PyBytes_AS_STRING(item), ln)
+            pos += ln
+        op[i + 1] = pos
+    return offs, data, null

@@ -271,6 +271,9 @@ def _column_of(items, what: str, allow_str: bool) -> tuple[np.ndarray, np.ndarra
             not hasattr(items, "__len__") or not hasattr(items, "__getitem__"):
         raise TypeError(f"{what} must be a numpy array or a sequence of bytes, "
                         f"not {type(items).__name__}")
+    fast = _ext.bytes_column(items)  # a list or tuple of bytes / None: one C pass
+    if fast is not None:
+        return fast
     parts: list = []
     null = np.zeros(len(items), np.bool_)
     lengths = np.zeros(len(items) + 1, np.int64)

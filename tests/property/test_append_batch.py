@@ -113,3 +113,30 @@ def test_malformed_columns_are_refused_by_both():
         for fn in (_ext.encode_columns, _codec.py_encode_columns):
             with pytest.raises(err):
                 fn(*args, 100, False, False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=30),
+       as_tuple=st.booleans(), odd=st.sampled_from([None, bytearray(b"ba"), "s", 7]))
+def test_the_compiled_bytes_column_matches_the_general_path(items, as_tuple, odd):
+    """``from_arrays`` takes a list of bytes / None through one compiled pass; it must
+    give the columns the general per-item path gives, and hand anything else (a
+    bytearray, a str, an int among them) to that path, which converts or refuses it."""
+    seq = tuple(items) if as_tuple else list(items)
+    fast = _ext.bytes_column(seq)
+    assert fast is not None
+    offsets, data, null = fast
+    assert offsets.dtype == np.int64 and data.dtype == np.uint8 and null.dtype == np.bool_
+    assert list(null) == [x is None for x in items]
+    assert [None if null[i] else data[offsets[i]:offsets[i + 1]].tobytes()
+            for i in range(len(items))] == items
+    assert offsets[0] == 0 and all(offsets[i] <= offsets[i + 1] for i in range(len(items)))
+    if odd is not None:
+        mixed = [*items, odd]
+        assert _ext.bytes_column(mixed) is None  # the general path decides
+        if isinstance(odd, bytearray):
+            b = streamlog.RecordBatch.from_arrays(mixed)
+            assert b.value(len(items)).tobytes() == b"ba"
+        else:
+            with pytest.raises(TypeError):
+                streamlog.RecordBatch.from_arrays(mixed)
