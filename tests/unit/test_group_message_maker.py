@@ -112,3 +112,29 @@ def test_a_group_ack_of_a_mixed_list_still_answers_per_message(store):
     assert len(other) == 1
     with pytest.raises(ValueError):
         g.ack(other)
+
+
+def test_a_plain_poll_keeps_its_messages_out_of_the_cyclic_gc(tmp_path):
+    """A group that never keeps its Messages itself hands out untracked ones (a poll of
+    thousands would otherwise set off collections that walk them all); a one-at-a-time
+    consumer, whose group holds prefetched Messages and batched acks, keeps them tracked,
+    so that a cycle through its group can still be collected. Either way a group and its
+    messages go away once nothing refers to them."""
+    import streamlog
+
+    with streamlog.open(str(tmp_path / "s"), durability="never") as log:
+        t = log.topic("t")
+        t.append_many([b"v%d" % i for i in range(20)])
+        g = t.group("plain")
+        msgs = g.poll(max_records=5, timeout=0)
+        assert len(msgs) == 5 and not any(gc.is_tracked(m) for m in msgs)
+        assert g.ack(msgs) == [True] * 5
+        ref = weakref.ref(g)
+        del g, msgs
+        assert ref() is None  # freed by reference counting: no cycle held it
+
+        q = t.group("queue")
+        q.one_at_a_time()
+        first = q.poll(max_records=1, timeout=0)
+        assert len(first) == 1 and gc.is_tracked(first[0])
+        q.close()

@@ -1121,7 +1121,7 @@ class Group:
                 first = len(msgs)
                 batch: list[Message] = []
                 if not _make_messages(_read_range(part, lo, hi, self._cache), batch, self,
-                                      count, epoch, _OPEN, lease_due) \
+                                      count, epoch, _OPEN, lease_due, self._ack_leases_next) \
                         and match is None and not held:
                     msgs.extend(batch)  # no headers, no filter: every one goes out as is
                     batch = []
