@@ -139,10 +139,16 @@ class RecordBatch:
     interleaved with record headers, so they cannot be a single view); all
     columns share one block of memory, reused for a later batch once every
     column of this one is gone. Read-only; safe to share between threads.
+
+    A batch from a consumer group's ``poll_batch`` also has ``delivery_counts``
+    (int64, 1 on a record's first delivery) and carries its lease privately,
+    for that group handle's ``ack_batch`` / ``nack_batch``; on any other batch
+    ``delivery_counts`` is None.
     """
 
     __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
-                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image")
+                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image",
+                 "delivery_counts", "_lease")
     offsets: np.ndarray
     timestamps_ms: np.ndarray
     value_offsets: np.ndarray
@@ -153,10 +159,15 @@ class RecordBatch:
     key_null: np.ndarray
     topic: str
     partition: int
+    delivery_counts: np.ndarray | None
 
     def __init__(self, topic: str, partition: int, columns: dict) -> None:
         self.topic = topic
         self.partition = partition
+        self.delivery_counts = None
+        # A consumer group's poll_batch: what its ack_batch / nack_batch settle (the
+        # backend's own object); None for every other batch, which they refuse.
+        self._lease: object | None = None
         # from_arrays: the records already encoded as one on-disk batch (base offset 0),
         # with what an append checks against its topic; None: encoded when appended.
         self._image: tuple[bytes, int, int, bool, bool] | None = None
@@ -223,6 +234,8 @@ class RecordBatch:
             arr.flags.writeable = False
             setattr(obj, name, arr)
         obj._image = None
+        obj.delivery_counts = None
+        obj._lease = None
         if n:
             obj._image = _ext.encode_image(obj.timestamps_ms, obj.value_offsets, obj.value_data,
                                            obj.value_null, obj.key_offsets, obj.key_data,
