@@ -269,6 +269,19 @@ def empty_columns() -> dict:
     }
 
 
+def record_columns(records) -> dict:
+    """RecordBatch columns of records (anything with ``offset``, ``timestamp_ms``,
+    ``key`` and ``value``; a None value is a tombstone, a None key no key), in their
+    order: a group's columnar poll builds its batch so where it has records in hand."""
+    vo, vd, vn = _column_of([r.value for r in records], "values", allow_str=False)
+    ko, kd, kn = _column_of([r.key for r in records], "keys", allow_str=False)
+    n = len(records)
+    return {"offsets": np.fromiter((r.offset for r in records), np.int64, n),
+            "timestamps_ms": np.fromiter((r.timestamp_ms for r in records), np.int64, n),
+            "value_offsets": vo, "value_data": vd, "value_null": vn,
+            "key_offsets": ko, "key_data": kd, "key_null": kn}
+
+
 def _column_of(items, what: str, allow_str: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, data, null) columns of ``items``: a numpy array of rows or a sequence of
     bytes-like (None: null; str only where ``allow_str``, as UTF-8)."""

@@ -53,9 +53,9 @@ from streamlog._types import (
     GroupReset,
     RecordBatch,
     View,
-    _column_of,
     empty_columns,
     now_ms,
+    record_columns,
 )
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import groupstate as gs
@@ -1034,7 +1034,7 @@ class Group:
             (cols, np.full(len(cols["offsets"]), count, np.int64))
             for cols, count, _, _ in pieces or ()]
         if msgs:
-            all_pieces.append((_columns_of_messages(msgs),
+            all_pieces.append((record_columns([m._record for m in msgs]),
                                np.array([m.delivery_count for m in msgs], np.int64)))
         partition = parts.pop() if parts else -1
         epoch = pieces[0][3] if pieces else msgs[0]._epoch if msgs else 0
@@ -1063,6 +1063,11 @@ class Group:
         once ``max_deliver`` is used up). A bool array as ``ack_batch``; once the
         batch is settled, all False."""
         return self._settle_batch(batch, _NACK, delay_s, error)
+
+    def _defer_batch(self, batch: RecordBatch) -> None:
+        """Hand a ``poll_batch`` result nobody took back to the group at once, its
+        delivery not counted (``streamlog.aio``: a poll cancelled meanwhile)."""
+        self._settle_batch(batch, _DEFER)
 
     def _settle_batch(self, batch: RecordBatch, action: int, delay_s: float = 0,
                       error: str | None = None) -> np.ndarray:
@@ -2432,17 +2437,6 @@ def _slice_columns(cols: dict, k: int) -> dict:
             "value_null": cols["value_null"][:k], "key_offsets": ko,
             "key_data": cols["key_data"][:int(ko[-1])], "key_null": cols["key_null"][:k],
             "headers": cols.get("headers", 0)}
-
-
-def _columns_of_messages(msgs: list[Message]) -> dict:
-    """RecordBatch columns of delivered messages (the records a columnar poll looked at
-    one by one)."""
-    vo, vd, vn = _column_of([m._record.value for m in msgs], "values", allow_str=False)
-    ko, kd, kn = _column_of([m._record.key for m in msgs], "keys", allow_str=False)
-    return {"offsets": np.array([m._record.offset for m in msgs], np.int64),
-            "timestamps_ms": np.array([m._record.timestamp_ms for m in msgs], np.int64),
-            "value_offsets": vo, "value_data": vd, "value_null": vn,
-            "key_offsets": ko, "key_data": kd, "key_null": kn}
 
 
 def _join_pieces(pieces: list[tuple[dict, np.ndarray]]) -> tuple[dict, np.ndarray]:
