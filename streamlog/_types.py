@@ -180,6 +180,19 @@ class RecordBatch:
     def __len__(self) -> int:
         return len(self.offsets)
 
+    def __getstate__(self) -> dict:
+        # Pickled (sent to another process) without its group lease: the copy is a
+        # plain batch, as read_batch's; only the polling handle settles the original.
+        return {name: getattr(self, name, None) for name in self.__slots__
+                if name != "_lease"}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            setattr(self, name, value)
+        self._lease = None
+
     @classmethod
     def from_arrays(cls, values, keys=None, timestamps_ms=None) -> RecordBatch:
         """Columns for ``Topic.append_batch``, built from arrays or lists.

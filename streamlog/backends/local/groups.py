@@ -83,6 +83,8 @@ _P = struct.Struct(">I")
 _MAX_OFFSET = 1 << 63
 # Records of the last decoded span a consumer keeps per partition (see _read_range).
 _READ_CACHE_RECORDS = 16384
+# Records a columnar poll reads at once when it wants fewer (see _read_columns).
+_COLUMN_READ_AHEAD = 1024
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
 # Headers a dead-lettered record carries besides its own: where it came from.
@@ -808,6 +810,7 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        self._col_cache: dict[int, tuple[int, dict]] = {}  # see _read_columns
         self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
         # One-at-a-time consumers (the queue view's get): an ack of one message also
         # leases the next in its transaction; ``_held`` is (that Message, when leased in
@@ -1021,6 +1024,14 @@ class Group:
         """The RecordBatch of one columnar look: the ranges read as columns (``pieces``)
         and the records that were looked at one by one (``msgs``), in offset order, with
         the lease ``ack_batch`` settles."""
+        if pieces and len(pieces) == 1 and not msgs:  # the usual: one range, no headers
+            cols, count, partition, epoch = pieces[0]
+            counts = np.full(len(cols["offsets"]), count, np.int64)
+            counts.flags.writeable = False
+            batch = RecordBatch(self.topic.name, partition, cols)
+            batch.delivery_counts = counts
+            batch._lease = _BatchLease(self, epoch)
+            return batch
         parts = {m._record.partition for m in msgs}
         parts.update(piece[2] for piece in pieces or ())
         if len(parts) > 1:  # (not expected: the look stops at the first partition)
@@ -1086,12 +1097,11 @@ class Group:
             if error is not None and not isinstance(error, str):
                 raise TypeError(f"error must be a str or None, not {type(error).__name__}")
         n = len(batch)
-        if lease.state != _OPEN:
-            if action == _ACK and lease.answers is not None:
-                return lease.answers
-            return np.zeros(n, np.bool_)
+        if lease.state != _OPEN and action == _ACK and lease.answers is not None:
+            return lease.answers  # a second ack repeats the first
         out = np.zeros(n, np.bool_)
-        if n == 0 or self._closed:
+        if lease.state != _OPEN or n == 0 or self._closed:
+            out.flags.writeable = False
             return out
         p = batch.partition
         offsets = batch.offsets
@@ -1102,8 +1112,8 @@ class Group:
             ranges = [(int(offsets[0]), int(offsets[-1]) + 1)]  # the usual: contiguous
         else:
             ranges = gs.to_ranges(offsets.tolist())
-        ok, dead, full, _ = self._settle_ranges({p: {lease.epoch: ranges}}, action,
-                                                delay_s, error, False)
+        ok, dead, full = self._settle_ranges({p: {lease.epoch: ranges}}, action,
+                                             delay_s, error, False)
         good = ok.get(p)
         if good:
             if good == ranges:
@@ -1134,9 +1144,10 @@ class Group:
         """One look for records to lease, in one transaction (``poll``'s and
         ``poll_batch``'s). Returns ``(messages, due_ms, pieces)``: the records leased,
         when something not deliverable now comes due, and, with ``columnar``
-        (``poll_batch``: every record from one partition), ``pieces``, the records
-        read as columns, ``(columns, delivery count)`` each; ``messages`` then holds
-        only those that needed a look one by one (headers, a subject filter)."""
+        (``poll_batch``: every record from one partition), ``pieces``, the leased
+        ranges read as columns, ``(columns, delivery count, partition, epoch)`` each;
+        ``messages`` then holds only the records that needed a look one by one
+        (headers, a subject filter). None without ``columnar``."""
         one_part = columnar
         self._sync_partitions()
         topic = self.topic
@@ -1306,7 +1317,7 @@ class Group:
                 self._take_picked(p, picked, epoch, msgs, now, early)
             for lo, hi, count in res.deliver:
                 if pieces is not None and match is None and not held:
-                    cols = _read_columns(part, lo, hi)
+                    cols = _read_columns(part, lo, hi, views[p].end_offset, self._col_cache)
                     if not cols["headers"]:  # (a record with headers: looked at below)
                         pieces.append((cols, count, p, epoch))
                         got = len(cols["offsets"])
@@ -1654,7 +1665,7 @@ class Group:
             return out
         lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
             not self._held and self.mode == "shared"
-        ok, dead, full, now = self._settle_ranges(ranges_of, action, delay_s, error, lease_next)
+        ok, dead, full = self._settle_ranges(ranges_of, action, delay_s, error, lease_next)
         state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
         if len(ok) == 1 and len(ranges_of) == 1 and len(todo) == n:
             ((p, changed),) = ok.items()
@@ -1692,10 +1703,10 @@ class Group:
     def _settle_ranges(self, ranges_of: dict[int, dict[int, list[tuple[int, int]]]],
                        action: int, delay_s: float, error: str | None, lease_next: bool
                        ) -> tuple[dict[int, list[tuple[int, int]]],
-                                  list[tuple[int, int, int, int, str | None]], bool, int]:
+                                  list[tuple[int, int, int, int, str | None]], bool]:
         """The transaction of a settle (``ack``/``nack``/... of messages, ``ack_batch``/
         ``nack_batch`` of a columnar poll): ``ranges_of`` is partition -> {epoch (0 but
-        in exclusive mode): offset ranges}. Returns ``(ok, dead, full, now)``: per
+        in exclusive mode): offset ranges}. Returns ``(ok, dead, full)``: per
         partition the ranges whose lease this consumer still held (and now settled),
         the dead-letter jobs of a nack, whether a partition was at its pending cap.
         ``lease_next``: an ack of one message that also leases the next record."""
@@ -1773,7 +1784,7 @@ class Group:
             self._hold([m], GROUP_HOLD_MAX_MS, now)
         if beat:
             self._beat_ms = now
-        return ok, dead, full, now
+        return ok, dead, full
 
     def _span_ranges(self, recs: list, settling: bool
                      ) -> dict[int, dict[int, list[tuple[int, int]]]]:
@@ -2411,9 +2422,46 @@ class _At(NamedTuple):
     offset: int
 
 
-def _read_columns(part, lo: int, hi: int) -> dict:
+def _read_columns(part, lo: int, hi: int, end: int, cache: dict) -> dict:
     """Records ``[lo, hi)`` of a partition as RecordBatch columns (those compaction or
-    retention removed are missing); ``"headers"``: how many of them carry headers."""
+    retention removed are missing); ``"headers"``: how many of them carry headers.
+
+    As ``_read_range`` keeps the span a read decoded, ``cache`` (the consumer's,
+    per partition) keeps the columns of up to ``_COLUMN_READ_AHEAD`` records read
+    at once (up to ``end``), none of them with headers: the next small polls slice
+    their ranges from it (views into the same memory, no copy) instead of walking
+    the stored batch from its start again."""
+    c = cache.get(part.partition)
+    if c is not None and c[0] <= lo and hi <= c[0] + len(c[1]["offsets"]):
+        return _rows(c[1], lo - c[0], hi - c[0])
+    want = min(max(hi, lo + _COLUMN_READ_AHEAD), max(end, hi))
+    cols = _read_columns_from(part, lo, want)
+    offs = cols["offsets"]
+    n = len(offs)
+    if want > hi and n and not cols["headers"] and int(offs[-1]) - int(offs[0]) == n - 1:
+        cache[part.partition] = (int(offs[0]), cols)
+        first = int(offs[0])
+        return _rows(cols, max(lo - first, 0), max(min(hi - first, n), 0))
+    if n and offs[-1] >= hi:  # read ahead, or records past a removed offset: not leased
+        cols = _slice_columns(cols, int(np.searchsorted(offs, hi)))
+    return cols
+
+
+def _rows(cols: dict, i: int, j: int) -> dict:
+    """Records ``i`` to ``j`` of columns without headers, as columns of their own: views
+    of the same memory but for the key and value boundaries, which start at 0 again."""
+    vo, ko = cols["value_offsets"], cols["key_offsets"]
+    v0, v1, k0, k1 = int(vo[i]), int(vo[j]), int(ko[i]), int(ko[j])
+    return {"offsets": cols["offsets"][i:j], "timestamps_ms": cols["timestamps_ms"][i:j],
+            "value_offsets": vo[i:j + 1] - v0, "value_data": cols["value_data"][v0:v1],
+            "value_null": cols["value_null"][i:j], "key_offsets": ko[i:j + 1] - k0,
+            "key_data": cols["key_data"][k0:k1], "key_null": cols["key_null"][i:j],
+            "headers": 0}
+
+
+def _read_columns_from(part, lo: int, hi: int) -> dict:
+    """Records ``[lo, hi)`` as columns (and perhaps records after ``hi``, where some
+    offsets are missing)."""
     cols = part.read_columns(lo, hi - lo)
     offs = cols["offsets"]
     while len(offs) < hi - lo and (not len(offs) or offs[-1] < hi - 1):
@@ -2423,9 +2471,6 @@ def _read_columns(part, lo: int, hi: int) -> dict:
             break
         cols = _concat_columns(cols, more)
         offs = cols["offsets"]
-    if len(offs) and offs[-1] >= hi:  # records past a removed offset: not leased
-        k = int(np.searchsorted(offs, hi))
-        cols = _slice_columns(cols, k)
     return cols
 
 
