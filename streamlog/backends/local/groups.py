@@ -992,16 +992,17 @@ class Group:
         while True:
             seq = topic.notify_seq_any()  # before looking: an append after this wakes us
             msgs, due_ms, pieces = self._poll_once(max_records, columnar=True)
-            batch = self._batch_of(msgs, pieces)
-            if len(batch):
-                tracer = _tracing.tracer()
-                if tracer is not None:
-                    _tracing.receive_batch(tracer, topic.name, batch)
-                return batch
+            if msgs or pieces:
+                batch = self._batch_of(msgs, pieces)
+                if len(batch):
+                    tracer = _tracing.tracer()
+                    if tracer is not None:
+                        _tracing.receive_batch(tracer, topic.name, batch)
+                    return batch
             if self._removed_acked or self._skipped:
                 continue  # as poll: leased only removed records, or passed filtered ones
             if not self._wait(seq, t0, timeout, due_ms):
-                return batch
+                return self._batch_of([], None)  # empty: nothing came in time
 
     def _wait(self, seq: int, t0: float, timeout: float | None, due_ms: int) -> bool:
         """A poll that found nothing waits here for an append, a due lease or delay, or
@@ -1049,8 +1050,8 @@ class Group:
                                np.array([m.delivery_count for m in msgs], np.int64)))
         partition = parts.pop() if parts else -1
         epoch = pieces[0][3] if pieces else msgs[0]._epoch if msgs else 0
-        if not all_pieces:
-            cols, counts = empty_columns(), np.empty(0, np.int64)
+        if not all_pieces:  # (zero-length, read-only: shared by every empty batch)
+            cols, counts = _EMPTY_COLUMNS, _NO_COUNTS
         else:
             cols, counts = _join_pieces(all_pieces)
         batch = RecordBatch(self.topic.name, partition, cols)
@@ -2399,6 +2400,12 @@ def _close_ref(ref) -> None:
     g = ref()
     if g is not None:
         g.close()
+
+
+_EMPTY_COLUMNS = empty_columns()
+_NO_COUNTS = np.empty(0, np.int64)
+for _arr in (*_EMPTY_COLUMNS.values(), _NO_COUNTS):
+    _arr.flags.writeable = False
 
 
 class _BatchLease:
