@@ -1388,3 +1388,14 @@ class BatchPollContract(Harness):
         out = list(dst.read(0))
         assert [r.value for r in out] == [b"v%d" % i for i in range(50)]
         assert [r.key for r in out] == [b"k%d" % i for i in range(50)]
+
+    def test_a_serialized_topic_hands_out_the_stored_bytes(self, store):
+        """As read_batch: the columns are the stored bytes, not decoded."""
+        t = store.topic("cj", partitions=1, serializer="json")
+        t.append({"n": 1})
+        t.append({"n": 2})
+        g = t.group("g")
+        b = _batch_until(g, 2)
+        raw = store.topic("cj").read_batch(0, 0, 10)
+        assert _values(b) == _values(raw) and isinstance(_values(b)[0], bytes)
+        assert all(g.ack_batch(b)) and g.lag() == 0
