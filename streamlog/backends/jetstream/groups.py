@@ -1399,7 +1399,6 @@ class Group:
         x, _ = await self._kv.get(self._base + ".x")
         return x["o"] if x else []
 
-    # ---------------------------------------------------------------- settle
     # -------------------------------------------------------- columnar poll
     def poll_batch(self, max_records: int = 1000, timeout: float | None = 1.0) -> RecordBatch:
         """Up to ``max_records`` records of ONE partition as a leased ``RecordBatch`` (see
@@ -1550,6 +1549,7 @@ class Group:
         return self._answers(lease, _NACK,
                              await self._settle_async(lease.msgs, _NACK, delay_s, error))
 
+    # ---------------------------------------------------------------- settle
     def ack(self, msgs: Iterable[Message]) -> list[bool]:
         """Ack many messages at once; returns each one's ``ack()`` answer."""
         self._check_store()
