@@ -168,3 +168,24 @@ def test_one_consumer_span_per_batch(store, monkeypatch):
     assert attrs["messaging.destination.partition.id"] == "0"
     g.ack_batch(b)
     assert len(g.poll_batch(10, timeout=0)) == 0 and len(spans) == 1  # none when empty
+
+
+def test_read_ahead_of_small_polls_is_bounded_by_bytes(store):
+    """Small polls of small records read ahead (one read serves many polls); of large
+    records they read ahead only about a MiB of them."""
+    from streamlog.backends.local import groups
+
+    small, large = store.topic("small"), store.topic("large")
+    small.append_many([b"x" * 100] * 3000)
+    large.append_many([b"y" * 200_000] * 30)
+    for t, most in ((small, groups._COLUMN_READ_AHEAD), (large, 6)):
+        g = t.group("g")
+        n = 0
+        while len(b := g.poll_batch(2, timeout=0)):
+            n += len(b)
+            cached = g._col_cache.get(0)
+            if cached is not None and cached[1] is not None:
+                assert len(cached[1]["offsets"]) <= most
+            assert g.ack_batch(b).all()
+        assert n == t.end_offset(0) and g.lag() == 0
+        assert g._col_cache[0][1] is not None or t is large

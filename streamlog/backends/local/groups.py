@@ -83,8 +83,10 @@ _P = struct.Struct(">I")
 _MAX_OFFSET = 1 << 63
 # Records of the last decoded span a consumer keeps per partition (see _read_range).
 _READ_CACHE_RECORDS = 16384
-# Records a columnar poll reads at once when it wants fewer (see _read_columns).
+# Records a columnar poll reads at once when it wants fewer, and the bytes of keys and
+# values that read-ahead may hold by the partition's last read (see _read_columns).
 _COLUMN_READ_AHEAD = 1024
+_COLUMN_READ_AHEAD_BYTES = 1 << 20
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
 # Headers a dead-lettered record carries besides its own: where it came from.
@@ -810,7 +812,7 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
-        self._col_cache: dict[int, tuple[int, dict]] = {}  # see _read_columns
+        self._col_cache: dict[int, tuple[int, dict | None, float]] = {}  # _read_columns
         self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
         # One-at-a-time consumers (the queue view's get): an ack of one message also
         # leases the next in its transaction; ``_held`` is (that Message, when leased in
@@ -2434,21 +2436,29 @@ def _read_columns(part, lo: int, hi: int, end: int, cache: dict) -> dict:
     retention removed are missing); ``"headers"``: how many of them carry headers.
 
     As ``_read_range`` keeps the span a read decoded, ``cache`` (the consumer's,
-    per partition) keeps the columns of up to ``_COLUMN_READ_AHEAD`` records read
-    at once (up to ``end``), none of them with headers: the next small polls slice
-    their ranges from it (views into the same memory, no copy) instead of walking
-    the stored batch from its start again."""
-    c = cache.get(part.partition)
-    if c is not None and c[0] <= lo and hi <= c[0] + len(c[1]["offsets"]):
+    partition -> (first offset, columns or None, bytes per record of the last read))
+    keeps the columns of up to ``_COLUMN_READ_AHEAD`` records read at once (up to
+    ``end``; fewer where the records are large: about ``_COLUMN_READ_AHEAD_BYTES``
+    of keys and values at the size the last read found), none of them with headers:
+    the next small polls slice their ranges from it (views into the same memory, no
+    copy) instead of walking the stored batch from its start again."""
+    p = part.partition
+    c = cache.get(p)
+    if c is not None and c[1] is not None and c[0] <= lo and \
+            hi <= c[0] + len(c[1]["offsets"]):
         return _rows(c[1], lo - c[0], hi - c[0])
-    want = min(max(hi, lo + _COLUMN_READ_AHEAD), max(end, hi))
+    ahead = 0 if c is None else \
+        min(_COLUMN_READ_AHEAD, int(_COLUMN_READ_AHEAD_BYTES / max(c[2], 1.0)))
+    want = min(max(hi, lo + ahead), max(end, hi))
     cols = _read_columns_from(part, lo, want)
     offs = cols["offsets"]
     n = len(offs)
+    size = (len(cols["value_data"]) + len(cols["key_data"])) / n if n else 1.0
     if want > hi and n and not cols["headers"] and int(offs[-1]) - int(offs[0]) == n - 1:
-        cache[part.partition] = (int(offs[0]), cols)
         first = int(offs[0])
+        cache[p] = (first, cols, size)
         return _rows(cols, max(lo - first, 0), max(min(hi - first, n), 0))
+    cache[p] = (0, None, size)
     if n and offs[-1] >= hi:  # read ahead, or records past a removed offset: not leased
         cols = _slice_columns(cols, int(np.searchsorted(offs, hi)))
     return cols
