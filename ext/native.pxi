@@ -609,6 +609,8 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
     ``crc_from``): they give the exact record count and a bound on the key and
     value bytes. Pass 2 walks the records once, checking their framing and
     copying every key and value into one block of column memory.
+    ``columns["headers"]`` counts the records taken that carry headers (a consumer
+    group's columnar poll then looks at those one by one: subjects, delays).
     Returns ``(columns, pos, base, checked)``: where to continue (a batch start
     and its base offset; a batch only partly taken is continued from its start,
     the caller skips what it already has) and the end of the last batch whose
@@ -667,7 +669,7 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
     cdef char *kn_p = blk.p + at_kn
     cdef char *vd_p = blk.p + at_vd
     cdef char *kd_p = blk.p + at_kd
-    cdef Py_ssize_t vcur = 0, kcur = 0, j = 0, bad = -1, stop = q
+    cdef Py_ssize_t vcur = 0, kcur = 0, j = 0, bad = -1, stop = q, nhdr = 0
     cdef int64_t first_ts, i
     cdef uint32_t cnt, hlen
     cdef int32_t klen, vlen
@@ -701,6 +703,8 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
                     vo_p[j] = vcur
                     kn_p[j] = klen < 0
                     vn_p[j] = vlen < 0
+                    if hlen > 0:
+                        nhdr += 1
                     if klen > 0:
                         sl_copy(kd_p + kcur, b + p + RHDR, klen, b + v.n)
                         kcur += klen
@@ -726,7 +730,8 @@ def read_columns(buf, Py_ssize_t pos, Py_ssize_t limit, int64_t expected_base,
             "value_null": _column(blk, at_vn, n, cnp.NPY_BOOL),
             "key_offsets": _column(blk, at_ko, n + 1, cnp.NPY_INT64),
             "key_data": _column(blk, at_kd, kcur, cnp.NPY_UINT8),
-            "key_null": _column(blk, at_kn, n, cnp.NPY_BOOL)}
+            "key_null": _column(blk, at_kn, n, cnp.NPY_BOOL),
+            "headers": nhdr}
     return cols, cont_pos, cont_base, checked
 
 

@@ -228,6 +228,20 @@ def receive(tr: Any, topic: str, messages: list[Any]) -> None:
     span.end()
 
 
+def receive_batch(tr: Any, topic: str, batch: Any) -> None:
+    """Record a ``receive`` CONSUMER span for a ``poll_batch`` that returned ``batch`` (a
+    RecordBatch of one partition): one span for the batch, as ``receive`` for a poll.
+    Unlinked: a columnar batch does not carry its records' headers, where the
+    producers' span contexts travel."""
+    if not len(batch) or _view_polling.get():
+        return
+    one = len(batch) == 1
+    attrs = _attrs(topic, "receive", "poll", batch.partition,
+                   int(batch.offsets[0]) if one else None, None if one else len(batch))
+    span = tr.start_span(f"poll {topic}", kind=_trace.SpanKind.CONSUMER, attributes=attrs)
+    span.end()
+
+
 class Processing:
     """A ``process`` CONSUMER span for one delivered message, made current until ``end()``
     (a CLIENT span with ``client=True``: an rpc request waiting for its reply).

@@ -139,10 +139,16 @@ class RecordBatch:
     interleaved with record headers, so they cannot be a single view); all
     columns share one block of memory, reused for a later batch once every
     column of this one is gone. Read-only; safe to share between threads.
+
+    A batch from a consumer group's ``poll_batch`` also has ``delivery_counts``
+    (int64, 1 on a record's first delivery) and carries its lease privately,
+    for that group handle's ``ack_batch`` / ``nack_batch``; on any other batch
+    ``delivery_counts`` is None.
     """
 
     __slots__ = ("offsets", "timestamps_ms", "value_offsets", "value_data", "value_null",
-                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image")
+                 "key_offsets", "key_data", "key_null", "topic", "partition", "_image",
+                 "delivery_counts", "_lease")
     offsets: np.ndarray
     timestamps_ms: np.ndarray
     value_offsets: np.ndarray
@@ -153,10 +159,15 @@ class RecordBatch:
     key_null: np.ndarray
     topic: str
     partition: int
+    delivery_counts: np.ndarray | None
 
     def __init__(self, topic: str, partition: int, columns: dict) -> None:
         self.topic = topic
         self.partition = partition
+        self.delivery_counts = None
+        # A consumer group's poll_batch: what its ack_batch / nack_batch settle (the
+        # backend's own object); None for every other batch, which they refuse.
+        self._lease: object | None = None
         # from_arrays: the records already encoded as one on-disk batch (base offset 0),
         # with what an append checks against its topic; None: encoded when appended.
         self._image: tuple[bytes, int, int, bool, bool] | None = None
@@ -168,6 +179,19 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return len(self.offsets)
+
+    def __getstate__(self) -> dict:
+        # Pickled (sent to another process) without its group lease: the copy is a
+        # plain batch, as read_batch's; only the polling handle settles the original.
+        return {name: getattr(self, name, None) for name in self.__slots__
+                if name != "_lease"}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            setattr(self, name, value)
+        self._lease = None
 
     @classmethod
     def from_arrays(cls, values, keys=None, timestamps_ms=None) -> RecordBatch:
@@ -223,6 +247,8 @@ class RecordBatch:
             arr.flags.writeable = False
             setattr(obj, name, arr)
         obj._image = None
+        obj.delivery_counts = None
+        obj._lease = None
         if n:
             obj._image = _ext.encode_image(obj.timestamps_ms, obj.value_offsets, obj.value_data,
                                            obj.value_null, obj.key_offsets, obj.key_data,
@@ -254,6 +280,19 @@ def empty_columns() -> dict:
         "value_null": np.empty(0, np.bool_), "key_offsets": np.zeros(1, np.int64),
         "key_data": np.empty(0, np.uint8), "key_null": np.empty(0, np.bool_),
     }
+
+
+def record_columns(records) -> dict:
+    """RecordBatch columns of records (anything with ``offset``, ``timestamp_ms``,
+    ``key`` and ``value``; a None value is a tombstone, a None key no key), in their
+    order: a group's columnar poll builds its batch so where it has records in hand."""
+    vo, vd, vn = _column_of([r.value for r in records], "values", allow_str=False)
+    ko, kd, kn = _column_of([r.key for r in records], "keys", allow_str=False)
+    n = len(records)
+    return {"offsets": np.fromiter((r.offset for r in records), np.int64, n),
+            "timestamps_ms": np.fromiter((r.timestamp_ms for r in records), np.int64, n),
+            "value_offsets": vo, "value_data": vd, "value_null": vn,
+            "key_offsets": ko, "key_data": kd, "key_null": kn}
 
 
 def _column_of(items, what: str, allow_str: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -50,6 +50,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from streamlog import _tracing, _validate, api
 from streamlog._limits import EVENT_SUBSCRIBE_BATCH_RECORDS, RPC_SERVER_POLL_S
 from streamlog._types import Position, Record, RecordBatch, Retention, now_ms
@@ -845,6 +847,72 @@ class AsyncGroup:
                 [m.sync for m in msgs], delay_s, error)
         return await self._as._write(self.sync.nack, [m.sync for m in msgs], delay_s, error)
 
+    async def poll_batch(self, max_records: int = 1000,
+                         timeout: float | None = 1.0) -> RecordBatch:
+        """Up to ``max_records`` records of one partition as a leased RecordBatch (see
+        ``Group.poll_batch``), waiting up to ``timeout`` seconds (an empty batch then;
+        None: no end). Not through the pump that serves ``poll``: a columnar consumer
+        polls for itself. Cancelled, it leaves nothing leased."""
+        if self._closed:
+            raise StoreClosed(f"group handle of {self.name!r} is closed")
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        if self._native:  # (cancelled, the group's own poll hands back what it leased)
+            return await self.sync.poll_batch_async(  # type: ignore[attr-defined, no-any-return]
+                max_records, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            seen = self._watch.seq()
+            if self._as._slow_writes:
+                loop = asyncio.get_running_loop()
+                got = await self._batch_shielded(loop.run_in_executor(
+                    self._as._pool, functools.partial(self.sync.poll_batch, max_records, 0)))
+            else:
+                got = self.sync.poll_batch(max_records, 0)
+            if len(got):
+                return got
+            wait = WAIT_SLICE_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return got
+                wait = min(wait, remaining)
+            await self._watch.wait_async(seen, wait)
+            if self._closed:
+                raise StoreClosed(f"group handle of {self.name!r} is closed")
+
+    async def _batch_shielded(self, fut: asyncio.Future[Any]) -> RecordBatch:
+        """A poll_batch under way elsewhere, awaited; cancelled, the caller stops waiting
+        and what the poll leases goes back at once, its delivery not counted."""
+        try:
+            return await asyncio.shield(fut)  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            fut.add_done_callback(self._hand_back_batch_done)
+            raise
+
+    def _hand_back_batch_done(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None or not len(fut.result()):
+            return
+        # back to the group, its delivery not counted (as a poll's hand-back)
+        defer = self.sync._defer_batch  # type: ignore[attr-defined]
+        asyncio.get_running_loop().run_in_executor(self._as._pool, _defer_batch, defer,
+                                                   fut.result())
+
+    async def ack_batch(self, batch: RecordBatch) -> np.ndarray:
+        """Ack a ``poll_batch`` result (see ``Group.ack_batch``)."""
+        if self._native:
+            return await self.sync.ack_batch_async(batch)  # type: ignore[attr-defined, no-any-return]
+        return await self._as._write(self.sync.ack_batch, batch)
+
+    async def nack_batch(self, batch: RecordBatch, delay_s: float = 0,
+                         error: str | None = None) -> np.ndarray:
+        """Nack a ``poll_batch`` result (see ``Group.nack_batch``)."""
+        if self._native:
+            return await self.sync.nack_batch_async(  # type: ignore[attr-defined, no-any-return]
+                batch, delay_s, error)
+        return await self._as._write(self.sync.nack_batch, batch, delay_s, error)
+
     async def lag(self, partition: int | None = None) -> int:
         if self._native:
             return await self.sync.lag_async(partition)  # type: ignore[attr-defined, no-any-return]
@@ -888,6 +956,13 @@ class AsyncGroup:
                 self._watch.wake()  # the poll waiting for itself looks again and sees it
         except (StoreClosed, TopicNotFound):
             pass
+
+
+def _defer_batch(defer: Callable[[RecordBatch], Any], batch: RecordBatch) -> None:
+    try:
+        defer(batch)
+    except (StoreClosed, TopicNotFound):
+        pass  # the leases go with the closed handle
 
 
 def _expire(fut: asyncio.Future[list[api.Message]]) -> None:

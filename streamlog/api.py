@@ -36,6 +36,8 @@ import datetime
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
+
 from streamlog._types import GroupReset, Position, Record, RecordBatch, Retention
 
 __all__ = [
@@ -212,6 +214,31 @@ class Group(Protocol):
     def nack(self, msgs: Sequence[Any], delay_s: float = 0,
              error: str | None = None) -> list[bool]:
         """Nack many of this consumer's messages at once (see ``Message.nack``)."""
+        ...
+
+    def poll_batch(self, max_records: int = 1000, timeout: float | None = 1.0) -> RecordBatch:
+        """Up to ``max_records`` records leased as ``poll`` leases them (the same modes,
+        subject filter, ``ack_wait_s``, ``max_deliver``, backoff and dead letters), all
+        from ONE partition, as numpy columns: a RecordBatch with ``topic``,
+        ``partition``, ``offsets`` increasing (not necessarily contiguous) and
+        ``delivery_counts`` (1 on a first delivery), no Python object per record.
+        Waits up to ``timeout`` like ``poll``; an empty batch on timeout. The values
+        are the stored bytes (a serializer does not decode them) and the records'
+        headers are not in the batch. Settle it whole with ``ack_batch`` /
+        ``nack_batch`` of this handle."""
+        ...
+
+    def ack_batch(self, batch: RecordBatch) -> np.ndarray:
+        """Ack every record of a ``poll_batch`` result, durable when it returns (as
+        ``ack``). A bool array, one entry per record: False where the lease was lost.
+        A second ack repeats the first answer; a batch this handle's ``poll_batch``
+        did not return is a ValueError, before anything changes."""
+        ...
+
+    def nack_batch(self, batch: RecordBatch, delay_s: float = 0,
+                   error: str | None = None) -> np.ndarray:
+        """Nack every record of a ``poll_batch`` result (see ``Message.nack``); a bool
+        array as ``ack_batch`` (all False once the batch was settled)."""
         ...
 
     def lag(self, partition: int | None = None) -> int:
@@ -617,6 +644,11 @@ class AwaitableGroup(Protocol):
     async def ack_async(self, msgs: Sequence[Any]) -> list[bool]: ...
     async def nack_async(self, msgs: Sequence[Any], delay_s: float = 0,
                          error: str | None = None) -> list[bool]: ...
+    async def poll_batch_async(self, max_records: int = 1000,
+                               timeout: float | None = 1.0) -> RecordBatch: ...
+    async def ack_batch_async(self, batch: RecordBatch) -> np.ndarray: ...
+    async def nack_batch_async(self, batch: RecordBatch, delay_s: float = 0,
+                               error: str | None = None) -> np.ndarray: ...
     async def lag_async(self, partition: int | None = None) -> int: ...
     async def close_async(self) -> None: ...
 

@@ -23,6 +23,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from streamlog import api
 from streamlog._types import Position, Record, RecordBatch
 from streamlog.errors import DecodeError
@@ -309,6 +311,37 @@ class SerializedGroup:
         """``nack``, awaited."""
         return await self._g.nack_async(  # type: ignore[attr-defined, no-any-return]
             [_raw(m) for m in msgs], delay_s, error)
+
+    def poll_batch(self, max_records: int = 1000,
+                   timeout: float | None = 1.0) -> RecordBatch:
+        """As ``Group.poll_batch``: the stored bytes as columns, not decoded (as
+        ``read_batch``); a value that would not decode is handed out as it is."""
+        return self._g.poll_batch(max_records, timeout)
+
+    def ack_batch(self, batch: RecordBatch) -> np.ndarray:
+        """Ack a ``poll_batch`` result (see ``Group.ack_batch``)."""
+        return self._g.ack_batch(batch)
+
+    def nack_batch(self, batch: RecordBatch, delay_s: float = 0,
+                   error: str | None = None) -> np.ndarray:
+        """Nack a ``poll_batch`` result (see ``Group.nack_batch``)."""
+        return self._g.nack_batch(batch, delay_s, error)
+
+    async def poll_batch_async(self, max_records: int = 1000,
+                               timeout: float | None = 1.0) -> RecordBatch:
+        """``poll_batch``, awaited (on a backend whose group has coroutine twins)."""
+        return await self._g.poll_batch_async(  # type: ignore[attr-defined, no-any-return]
+            max_records, timeout)
+
+    async def ack_batch_async(self, batch: RecordBatch) -> np.ndarray:
+        """``ack_batch``, awaited."""
+        return await self._g.ack_batch_async(batch)  # type: ignore[attr-defined, no-any-return]
+
+    async def nack_batch_async(self, batch: RecordBatch, delay_s: float = 0,
+                               error: str | None = None) -> np.ndarray:
+        """``nack_batch``, awaited."""
+        return await self._g.nack_batch_async(  # type: ignore[attr-defined, no-any-return]
+            batch, delay_s, error)
 
     def lag(self, partition: int | None = None) -> int:
         return self._g.lag(partition)

@@ -1178,3 +1178,224 @@ class CloudEventsContract(Harness):
         assert sce.from_record(t.get(*pos)) == ev
         (m,) = t.group("g", subjects=["orders.eu.*"]).poll(timeout=2)
         assert sce.from_record(m) == ev and m.key == b"cust-9"
+
+
+# ------------------------------------------------------------------ columnar polls
+def _values(b) -> list:
+    """The values of a RecordBatch, as bytes (None for a tombstone)."""
+    return [None if v is None else bytes(v) for v in (b.value(i) for i in range(len(b)))]
+
+
+def _batch_until(g, want: int = 1, max_records: int = 100, timeout: float = 10.0):
+    """``g.poll_batch`` until it returns a batch of at least ``want`` records (a lease
+    that expires, a backoff, a network round trip may take a few polls)."""
+    end = time.monotonic() + timeout
+    while True:
+        b = g.poll_batch(max_records, timeout=0.2)
+        if len(b) >= want or time.monotonic() > end:
+            return b
+        if len(b):
+            g.nack_batch(b)
+
+
+class BatchPollContract(Harness):
+    """``Group.poll_batch`` / ``ack_batch`` / ``nack_batch``: the columnar poll leases
+    records as ``poll`` does, all from one partition, and settles them as a whole."""
+
+    def test_batch_of_one_partition_with_columns_and_counts(self, store):
+        t = store.topic("cb", partitions=3)
+        for p in range(3):
+            t.append_many([b"p%d-%d" % (p, i) for i in range(5)], keys=keys_for(p, 3, 5))
+        g = t.group("g")
+        seen: dict[int, list] = {}
+        while True:
+            b = g.poll_batch(100, timeout=0.2)
+            if not len(b):
+                break
+            assert b.topic == "cb" and b.partition in range(3) and b.partition not in seen
+            assert list(b.offsets) == sorted(b.offsets)
+            assert list(b.delivery_counts) == [1] * len(b)
+            assert len(b.timestamps_ms) == len(b) and int(b.timestamps_ms.min()) > 0
+            seen[b.partition] = _values(b)
+            assert list(g.ack_batch(b)) == [True] * len(b)
+        assert seen == {p: [b"p%d-%d" % (p, i) for i in range(5)] for p in range(3)}
+        assert g.lag() == 0
+
+    def test_leases_exclude_other_consumers_and_ack_ends_them(self, store):
+        t = store.topic("cx", partitions=1)
+        t.append_many([b"%d" % i for i in range(10)])
+        a, b = t.group("g", consumer="a"), t.group("g", consumer="b")
+        ba = a.poll_batch(4, timeout=1)
+        assert _values(ba) == [b"0", b"1", b"2", b"3"]
+        bb = b.poll_batch(100, timeout=1)
+        assert _values(bb) == [b"%d" % i for i in range(4, 10)]
+        assert len(b.poll_batch(100, timeout=0.1)) == 0  # a's records stay a's
+        assert list(a.ack_batch(ba)) == [True] * 4
+        assert list(b.ack_batch(bb)) == [True] * 6
+        assert len(a.poll_batch(100, timeout=0.1)) == 0  # nothing redelivered
+        assert a.lag() == 0
+
+    def test_a_second_ack_repeats_and_a_nack_after_it_is_false(self, store):
+        t = store.topic("c2", partitions=1)
+        t.append_many([b"a", b"b"])
+        g = t.group("g")
+        b = g.poll_batch(10, timeout=1)
+        assert list(g.ack_batch(b)) == [True, True]
+        assert list(g.ack_batch(b)) == [True, True]
+        assert list(g.nack_batch(b)) == [False, False]
+        assert len(g.poll_batch(10, timeout=0.1)) == 0
+
+    def test_nack_redelivers_with_count_two(self, store):
+        t = store.topic("cn", partitions=1)
+        t.append_many([b"a", b"b", b"c"])
+        g = t.group("g")
+        b = g.poll_batch(10, timeout=1)
+        assert list(g.nack_batch(b)) == [True] * 3
+        again = _batch_until(g, 3)
+        assert _values(again) == [b"a", b"b", b"c"]
+        assert list(again.delivery_counts) == [2, 2, 2]
+        assert list(g.ack_batch(again)) == [True] * 3
+        assert g.lag() == 0
+
+    def test_a_lost_lease_acks_false(self, store):
+        t = store.topic("cl", partitions=1)
+        t.append_many([b"a", b"b"])
+        g = t.group("g", ack_wait_s=0.2)
+        b = g.poll_batch(10, timeout=1)
+        other = t.group("g", ack_wait_s=0.2)
+        b2 = _batch_until(other, 2)
+        assert list(b2.delivery_counts) == [2, 2]
+        assert list(g.ack_batch(b)) == [False, False]
+        assert list(other.ack_batch(b2)) == [True, True]
+
+    def test_poll_and_poll_batch_mix_on_one_group(self, store):
+        t = store.topic("cm", partitions=1)
+        t.append_many([b"%d" % i for i in range(9)])
+        g = t.group("g")
+        ms = g.poll(3, timeout=1)
+        b = g.poll_batch(3, timeout=1)
+        ms2 = g.poll(100, timeout=1)
+        got = [m.value for m in ms] + _values(b) + [m.value for m in ms2]
+        assert sorted(got) == sorted(b"%d" % i for i in range(9)) and len(got) == 9
+        assert g.ack(ms) == [True] * 3
+        assert list(g.ack_batch(b)) == [True] * 3
+        assert g.ack(ms2) == [True] * 3
+        assert g.lag() == 0
+        # a nacked message comes back in a batch, a nacked batch to poll
+        t.append_many([b"x", b"y"])
+        (m, n) = poll_until(g, 2)
+        assert g.nack([m, n]) == [True, True]
+        b = _batch_until(g, 2)
+        assert list(b.delivery_counts) == [2, 2]
+        g.nack_batch(b)
+        again = poll_until(g, 2)
+        assert sorted(m.delivery_count for m in again) == [3, 3]
+        assert g.ack(again) == [True, True]
+
+    def test_max_deliver_moves_a_batch_to_the_dead_letters(self, store):
+        t = store.topic("cd", partitions=1)
+        t.append_many([b"p1", b"p2"], keys=[b"k1", b"k2"])
+        g = t.group("g", max_deliver=2, dead_letter="cd.dead")
+        for _ in range(2):
+            b = _batch_until(g, 2)
+            assert list(g.nack_batch(b, error="bad batch")) == [True, True]
+        assert len(g.poll_batch(10, timeout=0.2)) == 0
+        dead = g.dead_letters()
+        assert wait_for(lambda: dead.end_offset(0) >= 2)
+        recs = list(dead.read(0))
+        assert [r.value for r in recs] == [b"p1", b"p2"]
+        assert any(b"bad batch" in v for v in recs[0].headers.values())
+        assert g.lag() == 0
+
+    def test_subject_filter(self, store):
+        t = store.topic("cs", partitions=1)
+        for i, s in enumerate(["a.x", "b.x", "a.y", "c", "a.z"]):
+            t.append(b"%d" % i, subject=s)
+        g = t.group("g", subjects=["a.*"])
+        got = []
+        while True:
+            b = g.poll_batch(100, timeout=0.2)
+            if not len(b):
+                break
+            got += _values(b)
+            assert all(g.ack_batch(b))
+        assert got == [b"0", b"2", b"4"]
+        assert g.lag() == 0
+
+    @pytest.mark.parametrize("mode", ["key_shared", "exclusive"])
+    def test_other_modes(self, store, mode):
+        t = store.topic("co", partitions=2)
+        t.append_many([b"%d" % i for i in range(20)], keys=[b"k%d" % (i % 4) for i in range(20)])
+        g = t.group("g", mode=mode)
+        got = []
+        end = time.monotonic() + 10
+        while len(got) < 20 and time.monotonic() < end:
+            b = g.poll_batch(100, timeout=0.2)
+            if len(b):
+                got += _values(b)
+                assert all(g.ack_batch(b))
+        assert sorted(got) == sorted(b"%d" % i for i in range(20))
+        assert g.lag() == 0
+
+    def test_empty_batch_on_timeout_and_wakes_on_append(self, store):
+        t = store.topic("ce", partitions=1)
+        g = t.group("g")
+        t0 = time.monotonic()
+        b = g.poll_batch(10, timeout=0.2)
+        assert len(b) == 0 and time.monotonic() - t0 >= 0.15
+        assert len(b.offsets) == 0 and len(b.delivery_counts) == 0
+        assert list(g.ack_batch(b)) == []
+        threading.Timer(0.05, lambda: t.append(b"late")).start()
+        b = g.poll_batch(10, timeout=5)
+        assert _values(b) == [b"late"]
+        g.ack_batch(b)
+
+    def test_bad_input_is_refused_before_anything_changes(self, store):
+        t = store.topic("ci", partitions=1)
+        t.append_many([b"a", b"b"])
+        g = t.group("g")
+        for bad in (0, -1, 1.5, "3", None, True):
+            with pytest.raises((TypeError, ValueError)):
+                g.poll_batch(bad, timeout=0)
+        with pytest.raises((TypeError, ValueError)):
+            g.poll_batch(10, timeout=-1)
+        other = t.group("g2")
+        b = g.poll_batch(10, timeout=1)
+        assert len(b) == 2  # the refused polls leased nothing
+        with pytest.raises(ValueError):
+            g.ack_batch(t.read_batch(0, 0, 10))
+        with pytest.raises(ValueError):
+            other.ack_batch(b)
+        with pytest.raises(ValueError):
+            t.group("g").ack_batch(b)  # another handle of the same group
+        with pytest.raises(TypeError):
+            g.ack_batch([1, 2])
+        with pytest.raises((TypeError, ValueError)):
+            g.nack_batch(b, delay_s=-1)
+        assert list(g.ack_batch(b)) == [True, True]  # the refusals changed nothing
+        assert g.lag() == 0
+
+    def test_a_batch_appends_to_another_topic(self, store):
+        src, dst = store.topic("cp-in", partitions=1), store.topic("cp-out", partitions=1)
+        src.append_many([b"v%d" % i for i in range(50)], keys=[b"k%d" % i for i in range(50)])
+        g = src.group("g")
+        while True:
+            b = g.poll_batch(16, timeout=0.2)
+            if not len(b):
+                break
+            dst.append_batch(0, b)
+            assert all(g.ack_batch(b))
+        out = list(dst.read(0))
+        assert [r.value for r in out] == [b"v%d" % i for i in range(50)]
+        assert [r.key for r in out] == [b"k%d" % i for i in range(50)]
+
+    def test_a_serialized_topic_hands_out_the_stored_bytes(self, store):
+        """As read_batch: the columns are the stored bytes, not decoded."""
+        t = store.topic("cj", partitions=1, serializer="json")
+        t.append({"n": 1})
+        t.append({"n": 2})
+        g = t.group("g")
+        b = _batch_until(g, 2)
+        raw = store.topic("cj").read_batch(0, 0, 10)
+        assert _values(b) == _values(raw) and isinstance(_values(b)[0], bytes)
+        assert all(g.ack_batch(b)) and g.lag() == 0

@@ -275,3 +275,15 @@ class TestSerializersOnJetStream(AioJetStream, suite.SerializersContract):
 
 class TestCloudEventsOnJetStream(AioJetStream, suite.CloudEventsContract):
     pass
+
+
+class TestBatchPoll(Aio, suite.BatchPollContract):
+    pass
+
+
+class TestBatchPollOnJetStream(AioJetStream, suite.BatchPollContract):
+    pass
+
+
+class TestBatchPollOnJetStreamThreaded(AioJetStreamThreaded, suite.BatchPollContract):
+    pass

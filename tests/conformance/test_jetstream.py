@@ -84,3 +84,7 @@ class TestSerializers(JetStream, suite.SerializersContract):
 
 class TestCloudEvents(JetStream, suite.CloudEventsContract):
     pass
+
+
+class TestBatchPoll(JetStream, suite.BatchPollContract):
+    pass

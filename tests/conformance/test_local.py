@@ -73,3 +73,7 @@ class TestSerializers(Local, suite.SerializersContract):
 
 class TestCloudEvents(Local, suite.CloudEventsContract):
     pass
+
+
+class TestBatchPoll(Local, suite.BatchPollContract):
+    pass

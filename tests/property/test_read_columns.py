@@ -39,7 +39,8 @@ def _outcome(fn, *args):
         cols, pos, base, checked = fn(*args)
     except (CorruptionError, TornTail) as e:
         return (type(e).__name__, e.file_pos)
-    return ({name: cols[name].tolist() for name in COLUMNS}, pos, base, checked)
+    return ({name: cols[name].tolist() for name in COLUMNS}, cols["headers"], pos, base,
+            checked)
 
 
 @settings(max_examples=300, deadline=None)

@@ -450,3 +450,34 @@ async def test_listen_acks_as_it_moves_on_and_close_hands_back_the_last(tmp_path
         got = [m.value async for m in again.listen(timeout=0.2)]
         assert got == [b"1", b"2"]  # 1 came back at once: the handle was closed
         assert await again.lag() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_poll_batch_cancelled_in_the_executor_hands_its_lease_back(tmp_path):
+    """On a store whose writes go to the executor (durability "always"), a poll_batch
+    cancelled while its poll runs there leaves nothing leased: the batch it got goes
+    back at once, its deliveries not counted."""
+    async with await sla.open(tmp_path / "s", durability="always") as log:
+        assert log._slow_writes
+        t = await log.topic("t", partitions=1)
+        await t.append_many([b"a", b"b"])
+        g = await t.group("g")
+        real = g.sync.poll_batch
+        leased = threading.Event()
+
+        def slow(max_records, timeout):
+            b = real(max_records, timeout)
+            leased.set()
+            time.sleep(0.2)  # the caller is cancelled meanwhile
+            return b
+
+        g.sync.poll_batch = slow
+        task = asyncio.create_task(g.poll_batch(10, timeout=5))
+        await _until(leased.is_set)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        other = await t.group("g")
+        b = await other.poll_batch(10, timeout=5)
+        assert b.offsets.tolist() == [0, 1] and b.delivery_counts.tolist() == [1, 1]
+        assert (await other.ack_batch(b)).all()

@@ -54,6 +54,8 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from streamlog import _tracing, _validate
 from streamlog._ext import Record
 from streamlog._limits import (
@@ -62,7 +64,9 @@ from streamlog._limits import (
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
 )
-from streamlog._types import GroupReset, Position, now_ms
+from streamlog._types import GroupReset, Position, RecordBatch, now_ms
+from streamlog._types import empty_columns as _empty_columns
+from streamlog._types import record_columns as _record_columns
 from streamlog.errors import (
     ConfigMismatch,
     GroupActive,
@@ -274,6 +278,20 @@ class Message:
         return (f"Message(topic={self.topic!r}, partition={self.partition}, "
                 f"offset={self.offset}, delivery_count={self.delivery_count}, "
                 f"key={self.key!r}, value={self.value!r})")
+
+
+class _BatchLease:
+    """The lease of a ``poll_batch`` result (its ``RecordBatch._lease``): the handle that
+    polled it, its Messages in the batch's order, whether it was settled (``state``)
+    and what its ack answered."""
+
+    __slots__ = ("group", "msgs", "state", "answers")
+
+    def __init__(self, group: Group, msgs: list[Message]) -> None:
+        self.group = group
+        self.msgs = msgs
+        self.state = _OPEN
+        self.answers: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------ naming
@@ -1380,6 +1398,156 @@ class Group:
     async def _owners(self) -> list:
         x, _ = await self._kv.get(self._base + ".x")
         return x["o"] if x else []
+
+    # -------------------------------------------------------- columnar poll
+    def poll_batch(self, max_records: int = 1000, timeout: float | None = 1.0) -> RecordBatch:
+        """Up to ``max_records`` records of ONE partition as a leased ``RecordBatch`` (see
+        ``streamlog.api.Group.poll_batch``). Here the records are polled as ``poll``
+        polls them; those of partitions other than the first message's go back at
+        once, their delivery not counted (a batch has one partition), and the batch
+        keeps its Messages privately, for ``ack_batch`` / ``nack_batch``."""
+        msgs = self._poll(max_records, timeout)
+        batch = self._batch_of(msgs)
+        if len(batch):
+            tracer = _tracing.tracer()
+            if tracer is not None:
+                _tracing.receive_batch(tracer, self.topic.name, batch)
+        return batch
+
+    async def poll_batch_async(self, max_records: int = 1000,
+                               timeout: float | None = 1.0) -> RecordBatch:
+        """``poll_batch``, awaited. Cancelled while it waits, it leases nothing."""
+        self._check()
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        end = math.inf if timeout is None else time.monotonic() + timeout
+        task = asyncio.ensure_future(self._apoll_batch(max_records, end))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._hand_back_batch)
+            raise
+
+    async def _apoll_batch(self, max_records: int, end: float) -> RecordBatch:
+        while True:
+            msgs, dead = await self._apoll_riding(max_records, end)
+            if dead:
+                await self._adead_letter(dead)
+            if msgs or time.monotonic() >= end:
+                rest = [m for m in msgs if m.partition != msgs[0].partition] if msgs else []
+                if rest:
+                    await self._settle_async(rest, _DEFER, 0)
+                batch = self._batch_of([m for m in msgs if m.partition == msgs[0].partition]
+                                       if rest else msgs, handed_back=True)
+                if len(batch):
+                    tracer = _tracing.tracer()
+                    if tracer is not None:
+                        _tracing.receive_batch(tracer, self.topic.name, batch)
+                return batch
+            self._check()
+
+    def _hand_back_batch(self, task: asyncio.Future[RecordBatch]) -> None:
+        if task.cancelled() or task.exception() is not None or not len(task.result()):
+            return
+        lease = task.result()._lease
+        assert isinstance(lease, _BatchLease)
+        lease.state = _NACKED
+        asyncio.ensure_future(self._settle_async(lease.msgs, _DEFER, 0))
+
+    def _batch_of(self, msgs: list[Message], handed_back: bool = False) -> RecordBatch:
+        """The RecordBatch of polled messages: those of the first one's partition, in
+        offset order; the others go back uncounted (unless ``handed_back`` already)."""
+        if msgs:
+            p = msgs[0].partition
+            mine = [m for m in msgs if m.partition == p]
+            if len(mine) < len(msgs) and not handed_back:
+                self._settle([m for m in msgs if m.partition != p], _DEFER, 0)
+            mine.sort(key=lambda m: m.offset)
+            cols = _record_columns([m._record for m in mine])
+        else:
+            p, mine, cols = -1, [], _empty_columns()
+        batch = RecordBatch(self.topic.name, p, cols)
+        counts = np.fromiter((m.delivery_count for m in mine), np.int64, len(mine))
+        counts.flags.writeable = False
+        batch.delivery_counts = counts
+        batch._lease = _BatchLease(self, mine)
+        return batch
+
+    def _defer_batch(self, batch: RecordBatch) -> None:
+        """Hand a ``poll_batch`` result nobody took back to the group at once, its
+        delivery not counted (``streamlog.aio``: a poll cancelled meanwhile)."""
+        lease = self._batch_lease(batch, _DEFER, 0, None)
+        if lease.state == _OPEN:
+            lease.state = _NACKED
+            self._settle(lease.msgs, _DEFER, 0)
+
+    def _batch_lease(self, batch: RecordBatch, action: int, delay_s: float,
+                     error: str | None) -> _BatchLease:
+        """The lease of a batch this handle's poll_batch returned (ValueError otherwise,
+        TypeError for a wrong argument), checked before anything changes."""
+        self._check_store()
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"expected a RecordBatch from poll_batch, not {type(batch).__name__}")
+        lease = batch._lease
+        if not isinstance(lease, _BatchLease):
+            raise ValueError("only a batch returned by a group's poll_batch can be settled "
+                             "(not one from read_batch or RecordBatch.from_arrays)")
+        if lease.group is not self:
+            raise ValueError("a batch can be settled only through the group handle that "
+                             "polled it")
+        if action == _NACK:
+            _validate.seconds(delay_s, "delay_s")
+            if error is not None and not isinstance(error, str):
+                raise TypeError(f"error must be a str or None, not {type(error).__name__}")
+        return lease
+
+    def _answers(self, lease: _BatchLease, action: int,
+                 answers: list[bool] | None) -> np.ndarray:
+        """A settle's answers as a read-only bool array; the lease remembers them."""
+        if answers is None:  # settled before
+            if action == _ACK and lease.answers is not None:
+                return lease.answers
+            out = np.zeros(len(lease.msgs), np.bool_)
+        else:
+            out = np.array(answers, np.bool_)
+            lease.state = _ACKED if action == _ACK else _NACKED
+            if action == _ACK:
+                lease.answers = out
+        out.flags.writeable = False
+        return out
+
+    def ack_batch(self, batch: RecordBatch) -> np.ndarray:
+        """Ack every record of a ``poll_batch`` result at once (``ack`` of its Messages);
+        a bool array, False where the lease was lost."""
+        lease = self._batch_lease(batch, _ACK, 0, None)
+        if lease.state != _OPEN:
+            return self._answers(lease, _ACK, None)
+        return self._answers(lease, _ACK, self._settle(lease.msgs, _ACK))
+
+    def nack_batch(self, batch: RecordBatch, delay_s: float = 0,
+                   error: str | None = None) -> np.ndarray:
+        """Nack every record of a ``poll_batch`` result at once (see ``Message.nack``)."""
+        lease = self._batch_lease(batch, _NACK, delay_s, error)
+        if lease.state != _OPEN:
+            return self._answers(lease, _NACK, None)
+        return self._answers(lease, _NACK, self._settle(lease.msgs, _NACK, delay_s, error))
+
+    async def ack_batch_async(self, batch: RecordBatch) -> np.ndarray:
+        """``ack_batch``, awaited."""
+        lease = self._batch_lease(batch, _ACK, 0, None)
+        if lease.state != _OPEN:
+            return self._answers(lease, _ACK, None)
+        return self._answers(lease, _ACK, await self._settle_async(lease.msgs, _ACK))
+
+    async def nack_batch_async(self, batch: RecordBatch, delay_s: float = 0,
+                               error: str | None = None) -> np.ndarray:
+        """``nack_batch``, awaited."""
+        lease = self._batch_lease(batch, _NACK, delay_s, error)
+        if lease.state != _OPEN:
+            return self._answers(lease, _NACK, None)
+        return self._answers(lease, _NACK,
+                             await self._settle_async(lease.msgs, _NACK, delay_s, error))
 
     # ---------------------------------------------------------------- settle
     def ack(self, msgs: Iterable[Message]) -> list[bool]:

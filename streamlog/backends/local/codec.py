@@ -441,7 +441,8 @@ def py_read_columns(buf, pos, limit, expected_base, min_offset, max_count, crc_f
     cols = {"offsets": np.array([r[0] for r in taken], dtype=np.int64),
             "timestamps_ms": np.array([r[1] for r in taken], dtype=np.int64),
             "value_offsets": vo, "value_data": vd, "value_null": vn,
-            "key_offsets": ko, "key_data": kd, "key_null": kn}
+            "key_offsets": ko, "key_data": kd, "key_null": kn,
+            "headers": sum(1 for r in taken if r[4])}
     return cols, cont_pos, cont_base, checked
 
 

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
 from streamlog import _ext, _tracing, _validate
 from streamlog._limits import (
     GROUP_ACK_DELAY_MS,
@@ -47,10 +49,18 @@ from streamlog._limits import (
     GROUP_PREFETCH_WINDOW_MS,
     MAX_MAX_RECORD_BYTES,
 )
-from streamlog._types import GroupReset, View, now_ms
+from streamlog._types import (
+    GroupReset,
+    RecordBatch,
+    View,
+    empty_columns,
+    now_ms,
+    record_columns,
+)
 from streamlog.backends.local import codec as _codec
 from streamlog.backends.local import groupstate as gs
 from streamlog.backends.local.storage.meta import Tx
+from streamlog.backends.local.storage.partition import _concat_columns
 from streamlog.errors import (
     ConfigMismatch,
     GroupActive,
@@ -73,6 +83,10 @@ _P = struct.Struct(">I")
 _MAX_OFFSET = 1 << 63
 # Records of the last decoded span a consumer keeps per partition (see _read_range).
 _READ_CACHE_RECORDS = 16384
+# Records a columnar poll reads at once when it wants fewer, and the bytes of keys and
+# values that read-ahead may hold by the partition's last read (see _read_columns).
+_COLUMN_READ_AHEAD = 1024
+_COLUMN_READ_AHEAD_BYTES = 1 << 20
 _MEMBER_KEY_MAX = 128  # longer consumer names are hashed in member keys (LMDB's key limit)
 
 # Headers a dead-lettered record carries besides its own: where it came from.
@@ -798,6 +812,7 @@ class Group:
         self._closed = False
         self._dlq: Topic | None = None
         self._cache: dict[int, tuple[int, list]] = {}
+        self._col_cache: dict[int, tuple[int, dict | None, float]] = {}  # _read_columns
         self._states_cache: dict[bytes, tuple] = {}  # see _PartStore.cache
         # One-at-a-time consumers (the queue view's get): an ack of one message also
         # leases the next in its transaction; ``_held`` is (that Message, when leased in
@@ -921,7 +936,7 @@ class Group:
             seq = topic.notify_seq_any()  # before looking: an append after this wakes us
             paced = max_records == 1 and self._ack_leases_next
             want = self._prefetch_size() if paced else max_records
-            msgs, due_ms = self._poll_once(want)
+            msgs, due_ms, _ = self._poll_once(want)
             if paced:
                 self._pf_got = len(msgs)
             if msgs:
@@ -948,6 +963,176 @@ class Group:
             topic.wait_any(seq, min(wait, 3600.0))
             self._check()
 
+    def poll_batch(self, max_records: int = 1000, timeout: float | None = 1.0) -> RecordBatch:
+        """Up to ``max_records`` records of ONE partition as a leased ``RecordBatch``.
+
+        The columnar twin of ``poll``: the records are leased exactly as ``poll``
+        leases them (the same transaction, modes, subject filter, ``ack_wait_s``,
+        ``max_deliver``, backoff, dead-lettering and pending cap), but all from the
+        first partition (in this consumer's round-robin order) that has any, and they
+        come back as numpy columns, without a Python object per record: ``topic``,
+        ``partition``, ``offsets`` (increasing, not necessarily contiguous),
+        ``timestamps_ms``, keys, values and ``delivery_counts`` (1 on a first
+        delivery). Settle it whole with ``ack_batch`` / ``nack_batch`` of this
+        handle. Waits up to ``timeout`` seconds like ``poll`` and returns an empty
+        batch (``len(b) == 0``) on timeout. Headers are not columns: a record's
+        headers are not in the batch (as ``read_batch``).
+        """
+        self._check()
+        max_records = _validate.positive_int(max_records, "max_records", 1)
+        if timeout is not None:
+            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
+        if self._held:
+            # A one-at-a-time consumer's prefetched records go back first, their delivery
+            # not counted: a batch holds records of one lease look, leased in order.
+            with self._lock:
+                back = [m for m, _, _ in self._held]
+                self._held.clear()
+            self._settle(back, _DEFER, 0)
+        t0 = time.monotonic()
+        topic = self.topic
+        while True:
+            seq = topic.notify_seq_any()  # before looking: an append after this wakes us
+            msgs, due_ms, pieces = self._poll_once(max_records, columnar=True)
+            if msgs or pieces:
+                batch = self._batch_of(msgs, pieces)
+                if len(batch):
+                    tracer = _tracing.tracer()
+                    if tracer is not None:
+                        _tracing.receive_batch(tracer, topic.name, batch)
+                    return batch
+            if self._removed_acked or self._skipped:
+                continue  # as poll: leased only removed records, or passed filtered ones
+            if not self._wait(seq, t0, timeout, due_ms):
+                return self._batch_of([], None)  # empty: nothing came in time
+
+    def _wait(self, seq: int, t0: float, timeout: float | None, due_ms: int) -> bool:
+        """A poll that found nothing waits here for an append, a due lease or delay, or
+        its heartbeat interval (whichever comes first); False when ``timeout`` (seconds
+        since ``t0``) has run out."""
+        wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
+        if wait <= 0:
+            return False
+        now = now_ms()
+        if due_ms < gs.FOREVER_MS:
+            wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
+        # Look up at least once per heartbeat interval: a consumer blocked in poll
+        # stays live (exclusive groups keep its partitions; stats count it).
+        wait = min(wait, self._beat_interval_ms(self._cfg) / 1000)
+        self.topic.wait_any(seq, min(wait, 3600.0))
+        self._check()
+        return True
+
+    def _batch_of(self, msgs: list[Message], pieces: list | None) -> RecordBatch:
+        """The RecordBatch of one columnar look: the ranges read as columns (``pieces``)
+        and the records that were looked at one by one (``msgs``), in offset order, with
+        the lease ``ack_batch`` settles."""
+        if pieces and len(pieces) == 1 and not msgs:  # the usual: one range, no headers
+            cols, count, partition, epoch = pieces[0]
+            counts = np.full(len(cols["offsets"]), count, np.int64)
+            counts.flags.writeable = False
+            batch = RecordBatch(self.topic.name, partition, cols)
+            batch.delivery_counts = counts
+            batch._lease = _BatchLease(self, epoch)
+            return batch
+        parts = {m._record.partition for m in msgs}
+        parts.update(piece[2] for piece in pieces or ())
+        if len(parts) > 1:  # (not expected: the look stops at the first partition)
+            keep = pieces[0][2] if pieces else min(parts)
+            self._hand_back_early([(m, now_ms()) for m in msgs
+                                   if m._record.partition != keep])
+            msgs = [m for m in msgs if m._record.partition == keep]
+            pieces = [piece for piece in pieces or () if piece[2] == keep]
+            parts = {keep}
+        all_pieces: list[tuple[dict, Any]] = [
+            (cols, np.full(len(cols["offsets"]), count, np.int64))
+            for cols, count, _, _ in pieces or ()]
+        if msgs:
+            all_pieces.append((record_columns([m._record for m in msgs]),
+                               np.array([m.delivery_count for m in msgs], np.int64)))
+        partition = parts.pop() if parts else -1
+        epoch = pieces[0][3] if pieces else msgs[0]._epoch if msgs else 0
+        if not all_pieces:  # (zero-length, read-only: shared by every empty batch)
+            cols, counts = _EMPTY_COLUMNS, _NO_COUNTS
+        else:
+            cols, counts = _join_pieces(all_pieces)
+        batch = RecordBatch(self.topic.name, partition, cols)
+        counts.flags.writeable = False
+        batch.delivery_counts = counts
+        batch._lease = _BatchLease(self, epoch)
+        return batch
+
+    def ack_batch(self, batch: RecordBatch) -> np.ndarray:
+        """Ack every record of a ``poll_batch`` result in one transaction, committed when
+        it returns. A bool array, one entry per record: False where the lease was lost
+        (expired and taken by another consumer, or an exclusive takeover). A second
+        ack of the batch repeats the first answer. ValueError (nothing changed) for a
+        batch this handle's ``poll_batch`` did not return."""
+        return self._settle_batch(batch, _ACK)
+
+    def nack_batch(self, batch: RecordBatch, delay_s: float = 0,
+                   error: str | None = None) -> np.ndarray:
+        """Nack every record of a ``poll_batch`` result in one transaction (see
+        ``Message.nack``: redelivered after ``delay_s`` and the backoff, dead-lettered
+        once ``max_deliver`` is used up). A bool array as ``ack_batch``; once the
+        batch is settled, all False."""
+        return self._settle_batch(batch, _NACK, delay_s, error)
+
+    def _defer_batch(self, batch: RecordBatch) -> None:
+        """Hand a ``poll_batch`` result nobody took back to the group at once, its
+        delivery not counted (``streamlog.aio``: a poll cancelled meanwhile)."""
+        self._settle_batch(batch, _DEFER)
+
+    def _settle_batch(self, batch: RecordBatch, action: int, delay_s: float = 0,
+                      error: str | None = None) -> np.ndarray:
+        self._log._check()
+        if not isinstance(batch, RecordBatch):
+            raise TypeError(f"expected a RecordBatch from poll_batch, not {type(batch).__name__}")
+        lease = batch._lease
+        if not isinstance(lease, _BatchLease):
+            raise ValueError("only a batch returned by a group's poll_batch can be settled "
+                             "(not one from read_batch or RecordBatch.from_arrays)")
+        if lease.group is not self:
+            raise ValueError("a batch can be settled only through the group handle that "
+                             "polled it")
+        if action == _NACK:
+            delay_s = _validate.seconds(delay_s, "delay_s") or 0.0
+            if error is not None and not isinstance(error, str):
+                raise TypeError(f"error must be a str or None, not {type(error).__name__}")
+        n = len(batch)
+        if lease.state != _OPEN and action == _ACK and lease.answers is not None:
+            return lease.answers  # a second ack repeats the first
+        out = np.zeros(n, np.bool_)
+        if lease.state != _OPEN or n == 0 or self._closed:
+            out.flags.writeable = False
+            return out
+        p = batch.partition
+        offsets = batch.offsets
+        spans = self._spans.get(p) if self._spans else None
+        if spans:  # a filtered poll's records: each settle covers the gap before it
+            ranges = self._span_ranges([_At(p, o) for o in offsets.tolist()], True)[p][0]
+        elif int(offsets[-1]) - int(offsets[0]) == n - 1:
+            ranges = [(int(offsets[0]), int(offsets[-1]) + 1)]  # the usual: contiguous
+        else:
+            ranges = gs.to_ranges(offsets.tolist())
+        ok, dead, full = self._settle_ranges({p: {lease.epoch: ranges}}, action,
+                                             delay_s, error, False)
+        good = ok.get(p)
+        if good:
+            if good == ranges:
+                out[:] = True
+            else:
+                starts = np.array([a for a, _ in good], np.int64)
+                ends = np.array([b for _, b in good], np.int64)
+                j = np.searchsorted(starts, offsets, side="right") - 1
+                out = (j >= 0) & (offsets < ends[np.maximum(j, 0)])
+        out.flags.writeable = False
+        lease.state = _ACKED if action == _ACK else _NACKED
+        if action == _ACK:
+            lease.answers = out
+        self._settled(action, dead, full)
+        return out
+
     def _sync_partitions(self) -> None:
         """Follow a topic that grew (``Log.alter_topic``, in any process): the group takes
         the new partitions, each from its first record."""
@@ -957,7 +1142,16 @@ class Group:
             self._pkeys = [_part_key(self.topic.name, self.name, p) for p in range(n)]
             self._idle = {}
 
-    def _poll_once(self, max_records: int) -> tuple[list[Message], int]:
+    def _poll_once(self, max_records: int, columnar: bool = False
+                   ) -> tuple[list[Message], int, list | None]:
+        """One look for records to lease, in one transaction (``poll``'s and
+        ``poll_batch``'s). Returns ``(messages, due_ms, pieces)``: the records leased,
+        when something not deliverable now comes due, and, with ``columnar``
+        (``poll_batch``: every record from one partition), ``pieces``, the leased
+        ranges read as columns, ``(columns, delivery count, partition, epoch)`` each;
+        ``messages`` then holds only the records that needed a look one by one
+        (headers, a subject filter). None without ``columnar``."""
+        one_part = columnar
         self._sync_partitions()
         topic = self.topic
         parts = topic._parts
@@ -1005,6 +1199,8 @@ class Group:
                                                  dead_room)
                     if res is not None:
                         room -= res.taken
+                        if one_part and res.taken:
+                            room = 0  # poll_batch: the records of one partition only
                         dead_room -= sum(d[1] - d[0] for d in res.dead)
                         due = min(due, res.due_ms)
                         if res.deliver or res.dead:
@@ -1049,6 +1245,8 @@ class Group:
                         res = gs.lease_shared_store(ps, me, now, room, v.end_offset, aw, md,
                                                     GROUP_MAX_PENDING_RECORDS, dead_room)
                     room -= res.taken
+                    if one_part and res.taken:
+                        room = 0  # poll_batch: the records of one partition only
                     dead_room -= sum(d[1] - d[0] for d in res.dead)
                     due = min(due, res.due_ms)
                     if res.deliver or res.dead or res.picked:
@@ -1069,6 +1267,8 @@ class Group:
                     res = gs.lease_key_shared(st, me, now, room, new, aw, md, bo, reclaim,
                                               GROUP_MAX_PENDING_RECORDS, dead_room)
                 room -= res.taken
+                if one_part and res.taken:
+                    room = 0  # poll_batch: the records of one partition only
                 dead_room -= sum(d[1] - d[0] for d in res.dead)
                 due = min(due, res.due_ms)
                 if res.deliver or res.dead:
@@ -1112,12 +1312,24 @@ class Group:
         ordered = mode != "shared"
         removed: list[tuple[int, int, list[tuple[int, int]]]] = []
         self._removed_acked = False
+        pieces: list | None = [] if columnar else None
         for p, res, epoch in taken:
             part = parts[p]
             picked = res.picked
             if picked:
                 self._take_picked(p, picked, epoch, msgs, now, early)
             for lo, hi, count in res.deliver:
+                if pieces is not None and match is None and not held:
+                    cols = _read_columns(part, lo, hi, views[p].end_offset, self._col_cache)
+                    if not cols["headers"]:  # (a record with headers: looked at below)
+                        pieces.append((cols, count, p, epoch))
+                        got = len(cols["offsets"])
+                        if part.compacted_topic and got < hi - lo:
+                            have_offs = set(cols["offsets"].tolist())
+                            gone = gs.to_ranges([o for o in range(lo, hi)
+                                                 if o not in have_offs])
+                            removed.append((p, epoch, gone))
+                        continue
                 first = len(msgs)
                 batch: list[Message] = []
                 if not _make_messages(_read_range(part, lo, hi, self._cache), batch, self,
@@ -1162,7 +1374,7 @@ class Group:
             due = min(due, min(at for _, at in early))
         if removed:
             self._ack_removed(removed)
-        return msgs, due
+        return msgs, due, pieces
 
     def _take_picked(self, p: int, picked: list, epoch: int, msgs: list[Message], now: int,
                      early: list[tuple[Message, int]]) -> None:
@@ -1454,14 +1666,60 @@ class Group:
                     ranges_of = _ranges_by_part([msgs[i] for i in todo], exclusive)
         if not todo or self._closed:
             return out
+        lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
+            not self._held and self.mode == "shared"
+        ok, dead, full = self._settle_ranges(ranges_of, action, delay_s, error, lease_next)
+        state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
+        if len(ok) == 1 and len(ranges_of) == 1 and len(todo) == n:
+            ((p, changed),) = ok.items()
+            ((_, asked),) = ranges_of.items()
+            if len(asked) == 1 and p in ranges_of and changed == list(asked.values())[0]:
+                # every message of the batch succeeded: no per-message lookups
+                if state:
+                    if span is not None:
+                        _set_states(msgs, state)
+                    else:
+                        for m in msgs:
+                            m._state = state
+                self._settled(action, dead, full)
+                return [True] * n
+        for i in todo:
+            m = msgs[i]
+            r = m._record
+            ranges = ok.get(r.partition)
+            off = r.offset
+            if not ranges:
+                good = False
+            elif len(ranges) == 1:
+                good = ranges[0][0] <= off < ranges[0][1]
+            else:
+                j = bisect.bisect_right(ranges, (off, _MAX_OFFSET)) - 1
+                good = j >= 0 and ranges[j][0] <= off < ranges[j][1]
+            out[i] = good
+            if action == _ACK:
+                m._state = _ACKED if good else _LOST
+            elif action in (_NACK, _DEFER):
+                m._state = _NACKED
+        self._settled(action, dead, full)
+        return out
+
+    def _settle_ranges(self, ranges_of: dict[int, dict[int, list[tuple[int, int]]]],
+                       action: int, delay_s: float, error: str | None, lease_next: bool
+                       ) -> tuple[dict[int, list[tuple[int, int]]],
+                                  list[tuple[int, int, int, int, str | None]], bool]:
+        """The transaction of a settle (``ack``/``nack``/... of messages, ``ack_batch``/
+        ``nack_batch`` of a columnar poll): ``ranges_of`` is partition -> {epoch (0 but
+        in exclusive mode): offset ranges}. Returns ``(ok, dead, full)``: per
+        partition the ranges whose lease this consumer still held (and now settled),
+        the dead-letter jobs of a nack, whether a partition was at its pending cap.
+        ``lease_next``: an ack of one message that also leases the next record."""
         self._log._check()
+        exclusive = self.mode == "exclusive"
         me = self.consumer
         now = now_ms()
         pkeys = self._pkeys
         defer_to = now + int(delay_s * 1000)
         keyed = self.mode == "key_shared"
-        lease_next = action == _ACK and self._ack_leases_next and n == 1 and \
-            not self._held and self.mode == "shared"
         if lease_next:
             views = [View._make(part.view()) for part in self.topic._parts]
 
@@ -1529,39 +1787,7 @@ class Group:
             self._hold([m], GROUP_HOLD_MAX_MS, now)
         if beat:
             self._beat_ms = now
-        state = _ACKED if action == _ACK else _NACKED if action in (_NACK, _DEFER) else 0
-        if len(ok) == 1 and len(ranges_of) == 1 and len(todo) == n:
-            ((p, changed),) = ok.items()
-            ((_, asked),) = ranges_of.items()
-            if len(asked) == 1 and p in ranges_of and changed == list(asked.values())[0]:
-                # every message of the batch succeeded: no per-message lookups
-                if state:
-                    if span is not None:
-                        _set_states(msgs, state)
-                    else:
-                        for m in msgs:
-                            m._state = state
-                self._settled(action, dead, full)
-                return [True] * n
-        for i in todo:
-            m = msgs[i]
-            r = m._record
-            ranges = ok.get(r.partition)
-            off = r.offset
-            if not ranges:
-                good = False
-            elif len(ranges) == 1:
-                good = ranges[0][0] <= off < ranges[0][1]
-            else:
-                j = bisect.bisect_right(ranges, (off, _MAX_OFFSET)) - 1
-                good = j >= 0 and ranges[j][0] <= off < ranges[j][1]
-            out[i] = good
-            if action == _ACK:
-                m._state = _ACKED if good else _LOST
-            elif action in (_NACK, _DEFER):
-                m._state = _NACKED
-        self._settled(action, dead, full)
-        return out
+        return ok, dead, full
 
     def _span_ranges(self, recs: list, settling: bool
                      ) -> dict[int, dict[int, list[tuple[int, int]]]]:
@@ -2176,6 +2402,135 @@ def _close_ref(ref) -> None:
     g = ref()
     if g is not None:
         g.close()
+
+
+_EMPTY_COLUMNS = empty_columns()
+_NO_COUNTS = np.empty(0, np.int64)
+for _arr in (*_EMPTY_COLUMNS.values(), _NO_COUNTS):
+    _arr.flags.writeable = False
+
+
+class _BatchLease:
+    """The lease of a ``poll_batch`` result (its ``RecordBatch._lease``): the handle that
+    polled it, the partition's epoch then (exclusive mode), and whether it was settled
+    (``state``; ``answers``: what its ack returned)."""
+
+    __slots__ = ("group", "epoch", "state", "answers")
+
+    def __init__(self, group: Group, epoch: int) -> None:
+        self.group = group
+        self.epoch = epoch
+        self.state = _OPEN
+        self.answers: np.ndarray | None = None
+
+
+class _At(NamedTuple):
+    """A record's place, where a settle needs only that (``Group._span_ranges``)."""
+
+    partition: int
+    offset: int
+
+
+def _read_columns(part, lo: int, hi: int, end: int, cache: dict) -> dict:
+    """Records ``[lo, hi)`` of a partition as RecordBatch columns (those compaction or
+    retention removed are missing); ``"headers"``: how many of them carry headers.
+
+    As ``_read_range`` keeps the span a read decoded, ``cache`` (the consumer's,
+    partition -> (first offset, columns or None, bytes per record of the last read))
+    keeps the columns of up to ``_COLUMN_READ_AHEAD`` records read at once (up to
+    ``end``; fewer where the records are large: about ``_COLUMN_READ_AHEAD_BYTES``
+    of keys and values at the size the last read found), none of them with headers:
+    the next small polls slice their ranges from it (views into the same memory, no
+    copy) instead of walking the stored batch from its start again."""
+    p = part.partition
+    c = cache.get(p)
+    if c is not None and c[1] is not None and c[0] <= lo and \
+            hi <= c[0] + len(c[1]["offsets"]):
+        return _rows(c[1], lo - c[0], hi - c[0])
+    ahead = 0 if c is None else \
+        min(_COLUMN_READ_AHEAD, int(_COLUMN_READ_AHEAD_BYTES / max(c[2], 1.0)))
+    want = min(max(hi, lo + ahead), max(end, hi))
+    cols = _read_columns_from(part, lo, want)
+    offs = cols["offsets"]
+    n = len(offs)
+    size = (len(cols["value_data"]) + len(cols["key_data"])) / n if n else 1.0
+    if want > hi and n and not cols["headers"] and int(offs[-1]) - int(offs[0]) == n - 1:
+        first = int(offs[0])
+        cache[p] = (first, cols, size)
+        return _rows(cols, max(lo - first, 0), max(min(hi - first, n), 0))
+    cache[p] = (0, None, size)
+    if n and offs[-1] >= hi:  # read ahead, or records past a removed offset: not leased
+        cols = _slice_columns(cols, int(np.searchsorted(offs, hi)))
+    return cols
+
+
+def _rows(cols: dict, i: int, j: int) -> dict:
+    """Records ``i`` to ``j`` of columns without headers, as columns of their own: views
+    of the same memory but for the key and value boundaries, which start at 0 again."""
+    vo, ko = cols["value_offsets"], cols["key_offsets"]
+    v0, v1, k0, k1 = int(vo[i]), int(vo[j]), int(ko[i]), int(ko[j])
+    return {"offsets": cols["offsets"][i:j], "timestamps_ms": cols["timestamps_ms"][i:j],
+            "value_offsets": vo[i:j + 1] - v0, "value_data": cols["value_data"][v0:v1],
+            "value_null": cols["value_null"][i:j], "key_offsets": ko[i:j + 1] - k0,
+            "key_data": cols["key_data"][k0:k1], "key_null": cols["key_null"][i:j],
+            "headers": 0}
+
+
+def _read_columns_from(part, lo: int, hi: int) -> dict:
+    """Records ``[lo, hi)`` as columns (and perhaps records after ``hi``, where some
+    offsets are missing)."""
+    cols = part.read_columns(lo, hi - lo)
+    offs = cols["offsets"]
+    while len(offs) < hi - lo and (not len(offs) or offs[-1] < hi - 1):
+        # read_columns stops at a segment's end: read on from the next offset
+        more = part.read_columns(int(offs[-1]) + 1 if len(offs) else lo, hi - lo - len(offs))
+        if not len(more["offsets"]):
+            break
+        cols = _concat_columns(cols, more)
+        offs = cols["offsets"]
+    return cols
+
+
+def _slice_columns(cols: dict, k: int) -> dict:
+    """The first ``k`` records of columns (their headers counted as before: a bound)."""
+    vo, ko = cols["value_offsets"][:k + 1], cols["key_offsets"][:k + 1]
+    return {"offsets": cols["offsets"][:k], "timestamps_ms": cols["timestamps_ms"][:k],
+            "value_offsets": vo, "value_data": cols["value_data"][:int(vo[-1])],
+            "value_null": cols["value_null"][:k], "key_offsets": ko,
+            "key_data": cols["key_data"][:int(ko[-1])], "key_null": cols["key_null"][:k],
+            "headers": cols.get("headers", 0)}
+
+
+def _join_pieces(pieces: list[tuple[dict, np.ndarray]]) -> tuple[dict, np.ndarray]:
+    """One set of columns (and delivery counts) of several, in increasing offset order."""
+    cols, counts = pieces[0]
+    for more, c in pieces[1:]:
+        cols = _concat_columns(cols, more)
+        counts = np.concatenate([counts, c])
+    offs = cols["offsets"]
+    if len(offs) > 1 and not bool((offs[1:] > offs[:-1]).all()):
+        order = np.argsort(offs, kind="stable")
+        cols = _take_rows(cols, order)
+        counts = counts[order]
+    cols = {k: v for k, v in cols.items() if k != "headers"}
+    return cols, counts
+
+
+def _take_rows(cols: dict, order: np.ndarray) -> dict:
+    """Columns with their records in ``order`` (a permutation)."""
+    out = {"offsets": cols["offsets"][order], "timestamps_ms": cols["timestamps_ms"][order],
+           "value_null": cols["value_null"][order], "key_null": cols["key_null"][order]}
+    for which in ("value", "key"):
+        bounds, data = cols[f"{which}_offsets"], cols[f"{which}_data"]
+        lengths = (bounds[1:] - bounds[:-1])[order]
+        starts = bounds[:-1][order]
+        new_bounds = np.zeros(len(order) + 1, np.int64)
+        np.cumsum(lengths, out=new_bounds[1:])
+        # every byte's source: its record's start plus its place within the record
+        idx = np.repeat(starts - new_bounds[:-1], lengths) + np.arange(int(new_bounds[-1]))
+        out[f"{which}_offsets"] = new_bounds
+        out[f"{which}_data"] = np.ascontiguousarray(data[idx])
+    return out
 
 
 def _ranges_by_part(msgs: list[Message],

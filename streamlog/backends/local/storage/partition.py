@@ -1859,4 +1859,5 @@ def _concat_columns(a: dict, b: dict) -> dict:
         out[k] = np.concatenate([a[k], b[k]])
     for k, data in (("value_offsets", "value_data"), ("key_offsets", "key_data")):
         out[k] = np.concatenate([a[k][:-1], b[k] + len(a[data])])
+    out["headers"] = a.get("headers", 0) + b.get("headers", 0)
     return out
