@@ -439,11 +439,12 @@ class Partition:
                 nfd = os.open(nb_path, os.O_RDONLY)
                 try:
                     nsize = os.fstat(nfd).st_size
-                    nm = _ext.Mapping(nfd, nsize, False) if nsize else None
-                    end = _last_nonzero_end(nfd, nm, 0, nsize) if nm is not None else 0
-                    if end:
-                        saved.append(self._quarantine(nb, 0, bytes(memoryview(nm)[:end])))
-                    del nm
+                    if nsize:
+                        nm = _ext.Mapping(nfd, nsize, False)
+                        end = _last_nonzero_end(nfd, nm, 0, nsize)
+                        if end:
+                            saved.append(self._quarantine(nb, 0, bytes(memoryview(nm)[:end])))
+                        del nm
                 finally:
                     os.close(nfd)
                 self._unlink_segment(nb)
