@@ -255,9 +255,10 @@ class RollHistory:
                     t.append(v)
                 self.c_files = _read_files(self.store)
                 assert held, "the unsynced appends rolled a segment"
-                for job in held:  # the background syncs, late
+                for job in held:  # the background trims and syncs, late
                     job()
-                self.e_control = _read_files(self.store)["control"]
+                self.e_files = _read_files(self.store)  # the closed segments trimmed
+                self.e_control = self.e_files["control"]
                 self.newest = t.end_offset(0) and log._parts[("t", 0)].ctl.view()[1]
         self.logs = sorted(n for n in self.c_files if n.endswith(".log"))
         self.new_logs = [n for n in self.logs if n not in self.d_files]
@@ -299,7 +300,8 @@ class RollHistory:
                     notes.append(f"{name}:empty")
                     continue
                 d = bytes(len(c))  # a new file: what never reached the disk reads as zeros
-            size = rng.choice([len(d), len(c)])  # a trim (or growth) that was or was not kept
+            # a trim (or growth) that was or was not kept
+            size = rng.choice([len(d), len(c), len(self.e_files.get(name, c))])
             d_end = _durable_end(name, d)
             img = bytearray(d[:size].ljust(size, b"\0"))
             picks = []

@@ -420,3 +420,29 @@ def test_damage_in_a_closed_segment_in_the_same_boot_is_corruption(tmp_path, mon
             list(t.read(0))
         assert [p.kind for p in log.verify()] == ["corrupt"]
     assert _segments(store) == segs and not _quarantined(store)
+
+
+def test_read_only_open_skips_a_torn_closed_segment_and_changes_nothing(tmp_path, monkeypatch):
+    """Read-only after a reboot: a closed segment damaged past the recovery point ends the
+    partition's view there (the later segments left out), and no file changes."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=20, unsynced=150)
+    segs = _segments(store)
+    victim = next(s for s in segs if int(os.path.basename(s)[:20]) >= 20)
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[3]
+    with open(victim, "r+b") as f:
+        f.seek(hit)
+        f.write(bytes(starts[4] - hit))
+    expected = int(os.path.basename(victim)[:20]) + 3
+    _pretend_reboot(store)
+    before = {p: open(p, "rb").read() for p in segs}
+    with streamlog.open(store, read_only=True) as log:
+        t = log.topic("t")
+        assert [r.offset for r in t.read(0)] == list(range(expected))
+        assert t.end_offset(0) == expected
+        assert [p.kind for p in log.verify()] == []
+    assert {p: open(p, "rb").read() for p in segs} == before and not _quarantined(store)
+    with streamlog.open(store) as log:  # the next writer cuts it
+        assert log.topic("t").end_offset(0) == expected
+        assert log.verify() == []
