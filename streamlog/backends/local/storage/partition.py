@@ -169,6 +169,9 @@ class Partition:
         self._written_back = (-1, 0)
         self._wrote_back = False  # handed a descriptor to the writeback thread (prefault)
         self._synced_behind = False  # handed a closed segment to the background syncer
+        # closed segments whose trim the background syncer has not run yet: base -> the
+        # size they will have (closed_size reports that, in this process, meanwhile)
+        self._untrimmed: dict[int, int] = {}
         self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
@@ -1020,10 +1023,11 @@ class Partition:
             raise
         if wait:
             _close_all(trims)
-        self._attach_locked()
-        if not wait:
+        else:  # (the job owns the descriptors from here on)
             self._synced_behind = True
-            prefault.request_sync(functools.partial(self._sync_closed, trims))
+            self._untrimmed[old_base] = end_pos
+            prefault.request_sync(functools.partial(self._sync_closed, old_base, trims))
+        self._attach_locked()
         if retain and self.retention is not None:
             self._apply_retention_locked(False)
         if self.on_roll is not None:
@@ -1183,12 +1187,12 @@ class Partition:
                 os.close(fd)
         files.fsync_dir(self.path)
 
-    def _sync_closed(self, trims: list[tuple[int, int]]) -> None:
+    def _sync_closed(self, base: int, trims: list[tuple[int, int]]) -> None:
         """The background half of a roll in never/interval (the closed-segment syncer
-        thread, ``prefault.request_sync``): trim the closed segment and its indexes
-        (``trims``: descriptors of this job's own and sizes), sync the segments the roll
-        closed and the directory, then move the recovery point up to the active
-        segment's base. It never moves the point down, and a close waits for it
+        thread, ``prefault.request_sync``): trim the closed segment ``base`` and its
+        indexes (``trims``: descriptors of this job's own and sizes), sync the segments
+        the roll closed and the directory, then move the recovery point up to the
+        active segment's base. It never moves the point down, and a close waits for it
         (``prefault.drain``)."""
         try:
             _trim(trims)
@@ -1196,6 +1200,7 @@ class Partition:
             pass  # untrimmed: zeros after the data, which readers and recovery allow (I6)
         finally:
             _close_all(trims)
+            self._untrimmed.pop(base, None)
         if self._closed:
             return
         try:
@@ -1708,7 +1713,7 @@ class Partition:
         sizes = {}
         for b in closed:
             try:
-                sizes[b] = os.stat(os.path.join(self.path, files.segment_name(b))).st_size
+                sizes[b] = self.closed_size(b)
             except FileNotFoundError:
                 sizes[b] = 0
         total = sum(sizes.values()) + view[3]
@@ -1755,6 +1760,14 @@ class Partition:
                 pass
 
     # -------------------------------------------------------------- verify
+    def closed_size(self, base: int) -> int:
+        """Bytes of closed segment ``base``: its file's size, or, while the background
+        syncer has not yet trimmed it after its roll, the size the trim will leave (the
+        file holds zeros after its data until then). FileNotFoundError once removed."""
+        size = os.stat(os.path.join(self.path, files.segment_name(base))).st_size
+        end = self._untrimmed.get(base)
+        return size if end is None else min(size, end)
+
     def segments_info(self) -> list[dict]:
         """Base offset, path and size of every segment (the active one by its data end)."""
         view = self.view()
@@ -1763,7 +1776,7 @@ class Partition:
             path = os.path.join(self.path, files.segment_name(b))
             active = b == view[1]
             try:
-                size = view[3] if active else os.stat(path).st_size
+                size = view[3] if active else self.closed_size(b)
             except FileNotFoundError:
                 continue
             out.append({"base_offset": b, "path": path, "bytes": size, "active": active})
