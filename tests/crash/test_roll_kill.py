@@ -62,7 +62,7 @@ def _append_until_the_sync_dies(path: str, ack_fd: int, where: str) -> None:
     real_below = P._sync_closed_below
 
     def die_here() -> None:
-        if threading.current_thread().name == "streamlog-sync":
+        if threading.current_thread().name == "streamlog-closed-sync":
             calls["n"] += 1
             if calls["n"] >= 3:
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -88,7 +88,7 @@ def request_sync(job: Callable[[], None]) -> None:
                 _sync_queue = queue.SimpleQueue()
                 _sync_pid = os.getpid()
                 threading.Thread(target=_run_sync, args=(_sync_queue,),
-                                 name="streamlog-sync", daemon=True).start()
+                                 name="streamlog-closed-sync", daemon=True).start()
             q = _sync_queue
     q.put((job, None))
 
