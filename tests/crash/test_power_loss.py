@@ -313,8 +313,9 @@ def test_damage_in_a_closed_segment_past_the_recovery_point_is_a_torn_tail(
     _fill_across_rolls(store, monkeypatch, synced=20, unsynced=150)
     segs = _segments(store)
     assert len(segs) >= 4
-    # the first segment that holds only unsynced records, and a batch in its middle
-    victim = next(s for s in segs if int(os.path.basename(s)[:20]) >= 20)
+    # the newest closed segment (the only one a roll leaves unsynced), mid-segment
+    victim = segs[-2]
+    assert int(os.path.basename(victim)[:20]) >= 20
     later = segs[segs.index(victim) + 1:]
     size = os.path.getsize(victim)
     starts = _batch_starts(victim, size)
@@ -357,7 +358,7 @@ def test_a_closed_segment_ending_short_of_the_next_is_a_torn_tail(tmp_path, monk
     store = str(tmp_path / "s")
     _fill_across_rolls(store, monkeypatch, synced=5, unsynced=120)
     segs = _segments(store)
-    victim = next(s for s in segs if int(os.path.basename(s)[:20]) >= 5)
+    victim = segs[-2]
     starts = _batch_starts(victim, os.path.getsize(victim))
     os.truncate(victim, starts[-2])
     expected = int(os.path.basename(victim)[:20]) + len(starts) - 2
@@ -428,7 +429,7 @@ def test_read_only_open_skips_a_torn_closed_segment_and_changes_nothing(tmp_path
     store = str(tmp_path / "s")
     _fill_across_rolls(store, monkeypatch, synced=20, unsynced=150)
     segs = _segments(store)
-    victim = next(s for s in segs if int(os.path.basename(s)[:20]) >= 20)
+    victim = segs[-2]
     starts = _batch_starts(victim, os.path.getsize(victim))
     hit = starts[3]
     with open(victim, "r+b") as f:
@@ -446,3 +447,74 @@ def test_read_only_open_skips_a_torn_closed_segment_and_changes_nothing(tmp_path
     with streamlog.open(store) as log:  # the next writer cuts it
         assert log.topic("t").end_offset(0) == expected
         assert log.verify() == []
+
+
+def test_a_roll_leaves_at_most_one_closed_segment_unsynced(tmp_path, monkeypatch):
+    """With every background sync held back, each roll first syncs the segments before
+    the one it closes: the recovery point stands at the newest closed segment's base."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    assert len(segs) >= 4
+    with streamlog.open(store, durability="never") as log:
+        log.topic("t")
+        part = log._parts[("t", 0)]
+        assert part.ctl.synced_offset >= int(os.path.basename(segs[-2])[:20])
+
+
+@pytest.mark.parametrize("block", ["lost", "stale"])
+def test_damage_before_the_newest_closed_segment_is_corruption_even_without_a_block(
+        tmp_path, monkeypatch, block):
+    """Background syncs held back over several rolls, then the control block lost (or
+    from another boot, its point lagging): damage in a closed segment older than the
+    newest closed one was synced before the newest segment was published, so it is
+    CorruptionError, kept as it is, and the records after it stay readable; nothing is
+    cut or quarantined."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    assert len(segs) >= 4
+    victim = segs[1]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[len(starts) // 2]
+    with open(victim, "r+b") as f:
+        f.seek(hit + 30)
+        b = f.read(1)
+        f.seek(hit + 30)
+        f.write(bytes([b[0] ^ 0xFF]))
+    if block == "lost":
+        os.unlink(os.path.join(store, "topics", "t", "0", "control"))
+    else:
+        _pretend_reboot(store)
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert t.end_offset(0) == 155
+        with pytest.raises(streamlog.CorruptionError) as e:
+            list(t.read(0))
+        assert e.value.file_pos == hit
+        assert t.get(0, 154).value.startswith(b"u0149")
+        assert [p.kind for p in log.verify()] == ["corrupt"]
+    assert _segments(store) == segs and not _quarantined(store)
+
+
+def test_without_a_block_damage_in_the_newest_closed_segment_is_a_torn_tail(
+        tmp_path, monkeypatch):
+    """The control block lost after a power loss that took pages of the newest closed
+    segment (its sync was still pending): cut there, the newest segment quarantined."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    victim = segs[-2]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[2]
+    with open(victim, "r+b") as f:
+        f.seek(hit)
+        f.write(bytes(starts[3] - hit))
+    expected = int(os.path.basename(victim)[:20]) + 2
+    os.unlink(os.path.join(store, "topics", "t", "0", "control"))
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert [r.offset for r in t.read(0)] == list(range(expected))
+        assert t.append(b"x").offset == expected
+        assert log.verify() == []
+    assert not os.path.exists(segs[-1]) and _quarantined(store)

@@ -83,12 +83,25 @@ def test_the_roll_waits_for_no_sync_and_the_background_moves_the_recovery_point(
         held.pop()()  # the background sync
         assert _ino(part, closed) in spy.synced and spy.dirs == [part.path]
         assert part.ctl.synced_offset == active
-        for _ in range(3):
-            _roll(t, part)
+        for i in range(3):
+            spy.clear()
+            previous = [b for b in files.list_segments(part.path)
+                        if part.ctl.synced_offset <= b < part.ctl.view()[1]]
+            closing = _roll(t, part)
+            # The roll syncs nothing of the segment it closes, but the closed segment
+            # before it whose background sync is still held back it syncs first (with the
+            # directory): at most one closed segment ever waits for its sync.
+            assert _ino(part, closing) not in spy.synced
+            if i == 0:  # that one's background sync ran above
+                assert previous == [] and spy.synced == [] and spy.dirs == []
+            else:
+                assert spy.synced == [_ino(part, b) for b in previous] and spy.dirs == [part.path]
+            assert part.ctl.synced_offset == closing
         spy.clear()
-        closed_now = [b for b in files.list_segments(part.path) if active <= b
-                      < part.ctl.view()[1]]
-        t.flush()  # its syncs still held back: flush syncs them first, then the active one
+        closed_now = [b for b in files.list_segments(part.path)
+                      if part.ctl.synced_offset <= b < part.ctl.view()[1]]
+        assert len(closed_now) == 1
+        t.flush()  # its sync still held back: flush syncs it first, then the active one
         assert [i for i in spy.synced if i != _ino(part, part.ctl.view()[1])] == \
             [_ino(part, b) for b in closed_now]
         assert spy.synced[-1] == _ino(part, part.ctl.view()[1])

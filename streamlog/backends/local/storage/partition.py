@@ -320,8 +320,8 @@ class Partition:
             self._unlink_segment(bases.pop())
         # The recovery point (Kafka's): every offset below it was covered by a
         # completed fsync. It is read from the stale block only; a missing or
-        # invalid block proves nothing was synced, so every segment is
-        # re-validated and damage anywhere in them is a torn tail.
+        # invalid block proves nothing was synced but what the roll's rule
+        # guarantees (below the newest closed segment, see there).
         synced = self.ctl.synced_offset if prev_view else 0
         start = prev_view[5] if prev_view else 0
         if not bases:
@@ -336,6 +336,11 @@ class Partition:
                 self._unlink_segment(b)
         bases = [b for b in bases if b >= live[0]]
         start = max(start, bases[0])
+        if len(bases) >= 2:
+            # A roll publishes only after every segment before the one it closes is
+            # synced (_roll_locked): below the newest closed segment nothing can be torn,
+            # even when the block (and its recorded point) is lost or lags.
+            synced = max(synced, bases[-2])
         # Closed segments past the recovery point (a roll in never/interval leaves
         # their sync to the background) may hold pages that never reached the disk.
         bases, dropped = self._revalidate_closed(bases, synced, read_only=False)
@@ -997,6 +1002,18 @@ class Partition:
         # the other modes leave it to the background.
         if wait:
             os.fdatasync(old_fd)
+        else:
+            synced = self.ctl.synced_offset
+            if synced < old_base:
+                # At most one closed segment ever waits for its sync (the one this roll
+                # closes): the segments closed before it are made durable here if their
+                # background sync has not completed yet (rare: a segment takes longer to
+                # fill than its sync). So everything below the newest closed segment is
+                # durable whatever the control block says, and recovery after a power
+                # loss re-validates at most that segment and the newest (_cold_start).
+                self._sync_closed_below(synced, old_base)
+                if self.ctl.synced_offset < old_base:
+                    self.ctl.synced_offset = old_base
         self.ctl.publish(generation=gen + 1, active_base=end_offset, end_pos=0,
                          capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0,
                          allocated_end=min(capacity, SEGMENT_ALLOCATION_CHUNK_BYTES))
