@@ -10,6 +10,9 @@ CASE is one of:
   thread, the prefault thread's included) and the median wall time per round.
 * ``append_many``: the same with ``append_many`` of lists of 1,000 bytes values
   and keys.
+* ``roll``: the ``append_batch`` loop of 12 rounds, timing each call; prints the
+  median wall ms of the calls that rolled a segment (the roll is inside them) and
+  the wall ms of all 12 rounds (rolls included: a median round leaves them out).
 * ``group_commit``: 7 rounds of 8 threads x 250 ``append`` calls with
   ``durability="always"``; prints the median appends per second (wall) and the
   median appends served by each ``fdatasync`` (counted by the partition's group
@@ -68,6 +71,28 @@ with tempfile.TemporaryDirectory() as d, streamlog.open(d, durability="never") a
         wall.append(time.perf_counter() - w0)
 print(statistics.median(cpu) * 1e3, statistics.median(wall) * 1e3)
 """,
+    "roll": _PRELUDE + r"""
+n = 200_000
+rng = np.random.default_rng(1)
+keys = rng.integers(0, 256, (n, 16), dtype=np.uint8)
+vals = rng.integers(0, 256, (n, 100), dtype=np.uint8)
+batches = [streamlog.RecordBatch.from_arrays(vals[i:i + 1000], keys=keys[i:i + 1000],
+                                             timestamps_ms=1) for i in range(0, n, 1000)]
+rolls = []
+with tempfile.TemporaryDirectory() as d, streamlog.open(d, durability="never") as log:
+    t = log.topic("bench")
+    ctl = t._parts[0].ctl
+    clock = time.perf_counter
+    w0 = clock()
+    for _ in range(12):
+        for b in batches:
+            base, c0 = ctl.view()[1], clock()
+            t.append_batch(0, b)
+            if ctl.view()[1] != base:
+                rolls.append(clock() - c0)
+    total = clock() - w0
+print(statistics.median(rolls) * 1e3, total * 1e3)
+""",
     "group_commit": _PRELUDE + r"""
 value, key = b"v" * 100, b"k" * 16
 rates, served = [], []
@@ -100,6 +125,7 @@ print(statistics.median(rates), statistics.median(served))
 _COLUMNS = {
     "append_batch": ("CPU ms/round", "wall ms/round"),
     "append_many": ("CPU ms/round", "wall ms/round"),
+    "roll": ("wall ms/rolling call", "wall ms/12 rounds"),
     "group_commit": ("appends/s", "appends/fdatasync"),
 }
 

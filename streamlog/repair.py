@@ -13,8 +13,10 @@ Order of the steps, each crash-safe (segments are the source of truth, I1):
 
 1. copy the damaged segment's bytes from the cut on into the quarantine
    folder; fsync the copy and the folders;
-2. invalidate the partition's control block (it is derived state), so the
-   next open rebuilds it from the segments, whatever happens next;
+2. mark the partition's control block stale (another boot's id: it is
+   derived state), so the next open rebuilds it from the segments, whatever
+   happens next, and keeps its recovery point: without one, recovery would
+   re-validate every segment and cut at the damage itself;
 3. move the later segments (and their index files) into the quarantine
    folder, newest first, so the segments left are always a prefix;
 4. truncate the damaged segment at the cut (or move it whole when the cut is
@@ -46,7 +48,9 @@ from streamlog.errors import StreamlogError, TopicNotFound
 QUARANTINE_DIR = "quarantine"
 MANIFEST_FILE = "repair.json"
 _COPY_CHUNK_BYTES = 1 << 20  # copy a damaged tail in 1 MiB pieces: bounded memory
-_CONTROL_MAGIC_BYTES = 8  # docs/format.md, control block: bytes 0-7 are the magic
+# docs/format.md, control block: bytes 16-31 are the boot id of the boot that built it
+_CONTROL_BOOT_ID_AT = 16
+_CONTROL_BOOT_ID_BYTES = 16
 
 
 class RepairAction(NamedTuple):
@@ -184,7 +188,7 @@ def repair(path: str | os.PathLike, dry_run: bool = False) -> list[RepairAction]
     if not dry_run and any(a.rewound_groups for a in actions):
         _rewind_groups(root, actions, group_figures)
     if not dry_run and actions:
-        # Rebuild the invalidated control blocks now: a read-only open (verify,
+        # Rebuild the control blocks marked stale now: a read-only open (verify,
         # dump, consume) cannot, and must find the store ready.
         with Log(root, durability="never") as again:
             for a in actions:
@@ -278,10 +282,12 @@ def _cut(root: str, part, problem, dry_run: bool) -> RepairAction:
     }
     _write_durably(os.path.join(qdir, MANIFEST_FILE), json.dumps(manifest, indent=2).encode())
     files.fsync_dir(qdir)
-    # Step 2: the control block is derived state: make the next open rebuild it.
+    # Step 2: the control block is derived state: make the next open rebuild it, as
+    # after a reboot (a block from another boot), so that the rebuild keeps its
+    # recovery point (an invalid block has none: every segment would be re-validated).
     fd = os.open(os.path.join(pdir, files.CONTROL_FILE), os.O_RDWR)
     try:
-        os.pwrite(fd, bytes(_CONTROL_MAGIC_BYTES), 0)
+        os.pwrite(fd, bytes(_CONTROL_BOOT_ID_BYTES), _CONTROL_BOOT_ID_AT)
     finally:
         os.close(fd)
     # Step 3: later segments move aside, newest first (what stays is a prefix).

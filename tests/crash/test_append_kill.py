@@ -370,13 +370,16 @@ def test_kill_at_each_step_of_a_roll_I6(tmp_path, stage):
                 os.kill(os.getpid(), signal.SIGKILL)
             P._create_segment_files = hook
         elif stage == "published":
+            # published, nothing trimmed or synced yet (the roll hands both to the
+            # background in interval mode, the mode of this store)
             def hook(*a, **k):
                 os.kill(os.getpid(), signal.SIGKILL)
-            partition_module.os.ftruncate = hook
+            partition_module.prefault.request_sync = hook
         else:
-            def hook(*a, **k):
+            def hook(trims):  # the background trim: the segment cut, not its indexes
+                os.ftruncate(*trims[0])
                 os.kill(os.getpid(), signal.SIGKILL)
-            partition_module.os.truncate = hook
+            partition_module._trim = hook
         with streamlog.open(path) as log2:
             log2.topic("t").append(b"x" * 500)
         os._exit(5)

@@ -262,3 +262,259 @@ def test_read_only_open_skips_a_torn_tail_and_changes_nothing(tmp_path):
         assert t.end_offset(0) == len(starts) - 3
         assert [p.kind for p in log.verify()] == ["torn"]
     assert open(seg, "rb").read() == before and not _quarantined(store)
+
+
+# ------------------------------------------------ closed segments past the recovery point
+#
+# In ``never`` and ``interval`` a roll publishes the new segment before the closed one is
+# synced (a background thread syncs it, then moves the recovery point past it). Holding
+# that background sync back leaves what a power loss right after the roll leaves: a
+# closed segment past the recovery point whose pages may never have reached the disk.
+
+SMALL_SEGMENT = 8 * 1024
+
+
+def _segments(store: str) -> list[str]:
+    d = os.path.join(store, "topics", "t", "0")
+    return [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.endswith(".log")]
+
+
+def _fill_across_rolls(store: str, monkeypatch, synced: int, unsynced: int,
+                       hold_back: bool = True) -> None:
+    """``synced`` records made durable by flush(), then ``unsynced`` more that roll several
+    small segments with their background syncs held back (``hold_back``)."""
+    from streamlog.backends.local.storage import prefault
+
+    held: list = []
+    with monkeypatch.context() as mp:
+        if hold_back:
+            mp.setattr(prefault, "request_sync", held.append)
+        with streamlog.open(store, durability="never") as log:
+            t = log.topic("t", segment_bytes=SMALL_SEGMENT)
+            for i in range(synced):
+                t.append(b"s%04d" % i + b"." * 200)
+            t.flush()
+            g = t.group("g")
+            for i in range(unsynced):
+                t.append(b"u%04d" % i + b"." * 200)
+            msgs = g.poll(synced + unsynced, timeout=1)
+            g.ack(msgs)
+            assert len(msgs) == synced + unsynced
+    assert not hold_back or held
+
+
+def test_damage_in_a_closed_segment_past_the_recovery_point_is_a_torn_tail(
+        tmp_path, monkeypatch, caplog):
+    """A page of a closed segment that never reached the disk (zeros) past the recovery
+    point, after a reboot: that segment becomes the newest and is cut at the damage, the
+    later segments' bytes go to quarantine and their files away, a warning says so, the
+    group that had consumed past the cut moves back to it, and appends continue densely."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=20, unsynced=150)
+    segs = _segments(store)
+    assert len(segs) >= 4
+    # the newest closed segment (the only one a roll leaves unsynced), mid-segment
+    victim = segs[-2]
+    assert int(os.path.basename(victim)[:20]) >= 20
+    later = segs[segs.index(victim) + 1:]
+    size = os.path.getsize(victim)
+    starts = _batch_starts(victim, size)
+    hit = starts[len(starts) // 2]
+    with open(victim, "r+b") as f:
+        f.seek(hit)
+        f.write(bytes(starts[len(starts) // 2 + 1] - hit))
+    expected = int(os.path.basename(victim)[:20]) + len(starts) // 2
+    _pretend_reboot(store)
+    with caplog.at_level(logging.WARNING, logger="streamlog"):
+        with streamlog.open(store) as log:
+            t = log.topic("t")
+            values = [r.value for r in t.read(0)]
+            assert len(values) == expected
+            assert values == [b"s%04d" % i + b"." * 200 for i in range(20)] + \
+                [b"u%04d" % i + b"." * 200 for i in range(expected - 20)]
+            assert t.end_offset(0) == expected
+            g = t.group("g")
+            assert t.append(b"after").offset == expected  # dense from the cut
+            got = g.poll(10, timeout=1)
+            assert [(m.offset, m.value) for m in got] == [(expected, b"after")]
+            assert log.verify() == []
+    assert all(not os.path.exists(p) for p in later)
+    assert _segments(store)[-1] == victim
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("past the recovery point" in m and "removed" in m for m in messages), messages
+    q = _quarantined(store)
+    for p in later:  # every later segment's bytes are kept
+        base = os.path.basename(p)[:20]
+        assert any(os.path.basename(x).startswith(base) for x in q), (base, q)
+    r = subprocess.run([sys.executable, "-m", "streamlog", "verify", store],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_closed_segment_ending_short_of_the_next_is_a_torn_tail(tmp_path, monkeypatch):
+    """A closed segment whose last pages were lost (the file cut at a batch boundary, its
+    data ending before the next segment's base) past the recovery point: cut there, the
+    later segments dropped, nothing returned twice or out of order."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=120)
+    segs = _segments(store)
+    victim = segs[-2]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    os.truncate(victim, starts[-2])
+    expected = int(os.path.basename(victim)[:20]) + len(starts) - 2
+    _pretend_reboot(store)
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert [r.offset for r in t.read(0)] == list(range(expected))
+        assert t.append(b"x").offset == expected
+        assert log.verify() == []
+
+
+def test_damage_in_a_closed_segment_before_the_recovery_point_is_corruption(
+        tmp_path, monkeypatch):
+    """Every segment synced (the recovery point past them all): a flipped byte in a closed
+    segment with valid batches after it is CorruptionError after a reboot, and nothing is
+    cut or quarantined."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=100, unsynced=0, hold_back=False)
+    with streamlog.open(store, durability="never") as log:
+        log.topic("t").flush()
+    segs = _segments(store)
+    assert len(segs) >= 3
+    victim = segs[1]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[len(starts) // 2]
+    with open(victim, "r+b") as f:
+        f.seek(hit + 30)
+        b = f.read(1)
+        f.seek(hit + 30)
+        f.write(bytes([b[0] ^ 0xFF]))
+    _pretend_reboot(store)
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert t.end_offset(0) == 100
+        with pytest.raises(streamlog.CorruptionError) as e:
+            list(t.read(0))
+        assert e.value.file_pos == hit
+        assert t.get(0, 99).value.startswith(b"s0099")
+        assert [p.kind for p in log.verify()] == ["corrupt"]
+    assert _segments(store) == segs and not _quarantined(store)
+
+
+def test_damage_in_a_closed_segment_in_the_same_boot_is_corruption(tmp_path, monkeypatch):
+    """No power loss: the page cache kept every closed segment whole, so damage found in
+    one (even past the recovery point) is corruption, never cut."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=120)
+    segs = _segments(store)
+    victim = segs[2]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    with open(victim, "r+b") as f:
+        f.seek(starts[1] + 30)
+        b = f.read(1)
+        f.seek(starts[1] + 30)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert t.end_offset(0) == 125
+        with pytest.raises(streamlog.CorruptionError):
+            list(t.read(0))
+        assert [p.kind for p in log.verify()] == ["corrupt"]
+    assert _segments(store) == segs and not _quarantined(store)
+
+
+def test_read_only_open_skips_a_torn_closed_segment_and_changes_nothing(tmp_path, monkeypatch):
+    """Read-only after a reboot: a closed segment damaged past the recovery point ends the
+    partition's view there (the later segments left out), and no file changes."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=20, unsynced=150)
+    segs = _segments(store)
+    victim = segs[-2]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[3]
+    with open(victim, "r+b") as f:
+        f.seek(hit)
+        f.write(bytes(starts[4] - hit))
+    expected = int(os.path.basename(victim)[:20]) + 3
+    _pretend_reboot(store)
+    before = {p: open(p, "rb").read() for p in segs}
+    with streamlog.open(store, read_only=True) as log:
+        t = log.topic("t")
+        assert [r.offset for r in t.read(0)] == list(range(expected))
+        assert t.end_offset(0) == expected
+        assert [p.kind for p in log.verify()] == []
+    assert {p: open(p, "rb").read() for p in segs} == before and not _quarantined(store)
+    with streamlog.open(store) as log:  # the next writer cuts it
+        assert log.topic("t").end_offset(0) == expected
+        assert log.verify() == []
+
+
+def test_a_roll_leaves_at_most_one_closed_segment_unsynced(tmp_path, monkeypatch):
+    """With every background sync held back, each roll first syncs the segments before
+    the one it closes: the recovery point stands at the newest closed segment's base."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    assert len(segs) >= 4
+    with streamlog.open(store, durability="never") as log:
+        log.topic("t")
+        part = log._parts[("t", 0)]
+        assert part.ctl.synced_offset >= int(os.path.basename(segs[-2])[:20])
+
+
+@pytest.mark.parametrize("block", ["lost", "stale"])
+def test_damage_before_the_newest_closed_segment_is_corruption_even_without_a_block(
+        tmp_path, monkeypatch, block):
+    """Background syncs held back over several rolls, then the control block lost (or
+    from another boot, its point lagging): damage in a closed segment older than the
+    newest closed one was synced before the newest segment was published, so it is
+    CorruptionError, kept as it is, and the records after it stay readable; nothing is
+    cut or quarantined."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    assert len(segs) >= 4
+    victim = segs[1]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[len(starts) // 2]
+    with open(victim, "r+b") as f:
+        f.seek(hit + 30)
+        b = f.read(1)
+        f.seek(hit + 30)
+        f.write(bytes([b[0] ^ 0xFF]))
+    if block == "lost":
+        os.unlink(os.path.join(store, "topics", "t", "0", "control"))
+    else:
+        _pretend_reboot(store)
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert t.end_offset(0) == 155
+        with pytest.raises(streamlog.CorruptionError) as e:
+            list(t.read(0))
+        assert e.value.file_pos == hit
+        assert t.get(0, 154).value.startswith(b"u0149")
+        assert [p.kind for p in log.verify()] == ["corrupt"]
+    assert _segments(store) == segs and not _quarantined(store)
+
+
+def test_without_a_block_damage_in_the_newest_closed_segment_is_a_torn_tail(
+        tmp_path, monkeypatch):
+    """The control block lost after a power loss that took pages of the newest closed
+    segment (its sync was still pending): cut there, the newest segment quarantined."""
+    store = str(tmp_path / "s")
+    _fill_across_rolls(store, monkeypatch, synced=5, unsynced=150)
+    segs = _segments(store)
+    victim = segs[-2]
+    starts = _batch_starts(victim, os.path.getsize(victim))
+    hit = starts[2]
+    with open(victim, "r+b") as f:
+        f.seek(hit)
+        f.write(bytes(starts[3] - hit))
+    expected = int(os.path.basename(victim)[:20]) + 2
+    os.unlink(os.path.join(store, "topics", "t", "0", "control"))
+    with streamlog.open(store) as log:
+        t = log.topic("t")
+        assert [r.offset for r in t.read(0)] == list(range(expected))
+        assert t.append(b"x").offset == expected
+        assert log.verify() == []
+    assert not os.path.exists(segs[-1]) and _quarantined(store)

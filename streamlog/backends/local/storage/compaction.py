@@ -216,8 +216,9 @@ def _set_checkpoint(part, offset: int) -> None:
 
 # ------------------------------------------------------------------ the pass
 def _read_segment(part, base: int) -> bytes:
+    """A closed segment's bytes (not the zeros after its data while its trim is pending)."""
     with open(os.path.join(part.path, files.segment_name(base)), "rb") as f:
-        return f.read()
+        return f.read(part.closed_size(base))
 
 
 def _columns(data: bytes, base: int, path: str) -> tuple:
@@ -409,7 +410,7 @@ def _compact_locked(part, delete_retention_s: float, max_keys: int, progress,
     ends = bases[1:] + [active]
     cleaned_to = _checkpoint(part)
     dirty = [i for i, b in enumerate(bases) if ends[i] > cleaned_to]
-    sizes = {b: os.stat(os.path.join(part.path, files.segment_name(b))).st_size for b in bases}
+    sizes = {b: part.closed_size(b) for b in bases}
     total = sum(sizes.values())
     work = total * 2 or 1
     done = 0
@@ -525,7 +526,7 @@ def superseded_estimate(part) -> float:
     cleaned_to = _checkpoint(part)
     total = dirty = 0
     for b, e in zip(bases, ends, strict=True):
-        size = os.stat(os.path.join(part.path, files.segment_name(b))).st_size
+        size = part.closed_size(b)
         total += size
         if e > cleaned_to:
             dirty += size

@@ -9,6 +9,7 @@ segments when it is missing or was written before the last boot.
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import logging
 import os
@@ -167,6 +168,10 @@ class Partition:
         # (active segment base, bytes handed to the kernel's writeback so far)
         self._written_back = (-1, 0)
         self._wrote_back = False  # handed a descriptor to the writeback thread (prefault)
+        self._synced_behind = False  # handed a closed segment to the background syncer
+        # closed segments whose trim the background syncer has not run yet: base -> the
+        # size they will have (closed_size reports that, in this process, meanwhile)
+        self._untrimmed: dict[int, int] = {}
         self._retain_on_attach = not read_only and retention is not None and \
             any(limit is not None for limit in retention)
         if self._retain_on_attach:
@@ -260,6 +265,7 @@ class Partition:
             self.ctl.initialize(self._boot, 1, base, base, 0, 0, _NO_TIMESTAMP, base, 1, 0)
             return
         start = max(start if start is not None else 0, bases[0])
+        bases, _ = self._revalidate_closed(bases, synced, read_only=True)
         active = bases[-1]
         log_path = os.path.join(self.path, files.segment_name(active))
         fd = os.open(log_path, os.O_RDONLY)
@@ -296,8 +302,9 @@ class Partition:
 
         Runs when the block is missing or invalid, or was written during an
         earlier boot; in both cases no live process can hold the append lock.
-        The active (last) segment is checked batch by batch; a torn tail is
-        truncated and logged.
+        Every segment from the one holding the recovery point on is checked
+        batch by batch (``_revalidate_closed``, then the last one); a torn tail
+        is truncated and logged, and the segments after it are removed.
         """
         for name in files.leftovers(self.path):
             os.unlink(os.path.join(self.path, name))
@@ -313,8 +320,8 @@ class Partition:
             self._unlink_segment(bases.pop())
         # The recovery point (Kafka's): every offset below it was covered by a
         # completed fsync. It is read from the stale block only; a missing or
-        # invalid block proves nothing was synced, so all of the last segment
-        # is re-validated and damage anywhere in it is a torn tail.
+        # invalid block proves nothing was synced but what the roll's rule
+        # guarantees (below the newest closed segment, see there).
         synced = self.ctl.synced_offset if prev_view else 0
         start = prev_view[5] if prev_view else 0
         if not bases:
@@ -329,6 +336,14 @@ class Partition:
                 self._unlink_segment(b)
         bases = [b for b in bases if b >= live[0]]
         start = max(start, bases[0])
+        if len(bases) >= 2:
+            # A roll publishes only after every segment before the one it closes is
+            # synced (_roll_locked): below the newest closed segment nothing can be torn,
+            # even when the block (and its recorded point) is lost or lags.
+            synced = max(synced, bases[-2])
+        # Closed segments past the recovery point (a roll in never/interval leaves
+        # their sync to the background) may hold pages that never reached the disk.
+        bases, dropped = self._revalidate_closed(bases, synced, read_only=False)
         active = bases[-1]
         log_path = os.path.join(self.path, files.segment_name(active))
         fd = os.open(log_path, os.O_RDWR)
@@ -351,7 +366,7 @@ class Partition:
                             "synced; the bytes cut are kept in %s", log_path, file_pos,
                             data_end, reason, saved)
             del m
-            if problem is not None and self.on_cut is not None:
+            if (problem is not None or dropped) and self.on_cut is not None:
                 self.on_cut(self.topic, self.partition, next_off)
             capacity = max(self.segment_bytes, size if problem is None and pos == size else 0,
                            pos)
@@ -362,20 +377,94 @@ class Partition:
             os.fsync(fd)
         finally:
             os.close(fd)
+        # The names of the segments kept, and the removals: durable before the rebuilt
+        # block's recovery point (the recovered end) is.
+        files.fsync_dir(self.path)
         # Rebuild the active segment's sparse indexes from the scan.
-        icap = index_capacity(capacity)
-        idx = np.zeros((icap, 2), dtype="<u4")
-        tidx = np.zeros(icap, dtype=[("ts", "<i8"), ("rel", "<u4")])
-        tidx[0] = (running, 0)
-        for i, (base_off, file_pos, run_before) in enumerate(entries, start=1):
-            idx[i] = (base_off - active, file_pos)
-            tidx[i] = (run_before, base_off - active)
+        self._write_index_files(active, *_index_bytes(active, running, entries,
+                                                      index_capacity(capacity)))
         count = len(entries) + 1
         last_index_pos = entries[-1][1] if entries else 0
-        self._write_index_files(active, idx.tobytes(), tidx.tobytes())
         generation = (prev_view[0] + 1) if prev_view else 1
         self.ctl.initialize(self._boot, generation, active, next_off, pos, capacity,
                             running_end, start, count, last_index_pos)
+
+    def _revalidate_closed(self, bases: list[int], synced: int,
+                           read_only: bool) -> tuple[list[int], bool]:
+        """Check the closed segments from the one holding ``synced`` on, after a reboot.
+
+        A roll in ``never`` and ``interval`` publishes the new segment before the
+        closed one is synced, so a power loss can leave damage in closed segments
+        past the recovery point (pages never written back, or written back out of
+        order; a segment ending short of the next one's base), not only in the
+        newest. Each is scanned batch by batch (CRC included) by the rule of
+        ``_scan_tail``. At the first damage that is a torn tail, that segment
+        becomes the newest: the later segments' bytes are quarantined and their
+        files removed (read-only: only left out of this process's view), and the
+        caller cuts the tail. Damage before the recovery point with valid data
+        after it is corruption and stays. A segment found whole is trimmed to its
+        data, gets index files rebuilt from the scan, and is synced.
+
+        Returns the bases that remain and whether segments were dropped.
+        """
+        first = max((i for i, b in enumerate(bases) if b <= synced), default=0)
+        for i in range(first, len(bases) - 1):
+            b, nxt = bases[i], bases[i + 1]
+            path = os.path.join(self.path, files.segment_name(b))
+            fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+            try:
+                entries: list = []
+                damage: list = []
+                size, m, _, running, pos, next_off, _, problem = self._scan_newest(
+                    fd, b, bases, synced, entries, damage)
+                del m
+                if problem is None and next_off != nxt:
+                    problem = ("torn", pos, f"the segment ends at offset {next_off}, the "
+                               f"next one starts at {nxt}")
+                if problem is None:
+                    for file_pos, reason in damage:
+                        log.error("streamlog: %s is corrupt at byte %d (%s), before the "
+                                  "recovery point and with valid data after it: kept as it "
+                                  "is; reads there raise CorruptionError until `streamlog "
+                                  "repair`", path, file_pos, reason)
+                    if not read_only:
+                        if size > pos:  # a roll's trim that never reached the disk
+                            os.ftruncate(fd, pos)
+                        os.fdatasync(fd)
+                        count = len(entries) + 1
+                        self._write_index_files(b, *_index_bytes(b, running, entries, count))
+                    continue
+            finally:
+                os.close(fd)
+            later = bases[i + 1:]
+            if read_only:
+                log.warning("streamlog: torn tail of %s at byte %d (%s) skipped, and the "
+                            "segments after it (from offset %d): the store is open "
+                            "read-only; the next writer cuts them", path, pos, problem[2], nxt)
+                return bases[:i + 1], True
+            saved = []
+            for nb in later:
+                nb_path = os.path.join(self.path, files.segment_name(nb))
+                nfd = os.open(nb_path, os.O_RDONLY)
+                try:
+                    nsize = os.fstat(nfd).st_size
+                    if nsize:
+                        nm = _ext.Mapping(nfd, nsize, False)
+                        end = _last_nonzero_end(nfd, nm, 0, nsize)
+                        if end:
+                            saved.append(self._quarantine(nb, 0, bytes(memoryview(nm)[:end])))
+                        del nm
+                finally:
+                    os.close(nfd)
+                self._unlink_segment(nb)
+            log.warning("streamlog: %s is damaged past the recovery point at byte %d (%s): "
+                        "the machine lost power before the segment was synced; it is now the "
+                        "newest segment and its torn tail is cut; the %d segment(s) after it "
+                        "(offsets from %d) are removed, their bytes kept in %s", path, pos,
+                        problem[2], len(later), nxt, ", ".join(saved) or
+                        "nowhere (nothing but zeros)")
+            return bases[:i + 1], True
+        return bases, False
 
     def _quarantine(self, base: int, file_pos: int, data: bytes) -> str:
         """Keep bytes that recovery cuts, in DIR/quarantine/<topic>/<partition>/."""
@@ -438,11 +527,15 @@ class Partition:
             finally:
                 os.close(fd)
 
-    def _create_segment_files(self, base: int, capacity: int, running_max: int) -> None:
+    def _create_segment_files(self, base: int, capacity: int, running_max: int,
+                              sync_dir: bool = True) -> None:
         """Create an empty, preallocated segment and its indexes (entry 0 set).
 
         The .log is written as ``.swap`` and renamed into place so a complete
-        segment file is the only kind recovery ever sees (I6).
+        segment file is the only kind recovery ever sees (I6). The directory is
+        synced after the rename unless ``sync_dir`` is False: a roll in ``never``
+        or ``interval`` leaves it to the next sync, which syncs the directory
+        before the recovery point may pass into the new segment (``_sync_now``).
         """
         icap = index_capacity(capacity)
         idx = np.zeros((icap, 2), dtype="<u4")
@@ -463,7 +556,8 @@ class Partition:
             raise
         os.close(fd)
         os.rename(swap, final)
-        files.fsync_dir(self.path)
+        if sync_dir:
+            files.fsync_dir(self.path)
 
     def _unlink_segment(self, base: int) -> None:
         """Delete a segment: rename to .deleted first so a crash leaves no half segment."""
@@ -872,9 +966,17 @@ class Partition:
         """Close the full active segment and start a new one (caller holds the lock).
 
         Order (crash-safe at every step, I6): create the new segment files;
-        sync the old segment; publish the switch; trim the old files to their
-        data. A crash before the switch leaves an unused file the next roll
-        recreates; after it, an untrimmed closed segment readers tolerate.
+        in ``always``, sync the directory and the old segment; publish the
+        switch; trim the old files to their data. A crash before the switch
+        leaves an unused file the next roll recreates; after it, an untrimmed
+        closed segment readers tolerate.
+
+        In ``never`` and ``interval`` the switch is published without waiting
+        for either sync: the trim, the closed segment's ``fdatasync`` and the
+        directory's ``fsync`` run in the background (``_sync_closed``), and the
+        recovery point stays below the closed segment until the syncs have
+        completed, so recovery after a power loss re-validates it
+        (``_cold_start``).
         """
         view = self.ctl.view()
         gen, old_base, end_offset, end_pos, _, start, max_ts, icount = view
@@ -891,20 +993,58 @@ class Partition:
         for b in files.list_segments(self.path):
             if b > old_base and b != end_offset:
                 self._unlink_segment(b)
-        self._create_segment_files(end_offset, capacity, max_ts)
+        wait = self.durability == "always"
+        self._create_segment_files(end_offset, capacity, max_ts, sync_dir=wait)
         old_fd = self._fd(old_base)
-        # Every mode syncs a closing segment (once per segment: cheap), so the
-        # recovery point can be an offset: everything below it is durable,
-        # whichever segment holds it, and damage in a closed segment is never
-        # a torn tail.
-        os.fdatasync(old_fd)
+        # The recovery point is an offset: everything below it is durable, whichever
+        # segment holds it. ``always`` syncs the closing segment here (every append
+        # it acknowledged is durable already; this keeps the roll's files so too);
+        # the other modes leave it to the background.
+        if wait:
+            os.fdatasync(old_fd)
+        else:
+            synced = self.ctl.synced_offset
+            if synced < old_base:
+                # At most one closed segment ever waits for its sync (the one this roll
+                # closes): the segments closed before it are made durable here if their
+                # background sync has not completed yet (rare: a segment takes longer to
+                # fill than its sync). So everything below the newest closed segment is
+                # durable whatever the control block says, and recovery after a power
+                # loss re-validates at most that segment and the newest (_cold_start).
+                self._sync_closed_below(synced, old_base)
+                if self.ctl.synced_offset < old_base:
+                    self.ctl.synced_offset = old_base
         self.ctl.publish(generation=gen + 1, active_base=end_offset, end_pos=0,
                          capacity=capacity, index_count=1, last_index_pos=0, recovery_point=0,
                          allocated_end=min(capacity, SEGMENT_ALLOCATION_CHUNK_BYTES))
-        os.ftruncate(old_fd, end_pos)
-        for suffix, size in ((files.INDEX_SUFFIX, icount * _INDEX_ENTRY),
-                             (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
-            os.truncate(os.path.join(self.path, files.segment_name(old_base, suffix)), size)
+        # The trim: the old segment and its indexes cut to their data (I6). It frees the
+        # blocks reserved past the data; ext4 mounted with ``discard`` discards blocks
+        # allocated in the still-open journal transaction synchronously (2-22 ms a roll
+        # when no sync came first), so in never/interval the background syncer trims,
+        # through descriptors of its own taken now: under this lock no
+        # compaction can have replaced the files, and a later one replaces the name,
+        # never these inodes. Until then the closed segment holds zeros after its
+        # data, as after a crash between the publish and the trim.
+        trims = [(os.dup(old_fd), end_pos)]
+        try:
+            for suffix, size in ((files.INDEX_SUFFIX, icount * _INDEX_ENTRY),
+                                 (files.TIMEINDEX_SUFFIX, icount * _TIMEINDEX_ENTRY)):
+                path = os.path.join(self.path, files.segment_name(old_base, suffix))
+                try:
+                    trims.append((os.open(path, os.O_RDWR), size))
+                except FileNotFoundError:  # derived files: a missing one needs no trim
+                    pass
+            if wait:
+                _trim(trims)
+        except BaseException:
+            _close_all(trims)
+            raise
+        if wait:
+            _close_all(trims)
+        else:  # (the job owns the descriptors from here on)
+            self._synced_behind = True
+            self._untrimmed[old_base] = end_pos
+            prefault.request_sync(functools.partial(self._sync_closed, old_base, trims))
         self._attach_locked()
         if retain and self.retention is not None:
             self._apply_retention_locked(False)
@@ -1027,6 +1167,12 @@ class Partition:
     def _sync_now(self) -> int:
         view = self.ctl.view()
         self._refresh(view)
+        synced = self.ctl.synced_offset
+        if synced < view[1]:
+            # A roll in never/interval left closed segments (and the directory entry of
+            # the active one) to a background sync that has not completed: make them
+            # durable first, or the recovery point would pass offsets that are not.
+            self._sync_closed_below(synced, view[1])
         os.fdatasync(self._fd(view[1]))
         # The recovery point moves only after the data it covers is on disk, so
         # it is never ahead of what is durable. It reaches the disk with the
@@ -1038,6 +1184,58 @@ class Partition:
             self._ctl_synced_at = now
             self._sync_control()
         return view[2]
+
+    def _sync_closed_below(self, synced: int, active: int) -> None:
+        """Make the closed segments holding offsets in ``[synced, active)`` durable, and
+        the directory (their names and the active segment's): an ``fdatasync`` of each
+        (one of a segment already synced costs no write), then an ``fsync`` of the
+        directory. A segment that retention removed meanwhile needs nothing."""
+        bases = [b for b in files.list_segments(self.path) if b < active]
+        first = max((b for b in bases if b <= synced), default=-1)
+        for b in bases:
+            if b < first:
+                continue
+            try:
+                fd = os.open(os.path.join(self.path, files.segment_name(b)), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        files.fsync_dir(self.path)
+
+    def _sync_closed(self, base: int, trims: list[tuple[int, int]]) -> None:
+        """The background half of a roll in never/interval (the closed-segment syncer
+        thread, ``prefault.request_sync``): trim the closed segment ``base`` and its
+        indexes (``trims``: descriptors of this job's own and sizes), sync the segments
+        the roll closed and the directory, then move the recovery point up to the
+        active segment's base. It never moves the point down, and a close waits for it
+        (``prefault.drain``)."""
+        try:
+            _trim(trims)
+        except OSError:
+            pass  # untrimmed: zeros after the data, which readers and recovery allow (I6)
+        finally:
+            _close_all(trims)
+            self._untrimmed.pop(base, None)
+        if self._closed:
+            return
+        try:
+            view = self.ctl.view()
+            active = view[1]
+            if self.ctl.synced_offset >= active:
+                return  # a sync of this or another process got there first
+            self._sync_closed_below(self.ctl.synced_offset, active)
+            if self.ctl.synced_offset < active:
+                self.ctl.synced_offset = active
+            # The control file too, each time (one page, off the appender's path): a
+            # recorded point that lagged by a second of rolls would have recovery after
+            # a power loss re-validate a second's worth of segments.
+            self._ctl_synced_at = time.monotonic()
+            self._sync_control()
+        except (OSError, StoreClosed, TopicNotFound):
+            pass  # the next sync (or roll) covers these segments: see _sync_now
 
     def _sync_control(self) -> None:
         fd = os.open(os.path.join(self.path, files.CONTROL_FILE), os.O_RDWR)
@@ -1533,7 +1731,7 @@ class Partition:
         sizes = {}
         for b in closed:
             try:
-                sizes[b] = os.stat(os.path.join(self.path, files.segment_name(b))).st_size
+                sizes[b] = self.closed_size(b)
             except FileNotFoundError:
                 sizes[b] = 0
         total = sum(sizes.values()) + view[3]
@@ -1580,6 +1778,14 @@ class Partition:
                 pass
 
     # -------------------------------------------------------------- verify
+    def closed_size(self, base: int) -> int:
+        """Bytes of closed segment ``base``: its file's size, or, while the background
+        syncer has not yet trimmed it after its roll, the size the trim will leave (the
+        file holds zeros after its data until then). FileNotFoundError once removed."""
+        size = os.stat(os.path.join(self.path, files.segment_name(base))).st_size
+        end = self._untrimmed.get(base)
+        return size if end is None else min(size, end)
+
     def segments_info(self) -> list[dict]:
         """Base offset, path and size of every segment (the active one by its data end)."""
         view = self.view()
@@ -1588,7 +1794,7 @@ class Partition:
             path = os.path.join(self.path, files.segment_name(b))
             active = b == view[1]
             try:
-                size = view[3] if active else os.stat(path).st_size
+                size = view[3] if active else self.closed_size(b)
             except FileNotFoundError:
                 continue
             out.append({"base_offset": b, "path": path, "bytes": size, "active": active})
@@ -1697,7 +1903,9 @@ class Partition:
         idle = _wait_lock_idle(self.ctl)
         if not self.read_only:  # (a read-only mapping cannot bump the futex word)
             self.ctl.notify()  # waiters in this process wake up and find the store closed
-        if self._wrote_back:  # the writeback thread's duplicates of our descriptors
+        if self._wrote_back or self._synced_behind:
+            # the writeback thread's duplicates of our descriptors, and the background
+            # sync of the segments a roll closed
             prefault.drain()
         with self._cache_lock:
             for fd in self._fds.values():
@@ -1752,6 +1960,29 @@ class _Chunk:
 
     def __init__(self, records: list) -> None:
         self.records = records
+
+
+def _trim(trims: list[tuple[int, int]]) -> None:
+    """Cut each file (descriptor, size) to its size."""
+    for fd, size in trims:
+        os.ftruncate(fd, size)
+
+
+def _close_all(trims: list[tuple[int, int]]) -> None:
+    for fd, _ in trims:
+        os.close(fd)
+
+
+def _index_bytes(base: int, running: int, entries: list, capacity: int) -> tuple[bytes, bytes]:
+    """A segment's ``.index`` and ``.timeindex`` contents, ``capacity`` entries each, from
+    a scan's sparse entries ``(base_offset, file_pos, running_max_before)`` (I4, I8)."""
+    idx = np.zeros((capacity, 2), dtype="<u4")
+    tidx = np.zeros(capacity, dtype=[("ts", "<i8"), ("rel", "<u4")])
+    tidx[0] = (running, 0)
+    for i, (base_off, file_pos, run_before) in enumerate(entries, start=1):
+        idx[i] = (base_off - base, file_pos)
+        tidx[i] = (run_before, base_off - base)
+    return idx.tobytes(), tidx.tobytes()
 
 
 def _last_nonzero_end(fd: int, m, pos: int, size: int) -> int:
