@@ -273,6 +273,29 @@ class RecordBatch:
                f"records={len(self)}, first_offset={first})"
 
 
+def batch_lease(batch, group, lease_type: type, nack: bool = False, delay_s: float = 0,
+                error: str | None = None):
+    """``(lease, delay_s)`` of a batch that ``group``'s ``poll_batch`` returned, its
+    arguments checked before anything is settled: TypeError for a wrong type, ValueError
+    for a batch that is not this handle's (``read_batch``'s, ``from_arrays``', another
+    group's). ``lease_type`` is the backend's lease class; for a nack, ``delay_s`` is
+    validated and returned as a float and ``error`` must be a str or None."""
+    if not isinstance(batch, RecordBatch):
+        raise TypeError(f"expected a RecordBatch from poll_batch, not {type(batch).__name__}")
+    lease = batch._lease
+    if not isinstance(lease, lease_type):
+        raise ValueError("only a batch returned by a group's poll_batch can be settled "
+                         "(not one from read_batch or RecordBatch.from_arrays)")
+    if lease.group is not group:
+        raise ValueError("a batch can be settled only through the group handle that "
+                         "polled it")
+    if nack:
+        delay_s = _validate.seconds(delay_s, "delay_s") or 0.0
+        if error is not None and not isinstance(error, str):
+            raise TypeError(f"error must be a str or None, not {type(error).__name__}")
+    return lease, delay_s
+
+
 def empty_columns() -> dict:
     return {
         "offsets": np.empty(0, np.int64), "timestamps_ms": np.empty(0, np.int64),

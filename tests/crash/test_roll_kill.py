@@ -44,10 +44,14 @@ def test_kill_an_appender_that_rolls_segments_at_random_points(tmp_path, durabil
                 _reboot(path, topic, 1)
             with streamlog.open(path) as fresh:
                 seen = check_topic(fresh, topic, [victim], many=bool(rnd_i % 3 == 2))
-                assert fresh.verify() == []
+                # Killed inside an append, the writer leaves its unfinished bytes past the
+                # end (pending_end): a torn tail, which the next append cuts. No writer
+                # came after it here, so verify may report that, and nothing else.
+                assert [p for p in fresh.verify() if p.kind != "torn"] == []
                 t = fresh.topic(topic)
                 end = t.end_offset(0)
                 assert t.append(b"after").offset == end
+                assert fresh.verify() == []
             assert len(seen) >= len(victim.acks)
 
 

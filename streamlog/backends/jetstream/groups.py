@@ -64,7 +64,7 @@ from streamlog._limits import (
     GROUP_MAX_PENDING_RECORDS,
     GROUP_MEMBER_FORGET_S,
 )
-from streamlog._types import GroupReset, Position, RecordBatch, now_ms
+from streamlog._types import GroupReset, Position, RecordBatch, batch_lease, now_ms
 from streamlog._types import empty_columns as _empty_columns
 from streamlog._types import record_columns as _record_columns
 from streamlog.errors import (
@@ -1487,20 +1487,7 @@ class Group:
         """The lease of a batch this handle's poll_batch returned (ValueError otherwise,
         TypeError for a wrong argument), checked before anything changes."""
         self._check_store()
-        if not isinstance(batch, RecordBatch):
-            raise TypeError(f"expected a RecordBatch from poll_batch, not {type(batch).__name__}")
-        lease = batch._lease
-        if not isinstance(lease, _BatchLease):
-            raise ValueError("only a batch returned by a group's poll_batch can be settled "
-                             "(not one from read_batch or RecordBatch.from_arrays)")
-        if lease.group is not self:
-            raise ValueError("a batch can be settled only through the group handle that "
-                             "polled it")
-        if action == _NACK:
-            _validate.seconds(delay_s, "delay_s")
-            if error is not None and not isinstance(error, str):
-                raise TypeError(f"error must be a str or None, not {type(error).__name__}")
-        return lease
+        return batch_lease(batch, self, _BatchLease, action == _NACK, delay_s, error)[0]
 
     def _answers(self, lease: _BatchLease, action: int,
                  answers: list[bool] | None) -> np.ndarray:

@@ -53,6 +53,7 @@ from streamlog._types import (
     GroupReset,
     RecordBatch,
     View,
+    batch_lease,
     empty_columns,
     now_ms,
     record_columns,
@@ -1086,19 +1087,7 @@ class Group:
     def _settle_batch(self, batch: RecordBatch, action: int, delay_s: float = 0,
                       error: str | None = None) -> np.ndarray:
         self._log._check()
-        if not isinstance(batch, RecordBatch):
-            raise TypeError(f"expected a RecordBatch from poll_batch, not {type(batch).__name__}")
-        lease = batch._lease
-        if not isinstance(lease, _BatchLease):
-            raise ValueError("only a batch returned by a group's poll_batch can be settled "
-                             "(not one from read_batch or RecordBatch.from_arrays)")
-        if lease.group is not self:
-            raise ValueError("a batch can be settled only through the group handle that "
-                             "polled it")
-        if action == _NACK:
-            delay_s = _validate.seconds(delay_s, "delay_s") or 0.0
-            if error is not None and not isinstance(error, str):
-                raise TypeError(f"error must be a str or None, not {type(error).__name__}")
+        lease, delay_s = batch_lease(batch, self, _BatchLease, action == _NACK, delay_s, error)
         n = len(batch)
         if lease.state != _OPEN and action == _ACK and lease.answers is not None:
             return lease.answers  # a second ack repeats the first

@@ -28,6 +28,7 @@ prefaults the next segment's appends wait for.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -35,35 +36,67 @@ from collections.abc import Callable
 
 from streamlog import _ext
 
-_lock = threading.Lock()
-_queue: queue.SimpleQueue | None = None
-_pid = -1
-_sync_queue: queue.SimpleQueue | None = None
-_sync_pid = -1
+
+class _Worker:
+    """A daemon thread of this process fed by a queue, started at first use (and again
+    in a child after ``fork()``, which inherits no threads). A job is a callable;
+    ``drain`` queues an event after the jobs so far and waits for it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue | None = None
+        self._pid = -1
+
+    def put(self, job: Callable[[], None]) -> None:
+        q = self._queue
+        if q is None or self._pid != os.getpid():
+            with self._lock:
+                if self._queue is None or self._pid != os.getpid():
+                    self._queue = queue.SimpleQueue()
+                    self._pid = os.getpid()
+                    threading.Thread(target=_run, args=(self._queue,), name=self.name,
+                                     daemon=True).start()
+                q = self._queue
+        q.put(job)
+
+    def drained(self) -> threading.Event | None:
+        """An event set once the jobs queued so far are done (None: no thread here)."""
+        q = self._queue
+        if q is None or self._pid != os.getpid():
+            return None
+        done = threading.Event()
+        q.put(done.set)
+        return done
 
 
 def _run(q: queue.SimpleQueue) -> None:
     while True:
         job = q.get()
-        if len(job) == 1:  # (event,): everything queued before it is done
-            job[0].set()
-            continue
-        if len(job) == 4:  # ("writeback", fd of our own, start, end)
-            _, fd, start, end = job
-            try:
-                _ext.writeback(fd, start, end)
-            finally:
-                os.close(fd)
-            continue
-        mapping, start, end = job
-        mapping.prefault(start, end)
-        del mapping, job  # let a retired segment's mapping go
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - each job is a hint or is redone by the next sync
+            pass
+        del job  # let a retired segment's mapping (or a partition) go
+
+
+# Prefaults and writebacks share one thread; the syncs of closed segments have their own,
+# so that a long sync never holds back the prefault the next appends wait for.
+_prefaulter = _Worker("streamlog-prefault")
+_syncer = _Worker("streamlog-closed-sync")
+
+
+def _writeback(fd: int, start: int, end: int) -> None:
+    try:
+        _ext.writeback(fd, start, end)
+    finally:
+        os.close(fd)
 
 
 def request(mapping, start: int, end: int) -> None:
     """Populate bytes [start, end) of ``mapping`` soon, in the background."""
     if end > start:
-        _queue_of().put((mapping, start, end))
+        _prefaulter.put(functools.partial(mapping.prefault, start, end))
 
 
 def request_writeback(fd: int, start: int, end: int) -> None:
@@ -73,67 +106,20 @@ def request_writeback(fd: int, start: int, end: int) -> None:
     instead of writing the whole segment while the appender waits under the partition's
     lock. As RocksDB's ``bytes_per_sync``; no promise: nothing waits for it."""
     if end > start:
-        _queue_of().put(("writeback", os.dup(fd), start, end))
+        _prefaulter.put(functools.partial(_writeback, os.dup(fd), start, end))
 
 
 def request_sync(job: Callable[[], None]) -> None:
     """Run ``job`` (a partition's sync of the segments a roll closed) soon, in this
     process's closed-segment syncer thread. ``job`` handles its own errors: one that
     raises is dropped, and the next sync of the partition covers what it did not."""
-    global _sync_queue, _sync_pid
-    q = _sync_queue
-    if q is None or _sync_pid != os.getpid():  # first use, or a child after fork()
-        with _lock:
-            if _sync_queue is None or _sync_pid != os.getpid():
-                _sync_queue = queue.SimpleQueue()
-                _sync_pid = os.getpid()
-                threading.Thread(target=_run_sync, args=(_sync_queue,),
-                                 name="streamlog-closed-sync", daemon=True).start()
-            q = _sync_queue
-    q.put((job, None))
-
-
-def _run_sync(q: queue.SimpleQueue) -> None:
-    while True:
-        job, done = q.get()
-        if done is not None:  # (None, event): everything queued before it is done
-            done.set()
-            continue
-        try:
-            job()
-        except Exception:  # noqa: BLE001 - a lost background sync is redone by the next
-            pass
-        del job
+    _syncer.put(job)
 
 
 def drain(timeout: float = 30.0) -> None:
     """Wait until the jobs queued so far are done, in both threads: a closing partition
     calls it so that no duplicate of its descriptors stays open in this process after
     ``close()``, and no sync of its closed segments runs after it."""
-    waits = []
-    q = _queue
-    if q is not None and _pid == os.getpid():
-        done = threading.Event()
-        q.put((done,))
-        waits.append(done)
-    sq = _sync_queue
-    if sq is not None and _sync_pid == os.getpid():
-        done = threading.Event()
-        sq.put((None, done))
-        waits.append(done)
-    for done in waits:
-        done.wait(timeout)
-
-
-def _queue_of() -> queue.SimpleQueue:
-    global _queue, _pid
-    q = _queue
-    if q is None or _pid != os.getpid():  # first use, or a child after fork()
-        with _lock:
-            if _queue is None or _pid != os.getpid():
-                _queue = queue.SimpleQueue()
-                _pid = os.getpid()
-                threading.Thread(target=_run, args=(_queue,), name="streamlog-prefault",
-                                 daemon=True).start()
-            q = _queue
-    return q
+    for done in (_prefaulter.drained(), _syncer.drained()):
+        if done is not None:
+            done.wait(timeout)
