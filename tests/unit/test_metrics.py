@@ -190,11 +190,12 @@ def test_compaction_runs_are_counted_and_exported(tmp_path):
         t = log.topic("c", compact=True, segment_bytes=4096, partitions=1)
         for i in range(400):
             t.append(b"v%d" % i, key=b"k%d" % (i % 5))
+        # (the background compactor, woken by the rolls, may have removed some or all of
+        # the superseded records first: its runs count the same way)
         res = log.compact("c")
-        assert res.records_removed > 0
     with streamlog.open(path, read_only=True) as log:
         c = metrics.stats(log)["compaction"]["c"]
-        assert c["runs"] >= 1 and c["records"] >= res.records_removed
+        assert c["runs"] >= 1 and c["records"] >= max(res.records_removed, 1)
         assert "compaction" not in metrics.stats(log)["retention"].get("c", {})
         text = metrics.render(log).decode()
     assert _samples(text, "streamlog_compaction_runs_total")['topic="c"'] == c["runs"]
