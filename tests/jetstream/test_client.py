@@ -451,3 +451,29 @@ async def test_a_connection_bound_to_the_callers_loop_has_no_thread(js_url):
     assert loop.is_running()
     with pytest.raises(StreamlogError, match="closed"):
         await asyncio.to_thread(c.run, asyncio.sleep(0))
+
+
+def test_stream_info_is_asked_again_while_no_answer_comes(conn, part, monkeypatch):
+    """A replicated stream electing its leader answers nothing: the info request times out
+    and is asked again (it is a read), up to STREAM_CREATE_ATTEMPTS times; the real
+    server's answer then comes back as usual, and a NotFound is not retried."""
+    from streamlog.backends.jetstream import _client
+
+    name, _subject = part
+    real_api = conn.api
+    calls: list[str] = []
+
+    async def api(subject, request=None):
+        calls.append(subject)
+        if len(calls) < _client.STREAM_CREATE_ATTEMPTS:
+            raise TimeoutError(f"no answer to {subject}")  # as a leaderless stream leaves it
+        return await real_api(subject, request)
+
+    monkeypatch.setattr(conn, "api", api)
+    st = conn.run(conn.stream_info(name))
+    assert st.name == name and calls == [f"STREAM.INFO.{name}"] * _client.STREAM_CREATE_ATTEMPTS
+    calls.clear()
+    calls.extend(["x"] * _client.STREAM_CREATE_ATTEMPTS)  # from now on the real answers
+    with pytest.raises(NotFound):
+        conn.run(conn.stream_info("SL_nope_nope_0"))
+    assert len(calls) == _client.STREAM_CREATE_ATTEMPTS + 1

@@ -2,6 +2,8 @@
 thread's refresh rebuilt it backwards, dropping the newer segments and closing their file
 descriptors under the thread using them (EBADF during rolls with reader threads)."""
 
+import pytest
+
 import streamlog
 
 
@@ -26,9 +28,16 @@ def test_an_older_view_never_undoes_a_newer_refresh(store):
     assert store.verify() == []
 
 
-def test_closed_segment_never_read_through_its_active_map(tmp_path):
+@pytest.mark.parametrize("trim", ["background", "pending"])
+def test_closed_segment_never_read_through_its_active_map(tmp_path, monkeypatch, trim):
     """A map made at capacity while a segment was active is not used to read it once closed
-    and trimmed (it would run past the file's end)."""
+    (it would run past the file's end once trimmed), whether the background syncer has
+    trimmed the closed segment yet or not."""
+    from streamlog.backends.local.storage import prefault
+
+    held: list = []
+    if trim == "pending":
+        monkeypatch.setattr(prefault, "request_sync", held.append)
     with streamlog.open(tmp_path / "s") as log:
         t = log.topic("t", segment_bytes=64 * 1024)
         part = t._parts[0]
@@ -42,4 +51,8 @@ def test_closed_segment_never_read_through_its_active_map(tmp_path):
         part.view()
         part._map(seg, True, first[4])  # a thread with the old view maps it again
         assert part._map(seg, False, 0).length == seg.size < first[4]
+        assert [r.value for r in t.read(0, 0, limit=50)] == [b"%03d" % i for i in range(50)]
+        assert (len(held) == 1) == (trim == "pending")
+        for job in held:  # the trim, late: reads go on through the data-sized map
+            job()
         assert [r.value for r in t.read(0, 0, limit=50)] == [b"%03d" % i for i in range(50)]

@@ -84,7 +84,8 @@ CONNECT_TIMEOUT_S = 5.0
 #: than the 4-9 s raft election a stream needs after losing its leader, so a
 #: publish retried once rides out a leader loss.
 REQUEST_TIMEOUT_S = 10.0
-#: Times a stream creation is asked for before its TimeoutError is the caller's.
+#: Times a stream creation or a stream's info is asked for before its TimeoutError is
+#: the caller's.
 STREAM_CREATE_ATTEMPTS = 3
 #: Oldest nats-server this backend runs on: atomic batch publish
 #: (``Nats-Batch-*`` headers, ``allow_atomic``) first shipped in 2.12.0.
@@ -1110,16 +1111,23 @@ class Connection:
         # Creating a replicated stream waits for the meta leader to place it and for the
         # stream's own election; on a loaded cluster that can outlast one request. Asking
         # again is safe: a create with the same config answers the existing stream.
+        return self._stream_state(await self._api_again(f"STREAM.CREATE.{name}", config,
+                                                        "creating stream"))
+
+    async def _api_again(self, subject: str, request: Mapping[str, Any] | None,
+                         what: str) -> dict:
+        """``api`` asked up to STREAM_CREATE_ATTEMPTS times while no answer comes in time
+        (no meta leader yet, or a new replicated stream still electing its leader): for
+        requests that are safe to repeat."""
         for attempt in range(STREAM_CREATE_ATTEMPTS):
             try:
-                resp = await self.api(f"STREAM.CREATE.{name}", config)
-                break
-            except TimeoutError:  # no answer in time, or no meta leader yet
+                return await self.api(subject, request)
+            except TimeoutError:
                 if attempt == STREAM_CREATE_ATTEMPTS - 1:
                     raise
-                log.warning("creating stream %s on %s: no answer in time, asking again",
-                            name, self.url)
-        return self._stream_state(resp)
+                log.warning("%s %s on %s: no answer in time, asking again", what,
+                            subject.rsplit(".", 1)[-1], self.url)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _stream_state(resp: Mapping[str, Any]) -> StreamState:
@@ -1135,8 +1143,11 @@ class Connection:
         )
 
     async def stream_info(self, name: str) -> StreamState:
-        """A stream's state as its leader reports it; NotFound if there is no such stream."""
-        return self._stream_state(await self.api(f"STREAM.INFO.{name}"))
+        """A stream's state as its leader reports it; NotFound if there is no such stream.
+        Asked again when no answer comes in time (a replicated stream electing its leader
+        answers nothing meanwhile)."""
+        return self._stream_state(await self._api_again(f"STREAM.INFO.{name}", None,
+                                                        "reading stream"))
 
     async def delete_stream(self, name: str) -> None:
         """Delete a stream with all its messages and consumers; NotFound if absent."""

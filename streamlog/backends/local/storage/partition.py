@@ -706,7 +706,11 @@ class Partition:
                 seg.ino = os.fstat(fd).st_ino
             else:
                 st = os.fstat(fd)
-                seg.size, seg.ino = st.st_size, st.st_ino
+                # (while this process's background syncer has not trimmed a segment its
+                # roll closed, only the data: the file's tail goes at the trim)
+                end = self._untrimmed.get(seg.base)
+                seg.size = st.st_size if end is None else min(st.st_size, end)
+                seg.ino = st.st_ino
                 seg.mapping = _ext.Mapping(fd, seg.size, False)
             seg.index = None
             return seg.mapping
