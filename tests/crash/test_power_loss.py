@@ -55,6 +55,15 @@ def _batch_starts(path: str, end: int) -> list[int]:
     return starts
 
 
+def _flip(path: str, pos: int) -> None:
+    """Invert the byte at ``pos`` of ``path`` (bit rot in place)."""
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
 def _quarantined(store) -> list[str]:
     q = os.path.join(store, "quarantine")
     return [os.path.join(r, f) for r, _, fs in os.walk(q) for f in fs] if os.path.isdir(q) else []
@@ -150,11 +159,7 @@ def test_damage_before_the_recovery_point_with_valid_data_after_is_corruption(tm
     end = _data_end(store)
     starts = _batch_starts(seg, end)
     victim = starts[len(starts) // 2]
-    with open(seg, "r+b") as f:
-        f.seek(victim + 30)
-        b = f.read(1)
-        f.seek(victim + 30)
-        f.write(bytes([b[0] ^ 0xFF]))
+    _flip(seg, victim + 30)
     with streamlog.open(store) as log:
         t = log.topic("t")
         with pytest.raises(streamlog.CorruptionError) as e:
@@ -384,11 +389,7 @@ def test_damage_in_a_closed_segment_before_the_recovery_point_is_corruption(
     victim = segs[1]
     starts = _batch_starts(victim, os.path.getsize(victim))
     hit = starts[len(starts) // 2]
-    with open(victim, "r+b") as f:
-        f.seek(hit + 30)
-        b = f.read(1)
-        f.seek(hit + 30)
-        f.write(bytes([b[0] ^ 0xFF]))
+    _flip(victim, hit + 30)
     _pretend_reboot(store)
     with streamlog.open(store) as log:
         t = log.topic("t")
@@ -409,11 +410,7 @@ def test_damage_in_a_closed_segment_in_the_same_boot_is_corruption(tmp_path, mon
     segs = _segments(store)
     victim = segs[2]
     starts = _batch_starts(victim, os.path.getsize(victim))
-    with open(victim, "r+b") as f:
-        f.seek(starts[1] + 30)
-        b = f.read(1)
-        f.seek(starts[1] + 30)
-        f.write(bytes([b[0] ^ 0xFF]))
+    _flip(victim, starts[1] + 30)
     with streamlog.open(store) as log:
         t = log.topic("t")
         assert t.end_offset(0) == 125
@@ -477,11 +474,7 @@ def test_damage_before_the_newest_closed_segment_is_corruption_even_without_a_bl
     victim = segs[1]
     starts = _batch_starts(victim, os.path.getsize(victim))
     hit = starts[len(starts) // 2]
-    with open(victim, "r+b") as f:
-        f.seek(hit + 30)
-        b = f.read(1)
-        f.seek(hit + 30)
-        f.write(bytes([b[0] ^ 0xFF]))
+    _flip(victim, hit + 30)
     if block == "lost":
         os.unlink(os.path.join(store, "topics", "t", "0", "control"))
     else:
