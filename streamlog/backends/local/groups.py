@@ -952,17 +952,8 @@ class Group:
                 continue
             if self._skipped:
                 continue  # the look only passed over records the filter drops: look on
-            wait = math.inf if timeout is None else timeout - (time.monotonic() - t0)
-            if wait <= 0:
+            if not self._wait(seq, t0, timeout, due_ms):
                 return []
-            now = now_ms()
-            if due_ms < gs.FOREVER_MS:
-                wait = min(wait, max(due_ms - now, 0) / 1000 + 0.0005)
-            # Look up at least once per heartbeat interval: a consumer blocked in poll
-            # stays live (exclusive groups keep its partitions; stats count it).
-            wait = min(wait, self._beat_interval_ms(self._cfg) / 1000)
-            topic.wait_any(seq, min(wait, 3600.0))
-            self._check()
 
     def poll_batch(self, max_records: int = 1000, timeout: float | None = 1.0) -> RecordBatch:
         """Up to ``max_records`` records of ONE partition as a leased ``RecordBatch``.
