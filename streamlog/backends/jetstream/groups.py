@@ -927,11 +927,7 @@ class Group:
         appended with ``append_delayed`` are not delivered before their time;
         a record whose deliveries are used up goes to the dead-letter topic.
         """
-        self._check()
-        max_records = _validate.positive_int(max_records, "max_records", 1)
-        if timeout is not None:
-            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        end = math.inf if timeout is None else time.monotonic() + timeout
+        max_records, end = self._poll_args(max_records, timeout)
         while True:
             msgs, dead = self._conn.run(self._apoll_riding(max_records, end))
             if dead:
@@ -944,18 +940,28 @@ class Group:
                          timeout: float | None = 1.0) -> list[Message]:
         """``poll``, awaited. Cancelled while it waits, it leases nothing: a delivery
         that comes after is handed out by the handle's next poll."""
+        max_records, end = self._poll_args(max_records, timeout)
+        return await self._shielded(self._apoll_until(max_records, end),
+                                    self._hand_back_polled)
+
+    def _poll_args(self, max_records: Any, timeout: Any) -> tuple[int, float]:
+        """A poll's arguments checked (the store open), and its deadline (monotonic)."""
         self._check()
         max_records = _validate.positive_int(max_records, "max_records", 1)
         if timeout is not None:
             timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        end = math.inf if timeout is None else time.monotonic() + timeout
-        task = asyncio.ensure_future(self._apoll_until(max_records, end))
+        return max_records, math.inf if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    async def _shielded(coro: Any, hand_back: Any) -> Any:
+        """Await a poll that runs to its end in its own task (a cancellation inside the
+        NATS client would be lost); cancelled meanwhile, what it leases goes back at
+        once through ``hand_back``, uncounted."""
+        task = asyncio.ensure_future(coro)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The poll runs to its end in its own task (a cancellation inside the NATS
-            # client would be lost); what it leased goes back at once, uncounted.
-            task.add_done_callback(self._hand_back_polled)
+            task.add_done_callback(hand_back)
             raise
 
     def _hand_back_polled(self, task: asyncio.Future[list[Message]]) -> None:
@@ -1417,17 +1423,8 @@ class Group:
     async def poll_batch_async(self, max_records: int = 1000,
                                timeout: float | None = 1.0) -> RecordBatch:
         """``poll_batch``, awaited. Cancelled while it waits, it leases nothing."""
-        self._check()
-        max_records = _validate.positive_int(max_records, "max_records", 1)
-        if timeout is not None:
-            timeout = _validate.seconds(timeout, "timeout", allow_inf=True)
-        end = math.inf if timeout is None else time.monotonic() + timeout
-        task = asyncio.ensure_future(self._apoll_batch(max_records, end))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(self._hand_back_batch)
-            raise
+        max_records, end = self._poll_args(max_records, timeout)
+        return await self._shielded(self._apoll_batch(max_records, end), self._hand_back_batch)
 
     async def _apoll_batch(self, max_records: int, end: float) -> RecordBatch:
         while True:
