@@ -477,3 +477,37 @@ def test_stream_info_is_asked_again_while_no_answer_comes(conn, part, monkeypatc
     with pytest.raises(NotFound):
         conn.run(conn.stream_info("SL_nope_nope_0"))
     assert len(calls) == _client.STREAM_CREATE_ATTEMPTS + 1
+
+
+def test_stream_creation_waits_out_a_cluster_without_suitable_peers(conn, monkeypatch):
+    """A create answered "no suitable peers for placement" (a server of the cluster down,
+    or not yet seen back) is asked again until it is placed; any other refusal is the
+    caller's at once."""
+    from streamlog.backends.jetstream import _client
+
+    store = conn.url.store
+    name = naming.stream_name(store, "peers", 0)
+    subjects = naming.stream_subjects(store, "peers", 0)
+    real_api = conn.api
+    calls: list[str] = []
+
+    async def api(subject, request=None):
+        calls.append(subject)
+        if len(calls) <= 2:
+            raise _client.JetStreamError("no suitable peers for placement, peer offline",
+                                         400, _client.ERR_NO_PEERS)
+        return await real_api(subject, request)
+
+    monkeypatch.setattr(conn, "api", api)
+    st = conn.run(conn.ensure_stream(name, subjects))
+    assert st.name == name and calls == [f"STREAM.CREATE.{name}"] * 3
+
+    async def refuse(subject, request=None):
+        calls.append(subject)
+        raise _client.JetStreamError("insufficient resources", 400, 10023)
+
+    calls.clear()
+    monkeypatch.setattr(conn, "api", refuse)
+    with pytest.raises(_client.JetStreamError):
+        conn.run(conn.ensure_stream(name, subjects))
+    assert len(calls) == 1

@@ -31,6 +31,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
@@ -126,6 +127,12 @@ ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
 ERR_CONSUMER_NOT_FOUND = 10014
 ERR_NO_MESSAGE_FOUND = 10037
+#: "no suitable peers for placement": a replicated stream's create while too few
+#: servers are known to be up (a node restarting, or not yet seen back by the meta
+#: leader).
+ERR_NO_PEERS = 10005
+#: How long a stream creation is asked for again while no peers are suitable.
+NO_PEERS_WAIT_S = 10.0
 
 
 # --------------------------------------------------------------------------
@@ -1117,17 +1124,28 @@ class Connection:
     async def _api_again(self, subject: str, request: Mapping[str, Any] | None,
                          what: str) -> dict:
         """``api`` asked up to STREAM_CREATE_ATTEMPTS times while no answer comes in time
-        (no meta leader yet, or a new replicated stream still electing its leader): for
-        requests that are safe to repeat."""
-        for attempt in range(STREAM_CREATE_ATTEMPTS):
+        (no meta leader yet, or a new replicated stream still electing its leader), and
+        for up to NO_PEERS_WAIT_S while the cluster has no suitable peers for a
+        placement: for requests that are safe to repeat."""
+        attempt = 0
+        no_peers_until = time.monotonic() + NO_PEERS_WAIT_S
+        while True:
             try:
                 return await self.api(subject, request)
             except TimeoutError:
-                if attempt == STREAM_CREATE_ATTEMPTS - 1:
+                attempt += 1
+                if attempt == STREAM_CREATE_ATTEMPTS:
                     raise
                 log.warning("%s %s on %s: no answer in time, asking again", what,
                             subject.rsplit(".", 1)[-1], self.url)
-        raise AssertionError("unreachable")
+            except JetStreamError as e:
+                # A server of the cluster down or not yet seen back: placement may
+                # succeed a moment later; anything else is the caller's at once.
+                if e.err_code != ERR_NO_PEERS or time.monotonic() > no_peers_until:
+                    raise
+                log.warning("%s %s on %s: %s; asking again", what,
+                            subject.rsplit(".", 1)[-1], self.url, e.description)
+                await asyncio.sleep(0.5)
 
     @staticmethod
     def _stream_state(resp: Mapping[str, Any]) -> StreamState:
